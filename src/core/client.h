@@ -1,0 +1,31 @@
+/* core/client.h: a non-blocking HTTP client on a libuv loop (libcurl's multi-socket
+ * API driven by uv_poll and a uv_timer), with keep-alive connection reuse.
+ * Used by orders to ask users whether a user exists; one client per worker loop. */
+#ifndef CMESH_CORE_CLIENT_H
+#define CMESH_CORE_CLIENT_H
+
+#include <stddef.h>
+
+#include <uv.h>
+
+typedef struct cm_client cm_client_t; /* opaque; lives on one loop, one thread */
+
+/* status: the HTTP status (100..599), or a negative errno when no response came:
+ * -ETIMEDOUT past the timeout, -ECONNREFUSED / -EHOSTUNREACH when it could not
+ * connect, -ECANCELED when the client was freed first, -EIO otherwise.
+ * body is borrowed for the duration of the call only. */
+typedef void (*cm_client_cb)(int status, const char *body, size_t len, void *data);
+
+/* Caller owns *out; free with cm_client_free(). Returns 0 or -ENOMEM. */
+int cm_client_new(uv_loop_t *loop, cm_client_t **out);
+/* Every pending request's callback fires with -ECANCELED before this returns;
+ * handles are closed on the loop afterwards, so run the loop once more. NULL is a no-op. */
+void cm_client_free(cm_client_t *c);
+
+/* Starts GET url. request_id, when not NULL, is sent as X-Request-Id.
+ * cb fires exactly once, later, on the loop: never from inside this call.
+ * Returns 0, or -ENOMEM / -EINVAL (then cb never fires). */
+int cm_client_get(cm_client_t *c, const char *url, unsigned timeout_ms, const char *request_id,
+                  cm_client_cb cb, void *data);
+
+#endif

@@ -1,0 +1,48 @@
+/* core/log.h: structured JSON logs on stderr, and the access log.
+ * Process messages (start, errors) are written at once: they are rare.
+ * Access lines go into a per-worker stream (no lock per request) whose batches a
+ * writer thread writes to the target, so a slow disk or a full pipe never blocks a loop. */
+#ifndef CMESH_CORE_LOG_H
+#define CMESH_CORE_LOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct cm_log cm_log_t;               /* opaque: the sink and its writer thread */
+typedef struct cm_log_stream cm_log_stream_t; /* opaque: one worker's batch; one thread only */
+
+typedef enum { CM_LOG_DEBUG, CM_LOG_INFO, CM_LOG_WARN, CM_LOG_ERROR } cm_log_level_t;
+
+/* One request, as the server saw it. Strings are borrowed for the call only. */
+typedef struct cm_access {
+    const char *request_id;
+    const char *method;
+    const char *path; /* raw target as received, query included */
+    size_t path_len;
+    int status;
+    uint64_t duration_us;
+    uint64_t bytes; /* response bytes written, head included */
+} cm_access_t;
+
+/* target: "off", "stderr" or a file path (opened for append, created 0644).
+ * On success the caller owns *out; release with cm_log_close().
+ * Returns 0, -EINVAL for an empty target, or the open(2) error. */
+int cm_log_open(const char *target, cm_log_t **out);
+/* Writes every batch handed over so far, stops the writer. NULL is a no-op. */
+void cm_log_close(cm_log_t *log);
+
+/* Caller owns *out; free with cm_log_stream_free() (which hands over what is left).
+ * Returns 0 or -ENOMEM. With log "off", streams exist and drop everything. */
+int cm_log_stream_new(cm_log_t *log, cm_log_stream_t **out);
+void cm_log_stream_free(cm_log_stream_t *s);
+/* Formats one JSON line: ts, level, request_id, method, path, status, duration_us, bytes.
+ * Hands the batch over by itself once it passes 64 KiB. */
+void cm_log_access(cm_log_stream_t *s, const cm_access_t *rec);
+/* Hands the current batch to the writer thread; the server calls it every 100 ms. */
+void cm_log_stream_flush(cm_log_stream_t *s);
+
+/* A process message as one JSON line on stderr: {"ts","level","msg",...}.
+ * fmt's output is the value of "msg", escaped. Thread-safe. */
+void cm_log_msg(cm_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif
