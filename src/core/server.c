@@ -98,6 +98,7 @@ struct server {
 static void conn_close(cm_conn_t *c);
 static void conn_flush(cm_conn_t *c);
 static void conn_timer_update(cm_conn_t *c);
+static void on_conn_timer(uv_timer_t *t);
 
 /* ------------------------------------------------------------------------- */
 /* options                                                                    */
@@ -453,7 +454,6 @@ static void on_written(uv_write_t *req, int status)
 }
 
 static void start_read(cm_conn_t *c);
-static void on_conn_timer(uv_timer_t *t);
 
 /* Moves answered requests at the head of the queue into wbuf and writes it:
  * uv_try_write first (no allocation, usually all of it), uv_write for the rest. */
