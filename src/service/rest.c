@@ -123,7 +123,19 @@ int cm_rest_if_match_fails(const cm_req_t *req, const char *etag)
     return present && !hit;
 }
 
-int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key_len, char fp[65])
+/* Builds a {"error","field"} body without sending it. */
+static void build_error_field(cm_req_t *req, const char *field, const char *msg)
+{
+    cm_buf_reset(&req->res_body);
+    cm_buf_append_str(&req->res_body, "{\"error\":");
+    cm_json_str(&req->res_body, msg, strlen(msg));
+    cm_buf_append_str(&req->res_body, ",\"field\":");
+    cm_json_str(&req->res_body, field, strlen(field));
+    cm_buf_append(&req->res_body, "}", 1);
+}
+
+int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key_len,
+                       char fp[65], int *status)
 {
     size_t len;
     const char *k = cm_req_header(req, "Idempotency-Key", &len);
@@ -132,7 +144,8 @@ int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key
     if (!k)
         return 0;
     if (len == 0 || len > 255) {
-        cm_res_error_field(req, 422, "Idempotency-Key", "Idempotency-Key must be 1-255 characters");
+        build_error_field(req, "Idempotency-Key", "Idempotency-Key must be 1-255 characters");
+        *status = 422;
         return 1;
     }
     char path[256];
@@ -146,8 +159,9 @@ int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key
         return 0;
     }
     if (rc == -EEXIST) {
-        cm_res_error_field(req, 422, "Idempotency-Key",
-                           "Idempotency-Key was already used with a different request");
+        build_error_field(req, "Idempotency-Key",
+                          "Idempotency-Key was already used with a different request");
+        *status = 422;
         return 1;
     }
     if (rc < 0)
@@ -162,9 +176,8 @@ int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key
         cm_res_header(req, "ETag", "%s", etag);
     }
     cm_res_header(req, "Idempotent-Replayed", "true");
-    int status = prev.status;
+    *status = prev.status;
     cm_idem_response_free(&prev);
-    cm_res_send(req, status);
     return 1;
 }
 

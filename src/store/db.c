@@ -447,6 +447,61 @@ void cm_db_rollback(cm_db_t *db)
         exec_prepared(db->conn, db->rollback, "ROLLBACK");
 }
 
+static const char sql_savepoint[] = "SAVEPOINT unit";
+static const char sql_release[] = "RELEASE unit";
+static const char sql_rollback_to[] = "ROLLBACK TO unit";
+
+static int exec_cached(cm_db_t *db, const char *sql)
+{
+    cm_stmt_t *st = cm_db_stmt(db, sql);
+    if (!st)
+        return -EIO;
+    int rc = cm_stmt_step(st);
+    cm_stmt_reset(st);
+    return rc < 0 ? rc : 0;
+}
+
+int cm_db_in_group(cm_db_t *db)
+{
+    return !sqlite3_get_autocommit(db->conn);
+}
+
+int cm_db_unit_begin(cm_db_t *db)
+{
+    if (!cm_db_in_group(db)) {
+        int rc = cm_db_begin(db);
+        if (rc < 0)
+            return rc;
+    }
+    return exec_cached(db, sql_savepoint);
+}
+
+int cm_db_unit_end(cm_db_t *db)
+{
+    reset_all(db);
+    return exec_cached(db, sql_release);
+}
+
+void cm_db_unit_undo(cm_db_t *db)
+{
+    reset_all(db);
+    if (!cm_db_in_group(db))
+        return;
+    /* ROLLBACK TO keeps the savepoint open; RELEASE then drops it */
+    if (exec_cached(db, sql_rollback_to) == 0)
+        exec_cached(db, sql_release);
+}
+
+int cm_db_group_commit(cm_db_t *db)
+{
+    if (!cm_db_in_group(db))
+        return 0;
+    int rc = cm_db_commit(db);
+    if (rc < 0)
+        cm_db_rollback(db);
+    return rc;
+}
+
 int cm_db_changes(cm_db_t *db)
 {
     return sqlite3_changes(db->conn);

@@ -3,6 +3,7 @@
  * Entered from cli/main.c as `cmesh users`. */
 #include "users/users.h"
 
+#include "service/batch.h"
 #include "service/cmd.h"
 #include "service/rest.h"
 
@@ -20,6 +21,7 @@
 
 typedef struct users_worker {
     cm_db_t *db;
+    cm_batch_t *batch; /* every write goes through it: group commit */
 } users_worker_t;
 
 typedef struct user_input {
@@ -123,23 +125,17 @@ static int validate(cm_req_t *req, json_t *o, int create, user_input_t *in)
 /* ------------------------------------------------------------------------- */
 /* handlers                                                                   */
 
-static cm_db_t *db_of(cm_req_t *req)
-{
-    return ((users_worker_t *)req->state)->db;
-}
-
 static void not_found(cm_req_t *req)
 {
     cm_res_error(req, 404, "User not found");
 }
 
-/* Answers with the item in res_body and its ETag. */
-static void send_item(cm_req_t *req, int status)
+/* Adds the ETag of the item in res_body. */
+static void add_etag(cm_req_t *req)
 {
     char etag[20];
     cm_rest_etag(req->res_body.data, req->res_body.len, etag);
     cm_res_header(req, "ETag", "%s", etag);
-    cm_res_send(req, status);
 }
 
 static void users_list(cm_req_t *req)
@@ -148,7 +144,7 @@ static void users_list(cm_req_t *req)
     int64_t after, last;
     if (cm_rest_page(req, &limit, &after) < 0)
         return;
-    int rc = cm_users_list(db_of(req), after, limit, &req->res_body, &last, &more);
+    int rc = cm_users_list(((users_worker_t *)req->state)->db, after, limit, &req->res_body, &last, &more);
     if (rc < 0) {
         cm_rest_db_error(req, rc);
         return;
@@ -165,7 +161,7 @@ static void users_get(cm_req_t *req)
         not_found(req);
         return;
     }
-    int rc = cm_users_get(db_of(req), id, &req->res_body);
+    int rc = cm_users_get(((users_worker_t *)req->state)->db, id, &req->res_body);
     if (rc == -ENOENT) {
         not_found(req);
         return;
@@ -192,74 +188,65 @@ static void users_create(cm_req_t *req)
     json_t *o = cm_rest_body_object(req);
     if (!o)
         return;
+    users_worker_t *w = req->state;
     user_input_t in;
-    cm_db_t *db = db_of(req);
     const char *key = NULL;
     size_t key_len = 0;
     char fp[65];
     int64_t id = 0;
-    int rc;
+    int rc, status;
     if (validate(req, o, 1, &in) < 0)
         goto done;
-    /* with a key, the key's record and the user commit together or not at all */
-    int tx = cm_req_header(req, "Idempotency-Key", NULL) != NULL;
-    if (tx) {
-        if ((rc = cm_db_begin(db)) < 0)
-            goto db_error;
-        rc = cm_rest_idem_check(req, db, &key, &key_len, fp);
-        if (rc == 1) {
-            cm_db_rollback(db);
-            goto done;
-        }
-        if (rc < 0)
-            goto db_error;
-    }
-    rc = cm_users_insert(db, in.name, in.name_len, in.email, in.email_len, &id, &req->res_body);
-    if (rc == -EEXIST) {
-        if (tx)
-            cm_db_rollback(db);
-        cm_buf_reset(&req->res_body);
-        cm_res_error_field(req, 409, "email", "a user with this email already exists");
+    if ((rc = cm_batch_begin(w->batch)) < 0) {
+        cm_rest_db_error(req, rc);
         goto done;
     }
-    if (rc < 0)
-        goto db_error;
+    /* the key's record and the user commit together or not at all */
+    rc = cm_rest_idem_check(req, w->db, &key, &key_len, fp, &status);
+    if (rc == 1) {
+        cm_batch_answer(w->batch, req, status);
+        goto done;
+    }
+    if (rc == 0)
+        rc = cm_users_insert(w->db, in.name, in.name_len, in.email, in.email_len, &id,
+                             &req->res_body);
     char location[48];
     snprintf(location, sizeof location, "/users/%lld", (long long)id);
-    if (tx) {
-        if ((rc = cm_rest_idem_save(req, db, key, key_len, fp, 201, location)) < 0 ||
-            (rc = cm_db_commit(db)) < 0)
-            goto db_error;
+    if (rc == 0 && key)
+        rc = cm_rest_idem_save(req, w->db, key, key_len, fp, 201, location);
+    if (rc < 0) {
+        cm_batch_undo(w->batch);
+        cm_buf_reset(&req->res_body);
+        if (rc == -EEXIST)
+            cm_res_error_field(req, 409, "email", "a user with this email already exists");
+        else
+            cm_rest_db_error(req, rc);
+        goto done;
     }
     cm_res_header(req, "Location", "%s", location);
-    send_item(req, 201);
-    goto done;
-db_error:
-    cm_db_rollback(db);
-    cm_buf_reset(&req->res_body);
-    cm_rest_db_error(req, rc);
+    add_etag(req);
+    cm_batch_answer(w->batch, req, 201);
 done:
     json_decref(o);
 }
 
-/* Within an open transaction: loads the user into res_body and checks If-Match.
- * Returns 0 to go on, or 1 when an answer (404/412/5xx) was sent after rollback. */
-static int load_for_write(cm_req_t *req, cm_db_t *db, int64_t id)
+/* Inside a unit: checks that the user exists and that If-Match holds. Returns 0 to
+ * go on, or 1 when the unit was undone and an answer (404/412/5xx) sent. */
+static int check_for_write(cm_req_t *req, users_worker_t *w, int64_t id)
 {
-    int rc = cm_users_get(db, id, &req->res_body);
+    int rc = cm_users_get(w->db, id, &req->res_body);
+    char etag[20];
     if (rc == 0) {
-        char etag[20];
         cm_rest_etag(req->res_body.data, req->res_body.len, etag);
         cm_buf_reset(&req->res_body);
         if (!cm_rest_if_match_fails(req, etag))
             return 0;
-        cm_db_rollback(db);
-        cm_res_error(req, 412, "If-Match does not match the user's current ETag %s", etag);
-        return 1;
     }
-    cm_db_rollback(db);
+    cm_batch_undo(w->batch);
     cm_buf_reset(&req->res_body);
-    if (rc == -ENOENT)
+    if (rc == 0)
+        cm_res_error(req, 412, "If-Match does not match the user's current ETag %s", etag);
+    else if (rc == -ENOENT)
         not_found(req);
     else
         cm_rest_db_error(req, rc);
@@ -278,22 +265,20 @@ static void users_update(cm_req_t *req)
     json_t *o = cm_rest_body_object(req);
     if (!o)
         return;
+    users_worker_t *w = req->state;
     user_input_t in;
-    cm_db_t *db = db_of(req);
     int rc;
     if (validate(req, o, 0, &in) < 0)
         goto done;
-    if ((rc = cm_db_begin(db)) < 0) {
+    if ((rc = cm_batch_begin(w->batch)) < 0) {
         cm_rest_db_error(req, rc);
         goto done;
     }
-    if (load_for_write(req, db, id))
+    if (check_for_write(req, w, id))
         goto done;
-    rc = cm_users_update(db, id, in.name, in.name_len, in.email, in.email_len, &req->res_body);
-    if (rc == 0)
-        rc = cm_db_commit(db);
+    rc = cm_users_update(w->db, id, in.name, in.name_len, in.email, in.email_len, &req->res_body);
     if (rc < 0) {
-        cm_db_rollback(db);
+        cm_batch_undo(w->batch);
         cm_buf_reset(&req->res_body);
         if (rc == -EEXIST)
             cm_res_error_field(req, 409, "email", "a user with this email already exists");
@@ -303,7 +288,8 @@ static void users_update(cm_req_t *req)
             cm_rest_db_error(req, rc);
         goto done;
     }
-    send_item(req, 200);
+    add_etag(req);
+    cm_batch_answer(w->batch, req, 200);
 done:
     json_decref(o);
 }
@@ -311,23 +297,21 @@ done:
 static void users_delete(cm_req_t *req)
 {
     int64_t id;
-    cm_db_t *db = db_of(req);
+    users_worker_t *w = req->state;
     int rc;
     if (cm_req_param_id(req, 0, &id) < 0) {
         not_found(req);
         return;
     }
-    if ((rc = cm_db_begin(db)) < 0) {
+    if ((rc = cm_batch_begin(w->batch)) < 0) {
         cm_rest_db_error(req, rc);
         return;
     }
-    if (load_for_write(req, db, id))
+    if (check_for_write(req, w, id))
         return;
-    rc = cm_users_delete(db, id);
-    if (rc == 0)
-        rc = cm_db_commit(db);
+    rc = cm_users_delete(w->db, id);
     if (rc < 0) {
-        cm_db_rollback(db);
+        cm_batch_undo(w->batch);
         if (rc == -ENOENT)
             not_found(req);
         else
@@ -335,7 +319,7 @@ static void users_delete(cm_req_t *req)
         return;
     }
     cm_buf_append_str(&req->res_body, "{\"message\":\"User deleted\"}");
-    cm_res_send(req, 200);
+    cm_batch_answer(w->batch, req, 200);
 }
 
 static const cm_route_t routes[] = {
@@ -349,12 +333,14 @@ static const cm_route_t routes[] = {
 
 static int worker_init(uv_loop_t *loop, void *config, void **state)
 {
-    (void)loop;
     users_worker_t *w = calloc(1, sizeof *w);
     if (!w)
         return -ENOMEM;
     int rc = cm_svc_open_db(config, &w->db);
+    if (rc == 0)
+        rc = cm_batch_new(loop, w->db, &w->batch);
     if (rc < 0) {
+        cm_db_close(w->db);
         free(w);
         return rc;
     }
@@ -367,6 +353,7 @@ static void worker_free(void *state)
     users_worker_t *w = state;
     if (!w)
         return;
+    cm_batch_free(w->batch); /* commits and answers what it holds */
     cm_db_close(w->db);
     free(w);
 }
