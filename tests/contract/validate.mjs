@@ -57,14 +57,18 @@ function deref(obj) {
 }
 
 // Schemas keep their $refs; they are pointed at one Ajv document holding every component.
-function rewriteRefs(node, prefix) {
+// Specification extensions (x-*) are dropped: Ajv's strict mode would refuse them. Keys of
+// name-to-schema maps (properties, $defs, ...) are names, not keywords, and stay.
+const SCHEMA_MAPS = new Set(['properties', 'patternProperties', '$defs', 'dependentSchemas']);
+function rewriteRefs(node, prefix, isMap = false) {
     if (Array.isArray(node)) return node.map((n) => rewriteRefs(n, prefix));
     if (!node || typeof node !== 'object') return node;
     const out = {};
     for (const [k, v] of Object.entries(node)) {
-        if (k === '$ref' && typeof v === 'string' && v.startsWith('#/components/schemas/'))
+        if (!isMap && k.startsWith('x-')) continue;
+        if (!isMap && k === '$ref' && typeof v === 'string' && v.startsWith('#/components/schemas/'))
             out[k] = prefix + '#/$defs/' + v.slice('#/components/schemas/'.length);
-        else out[k] = rewriteRefs(v, prefix);
+        else out[k] = rewriteRefs(v, prefix, !isMap && SCHEMA_MAPS.has(k));
     }
     return out;
 }
@@ -72,7 +76,7 @@ function rewriteRefs(node, prefix) {
 const ajv = new Ajv2020({ allErrors: true, strict: true, strictTypes: false });
 addFormats(ajv);
 ajv.addVocabulary(['example', 'xml', 'externalDocs']); // OpenAPI annotations, not assertions
-ajv.addSchema({ $id: SPEC_ID, $defs: rewriteRefs(spec.components?.schemas || {}, '') });
+ajv.addSchema({ $id: SPEC_ID, $defs: rewriteRefs(spec.components?.schemas || {}, '', true) });
 
 const operations = new Map(); // operationId -> { method, path, op }
 for (const [p, item] of Object.entries(spec.paths || {})) {

@@ -37,8 +37,9 @@ if [ ! -d "$CONTRACT/node_modules" ]; then
 fi
 
 echo "contract: redocly lint api/openapi.yaml"
-(cd "$CMESH_SRC" && "$CONTRACT/node_modules/.bin/redocly" lint --config redocly.yaml \
-    api/openapi.yaml)
+# No telemetry and no update check: both would reach for hosts other than the registry.
+(cd "$CMESH_SRC" && REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true \
+    "$CONTRACT/node_modules/.bin/redocly" lint --config redocly.yaml api/openapi.yaml)
 
 # Ports come from the kernel (bind to port 0) so parallel test runs never collide; the
 # small window between closing the probe socket and the server binding it is accepted.
