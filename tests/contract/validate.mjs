@@ -413,6 +413,7 @@ async function users() {
     await step('users: If-None-Match current ETag is 304', 'getUser', { ...U, method: 'GET', path: `/users/${aId}`, headers: { 'If-None-Match': a.headers.get('etag') } }, 304);
     await step('users: If-None-Match other ETag is 200', 'getUser', { ...U, method: 'GET', path: `/users/${aId}`, headers: { 'If-None-Match': '"0000000000000000"' } }, 200);
     await step('users: GET unknown id is 404', 'getUser', { ...U, method: 'GET', path: '/users/999999999' }, 404);
+    await step('users: GET a non-numeric id is 404', 'getUser', { ...U, method: 'GET', path: '/users/abc' }, 404);
 
     await step('users: GET /users lists them in id order', 'listUsers', { ...U, method: 'GET', path: '/users' }, 200, (r, need) => {
         const ids = r.json.map((u) => u.id);
