@@ -128,14 +128,6 @@ static void not_found(cm_req_t *req)
     cm_res_error(req, 404, "Order not found");
 }
 
-/* Adds the ETag of the item in res_body. */
-static void add_etag(cm_req_t *req)
-{
-    char etag[20];
-    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
-    cm_res_header(req, "ETag", "%s", etag);
-}
-
 static void orders_list(cm_req_t *req)
 {
     int limit, more;
@@ -173,24 +165,8 @@ static void orders_get(cm_req_t *req)
         not_found(req);
         return;
     }
-    int rc = cm_orders_get(worker_of(req)->db, id, &req->res_body, NULL);
-    if (rc < 0) {
-        cm_buf_reset(&req->res_body);
-        if (rc == -ENOENT)
-            not_found(req);
-        else
-            cm_rest_db_error(req, rc);
-        return;
-    }
-    char etag[20];
-    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
-    cm_res_header(req, "ETag", "%s", etag);
-    if (cm_rest_none_match_hits(req, etag)) {
-        cm_buf_reset(&req->res_body);
-        cm_res_send(req, 304);
-        return;
-    }
-    cm_res_send(req, 200);
+    cm_rest_answer_item(req, cm_orders_get(worker_of(req)->db, id, &req->res_body, NULL),
+                        "Order not found");
 }
 
 /* Ends a unit that failed with rc: takes back its writes and answers. */
@@ -234,7 +210,7 @@ static void finish_create(order_op_t *op)
         return;
     }
     cm_res_header(req, "Location", "%s", location);
-    add_etag(req);
+    cm_rest_add_etag(req);
     cm_batch_answer(w->batch, req, 201);
 }
 
@@ -285,7 +261,7 @@ static void finish_update(order_op_t *op)
         undo_with(req, w->batch, rc);
         return;
     }
-    add_etag(req);
+    cm_rest_add_etag(req);
     cm_batch_answer(w->batch, req, 200);
 }
 

@@ -41,8 +41,7 @@ static void commit_now(cm_batch_t *b)
 {
     int rc = b->lost ? -EIO : cm_db_group_commit(b->db);
     if (rc < 0 && b->nheld)
-        cm_log_msg(CM_LOG_ERROR, "batch: commit of %d writes failed: %s", b->nheld,
-                   strerror(-rc));
+        cm_log_msg(CM_LOG_ERROR, "batch: commit of %d writes failed: %s", b->nheld, strerror(-rc));
     answer_all(b, rc == 0);
     uv_check_stop(&b->check);
 }

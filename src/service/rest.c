@@ -78,6 +78,34 @@ void cm_rest_etag(const char *body, size_t len, char out[20])
     snprintf(out, 20, "\"%016llx\"", (unsigned long long)h);
 }
 
+void cm_rest_add_etag(cm_req_t *req)
+{
+    char etag[20];
+    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
+    cm_res_header(req, "ETag", "%s", etag);
+}
+
+void cm_rest_answer_item(cm_req_t *req, int rc, const char *not_found)
+{
+    if (rc < 0) {
+        cm_buf_reset(&req->res_body);
+        if (rc == -ENOENT)
+            cm_res_error(req, 404, "%s", not_found);
+        else
+            cm_rest_db_error(req, rc);
+        return;
+    }
+    char etag[20];
+    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
+    cm_res_header(req, "ETag", "%s", etag);
+    if (cm_rest_none_match_hits(req, etag)) {
+        cm_buf_reset(&req->res_body);
+        cm_res_send(req, 304);
+        return;
+    }
+    cm_res_send(req, 200);
+}
+
 /* True when the comma-separated list in header name contains etag or "*". */
 static int header_lists(const cm_req_t *req, const char *name, const char *etag, int *present)
 {
@@ -134,8 +162,8 @@ static void build_error_field(cm_req_t *req, const char *field, const char *msg)
     cm_buf_append(&req->res_body, "}", 1);
 }
 
-int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key_len,
-                       char fp[65], int *status)
+int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key_len, char fp[65],
+                       int *status)
 {
     size_t len;
     const char *k = cm_req_header(req, "Idempotency-Key", &len);

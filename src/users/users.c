@@ -130,21 +130,14 @@ static void not_found(cm_req_t *req)
     cm_res_error(req, 404, "User not found");
 }
 
-/* Adds the ETag of the item in res_body. */
-static void add_etag(cm_req_t *req)
-{
-    char etag[20];
-    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
-    cm_res_header(req, "ETag", "%s", etag);
-}
-
 static void users_list(cm_req_t *req)
 {
     int limit, more;
     int64_t after, last;
     if (cm_rest_page(req, &limit, &after) < 0)
         return;
-    int rc = cm_users_list(((users_worker_t *)req->state)->db, after, limit, &req->res_body, &last, &more);
+    int rc = cm_users_list(((users_worker_t *)req->state)->db, after, limit, &req->res_body, &last,
+                           &more);
     if (rc < 0) {
         cm_rest_db_error(req, rc);
         return;
@@ -161,24 +154,8 @@ static void users_get(cm_req_t *req)
         not_found(req);
         return;
     }
-    int rc = cm_users_get(((users_worker_t *)req->state)->db, id, &req->res_body);
-    if (rc == -ENOENT) {
-        not_found(req);
-        return;
-    }
-    if (rc < 0) {
-        cm_rest_db_error(req, rc);
-        return;
-    }
-    char etag[20];
-    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
-    cm_res_header(req, "ETag", "%s", etag);
-    if (cm_rest_none_match_hits(req, etag)) {
-        cm_buf_reset(&req->res_body);
-        cm_res_send(req, 304);
-        return;
-    }
-    cm_res_send(req, 200);
+    cm_rest_answer_item(req, cm_users_get(((users_worker_t *)req->state)->db, id, &req->res_body),
+                        "User not found");
 }
 
 static void users_create(cm_req_t *req)
@@ -224,7 +201,7 @@ static void users_create(cm_req_t *req)
         goto done;
     }
     cm_res_header(req, "Location", "%s", location);
-    add_etag(req);
+    cm_rest_add_etag(req);
     cm_batch_answer(w->batch, req, 201);
 done:
     json_decref(o);
@@ -288,7 +265,7 @@ static void users_update(cm_req_t *req)
             cm_rest_db_error(req, rc);
         goto done;
     }
-    add_etag(req);
+    cm_rest_add_etag(req);
     cm_batch_answer(w->batch, req, 200);
 done:
     json_decref(o);
