@@ -32,6 +32,7 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/cmesh-bench.XXXXXX")
 PIDS=()      # every process this script started; killed on exit
 SERVER_PID=""
 
+# shellcheck disable=SC2317 # called through the EXIT trap
 cleanup()
 {
     local pid
@@ -184,7 +185,7 @@ run_wrk()
     local name=$1 pid=$2 url=$3
     shift 3
     local out="$TMP/wrk-${name//[^A-Za-z0-9]/_}.txt" rssf="$TMP/rss.$RANDOM" sampler
-    "${WRK_PIN[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "$url" "$@" >/dev/null 2>&1 || true
+    "${WRK_PIN[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "$url" "$@" >"$out.warm" 2>&1 || true
     sample_rss "$pid" "$rssf" &
     sampler=$!
     PIDS+=("$sampler")
@@ -208,12 +209,17 @@ run_wrk()
         rps=$(awk -v r="$reqs" -v n="$non2xx" -v s="$secs" 'BEGIN { printf "%.2f", (s > 0 ? (r - n) / s : 0) }')
     fi
     echo "$name $rps $p50 $p99 $rss $hwm" >>"$TMP/rows"
+    # 2xx answers of warm-up + measured run, for the creates cross-check.
+    local wreqs wnon
+    read -r _ _ _ wreqs wnon _ _ < <(wrk_parse "$out.warm")
+    OK_ANSWERS=$((reqs - non2xx + wreqs - wnon))
 }
 
 # ---- cmesh ---------------------------------------------------------------------------
 
 CMESH_OK=1
 CMESH_PORT=""
+OK_ANSWERS=0 # set by run_wrk
 
 # start_cmesh LOGARG: starts `cmesh users` on the shared bench db; sets SERVER_PID.
 start_cmesh()
@@ -314,6 +320,18 @@ if [ "$CMESH_OK" = 1 ]; then
     if start_cmesh off; then
         run_wrk "cmesh-post" "$SERVER_PID" "http://127.0.0.1:$CMESH_PORT/users" \
             -s "$ROOT/bench/post_users.lua" -- "r$RANDOM"
+        # ids are never reused and only grow, so a probe create after the run shows how
+        # many rows the run really stored; a 201 without a row would inflate creates/s.
+        probe=$(curl -sS -o /dev/null -D - -H 'Content-Type: application/json' \
+            -d '{"name":"Bench Probe","email":"bench.probe@example.com"}' \
+            "http://127.0.0.1:$CMESH_PORT/users" | tr -d '\r' |
+            awk 'tolower($1) == "location:" { sub(/.*\/users\//, "", $2); print $2 }' || true)
+        if [[ "$probe" =~ ^[0-9]+$ ]]; then
+            stored=$((probe - USER_ID - 1))
+            echo "bench: creates cross-check: wrk saw $OK_ANSWERS 2xx answers, ids advanced by $stored" >&2
+            [ "$stored" -ge "$OK_ANSWERS" ] ||
+                echo "bench: WARNING: fewer rows stored than 201s answered" >&2
+        fi
         stop_server "$SERVER_PID"
     fi
 fi
