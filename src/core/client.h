@@ -10,10 +10,17 @@
 
 typedef struct cm_client cm_client_t; /* opaque; lives on one loop, one thread */
 
+/* Initialises libcurl for the whole process (curl_global_init). main calls it once,
+ * before it starts any thread; tests call it before cm_client_new().
+ * Returns 0, or -EIO when libcurl could not be initialised. */
+int cm_client_global_init(void);
+
 /* status: the HTTP status (100..599), or a negative errno when no response came:
  * -ETIMEDOUT past the timeout, -ECONNREFUSED / -EHOSTUNREACH when it could not
  * connect, -ECANCELED when the client was freed first, -EIO otherwise.
- * body is borrowed for the duration of the call only. */
+ * body is never NULL (empty "" with len 0 when no response came), NUL-terminated,
+ * borrowed for the duration of the call only. Bodies above 1 MiB give -EIO.
+ * The callback may call cm_client_get() or cm_client_free() on the same client. */
 typedef void (*cm_client_cb)(int status, const char *body, size_t len, void *data);
 
 /* Caller owns *out; free with cm_client_free(). Returns 0 or -ENOMEM. */
@@ -22,9 +29,13 @@ int cm_client_new(uv_loop_t *loop, cm_client_t **out);
  * handles are closed on the loop afterwards, so run the loop once more. NULL is a no-op. */
 void cm_client_free(cm_client_t *c);
 
-/* Starts GET url. request_id, when not NULL, is sent as X-Request-Id.
+/* Starts GET url (http:// or https:// only). request_id, when not NULL, is sent as
+ * X-Request-Id; Accept: application/json is always sent. timeout_ms (> 0) bounds the
+ * whole exchange; connecting gets at most min(timeout_ms, 1000) ms of it.
  * cb fires exactly once, later, on the loop: never from inside this call.
- * Returns 0, or -ENOMEM / -EINVAL (then cb never fires). */
+ * Returns 0, or -ENOMEM / -EINVAL (bad url, zero timeout, CR/LF in request_id, NULL cb)
+ * / -ECANCELED (called from a callback while the client is being freed); on error cb
+ * never fires. */
 int cm_client_get(cm_client_t *c, const char *url, unsigned timeout_ms, const char *request_id,
                   cm_client_cb cb, void *data);
 

@@ -28,17 +28,23 @@ typedef struct cm_access {
  * On success the caller owns *out; release with cm_log_close().
  * Returns 0, -EINVAL for an empty target, or the open(2) error. */
 int cm_log_open(const char *target, cm_log_t **out);
-/* Writes every batch handed over so far, stops the writer. NULL is a no-op. */
+/* Writes every batch handed over so far, stops the writer, then reports lines dropped
+ * (writer more than 8 MiB behind) or lost to write errors as one process message each.
+ * Free every stream of this log first. NULL is a no-op. */
 void cm_log_close(cm_log_t *log);
 
-/* Caller owns *out; free with cm_log_stream_free() (which hands over what is left).
+/* log is borrowed and must outlive the stream. Caller owns *out; free with
+ * cm_log_stream_free() (which hands over what is left; NULL is a no-op).
  * Returns 0 or -ENOMEM. With log "off", streams exist and drop everything. */
 int cm_log_stream_new(cm_log_t *log, cm_log_stream_t **out);
 void cm_log_stream_free(cm_log_stream_t *s);
 /* Formats one JSON line: ts, level, request_id, method, path, status, duration_us, bytes.
- * Hands the batch over by itself once it passes 64 KiB. */
+ * A NULL request_id, method or path is written as null. Control bytes, quotes and
+ * backslashes are escaped; well-formed UTF-8 passes through; any other byte is written
+ * as \u00XX. Hands the batch over by itself once it passes 64 KiB. NULL s is a no-op. */
 void cm_log_access(cm_log_stream_t *s, const cm_access_t *rec);
-/* Hands the current batch to the writer thread; the server calls it every 100 ms. */
+/* Hands the current batch to the writer thread; the server calls it every 100 ms.
+ * Never blocks on I/O: takes the sink's mutex once. NULL is a no-op. */
 void cm_log_stream_flush(cm_log_stream_t *s);
 
 /* A process message as one JSON line on stderr: {"ts","level","msg",...}.

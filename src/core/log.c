@@ -1,0 +1,540 @@
+/* core/log.c: process messages (one write(2) each, straight to stderr) and the access
+ * log: worker streams fill batches without a lock and hand them to one writer thread per
+ * sink, which writes them to stderr or an append-mode file. Called by the server and every
+ * module that reports a process event; calls only libc and pthreads. */
+#include "core/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+
+/* A stream hands its batch over once it passes this many bytes: large enough that a
+ * busy worker takes the sink's lock a few times a second, small enough to stay in L2. */
+#define BATCH_BYTES (64 * 1024)
+/* Queued batches above this many bytes mean the target cannot keep up (full disk,
+ * stalled pipe); newer batches are dropped and counted rather than growing the heap. */
+#define QUEUE_MAX_BYTES (8 * 1024 * 1024)
+/* Written batches kept for reuse, so a steady flow of batches costs no malloc. */
+#define SPARE_MAX 16
+
+/* ------------------------------------------------------------------------------------ */
+/* Low level: JSON string escaping, timestamps, writing                                 */
+/* ------------------------------------------------------------------------------------ */
+
+/* Length of the well-formed UTF-8 sequence at p (first byte >= 0x80), or 0 when it is
+ * not one: overlong forms, surrogates and code points above U+10FFFF are refused. */
+static size_t utf8_seq_len(const unsigned char *p, size_t left)
+{
+    unsigned char c = p[0];
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        if (c == 0xe0)
+            lo = 0xa0; /* overlong */
+        else if (c == 0xed)
+            hi = 0x9f; /* surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        if (c == 0xf0)
+            lo = 0x90; /* overlong */
+        else if (c == 0xf4)
+            hi = 0x8f; /* above U+10FFFF */
+    } else {
+        return 0;
+    }
+    if (left < n || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (p[i] < 0x80 || p[i] > 0xbf)
+            return 0;
+    return n;
+}
+
+/* Appends s as the body of a JSON string (no quotes). Control bytes and DEL become
+ * \u00XX (or the short escapes), well-formed UTF-8 passes through, and a byte that is
+ * not part of well-formed UTF-8 becomes \u00XX, its Latin-1 reading: the line stays
+ * valid JSON (RFC 8259 section 8.1) and the byte's value stays visible. */
+static int json_escape(cm_buf_t *b, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)s;
+    /* Worst case 6 output bytes per input byte; reserving once keeps the loop simple. */
+    if (cm_buf_reserve(b, len * 6) < 0)
+        return -ENOMEM;
+    char *o = b->data + b->len;
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = p[i];
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+            *o++ = (char)c;
+            i++;
+            continue;
+        }
+        if (c >= 0x80) {
+            size_t n = utf8_seq_len(p + i, len - i);
+            if (n) {
+                memcpy(o, p + i, n);
+                o += n;
+                i += n;
+                continue;
+            }
+        }
+        *o++ = '\\';
+        switch (c) {
+        case '"':
+            *o++ = '"';
+            break;
+        case '\\':
+            *o++ = '\\';
+            break;
+        case '\n':
+            *o++ = 'n';
+            break;
+        case '\r':
+            *o++ = 'r';
+            break;
+        case '\t':
+            *o++ = 't';
+            break;
+        case '\b':
+            *o++ = 'b';
+            break;
+        case '\f':
+            *o++ = 'f';
+            break;
+        default:
+            memcpy(o, "u00", 3);
+            o[3] = hex[c >> 4];
+            o[4] = hex[c & 0xf];
+            o += 5;
+        }
+        i++;
+    }
+    b->len = (size_t)(o - b->data);
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+/* Appends "key":"escaped value", or "key":null when v is NULL. */
+static int json_field_str(cm_buf_t *b, const char *key, const char *v, size_t len)
+{
+    if (cm_buf_append_str(b, key) < 0)
+        return -ENOMEM;
+    if (!v)
+        return cm_buf_append(b, "null", 4);
+    if (cm_buf_append(b, "\"", 1) < 0 || json_escape(b, v, len) < 0)
+        return -ENOMEM;
+    return cm_buf_append(b, "\"", 1);
+}
+
+/* The second part of an RFC 3339 UTC timestamp, "2026-11-25T04:24:34.", formatted once
+ * per second per stream because gmtime_r and strftime cost far more than the ms digits. */
+typedef struct ts_cache {
+    time_t sec;      /* second that prefix shows; -1 before the first use */
+    char prefix[24]; /* "YYYY-MM-DDTHH:MM:SS." NUL-terminated */
+    size_t len;      /* strlen(prefix) */
+} ts_cache_t;
+
+/* Appends "YYYY-MM-DDTHH:MM:SS.mmmZ" for now. */
+static int append_ts(cm_buf_t *b, ts_cache_t *c)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (now.tv_sec != c->sec) {
+        struct tm tm;
+        gmtime_r(&now.tv_sec, &tm);
+        c->len = strftime(c->prefix, sizeof c->prefix, "%Y-%m-%dT%H:%M:%S.", &tm);
+        c->sec = now.tv_sec;
+    }
+    unsigned ms = (unsigned)(now.tv_nsec / 1000000);
+    char tail[5] = {(char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10), 'Z'};
+    if (cm_buf_append(b, c->prefix, c->len) < 0)
+        return -ENOMEM;
+    return cm_buf_append(b, tail, 4);
+}
+
+/* Writes all of data, retrying partial writes and EINTR. Returns 0 or -errno. */
+static int write_all(int fd, const char *data, size_t len)
+{
+    while (len) {
+        ssize_t n = write(fd, data, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static const char *level_name(cm_log_level_t level)
+{
+    switch (level) {
+    case CM_LOG_DEBUG:
+        return "debug";
+    case CM_LOG_INFO:
+        return "info";
+    case CM_LOG_WARN:
+        return "warn";
+    case CM_LOG_ERROR:
+        return "error";
+    }
+    return "info";
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Process messages                                                                     */
+/* ------------------------------------------------------------------------------------ */
+
+void cm_log_msg(cm_log_level_t level, const char *fmt, ...)
+{
+    cm_buf_t msg = CM_BUF_INIT;
+    cm_buf_t line = CM_BUF_INIT;
+    ts_cache_t tc = {.sec = -1};
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = cm_buf_vappendf(&msg, fmt, ap);
+    va_end(ap);
+    if (rc == 0)
+        rc = cm_buf_append_str(&line, "{\"ts\":\"");
+    if (rc == 0)
+        rc = append_ts(&line, &tc);
+    if (rc == 0)
+        rc = cm_buf_appendf(&line, "\",\"level\":\"%s\"", level_name(level));
+    if (rc == 0)
+        rc = json_field_str(&line, ",\"msg\":", msg.data ? msg.data : "", msg.len);
+    if (rc == 0)
+        rc = cm_buf_append(&line, "}\n", 2);
+    if (rc == 0) {
+        /* One write(2) per line, so lines from threads and processes sharing stderr do
+         * not interleave (atomic up to PIPE_BUF on a pipe, always with O_APPEND). */
+        (void)write_all(STDERR_FILENO, line.data, line.len);
+    } else {
+        static const char oom[] = "{\"level\":\"error\",\"msg\":\"log: out of memory\"}\n";
+        (void)write_all(STDERR_FILENO, oom, sizeof oom - 1);
+    }
+    cm_buf_free(&msg);
+    cm_buf_free(&line);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* The sink and its writer thread                                                       */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct batch {
+    struct batch *next; /* queue or spare-list link */
+    cm_buf_t buf;       /* whole JSON lines, each ending in '\n' */
+    uint64_t lines;     /* lines in buf, counted so drops can be reported in lines */
+} batch_t;
+
+struct cm_log {
+    bool off;             /* target "off": no fd, no thread */
+    int fd;               /* target; -1 when off */
+    bool own_fd;          /* opened here, closed by cm_log_close */
+    pthread_t thread;     /* the writer */
+    pthread_mutex_t mu;   /* guards everything below */
+    pthread_cond_t cv;    /* signalled when a batch is queued or stop is set */
+    batch_t *head, *tail; /* queued batches, oldest first */
+    size_t queued;        /* bytes in the queue */
+    batch_t *spare;       /* written batches for reuse */
+    int nspare;           /* length of spare */
+    bool stop;            /* cm_log_close called: drain and exit */
+    uint64_t dropped;     /* lines dropped because the queue was full */
+    uint64_t failed;      /* lines lost to write errors */
+    int write_err;        /* first write error (-errno), reported at close */
+};
+
+struct cm_log_stream {
+    cm_log_t *log; /* borrowed; outlives the stream */
+    batch_t *cur;  /* the batch being filled; NULL when off */
+    ts_cache_t tc; /* per stream, so no lock around the cached second */
+};
+
+static void batch_free(batch_t *b)
+{
+    if (b) {
+        cm_buf_free(&b->buf);
+        free(b);
+    }
+}
+
+/* Puts a written batch on the spare list, or frees it. Called with mu held. */
+static void recycle_locked(cm_log_t *log, batch_t *b)
+{
+    if (log->nspare >= SPARE_MAX) {
+        batch_free(b);
+        return;
+    }
+    cm_buf_reset(&b->buf);
+    cm_buf_shrink(&b->buf, 2 * BATCH_BYTES); /* a huge line must not pin its memory */
+    b->lines = 0;
+    b->next = log->spare;
+    log->spare = b;
+    log->nspare++;
+}
+
+static void *writer_main(void *arg)
+{
+    cm_log_t *log = arg;
+    pthread_mutex_lock(&log->mu);
+    for (;;) {
+        while (!log->head && !log->stop)
+            pthread_cond_wait(&log->cv, &log->mu);
+        if (!log->head)
+            break; /* stop set and nothing left */
+        batch_t *list = log->head;
+        log->head = log->tail = NULL;
+        pthread_mutex_unlock(&log->mu);
+
+        /* Write without the lock: streams keep handing over while the disk is slow. */
+        size_t bytes = 0;
+        uint64_t failed = 0;
+        int err = 0;
+        for (batch_t *b = list; b; b = b->next) {
+            bytes += b->buf.len;
+            int rc = write_all(log->fd, b->buf.data, b->buf.len);
+            if (rc < 0) {
+                failed += b->lines;
+                if (!err)
+                    err = rc;
+            }
+        }
+
+        pthread_mutex_lock(&log->mu);
+        log->queued -= bytes;
+        log->failed += failed;
+        if (err && !log->write_err)
+            log->write_err = err;
+        while (list) {
+            batch_t *next = list->next;
+            recycle_locked(log, list);
+            list = next;
+        }
+    }
+    pthread_mutex_unlock(&log->mu);
+    return NULL;
+}
+
+int cm_log_open(const char *target, cm_log_t **out)
+{
+    if (!target || !*target)
+        return -EINVAL;
+    cm_log_t *log = calloc(1, sizeof *log);
+    if (!log)
+        return -ENOMEM;
+    log->fd = -1;
+    if (strcmp(target, "off") == 0) {
+        log->off = true;
+        *out = log;
+        return 0;
+    }
+    int rc;
+    if (strcmp(target, "stderr") == 0) {
+        log->fd = STDERR_FILENO;
+    } else {
+        log->fd = open(target, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+        if (log->fd < 0) {
+            rc = -errno;
+            goto fail;
+        }
+        log->own_fd = true;
+    }
+    pthread_mutex_init(&log->mu, NULL);
+    pthread_cond_init(&log->cv, NULL);
+    rc = -pthread_create(&log->thread, NULL, writer_main, log);
+    if (rc < 0) {
+        pthread_cond_destroy(&log->cv);
+        pthread_mutex_destroy(&log->mu);
+        goto fail;
+    }
+    *out = log;
+    return 0;
+fail:
+    if (log->own_fd)
+        close(log->fd);
+    free(log);
+    return rc;
+}
+
+void cm_log_close(cm_log_t *log)
+{
+    if (!log)
+        return;
+    if (log->off) {
+        free(log);
+        return;
+    }
+    pthread_mutex_lock(&log->mu);
+    log->stop = true;
+    pthread_cond_signal(&log->cv);
+    pthread_mutex_unlock(&log->mu);
+    pthread_join(log->thread, NULL);
+
+    /* The writer has exited: no lock needed from here on. */
+    if (log->dropped)
+        cm_log_msg(CM_LOG_WARN,
+                   "access log: dropped %llu lines because the target could not keep up",
+                   (unsigned long long)log->dropped);
+    if (log->write_err)
+        cm_log_msg(CM_LOG_ERROR, "access log: lost %llu lines to write errors, first: %s",
+                   (unsigned long long)log->failed, strerror(-log->write_err));
+    while (log->spare) {
+        batch_t *next = log->spare->next;
+        batch_free(log->spare);
+        log->spare = next;
+    }
+    pthread_cond_destroy(&log->cv);
+    pthread_mutex_destroy(&log->mu);
+    if (log->own_fd)
+        close(log->fd);
+    free(log);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Streams                                                                              */
+/* ------------------------------------------------------------------------------------ */
+
+static batch_t *batch_new(void)
+{
+    batch_t *b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    /* Room for a full batch plus one line, so filling it never reallocates. */
+    if (cm_buf_reserve(&b->buf, BATCH_BYTES + 1024) < 0) {
+        free(b);
+        return NULL;
+    }
+    return b;
+}
+
+int cm_log_stream_new(cm_log_t *log, cm_log_stream_t **out)
+{
+    cm_log_stream_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->log = log;
+    s->tc.sec = -1;
+    if (!log->off) {
+        s->cur = batch_new();
+        if (!s->cur) {
+            free(s);
+            return -ENOMEM;
+        }
+    }
+    *out = s;
+    return 0;
+}
+
+/* Hands s->cur to the writer and takes a spare (or new) batch in its place. One lock
+ * round trip per batch. When the queue is over its bound the batch is dropped and
+ * counted, and the stream keeps its memory. */
+static void hand_over(cm_log_stream_t *s)
+{
+    cm_log_t *log = s->log;
+    batch_t *b = s->cur;
+    if (!b || b->buf.len == 0)
+        return;
+    pthread_mutex_lock(&log->mu);
+    if (log->queued + b->buf.len > QUEUE_MAX_BYTES) {
+        log->dropped += b->lines;
+        pthread_mutex_unlock(&log->mu);
+        cm_buf_reset(&b->buf);
+        b->lines = 0;
+        return;
+    }
+    b->next = NULL;
+    if (log->tail)
+        log->tail->next = b;
+    else
+        log->head = b;
+    log->tail = b;
+    log->queued += b->buf.len;
+    batch_t *next = log->spare;
+    if (next) {
+        log->spare = next->next;
+        log->nspare--;
+    }
+    pthread_cond_signal(&log->cv);
+    pthread_mutex_unlock(&log->mu);
+    /* A spare was shrunk to at most 2 * BATCH_BYTES; top it up outside the lock. */
+    if (next && cm_buf_reserve(&next->buf, BATCH_BYTES + 1024) < 0) {
+        batch_free(next);
+        next = NULL;
+    }
+    /* Without memory for a new batch the stream drops lines (cur == NULL) until a later
+     * flush finds memory again; see cm_log_access. */
+    s->cur = next ? next : batch_new();
+}
+
+void cm_log_stream_flush(cm_log_stream_t *s)
+{
+    if (s && !s->log->off)
+        hand_over(s);
+}
+
+void cm_log_stream_free(cm_log_stream_t *s)
+{
+    if (!s)
+        return;
+    cm_log_stream_flush(s);
+    batch_free(s->cur);
+    free(s);
+}
+
+void cm_log_access(cm_log_stream_t *s, const cm_access_t *rec)
+{
+    if (!s || s->log->off)
+        return;
+    if (!s->cur) {
+        s->cur = batch_new();
+        if (!s->cur) {
+            pthread_mutex_lock(&s->log->mu);
+            s->log->dropped++;
+            pthread_mutex_unlock(&s->log->mu);
+            return;
+        }
+    }
+    cm_buf_t *b = &s->cur->buf;
+    size_t start = b->len;
+    int rc = cm_buf_append(b, "{\"ts\":\"", 7);
+    if (rc == 0)
+        rc = append_ts(b, &s->tc);
+    if (rc == 0)
+        rc = json_field_str(b, "\",\"level\":\"info\",\"request_id\":", rec->request_id,
+                            rec->request_id ? strlen(rec->request_id) : 0);
+    if (rc == 0)
+        rc = json_field_str(b, ",\"method\":", rec->method, rec->method ? strlen(rec->method) : 0);
+    if (rc == 0)
+        rc = json_field_str(b, ",\"path\":", rec->path, rec->path_len);
+    if (rc == 0)
+        rc = cm_buf_appendf(b, ",\"status\":%d,\"duration_us\":%llu,\"bytes\":%llu}\n", rec->status,
+                            (unsigned long long)rec->duration_us, (unsigned long long)rec->bytes);
+    if (rc < 0) {
+        /* Out of memory mid-line: take the partial line back so the batch stays whole
+         * lines, and count the loss like a drop. */
+        b->len = start;
+        if (b->data)
+            b->data[start] = '\0';
+        pthread_mutex_lock(&s->log->mu);
+        s->log->dropped++;
+        pthread_mutex_unlock(&s->log->mu);
+        return;
+    }
+    s->cur->lines++;
+    if (b->len >= BATCH_BYTES)
+        hand_over(s);
+}

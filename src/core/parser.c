@@ -1,0 +1,348 @@
+/* core/parser.c: request framing over http-parser (see parser.h).
+ * A small scanner looks at head bytes before http-parser does, because the parser
+ * is lenient where a proxy in front of us might not be (bare LF, obs-fold): any byte
+ * sequence two implementations could frame differently is refused. */
+#include "core/parser.h"
+
+#include <limits.h>
+#include <string.h>
+#include <strings.h>
+
+static cm_parser_t *of(http_parser *hp)
+{
+    return (cm_parser_t *)hp->data;
+}
+
+static int fail(cm_parser_t *p, int status, const char *msg)
+{
+    p->pending = CM_PARSE_ERROR;
+    p->error_status = status;
+    p->error_msg = msg;
+    return -1;
+}
+
+static int append_head(cm_parser_t *p, const char *at, size_t len)
+{
+    if (cm_buf_append(&p->head, at, len) < 0)
+        return fail(p, 500, "out of memory");
+    return 0;
+}
+
+static int on_message_begin(http_parser *hp)
+{
+    cm_parser_t *p = of(hp);
+    cm_buf_reset(&p->head);
+    cm_buf_reset(&p->body);
+    p->target_len = 0;
+    p->nhdr = 0;
+    p->in_value = 0;
+    p->expect_continue = 0;
+    return 0;
+}
+
+static int on_url(http_parser *hp, const char *at, size_t len)
+{
+    cm_parser_t *p = of(hp);
+    p->target_len += len;
+    return append_head(p, at, len);
+}
+
+static int on_header_field(http_parser *hp, const char *at, size_t len)
+{
+    cm_parser_t *p = of(hp);
+    if (p->in_value || p->nhdr == 0) {
+        if (p->nhdr == CM_MAX_HEADERS)
+            return fail(p, 431, "too many header fields");
+        cm_hdr_off_t *h = &p->hdr[p->nhdr++];
+        h->name_off = p->head.len;
+        h->name_len = 0;
+        h->value_off = 0;
+        h->value_len = 0;
+        p->in_value = 0;
+    }
+    p->hdr[p->nhdr - 1].name_len += len;
+    return append_head(p, at, len);
+}
+
+static int on_header_value(http_parser *hp, const char *at, size_t len)
+{
+    cm_parser_t *p = of(hp);
+    cm_hdr_off_t *h = &p->hdr[p->nhdr - 1];
+    if (!p->in_value) {
+        h->value_off = p->head.len;
+        p->in_value = 1;
+    }
+    h->value_len += len;
+    return append_head(p, at, len);
+}
+
+static int name_is(const cm_parser_t *p, const cm_hdr_off_t *h, const char *name)
+{
+    return h->name_len == strlen(name) &&
+           strncasecmp(p->head.data + h->name_off, name, h->name_len) == 0;
+}
+
+static int value_is(const cm_parser_t *p, const cm_hdr_off_t *h, const char *v)
+{
+    return h->value_len == strlen(v) && strncasecmp(p->head.data + h->value_off, v, h->value_len) == 0;
+}
+
+/* RFC 9112 6.3: a message with both framings, or with framings that disagree, is
+ * the classic request-smuggling vector; refuse rather than pick one. */
+static int check_framing(cm_parser_t *p)
+{
+    int n_cl = 0, n_te = 0;
+    const cm_hdr_off_t *first_cl = NULL;
+    for (int i = 0; i < p->nhdr; i++) {
+        const cm_hdr_off_t *h = &p->hdr[i];
+        if (name_is(p, h, "content-length")) {
+            if (first_cl && (h->value_len != first_cl->value_len ||
+                             memcmp(p->head.data + h->value_off, p->head.data + first_cl->value_off,
+                                    h->value_len) != 0))
+                return fail(p, 400, "conflicting Content-Length headers");
+            if (!first_cl)
+                first_cl = h;
+            n_cl++;
+        } else if (name_is(p, h, "transfer-encoding")) {
+            if (!value_is(p, h, "chunked"))
+                return fail(p, 400, "unsupported Transfer-Encoding; only chunked is accepted");
+            n_te++;
+        } else if (name_is(p, h, "expect")) {
+            if (!value_is(p, h, "100-continue"))
+                return fail(p, 417, "unsupported Expect value; only 100-continue is accepted");
+            p->expect_continue = 1;
+        }
+    }
+    if (n_te && n_cl)
+        return fail(p, 400, "Content-Length together with Transfer-Encoding");
+    if (n_te > 1)
+        return fail(p, 400, "repeated Transfer-Encoding");
+    if (p->hp.content_length != ULLONG_MAX && p->hp.content_length > p->limits.max_body)
+        return fail(p, 413, "request body too large");
+    return 0;
+}
+
+static int on_headers_complete(http_parser *hp)
+{
+    cm_parser_t *p = of(hp);
+    if (check_framing(p) < 0)
+        return -1;
+    if (!(hp->flags & (F_CHUNKED | F_CONTENTLENGTH)))
+        p->expect_continue = 0; /* nothing to continue with */
+    p->pending = CM_PARSE_HEAD;
+    return 0;
+}
+
+static int on_body(http_parser *hp, const char *at, size_t len)
+{
+    cm_parser_t *p = of(hp);
+    if (p->body.len + len > p->limits.max_body)
+        return fail(p, 413, "request body too large");
+    if (cm_buf_append(&p->body, at, len) < 0)
+        return fail(p, 500, "out of memory");
+    return 0;
+}
+
+static int on_message_complete(http_parser *hp)
+{
+    cm_parser_t *p = of(hp);
+    p->pending = CM_PARSE_DONE;
+    http_parser_pause(hp, 1);
+    return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+void cm_parser_init(cm_parser_t *p, const cm_parser_limits_t *limits)
+{
+    memset(p, 0, sizeof *p);
+    p->limits = *limits;
+    http_parser_init(&p->hp, HTTP_REQUEST);
+    p->hp.data = p;
+    p->scanning = 1;
+}
+
+void cm_parser_free(cm_parser_t *p)
+{
+    cm_buf_free(&p->head);
+    cm_buf_free(&p->body);
+}
+
+int cm_parser_mid_request(const cm_parser_t *p)
+{
+    return !p->scanning || p->head_seen > 0;
+}
+
+/* Scans head bytes up to the end of the head (or of data). Returns the bytes that
+ * belong to the head, or -1 after fail(). */
+static long scan_head(cm_parser_t *p, const char *data, size_t len)
+{
+    size_t i = 0;
+    for (; i < len && p->scanning; i++) {
+        char c = data[i];
+        if (p->head_seen == 0 && p->line_len == 0 && (c == '\r' || c == '\n'))
+            continue; /* RFC 9112 2.2: empty lines before a request line are ignored */
+        p->head_seen++;
+        if (c == '\0')
+            return fail(p, 400, "NUL byte in request head");
+        if (c == '\n') {
+            if (p->prev != '\r')
+                return fail(p, 400, "bare LF in request head; lines end with CRLF");
+            if (p->line_len == 1) { /* just "\r": the empty line ends the head */
+                p->scanning = 0;
+                p->prev = c;
+                i++;
+                break;
+            }
+            if (p->line_no > 0 && !p->seen_colon)
+                return fail(p, 400, "header line without a colon");
+            p->line_no++;
+            p->line_len = 0;
+            p->seen_colon = 0;
+            p->prev = c;
+            continue;
+        }
+        if (p->prev == '\r')
+            return fail(p, 400, "bare CR in request head");
+        p->line_len++;
+        if (p->line_no == 0) {
+            if (p->line_len > p->limits.max_uri)
+                return fail(p, 414, "request line too long");
+        } else if (p->line_len == 1 && (c == ' ' || c == '\t')) {
+            return fail(p, 400, "obsolete line folding in header");
+        } else if (!p->seen_colon) {
+            if (c == ':')
+                p->seen_colon = 1;
+            else if (c == ' ' || c == '\t')
+                return fail(p, 400, "whitespace in or after a header name");
+        }
+        if (p->head_seen > p->limits.max_header)
+            return fail(p, 431, "request header fields too large");
+        p->prev = c;
+    }
+    return (long)i;
+}
+
+static void rearm_scanner(cm_parser_t *p)
+{
+    p->scanning = 1;
+    p->head_seen = 0;
+    p->line_no = 0;
+    p->line_len = 0;
+    p->seen_colon = 0;
+    p->prev = 0;
+}
+
+static int status_for(enum http_errno e)
+{
+    switch (e) {
+    case HPE_HEADER_OVERFLOW:
+        return 431;
+    case HPE_INVALID_METHOD:
+        return 501;
+    default:
+        return 400;
+    }
+}
+
+cm_parse_event_t cm_parser_feed(cm_parser_t *p, const char *data, size_t len, size_t *used)
+{
+    size_t limit = len;
+    p->pending = CM_PARSE_MORE;
+    if (p->scanning) {
+        long n = scan_head(p, data, len);
+        if (n < 0) {
+            *used = 0;
+            return CM_PARSE_ERROR;
+        }
+        limit = (size_t)n; /* http-parser sees no more than the scanner approved */
+    }
+    if (HTTP_PARSER_ERRNO(&p->hp) == HPE_PAUSED)
+        http_parser_pause(&p->hp, 0);
+    size_t n = http_parser_execute(&p->hp, &settings, data, limit);
+    *used = n;
+    enum http_errno e = HTTP_PARSER_ERRNO(&p->hp);
+    if (p->pending == CM_PARSE_ERROR)
+        return CM_PARSE_ERROR;
+    if (e != HPE_OK && e != HPE_PAUSED) {
+        p->error_status = status_for(e);
+        p->error_msg = http_errno_description(e);
+        return CM_PARSE_ERROR;
+    }
+    if (p->pending == CM_PARSE_DONE) {
+        rearm_scanner(p);
+        return CM_PARSE_DONE;
+    }
+    if (p->pending == CM_PARSE_HEAD) {
+        /* http-parser went on into the body within this chunk; report the head first
+         * only when the client waits for 100-continue, else the body follows. */
+        if (p->expect_continue)
+            return CM_PARSE_HEAD;
+    }
+    if (n < limit && p->hp.upgrade)
+        return fail(p, 400, "protocol upgrade is not supported"), CM_PARSE_ERROR;
+    return CM_PARSE_MORE;
+}
+
+static cm_method_t method_of(unsigned m, const char **name)
+{
+    *name = http_method_str((enum http_method)m);
+    switch (m) {
+    case HTTP_GET:
+        return CM_GET;
+    case HTTP_HEAD:
+        return CM_HEAD;
+    case HTTP_POST:
+        return CM_POST;
+    case HTTP_PUT:
+        return CM_PUT;
+    case HTTP_DELETE:
+        return CM_DELETE;
+    case HTTP_PATCH:
+        return CM_PATCH;
+    case HTTP_OPTIONS:
+        return CM_OPTIONS;
+    default:
+        return CM_METHOD_OTHER;
+    }
+}
+
+void cm_parser_take(cm_parser_t *p, cm_req_t *req)
+{
+    cm_buf_t t = req->raw_head;
+    req->raw_head = p->head;
+    p->head = t;
+    cm_buf_reset(&p->head);
+    t = req->raw_body;
+    req->raw_body = p->body;
+    p->body = t;
+    cm_buf_reset(&p->body);
+
+    const char *base = req->raw_head.data ? req->raw_head.data : "";
+    req->method = method_of(p->hp.method, &req->method_name);
+    req->target = (cm_str_t){base, p->target_len};
+    const char *q = memchr(base, '?', p->target_len);
+    if (q) {
+        req->path = (cm_str_t){base, (size_t)(q - base)};
+        req->query = (cm_str_t){q + 1, p->target_len - (size_t)(q - base) - 1};
+    } else {
+        req->path = req->target;
+        req->query = (cm_str_t){base + p->target_len, 0};
+    }
+    req->nheaders = p->nhdr;
+    for (int i = 0; i < p->nhdr; i++) {
+        req->headers[i].name = (cm_str_t){base + p->hdr[i].name_off, p->hdr[i].name_len};
+        req->headers[i].value = (cm_str_t){base + p->hdr[i].value_off, p->hdr[i].value_len};
+    }
+    req->body = (cm_str_t){req->raw_body.data ? req->raw_body.data : "", req->raw_body.len};
+    req->keep_alive = http_should_keep_alive(&p->hp);
+    p->nhdr = 0;
+}

@@ -1,0 +1,954 @@
+/* core/server.c: the HTTP/1.1 server under every cmesh process (see server.h).
+ * Per worker: one loop, one SO_REUSEPORT listener, its connections. Per connection:
+ * a parser, a FIFO of requests (pipelining answers in order), one write buffer that
+ * batches every answer ready after a read, and one timer (idle, request, linger).
+ * Calls the service's handlers through the router; metrics and log are core's. */
+#include "core/server.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/flags.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/parser.h"
+
+#define READ_BUF_SIZE   (64 * 1024) /* one per worker: every read is parsed at once */
+#define MAX_PIPELINED   64          /* answers queued on one connection before reads pause */
+#define LINGER_MS       2000        /* after an error answer, how long unread input is drained */
+#define LOG_FLUSH_MS    100         /* access-log batches reach the writer at least this often */
+#define BACKLOG         1024
+#define REQ_POOL_KEEP   4           /* idle request objects a connection keeps for reuse */
+#define BUF_KEEP        (64 * 1024) /* bytes a reused buffer keeps after a large request */
+
+typedef struct server server_t;
+typedef struct worker worker_t;
+
+enum timer_mode { T_NONE, T_IDLE, T_REQUEST, T_LINGER };
+
+struct cm_conn {
+    uv_tcp_t tcp; /* first: the handle's data is the conn */
+    uv_timer_t timer;
+    worker_t *w;
+    cm_conn_t *prev, *next; /* the worker's connections */
+    cm_parser_t parser;
+    cm_req_t *head, *tail; /* requests waiting for their answers, in arrival order */
+    int queued;
+    cm_req_t *pool; /* idle request objects */
+    int pooled;
+    cm_buf_t wbuf;     /* answers ready to write */
+    cm_buf_t inflight; /* bytes handed to uv_write, stable until its callback */
+    uv_write_t wreq;
+    uv_shutdown_t sreq;
+    int writing;
+    int in_read;       /* inside read_cb: batch writes until the read is parsed */
+    int reading;       /* uv_read_start active */
+    int close_pending; /* close once everything queued is written */
+    int lingering;
+    int closing;
+    int handles_open;
+    enum timer_mode mode;
+};
+
+struct worker {
+    server_t *srv;
+    int index;
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    int listen_fd;
+    uv_async_t wake; /* main thread: start draining */
+    uv_timer_t tick; /* log flush, drain progress */
+    uv_timer_t drain_deadline;
+    uv_thread_t thread;
+    void *state;
+    cm_log_stream_t *log;
+    cm_conn_t *conns;
+    int nconns;
+    int draining;
+    int stopped;
+    char *rbuf;
+    char date[64]; /* "Date: ...\r\n", refreshed once a second as nginx does */
+    time_t date_sec;
+    uint64_t rid_seed[2];
+    uint64_t rid_count;
+};
+
+struct server {
+    const cm_server_opts_t *opts;
+    const cm_service_t *svc;
+    cm_router_t *router;
+    cm_metrics_t *metrics;
+    cm_log_t *log;
+    worker_t *workers;
+    atomic_int draining;
+    atomic_int conns;
+};
+
+static void conn_close(cm_conn_t *c);
+static void conn_flush(cm_conn_t *c);
+static void conn_timer_update(cm_conn_t *c);
+
+/* ------------------------------------------------------------------------- */
+/* options                                                                    */
+
+void cm_server_opts_default(cm_server_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    snprintf(o->host, sizeof o->host, "127.0.0.1");
+    o->port = 0;
+    o->workers = 1;
+    o->drain_timeout_ms = 10000;
+    o->request_timeout_ms = 10000;
+    o->idle_timeout_ms = 60000;
+    o->max_header = 16 * 1024;
+    o->max_uri = 8 * 1024;
+    o->max_body = 1024 * 1024;
+    o->max_connections = 10000;
+    snprintf(o->access_log, sizeof o->access_log, "stderr");
+}
+
+const char cm_server_opts_help[] =
+    "  --listen HOST:PORT       address to serve on (default 127.0.0.1:0, a free port)\n"
+    "  --workers N              event-loop threads sharing the port (default 1)\n"
+    "  --access-log TARGET      off | stderr | PATH (default stderr)\n"
+    "  --drain-timeout DUR      on SIGTERM, time to finish in-flight work (default 10s)\n"
+    "  --request-timeout DUR    a request must arrive whole within it, else 408 (default 10s)\n"
+    "  --idle-timeout DUR       idle keep-alive connections close after it (default 60s)\n"
+    "  --max-header SIZE        request line + headers, else 431 (default 16k)\n"
+    "  --max-uri SIZE           request line, else 414 (default 8k)\n"
+    "  --max-body SIZE          request body, else 413 (default 1m)\n"
+    "  --max-connections N      open client connections (default 10000)\n"
+    "  DUR is 500ms, 10s, 2m or 1h; SIZE is bytes, 16k or 1m.\n";
+
+int cm_server_opts_set(cm_server_opts_t *o, const char *name, const char *v, char *err,
+                       size_t cap)
+{
+    long n;
+    if (strcmp(name, "listen") == 0) {
+        if (cm_parse_hostport(v, o->host, sizeof o->host, &o->port) < 0)
+            goto bad;
+    } else if (strcmp(name, "workers") == 0) {
+        if (cm_parse_int(v, 1, 64, &n) < 0)
+            goto bad;
+        o->workers = (int)n;
+    } else if (strcmp(name, "access-log") == 0) {
+        if (!*v || strlen(v) >= sizeof o->access_log)
+            goto bad;
+        snprintf(o->access_log, sizeof o->access_log, "%s", v);
+    } else if (strcmp(name, "drain-timeout") == 0) {
+        if (cm_parse_duration_ms(v, &o->drain_timeout_ms) < 0)
+            goto bad;
+    } else if (strcmp(name, "request-timeout") == 0) {
+        if (cm_parse_duration_ms(v, &o->request_timeout_ms) < 0 || !o->request_timeout_ms)
+            goto bad;
+    } else if (strcmp(name, "idle-timeout") == 0) {
+        if (cm_parse_duration_ms(v, &o->idle_timeout_ms) < 0 || !o->idle_timeout_ms)
+            goto bad;
+    } else if (strcmp(name, "max-header") == 0) {
+        if (cm_parse_size(v, &o->max_header) < 0 || o->max_header < 256)
+            goto bad;
+    } else if (strcmp(name, "max-uri") == 0) {
+        if (cm_parse_size(v, &o->max_uri) < 0 || o->max_uri < 16)
+            goto bad;
+    } else if (strcmp(name, "max-body") == 0) {
+        if (cm_parse_size(v, &o->max_body) < 0)
+            goto bad;
+    } else if (strcmp(name, "max-connections") == 0) {
+        if (cm_parse_int(v, 1, 1000000, &n) < 0)
+            goto bad;
+        o->max_connections = (int)n;
+    } else {
+        return 0;
+    }
+    return 1;
+bad:
+    snprintf(err, cap, "--%s: bad value '%s'; see --help for the accepted forms", name, v);
+    return -EINVAL;
+}
+
+/* ------------------------------------------------------------------------- */
+/* requests                                                                   */
+
+static cm_req_t *req_get(cm_conn_t *c)
+{
+    cm_req_t *r = c->pool;
+    if (r) {
+        c->pool = r->next;
+        c->pooled--;
+    } else {
+        r = calloc(1, sizeof *r);
+        if (!r)
+            return NULL;
+    }
+    r->conn = c;
+    r->next = NULL;
+    r->status = 0;
+    r->nparams = 0;
+    r->content_type_set = 0;
+    r->state = c->w->state;
+    r->loop = &c->w->loop;
+    cm_buf_reset(&r->res_headers);
+    cm_buf_reset(&r->res_body);
+    cm_buf_reset(&r->out);
+    return r;
+}
+
+static void req_free(cm_req_t *r)
+{
+    cm_buf_free(&r->raw_head);
+    cm_buf_free(&r->raw_body);
+    cm_buf_free(&r->res_headers);
+    cm_buf_free(&r->res_body);
+    cm_buf_free(&r->out);
+    free(r);
+}
+
+/* Returns a request object to its connection's pool, or frees it. */
+static void req_release(cm_conn_t *c, cm_req_t *r)
+{
+    if (!c || c->closing || c->pooled >= REQ_POOL_KEEP) {
+        req_free(r);
+        return;
+    }
+    cm_buf_shrink(&r->raw_body, BUF_KEEP);
+    cm_buf_shrink(&r->res_body, BUF_KEEP);
+    cm_buf_shrink(&r->out, BUF_KEEP);
+    r->next = c->pool;
+    c->pool = r;
+    c->pooled++;
+}
+
+/* X-Request-Id: keep the caller's if it is a sane token, else make 32 hex digits. */
+static void set_request_id(worker_t *w, cm_req_t *r)
+{
+    size_t len;
+    const char *id = cm_req_header(r, "X-Request-Id", &len);
+    if (id && len > 0 && len < sizeof r->request_id) {
+        size_t i = 0;
+        for (; i < len; i++) {
+            char ch = id[i];
+            if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                  ch == '-' || ch == '_' || ch == '.' || ch == ':'))
+                break;
+        }
+        if (i == len) {
+            memcpy(r->request_id, id, len);
+            r->request_id[len] = '\0';
+            return;
+        }
+    }
+    /* xorshift128+ seeded from getrandom(): unique enough, no syscall per request */
+    uint64_t s1 = w->rid_seed[0], s0 = w->rid_seed[1];
+    w->rid_seed[0] = s0;
+    s1 ^= s1 << 23;
+    w->rid_seed[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+    snprintf(r->request_id, sizeof r->request_id, "%016llx%016llx",
+             (unsigned long long)(w->rid_seed[1] + s0), (unsigned long long)++w->rid_count);
+}
+
+static const char *date_header(worker_t *w)
+{
+    time_t now = time(NULL);
+    if (now != w->date_sec) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(w->date, sizeof w->date, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+        w->date_sec = now;
+    }
+    return w->date;
+}
+
+/* Renders status line, headers and body into r->out. */
+static void render(worker_t *w, cm_req_t *r, int close)
+{
+    cm_buf_t *o = &r->out;
+    int no_body = r->method == CM_HEAD || r->status == 304 || r->status == 204 ||
+                  r->status < 200;
+    cm_buf_reset(o);
+    cm_buf_reserve(o, 160 + r->res_headers.len + r->res_body.len);
+    cm_buf_appendf(o, "HTTP/1.1 %d %s\r\n", r->status, cm_http_reason(r->status));
+    cm_buf_append_str(o, date_header(w));
+    if (!r->content_type_set && r->status != 304 && r->status != 204)
+        cm_buf_append_str(o, "Content-Type: application/json\r\n");
+    if (r->status != 304 && r->status != 204) {
+        cm_buf_append_str(o, "Content-Length: ");
+        cm_buf_append_u64(o, r->res_body.len);
+        cm_buf_append(o, "\r\n", 2);
+    }
+    cm_buf_append_str(o, "X-Request-Id: ");
+    cm_buf_append_str(o, r->request_id);
+    cm_buf_append(o, "\r\n", 2);
+    if (close)
+        cm_buf_append_str(o, "Connection: close\r\n");
+    cm_buf_append(o, r->res_headers.data ? r->res_headers.data : "", r->res_headers.len);
+    cm_buf_append(o, "\r\n", 2);
+    if (!no_body)
+        cm_buf_append(o, r->res_body.data ? r->res_body.data : "", r->res_body.len);
+}
+
+void cm_res_send(cm_req_t *r, int status)
+{
+    cm_conn_t *c = r->conn;
+    if (!c) { /* the client left while we worked: nothing to send to */
+        req_free(r);
+        return;
+    }
+    worker_t *w = c->w;
+    server_t *s = w->srv;
+    r->status = status;
+    int close = !r->keep_alive || c->close_pending || w->draining;
+    if (close)
+        c->close_pending = 1;
+    render(w, r, close);
+    uint64_t us = (uv_hrtime() - r->start_ns) / 1000;
+    cm_metrics_observe(s->metrics, r->route, r->method_name, status, us);
+    cm_metrics_inflight_add(s->metrics, -1);
+    cm_log_access(w->log, &(cm_access_t){.request_id = r->request_id,
+                                         .method = r->method_name,
+                                         .path = r->target.p,
+                                         .path_len = r->target.len,
+                                         .status = status,
+                                         .duration_us = us,
+                                         .bytes = r->out.len});
+    if (!c->in_read)
+        conn_flush(c);
+}
+
+/* ------------------------------------------------------------------------- */
+/* built-in endpoints                                                         */
+
+static server_t *server_of(cm_req_t *r)
+{
+    return r->conn->w->srv;
+}
+
+static void handle_healthz(cm_req_t *r)
+{
+    cm_buf_append_str(&r->res_body, "{\"status\":\"ok\"}");
+    cm_res_send(r, 200);
+}
+
+static void handle_readyz(cm_req_t *r)
+{
+    if (atomic_load(&server_of(r)->draining)) {
+        cm_buf_append_str(&r->res_body, "{\"status\":\"draining\"}");
+        cm_res_send(r, 503);
+        return;
+    }
+    cm_buf_append_str(&r->res_body, "{\"status\":\"ready\"}");
+    cm_res_send(r, 200);
+}
+
+static void handle_metrics(cm_req_t *r)
+{
+    if (cm_metrics_render(server_of(r)->metrics, &r->res_body) < 0) {
+        cm_res_error(r, 500, "out of memory rendering metrics");
+        return;
+    }
+    cm_res_header(r, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    cm_res_send(r, 200);
+}
+
+static const cm_route_t builtin_routes[] = {
+    {CM_GET, "/healthz", handle_healthz},
+    {CM_GET, "/readyz", handle_readyz},
+    {CM_GET, "/metrics", handle_metrics},
+};
+#define NBUILTIN ((int)(sizeof builtin_routes / sizeof builtin_routes[0]))
+
+/* ------------------------------------------------------------------------- */
+/* connections                                                                */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    cm_conn_t *c = h->data;
+    if (--c->handles_open > 0)
+        return;
+    while (c->pool) {
+        cm_req_t *r = c->pool;
+        c->pool = r->next;
+        req_free(r);
+    }
+    cm_parser_free(&c->parser);
+    cm_buf_free(&c->wbuf);
+    cm_buf_free(&c->inflight);
+    free(c);
+}
+
+static void conn_close(cm_conn_t *c)
+{
+    if (c->closing)
+        return;
+    worker_t *w = c->w;
+    c->closing = 1;
+    /* answers still being computed are detached: cm_res_send() frees them */
+    for (cm_req_t *r = c->head, *next; r; r = next) {
+        next = r->next;
+        if (r->status) {
+            req_free(r);
+        } else {
+            r->conn = NULL;
+            r->next = NULL;
+        }
+    }
+    c->head = c->tail = NULL;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nconns--;
+    atomic_fetch_sub(&w->srv->conns, 1);
+    cm_metrics_connections_add(w->srv->metrics, -1);
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    (void)status;
+    (void)req; /* lingering goes on until EOF or the linger timer */
+}
+
+/* Half-closes after the last answer, and reads (and drops) what the client still
+ * sends for a while: closing with unread input would reset the connection and
+ * could destroy the error answer before the client read it. */
+static void conn_linger(cm_conn_t *c)
+{
+    if (c->lingering || c->closing)
+        return;
+    c->lingering = 1;
+    if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
+        conn_close(c);
+        return;
+    }
+    c->mode = T_LINGER;
+    uv_timer_start(&c->timer, on_conn_timer, LINGER_MS, 0);
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+    cm_conn_t *c = req->data;
+    c->writing = 0;
+    cm_buf_reset(&c->inflight);
+    if (c->closing)
+        return;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    conn_flush(c);
+}
+
+static void start_read(cm_conn_t *c);
+static void on_conn_timer(uv_timer_t *t);
+
+/* Moves answered requests at the head of the queue into wbuf and writes it:
+ * uv_try_write first (no allocation, usually all of it), uv_write for the rest. */
+static void conn_flush(cm_conn_t *c)
+{
+    if (c->closing)
+        return;
+    while (c->head && c->head->status) {
+        cm_req_t *r = c->head;
+        c->head = r->next;
+        if (!c->head)
+            c->tail = NULL;
+        c->queued--;
+        cm_buf_append(&c->wbuf, r->out.data, r->out.len);
+        req_release(c, r);
+    }
+    if (!c->writing && c->wbuf.len) {
+        uv_buf_t b = uv_buf_init(c->wbuf.data, (unsigned)c->wbuf.len);
+        int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (n < 0 && n != UV_EAGAIN) {
+            conn_close(c);
+            return;
+        }
+        size_t done = n > 0 ? (size_t)n : 0;
+        if (done < c->wbuf.len) {
+            /* swap so wbuf can take new answers while the kernel takes these */
+            cm_buf_t t = c->inflight;
+            c->inflight = c->wbuf;
+            c->wbuf = t;
+            cm_buf_reset(&c->wbuf);
+            b = uv_buf_init(c->inflight.data + done, (unsigned)(c->inflight.len - done));
+            c->wreq.data = c;
+            if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0) {
+                conn_close(c);
+                return;
+            }
+            c->writing = 1;
+        } else {
+            cm_buf_reset(&c->wbuf);
+            cm_buf_shrink(&c->wbuf, BUF_KEEP);
+        }
+    }
+    if (c->writing)
+        return;
+    if (c->close_pending && !c->head) {
+        conn_linger(c);
+        return;
+    }
+    if (!c->reading && c->queued < MAX_PIPELINED / 2 && !c->w->draining)
+        start_read(c);
+    conn_timer_update(c);
+}
+
+/* An error found while framing: answer it after the earlier answers, then close. */
+static void conn_fail(cm_conn_t *c, int status, const char *msg)
+{
+    cm_req_t *r = req_get(c);
+    if (!r) {
+        conn_close(c);
+        return;
+    }
+    /* the request never completed: log what we know of it */
+    r->method = CM_METHOD_OTHER;
+    r->method_name = "-";
+    r->target = (cm_str_t){"-", 1};
+    r->nheaders = 0;
+    r->keep_alive = 0;
+    r->route = cm_router_npatterns(c->w->srv->router);
+    r->start_ns = uv_hrtime();
+    set_request_id(c->w, r);
+    if (c->tail)
+        c->tail->next = r;
+    else
+        c->head = r;
+    c->tail = r;
+    c->queued++;
+    cm_metrics_inflight_add(c->w->srv->metrics, 1);
+    c->close_pending = 1;
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = 0;
+    }
+    cm_res_error(r, status, "%s", msg);
+}
+
+static void dispatch(cm_conn_t *c)
+{
+    worker_t *w = c->w;
+    cm_req_t *r = req_get(c);
+    if (!r) {
+        conn_close(c);
+        return;
+    }
+    cm_parser_take(&c->parser, r);
+    r->start_ns = uv_hrtime();
+    set_request_id(w, r);
+    if (c->tail)
+        c->tail->next = r;
+    else
+        c->head = r;
+    c->tail = r;
+    c->queued++;
+    cm_metrics_inflight_add(w->srv->metrics, 1);
+    int status = 0;
+    char allow[64];
+    cm_handler_fn h = cm_router_match(w->srv->router, r, &status, allow, sizeof allow);
+    if (!h) {
+        if (status == 405) {
+            cm_res_header(r, "Allow", "%s", allow);
+            cm_res_error(r, 405, "method %s is not allowed here; allowed: %s", r->method_name,
+                         allow);
+        } else {
+            cm_res_error(r, 404, "Not found");
+        }
+        return;
+    }
+    h(r);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    cm_conn_t *c = h->data;
+    buf->base = c->w->rbuf;
+    buf->len = READ_BUF_SIZE;
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    cm_conn_t *c = stream->data;
+    if (nread < 0) {
+        conn_close(c);
+        return;
+    }
+    if (nread == 0 || c->lingering || c->close_pending)
+        return; /* after a final answer, input is drained and dropped */
+    const char *p = buf->base;
+    size_t left = (size_t)nread;
+    c->in_read = 1;
+    while (left && !c->closing && !c->close_pending) {
+        size_t used = 0;
+        cm_parse_event_t ev = cm_parser_feed(&c->parser, p, left, &used);
+        p += used;
+        left -= used;
+        if (ev == CM_PARSE_ERROR) {
+            conn_fail(c, c->parser.error_status, c->parser.error_msg);
+            break;
+        } else if (ev == CM_PARSE_DONE) {
+            dispatch(c);
+        } else if (ev == CM_PARSE_HEAD) {
+            if (!c->head) /* 100 only when no earlier answer is still owed */
+                cm_buf_append_str(&c->wbuf, "HTTP/1.1 100 Continue\r\n\r\n");
+        } else if (used == 0) {
+            break;
+        }
+    }
+    c->in_read = 0;
+    if (c->closing)
+        return;
+    if (c->queued >= MAX_PIPELINED && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = 0;
+    }
+    conn_flush(c);
+}
+
+static void start_read(cm_conn_t *c)
+{
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        c->reading = 1;
+}
+
+static void on_conn_timer(uv_timer_t *t)
+{
+    cm_conn_t *c = t->data;
+    if (c->mode == T_REQUEST) {
+        c->mode = T_NONE;
+        conn_fail(c, 408, "request not received in time");
+        if (!c->in_read)
+            conn_flush(c);
+        return;
+    }
+    conn_close(c); /* idle or linger */
+}
+
+/* One timer per connection, in the mode its state asks for: a request under way
+ * must finish within request_timeout (counted from its first byte, so trickling
+ * bytes do not extend it); an idle connection lives idle_timeout. */
+static void conn_timer_update(cm_conn_t *c)
+{
+    if (c->closing || c->lingering)
+        return;
+    const cm_server_opts_t *o = c->w->srv->opts;
+    enum timer_mode want;
+    if (cm_parser_mid_request(&c->parser))
+        want = T_REQUEST;
+    else if (!c->head)
+        want = T_IDLE;
+    else
+        want = T_NONE; /* a handler is working: not the client's time */
+    if (want == c->mode && want != T_IDLE)
+        return;
+    c->mode = want;
+    if (want == T_NONE)
+        uv_timer_stop(&c->timer);
+    else
+        uv_timer_start(&c->timer, on_conn_timer,
+                       want == T_REQUEST ? o->request_timeout_ms : o->idle_timeout_ms, 0);
+}
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    worker_t *w = listener->data;
+    if (status < 0)
+        return;
+    cm_conn_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return;
+    c->w = w;
+    uv_tcp_init(&w->loop, &c->tcp);
+    c->tcp.data = c;
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
+        c->handles_open = 1;
+        c->closing = 1;
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+        return;
+    }
+    uv_timer_init(&w->loop, &c->timer);
+    c->timer.data = c;
+    c->handles_open = 2;
+    uv_tcp_nodelay(&c->tcp, 1);
+    const cm_server_opts_t *o = w->srv->opts;
+    cm_parser_init(&c->parser, &(cm_parser_limits_t){o->max_header, o->max_uri, o->max_body});
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    cm_metrics_connections_add(w->srv->metrics, 1);
+    if (atomic_fetch_add(&w->srv->conns, 1) >= o->max_connections) {
+        static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
+                                   "application/json\r\nContent-Length: 36\r\nRetry-After: "
+                                   "1\r\nConnection: close\r\n\r\n{\"error\":\"too many connections\"}";
+        uv_buf_t b = uv_buf_init((char *)busy, sizeof busy - 1);
+        uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        conn_close(c);
+        return;
+    }
+    start_read(c);
+    conn_timer_update(c);
+}
+
+/* ------------------------------------------------------------------------- */
+/* workers and draining                                                       */
+
+static void close_if_open(uv_handle_t *h)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* Called on every tick while draining: when the last connection is gone, the worker
+ * closes its own handles and frees the service state, so uv_run returns. */
+static void worker_maybe_stop(worker_t *w)
+{
+    if (!w->draining || w->nconns > 0 || w->stopped)
+        return;
+    w->stopped = 1;
+    cm_log_stream_flush(w->log);
+    close_if_open((uv_handle_t *)&w->tick);
+    close_if_open((uv_handle_t *)&w->drain_deadline);
+    close_if_open((uv_handle_t *)&w->wake);
+    if (w->srv->svc->worker_free)
+        w->srv->svc->worker_free(w->state);
+    w->state = NULL;
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    worker_t *w = t->data;
+    cm_log_stream_flush(w->log);
+    worker_maybe_stop(w);
+}
+
+static void on_drain_deadline(uv_timer_t *t)
+{
+    worker_t *w = t->data;
+    while (w->conns)
+        conn_close(w->conns);
+    worker_maybe_stop(w);
+}
+
+static void on_wake(uv_async_t *a)
+{
+    worker_t *w = a->data;
+    if (w->draining)
+        return;
+    w->draining = 1;
+    close_if_open((uv_handle_t *)&w->listener);
+    uv_timer_start(&w->drain_deadline, on_drain_deadline, w->srv->opts->drain_timeout_ms, 0);
+    /* idle connections go now; busy ones after their answers (Connection: close) */
+    for (cm_conn_t *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->head && !cm_parser_mid_request(&c->parser))
+            conn_close(c);
+        else
+            c->close_pending = 1;
+    }
+    worker_maybe_stop(w);
+}
+
+static void worker_main(void *arg)
+{
+    worker_t *w = arg;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+}
+
+static int listen_socket(const cm_server_opts_t *o, int port, int *fd_out, int *bound_port)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai;
+    char portstr[8];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    int rc = getaddrinfo(o->host, portstr, &hints, &ai);
+    if (rc != 0) {
+        cm_log_msg(CM_LOG_ERROR, "listen: cannot resolve '%s': %s", o->host, gai_strerror(rc));
+        return -EINVAL;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        rc = -errno;
+        cm_log_msg(CM_LOG_ERROR, "listen: cannot bind %s:%d: %s", o->host, port, strerror(-rc));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(ai);
+        return rc;
+    }
+    freeaddrinfo(ai);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    *bound_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                 : ((struct sockaddr_in *)&ss)->sin_port);
+    *fd_out = fd;
+    return 0;
+}
+
+static int worker_init(server_t *s, worker_t *w, int index, int port)
+{
+    int rc, bound = 0;
+    w->srv = s;
+    w->index = index;
+    w->listen_fd = -1;
+    w->rbuf = malloc(READ_BUF_SIZE);
+    if (!w->rbuf)
+        return -ENOMEM;
+    if (getrandom(w->rid_seed, sizeof w->rid_seed, 0) != sizeof w->rid_seed)
+        w->rid_seed[0] = (uint64_t)time(NULL) ^ (uint64_t)getpid(), w->rid_seed[1] = 0x9e3779b9;
+    if ((rc = uv_loop_init(&w->loop)) < 0)
+        return rc;
+    if ((rc = cm_log_stream_new(s->log, &w->log)) < 0)
+        return rc;
+    if ((rc = listen_socket(s->opts, port, &w->listen_fd, &bound)) < 0)
+        return rc;
+    uv_tcp_init(&w->loop, &w->listener);
+    w->listener.data = w;
+    if ((rc = uv_tcp_open(&w->listener, w->listen_fd)) < 0 ||
+        (rc = uv_listen((uv_stream_t *)&w->listener, BACKLOG, on_connection)) < 0) {
+        cm_log_msg(CM_LOG_ERROR, "listen: %s", uv_strerror(rc));
+        return rc;
+    }
+    uv_async_init(&w->loop, &w->wake, on_wake);
+    w->wake.data = w;
+    uv_timer_init(&w->loop, &w->tick);
+    w->tick.data = w;
+    uv_timer_start(&w->tick, on_tick, LOG_FLUSH_MS, LOG_FLUSH_MS);
+    uv_timer_init(&w->loop, &w->drain_deadline);
+    w->drain_deadline.data = w;
+    if (s->svc->worker_init &&
+        (rc = s->svc->worker_init(&w->loop, s->svc->config, &w->state)) < 0) {
+        cm_log_msg(CM_LOG_ERROR, "%s: worker %d failed to start: %s", s->svc->name, index,
+                   strerror(-rc));
+        return rc;
+    }
+    return bound;
+}
+
+static void on_signal(uv_signal_t *sig, int signum)
+{
+    server_t *s = sig->data;
+    if (atomic_exchange(&s->draining, 1))
+        return;
+    cm_log_msg(CM_LOG_INFO, "%s: %s received, draining (up to %llu ms)", s->svc->name,
+               signum == SIGTERM ? "SIGTERM" : "SIGINT",
+               (unsigned long long)s->opts->drain_timeout_ms);
+    for (int i = 0; i < s->opts->workers; i++)
+        uv_async_send(&s->workers[i].wake);
+}
+
+/* Builds the route table: built-ins first, then the service's. */
+static int make_router(const cm_service_t *svc, cm_router_t **out)
+{
+    int n = NBUILTIN + svc->nroutes;
+    cm_route_t *all = malloc(sizeof *all * (size_t)n);
+    if (!all)
+        return -ENOMEM;
+    memcpy(all, builtin_routes, sizeof builtin_routes);
+    memcpy(all + NBUILTIN, svc->routes, sizeof *all * (size_t)svc->nroutes);
+    int rc = cm_router_new(all, n, out);
+    free(all);
+    return rc;
+}
+
+static void walk_close(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    close_if_open(h);
+}
+
+static void worker_teardown(worker_t *w)
+{
+    if (w->state && w->srv->svc->worker_free)
+        w->srv->svc->worker_free(w->state);
+    w->state = NULL;
+    uv_walk(&w->loop, walk_close, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&w->loop);
+    cm_log_stream_free(w->log);
+    free(w->rbuf);
+}
+
+int cm_server_run(const cm_server_opts_t *o, const cm_service_t *svc)
+{
+    server_t s = {.opts = o, .svc = svc};
+    int rc, started = 0;
+    signal(SIGPIPE, SIG_IGN);
+    if ((rc = make_router(svc, &s.router)) < 0)
+        return rc;
+    const char **names = malloc(sizeof *names * (size_t)(cm_router_npatterns(s.router) + 1));
+    for (int i = 0; names && i < cm_router_npatterns(s.router); i++)
+        names[i] = cm_router_pattern(s.router, i);
+    rc = names ? cm_metrics_new(svc->name, names, cm_router_npatterns(s.router), &s.metrics)
+               : -ENOMEM;
+    free(names);
+    if (rc < 0)
+        goto out;
+    if ((rc = cm_log_open(o->access_log, &s.log)) < 0) {
+        cm_log_msg(CM_LOG_ERROR, "--access-log %s: %s", o->access_log, strerror(-rc));
+        goto out;
+    }
+    s.workers = calloc((size_t)o->workers, sizeof *s.workers);
+    if (!s.workers) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    int port = o->port;
+    for (; started < o->workers; started++) {
+        rc = worker_init(&s, &s.workers[started], started, port);
+        if (rc < 0) {
+            started++;
+            goto out;
+        }
+        port = rc; /* every later worker binds the port the first one got */
+    }
+    uv_loop_t *main_loop = uv_default_loop();
+    uv_signal_t sigterm, sigint;
+    uv_signal_init(main_loop, &sigterm);
+    uv_signal_init(main_loop, &sigint);
+    sigterm.data = sigint.data = &s;
+    uv_signal_start_oneshot(&sigterm, on_signal, SIGTERM);
+    uv_signal_start_oneshot(&sigint, on_signal, SIGINT);
+    for (int i = 0; i < o->workers; i++)
+        uv_thread_create(&s.workers[i].thread, worker_main, &s.workers[i]);
+    cm_log_msg(CM_LOG_INFO, "%s: listening on http://%s%s%s:%d (%d worker%s)", svc->name,
+               strchr(o->host, ':') ? "[" : "", o->host, strchr(o->host, ':') ? "]" : "", port,
+               o->workers, o->workers == 1 ? "" : "s");
+    /* the main loop holds only the signal handles: it returns after the first signal */
+    uv_run(main_loop, UV_RUN_DEFAULT);
+    for (int i = 0; i < o->workers; i++)
+        uv_thread_join(&s.workers[i].thread);
+    uv_close((uv_handle_t *)&sigterm, NULL);
+    uv_close((uv_handle_t *)&sigint, NULL);
+    uv_run(main_loop, UV_RUN_DEFAULT);
+    cm_log_msg(CM_LOG_INFO, "%s: drained, exiting", svc->name);
+    rc = 0;
+out:
+    for (int i = 0; i < started; i++)
+        worker_teardown(&s.workers[i]);
+    free(s.workers);
+    cm_log_close(s.log);
+    cm_metrics_free(s.metrics);
+    cm_router_free(s.router);
+    return rc;
+}

@@ -1,0 +1,50 @@
+/* core/server.h: runs an HTTP/1.1 service: N worker threads, one libuv loop each,
+ * sharing the port through SO_REUSEPORT. Serves /healthz, /readyz and /metrics for
+ * every service, logs each request, and drains gracefully on SIGTERM/SIGINT.
+ * Called by each service's command (users, orders); knows nothing of them. */
+#ifndef CMESH_CORE_SERVER_H
+#define CMESH_CORE_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/router.h"
+
+typedef struct cm_server_opts {
+    char host[256];
+    int port;                    /* 0 picks a free one (logged at start) */
+    int workers;                 /* event loops (threads) */
+    uint64_t drain_timeout_ms;   /* SIGTERM: in-flight work gets this long */
+    uint64_t request_timeout_ms; /* a started request must be complete by then: 408 */
+    uint64_t idle_timeout_ms;    /* idle keep-alive connections are closed after it */
+    size_t max_header;           /* bytes: 431 past it */
+    size_t max_uri;              /* bytes: 414 past it */
+    size_t max_body;             /* bytes: 413 past it */
+    int max_connections;         /* open client connections, all workers together */
+    char access_log[1024];       /* off | stderr | path */
+} cm_server_opts_t;
+
+void cm_server_opts_default(cm_server_opts_t *o);
+/* Applies one flag (name without "--"). Returns 1 when it was a server flag, 0 when
+ * not, -EINVAL with err filled ("--workers: ... ") when its value is bad. */
+int cm_server_opts_set(cm_server_opts_t *o, const char *name, const char *value, char *err,
+                       size_t err_cap);
+extern const char cm_server_opts_help[]; /* the server flags' lines for --help */
+
+typedef struct cm_service {
+    const char *name; /* "users": a label in logs and metrics */
+    const cm_route_t *routes;
+    int nroutes;
+    /* Creates one worker's state (database connection, clients) on loop; called
+     * once per worker before any request. Returns 0 or -errno (start fails). */
+    int (*worker_init)(uv_loop_t *loop, void *config, void **state);
+    /* Frees it after the worker drained; may close handles on loop (run after). */
+    void (*worker_free)(void *state);
+    void *config; /* borrowed, passed to worker_init */
+} cm_service_t;
+
+/* Runs until SIGTERM/SIGINT and the drain complete. Returns 0, or -errno when the
+ * service could not start (bind failed, worker_init failed), logged already. */
+int cm_server_run(const cm_server_opts_t *o, const cm_service_t *svc);
+
+#endif
