@@ -93,11 +93,13 @@ struct server {
     worker_t *workers;
     atomic_int draining;
     atomic_int conns;
+    uv_signal_t sigterm, sigint; /* on the main thread's loop */
 };
 
 static void conn_close(cm_conn_t *c);
 static void conn_flush(cm_conn_t *c);
 static void conn_timer_update(cm_conn_t *c);
+static void on_conn_timer(uv_timer_t *t);
 
 /* ------------------------------------------------------------------------- */
 /* options                                                                    */
@@ -453,7 +455,6 @@ static void on_written(uv_write_t *req, int status)
 }
 
 static void start_read(cm_conn_t *c);
-static void on_conn_timer(uv_timer_t *t);
 
 /* Moves answered requests at the head of the queue into wbuf and writes it:
  * uv_try_write first (no allocation, usually all of it), uv_write for the rest. */
@@ -848,6 +849,9 @@ static int worker_init(server_t *s, worker_t *w, int index, int port)
 static void on_signal(uv_signal_t *sig, int signum)
 {
     server_t *s = sig->data;
+    /* the main loop holds just these two: stopping them lets it return */
+    uv_signal_stop(&s->sigterm);
+    uv_signal_stop(&s->sigint);
     if (atomic_exchange(&s->draining, 1))
         return;
     cm_log_msg(CM_LOG_INFO, "%s: %s received, draining (up to %llu ms)", s->svc->name,
@@ -923,12 +927,11 @@ int cm_server_run(const cm_server_opts_t *o, const cm_service_t *svc)
         port = rc; /* every later worker binds the port the first one got */
     }
     uv_loop_t *main_loop = uv_default_loop();
-    uv_signal_t sigterm, sigint;
-    uv_signal_init(main_loop, &sigterm);
-    uv_signal_init(main_loop, &sigint);
-    sigterm.data = sigint.data = &s;
-    uv_signal_start_oneshot(&sigterm, on_signal, SIGTERM);
-    uv_signal_start_oneshot(&sigint, on_signal, SIGINT);
+    uv_signal_init(main_loop, &s.sigterm);
+    uv_signal_init(main_loop, &s.sigint);
+    s.sigterm.data = s.sigint.data = &s;
+    uv_signal_start(&s.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&s.sigint, on_signal, SIGINT);
     for (int i = 0; i < o->workers; i++)
         uv_thread_create(&s.workers[i].thread, worker_main, &s.workers[i]);
     cm_log_msg(CM_LOG_INFO, "%s: listening on http://%s%s%s:%d (%d worker%s)", svc->name,
@@ -938,8 +941,8 @@ int cm_server_run(const cm_server_opts_t *o, const cm_service_t *svc)
     uv_run(main_loop, UV_RUN_DEFAULT);
     for (int i = 0; i < o->workers; i++)
         uv_thread_join(&s.workers[i].thread);
-    uv_close((uv_handle_t *)&sigterm, NULL);
-    uv_close((uv_handle_t *)&sigint, NULL);
+    uv_close((uv_handle_t *)&s.sigterm, NULL);
+    uv_close((uv_handle_t *)&s.sigint, NULL);
     uv_run(main_loop, UV_RUN_DEFAULT);
     cm_log_msg(CM_LOG_INFO, "%s: drained, exiting", svc->name);
     rc = 0;

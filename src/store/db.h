@@ -29,10 +29,16 @@ typedef enum {
 /* Opens (creating if needed) the database at path with WAL, the given sync mode,
  * foreign keys on, a 5 s busy timeout, and applies pending migrations.
  * Caller owns *out; close with cm_db_close(). Returns 0, -EIO when the file cannot
- * be opened, -EINVAL when a migration fails (logged with its number), or -EBUSY. */
+ * be opened, -EINVAL when a migration fails (logged with its number; no step of the
+ * batch is kept) or when the file's schema is newer than n (an older binary), or -EBUSY.
+ * A migration's SQL must not contain BEGIN/COMMIT: the batch is one transaction. */
 int cm_db_open(const char *path, cm_db_sync_t sync, const cm_migration_t *migrations, int n,
                cm_db_t **out);
 void cm_db_close(cm_db_t *db); /* finalizes every statement; NULL is a no-op */
+
+/* Replaces the 5 s busy timeout (ms; 0 fails at once with -EBUSY). Tests use a small
+ * value so that a lock conflict is seen without waiting. */
+void cm_db_set_busy_timeout(cm_db_t *db, int ms);
 
 /* Returns the cached statement for sql (prepared on first use; sql must be a string
  * that lives as long as db, normally a literal), reset and with bindings cleared.
@@ -45,7 +51,10 @@ int cm_stmt_bind_text(cm_stmt_t *st, int idx, const char *s, size_t len);
 int cm_stmt_bind_null(cm_stmt_t *st, int idx);
 
 /* Runs one step. Returns CM_DB_ROW, CM_DB_DONE, -EEXIST on a UNIQUE/constraint
- * failure, -EBUSY when the database stayed locked past the busy timeout, -EIO else. */
+ * failure (NOT NULL and foreign keys too), -EBUSY when the database stayed locked past
+ * the busy timeout, -EIO else. Only -EIO is logged (with SQLite's message): -EEXIST
+ * and -EBUSY are the caller's to answer (409, 503). After an error the statement is
+ * already reset. */
 int cm_stmt_step(cm_stmt_t *st);
 /* Column accessors for the current row (0-based). Text is borrowed until the next
  * step or reset; NULL columns give 0 / NULL with *len 0. */
@@ -57,7 +66,11 @@ void cm_stmt_reset(cm_stmt_t *st);
 
 /* Transactions. begin takes the write lock at once (BEGIN IMMEDIATE on SQLite), so
  * a read-check-write sequence inside it cannot race another instance.
- * Return 0, -EBUSY, or -EIO. rollback is safe to call when no transaction is open. */
+ * Return 0, -EBUSY, or -EIO. rollback is safe to call when no transaction is open.
+ * commit and rollback first reset every statement of this connection (a statement
+ * left mid-result, e.g. INSERT ... RETURNING stepped once, would block the COMMIT),
+ * so read the row's columns before committing. When commit fails the transaction
+ * may still be open: call rollback. */
 int cm_db_begin(cm_db_t *db);
 int cm_db_commit(cm_db_t *db);
 void cm_db_rollback(cm_db_t *db);

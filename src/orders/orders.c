@@ -1,0 +1,508 @@
+/* orders/orders.c: the orders service's routes. Validation, the status state machine,
+ * conditional requests and idempotent creates around orders_store.c; before an order
+ * is written for a user, the users service is asked (core/client.h, on the same loop)
+ * whether that user exists. Entered from cli/main.c as `cmesh orders`. */
+#include "orders/orders.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/client.h"
+#include "core/flags.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "orders/orders_store.h"
+#include "service/cmd.h"
+#include "service/rest.h"
+
+typedef struct orders_opts {
+    cm_svc_opts_t svc;
+    char users_url[512];    /* base URL of the users service, no trailing slash */
+    uint64_t users_timeout; /* ms for one existence check */
+} orders_opts_t;
+
+typedef struct orders_worker {
+    cm_db_t *db;
+    cm_client_t *users;
+    const orders_opts_t *opts;
+} orders_worker_t;
+
+/* What a write carries across the asynchronous user check. */
+typedef struct order_op {
+    cm_req_t *req;
+    int64_t id;      /* 0 for a create */
+    int64_t user_id; /* 0 when not sent (update) */
+    char status[CM_ORDER_STATUS_MAX];
+    int has_status;
+} order_op_t;
+
+/* ------------------------------------------------------------------------- */
+/* the status state machine                                                   */
+
+static const char *const statuses[] = {"pending", "paid", "shipped", "completed", "cancelled"};
+
+static int status_index(const char *s)
+{
+    for (int i = 0; i < 5; i++)
+        if (strcmp(s, statuses[i]) == 0)
+            return i;
+    return -1;
+}
+
+/* pending → paid → shipped → completed; pending|paid → cancelled; staying put is fine. */
+static int transition_ok(const char *from, const char *to)
+{
+    static const char *const allowed[][2] = {{"pending", "paid"},     {"paid", "shipped"},
+                                             {"shipped", "completed"}, {"pending", "cancelled"},
+                                             {"paid", "cancelled"}};
+    if (strcmp(from, to) == 0)
+        return 1;
+    for (size_t i = 0; i < sizeof allowed / sizeof allowed[0]; i++)
+        if (strcmp(allowed[i][0], from) == 0 && strcmp(allowed[i][1], to) == 0)
+            return 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* validation                                                                 */
+
+/* Fills op from o; answers 422 naming the field and returns -EINVAL on a problem. */
+static int validate(cm_req_t *req, json_t *o, int create, order_op_t *op)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v)
+    {
+        if (strcmp(key, "userId") == 0) {
+            if (!json_is_integer(v) || json_integer_value(v) < 1) {
+                cm_res_error_field(req, 422, "userId", "userId must be a positive integer");
+                return -EINVAL;
+            }
+            op->user_id = json_integer_value(v);
+        } else if (strcmp(key, "status") == 0) {
+            if (!json_is_string(v) || status_index(json_string_value(v)) < 0) {
+                cm_res_error_field(req, 422, "status",
+                                   "status must be one of pending, paid, shipped, completed, "
+                                   "cancelled");
+                return -EINVAL;
+            }
+            snprintf(op->status, sizeof op->status, "%s", json_string_value(v));
+            op->has_status = 1;
+        } else if (strcmp(key, "id") == 0) {
+            cm_res_error_field(req, 422, "id", "id is assigned by the server and cannot be set");
+            return -EINVAL;
+        } else {
+            cm_res_error_field(req, 422, key, "unknown field '%s'; orders have userId and status",
+                               key);
+            return -EINVAL;
+        }
+    }
+    if (create && !op->user_id) {
+        cm_res_error_field(req, 422, "userId", "userId is required");
+        return -EINVAL;
+    }
+    if (create && !op->has_status) {
+        snprintf(op->status, sizeof op->status, "pending");
+        op->has_status = 1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* handlers                                                                   */
+
+static orders_worker_t *worker_of(cm_req_t *req)
+{
+    return req->state;
+}
+
+static void not_found(cm_req_t *req)
+{
+    cm_res_error(req, 404, "Order not found");
+}
+
+static void send_item(cm_req_t *req, int status)
+{
+    char etag[20];
+    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
+    cm_res_header(req, "ETag", "%s", etag);
+    cm_res_send(req, status);
+}
+
+static void orders_list(cm_req_t *req)
+{
+    int limit, more;
+    int64_t after, last, user_id = 0;
+    char v[32], extra[48] = "";
+    int n = cm_req_query(req, "userId", v, sizeof v);
+    if (n != -ENOENT) {
+        char *end;
+        long long u = n > 0 ? strtoll(v, &end, 10) : 0;
+        if (n <= 0 || *end || u < 1) {
+            cm_res_error_field(req, 422, "userId", "userId must be a positive integer");
+            return;
+        }
+        user_id = u;
+        snprintf(extra, sizeof extra, "userId=%lld&", u);
+    }
+    if (cm_rest_page(req, &limit, &after) < 0)
+        return;
+    int rc = cm_orders_list(worker_of(req)->db, user_id, after, limit, &req->res_body, &last,
+                            &more);
+    if (rc < 0) {
+        cm_buf_reset(&req->res_body);
+        cm_rest_db_error(req, rc);
+        return;
+    }
+    if (more)
+        cm_rest_link_next(req, "/orders", extra, limit, last);
+    cm_res_send(req, 200);
+}
+
+static void orders_get(cm_req_t *req)
+{
+    int64_t id;
+    if (cm_req_param_id(req, 0, &id) < 0) {
+        not_found(req);
+        return;
+    }
+    int rc = cm_orders_get(worker_of(req)->db, id, &req->res_body, NULL);
+    if (rc < 0) {
+        cm_buf_reset(&req->res_body);
+        if (rc == -ENOENT)
+            not_found(req);
+        else
+            cm_rest_db_error(req, rc);
+        return;
+    }
+    char etag[20];
+    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
+    cm_res_header(req, "ETag", "%s", etag);
+    if (cm_rest_none_match_hits(req, etag)) {
+        cm_buf_reset(&req->res_body);
+        cm_res_send(req, 304);
+        return;
+    }
+    cm_res_send(req, 200);
+}
+
+static void finish_create(order_op_t *op)
+{
+    cm_req_t *req = op->req;
+    cm_db_t *db = worker_of(req)->db;
+    const char *key = NULL;
+    size_t key_len = 0;
+    char fp[65];
+    int64_t id = 0;
+    int rc;
+    if ((rc = cm_db_begin(db)) < 0)
+        goto db_error;
+    /* asked again inside the transaction: another instance may have won the key */
+    rc = cm_rest_idem_check(req, db, &key, &key_len, fp);
+    if (rc == 1) {
+        cm_db_rollback(db);
+        return;
+    }
+    if (rc < 0)
+        goto db_error;
+    if ((rc = cm_orders_insert(db, op->user_id, op->status, &id, &req->res_body)) < 0)
+        goto db_error;
+    char location[48];
+    snprintf(location, sizeof location, "/orders/%lld", (long long)id);
+    if (key && (rc = cm_rest_idem_save(req, db, key, key_len, fp, 201, location)) < 0)
+        goto db_error;
+    if ((rc = cm_db_commit(db)) < 0)
+        goto db_error;
+    cm_res_header(req, "Location", "%s", location);
+    send_item(req, 201);
+    return;
+db_error:
+    cm_db_rollback(db);
+    cm_buf_reset(&req->res_body);
+    cm_rest_db_error(req, rc);
+}
+
+static void finish_update(order_op_t *op)
+{
+    cm_req_t *req = op->req;
+    cm_db_t *db = worker_of(req)->db;
+    char current[CM_ORDER_STATUS_MAX];
+    int rc;
+    if ((rc = cm_db_begin(db)) < 0)
+        goto db_error;
+    rc = cm_orders_get(db, op->id, &req->res_body, current);
+    if (rc < 0)
+        goto db_error;
+    char etag[20];
+    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
+    cm_buf_reset(&req->res_body);
+    if (cm_rest_if_match_fails(req, etag)) {
+        cm_db_rollback(db);
+        cm_res_error(req, 412, "If-Match does not match the order's current ETag %s", etag);
+        return;
+    }
+    if (op->has_status && !transition_ok(current, op->status)) {
+        cm_db_rollback(db);
+        cm_buf_appendf(&req->res_body,
+                       "{\"error\":\"cannot change status from %s to %s\",\"from\":\"%s\","
+                       "\"to\":\"%s\"}",
+                       current, op->status, current, op->status);
+        cm_res_send(req, 409);
+        return;
+    }
+    rc = cm_orders_update(db, op->id, op->user_id, op->has_status ? op->status : NULL,
+                          &req->res_body);
+    if (rc == 0)
+        rc = cm_db_commit(db);
+    if (rc < 0)
+        goto db_error;
+    send_item(req, 200);
+    return;
+db_error:
+    cm_db_rollback(db);
+    cm_buf_reset(&req->res_body);
+    if (rc == -ENOENT)
+        not_found(req);
+    else
+        cm_rest_db_error(req, rc);
+}
+
+static void finish(order_op_t *op)
+{
+    if (op->id)
+        finish_update(op);
+    else
+        finish_create(op);
+    free(op);
+}
+
+/* The users service answered (or did not) whether op->user_id exists. */
+static void on_user_checked(int status, const char *body, size_t len, void *data)
+{
+    (void)body;
+    (void)len;
+    order_op_t *op = data;
+    cm_req_t *req = op->req;
+    if (status == 200) {
+        finish(op);
+        return;
+    }
+    if (status == 404) {
+        cm_res_error_field(req, 422, "userId", "user %lld does not exist", (long long)op->user_id);
+    } else {
+        /* never accept an order we could not check: the client retries later */
+        cm_res_header(req, "Retry-After", "1");
+        if (status < 0)
+            cm_res_error(req, 503, "users service unavailable: %s", strerror(-status));
+        else
+            cm_res_error(req, 503, "users service unavailable: it answered %d", status);
+    }
+    free(op);
+}
+
+/* Runs op now, or after asking the users service when it names a user. */
+static void check_user_then_finish(order_op_t *op)
+{
+    cm_req_t *req = op->req;
+    orders_worker_t *w = worker_of(req);
+    if (!op->user_id) {
+        finish(op);
+        return;
+    }
+    char url[640];
+    snprintf(url, sizeof url, "%s/users/%lld", w->opts->users_url, (long long)op->user_id);
+    int rc = cm_client_get(w->users, url, (unsigned)w->opts->users_timeout, req->request_id,
+                           on_user_checked, op);
+    if (rc < 0)
+        on_user_checked(rc, "", 0, op);
+}
+
+/* Parses and validates a write's body into a new op; NULL when an answer was sent. */
+static order_op_t *op_from_body(cm_req_t *req, int create)
+{
+    if (cm_rest_require_json(req) < 0)
+        return NULL;
+    json_t *o = cm_rest_body_object(req);
+    if (!o)
+        return NULL;
+    order_op_t *op = calloc(1, sizeof *op);
+    if (!op) {
+        json_decref(o);
+        cm_res_error(req, 500, "out of memory");
+        return NULL;
+    }
+    op->req = req;
+    int rc = validate(req, o, create, op);
+    json_decref(o);
+    if (rc < 0) {
+        free(op);
+        return NULL;
+    }
+    return op;
+}
+
+static void orders_create(cm_req_t *req)
+{
+    order_op_t *op = op_from_body(req, 1);
+    if (!op)
+        return;
+    /* a replayed key is answered before bothering the users service */
+    const char *key;
+    size_t key_len;
+    char fp[65];
+    int rc = cm_rest_idem_check(req, worker_of(req)->db, &key, &key_len, fp);
+    if (rc != 0) {
+        if (rc < 0)
+            cm_rest_db_error(req, rc);
+        free(op);
+        return;
+    }
+    check_user_then_finish(op);
+}
+
+static void orders_update(cm_req_t *req)
+{
+    int64_t id;
+    if (cm_req_param_id(req, 0, &id) < 0) {
+        not_found(req);
+        return;
+    }
+    order_op_t *op = op_from_body(req, 0);
+    if (!op)
+        return;
+    op->id = id;
+    check_user_then_finish(op);
+}
+
+static void orders_delete(cm_req_t *req)
+{
+    int64_t id;
+    cm_db_t *db = worker_of(req)->db;
+    int rc;
+    if (cm_req_param_id(req, 0, &id) < 0) {
+        not_found(req);
+        return;
+    }
+    if ((rc = cm_db_begin(db)) < 0)
+        goto fail;
+    if ((rc = cm_orders_get(db, id, &req->res_body, NULL)) < 0)
+        goto fail;
+    char etag[20];
+    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
+    cm_buf_reset(&req->res_body);
+    if (cm_rest_if_match_fails(req, etag)) {
+        cm_db_rollback(db);
+        cm_res_error(req, 412, "If-Match does not match the order's current ETag %s", etag);
+        return;
+    }
+    rc = cm_orders_delete(db, id);
+    if (rc == 0)
+        rc = cm_db_commit(db);
+    if (rc < 0)
+        goto fail;
+    cm_buf_append_str(&req->res_body, "{\"message\":\"Order deleted\"}");
+    cm_res_send(req, 200);
+    return;
+fail:
+    cm_db_rollback(db);
+    cm_buf_reset(&req->res_body);
+    if (rc == -ENOENT)
+        not_found(req);
+    else
+        cm_rest_db_error(req, rc);
+}
+
+static const cm_route_t routes[] = {
+    {CM_GET, "/orders", orders_list},        {CM_POST, "/orders", orders_create},
+    {CM_GET, "/orders/{id}", orders_get},    {CM_PUT, "/orders/{id}", orders_update},
+    {CM_DELETE, "/orders/{id}", orders_delete},
+};
+
+/* ------------------------------------------------------------------------- */
+/* command                                                                    */
+
+static int worker_init(uv_loop_t *loop, void *config, void **state)
+{
+    const orders_opts_t *o = config;
+    orders_worker_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    w->opts = o;
+    int rc = cm_svc_open_db(&o->svc, &w->db);
+    if (rc == 0)
+        rc = cm_client_new(loop, &w->users);
+    if (rc < 0) {
+        cm_db_close(w->db);
+        free(w);
+        return rc;
+    }
+    *state = w;
+    return 0;
+}
+
+static void worker_free(void *state)
+{
+    orders_worker_t *w = state;
+    if (!w)
+        return;
+    cm_client_free(w->users); /* pending checks answer 503 first; they still use db */
+    cm_db_close(w->db);
+    free(w);
+}
+
+static int opts_set(void *ctx, const char *name, const char *v, char *err, size_t cap)
+{
+    orders_opts_t *o = ctx;
+    if (strcmp(name, "users-url") == 0) {
+        size_t len = strlen(v);
+        while (len && v[len - 1] == '/')
+            len--;
+        if ((strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) ||
+            len >= sizeof o->users_url || len < 8) {
+            snprintf(err, cap, "--users-url: '%s' is not an http:// or https:// URL", v);
+            return -EINVAL;
+        }
+        snprintf(o->users_url, sizeof o->users_url, "%.*s", (int)len, v);
+        return 1;
+    }
+    if (strcmp(name, "users-timeout") == 0) {
+        if (cm_parse_duration_ms(v, &o->users_timeout) < 0 || o->users_timeout == 0) {
+            snprintf(err, cap, "--users-timeout: bad duration '%s'; use e.g. 2s or 500ms", v);
+            return -EINVAL;
+        }
+        return 1;
+    }
+    return cm_svc_opts_set(&o->svc, name, v, err, cap);
+}
+
+int cm_orders_main(int argc, char **argv)
+{
+    orders_opts_t o = {.users_timeout = 2000};
+    cm_svc_opts_default(&o.svc, cm_orders_migrations, cm_orders_nmigrations);
+    char help[4096];
+    snprintf(help, sizeof help,
+             "usage: cmesh orders --db PATH --users-url URL [flags]\n"
+             "Serves the orders REST API: GET|POST /orders (GET takes ?userId=N),\n"
+             "GET|PUT|DELETE /orders/{id}, plus /healthz, /readyz and /metrics.\n\nflags:\n"
+             "  --users-url URL          base URL of the users service (required)\n"
+             "  --users-timeout DUR      limit for one user check; past it 503 (default 2s)\n"
+             "%s%s",
+             cm_svc_opts_help, cm_server_opts_help);
+    int rc = cm_flags_parse(argc, argv, "orders", help, opts_set, &o);
+    if (rc)
+        return rc > 0 ? 0 : 2;
+    if (!o.svc.db[0] || !o.users_url[0]) {
+        fprintf(stderr, "cmesh orders: --db PATH and --users-url URL are required; see cmesh "
+                        "orders --help\n");
+        return 2;
+    }
+    cm_service_t svc = {.name = "orders",
+                        .routes = routes,
+                        .nroutes = sizeof routes / sizeof routes[0],
+                        .worker_init = worker_init,
+                        .worker_free = worker_free,
+                        .config = &o};
+    return cm_server_run(&o.svc.server, &svc) < 0 ? 1 : 0;
+}

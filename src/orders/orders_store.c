@@ -1,0 +1,166 @@
+/* orders/orders_store.c: SQL for the orders service (see orders_store.h). */
+#include "orders/orders_store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/json.h"
+#include "core/timefmt.h"
+#include "store/idempotency.h"
+
+const cm_migration_t cm_orders_migrations[] = {
+    {"CREATE TABLE orders("
+     " id INTEGER PRIMARY KEY AUTOINCREMENT," /* AUTOINCREMENT: ids are never reused */
+     " user_id INTEGER NOT NULL,"
+     " status TEXT NOT NULL,"
+     " created_at TEXT NOT NULL,"
+     " updated_at TEXT NOT NULL);"
+     "CREATE INDEX orders_by_user ON orders(user_id, id);"},
+    {CM_IDEM_MIGRATION},
+};
+const int cm_orders_nmigrations = sizeof cm_orders_migrations / sizeof cm_orders_migrations[0];
+
+#define COLS "id, user_id, status, created_at, updated_at"
+
+static const char sql_get[] = "SELECT " COLS " FROM orders WHERE id = ?";
+static const char sql_list[] = "SELECT " COLS " FROM orders WHERE id > ? ORDER BY id LIMIT ?";
+static const char sql_list_user[] = "SELECT " COLS " FROM orders WHERE user_id = ? AND id > ?"
+                                    " ORDER BY id LIMIT ?";
+static const char sql_insert[] = "INSERT INTO orders(user_id, status, created_at, updated_at)"
+                                 " VALUES(?, ?, ?, ?) RETURNING " COLS;
+static const char sql_update[] = "UPDATE orders SET user_id = COALESCE(?, user_id),"
+                                 " status = COALESCE(?, status), updated_at = ?"
+                                 " WHERE id = ? RETURNING " COLS;
+static const char sql_delete[] = "DELETE FROM orders WHERE id = ?";
+
+static void write_order(cm_stmt_t *st, cm_buf_t *out)
+{
+    size_t len;
+    const char *s;
+    cm_buf_append_str(out, "{\"id\":");
+    cm_buf_append_u64(out, (unsigned long long)cm_stmt_int(st, 0));
+    cm_buf_append_str(out, ",\"userId\":");
+    cm_buf_append_u64(out, (unsigned long long)cm_stmt_int(st, 1));
+    cm_buf_append_str(out, ",\"status\":");
+    s = cm_stmt_text(st, 2, &len);
+    cm_json_str(out, s, len);
+    cm_buf_append_str(out, ",\"createdAt\":");
+    s = cm_stmt_text(st, 3, &len);
+    cm_json_str(out, s, len);
+    cm_buf_append_str(out, ",\"updatedAt\":");
+    s = cm_stmt_text(st, 4, &len);
+    cm_json_str(out, s, len);
+    cm_buf_append(out, "}", 1);
+}
+
+static int one_row(cm_stmt_t *st, int64_t *id, cm_buf_t *out, char *status)
+{
+    if (!st)
+        return -EIO;
+    int rc = cm_stmt_step(st);
+    if (rc == CM_DB_ROW) {
+        if (id)
+            *id = cm_stmt_int(st, 0);
+        if (status) {
+            size_t len;
+            const char *s = cm_stmt_text(st, 2, &len);
+            snprintf(status, CM_ORDER_STATUS_MAX, "%.*s", (int)len, s);
+        }
+        write_order(st, out);
+        rc = 0;
+    } else if (rc == CM_DB_DONE) {
+        rc = -ENOENT;
+    }
+    cm_stmt_reset(st);
+    return rc;
+}
+
+int cm_orders_get(cm_db_t *db, int64_t id, cm_buf_t *out, char status[CM_ORDER_STATUS_MAX])
+{
+    cm_stmt_t *st = cm_db_stmt(db, sql_get);
+    if (st)
+        cm_stmt_bind_int(st, 1, id);
+    return one_row(st, NULL, out, status);
+}
+
+int cm_orders_list(cm_db_t *db, int64_t user_id, int64_t after, int limit, cm_buf_t *out,
+                   int64_t *last, int *more)
+{
+    cm_stmt_t *st = cm_db_stmt(db, user_id > 0 ? sql_list_user : sql_list);
+    if (!st)
+        return -EIO;
+    int i = 1;
+    if (user_id > 0)
+        cm_stmt_bind_int(st, i++, user_id);
+    cm_stmt_bind_int(st, i++, after);
+    cm_stmt_bind_int(st, i, (int64_t)limit + 1); /* one extra row tells whether more exist */
+    int n = 0, rc;
+    *more = 0;
+    *last = after;
+    cm_buf_append(out, "[", 1);
+    while ((rc = cm_stmt_step(st)) == CM_DB_ROW) {
+        if (n == limit) {
+            *more = 1;
+            break;
+        }
+        if (n++)
+            cm_buf_append(out, ",", 1);
+        *last = cm_stmt_int(st, 0);
+        write_order(st, out);
+    }
+    cm_stmt_reset(st);
+    if (rc < 0)
+        return rc;
+    cm_buf_append(out, "]", 1);
+    return 0;
+}
+
+int cm_orders_insert(cm_db_t *db, int64_t user_id, const char *status, int64_t *id,
+                     cm_buf_t *out)
+{
+    char now[32];
+    cm_time_rfc3339(now);
+    cm_stmt_t *st = cm_db_stmt(db, sql_insert);
+    if (st) {
+        cm_stmt_bind_int(st, 1, user_id);
+        cm_stmt_bind_text(st, 2, status, strlen(status));
+        cm_stmt_bind_text(st, 3, now, CM_TIME_RFC3339_LEN);
+        cm_stmt_bind_text(st, 4, now, CM_TIME_RFC3339_LEN);
+    }
+    return one_row(st, id, out, NULL);
+}
+
+int cm_orders_update(cm_db_t *db, int64_t id, int64_t user_id, const char *status,
+                     cm_buf_t *out)
+{
+    char now[32];
+    cm_time_rfc3339(now);
+    cm_stmt_t *st = cm_db_stmt(db, sql_update);
+    if (!st)
+        return -EIO;
+    if (user_id > 0)
+        cm_stmt_bind_int(st, 1, user_id);
+    else
+        cm_stmt_bind_null(st, 1);
+    if (status)
+        cm_stmt_bind_text(st, 2, status, strlen(status));
+    else
+        cm_stmt_bind_null(st, 2);
+    cm_stmt_bind_text(st, 3, now, CM_TIME_RFC3339_LEN);
+    cm_stmt_bind_int(st, 4, id);
+    return one_row(st, NULL, out, NULL);
+}
+
+int cm_orders_delete(cm_db_t *db, int64_t id)
+{
+    cm_stmt_t *st = cm_db_stmt(db, sql_delete);
+    if (!st)
+        return -EIO;
+    cm_stmt_bind_int(st, 1, id);
+    int rc = cm_stmt_step(st);
+    cm_stmt_reset(st);
+    if (rc < 0)
+        return rc;
+    return cm_db_changes(db) > 0 ? 0 : -ENOENT;
+}

@@ -1,0 +1,187 @@
+/* service/rest.c: REST helpers shared by the resource services (see rest.h). */
+#include "service/rest.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/json.h"
+#include "store/idempotency.h"
+
+int cm_rest_require_json(cm_req_t *req)
+{
+    size_t len;
+    const char *ct = cm_req_header(req, "Content-Type", &len);
+    static const char want[] = "application/json";
+    size_t wl = sizeof want - 1;
+    if (ct && len >= wl && strncasecmp(ct, want, wl) == 0 &&
+        (len == wl || ct[wl] == ';' || ct[wl] == ' '))
+        return 0;
+    cm_res_error(req, 415, "Content-Type must be application/json");
+    return -EINVAL;
+}
+
+json_t *cm_rest_body_object(cm_req_t *req)
+{
+    char err[200];
+    json_t *o = cm_json_parse_object(req->body.p, req->body.len, err, sizeof err);
+    if (!o)
+        cm_res_error(req, 400, "%s", err);
+    return o;
+}
+
+int cm_rest_page(cm_req_t *req, int *limit, int64_t *after)
+{
+    char v[32];
+    char *end;
+    *limit = CM_REST_LIMIT_DEFAULT;
+    *after = 0;
+    int n = cm_req_query(req, "limit", v, sizeof v);
+    if (n != -ENOENT) {
+        long l = n > 0 ? strtol(v, &end, 10) : 0;
+        if (n <= 0 || *end || l < 1 || l > CM_REST_LIMIT_MAX) {
+            cm_res_error_field(req, 422, "limit", "limit must be an integer from 1 to %d",
+                               CM_REST_LIMIT_MAX);
+            return -EINVAL;
+        }
+        *limit = (int)l;
+    }
+    n = cm_req_query(req, "after", v, sizeof v);
+    if (n != -ENOENT) {
+        errno = 0;
+        long long a = n > 0 ? strtoll(v, &end, 10) : -1;
+        if (n <= 0 || *end || errno || a < 0) {
+            cm_res_error_field(req, 422, "after", "after must be a non-negative integer id");
+            return -EINVAL;
+        }
+        *after = a;
+    }
+    return 0;
+}
+
+void cm_rest_link_next(cm_req_t *req, const char *path, const char *extra, int limit,
+                       int64_t last_id)
+{
+    cm_res_header(req, "Link", "<%s?%slimit=%d&after=%lld>; rel=\"next\"", path, extra, limit,
+                  (long long)last_id);
+}
+
+void cm_rest_etag(const char *body, size_t len, char out[20])
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)body[i];
+        h *= 0x100000001b3ULL;
+    }
+    snprintf(out, 20, "\"%016llx\"", (unsigned long long)h);
+}
+
+/* True when the comma-separated list in header name contains etag or "*". */
+static int header_lists(const cm_req_t *req, const char *name, const char *etag, int *present)
+{
+    size_t len;
+    const char *v = cm_req_header(req, name, &len);
+    *present = v != NULL;
+    if (!v)
+        return 0;
+    size_t el = strlen(etag);
+    const char *end = v + len;
+    while (v < end) {
+        while (v < end && (*v == ' ' || *v == ','))
+            v++;
+        const char *tok = v;
+        while (v < end && *v != ',')
+            v++;
+        const char *tend = v;
+        while (tend > tok && tend[-1] == ' ')
+            tend--;
+        size_t tl = (size_t)(tend - tok);
+        if (tl == 1 && *tok == '*')
+            return 1;
+        if (tl >= 2 && tok[0] == 'W' && tok[1] == '/') { /* weak compare for If-None-Match */
+            tok += 2;
+            tl -= 2;
+        }
+        if (tl == el && memcmp(tok, etag, el) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+int cm_rest_none_match_hits(const cm_req_t *req, const char *etag)
+{
+    int present;
+    return header_lists(req, "If-None-Match", etag, &present);
+}
+
+int cm_rest_if_match_fails(const cm_req_t *req, const char *etag)
+{
+    int present;
+    int hit = header_lists(req, "If-Match", etag, &present);
+    return present && !hit;
+}
+
+int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key_len,
+                       char fp[65])
+{
+    size_t len;
+    const char *k = cm_req_header(req, "Idempotency-Key", &len);
+    *key = NULL;
+    *key_len = 0;
+    if (!k)
+        return 0;
+    if (len == 0 || len > 255) {
+        cm_res_error_field(req, 422, "Idempotency-Key", "Idempotency-Key must be 1-255 characters");
+        return 1;
+    }
+    char path[256];
+    snprintf(path, sizeof path, "%.*s", (int)req->path.len, req->path.p);
+    cm_idem_fingerprint(req->method_name, path, req->body.p, req->body.len, fp);
+    cm_idem_response_t prev = {0};
+    int rc = cm_idem_lookup(db, k, len, fp, &prev);
+    if (rc == -ENOENT) {
+        *key = k;
+        *key_len = len;
+        return 0;
+    }
+    if (rc == -EEXIST) {
+        cm_res_error_field(req, 422, "Idempotency-Key",
+                           "Idempotency-Key was already used with a different request");
+        return 1;
+    }
+    if (rc < 0)
+        return rc;
+    cm_buf_reset(&req->res_body);
+    cm_buf_append(&req->res_body, prev.body, prev.body_len);
+    if (prev.location)
+        cm_res_header(req, "Location", "%s", prev.location);
+    if (prev.status >= 200 && prev.status < 300) {
+        char etag[20];
+        cm_rest_etag(prev.body, prev.body_len, etag);
+        cm_res_header(req, "ETag", "%s", etag);
+    }
+    cm_res_header(req, "Idempotent-Replayed", "true");
+    int status = prev.status;
+    cm_idem_response_free(&prev);
+    cm_res_send(req, status);
+    return 1;
+}
+
+int cm_rest_idem_save(cm_req_t *req, cm_db_t *db, const char *key, size_t key_len,
+                      const char *fp, int status, const char *location)
+{
+    return cm_idem_store(db, key, key_len, fp, status, location, req->res_body.data,
+                         req->res_body.len);
+}
+
+void cm_rest_db_error(cm_req_t *req, int rc)
+{
+    if (rc == -EBUSY) {
+        cm_res_header(req, "Retry-After", "1");
+        cm_res_error(req, 503, "database is busy; retry");
+        return;
+    }
+    cm_res_error(req, 500, "database error");
+}

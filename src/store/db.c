@@ -1,0 +1,472 @@
+/* store/db.c: the SQLite backend of store/db.h.
+ * Opens one connection per worker with WAL and the tuning pragmas, runs pending
+ * migrations under BEGIN IMMEDIATE, and keeps every prepared statement in a small
+ * cache keyed by the address of its SQL literal. Maps SQLite codes to -errno. */
+#include "store/db.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#define DB_BUSY_TIMEOUT_MS 5000 /* ms: long enough to ride out another instance's commit */
+#define DB_MMAP_SIZE       (64 * 1024 * 1024) /* bytes: reads of a hot set come from the page cache */
+#define DB_WAL_RETRY_MS    5                  /* ms between tries to switch a new file to WAL */
+#define DB_CACHE_MIN       32                 /* slots: services use fewer than 32 statements */
+
+struct cm_stmt {
+    sqlite3_stmt *st; /* prepared once, finalized by cm_db_close() */
+    const char *sql;  /* the key: the caller's literal, compared by address */
+    cm_db_t *db;      /* owner, for error messages */
+};
+
+struct cm_db {
+    sqlite3 *conn;
+    char *path;             /* for error messages */
+    struct cm_stmt **slots; /* open-addressing hash on the sql pointer; NULL = empty */
+    size_t cap;             /* power of two */
+    size_t count;
+    sqlite3_stmt *begin; /* BEGIN IMMEDIATE, COMMIT, ROLLBACK: prepared once, hot path */
+    sqlite3_stmt *commit;
+    sqlite3_stmt *rollback;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Low level: error reporting and code mapping                              */
+/* ------------------------------------------------------------------------ */
+
+/* One JSON line on stderr. Stands in for cm_log_msg(CM_LOG_ERROR, ...) until
+ * core/log.c lands; the output shape is the same minus "ts". */
+static void db_log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void db_log_error(const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+
+    char line[sizeof msg * 6 + 64];
+    size_t n = (size_t)snprintf(line, sizeof line, "{\"level\":\"error\",\"msg\":\"db: ");
+    for (const unsigned char *p = (const unsigned char *)msg; *p; p++) {
+        if (*p == '"' || *p == '\\') {
+            line[n++] = '\\';
+            line[n++] = (char)*p;
+        } else if (*p < 0x20) {
+            n += (size_t)snprintf(line + n, sizeof line - n, "\\u%04x", *p);
+        } else {
+            line[n++] = (char)*p;
+        }
+    }
+    n += (size_t)snprintf(line + n, sizeof line - n, "\"}\n");
+    fwrite(line, 1, n, stderr);
+}
+
+/* Constraint failures and lock conflicts are outcomes the caller handles (409, 503),
+ * so only the rest is logged: there the SQLite message is the only clue. */
+static int map_rc(sqlite3 *conn, int rc, const char *what)
+{
+    switch (rc & 0xff) {
+    case SQLITE_OK:
+    case SQLITE_DONE:
+        return 0;
+    case SQLITE_CONSTRAINT:
+        return -EEXIST;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return -EBUSY;
+    default:
+        db_log_error("%s failed: %s (%s)", what, sqlite3_errmsg(conn), sqlite3_errstr(rc));
+        return -EIO;
+    }
+}
+
+/* Runs a statement with no result rows, for pragmas and transaction control. */
+static int exec_prepared(sqlite3 *conn, sqlite3_stmt *st, const char *what)
+{
+    int rc = sqlite3_step(st);
+    int err = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : map_rc(conn, rc, what);
+    sqlite3_reset(st);
+    return err;
+}
+
+static int exec_sql(sqlite3 *conn, const char *sql)
+{
+    int rc = sqlite3_exec(conn, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : map_rc(conn, rc, sql);
+}
+
+/* Reads a single-integer pragma such as user_version. */
+static int pragma_int(sqlite3 *conn, const char *sql, int *out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(conn, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return map_rc(conn, rc, sql);
+    rc = sqlite3_step(st);
+    int err = 0;
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int(st, 0);
+    else
+        err = rc == SQLITE_DONE ? -EIO : map_rc(conn, rc, sql);
+    sqlite3_finalize(st);
+    return err;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Open: pragmas and migrations                                             */
+/* ------------------------------------------------------------------------ */
+
+static int set_journal_wal(cm_db_t *db)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db->conn, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return map_rc(db->conn, rc, "PRAGMA journal_mode");
+    /* Switching a new file to WAL needs an EXCLUSIVE lock while we already hold
+     * SHARED; SQLite then skips the busy handler (it could deadlock) and returns
+     * SQLITE_BUSY at once when another process is opening the same new file. So
+     * retry here, within the same budget the busy handler would have had. */
+    int waited = 0; /* ms */
+    while ((rc = sqlite3_step(st)) == SQLITE_BUSY && waited < DB_BUSY_TIMEOUT_MS) {
+        sqlite3_reset(st);
+        sqlite3_sleep(DB_WAL_RETRY_MS);
+        waited += DB_WAL_RETRY_MS;
+    }
+    int err = 0;
+    if (rc == SQLITE_ROW) {
+        /* The pragma answers with the mode in force; an in-memory database stays
+         * "memory", anything else means WAL is unavailable (e.g. no shared memory). */
+        const char *mode = (const char *)sqlite3_column_text(st, 0);
+        if (!mode || (strcmp(mode, "wal") != 0 && strcmp(mode, "memory") != 0)) {
+            db_log_error("%s: journal_mode is \"%s\", not wal; put the file on a local disk",
+                         db->path, mode ? mode : "");
+            err = -EIO;
+        }
+    } else {
+        err = map_rc(db->conn, rc, "PRAGMA journal_mode");
+    }
+    sqlite3_finalize(st);
+    return err;
+}
+
+static int set_pragmas(cm_db_t *db, cm_db_sync_t sync)
+{
+    int err = set_journal_wal(db);
+    if (err < 0)
+        return err;
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "PRAGMA synchronous=%s; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;"
+             " PRAGMA mmap_size=%d;",
+             sync == CM_DB_SYNC_FULL ? "FULL" : "NORMAL", DB_MMAP_SIZE);
+    return exec_sql(db->conn, sql);
+}
+
+/* Applies migrations [version, n) in one transaction. The version is re-read
+ * after BEGIN IMMEDIATE: another process may have migrated while we waited. */
+static int migrate(cm_db_t *db, const cm_migration_t *migrations, int n)
+{
+    int version = 0;
+    int err = pragma_int(db->conn, "PRAGMA user_version", &version);
+    if (err < 0)
+        return err;
+    if (version == n)
+        return 0;
+    if (version < n) {
+        err = exec_sql(db->conn, "BEGIN IMMEDIATE");
+        if (err < 0)
+            return err;
+        err = pragma_int(db->conn, "PRAGMA user_version", &version);
+        if (err < 0)
+            goto rollback;
+    }
+    if (version > n) {
+        /* An older binary must not write into a schema it does not know. */
+        db_log_error("%s: schema version %d is newer than this binary's %d; upgrade cmesh",
+                     db->path, version, n);
+        err = -EINVAL;
+        goto rollback;
+    }
+    for (int i = version; i < n; i++) {
+        char *msg = NULL;
+        int rc = sqlite3_exec(db->conn, migrations[i].sql, NULL, NULL, &msg);
+        if (rc != SQLITE_OK) {
+            db_log_error("%s: migration %d failed: %s; nothing of versions %d-%d applied", db->path,
+                         i + 1, msg ? msg : sqlite3_errstr(rc), version + 1, n);
+            sqlite3_free(msg);
+            err = -EINVAL;
+            goto rollback;
+        }
+    }
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA user_version=%d", n);
+    err = exec_sql(db->conn, sql);
+    if (err < 0)
+        goto rollback;
+    err = exec_sql(db->conn, "COMMIT");
+    if (err < 0)
+        goto rollback;
+    return 0;
+
+rollback:
+    if (!sqlite3_get_autocommit(db->conn))
+        sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+    return err;
+}
+
+static int prepare_control(cm_db_t *db)
+{
+    static const char *const sql[3] = {"BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"};
+    sqlite3_stmt **dst[3] = {&db->begin, &db->commit, &db->rollback};
+    for (int i = 0; i < 3; i++) {
+        int rc = sqlite3_prepare_v3(db->conn, sql[i], -1, SQLITE_PREPARE_PERSISTENT, dst[i], NULL);
+        if (rc != SQLITE_OK)
+            return map_rc(db->conn, rc, sql[i]);
+    }
+    return 0;
+}
+
+int cm_db_open(const char *path, cm_db_sync_t sync, const cm_migration_t *migrations, int n,
+               cm_db_t **out)
+{
+    *out = NULL;
+    if (!path || n < 0 || (n > 0 && !migrations))
+        return -EINVAL;
+    cm_db_t *db = calloc(1, sizeof *db);
+    if (!db)
+        return -ENOMEM;
+    db->path = strdup(path);
+    if (!db->path) {
+        free(db);
+        return -ENOMEM;
+    }
+
+    /* NOMUTEX: a connection belongs to one worker thread, so SQLite's own
+     * per-connection mutex would only cost time. */
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    int rc = sqlite3_open_v2(path, &db->conn, flags, NULL);
+    int err = 0;
+    if (rc != SQLITE_OK) {
+        db_log_error("cannot open %s: %s; check the directory exists and is writable", path,
+                     db->conn ? sqlite3_errmsg(db->conn) : sqlite3_errstr(rc));
+        err = -EIO;
+        goto fail;
+    }
+    sqlite3_extended_result_codes(db->conn, 1);
+    /* First, so that the pragmas and migrations below wait for a concurrent opener. */
+    sqlite3_busy_timeout(db->conn, DB_BUSY_TIMEOUT_MS);
+
+    if ((err = set_pragmas(db, sync)) < 0)
+        goto fail;
+    if ((err = migrate(db, migrations, n)) < 0)
+        goto fail;
+    if ((err = prepare_control(db)) < 0)
+        goto fail;
+    *out = db;
+    return 0;
+
+fail:
+    cm_db_close(db);
+    return err;
+}
+
+void cm_db_close(cm_db_t *db)
+{
+    if (!db)
+        return;
+    for (size_t i = 0; i < db->cap; i++) {
+        if (db->slots[i]) {
+            sqlite3_finalize(db->slots[i]->st);
+            free(db->slots[i]);
+        }
+    }
+    free(db->slots);
+    sqlite3_finalize(db->begin);
+    sqlite3_finalize(db->commit);
+    sqlite3_finalize(db->rollback);
+    /* close_v2: never leaves the handle open even if a statement escaped us. */
+    sqlite3_close_v2(db->conn);
+    free(db->path);
+    free(db);
+}
+
+void cm_db_set_busy_timeout(cm_db_t *db, int ms)
+{
+    sqlite3_busy_timeout(db->conn, ms < 0 ? 0 : ms);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Statement cache                                                          */
+/* ------------------------------------------------------------------------ */
+
+static size_t slot_of(const char *sql, size_t cap)
+{
+    /* Fibonacci hashing of the address: literals sit close together, so the low
+     * bits alone would cluster. */
+    uint64_t h = (uint64_t)(uintptr_t)sql * UINT64_C(0x9E3779B97F4A7C15);
+    return (size_t)(h >> 32) & (cap - 1);
+}
+
+static int cache_grow(cm_db_t *db)
+{
+    size_t cap = db->cap ? db->cap * 2 : DB_CACHE_MIN;
+    struct cm_stmt **slots = calloc(cap, sizeof *slots);
+    if (!slots)
+        return -ENOMEM;
+    for (size_t i = 0; i < db->cap; i++) {
+        struct cm_stmt *e = db->slots[i];
+        if (!e)
+            continue;
+        size_t j = slot_of(e->sql, cap);
+        while (slots[j])
+            j = (j + 1) & (cap - 1);
+        slots[j] = e;
+    }
+    free(db->slots);
+    db->slots = slots;
+    db->cap = cap;
+    return 0;
+}
+
+cm_stmt_t *cm_db_stmt(cm_db_t *db, const char *sql)
+{
+    if (db->cap) {
+        for (size_t i = slot_of(sql, db->cap); db->slots[i]; i = (i + 1) & (db->cap - 1)) {
+            if (db->slots[i]->sql == sql) {
+                struct cm_stmt *e = db->slots[i];
+                sqlite3_reset(e->st);
+                sqlite3_clear_bindings(e->st);
+                return e;
+            }
+        }
+    }
+    /* Keep the load at most 1/2 so probes stay short. */
+    if ((db->count + 1) * 2 > db->cap && cache_grow(db) < 0) {
+        db_log_error("out of memory caching a statement");
+        return NULL;
+    }
+    struct cm_stmt *e = calloc(1, sizeof *e);
+    if (!e) {
+        db_log_error("out of memory caching a statement");
+        return NULL;
+    }
+    int rc = sqlite3_prepare_v3(db->conn, sql, -1, SQLITE_PREPARE_PERSISTENT, &e->st, NULL);
+    if (rc != SQLITE_OK || !e->st) {
+        db_log_error("%s: cannot prepare \"%s\": %s", db->path, sql, sqlite3_errmsg(db->conn));
+        sqlite3_finalize(e->st);
+        free(e);
+        return NULL;
+    }
+    e->sql = sql;
+    e->db = db;
+    size_t i = slot_of(sql, db->cap);
+    while (db->slots[i])
+        i = (i + 1) & (db->cap - 1);
+    db->slots[i] = e;
+    db->count++;
+    return e;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Statements: bind, step, columns                                          */
+/* ------------------------------------------------------------------------ */
+
+int cm_stmt_bind_int(cm_stmt_t *st, int idx, int64_t v)
+{
+    return sqlite3_bind_int64(st->st, idx, v) == SQLITE_OK ? 0 : -EINVAL;
+}
+
+int cm_stmt_bind_text(cm_stmt_t *st, int idx, const char *s, size_t len)
+{
+    if (!s)
+        return cm_stmt_bind_null(st, idx);
+    int rc = sqlite3_bind_text64(st->st, idx, s, len, SQLITE_TRANSIENT, SQLITE_UTF8);
+    return rc == SQLITE_OK ? 0 : -EINVAL;
+}
+
+int cm_stmt_bind_null(cm_stmt_t *st, int idx)
+{
+    return sqlite3_bind_null(st->st, idx) == SQLITE_OK ? 0 : -EINVAL;
+}
+
+int cm_stmt_step(cm_stmt_t *st)
+{
+    int rc = sqlite3_step(st->st);
+    if (rc == SQLITE_ROW)
+        return CM_DB_ROW;
+    if (rc == SQLITE_DONE)
+        return CM_DB_DONE;
+    sqlite3 *conn = st->db->conn;
+    char what[160];
+    snprintf(what, sizeof what, "%s: \"%.100s\"", st->db->path, st->sql);
+    int err = map_rc(conn, rc, what);
+    /* A failed statement keeps its read snapshot until reset; release it now so
+     * a caller that only looks at the code does not pin the WAL. */
+    sqlite3_reset(st->st);
+    return err;
+}
+
+int64_t cm_stmt_int(cm_stmt_t *st, int col)
+{
+    return sqlite3_column_int64(st->st, col);
+}
+
+const char *cm_stmt_text(cm_stmt_t *st, int col, size_t *len)
+{
+    /* text before bytes: column_bytes then reports the UTF-8 length. */
+    const char *s = (const char *)sqlite3_column_text(st->st, col);
+    size_t n = s ? (size_t)sqlite3_column_bytes(st->st, col) : 0;
+    if (len)
+        *len = n;
+    return s;
+}
+
+int cm_stmt_is_null(cm_stmt_t *st, int col)
+{
+    return sqlite3_column_type(st->st, col) == SQLITE_NULL;
+}
+
+void cm_stmt_reset(cm_stmt_t *st)
+{
+    sqlite3_reset(st->st);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Transactions                                                             */
+/* ------------------------------------------------------------------------ */
+
+static void reset_all(cm_db_t *db)
+{
+    for (sqlite3_stmt *s = sqlite3_next_stmt(db->conn, NULL); s; s = sqlite3_next_stmt(db->conn, s))
+        if (sqlite3_stmt_busy(s))
+            sqlite3_reset(s);
+}
+
+int cm_db_begin(cm_db_t *db)
+{
+    return exec_prepared(db->conn, db->begin, "BEGIN IMMEDIATE");
+}
+
+int cm_db_commit(cm_db_t *db)
+{
+    reset_all(db);
+    return exec_prepared(db->conn, db->commit, "COMMIT");
+}
+
+void cm_db_rollback(cm_db_t *db)
+{
+    reset_all(db);
+    /* SQLite may already have rolled back by itself (after SQLITE_FULL, IOERR...). */
+    if (!sqlite3_get_autocommit(db->conn))
+        exec_prepared(db->conn, db->rollback, "ROLLBACK");
+}
+
+int cm_db_changes(cm_db_t *db)
+{
+    return sqlite3_changes(db->conn);
+}

@@ -1,0 +1,50 @@
+/* store/idempotency.h: Idempotency-Key records for POST replays.
+ * A service looks the key up and stores the response inside the same transaction
+ * as the write it protects, so a crash can never keep one without the other.
+ * Uses store/db only; the HTTP side (headers, 422) stays in the service. */
+#ifndef CMESH_STORE_IDEMPOTENCY_H
+#define CMESH_STORE_IDEMPOTENCY_H
+
+#include <stddef.h>
+
+#include "store/db.h"
+
+/* Add to a service's migrations once. Portable SQL (SQLite and PostgreSQL). */
+#define CM_IDEM_MIGRATION                                                                          \
+    "CREATE TABLE idempotency_keys(key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, "              \
+    "status INTEGER NOT NULL, location TEXT, body TEXT NOT NULL, created_at TEXT NOT NULL);"
+
+#define CM_IDEM_FINGERPRINT_LEN 64 /* lowercase hex chars of a SHA-256, without the NUL */
+
+/* A stored response. Members are owned by whoever holds the struct. */
+typedef struct cm_idem_response {
+    int status;     /* HTTP status of the first response */
+    char *location; /* Location header value, or NULL when there was none */
+    char *body;     /* NUL-terminated; body_len excludes the NUL */
+    size_t body_len;
+} cm_idem_response_t;
+
+/* SHA-256 (lowercase hex, NUL-terminated) of method, NUL, path, NUL, body: the
+ * request a key was first used with. body may be NULL when len is 0. On an OpenSSL
+ * failure (out of memory) writes "" which cm_idem_lookup/store refuse. */
+void cm_idem_fingerprint(const char *method, const char *path, const char *body, size_t len,
+                         char out[65]);
+
+/* Frees the members and leaves the struct zeroed; NULL is a no-op. */
+void cm_idem_response_free(cm_idem_response_t *r);
+
+/* Call inside the caller's transaction (after cm_db_begin). On 0 the key was found
+ * with this fingerprint and the caller owns out's members (cm_idem_response_free).
+ * Otherwise out is zeroed. Returns 0, -ENOENT (not found), -EEXIST (found with
+ * another fingerprint: the key was reused for a different request), -EINVAL (empty
+ * key or fingerprint), -ENOMEM, -EBUSY or -EIO. */
+int cm_idem_lookup(cm_db_t *db, const char *key, size_t key_len, const char *fingerprint,
+                   cm_idem_response_t *out);
+
+/* Records the response for key, stamped with the current time. Call in the same
+ * transaction as the write. location may be NULL. Strings are copied.
+ * Returns 0, -EEXIST (key already stored), -EINVAL, -EBUSY or -EIO. */
+int cm_idem_store(cm_db_t *db, const char *key, size_t key_len, const char *fingerprint, int status,
+                  const char *location, const char *body, size_t body_len);
+
+#endif

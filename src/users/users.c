@@ -1,0 +1,398 @@
+/* users/users.c: the users service's routes: validation, conditional requests and
+ * idempotent creates around users_store.c, answered through core's HTTP server.
+ * Entered from cli/main.c as `cmesh users`. */
+#include "users/users.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/flags.h"
+#include "core/log.h"
+#include "service/cmd.h"
+#include "service/rest.h"
+#include "users/users_store.h"
+
+#define NAME_MAX_CHARS 200
+#define EMAIL_MAX      254 /* RFC 5321 4.5.3.1.3, less the angle brackets */
+
+typedef struct users_worker {
+    cm_db_t *db;
+} users_worker_t;
+
+typedef struct user_input {
+    const char *name, *email; /* NULL when not sent */
+    size_t name_len, email_len;
+} user_input_t;
+
+/* ------------------------------------------------------------------------- */
+/* validation                                                                 */
+
+static size_t utf8_chars(const char *s, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return n;
+}
+
+static int has_control(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return 1;
+    return 0;
+}
+
+/* A pragmatic address check: one @, a local part, a dotted domain, no spaces. */
+static int email_ok(const char *s, size_t len)
+{
+    if (len == 0 || len > EMAIL_MAX || has_control(s, len))
+        return 0;
+    const char *at = memchr(s, '@', len);
+    if (!at || at == s || memchr(at + 1, '@', len - (size_t)(at - s) - 1))
+        return 0;
+    if (at - s > 64)
+        return 0;
+    const char *dom = at + 1, *end = s + len;
+    if (dom == end || *dom == '.' || end[-1] == '.' || !memchr(dom, '.', (size_t)(end - dom)))
+        return 0;
+    for (const char *p = s; p < end; p++) {
+        if (*p == ' ' || *p == '"' || *p == '(' || *p == ')' || *p == ',' || *p == ';' ||
+            *p == '<' || *p == '>' || *p == '[' || *p == ']' || *p == '\\')
+            return 0;
+        if (*p == '.' && p + 1 < end && p[1] == '.')
+            return 0;
+    }
+    return 1;
+}
+
+/* Checks every key of o. Answers 422 naming the field and returns -EINVAL on the
+ * first problem. On create, name and email are both required. */
+static int validate(cm_req_t *req, json_t *o, int create, user_input_t *in)
+{
+    const char *key;
+    json_t *v;
+    memset(in, 0, sizeof *in);
+    json_object_foreach(o, key, v)
+    {
+        if (strcmp(key, "name") == 0) {
+            if (!json_is_string(v)) {
+                cm_res_error_field(req, 422, "name", "name must be a string");
+                return -EINVAL;
+            }
+            const char *s = json_string_value(v);
+            size_t len = json_string_length(v);
+            size_t n = utf8_chars(s, len);
+            if (n < 1 || n > NAME_MAX_CHARS || has_control(s, len)) {
+                cm_res_error_field(req, 422, "name",
+                                   "name must be 1-%d characters without control characters",
+                                   NAME_MAX_CHARS);
+                return -EINVAL;
+            }
+            in->name = s;
+            in->name_len = len;
+        } else if (strcmp(key, "email") == 0) {
+            if (!json_is_string(v) || !email_ok(json_string_value(v), json_string_length(v))) {
+                cm_res_error_field(req, 422, "email", "email must be a valid address");
+                return -EINVAL;
+            }
+            in->email = json_string_value(v);
+            in->email_len = json_string_length(v);
+        } else if (strcmp(key, "id") == 0) {
+            cm_res_error_field(req, 422, "id", "id is assigned by the server and cannot be set");
+            return -EINVAL;
+        } else {
+            cm_res_error_field(req, 422, key, "unknown field '%s'; users have name and email",
+                               key);
+            return -EINVAL;
+        }
+    }
+    if (create && !in->name) {
+        cm_res_error_field(req, 422, "name", "name is required");
+        return -EINVAL;
+    }
+    if (create && !in->email) {
+        cm_res_error_field(req, 422, "email", "email is required");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* handlers                                                                   */
+
+static cm_db_t *db_of(cm_req_t *req)
+{
+    return ((users_worker_t *)req->state)->db;
+}
+
+static void not_found(cm_req_t *req)
+{
+    cm_res_error(req, 404, "User not found");
+}
+
+/* Answers with the item in res_body and its ETag. */
+static void send_item(cm_req_t *req, int status)
+{
+    char etag[20];
+    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
+    cm_res_header(req, "ETag", "%s", etag);
+    cm_res_send(req, status);
+}
+
+static void users_list(cm_req_t *req)
+{
+    int limit, more;
+    int64_t after, last;
+    if (cm_rest_page(req, &limit, &after) < 0)
+        return;
+    int rc = cm_users_list(db_of(req), after, limit, &req->res_body, &last, &more);
+    if (rc < 0) {
+        cm_rest_db_error(req, rc);
+        return;
+    }
+    if (more)
+        cm_rest_link_next(req, "/users", "", limit, last);
+    cm_res_send(req, 200);
+}
+
+static void users_get(cm_req_t *req)
+{
+    int64_t id;
+    if (cm_req_param_id(req, 0, &id) < 0) {
+        not_found(req);
+        return;
+    }
+    int rc = cm_users_get(db_of(req), id, &req->res_body);
+    if (rc == -ENOENT) {
+        not_found(req);
+        return;
+    }
+    if (rc < 0) {
+        cm_rest_db_error(req, rc);
+        return;
+    }
+    char etag[20];
+    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
+    cm_res_header(req, "ETag", "%s", etag);
+    if (cm_rest_none_match_hits(req, etag)) {
+        cm_buf_reset(&req->res_body);
+        cm_res_send(req, 304);
+        return;
+    }
+    cm_res_send(req, 200);
+}
+
+static void users_create(cm_req_t *req)
+{
+    if (cm_rest_require_json(req) < 0)
+        return;
+    json_t *o = cm_rest_body_object(req);
+    if (!o)
+        return;
+    user_input_t in;
+    cm_db_t *db = db_of(req);
+    const char *key = NULL;
+    size_t key_len = 0;
+    char fp[65];
+    int64_t id = 0;
+    int rc;
+    if (validate(req, o, 1, &in) < 0)
+        goto done;
+    /* with a key, the key's record and the user commit together or not at all */
+    int tx = cm_req_header(req, "Idempotency-Key", NULL) != NULL;
+    if (tx) {
+        if ((rc = cm_db_begin(db)) < 0)
+            goto db_error;
+        rc = cm_rest_idem_check(req, db, &key, &key_len, fp);
+        if (rc == 1) {
+            cm_db_rollback(db);
+            goto done;
+        }
+        if (rc < 0)
+            goto db_error;
+    }
+    rc = cm_users_insert(db, in.name, in.name_len, in.email, in.email_len, &id, &req->res_body);
+    if (rc == -EEXIST) {
+        if (tx)
+            cm_db_rollback(db);
+        cm_buf_reset(&req->res_body);
+        cm_res_error_field(req, 409, "email", "a user with this email already exists");
+        goto done;
+    }
+    if (rc < 0)
+        goto db_error;
+    char location[48];
+    snprintf(location, sizeof location, "/users/%lld", (long long)id);
+    if (tx) {
+        if ((rc = cm_rest_idem_save(req, db, key, key_len, fp, 201, location)) < 0 ||
+            (rc = cm_db_commit(db)) < 0)
+            goto db_error;
+    }
+    cm_res_header(req, "Location", "%s", location);
+    send_item(req, 201);
+    goto done;
+db_error:
+    cm_db_rollback(db);
+    cm_buf_reset(&req->res_body);
+    cm_rest_db_error(req, rc);
+done:
+    json_decref(o);
+}
+
+/* Within an open transaction: loads the user into res_body and checks If-Match.
+ * Returns 0 to go on, or 1 when an answer (404/412/5xx) was sent after rollback. */
+static int load_for_write(cm_req_t *req, cm_db_t *db, int64_t id)
+{
+    int rc = cm_users_get(db, id, &req->res_body);
+    if (rc == 0) {
+        char etag[20];
+        cm_rest_etag(req->res_body.data, req->res_body.len, etag);
+        cm_buf_reset(&req->res_body);
+        if (!cm_rest_if_match_fails(req, etag))
+            return 0;
+        cm_db_rollback(db);
+        cm_res_error(req, 412, "If-Match does not match the user's current ETag %s", etag);
+        return 1;
+    }
+    cm_db_rollback(db);
+    cm_buf_reset(&req->res_body);
+    if (rc == -ENOENT)
+        not_found(req);
+    else
+        cm_rest_db_error(req, rc);
+    return 1;
+}
+
+static void users_update(cm_req_t *req)
+{
+    int64_t id;
+    if (cm_req_param_id(req, 0, &id) < 0) {
+        not_found(req);
+        return;
+    }
+    if (cm_rest_require_json(req) < 0)
+        return;
+    json_t *o = cm_rest_body_object(req);
+    if (!o)
+        return;
+    user_input_t in;
+    cm_db_t *db = db_of(req);
+    int rc;
+    if (validate(req, o, 0, &in) < 0)
+        goto done;
+    if ((rc = cm_db_begin(db)) < 0) {
+        cm_rest_db_error(req, rc);
+        goto done;
+    }
+    if (load_for_write(req, db, id))
+        goto done;
+    rc = cm_users_update(db, id, in.name, in.name_len, in.email, in.email_len, &req->res_body);
+    if (rc == 0)
+        rc = cm_db_commit(db);
+    if (rc < 0) {
+        cm_db_rollback(db);
+        cm_buf_reset(&req->res_body);
+        if (rc == -EEXIST)
+            cm_res_error_field(req, 409, "email", "a user with this email already exists");
+        else if (rc == -ENOENT)
+            not_found(req);
+        else
+            cm_rest_db_error(req, rc);
+        goto done;
+    }
+    send_item(req, 200);
+done:
+    json_decref(o);
+}
+
+static void users_delete(cm_req_t *req)
+{
+    int64_t id;
+    cm_db_t *db = db_of(req);
+    int rc;
+    if (cm_req_param_id(req, 0, &id) < 0) {
+        not_found(req);
+        return;
+    }
+    if ((rc = cm_db_begin(db)) < 0) {
+        cm_rest_db_error(req, rc);
+        return;
+    }
+    if (load_for_write(req, db, id))
+        return;
+    rc = cm_users_delete(db, id);
+    if (rc == 0)
+        rc = cm_db_commit(db);
+    if (rc < 0) {
+        cm_db_rollback(db);
+        if (rc == -ENOENT)
+            not_found(req);
+        else
+            cm_rest_db_error(req, rc);
+        return;
+    }
+    cm_buf_append_str(&req->res_body, "{\"message\":\"User deleted\"}");
+    cm_res_send(req, 200);
+}
+
+static const cm_route_t routes[] = {
+    {CM_GET, "/users", users_list},        {CM_POST, "/users", users_create},
+    {CM_GET, "/users/{id}", users_get},    {CM_PUT, "/users/{id}", users_update},
+    {CM_DELETE, "/users/{id}", users_delete},
+};
+
+/* ------------------------------------------------------------------------- */
+/* command                                                                    */
+
+static int worker_init(uv_loop_t *loop, void *config, void **state)
+{
+    (void)loop;
+    users_worker_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    int rc = cm_svc_open_db(config, &w->db);
+    if (rc < 0) {
+        free(w);
+        return rc;
+    }
+    *state = w;
+    return 0;
+}
+
+static void worker_free(void *state)
+{
+    users_worker_t *w = state;
+    if (!w)
+        return;
+    cm_db_close(w->db);
+    free(w);
+}
+
+int cm_users_main(int argc, char **argv)
+{
+    cm_svc_opts_t o;
+    cm_svc_opts_default(&o, cm_users_migrations, cm_users_nmigrations);
+    char help[4096];
+    snprintf(help, sizeof help,
+             "usage: cmesh users --db PATH [flags]\n"
+             "Serves the users REST API: GET|POST /users, GET|PUT|DELETE /users/{id},\n"
+             "plus /healthz, /readyz and /metrics.\n\nflags:\n%s%s",
+             cm_svc_opts_help, cm_server_opts_help);
+    int rc = cm_flags_parse(argc, argv, "users", help, cm_svc_opts_set, &o);
+    if (rc)
+        return rc > 0 ? 0 : 2;
+    if (!o.db[0]) {
+        fprintf(stderr, "cmesh users: --db PATH is required; see cmesh users --help\n");
+        return 2;
+    }
+    cm_service_t svc = {.name = "users",
+                        .routes = routes,
+                        .nroutes = sizeof routes / sizeof routes[0],
+                        .worker_init = worker_init,
+                        .worker_free = worker_free,
+                        .config = &o};
+    return cm_server_run(&o.server, &svc) < 0 ? 1 : 0;
+}
