@@ -237,6 +237,11 @@ USER_ID=""
 BODY_FILE="$TMP/user.json"
 
 echo "bench: cmesh $BIN, nginx $NGINX, wrk -t$THREADS -c$CONNS -d$DURATION (+$WARMUP warm-up), $PIN_NOTE"
+# Other work on the machine lands on the server's pinned core and shows up as p99 noise.
+read -r LOAD1 _ </proc/loadavg
+if awk -v l="$LOAD1" 'BEGIN { exit !(l > 0.5) }'; then
+    echo "bench: WARNING: load average $LOAD1 before start; other processes will skew the numbers" >&2
+fi
 
 if [ ! -x "$BIN" ]; then
     echo "bench: $BIN is not an executable; build first (make build)" >&2
@@ -390,11 +395,13 @@ END {
     } else {
         printf "  creates/s >= %d: not measured\n", tcreates; fails++
     }
-    maxrss = 0; seen = 0
-    for (n in idx) if (n ~ /^cmesh/) { seen = 1; if (rss[idx[n]] > maxrss) maxrss = rss[idx[n]] }
-    if (seen) {
+    # The strictest reading: the largest RSS any cmesh row reached, and which row.
+    maxrss = 0; maxname = ""
+    for (n in idx) if (n ~ /^cmesh/ && rss[idx[n]] >= maxrss) { maxrss = rss[idx[n]]; maxname = n }
+    if (maxname != "") {
         ok = maxrss <= trss; fails += !ok
-        printf "  cmesh RSS under load <= 16 MiB  %6.1f MiB  %s\n", maxrss / 1024, ok ? "MET" : "NOT MET"
+        printf "  cmesh RSS under load <= 16 MiB  %6.1f MiB  %s (max, %s)\n", maxrss / 1024,
+            ok ? "MET" : "NOT MET", maxname
     } else {
         print "  cmesh RSS under load <= 16 MiB: not measured"; fails++
     }
