@@ -178,6 +178,19 @@ wrk_parse()
     ' "$1"
 }
 
+# bg_wrk ARGS...: wrk on its pinned cpu, started in the background and waited for, because
+# bash runs an INT/TERM trap only after a foreground child exits but interrupts `wait`.
+bg_wrk()
+{
+    local w rc=0
+    "${WRK_PIN[@]}" wrk -t"$THREADS" -c"$CONNS" "$@" &
+    w=$!
+    PIDS+=("$w")
+    wait "$w" || rc=$?
+    forget_pid "$w"
+    return "$rc"
+}
+
 # run_wrk NAME PID URL [wrk args...]: warm up, then one measured run while sampling the
 # server tree's RSS. Appends "name rps p50 p99 rss hwm" to $TMP/rows.
 run_wrk()
@@ -185,12 +198,11 @@ run_wrk()
     local name=$1 pid=$2 url=$3
     shift 3
     local out="$TMP/wrk-${name//[^A-Za-z0-9]/_}.txt" rssf="$TMP/rss.$RANDOM" sampler
-    "${WRK_PIN[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "$url" "$@" >"$out.warm" 2>&1 || true
+    bg_wrk -d"$WARMUP" "$url" "$@" >"$out.warm" 2>&1 || true
     sample_rss "$pid" "$rssf" &
     sampler=$!
     PIDS+=("$sampler")
-    if ! "${WRK_PIN[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --timeout 5s --latency \
-        "$url" "$@" >"$out" 2>&1; then
+    if ! bg_wrk -d"$DURATION" --timeout 5s --latency "$url" "$@" >"$out" 2>&1; then
         echo "bench: wrk failed for $name:" >&2
         cat "$out" >&2
     fi
