@@ -4,6 +4,9 @@
  * whether that user exists. Entered from cli/main.c as `cmesh orders`. */
 #include "orders/orders.h"
 
+#include "service/cmd.h"
+#include "service/rest.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,8 +17,6 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "orders/orders_store.h"
-#include "service/cmd.h"
-#include "service/rest.h"
 
 typedef struct orders_opts {
     cm_svc_opts_t svc;
@@ -54,8 +55,10 @@ static int status_index(const char *s)
 /* pending → paid → shipped → completed; pending|paid → cancelled; staying put is fine. */
 static int transition_ok(const char *from, const char *to)
 {
-    static const char *const allowed[][2] = {{"pending", "paid"},     {"paid", "shipped"},
-                                             {"shipped", "completed"}, {"pending", "cancelled"},
+    static const char *const allowed[][2] = {{"pending", "paid"},
+                                             {"paid", "shipped"},
+                                             {"shipped", "completed"},
+                                             {"pending", "cancelled"},
                                              {"paid", "cancelled"}};
     if (strcmp(from, to) == 0)
         return 1;
@@ -149,8 +152,8 @@ static void orders_list(cm_req_t *req)
     }
     if (cm_rest_page(req, &limit, &after) < 0)
         return;
-    int rc = cm_orders_list(worker_of(req)->db, user_id, after, limit, &req->res_body, &last,
-                            &more);
+    int rc =
+        cm_orders_list(worker_of(req)->db, user_id, after, limit, &req->res_body, &last, &more);
     if (rc < 0) {
         cm_buf_reset(&req->res_body);
         cm_rest_db_error(req, rc);
@@ -415,8 +418,8 @@ fail:
 }
 
 static const cm_route_t routes[] = {
-    {CM_GET, "/orders", orders_list},        {CM_POST, "/orders", orders_create},
-    {CM_GET, "/orders/{id}", orders_get},    {CM_PUT, "/orders/{id}", orders_update},
+    {CM_GET, "/orders", orders_list},           {CM_POST, "/orders", orders_create},
+    {CM_GET, "/orders/{id}", orders_get},       {CM_PUT, "/orders/{id}", orders_update},
     {CM_DELETE, "/orders/{id}", orders_delete},
 };
 

@@ -116,8 +116,7 @@ int cm_orders_list(cm_db_t *db, int64_t user_id, int64_t after, int limit, cm_bu
     return 0;
 }
 
-int cm_orders_insert(cm_db_t *db, int64_t user_id, const char *status, int64_t *id,
-                     cm_buf_t *out)
+int cm_orders_insert(cm_db_t *db, int64_t user_id, const char *status, int64_t *id, cm_buf_t *out)
 {
     char now[32];
     cm_time_rfc3339(now);
@@ -131,8 +130,7 @@ int cm_orders_insert(cm_db_t *db, int64_t user_id, const char *status, int64_t *
     return one_row(st, id, out, NULL);
 }
 
-int cm_orders_update(cm_db_t *db, int64_t id, int64_t user_id, const char *status,
-                     cm_buf_t *out)
+int cm_orders_update(cm_db_t *db, int64_t id, int64_t user_id, const char *status, cm_buf_t *out)
 {
     char now[32];
     cm_time_rfc3339(now);

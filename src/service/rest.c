@@ -123,8 +123,7 @@ int cm_rest_if_match_fails(const cm_req_t *req, const char *etag)
     return present && !hit;
 }
 
-int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key_len,
-                       char fp[65])
+int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key_len, char fp[65])
 {
     size_t len;
     const char *k = cm_req_header(req, "Idempotency-Key", &len);
@@ -169,8 +168,8 @@ int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key
     return 1;
 }
 
-int cm_rest_idem_save(cm_req_t *req, cm_db_t *db, const char *key, size_t key_len,
-                      const char *fp, int status, const char *location)
+int cm_rest_idem_save(cm_req_t *req, cm_db_t *db, const char *key, size_t key_len, const char *fp,
+                      int status, const char *location)
 {
     return cm_idem_store(db, key, key_len, fp, status, location, req->res_body.data,
                          req->res_body.len);

@@ -42,12 +42,11 @@ int cm_rest_if_match_fails(const cm_req_t *req, const char *etag);
  * 1 when the answer was sent (a replay, or 422 for a reused key with another body,
  * or 422 for a malformed key) — the caller must then roll back and stop;
  * a negative errno on a database error (nothing sent). */
-int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key_len,
-                       char fp[65]);
+int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key_len, char fp[65]);
 /* Stores the answer about to be sent (status, Location, res_body) under key, in the
  * same transaction as the write. Returns 0 or a negative errno. */
-int cm_rest_idem_save(cm_req_t *req, cm_db_t *db, const char *key, size_t key_len,
-                      const char *fp, int status, const char *location);
+int cm_rest_idem_save(cm_req_t *req, cm_db_t *db, const char *key, size_t key_len, const char *fp,
+                      int status, const char *location);
 
 /* Maps a store error to an answer: -EBUSY → 503 with Retry-After, else 500. */
 void cm_rest_db_error(cm_req_t *req, int rc);

@@ -3,6 +3,9 @@
  * Entered from cli/main.c as `cmesh users`. */
 #include "users/users.h"
 
+#include "service/cmd.h"
+#include "service/rest.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,8 +13,6 @@
 
 #include "core/flags.h"
 #include "core/log.h"
-#include "service/cmd.h"
-#include "service/rest.h"
 #include "users/users_store.h"
 
 #define NAME_MAX_CHARS 200
@@ -104,8 +105,7 @@ static int validate(cm_req_t *req, json_t *o, int create, user_input_t *in)
             cm_res_error_field(req, 422, "id", "id is assigned by the server and cannot be set");
             return -EINVAL;
         } else {
-            cm_res_error_field(req, 422, key, "unknown field '%s'; users have name and email",
-                               key);
+            cm_res_error_field(req, 422, key, "unknown field '%s'; users have name and email", key);
             return -EINVAL;
         }
     }
@@ -339,8 +339,8 @@ static void users_delete(cm_req_t *req)
 }
 
 static const cm_route_t routes[] = {
-    {CM_GET, "/users", users_list},        {CM_POST, "/users", users_create},
-    {CM_GET, "/users/{id}", users_get},    {CM_PUT, "/users/{id}", users_update},
+    {CM_GET, "/users", users_list},           {CM_POST, "/users", users_create},
+    {CM_GET, "/users/{id}", users_get},       {CM_PUT, "/users/{id}", users_update},
     {CM_DELETE, "/users/{id}", users_delete},
 };
 

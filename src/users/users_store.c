@@ -78,8 +78,7 @@ int cm_users_get(cm_db_t *db, int64_t id, cm_buf_t *out)
     return one_row(st, NULL, out);
 }
 
-int cm_users_list(cm_db_t *db, int64_t after, int limit, cm_buf_t *out, int64_t *last,
-                  int *more)
+int cm_users_list(cm_db_t *db, int64_t after, int limit, cm_buf_t *out, int64_t *last, int *more)
 {
     cm_stmt_t *st = cm_db_stmt(db, sql_list);
     if (!st)
@@ -122,8 +121,8 @@ int cm_users_insert(cm_db_t *db, const char *name, size_t name_len, const char *
     return one_row(st, id, out);
 }
 
-int cm_users_update(cm_db_t *db, int64_t id, const char *name, size_t name_len,
-                    const char *email, size_t email_len, cm_buf_t *out)
+int cm_users_update(cm_db_t *db, int64_t id, const char *name, size_t name_len, const char *email,
+                    size_t email_len, cm_buf_t *out)
 {
     char now[32];
     cm_time_rfc3339(now);
