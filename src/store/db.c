@@ -16,7 +16,7 @@
 #include "core/log.h"
 
 #define DB_BUSY_TIMEOUT_MS 5000 /* ms: long enough to ride out another instance's commit */
-#define DB_MMAP_SIZE       (64 * 1024 * 1024) /* bytes: reads of a hot set come from the page cache */
+#define DB_MMAP_SIZE       0 /* bytes: no mmap; RSS stays flat as the file grows */
 #define DB_WAL_RETRY_MS    5                  /* ms between tries to switch a new file to WAL */
 #define DB_CACHE_MIN       32                 /* slots: services use fewer than 32 statements */
 
