@@ -146,8 +146,10 @@ static void orders_list(cm_req_t *req)
     }
     if (cm_rest_page(req, &limit, &after) < 0)
         return;
-    int rc =
-        cm_orders_list(worker_of(req)->db, user_id, after, limit, &req->res_body, &last, &more);
+    orders_worker_t *w = worker_of(req);
+    int rc = cm_batch_read(w->batch);
+    if (rc == 0)
+        rc = cm_orders_list(w->db, user_id, after, limit, &req->res_body, &last, &more);
     if (rc < 0) {
         cm_buf_reset(&req->res_body);
         cm_rest_db_error(req, rc);
@@ -165,8 +167,11 @@ static void orders_get(cm_req_t *req)
         not_found(req);
         return;
     }
-    cm_rest_answer_item(req, cm_orders_get(worker_of(req)->db, id, &req->res_body, NULL),
-                        "Order not found");
+    orders_worker_t *w = worker_of(req);
+    int rc = cm_batch_read(w->batch);
+    if (rc == 0)
+        rc = cm_orders_get(w->db, id, &req->res_body, NULL);
+    cm_rest_answer_item(req, rc, "Order not found");
 }
 
 /* Ends a unit that failed with rc: takes back its writes and answers. */

@@ -112,6 +112,14 @@ void cm_batch_answer(cm_batch_t *b, cm_req_t *req, int status)
     b->held[b->nheld++] = (held_t){req, status};
 }
 
+int cm_batch_read(cm_batch_t *b)
+{
+    int rc = cm_db_read_begin(b->db);
+    if (rc == 0)
+        uv_check_start(&b->check, on_check);
+    return rc;
+}
+
 void cm_batch_undo(cm_batch_t *b)
 {
     cm_db_unit_undo(b->db);

@@ -25,6 +25,11 @@ int cm_batch_begin(cm_batch_t *b);
  * status (res_body and headers as built) once the batch has committed; if the commit
  * fails it is answered 503 instead. req must not be touched afterwards. */
 void cm_batch_answer(cm_batch_t *b, cm_req_t *req, int status);
+/* Before a read: joins the open group, or opens a read-only one, so all reads of one
+ * loop iteration share one snapshot (one lock round-trip, not one per request).
+ * Reads inside a group with writes see those writes before they commit. Returns 0
+ * or a store error. */
+int cm_batch_read(cm_batch_t *b);
 /* Ends the unit by taking back its writes; the caller answers req itself. */
 void cm_batch_undo(cm_batch_t *b);
 

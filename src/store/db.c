@@ -16,9 +16,9 @@
 #include "core/log.h"
 
 #define DB_BUSY_TIMEOUT_MS 5000 /* ms: long enough to ride out another instance's commit */
-#define DB_MMAP_SIZE       0 /* bytes: no mmap; RSS stays flat as the file grows */
-#define DB_WAL_RETRY_MS    5                  /* ms between tries to switch a new file to WAL */
-#define DB_CACHE_MIN       32                 /* slots: services use fewer than 32 statements */
+#define DB_MMAP_SIZE       0    /* bytes: no mmap; RSS stays flat as the file grows */
+#define DB_WAL_RETRY_MS    5    /* ms between tries to switch a new file to WAL */
+#define DB_CACHE_MIN       32   /* slots: services use fewer than 32 statements */
 
 struct cm_stmt {
     sqlite3_stmt *st; /* prepared once, finalized by cm_db_close() */
@@ -35,6 +35,7 @@ struct cm_db {
     sqlite3_stmt *begin; /* BEGIN IMMEDIATE, COMMIT, ROLLBACK: prepared once, hot path */
     sqlite3_stmt *commit;
     sqlite3_stmt *rollback;
+    int read_group; /* the open group only reads (BEGIN DEFERRED): a write must end it */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -447,6 +448,7 @@ void cm_db_rollback(cm_db_t *db)
         exec_prepared(db->conn, db->rollback, "ROLLBACK");
 }
 
+static const char sql_begin_read[] = "BEGIN";
 static const char sql_savepoint[] = "SAVEPOINT unit";
 static const char sql_release[] = "RELEASE unit";
 static const char sql_rollback_to[] = "ROLLBACK TO unit";
@@ -466,8 +468,28 @@ int cm_db_in_group(cm_db_t *db)
     return !sqlite3_get_autocommit(db->conn);
 }
 
+int cm_db_read_begin(cm_db_t *db)
+{
+    if (cm_db_in_group(db))
+        return 0;
+    int rc = exec_cached(db, sql_begin_read);
+    if (rc == 0)
+        db->read_group = 1;
+    return rc;
+}
+
 int cm_db_unit_begin(cm_db_t *db)
 {
+    if (db->read_group) {
+        /* a read snapshot cannot always become a writer (another process may have
+         * committed since): end it, its answers are already sent */
+        db->read_group = 0;
+        int rc = cm_db_commit(db);
+        if (rc < 0) {
+            cm_db_rollback(db);
+            return rc;
+        }
+    }
     if (!cm_db_in_group(db)) {
         int rc = cm_db_begin(db);
         if (rc < 0)
@@ -494,6 +516,7 @@ void cm_db_unit_undo(cm_db_t *db)
 
 int cm_db_group_commit(cm_db_t *db)
 {
+    db->read_group = 0;
     if (!cm_db_in_group(db))
         return 0;
     int rc = cm_db_commit(db);

@@ -84,6 +84,10 @@ void cm_db_rollback(cm_db_t *db);
  * whole group back by itself after an I/O error: then it is no longer open).
  * Return 0, -EBUSY, or -EIO like the calls above. */
 int cm_db_unit_begin(cm_db_t *db);
+/* Opens a read-only group (BEGIN DEFERRED) unless a group is open: every read until
+ * cm_db_group_commit() shares one snapshot and one set of file locks. A unit begun
+ * later ends it first. */
+int cm_db_read_begin(cm_db_t *db);
 int cm_db_unit_end(cm_db_t *db);
 void cm_db_unit_undo(cm_db_t *db);
 int cm_db_group_commit(cm_db_t *db);

@@ -136,8 +136,10 @@ static void users_list(cm_req_t *req)
     int64_t after, last;
     if (cm_rest_page(req, &limit, &after) < 0)
         return;
-    int rc = cm_users_list(((users_worker_t *)req->state)->db, after, limit, &req->res_body, &last,
-                           &more);
+    users_worker_t *w = req->state;
+    int rc = cm_batch_read(w->batch);
+    if (rc == 0)
+        rc = cm_users_list(w->db, after, limit, &req->res_body, &last, &more);
     if (rc < 0) {
         cm_rest_db_error(req, rc);
         return;
@@ -154,8 +156,11 @@ static void users_get(cm_req_t *req)
         not_found(req);
         return;
     }
-    cm_rest_answer_item(req, cm_users_get(((users_worker_t *)req->state)->db, id, &req->res_body),
-                        "User not found");
+    users_worker_t *w = req->state;
+    int rc = cm_batch_read(w->batch);
+    if (rc == 0)
+        rc = cm_users_get(w->db, id, &req->res_body);
+    cm_rest_answer_item(req, rc, "User not found");
 }
 
 static void users_create(cm_req_t *req)
