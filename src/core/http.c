@@ -104,7 +104,7 @@ int cm_res_header(cm_req_t *req, const char *name, const char *fmt, ...)
     return rc;
 }
 
-static void error_body(cm_req_t *req, const char *field, const char *fmt, va_list ap)
+static void verror_body(cm_req_t *req, const char *field, const char *fmt, va_list ap)
 {
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
@@ -118,11 +118,19 @@ static void error_body(cm_req_t *req, const char *field, const char *fmt, va_lis
     cm_buf_append(&req->res_body, "}", 1);
 }
 
+void cm_res_error_body(cm_req_t *req, const char *field, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    verror_body(req, field, fmt, ap);
+    va_end(ap);
+}
+
 void cm_res_error(cm_req_t *req, int status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    error_body(req, NULL, fmt, ap);
+    verror_body(req, NULL, fmt, ap);
     va_end(ap);
     cm_res_send(req, status);
 }
@@ -131,7 +139,7 @@ void cm_res_error_field(cm_req_t *req, int status, const char *field, const char
 {
     va_list ap;
     va_start(ap, fmt);
-    error_body(req, field, fmt, ap);
+    verror_body(req, field, fmt, ap);
     va_end(ap);
     cm_res_send(req, status);
 }

@@ -352,21 +352,25 @@ static void orders_create(cm_req_t *req)
     /* a replayed key is answered before bothering the users service; the answer
      * waits for the batch like any write's, as it may stand on this batch's writes */
     orders_worker_t *w = worker_of(req);
-    const char *key;
-    size_t key_len;
-    char fp[65];
-    int status, rc = cm_batch_begin(w->batch);
-    if (rc == 0)
-        rc = cm_rest_idem_check(req, w->db, &key, &key_len, fp, &status);
-    if (rc == 1)
-        cm_batch_answer(w->batch, req, status);
-    else if (rc < 0)
-        undo_with(req, w->batch, rc);
-    else
-        cm_batch_undo(w->batch);
-    if (rc != 0) {
-        free(op);
-        return;
+    if (cm_req_header(req, "Idempotency-Key", NULL)) {
+        const char *key;
+        size_t key_len;
+        char fp[65];
+        int status, rc = cm_batch_begin(w->batch);
+        if (rc == 0) {
+            rc = cm_rest_idem_check(req, w->db, &key, &key_len, fp, &status);
+            if (rc == 1) {
+                cm_batch_answer(w->batch, req, status);
+                free(op);
+                return;
+            }
+            cm_batch_undo(w->batch);
+        }
+        if (rc < 0) {
+            cm_rest_db_error(req, rc);
+            free(op);
+            return;
+        }
     }
     check_user_then_finish(op);
 }

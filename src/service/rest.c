@@ -151,17 +151,6 @@ int cm_rest_if_match_fails(const cm_req_t *req, const char *etag)
     return present && !hit;
 }
 
-/* Builds a {"error","field"} body without sending it. */
-static void build_error_field(cm_req_t *req, const char *field, const char *msg)
-{
-    cm_buf_reset(&req->res_body);
-    cm_buf_append_str(&req->res_body, "{\"error\":");
-    cm_json_str(&req->res_body, msg, strlen(msg));
-    cm_buf_append_str(&req->res_body, ",\"field\":");
-    cm_json_str(&req->res_body, field, strlen(field));
-    cm_buf_append(&req->res_body, "}", 1);
-}
-
 int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key_len, char fp[65],
                        int *status)
 {
@@ -172,7 +161,7 @@ int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key
     if (!k)
         return 0;
     if (len == 0 || len > 255) {
-        build_error_field(req, "Idempotency-Key", "Idempotency-Key must be 1-255 characters");
+        cm_res_error_body(req, "Idempotency-Key", "Idempotency-Key must be 1-255 characters");
         *status = 422;
         return 1;
     }
@@ -187,7 +176,7 @@ int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key
         return 0;
     }
     if (rc == -EEXIST) {
-        build_error_field(req, "Idempotency-Key",
+        cm_res_error_body(req, "Idempotency-Key",
                           "Idempotency-Key was already used with a different request");
         *status = 422;
         return 1;
