@@ -5,6 +5,7 @@
 
 #include "core/client.h"
 #include "orders/orders.h"
+#include "store/db.h"
 #include "users/users.h"
 
 static const char usage[] = "usage: cmesh COMMAND [flags]\n"
@@ -26,9 +27,9 @@ int main(int argc, char **argv)
         fputs(usage, stdout);
         return 0;
     }
-    /* libcurl's global state must be set up before any thread starts */
-    if (cm_client_global_init() < 0) {
-        fprintf(stderr, "cmesh: libcurl failed to initialise\n");
+    /* libcurl's and SQLite's global state must be set up before any thread starts */
+    if (cm_client_global_init() < 0 || cm_db_global_init() < 0) {
+        fprintf(stderr, "cmesh: libcurl or SQLite failed to initialise\n");
         return 1;
     }
     if (strcmp(cmd, "users") == 0)

@@ -104,6 +104,20 @@ int cm_res_header(cm_req_t *req, const char *name, const char *fmt, ...)
     return rc;
 }
 
+int cm_res_header_str(cm_req_t *req, const char *name, const char *value)
+{
+    if (strcasecmp(name, "Content-Type") == 0)
+        req->content_type_set = 1;
+    cm_buf_t *b = &req->res_headers;
+    size_t nl = strlen(name), vl = strlen(value);
+    if (cm_buf_reserve(b, nl + vl + 4) < 0)
+        return -ENOMEM;
+    cm_buf_append(b, name, nl);
+    cm_buf_append(b, ": ", 2);
+    cm_buf_append(b, value, vl);
+    return cm_buf_append(b, "\r\n", 2);
+}
+
 static void verror_body(cm_req_t *req, const char *field, const char *fmt, va_list ap)
 {
     char msg[512];

@@ -82,6 +82,8 @@ int cm_req_param_id(const cm_req_t *req, int i, int64_t *out);
 /* Adds a response header; the value is formatted and copied. Returns 0 or -ENOMEM. */
 int cm_res_header(cm_req_t *req, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same for a ready value (no formatting: the request path's common case). */
+int cm_res_header_str(cm_req_t *req, const char *name, const char *value);
 /* The body is res_body; Content-Type is application/json unless a header set one.
  * Sends (or queues behind earlier pipelined answers) and frees nothing the handler
  * owns. After this call req must not be touched. */

@@ -230,6 +230,14 @@ static void req_release(cm_conn_t *c, cm_req_t *r)
     c->pooled++;
 }
 
+/* Writes v as 16 lowercase hex digits (no NUL): no printf on the request path. */
+static void hex64(uint64_t v, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        out[i] = digits[v & 15];
+}
+
 /* X-Request-Id: keep the caller's if it is a sane token, else make 32 hex digits. */
 static void set_request_id(worker_t *w, cm_req_t *r)
 {
@@ -254,8 +262,9 @@ static void set_request_id(worker_t *w, cm_req_t *r)
     w->rid_seed[0] = s0;
     s1 ^= s1 << 23;
     w->rid_seed[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
-    snprintf(r->request_id, sizeof r->request_id, "%016llx%016llx",
-             (unsigned long long)(w->rid_seed[1] + s0), (unsigned long long)++w->rid_count);
+    hex64(w->rid_seed[1] + s0, r->request_id);
+    hex64(++w->rid_count, r->request_id + 16);
+    r->request_id[32] = '\0';
 }
 
 static const char *date_header(worker_t *w)
@@ -277,7 +286,12 @@ static void render(worker_t *w, cm_req_t *r, int close)
     int no_body = r->method == CM_HEAD || r->status == 304 || r->status == 204 || r->status < 200;
     cm_buf_reset(o);
     cm_buf_reserve(o, 160 + r->res_headers.len + r->res_body.len);
-    cm_buf_appendf(o, "HTTP/1.1 %d %s\r\n", r->status, cm_http_reason(r->status));
+    char code[4] = {(char)('0' + r->status / 100 % 10), (char)('0' + r->status / 10 % 10),
+                    (char)('0' + r->status % 10), ' '};
+    cm_buf_append(o, "HTTP/1.1 ", 9);
+    cm_buf_append(o, code, 4);
+    cm_buf_append_str(o, cm_http_reason(r->status));
+    cm_buf_append(o, "\r\n", 2);
     cm_buf_append_str(o, date_header(w));
     if (!r->content_type_set && r->status != 304 && r->status != 204)
         cm_buf_append_str(o, "Content-Type: application/json\r\n");

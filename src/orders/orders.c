@@ -214,7 +214,7 @@ static void finish_create(order_op_t *op)
         undo_with(req, w->batch, rc);
         return;
     }
-    cm_res_header(req, "Location", "%s", location);
+    cm_res_header_str(req, "Location", location);
     cm_rest_add_etag(req);
     cm_batch_answer(w->batch, req, 201);
 }

@@ -37,8 +37,9 @@ static const char sql_update[] = "UPDATE orders SET user_id = COALESCE(?, user_i
 static const char sql_delete[] = "DELETE FROM orders WHERE id = ?";
 
 static const cm_col_t cols[] = {
-    {"id", CM_COL_INT},         {"userId", CM_COL_INT},     {"status", CM_COL_TEXT},
-    {"createdAt", CM_COL_TEXT}, {"updatedAt", CM_COL_TEXT},
+    CM_COL("id", CM_COL_INT),         CM_COL("userId", CM_COL_INT),
+    CM_COL("status", CM_COL_TEXT),    CM_COL("createdAt", CM_COL_TEXT),
+    CM_COL("updatedAt", CM_COL_TEXT),
 };
 static const cm_row_shape_t shape = {cols, 5};
 

@@ -75,14 +75,19 @@ void cm_rest_etag(const char *body, size_t len, char out[20])
         h ^= (unsigned char)body[i];
         h *= 0x100000001b3ULL;
     }
-    snprintf(out, 20, "\"%016llx\"", (unsigned long long)h);
+    static const char digits[] = "0123456789abcdef";
+    out[0] = '"';
+    for (int i = 16; i >= 1; i--, h >>= 4)
+        out[i] = digits[h & 15];
+    out[17] = '"';
+    out[18] = '\0';
 }
 
 void cm_rest_add_etag(cm_req_t *req)
 {
     char etag[20];
     cm_rest_etag(req->res_body.data, req->res_body.len, etag);
-    cm_res_header(req, "ETag", "%s", etag);
+    cm_res_header_str(req, "ETag", etag);
 }
 
 void cm_rest_answer_item(cm_req_t *req, int rc, const char *not_found)
@@ -97,7 +102,7 @@ void cm_rest_answer_item(cm_req_t *req, int rc, const char *not_found)
     }
     char etag[20];
     cm_rest_etag(req->res_body.data, req->res_body.len, etag);
-    cm_res_header(req, "ETag", "%s", etag);
+    cm_res_header_str(req, "ETag", etag);
     if (cm_rest_none_match_hits(req, etag)) {
         cm_buf_reset(&req->res_body);
         cm_res_send(req, 304);
@@ -190,7 +195,7 @@ int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key
     if (prev.status >= 200 && prev.status < 300) {
         char etag[20];
         cm_rest_etag(prev.body, prev.body_len, etag);
-        cm_res_header(req, "ETag", "%s", etag);
+        cm_res_header_str(req, "ETag", etag);
     }
     cm_res_header(req, "Idempotent-Replayed", "true");
     *status = prev.status;

@@ -13,8 +13,7 @@ static void write_row(cm_stmt_t *st, const cm_row_shape_t *shape, cm_buf_t *out)
         const cm_col_t *c = &shape->cols[i];
         if (i)
             cm_buf_append(out, ",", 1);
-        cm_json_str(out, c->json, strlen(c->json));
-        cm_buf_append(out, ":", 1);
+        cm_buf_append_str(out, c->key);
         if (c->type == CM_COL_INT) {
             cm_buf_append_u64(out, (unsigned long long)cm_stmt_int(st, i));
         } else {

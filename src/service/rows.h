@@ -12,9 +12,15 @@
 typedef enum { CM_COL_INT, CM_COL_TEXT } cm_col_type_t;
 
 typedef struct cm_col {
-    const char *json; /* key in the item, e.g. "createdAt"; column i of the SELECT */
+    const char *key; /* "\"createdAt\":" as written; column i of the SELECT */
     cm_col_type_t type;
 } cm_col_t;
+
+/* A column entry: CM_COL("createdAt", CM_COL_TEXT). The key is quoted at compile time. */
+#define CM_COL(name, type)                                                                         \
+    {                                                                                              \
+        "\"" name "\":", type                                                                      \
+    }
 
 typedef struct cm_row_shape {
     const cm_col_t *cols; /* column 0 must be the integer id */

@@ -211,6 +211,13 @@ static int prepare_control(cm_db_t *db)
     return 0;
 }
 
+int cm_db_global_init(void)
+{
+    if (sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0) != SQLITE_OK)
+        return -EIO;
+    return sqlite3_initialize() == SQLITE_OK ? 0 : -EIO;
+}
+
 int cm_db_open(const char *path, cm_db_sync_t sync, const cm_migration_t *migrations, int n,
                cm_db_t **out)
 {

@@ -26,6 +26,11 @@ typedef enum {
 #define CM_DB_ROW  1 /* cm_stmt_step(): a row is ready */
 #define CM_DB_DONE 0 /* cm_stmt_step(): no more rows */
 
+/* Process-wide SQLite settings; main calls it once before any thread or connection.
+ * Turns off SQLite's memory statistics, whose global mutex every malloc would take.
+ * Returns 0 or -EIO. */
+int cm_db_global_init(void);
+
 /* Opens (creating if needed) the database at path with WAL, the given sync mode,
  * foreign keys on, a 5 s busy timeout, and applies pending migrations.
  * Caller owns *out; close with cm_db_close(). Returns 0, -EIO when the file cannot

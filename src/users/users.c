@@ -205,7 +205,7 @@ static void users_create(cm_req_t *req)
             cm_rest_db_error(req, rc);
         goto done;
     }
-    cm_res_header(req, "Location", "%s", location);
+    cm_res_header_str(req, "Location", location);
     cm_rest_add_etag(req);
     cm_batch_answer(w->batch, req, 201);
 done:

@@ -32,8 +32,9 @@ static const char sql_update[] = "UPDATE users SET name = COALESCE(?, name),"
 static const char sql_delete[] = "DELETE FROM users WHERE id = ?";
 
 static const cm_col_t cols[] = {
-    {"id", CM_COL_INT},         {"name", CM_COL_TEXT},      {"email", CM_COL_TEXT},
-    {"createdAt", CM_COL_TEXT}, {"updatedAt", CM_COL_TEXT},
+    CM_COL("id", CM_COL_INT),         CM_COL("name", CM_COL_TEXT),
+    CM_COL("email", CM_COL_TEXT),     CM_COL("createdAt", CM_COL_TEXT),
+    CM_COL("updatedAt", CM_COL_TEXT),
 };
 static const cm_row_shape_t shape = {cols, 5};
 
