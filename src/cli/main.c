@@ -7,14 +7,13 @@
 #include "orders/orders.h"
 #include "users/users.h"
 
-static const char usage[] =
-    "usage: cmesh COMMAND [flags]\n"
-    "\n"
-    "commands:\n"
-    "  users     serve the users REST API        (cmesh users --help)\n"
-    "  orders    serve the orders REST API       (cmesh orders --help)\n"
-    "\n"
-    "cmesh COMMAND --help describes every flag of a command.\n";
+static const char usage[] = "usage: cmesh COMMAND [flags]\n"
+                            "\n"
+                            "commands:\n"
+                            "  users     serve the users REST API        (cmesh users --help)\n"
+                            "  orders    serve the orders REST API       (cmesh orders --help)\n"
+                            "\n"
+                            "cmesh COMMAND --help describes every flag of a command.\n";
 
 int main(int argc, char **argv)
 {

@@ -13,7 +13,10 @@ typedef struct cm_buf {
     size_t cap; /* bytes allocated */
 } cm_buf_t;
 
-#define CM_BUF_INIT {NULL, 0, 0}
+#define CM_BUF_INIT                                                                                \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 /* Makes room for extra more bytes (plus a NUL). Returns 0 or -ENOMEM. */
 int cm_buf_reserve(cm_buf_t *b, size_t extra);

@@ -42,8 +42,7 @@ static int decode(const char *src, size_t len, char *out, size_t cap)
         char c = src[i];
         if (c == '+') {
             c = ' ';
-        } else if (c == '%' && i + 2 < len && hexval(src[i + 1]) >= 0 &&
-                   hexval(src[i + 2]) >= 0) {
+        } else if (c == '%' && i + 2 < len && hexval(src[i + 1]) >= 0 && hexval(src[i + 2]) >= 0) {
             c = (char)(hexval(src[i + 1]) * 16 + hexval(src[i + 2]));
             i += 2;
         }
@@ -105,7 +104,7 @@ int cm_res_header(cm_req_t *req, const char *name, const char *fmt, ...)
     return rc;
 }
 
-static void error_body(cm_req_t *req, const char *field, const char *fmt, va_list ap)
+static void verror_body(cm_req_t *req, const char *field, const char *fmt, va_list ap)
 {
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
@@ -119,11 +118,19 @@ static void error_body(cm_req_t *req, const char *field, const char *fmt, va_lis
     cm_buf_append(&req->res_body, "}", 1);
 }
 
+void cm_res_error_body(cm_req_t *req, const char *field, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    verror_body(req, field, fmt, ap);
+    va_end(ap);
+}
+
 void cm_res_error(cm_req_t *req, int status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    error_body(req, NULL, fmt, ap);
+    verror_body(req, NULL, fmt, ap);
     va_end(ap);
     cm_res_send(req, status);
 }
@@ -132,7 +139,7 @@ void cm_res_error_field(cm_req_t *req, int status, const char *field, const char
 {
     va_list ap;
     va_start(ap, fmt);
-    error_body(req, field, fmt, ap);
+    verror_body(req, field, fmt, ap);
     va_end(ap);
     cm_res_send(req, status);
 }
@@ -140,31 +147,57 @@ void cm_res_error_field(cm_req_t *req, int status, const char *field, const char
 const char *cm_http_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Unknown";
     }
 }

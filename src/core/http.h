@@ -86,6 +86,10 @@ int cm_res_header(cm_req_t *req, const char *name, const char *fmt, ...)
  * Sends (or queues behind earlier pipelined answers) and frees nothing the handler
  * owns. After this call req must not be touched. */
 void cm_res_send(cm_req_t *req, int status);
+/* Builds {"error": msg} (plus "field" when field is not NULL) in res_body without
+ * sending it, for answers that must wait (group commit). */
+void cm_res_error_body(cm_req_t *req, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Answers {"error": msg} with status; msg is formatted and JSON-escaped. */
 void cm_res_error(cm_req_t *req, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

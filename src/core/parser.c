@@ -84,7 +84,8 @@ static int name_is(const cm_parser_t *p, const cm_hdr_off_t *h, const char *name
 
 static int value_is(const cm_parser_t *p, const cm_hdr_off_t *h, const char *v)
 {
-    return h->value_len == strlen(v) && strncasecmp(p->head.data + h->value_off, v, h->value_len) == 0;
+    return h->value_len == strlen(v) &&
+           strncasecmp(p->head.data + h->value_off, v, h->value_len) == 0;
 }
 
 /* RFC 9112 6.3: a message with both framings, or with framings that disagree, is

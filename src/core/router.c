@@ -120,8 +120,8 @@ cm_handler_fn cm_router_match(const cm_router_t *r, cm_req_t *req, int *status, 
             return e->route.handler;
         }
         path_found = 1;
-        static const char *const names[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH",
-                                            "OPTIONS"};
+        static const char *const names[] = {"GET",    "HEAD",  "POST",   "PUT",
+                                            "DELETE", "PATCH", "OPTIONS"};
         if (e->route.method < CM_METHOD_OTHER) {
             const char *name = names[e->route.method];
             size_t need = strlen(name) + (allow_len ? 2 : 0);

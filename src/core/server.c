@@ -24,13 +24,13 @@
 #include "core/metrics.h"
 #include "core/parser.h"
 
-#define READ_BUF_SIZE   (64 * 1024) /* one per worker: every read is parsed at once */
-#define MAX_PIPELINED   64          /* answers queued on one connection before reads pause */
-#define LINGER_MS       2000        /* after an error answer, how long unread input is drained */
-#define LOG_FLUSH_MS    100         /* access-log batches reach the writer at least this often */
-#define BACKLOG         1024
-#define REQ_POOL_KEEP   4           /* idle request objects a connection keeps for reuse */
-#define BUF_KEEP        (64 * 1024) /* bytes a reused buffer keeps after a large request */
+#define READ_BUF_SIZE (64 * 1024) /* one per worker: every read is parsed at once */
+#define MAX_PIPELINED 64          /* answers queued on one connection before reads pause */
+#define LINGER_MS     2000        /* after an error answer, how long unread input is drained */
+#define LOG_FLUSH_MS  100         /* access-log batches reach the writer at least this often */
+#define BACKLOG       1024
+#define REQ_POOL_KEEP 4           /* idle request objects a connection keeps for reuse */
+#define BUF_KEEP      (64 * 1024) /* bytes a reused buffer keeps after a large request */
 
 typedef struct server server_t;
 typedef struct worker worker_t;
@@ -134,8 +134,7 @@ const char cm_server_opts_help[] =
     "  --max-connections N      open client connections (default 10000)\n"
     "  DUR is 500ms, 10s, 2m or 1h; SIZE is bytes, 16k or 1m.\n";
 
-int cm_server_opts_set(cm_server_opts_t *o, const char *name, const char *v, char *err,
-                       size_t cap)
+int cm_server_opts_set(cm_server_opts_t *o, const char *name, const char *v, char *err, size_t cap)
 {
     long n;
     if (strcmp(name, "listen") == 0) {
@@ -253,8 +252,8 @@ static void set_request_id(worker_t *w, cm_req_t *r)
         size_t i = 0;
         for (; i < len; i++) {
             char ch = id[i];
-            if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-                  ch == '-' || ch == '_' || ch == '.' || ch == ':'))
+            if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                  (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.' || ch == ':'))
                 break;
         }
         if (i == len) {
@@ -282,8 +281,7 @@ static const char *date_header(worker_t *w)
 static void render(worker_t *w, cm_req_t *r, int close)
 {
     cm_buf_t *o = &r->out;
-    int no_body = r->method == CM_HEAD || r->status == 304 || r->status == 204 ||
-                  r->status < 200;
+    int no_body = r->method == CM_HEAD || r->status == 304 || r->status == 204 || r->status < 200;
     cm_buf_reset(o);
     cm_buf_reserve(o, 160 + r->res_headers.len + r->res_body.len);
     cm_buf_appendf(o, "HTTP/1.1 %d %s\r\n", r->status, cm_http_reason(r->status));
@@ -790,7 +788,8 @@ static void worker_main(void *arg)
 
 static int listen_socket(const cm_server_opts_t *o, int port, int *fd_out, int *bound_port)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai;
     char portstr[8];

@@ -4,6 +4,10 @@
  * whether that user exists. Entered from cli/main.c as `cmesh orders`. */
 #include "orders/orders.h"
 
+#include "service/batch.h"
+#include "service/cmd.h"
+#include "service/rest.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,8 +18,6 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "orders/orders_store.h"
-#include "service/cmd.h"
-#include "service/rest.h"
 
 typedef struct orders_opts {
     cm_svc_opts_t svc;
@@ -25,6 +27,7 @@ typedef struct orders_opts {
 
 typedef struct orders_worker {
     cm_db_t *db;
+    cm_batch_t *batch; /* every write goes through it: group commit */
     cm_client_t *users;
     const orders_opts_t *opts;
 } orders_worker_t;
@@ -54,8 +57,10 @@ static int status_index(const char *s)
 /* pending → paid → shipped → completed; pending|paid → cancelled; staying put is fine. */
 static int transition_ok(const char *from, const char *to)
 {
-    static const char *const allowed[][2] = {{"pending", "paid"},     {"paid", "shipped"},
-                                             {"shipped", "completed"}, {"pending", "cancelled"},
+    static const char *const allowed[][2] = {{"pending", "paid"},
+                                             {"paid", "shipped"},
+                                             {"shipped", "completed"},
+                                             {"pending", "cancelled"},
                                              {"paid", "cancelled"}};
     if (strcmp(from, to) == 0)
         return 1;
@@ -123,14 +128,6 @@ static void not_found(cm_req_t *req)
     cm_res_error(req, 404, "Order not found");
 }
 
-static void send_item(cm_req_t *req, int status)
-{
-    char etag[20];
-    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
-    cm_res_header(req, "ETag", "%s", etag);
-    cm_res_send(req, status);
-}
-
 static void orders_list(cm_req_t *req)
 {
     int limit, more;
@@ -149,8 +146,10 @@ static void orders_list(cm_req_t *req)
     }
     if (cm_rest_page(req, &limit, &after) < 0)
         return;
-    int rc = cm_orders_list(worker_of(req)->db, user_id, after, limit, &req->res_body, &last,
-                            &more);
+    orders_worker_t *w = worker_of(req);
+    int rc = cm_batch_read(w->batch);
+    if (rc == 0)
+        rc = cm_orders_list(w->db, user_id, after, limit, &req->res_body, &last, &more);
     if (rc < 0) {
         cm_buf_reset(&req->res_body);
         cm_rest_db_error(req, rc);
@@ -168,83 +167,92 @@ static void orders_get(cm_req_t *req)
         not_found(req);
         return;
     }
-    int rc = cm_orders_get(worker_of(req)->db, id, &req->res_body, NULL);
-    if (rc < 0) {
-        cm_buf_reset(&req->res_body);
-        if (rc == -ENOENT)
-            not_found(req);
-        else
-            cm_rest_db_error(req, rc);
-        return;
-    }
-    char etag[20];
-    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
-    cm_res_header(req, "ETag", "%s", etag);
-    if (cm_rest_none_match_hits(req, etag)) {
-        cm_buf_reset(&req->res_body);
-        cm_res_send(req, 304);
-        return;
-    }
-    cm_res_send(req, 200);
+    orders_worker_t *w = worker_of(req);
+    int rc = cm_batch_read(w->batch);
+    if (rc == 0)
+        rc = cm_orders_get(w->db, id, &req->res_body, NULL);
+    cm_rest_answer_item(req, rc, "Order not found");
+}
+
+/* Ends a unit that failed with rc: takes back its writes and answers. */
+static void undo_with(cm_req_t *req, cm_batch_t *b, int rc)
+{
+    cm_batch_undo(b);
+    cm_buf_reset(&req->res_body);
+    if (rc == -ENOENT)
+        not_found(req);
+    else
+        cm_rest_db_error(req, rc);
 }
 
 static void finish_create(order_op_t *op)
 {
     cm_req_t *req = op->req;
-    cm_db_t *db = worker_of(req)->db;
+    orders_worker_t *w = worker_of(req);
     const char *key = NULL;
     size_t key_len = 0;
     char fp[65];
     int64_t id = 0;
-    int rc;
-    if ((rc = cm_db_begin(db)) < 0)
-        goto db_error;
-    /* asked again inside the transaction: another instance may have won the key */
-    rc = cm_rest_idem_check(req, db, &key, &key_len, fp);
-    if (rc == 1) {
-        cm_db_rollback(db);
+    int rc, status;
+    if ((rc = cm_batch_begin(w->batch)) < 0) {
+        cm_rest_db_error(req, rc);
         return;
     }
-    if (rc < 0)
-        goto db_error;
-    if ((rc = cm_orders_insert(db, op->user_id, op->status, &id, &req->res_body)) < 0)
-        goto db_error;
+    /* asked again inside the unit: another request may have stored the key meanwhile */
+    rc = cm_rest_idem_check(req, w->db, &key, &key_len, fp, &status);
+    if (rc == 1) {
+        cm_batch_answer(w->batch, req, status);
+        return;
+    }
+    if (rc == 0)
+        rc = cm_orders_insert(w->db, op->user_id, op->status, &id, &req->res_body);
     char location[48];
     snprintf(location, sizeof location, "/orders/%lld", (long long)id);
-    if (key && (rc = cm_rest_idem_save(req, db, key, key_len, fp, 201, location)) < 0)
-        goto db_error;
-    if ((rc = cm_db_commit(db)) < 0)
-        goto db_error;
+    if (rc == 0 && key)
+        rc = cm_rest_idem_save(req, w->db, key, key_len, fp, 201, location);
+    if (rc < 0) {
+        undo_with(req, w->batch, rc);
+        return;
+    }
     cm_res_header(req, "Location", "%s", location);
-    send_item(req, 201);
-    return;
-db_error:
-    cm_db_rollback(db);
+    cm_rest_add_etag(req);
+    cm_batch_answer(w->batch, req, 201);
+}
+
+/* Inside a unit: loads the order's status and checks If-Match. Returns 0 to go on,
+ * or 1 when the unit was undone and an answer (404/412/5xx) sent. */
+static int check_for_write(cm_req_t *req, orders_worker_t *w, int64_t id,
+                           char status[CM_ORDER_STATUS_MAX])
+{
+    int rc = cm_orders_get(w->db, id, &req->res_body, status);
+    if (rc < 0) {
+        undo_with(req, w->batch, rc);
+        return 1;
+    }
+    char etag[20];
+    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
     cm_buf_reset(&req->res_body);
-    cm_rest_db_error(req, rc);
+    if (!cm_rest_if_match_fails(req, etag))
+        return 0;
+    cm_batch_undo(w->batch);
+    cm_res_error(req, 412, "If-Match does not match the order's current ETag %s", etag);
+    return 1;
 }
 
 static void finish_update(order_op_t *op)
 {
     cm_req_t *req = op->req;
-    cm_db_t *db = worker_of(req)->db;
+    orders_worker_t *w = worker_of(req);
     char current[CM_ORDER_STATUS_MAX];
     int rc;
-    if ((rc = cm_db_begin(db)) < 0)
-        goto db_error;
-    rc = cm_orders_get(db, op->id, &req->res_body, current);
-    if (rc < 0)
-        goto db_error;
-    char etag[20];
-    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
-    cm_buf_reset(&req->res_body);
-    if (cm_rest_if_match_fails(req, etag)) {
-        cm_db_rollback(db);
-        cm_res_error(req, 412, "If-Match does not match the order's current ETag %s", etag);
+    if ((rc = cm_batch_begin(w->batch)) < 0) {
+        cm_rest_db_error(req, rc);
         return;
     }
+    if (check_for_write(req, w, op->id, current))
+        return;
     if (op->has_status && !transition_ok(current, op->status)) {
-        cm_db_rollback(db);
+        cm_batch_undo(w->batch);
         cm_buf_appendf(&req->res_body,
                        "{\"error\":\"cannot change status from %s to %s\",\"from\":\"%s\","
                        "\"to\":\"%s\"}",
@@ -252,21 +260,14 @@ static void finish_update(order_op_t *op)
         cm_res_send(req, 409);
         return;
     }
-    rc = cm_orders_update(db, op->id, op->user_id, op->has_status ? op->status : NULL,
+    rc = cm_orders_update(w->db, op->id, op->user_id, op->has_status ? op->status : NULL,
                           &req->res_body);
-    if (rc == 0)
-        rc = cm_db_commit(db);
-    if (rc < 0)
-        goto db_error;
-    send_item(req, 200);
-    return;
-db_error:
-    cm_db_rollback(db);
-    cm_buf_reset(&req->res_body);
-    if (rc == -ENOENT)
-        not_found(req);
-    else
-        cm_rest_db_error(req, rc);
+    if (rc < 0) {
+        undo_with(req, w->batch, rc);
+        return;
+    }
+    cm_rest_add_etag(req);
+    cm_batch_answer(w->batch, req, 200);
 }
 
 static void finish(order_op_t *op)
@@ -348,16 +349,28 @@ static void orders_create(cm_req_t *req)
     order_op_t *op = op_from_body(req, 1);
     if (!op)
         return;
-    /* a replayed key is answered before bothering the users service */
-    const char *key;
-    size_t key_len;
-    char fp[65];
-    int rc = cm_rest_idem_check(req, worker_of(req)->db, &key, &key_len, fp);
-    if (rc != 0) {
-        if (rc < 0)
+    /* a replayed key is answered before bothering the users service; the answer
+     * waits for the batch like any write's, as it may stand on this batch's writes */
+    orders_worker_t *w = worker_of(req);
+    if (cm_req_header(req, "Idempotency-Key", NULL)) {
+        const char *key;
+        size_t key_len;
+        char fp[65];
+        int status, rc = cm_batch_begin(w->batch);
+        if (rc == 0) {
+            rc = cm_rest_idem_check(req, w->db, &key, &key_len, fp, &status);
+            if (rc == 1) {
+                cm_batch_answer(w->batch, req, status);
+                free(op);
+                return;
+            }
+            cm_batch_undo(w->batch);
+        }
+        if (rc < 0) {
             cm_rest_db_error(req, rc);
-        free(op);
-        return;
+            free(op);
+            return;
+        }
     }
     check_user_then_finish(op);
 }
@@ -379,44 +392,30 @@ static void orders_update(cm_req_t *req)
 static void orders_delete(cm_req_t *req)
 {
     int64_t id;
-    cm_db_t *db = worker_of(req)->db;
+    orders_worker_t *w = worker_of(req);
+    char current[CM_ORDER_STATUS_MAX];
     int rc;
     if (cm_req_param_id(req, 0, &id) < 0) {
         not_found(req);
         return;
     }
-    if ((rc = cm_db_begin(db)) < 0)
-        goto fail;
-    if ((rc = cm_orders_get(db, id, &req->res_body, NULL)) < 0)
-        goto fail;
-    char etag[20];
-    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
-    cm_buf_reset(&req->res_body);
-    if (cm_rest_if_match_fails(req, etag)) {
-        cm_db_rollback(db);
-        cm_res_error(req, 412, "If-Match does not match the order's current ETag %s", etag);
+    if ((rc = cm_batch_begin(w->batch)) < 0) {
+        cm_rest_db_error(req, rc);
         return;
     }
-    rc = cm_orders_delete(db, id);
-    if (rc == 0)
-        rc = cm_db_commit(db);
-    if (rc < 0)
-        goto fail;
+    if (check_for_write(req, w, id, current))
+        return;
+    if ((rc = cm_orders_delete(w->db, id)) < 0) {
+        undo_with(req, w->batch, rc);
+        return;
+    }
     cm_buf_append_str(&req->res_body, "{\"message\":\"Order deleted\"}");
-    cm_res_send(req, 200);
-    return;
-fail:
-    cm_db_rollback(db);
-    cm_buf_reset(&req->res_body);
-    if (rc == -ENOENT)
-        not_found(req);
-    else
-        cm_rest_db_error(req, rc);
+    cm_batch_answer(w->batch, req, 200);
 }
 
 static const cm_route_t routes[] = {
-    {CM_GET, "/orders", orders_list},        {CM_POST, "/orders", orders_create},
-    {CM_GET, "/orders/{id}", orders_get},    {CM_PUT, "/orders/{id}", orders_update},
+    {CM_GET, "/orders", orders_list},           {CM_POST, "/orders", orders_create},
+    {CM_GET, "/orders/{id}", orders_get},       {CM_PUT, "/orders/{id}", orders_update},
     {CM_DELETE, "/orders/{id}", orders_delete},
 };
 
@@ -432,8 +431,11 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
     w->opts = o;
     int rc = cm_svc_open_db(&o->svc, &w->db);
     if (rc == 0)
+        rc = cm_batch_new(loop, w->db, &w->batch);
+    if (rc == 0)
         rc = cm_client_new(loop, &w->users);
     if (rc < 0) {
+        cm_batch_free(w->batch);
         cm_db_close(w->db);
         free(w);
         return rc;
@@ -448,6 +450,7 @@ static void worker_free(void *state)
     if (!w)
         return;
     cm_client_free(w->users); /* pending checks answer 503 first; they still use db */
+    cm_batch_free(w->batch);  /* commits and answers what it holds */
     cm_db_close(w->db);
     free(w);
 }

@@ -1,11 +1,12 @@
 /* orders/orders_store.c: SQL for the orders service (see orders_store.h). */
 #include "orders/orders_store.h"
 
+#include "service/rows.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "core/json.h"
 #include "core/timefmt.h"
 #include "store/idempotency.h"
 
@@ -24,6 +25,7 @@ const int cm_orders_nmigrations = sizeof cm_orders_migrations / sizeof cm_orders
 #define COLS "id, user_id, status, created_at, updated_at"
 
 static const char sql_get[] = "SELECT " COLS " FROM orders WHERE id = ?";
+static const char sql_status[] = "SELECT status FROM orders WHERE id = ?";
 static const char sql_list[] = "SELECT " COLS " FROM orders WHERE id > ? ORDER BY id LIMIT ?";
 static const char sql_list_user[] = "SELECT " COLS " FROM orders WHERE user_id = ? AND id > ?"
                                     " ORDER BY id LIMIT ?";
@@ -34,54 +36,34 @@ static const char sql_update[] = "UPDATE orders SET user_id = COALESCE(?, user_i
                                  " WHERE id = ? RETURNING " COLS;
 static const char sql_delete[] = "DELETE FROM orders WHERE id = ?";
 
-static void write_order(cm_stmt_t *st, cm_buf_t *out)
-{
-    size_t len;
-    const char *s;
-    cm_buf_append_str(out, "{\"id\":");
-    cm_buf_append_u64(out, (unsigned long long)cm_stmt_int(st, 0));
-    cm_buf_append_str(out, ",\"userId\":");
-    cm_buf_append_u64(out, (unsigned long long)cm_stmt_int(st, 1));
-    cm_buf_append_str(out, ",\"status\":");
-    s = cm_stmt_text(st, 2, &len);
-    cm_json_str(out, s, len);
-    cm_buf_append_str(out, ",\"createdAt\":");
-    s = cm_stmt_text(st, 3, &len);
-    cm_json_str(out, s, len);
-    cm_buf_append_str(out, ",\"updatedAt\":");
-    s = cm_stmt_text(st, 4, &len);
-    cm_json_str(out, s, len);
-    cm_buf_append(out, "}", 1);
-}
-
-static int one_row(cm_stmt_t *st, int64_t *id, cm_buf_t *out, char *status)
-{
-    if (!st)
-        return -EIO;
-    int rc = cm_stmt_step(st);
-    if (rc == CM_DB_ROW) {
-        if (id)
-            *id = cm_stmt_int(st, 0);
-        if (status) {
-            size_t len;
-            const char *s = cm_stmt_text(st, 2, &len);
-            snprintf(status, CM_ORDER_STATUS_MAX, "%.*s", (int)len, s);
-        }
-        write_order(st, out);
-        rc = 0;
-    } else if (rc == CM_DB_DONE) {
-        rc = -ENOENT;
-    }
-    cm_stmt_reset(st);
-    return rc;
-}
+static const cm_col_t cols[] = {
+    {"id", CM_COL_INT},         {"userId", CM_COL_INT},     {"status", CM_COL_TEXT},
+    {"createdAt", CM_COL_TEXT}, {"updatedAt", CM_COL_TEXT},
+};
+static const cm_row_shape_t shape = {cols, 5};
 
 int cm_orders_get(cm_db_t *db, int64_t id, cm_buf_t *out, char status[CM_ORDER_STATUS_MAX])
 {
     cm_stmt_t *st = cm_db_stmt(db, sql_get);
     if (st)
         cm_stmt_bind_int(st, 1, id);
-    return one_row(st, NULL, out, status);
+    int rc = cm_rows_one(st, &shape, NULL, out);
+    if (rc < 0 || !status)
+        return rc;
+    if (!(st = cm_db_stmt(db, sql_status)))
+        return -EIO;
+    cm_stmt_bind_int(st, 1, id);
+    rc = cm_stmt_step(st);
+    if (rc == CM_DB_ROW) {
+        size_t len;
+        const char *s = cm_stmt_text(st, 0, &len);
+        snprintf(status, CM_ORDER_STATUS_MAX, "%.*s", (int)len, s ? s : "");
+        rc = 0;
+    } else if (rc == CM_DB_DONE) {
+        rc = -ENOENT;
+    }
+    cm_stmt_reset(st);
+    return rc;
 }
 
 int cm_orders_list(cm_db_t *db, int64_t user_id, int64_t after, int limit, cm_buf_t *out,
@@ -95,29 +77,11 @@ int cm_orders_list(cm_db_t *db, int64_t user_id, int64_t after, int limit, cm_bu
         cm_stmt_bind_int(st, i++, user_id);
     cm_stmt_bind_int(st, i++, after);
     cm_stmt_bind_int(st, i, (int64_t)limit + 1); /* one extra row tells whether more exist */
-    int n = 0, rc;
-    *more = 0;
     *last = after;
-    cm_buf_append(out, "[", 1);
-    while ((rc = cm_stmt_step(st)) == CM_DB_ROW) {
-        if (n == limit) {
-            *more = 1;
-            break;
-        }
-        if (n++)
-            cm_buf_append(out, ",", 1);
-        *last = cm_stmt_int(st, 0);
-        write_order(st, out);
-    }
-    cm_stmt_reset(st);
-    if (rc < 0)
-        return rc;
-    cm_buf_append(out, "]", 1);
-    return 0;
+    return cm_rows_page(st, &shape, limit, out, last, more);
 }
 
-int cm_orders_insert(cm_db_t *db, int64_t user_id, const char *status, int64_t *id,
-                     cm_buf_t *out)
+int cm_orders_insert(cm_db_t *db, int64_t user_id, const char *status, int64_t *id, cm_buf_t *out)
 {
     char now[32];
     cm_time_rfc3339(now);
@@ -128,11 +92,10 @@ int cm_orders_insert(cm_db_t *db, int64_t user_id, const char *status, int64_t *
         cm_stmt_bind_text(st, 3, now, CM_TIME_RFC3339_LEN);
         cm_stmt_bind_text(st, 4, now, CM_TIME_RFC3339_LEN);
     }
-    return one_row(st, id, out, NULL);
+    return cm_rows_one(st, &shape, id, out);
 }
 
-int cm_orders_update(cm_db_t *db, int64_t id, int64_t user_id, const char *status,
-                     cm_buf_t *out)
+int cm_orders_update(cm_db_t *db, int64_t id, int64_t user_id, const char *status, cm_buf_t *out)
 {
     char now[32];
     cm_time_rfc3339(now);
@@ -149,7 +112,7 @@ int cm_orders_update(cm_db_t *db, int64_t id, int64_t user_id, const char *statu
         cm_stmt_bind_null(st, 2);
     cm_stmt_bind_text(st, 3, now, CM_TIME_RFC3339_LEN);
     cm_stmt_bind_int(st, 4, id);
-    return one_row(st, NULL, out, NULL);
+    return cm_rows_one(st, &shape, NULL, out);
 }
 
 int cm_orders_delete(cm_db_t *db, int64_t id)

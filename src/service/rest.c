@@ -78,6 +78,34 @@ void cm_rest_etag(const char *body, size_t len, char out[20])
     snprintf(out, 20, "\"%016llx\"", (unsigned long long)h);
 }
 
+void cm_rest_add_etag(cm_req_t *req)
+{
+    char etag[20];
+    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
+    cm_res_header(req, "ETag", "%s", etag);
+}
+
+void cm_rest_answer_item(cm_req_t *req, int rc, const char *not_found)
+{
+    if (rc < 0) {
+        cm_buf_reset(&req->res_body);
+        if (rc == -ENOENT)
+            cm_res_error(req, 404, "%s", not_found);
+        else
+            cm_rest_db_error(req, rc);
+        return;
+    }
+    char etag[20];
+    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
+    cm_res_header(req, "ETag", "%s", etag);
+    if (cm_rest_none_match_hits(req, etag)) {
+        cm_buf_reset(&req->res_body);
+        cm_res_send(req, 304);
+        return;
+    }
+    cm_res_send(req, 200);
+}
+
 /* True when the comma-separated list in header name contains etag or "*". */
 static int header_lists(const cm_req_t *req, const char *name, const char *etag, int *present)
 {
@@ -123,8 +151,8 @@ int cm_rest_if_match_fails(const cm_req_t *req, const char *etag)
     return present && !hit;
 }
 
-int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key_len,
-                       char fp[65])
+int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key_len, char fp[65],
+                       int *status)
 {
     size_t len;
     const char *k = cm_req_header(req, "Idempotency-Key", &len);
@@ -133,7 +161,8 @@ int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key
     if (!k)
         return 0;
     if (len == 0 || len > 255) {
-        cm_res_error_field(req, 422, "Idempotency-Key", "Idempotency-Key must be 1-255 characters");
+        cm_res_error_body(req, "Idempotency-Key", "Idempotency-Key must be 1-255 characters");
+        *status = 422;
         return 1;
     }
     char path[256];
@@ -147,8 +176,9 @@ int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key
         return 0;
     }
     if (rc == -EEXIST) {
-        cm_res_error_field(req, 422, "Idempotency-Key",
-                           "Idempotency-Key was already used with a different request");
+        cm_res_error_body(req, "Idempotency-Key",
+                          "Idempotency-Key was already used with a different request");
+        *status = 422;
         return 1;
     }
     if (rc < 0)
@@ -163,14 +193,13 @@ int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key
         cm_res_header(req, "ETag", "%s", etag);
     }
     cm_res_header(req, "Idempotent-Replayed", "true");
-    int status = prev.status;
+    *status = prev.status;
     cm_idem_response_free(&prev);
-    cm_res_send(req, status);
     return 1;
 }
 
-int cm_rest_idem_save(cm_req_t *req, cm_db_t *db, const char *key, size_t key_len,
-                      const char *fp, int status, const char *location)
+int cm_rest_idem_save(cm_req_t *req, cm_db_t *db, const char *key, size_t key_len, const char *fp,
+                      int status, const char *location)
 {
     return cm_idem_store(db, key, key_len, fp, status, location, req->res_body.data,
                          req->res_body.len);

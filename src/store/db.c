@@ -13,10 +13,12 @@
 
 #include <sqlite3.h>
 
+#include "core/log.h"
+
 #define DB_BUSY_TIMEOUT_MS 5000 /* ms: long enough to ride out another instance's commit */
-#define DB_MMAP_SIZE       (64 * 1024 * 1024) /* bytes: reads of a hot set come from the page cache */
-#define DB_WAL_RETRY_MS    5                  /* ms between tries to switch a new file to WAL */
-#define DB_CACHE_MIN       32                 /* slots: services use fewer than 32 statements */
+#define DB_MMAP_SIZE       0    /* bytes: no mmap; RSS stays flat as the file grows */
+#define DB_WAL_RETRY_MS    5    /* ms between tries to switch a new file to WAL */
+#define DB_CACHE_MIN       32   /* slots: services use fewer than 32 statements */
 
 struct cm_stmt {
     sqlite3_stmt *st; /* prepared once, finalized by cm_db_close() */
@@ -33,38 +35,12 @@ struct cm_db {
     sqlite3_stmt *begin; /* BEGIN IMMEDIATE, COMMIT, ROLLBACK: prepared once, hot path */
     sqlite3_stmt *commit;
     sqlite3_stmt *rollback;
+    int read_group; /* the open group only reads (BEGIN DEFERRED): a write must end it */
 };
 
 /* ------------------------------------------------------------------------ */
 /* Low level: error reporting and code mapping                              */
 /* ------------------------------------------------------------------------ */
-
-/* One JSON line on stderr. Stands in for cm_log_msg(CM_LOG_ERROR, ...) until
- * core/log.c lands; the output shape is the same minus "ts". */
-static void db_log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void db_log_error(const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-
-    char line[sizeof msg * 6 + 64];
-    size_t n = (size_t)snprintf(line, sizeof line, "{\"level\":\"error\",\"msg\":\"db: ");
-    for (const unsigned char *p = (const unsigned char *)msg; *p; p++) {
-        if (*p == '"' || *p == '\\') {
-            line[n++] = '\\';
-            line[n++] = (char)*p;
-        } else if (*p < 0x20) {
-            n += (size_t)snprintf(line + n, sizeof line - n, "\\u%04x", *p);
-        } else {
-            line[n++] = (char)*p;
-        }
-    }
-    n += (size_t)snprintf(line + n, sizeof line - n, "\"}\n");
-    fwrite(line, 1, n, stderr);
-}
 
 /* Constraint failures and lock conflicts are outcomes the caller handles (409, 503),
  * so only the rest is logged: there the SQLite message is the only clue. */
@@ -80,7 +56,8 @@ static int map_rc(sqlite3 *conn, int rc, const char *what)
     case SQLITE_LOCKED:
         return -EBUSY;
     default:
-        db_log_error("%s failed: %s (%s)", what, sqlite3_errmsg(conn), sqlite3_errstr(rc));
+        cm_log_msg(CM_LOG_ERROR, "db: %s failed: %s (%s)", what, sqlite3_errmsg(conn),
+                   sqlite3_errstr(rc));
         return -EIO;
     }
 }
@@ -143,8 +120,9 @@ static int set_journal_wal(cm_db_t *db)
          * "memory", anything else means WAL is unavailable (e.g. no shared memory). */
         const char *mode = (const char *)sqlite3_column_text(st, 0);
         if (!mode || (strcmp(mode, "wal") != 0 && strcmp(mode, "memory") != 0)) {
-            db_log_error("%s: journal_mode is \"%s\", not wal; put the file on a local disk",
-                         db->path, mode ? mode : "");
+            cm_log_msg(CM_LOG_ERROR,
+                       "db: %s: journal_mode is \"%s\", not wal; put the file on a local disk",
+                       db->path, mode ? mode : "");
             err = -EIO;
         }
     } else {
@@ -187,8 +165,9 @@ static int migrate(cm_db_t *db, const cm_migration_t *migrations, int n)
     }
     if (version > n) {
         /* An older binary must not write into a schema it does not know. */
-        db_log_error("%s: schema version %d is newer than this binary's %d; upgrade cmesh",
-                     db->path, version, n);
+        cm_log_msg(CM_LOG_ERROR,
+                   "db: %s: schema version %d is newer than this binary's %d; upgrade cmesh",
+                   db->path, version, n);
         err = -EINVAL;
         goto rollback;
     }
@@ -196,8 +175,9 @@ static int migrate(cm_db_t *db, const cm_migration_t *migrations, int n)
         char *msg = NULL;
         int rc = sqlite3_exec(db->conn, migrations[i].sql, NULL, NULL, &msg);
         if (rc != SQLITE_OK) {
-            db_log_error("%s: migration %d failed: %s; nothing of versions %d-%d applied", db->path,
-                         i + 1, msg ? msg : sqlite3_errstr(rc), version + 1, n);
+            cm_log_msg(CM_LOG_ERROR,
+                       "db: %s: migration %d failed: %s; nothing of versions %d-%d applied",
+                       db->path, i + 1, msg ? msg : sqlite3_errstr(rc), version + 1, n);
             sqlite3_free(msg);
             err = -EINVAL;
             goto rollback;
@@ -252,8 +232,9 @@ int cm_db_open(const char *path, cm_db_sync_t sync, const cm_migration_t *migrat
     int rc = sqlite3_open_v2(path, &db->conn, flags, NULL);
     int err = 0;
     if (rc != SQLITE_OK) {
-        db_log_error("cannot open %s: %s; check the directory exists and is writable", path,
-                     db->conn ? sqlite3_errmsg(db->conn) : sqlite3_errstr(rc));
+        cm_log_msg(CM_LOG_ERROR,
+                   "db: cannot open %s: %s; check the directory exists and is writable", path,
+                   db->conn ? sqlite3_errmsg(db->conn) : sqlite3_errstr(rc));
         err = -EIO;
         goto fail;
     }
@@ -347,17 +328,18 @@ cm_stmt_t *cm_db_stmt(cm_db_t *db, const char *sql)
     }
     /* Keep the load at most 1/2 so probes stay short. */
     if ((db->count + 1) * 2 > db->cap && cache_grow(db) < 0) {
-        db_log_error("out of memory caching a statement");
+        cm_log_msg(CM_LOG_ERROR, "db: out of memory caching a statement");
         return NULL;
     }
     struct cm_stmt *e = calloc(1, sizeof *e);
     if (!e) {
-        db_log_error("out of memory caching a statement");
+        cm_log_msg(CM_LOG_ERROR, "db: out of memory caching a statement");
         return NULL;
     }
     int rc = sqlite3_prepare_v3(db->conn, sql, -1, SQLITE_PREPARE_PERSISTENT, &e->st, NULL);
     if (rc != SQLITE_OK || !e->st) {
-        db_log_error("%s: cannot prepare \"%s\": %s", db->path, sql, sqlite3_errmsg(db->conn));
+        cm_log_msg(CM_LOG_ERROR, "db: %s: cannot prepare \"%s\": %s", db->path, sql,
+                   sqlite3_errmsg(db->conn));
         sqlite3_finalize(e->st);
         free(e);
         return NULL;
@@ -464,6 +446,83 @@ void cm_db_rollback(cm_db_t *db)
     /* SQLite may already have rolled back by itself (after SQLITE_FULL, IOERR...). */
     if (!sqlite3_get_autocommit(db->conn))
         exec_prepared(db->conn, db->rollback, "ROLLBACK");
+}
+
+static const char sql_begin_read[] = "BEGIN";
+static const char sql_savepoint[] = "SAVEPOINT unit";
+static const char sql_release[] = "RELEASE unit";
+static const char sql_rollback_to[] = "ROLLBACK TO unit";
+
+static int exec_cached(cm_db_t *db, const char *sql)
+{
+    cm_stmt_t *st = cm_db_stmt(db, sql);
+    if (!st)
+        return -EIO;
+    int rc = cm_stmt_step(st);
+    cm_stmt_reset(st);
+    return rc < 0 ? rc : 0;
+}
+
+int cm_db_in_group(cm_db_t *db)
+{
+    return !sqlite3_get_autocommit(db->conn);
+}
+
+int cm_db_read_begin(cm_db_t *db)
+{
+    if (cm_db_in_group(db))
+        return 0;
+    int rc = exec_cached(db, sql_begin_read);
+    if (rc == 0)
+        db->read_group = 1;
+    return rc;
+}
+
+int cm_db_unit_begin(cm_db_t *db)
+{
+    if (db->read_group) {
+        /* a read snapshot cannot always become a writer (another process may have
+         * committed since): end it, its answers are already sent */
+        db->read_group = 0;
+        int rc = cm_db_commit(db);
+        if (rc < 0) {
+            cm_db_rollback(db);
+            return rc;
+        }
+    }
+    if (!cm_db_in_group(db)) {
+        int rc = cm_db_begin(db);
+        if (rc < 0)
+            return rc;
+    }
+    return exec_cached(db, sql_savepoint);
+}
+
+int cm_db_unit_end(cm_db_t *db)
+{
+    reset_all(db);
+    return exec_cached(db, sql_release);
+}
+
+void cm_db_unit_undo(cm_db_t *db)
+{
+    reset_all(db);
+    if (!cm_db_in_group(db))
+        return;
+    /* ROLLBACK TO keeps the savepoint open; RELEASE then drops it */
+    if (exec_cached(db, sql_rollback_to) == 0)
+        exec_cached(db, sql_release);
+}
+
+int cm_db_group_commit(cm_db_t *db)
+{
+    db->read_group = 0;
+    if (!cm_db_in_group(db))
+        return 0;
+    int rc = cm_db_commit(db);
+    if (rc < 0)
+        cm_db_rollback(db);
+    return rc;
 }
 
 int cm_db_changes(cm_db_t *db)

@@ -75,6 +75,24 @@ int cm_db_begin(cm_db_t *db);
 int cm_db_commit(cm_db_t *db);
 void cm_db_rollback(cm_db_t *db);
 
+/* Group commit: many units of work share one transaction, so one COMMIT (one WAL
+ * append) serves them all. cm_db_unit_begin() opens the group's transaction if none is
+ * open (BEGIN IMMEDIATE) and a savepoint for this unit; cm_db_unit_end() keeps the
+ * unit's writes in the group; cm_db_unit_undo() takes back only this unit's writes.
+ * Nothing is durable until cm_db_group_commit(): answer a unit's client only after it
+ * returned 0. cm_db_in_group() tells whether the group is open (SQLite may roll the
+ * whole group back by itself after an I/O error: then it is no longer open).
+ * Return 0, -EBUSY, or -EIO like the calls above. */
+int cm_db_unit_begin(cm_db_t *db);
+/* Opens a read-only group (BEGIN DEFERRED) unless a group is open: every read until
+ * cm_db_group_commit() shares one snapshot and one set of file locks. A unit begun
+ * later ends it first. */
+int cm_db_read_begin(cm_db_t *db);
+int cm_db_unit_end(cm_db_t *db);
+void cm_db_unit_undo(cm_db_t *db);
+int cm_db_group_commit(cm_db_t *db);
+int cm_db_in_group(cm_db_t *db);
+
 /* Rows changed by the last INSERT/UPDATE/DELETE on this connection. */
 int cm_db_changes(cm_db_t *db);
 

@@ -3,6 +3,10 @@
  * Entered from cli/main.c as `cmesh users`. */
 #include "users/users.h"
 
+#include "service/batch.h"
+#include "service/cmd.h"
+#include "service/rest.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,8 +14,6 @@
 
 #include "core/flags.h"
 #include "core/log.h"
-#include "service/cmd.h"
-#include "service/rest.h"
 #include "users/users_store.h"
 
 #define NAME_MAX_CHARS 200
@@ -19,6 +21,7 @@
 
 typedef struct users_worker {
     cm_db_t *db;
+    cm_batch_t *batch; /* every write goes through it: group commit */
 } users_worker_t;
 
 typedef struct user_input {
@@ -104,8 +107,7 @@ static int validate(cm_req_t *req, json_t *o, int create, user_input_t *in)
             cm_res_error_field(req, 422, "id", "id is assigned by the server and cannot be set");
             return -EINVAL;
         } else {
-            cm_res_error_field(req, 422, key, "unknown field '%s'; users have name and email",
-                               key);
+            cm_res_error_field(req, 422, key, "unknown field '%s'; users have name and email", key);
             return -EINVAL;
         }
     }
@@ -123,23 +125,9 @@ static int validate(cm_req_t *req, json_t *o, int create, user_input_t *in)
 /* ------------------------------------------------------------------------- */
 /* handlers                                                                   */
 
-static cm_db_t *db_of(cm_req_t *req)
-{
-    return ((users_worker_t *)req->state)->db;
-}
-
 static void not_found(cm_req_t *req)
 {
     cm_res_error(req, 404, "User not found");
-}
-
-/* Answers with the item in res_body and its ETag. */
-static void send_item(cm_req_t *req, int status)
-{
-    char etag[20];
-    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
-    cm_res_header(req, "ETag", "%s", etag);
-    cm_res_send(req, status);
 }
 
 static void users_list(cm_req_t *req)
@@ -148,7 +136,10 @@ static void users_list(cm_req_t *req)
     int64_t after, last;
     if (cm_rest_page(req, &limit, &after) < 0)
         return;
-    int rc = cm_users_list(db_of(req), after, limit, &req->res_body, &last, &more);
+    users_worker_t *w = req->state;
+    int rc = cm_batch_read(w->batch);
+    if (rc == 0)
+        rc = cm_users_list(w->db, after, limit, &req->res_body, &last, &more);
     if (rc < 0) {
         cm_rest_db_error(req, rc);
         return;
@@ -165,24 +156,11 @@ static void users_get(cm_req_t *req)
         not_found(req);
         return;
     }
-    int rc = cm_users_get(db_of(req), id, &req->res_body);
-    if (rc == -ENOENT) {
-        not_found(req);
-        return;
-    }
-    if (rc < 0) {
-        cm_rest_db_error(req, rc);
-        return;
-    }
-    char etag[20];
-    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
-    cm_res_header(req, "ETag", "%s", etag);
-    if (cm_rest_none_match_hits(req, etag)) {
-        cm_buf_reset(&req->res_body);
-        cm_res_send(req, 304);
-        return;
-    }
-    cm_res_send(req, 200);
+    users_worker_t *w = req->state;
+    int rc = cm_batch_read(w->batch);
+    if (rc == 0)
+        rc = cm_users_get(w->db, id, &req->res_body);
+    cm_rest_answer_item(req, rc, "User not found");
 }
 
 static void users_create(cm_req_t *req)
@@ -192,74 +170,65 @@ static void users_create(cm_req_t *req)
     json_t *o = cm_rest_body_object(req);
     if (!o)
         return;
+    users_worker_t *w = req->state;
     user_input_t in;
-    cm_db_t *db = db_of(req);
     const char *key = NULL;
     size_t key_len = 0;
     char fp[65];
     int64_t id = 0;
-    int rc;
+    int rc, status;
     if (validate(req, o, 1, &in) < 0)
         goto done;
-    /* with a key, the key's record and the user commit together or not at all */
-    int tx = cm_req_header(req, "Idempotency-Key", NULL) != NULL;
-    if (tx) {
-        if ((rc = cm_db_begin(db)) < 0)
-            goto db_error;
-        rc = cm_rest_idem_check(req, db, &key, &key_len, fp);
-        if (rc == 1) {
-            cm_db_rollback(db);
-            goto done;
-        }
-        if (rc < 0)
-            goto db_error;
-    }
-    rc = cm_users_insert(db, in.name, in.name_len, in.email, in.email_len, &id, &req->res_body);
-    if (rc == -EEXIST) {
-        if (tx)
-            cm_db_rollback(db);
-        cm_buf_reset(&req->res_body);
-        cm_res_error_field(req, 409, "email", "a user with this email already exists");
+    if ((rc = cm_batch_begin(w->batch)) < 0) {
+        cm_rest_db_error(req, rc);
         goto done;
     }
-    if (rc < 0)
-        goto db_error;
+    /* the key's record and the user commit together or not at all */
+    rc = cm_rest_idem_check(req, w->db, &key, &key_len, fp, &status);
+    if (rc == 1) {
+        cm_batch_answer(w->batch, req, status);
+        goto done;
+    }
+    if (rc == 0)
+        rc = cm_users_insert(w->db, in.name, in.name_len, in.email, in.email_len, &id,
+                             &req->res_body);
     char location[48];
     snprintf(location, sizeof location, "/users/%lld", (long long)id);
-    if (tx) {
-        if ((rc = cm_rest_idem_save(req, db, key, key_len, fp, 201, location)) < 0 ||
-            (rc = cm_db_commit(db)) < 0)
-            goto db_error;
+    if (rc == 0 && key)
+        rc = cm_rest_idem_save(req, w->db, key, key_len, fp, 201, location);
+    if (rc < 0) {
+        cm_batch_undo(w->batch);
+        cm_buf_reset(&req->res_body);
+        if (rc == -EEXIST)
+            cm_res_error_field(req, 409, "email", "a user with this email already exists");
+        else
+            cm_rest_db_error(req, rc);
+        goto done;
     }
     cm_res_header(req, "Location", "%s", location);
-    send_item(req, 201);
-    goto done;
-db_error:
-    cm_db_rollback(db);
-    cm_buf_reset(&req->res_body);
-    cm_rest_db_error(req, rc);
+    cm_rest_add_etag(req);
+    cm_batch_answer(w->batch, req, 201);
 done:
     json_decref(o);
 }
 
-/* Within an open transaction: loads the user into res_body and checks If-Match.
- * Returns 0 to go on, or 1 when an answer (404/412/5xx) was sent after rollback. */
-static int load_for_write(cm_req_t *req, cm_db_t *db, int64_t id)
+/* Inside a unit: checks that the user exists and that If-Match holds. Returns 0 to
+ * go on, or 1 when the unit was undone and an answer (404/412/5xx) sent. */
+static int check_for_write(cm_req_t *req, users_worker_t *w, int64_t id)
 {
-    int rc = cm_users_get(db, id, &req->res_body);
+    int rc = cm_users_get(w->db, id, &req->res_body);
+    char etag[20];
     if (rc == 0) {
-        char etag[20];
         cm_rest_etag(req->res_body.data, req->res_body.len, etag);
         cm_buf_reset(&req->res_body);
         if (!cm_rest_if_match_fails(req, etag))
             return 0;
-        cm_db_rollback(db);
-        cm_res_error(req, 412, "If-Match does not match the user's current ETag %s", etag);
-        return 1;
     }
-    cm_db_rollback(db);
+    cm_batch_undo(w->batch);
     cm_buf_reset(&req->res_body);
-    if (rc == -ENOENT)
+    if (rc == 0)
+        cm_res_error(req, 412, "If-Match does not match the user's current ETag %s", etag);
+    else if (rc == -ENOENT)
         not_found(req);
     else
         cm_rest_db_error(req, rc);
@@ -278,22 +247,20 @@ static void users_update(cm_req_t *req)
     json_t *o = cm_rest_body_object(req);
     if (!o)
         return;
+    users_worker_t *w = req->state;
     user_input_t in;
-    cm_db_t *db = db_of(req);
     int rc;
     if (validate(req, o, 0, &in) < 0)
         goto done;
-    if ((rc = cm_db_begin(db)) < 0) {
+    if ((rc = cm_batch_begin(w->batch)) < 0) {
         cm_rest_db_error(req, rc);
         goto done;
     }
-    if (load_for_write(req, db, id))
+    if (check_for_write(req, w, id))
         goto done;
-    rc = cm_users_update(db, id, in.name, in.name_len, in.email, in.email_len, &req->res_body);
-    if (rc == 0)
-        rc = cm_db_commit(db);
+    rc = cm_users_update(w->db, id, in.name, in.name_len, in.email, in.email_len, &req->res_body);
     if (rc < 0) {
-        cm_db_rollback(db);
+        cm_batch_undo(w->batch);
         cm_buf_reset(&req->res_body);
         if (rc == -EEXIST)
             cm_res_error_field(req, 409, "email", "a user with this email already exists");
@@ -303,7 +270,8 @@ static void users_update(cm_req_t *req)
             cm_rest_db_error(req, rc);
         goto done;
     }
-    send_item(req, 200);
+    cm_rest_add_etag(req);
+    cm_batch_answer(w->batch, req, 200);
 done:
     json_decref(o);
 }
@@ -311,23 +279,21 @@ done:
 static void users_delete(cm_req_t *req)
 {
     int64_t id;
-    cm_db_t *db = db_of(req);
+    users_worker_t *w = req->state;
     int rc;
     if (cm_req_param_id(req, 0, &id) < 0) {
         not_found(req);
         return;
     }
-    if ((rc = cm_db_begin(db)) < 0) {
+    if ((rc = cm_batch_begin(w->batch)) < 0) {
         cm_rest_db_error(req, rc);
         return;
     }
-    if (load_for_write(req, db, id))
+    if (check_for_write(req, w, id))
         return;
-    rc = cm_users_delete(db, id);
-    if (rc == 0)
-        rc = cm_db_commit(db);
+    rc = cm_users_delete(w->db, id);
     if (rc < 0) {
-        cm_db_rollback(db);
+        cm_batch_undo(w->batch);
         if (rc == -ENOENT)
             not_found(req);
         else
@@ -335,12 +301,12 @@ static void users_delete(cm_req_t *req)
         return;
     }
     cm_buf_append_str(&req->res_body, "{\"message\":\"User deleted\"}");
-    cm_res_send(req, 200);
+    cm_batch_answer(w->batch, req, 200);
 }
 
 static const cm_route_t routes[] = {
-    {CM_GET, "/users", users_list},        {CM_POST, "/users", users_create},
-    {CM_GET, "/users/{id}", users_get},    {CM_PUT, "/users/{id}", users_update},
+    {CM_GET, "/users", users_list},           {CM_POST, "/users", users_create},
+    {CM_GET, "/users/{id}", users_get},       {CM_PUT, "/users/{id}", users_update},
     {CM_DELETE, "/users/{id}", users_delete},
 };
 
@@ -349,12 +315,14 @@ static const cm_route_t routes[] = {
 
 static int worker_init(uv_loop_t *loop, void *config, void **state)
 {
-    (void)loop;
     users_worker_t *w = calloc(1, sizeof *w);
     if (!w)
         return -ENOMEM;
     int rc = cm_svc_open_db(config, &w->db);
+    if (rc == 0)
+        rc = cm_batch_new(loop, w->db, &w->batch);
     if (rc < 0) {
+        cm_db_close(w->db);
         free(w);
         return rc;
     }
@@ -367,6 +335,7 @@ static void worker_free(void *state)
     users_worker_t *w = state;
     if (!w)
         return;
+    cm_batch_free(w->batch); /* commits and answers what it holds */
     cm_db_close(w->db);
     free(w);
 }

@@ -2,9 +2,10 @@
  * made here, not in SQL, so the same statements run on SQLite and PostgreSQL. */
 #include "users/users_store.h"
 
+#include "service/rows.h"
+
 #include <errno.h>
 
-#include "core/json.h"
 #include "core/timefmt.h"
 #include "store/idempotency.h"
 
@@ -30,81 +31,29 @@ static const char sql_update[] = "UPDATE users SET name = COALESCE(?, name),"
                                  " WHERE id = ? RETURNING " COLS;
 static const char sql_delete[] = "DELETE FROM users WHERE id = ?";
 
-/* Writes the current row as {"id","name","email","createdAt","updatedAt"}. */
-static void write_user(cm_stmt_t *st, cm_buf_t *out)
-{
-    size_t len;
-    const char *s;
-    cm_buf_append_str(out, "{\"id\":");
-    cm_buf_append_u64(out, (unsigned long long)cm_stmt_int(st, 0));
-    cm_buf_append_str(out, ",\"name\":");
-    s = cm_stmt_text(st, 1, &len);
-    cm_json_str(out, s, len);
-    cm_buf_append_str(out, ",\"email\":");
-    s = cm_stmt_text(st, 2, &len);
-    cm_json_str(out, s, len);
-    cm_buf_append_str(out, ",\"createdAt\":");
-    s = cm_stmt_text(st, 3, &len);
-    cm_json_str(out, s, len);
-    cm_buf_append_str(out, ",\"updatedAt\":");
-    s = cm_stmt_text(st, 4, &len);
-    cm_json_str(out, s, len);
-    cm_buf_append(out, "}", 1);
-}
-
-/* Steps a statement expected to give at most one row, writes it, resets. */
-static int one_row(cm_stmt_t *st, int64_t *id, cm_buf_t *out)
-{
-    if (!st)
-        return -EIO;
-    int rc = cm_stmt_step(st);
-    if (rc == CM_DB_ROW) {
-        if (id)
-            *id = cm_stmt_int(st, 0);
-        write_user(st, out);
-        rc = 0;
-    } else if (rc == CM_DB_DONE) {
-        rc = -ENOENT;
-    }
-    cm_stmt_reset(st);
-    return rc;
-}
+static const cm_col_t cols[] = {
+    {"id", CM_COL_INT},         {"name", CM_COL_TEXT},      {"email", CM_COL_TEXT},
+    {"createdAt", CM_COL_TEXT}, {"updatedAt", CM_COL_TEXT},
+};
+static const cm_row_shape_t shape = {cols, 5};
 
 int cm_users_get(cm_db_t *db, int64_t id, cm_buf_t *out)
 {
     cm_stmt_t *st = cm_db_stmt(db, sql_get);
     if (st)
         cm_stmt_bind_int(st, 1, id);
-    return one_row(st, NULL, out);
+    return cm_rows_one(st, &shape, NULL, out);
 }
 
-int cm_users_list(cm_db_t *db, int64_t after, int limit, cm_buf_t *out, int64_t *last,
-                  int *more)
+int cm_users_list(cm_db_t *db, int64_t after, int limit, cm_buf_t *out, int64_t *last, int *more)
 {
     cm_stmt_t *st = cm_db_stmt(db, sql_list);
     if (!st)
         return -EIO;
     cm_stmt_bind_int(st, 1, after);
     cm_stmt_bind_int(st, 2, (int64_t)limit + 1); /* one extra row tells whether more exist */
-    int n = 0, rc;
-    *more = 0;
     *last = after;
-    cm_buf_append(out, "[", 1);
-    while ((rc = cm_stmt_step(st)) == CM_DB_ROW) {
-        if (n == limit) {
-            *more = 1;
-            break;
-        }
-        if (n++)
-            cm_buf_append(out, ",", 1);
-        *last = cm_stmt_int(st, 0);
-        write_user(st, out);
-    }
-    cm_stmt_reset(st);
-    if (rc < 0)
-        return rc;
-    cm_buf_append(out, "]", 1);
-    return 0;
+    return cm_rows_page(st, &shape, limit, out, last, more);
 }
 
 int cm_users_insert(cm_db_t *db, const char *name, size_t name_len, const char *email,
@@ -119,11 +68,11 @@ int cm_users_insert(cm_db_t *db, const char *name, size_t name_len, const char *
         cm_stmt_bind_text(st, 3, now, CM_TIME_RFC3339_LEN);
         cm_stmt_bind_text(st, 4, now, CM_TIME_RFC3339_LEN);
     }
-    return one_row(st, id, out);
+    return cm_rows_one(st, &shape, id, out);
 }
 
-int cm_users_update(cm_db_t *db, int64_t id, const char *name, size_t name_len,
-                    const char *email, size_t email_len, cm_buf_t *out)
+int cm_users_update(cm_db_t *db, int64_t id, const char *name, size_t name_len, const char *email,
+                    size_t email_len, cm_buf_t *out)
 {
     char now[32];
     cm_time_rfc3339(now);
@@ -140,7 +89,7 @@ int cm_users_update(cm_db_t *db, int64_t id, const char *name, size_t name_len,
         cm_stmt_bind_null(st, 2);
     cm_stmt_bind_text(st, 3, now, CM_TIME_RFC3339_LEN);
     cm_stmt_bind_int(st, 4, id);
-    return one_row(st, NULL, out);
+    return cm_rows_one(st, &shape, NULL, out);
 }
 
 int cm_users_delete(cm_db_t *db, int64_t id)

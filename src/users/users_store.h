@@ -17,13 +17,12 @@ extern const int cm_users_nmigrations;
 int cm_users_get(cm_db_t *db, int64_t id, cm_buf_t *out);
 /* Appends a JSON array of at most limit users with id > after; *more tells whether
  * further rows exist and *last is the last id written. */
-int cm_users_list(cm_db_t *db, int64_t after, int limit, cm_buf_t *out, int64_t *last,
-                  int *more);
+int cm_users_list(cm_db_t *db, int64_t after, int limit, cm_buf_t *out, int64_t *last, int *more);
 int cm_users_insert(cm_db_t *db, const char *name, size_t name_len, const char *email,
                     size_t email_len, int64_t *id, cm_buf_t *out);
 /* NULL name/email leave the column as it is. */
-int cm_users_update(cm_db_t *db, int64_t id, const char *name, size_t name_len,
-                    const char *email, size_t email_len, cm_buf_t *out);
+int cm_users_update(cm_db_t *db, int64_t id, const char *name, size_t name_len, const char *email,
+                    size_t email_len, cm_buf_t *out);
 int cm_users_delete(cm_db_t *db, int64_t id);
 
 #endif

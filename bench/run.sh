@@ -1,0 +1,425 @@
+#!/usr/bin/env bash
+# bench/run.sh: `make bench`. One wrk run per row, side by side on loopback, cmesh vs nginx:
+#   GET /users/{id} (cmesh, access log off) | the same body from nginx | cmesh with access log on
+#   | POST /users durable creates/s. Server pinned to cpu 0, wrk to cpu 1 when taskset exists.
+# Prints a table and the issue's targets; writes bench/results/bench-<UTC>.csv and latest.csv.
+# Usage: bench/run.sh [path/to/cmesh]   env: BENCH_DURATION (10s) BENCH_WARMUP (2s)
+#        BENCH_CONNECTIONS (50) BENCH_THREADS (1) BENCH_KEEP=1 (keep the temp dir)
+set -euo pipefail
+
+BIN=${1:-build/cmesh}
+[ -x "$BIN" ] && BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+DURATION=${BENCH_DURATION:-10s}
+WARMUP=${BENCH_WARMUP:-2s}
+CONNS=${BENCH_CONNECTIONS:-50}
+THREADS=${BENCH_THREADS:-1}
+NGINX=${NGINX:-/usr/sbin/nginx}
+
+# The issue's targets (see the summary at the end).
+TARGET_RPS_RATIO=0.8
+TARGET_P99_RATIO=1.5
+TARGET_CREATES=15000
+TARGET_RSS_KIB=$((16 * 1024))
+
+for tool in wrk curl python3 "$NGINX"; do
+    command -v "$tool" >/dev/null || { echo "bench: $tool not found; run make deps" >&2; exit 2; }
+done
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/cmesh-bench.XXXXXX")
+PIDS=()      # every process this script started; killed on exit
+SERVER_PID=""
+
+# shellcheck disable=SC2317 # called through the EXIT trap
+cleanup()
+{
+    local pid
+    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
+        # A draining server gets 3 s, then SIGKILL: the bench must never leave one behind.
+        for _ in $(seq 30); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then
+        echo "bench: kept $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Pinning: the server gets cpu 0 and wrk cpu 1, so the load generator never steals the
+# server's core. With one cpu (or no taskset) both float and the ratios are noisier.
+SRV_PIN=()
+WRK_PIN=()
+PIN_NOTE="not pinned"
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+    SRV_PIN=(taskset -c 0)
+    WRK_PIN=(taskset -c 1)
+    PIN_NOTE="server cpu 0, wrk cpu 1"
+fi
+
+free_port()
+{
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+forget_pid()
+{
+    local keep=() p
+    for p in "${PIDS[@]+"${PIDS[@]}"}"; do
+        [ "$p" = "$1" ] || keep+=("$p")
+    done
+    PIDS=("${keep[@]+"${keep[@]}"}")
+}
+
+# stop_server PID: SIGTERM, wait for the drain, SIGKILL after 5 s.
+stop_server()
+{
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    forget_pid "$pid"
+}
+
+# wait_http URL PID LOG: poll until URL answers 2xx; fail if PID dies or 10 s pass.
+wait_http()
+{
+    local url=$1 pid=$2 log=$3
+    for _ in $(seq 100); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "bench: server exited before answering $url; last stderr:" >&2
+            tail -n 5 "$log" >&2 || true
+            return 1
+        fi
+        curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "bench: $url did not answer within 10 s" >&2
+    return 1
+}
+
+# Process tree of PID (itself + descendants): nginx serves from a child of its master,
+# and a cmesh supervisor may fork its worker, so RSS is summed over the whole tree.
+tree_pids()
+{
+    local pid=$1 kids c
+    echo "$pid"
+    kids=$(cat /proc/"$pid"/task/*/children 2>/dev/null || true)
+    for c in $kids; do
+        tree_pids "$c"
+    done
+}
+
+# tree_kib PID FIELD: sum of FIELD (VmRSS or VmHWM, KiB) over the tree.
+tree_kib()
+{
+    local sum=0 p v
+    for p in $(tree_pids "$1"); do
+        v=$(awk -v f="$2:" '$1 == f { print $2 }' /proc/"$p"/status 2>/dev/null || true)
+        sum=$((sum + ${v:-0}))
+    done
+    echo "$sum"
+}
+
+# sample_rss PID OUT: writes the max VmRSS (KiB) seen every 100 ms to OUT until killed.
+sample_rss()
+{
+    local pid=$1 out=$2 max=0 v
+    echo 0 >"$out"
+    while kill -0 "$pid" 2>/dev/null; do
+        v=$(tree_kib "$pid" VmRSS)
+        if [ "$v" -gt "$max" ]; then
+            max=$v
+            echo "$max" >"$out"
+        fi
+        sleep 0.1
+    done
+}
+
+# wrk_parse FILE: prints "rps p50_ms p99_ms requests non2xx socket_errors seconds".
+# wrk prints latencies as 123.45us / 1.23ms / 1.02s / 1.50m; all become ms.
+wrk_parse()
+{
+    awk '
+    function ms(v,   n, u) {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "us") return n / 1000
+        if (u == "ms") return n
+        if (u == "s")  return n * 1000
+        if (u == "m")  return n * 60000
+        if (u == "h")  return n * 3600000
+        return -1
+    }
+    /^ +50% / { p50 = ms($2) }
+    /^ +99% / { p99 = ms($2) }
+    / requests in / { reqs = $1; secs = $4; sub(/s,?$/, "", secs) }
+    /Non-2xx or 3xx responses:/ { non2xx = $NF }
+    /Socket errors:/ {
+        for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) { v = $i; sub(/,/, "", v); serr += v }
+    }
+    /^Requests\/sec:/ { rps = $2 }
+    END { printf "%s %.3f %.3f %d %d %d %s\n", rps + 0, p50, p99, reqs, non2xx, serr, secs + 0 }
+    ' "$1"
+}
+
+# bg_wrk ARGS...: wrk on its pinned cpu, started in the background and waited for, because
+# bash runs an INT/TERM trap only after a foreground child exits but interrupts `wait`.
+bg_wrk()
+{
+    local w rc=0
+    "${WRK_PIN[@]}" wrk -t"$THREADS" -c"$CONNS" "$@" &
+    w=$!
+    PIDS+=("$w")
+    wait "$w" || rc=$?
+    forget_pid "$w"
+    return "$rc"
+}
+
+# run_wrk NAME PID URL [wrk args...]: warm up, then one measured run while sampling the
+# server tree's RSS. Appends "name rps p50 p99 rss hwm" to $TMP/rows.
+run_wrk()
+{
+    local name=$1 pid=$2 url=$3
+    shift 3
+    local out="$TMP/wrk-${name//[^A-Za-z0-9]/_}.txt" rssf="$TMP/rss.$RANDOM" sampler
+    bg_wrk -d"$WARMUP" "$url" "$@" >"$out.warm" 2>&1 || true
+    sample_rss "$pid" "$rssf" &
+    sampler=$!
+    PIDS+=("$sampler")
+    if ! bg_wrk -d"$DURATION" --timeout 5s --latency "$url" "$@" >"$out" 2>&1; then
+        echo "bench: wrk failed for $name:" >&2
+        cat "$out" >&2
+    fi
+    local hwm rss
+    hwm=$(tree_kib "$pid" VmHWM)
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+    forget_pid "$sampler"
+    rss=$(cat "$rssf" 2>/dev/null || echo 0)
+
+    local rps p50 p99 reqs non2xx serr secs
+    read -r rps p50 p99 reqs non2xx serr secs < <(wrk_parse "$out")
+    if [ "$non2xx" -gt 0 ] || [ "$serr" -gt 0 ]; then
+        # Failed responses must not count as throughput: report only the 2xx rate.
+        echo "bench: $name: $non2xx non-2xx responses, $serr socket errors of $reqs" >&2
+        rps=$(awk -v r="$reqs" -v n="$non2xx" -v s="$secs" 'BEGIN { printf "%.2f", (s > 0 ? (r - n) / s : 0) }')
+    fi
+    echo "$name $rps $p50 $p99 $rss $hwm" >>"$TMP/rows"
+    # 2xx answers of warm-up + measured run, for the creates cross-check.
+    local wreqs wnon
+    read -r _ _ _ wreqs wnon _ _ < <(wrk_parse "$out.warm")
+    OK_ANSWERS=$((reqs - non2xx + wreqs - wnon))
+}
+
+# ---- cmesh ---------------------------------------------------------------------------
+
+CMESH_OK=1
+CMESH_PORT=""
+OK_ANSWERS=0 # set by run_wrk
+
+# start_cmesh LOGARG: starts `cmesh users` on the shared bench db; sets SERVER_PID.
+start_cmesh()
+{
+    CMESH_PORT=$(free_port)
+    "${SRV_PIN[@]}" "$BIN" users --listen "127.0.0.1:$CMESH_PORT" --db "$TMP/users.db" \
+        --workers 1 --access-log "$1" --drain-timeout 2s 2>>"$TMP/cmesh.stderr" &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    wait_http "http://127.0.0.1:$CMESH_PORT/healthz" "$SERVER_PID" "$TMP/cmesh.stderr"
+}
+
+: >"$TMP/rows"
+USER_ID=""
+BODY_FILE="$TMP/user.json"
+
+echo "bench: cmesh $BIN, nginx $NGINX, wrk -t$THREADS -c$CONNS -d$DURATION (+$WARMUP warm-up), $PIN_NOTE"
+# Other work on the machine lands on the server's pinned core and shows up as p99 noise.
+read -r LOAD1 _ </proc/loadavg
+if awk -v l="$LOAD1" 'BEGIN { exit !(l > 0.5) }'; then
+    echo "bench: WARNING: load average $LOAD1 before start; other processes will skew the numbers" >&2
+fi
+
+if [ ! -x "$BIN" ]; then
+    echo "bench: $BIN is not an executable; build first (make build)" >&2
+    CMESH_OK=0
+elif ! start_cmesh off; then
+    CMESH_OK=0
+else
+    base="http://127.0.0.1:$CMESH_PORT"
+    code=$(curl -sS -o "$TMP/created.json" -D "$TMP/created.hdr" -w '%{http_code}' \
+        -H 'Content-Type: application/json' \
+        -d '{"name":"Bench User","email":"bench.user@example.com"}' "$base/users" || true)
+    USER_ID=$(awk 'tolower($1) == "location:" { sub(/.*\/users\//, "", $2); print $2 }' \
+        "$TMP/created.hdr" 2>/dev/null | tr -d '\r' || true)
+    if [ "$code" != 201 ] || ! [[ "$USER_ID" =~ ^[0-9]+$ ]]; then
+        echo "bench: POST /users answered $code (Location id '${USER_ID}'), want 201 + /users/{id}" >&2
+        CMESH_OK=0
+    else
+        code=$(curl -sS -o "$BODY_FILE" -w '%{http_code}' "$base/users/$USER_ID" || true)
+        if [ "$code" != 200 ]; then
+            echo "bench: GET /users/$USER_ID answered $code, want 200" >&2
+            CMESH_OK=0
+        fi
+    fi
+    if [ "$CMESH_OK" = 1 ]; then
+        run_wrk "cmesh-get" "$SERVER_PID" "$base/users/$USER_ID"
+    fi
+    stop_server "$SERVER_PID"
+fi
+
+if [ "$CMESH_OK" = 0 ]; then
+    # Still measure the peer, with a body of the contract's shape, so the nginx half is usable.
+    echo "bench: cmesh rows not measured; nginx serves a contract-shaped body instead" >&2
+    USER_ID=1
+    printf '%s' '{"id":1,"name":"Bench User","email":"bench.user@example.com","createdAt":"2026-01-01T00:00:00.000Z","updatedAt":"2026-01-01T00:00:00.000Z"}' >"$BODY_FILE"
+fi
+
+# ---- nginx ---------------------------------------------------------------------------
+
+NGINX_PORT=$(free_port)
+mkdir -p "$TMP/nginx"
+python3 - "$ROOT/bench/nginx.conf.in" "$TMP/nginx/nginx.conf" "$TMP/nginx/" "$NGINX_PORT" \
+    "$USER_ID" "$BODY_FILE" <<'PY'
+import sys
+tpl, out, prefix, port, uid, body_file = sys.argv[1:]
+body = open(body_file, encoding="utf-8").read()
+# nginx single-quoted strings: \\ and \' are escapes, \n \t \r too; `$` starts a variable.
+if "$" in body:
+    sys.exit("bench: the user body contains '$', which nginx's return would expand")
+body = body.replace("\\", "\\\\").replace("'", "\\'")
+text = open(tpl, encoding="utf-8").read()
+for key, val in (("@PREFIX@", prefix), ("@PORT@", port), ("@ID@", uid), ("@BODY@", body)):
+    text = text.replace(key, val)
+open(out, "w", encoding="utf-8").write(text)
+PY
+"${SRV_PIN[@]}" "$NGINX" -p "$TMP/nginx/" -c "$TMP/nginx/nginx.conf" \
+    -g "daemon off; pid $TMP/nginx/nginx.pid;" 2>>"$TMP/nginx/stderr.log" &
+SERVER_PID=$!
+PIDS+=("$SERVER_PID")
+NGINX_OK=1
+if ! wait_http "http://127.0.0.1:$NGINX_PORT/users/$USER_ID" "$SERVER_PID" "$TMP/nginx/stderr.log"; then
+    cat "$TMP/nginx/nginx-error.log" >&2 2>/dev/null || true
+    NGINX_OK=0
+elif ! curl -sS "http://127.0.0.1:$NGINX_PORT/users/$USER_ID" | cmp -s - "$BODY_FILE"; then
+    echo "bench: nginx body differs from cmesh's body" >&2
+    NGINX_OK=0
+else
+    run_wrk "nginx-get" "$SERVER_PID" "http://127.0.0.1:$NGINX_PORT/users/$USER_ID"
+fi
+stop_server "$SERVER_PID"
+
+# ---- cmesh with access log, then creates ---------------------------------------------
+
+if [ "$CMESH_OK" = 1 ]; then
+    if start_cmesh "$TMP/access.log"; then
+        run_wrk "cmesh-get-accesslog" "$SERVER_PID" "http://127.0.0.1:$CMESH_PORT/users/$USER_ID"
+        stop_server "$SERVER_PID"
+        if [ ! -s "$TMP/access.log" ]; then
+            echo "bench: --access-log $TMP/access.log stayed empty under load" >&2
+        fi
+    fi
+    if start_cmesh off; then
+        run_wrk "cmesh-post" "$SERVER_PID" "http://127.0.0.1:$CMESH_PORT/users" \
+            -s "$ROOT/bench/post_users.lua" -- "r$RANDOM"
+        # ids are never reused and only grow, so a probe create after the run shows how
+        # many rows the run really stored; a 201 without a row would inflate creates/s.
+        probe=$(curl -sS -o /dev/null -D - -H 'Content-Type: application/json' \
+            -d '{"name":"Bench Probe","email":"bench.probe@example.com"}' \
+            "http://127.0.0.1:$CMESH_PORT/users" | tr -d '\r' |
+            awk 'tolower($1) == "location:" { sub(/.*\/users\//, "", $2); print $2 }' || true)
+        if [[ "$probe" =~ ^[0-9]+$ ]]; then
+            stored=$((probe - USER_ID - 1))
+            echo "bench: creates cross-check: wrk saw $OK_ANSWERS 2xx answers, ids advanced by $stored" >&2
+            [ "$stored" -ge "$OK_ANSWERS" ] ||
+                echo "bench: WARNING: fewer rows stored than 201s answered" >&2
+        fi
+        stop_server "$SERVER_PID"
+    fi
+fi
+
+# ---- report --------------------------------------------------------------------------
+
+mkdir -p "$ROOT/bench/results"
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+CSV="$ROOT/bench/results/bench-$STAMP.csv"
+
+status=0
+awk -v csv="$CSV" -v trps="$TARGET_RPS_RATIO" -v tp99="$TARGET_P99_RATIO" \
+    -v tcreates="$TARGET_CREATES" -v trss="$TARGET_RSS_KIB" \
+    -v cmesh_ok="$CMESH_OK" -v nginx_ok="$NGINX_OK" '
+{ name[NR] = $1; rps[NR] = $2; p50[NR] = $3; p99[NR] = $4; rss[NR] = $5; hwm[NR] = $6; idx[$1] = NR }
+function ratio(a, b) { return (b > 0) ? sprintf("%.2f", a / b) : "" }
+END {
+    ng = ("nginx-get" in idx) ? idx["nginx-get"] : 0
+    order[1] = "nginx-get"; order[2] = "cmesh-get"; order[3] = "cmesh-get-accesslog"; order[4] = "cmesh-post"
+    print "name,rps,p50_ms,p99_ms,rss_kib,rps_vs_nginx,p99_vs_nginx" > csv
+    printf "\n%-22s %10s %9s %9s %9s %9s %8s %8s\n", "name", "rps", "p50_ms", "p99_ms",
+        "rss_kib", "hwm_kib", "rps/ngx", "p99/ngx"
+    for (k = 1; k <= 4; k++) {
+        if (!(order[k] in idx)) continue
+        i = idx[order[k]]
+        rr = ""; pr = ""
+        # Creates are not the same work as nginx returning a constant: no ratio for them.
+        if (ng && name[i] != "cmesh-post") { rr = ratio(rps[i], rps[ng]); pr = ratio(p99[i], p99[ng]) }
+        printf "%s,%.2f,%.3f,%.3f,%d,%s,%s\n", name[i], rps[i], p50[i], p99[i], rss[i], rr, pr > csv
+        printf "%-22s %10.0f %9.3f %9.3f %9d %9d %8s %8s\n", name[i], rps[i], p50[i], p99[i],
+            rss[i], hwm[i], rr == "" ? "-" : rr, pr == "" ? "-" : pr
+    }
+    close(csv)
+
+    # Test membership with `in`: reading idx[k] would create the key.
+    g = ("cmesh-get" in idx) ? idx["cmesh-get"] : 0
+    l = ("cmesh-get-accesslog" in idx) ? idx["cmesh-get-accesslog"] : 0
+    p = ("cmesh-post" in idx) ? idx["cmesh-post"] : 0
+    if (g && l && rps[g] > 0)
+        printf "\naccess log cost: %.1f%% rps, p99 %.3f -> %.3f ms\n",
+            100 * (rps[g] - rps[l]) / rps[g], p99[g], p99[l]
+
+    print "\ntargets:"
+    fails = 0
+    if (g && ng) {
+        v = rps[g] / rps[ng]; ok = v >= trps; fails += !ok
+        printf "  GET rps >= %.1fx nginx          %5.2fx      %s\n", trps, v, ok ? "MET" : "NOT MET"
+        v = (p99[ng] > 0) ? p99[g] / p99[ng] : 0; ok = p99[ng] > 0 && v <= tp99; fails += !ok
+        printf "  GET p99 <= %.1fx nginx          %5.2fx      %s\n", tp99, v, ok ? "MET" : "NOT MET"
+    } else {
+        print "  GET rps >= 0.8x nginx, p99 <= 1.5x nginx: not measured"; fails++
+    }
+    if (p) {
+        ok = rps[p] >= tcreates; fails += !ok
+        printf "  creates/s >= %d             %8.0f   %s\n", tcreates, rps[p], ok ? "MET" : "NOT MET"
+    } else {
+        printf "  creates/s >= %d: not measured\n", tcreates; fails++
+    }
+    # The strictest reading: the largest RSS any cmesh row reached, and which row.
+    maxrss = 0; maxname = ""
+    for (n in idx) if (n ~ /^cmesh/ && rss[idx[n]] >= maxrss) { maxrss = rss[idx[n]]; maxname = n }
+    if (maxname != "") {
+        ok = maxrss <= trss; fails += !ok
+        printf "  cmesh RSS under load <= 16 MiB  %6.1f MiB  %s (max, %s)\n", maxrss / 1024,
+            ok ? "MET" : "NOT MET", maxname
+    } else {
+        print "  cmesh RSS under load <= 16 MiB: not measured"; fails++
+    }
+    exit (cmesh_ok && nginx_ok) ? 0 : 1
+}' "$TMP/rows" || status=$?
+cp "$CSV" "$ROOT/bench/results/latest.csv"
+echo
+echo "bench: wrote bench/results/$(basename "$CSV") and bench/results/latest.csv"
+exit "$status"

@@ -1,0 +1,241 @@
+/* tests/unit/test_parser.c: request framing, one request at a time and pipelined,
+ * and every ambiguous or oversized head refused with its status. */
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "core/parser.h"
+
+static const cm_parser_limits_t limits = {.max_header = 1024, .max_uri = 256, .max_body = 64};
+
+/* Feeds all of s; returns the last event, filling req on DONE (first request only). */
+static cm_parse_event_t feed_all(cm_parser_t *p, const char *s, size_t len, cm_req_t *req,
+                                 int *done)
+{
+    cm_parse_event_t ev = CM_PARSE_MORE;
+    while (len) {
+        size_t used = 0;
+        ev = cm_parser_feed(p, s, len, &used);
+        s += used;
+        len -= used;
+        if (ev == CM_PARSE_ERROR)
+            return ev;
+        if (ev == CM_PARSE_DONE) {
+            cm_parser_take(p, req);
+            (*done)++;
+        }
+        if (used == 0 && ev == CM_PARSE_MORE)
+            break;
+    }
+    return ev;
+}
+
+static int parse_status(const char *raw)
+{
+    cm_parser_t p;
+    cm_req_t req = {0};
+    int done = 0;
+    cm_parser_init(&p, &limits);
+    cm_parse_event_t ev = feed_all(&p, raw, strlen(raw), &req, &done);
+    int status = ev == CM_PARSE_ERROR ? p.error_status : (done ? 200 : 0);
+    cm_parser_free(&p);
+    cm_buf_free(&req.raw_head);
+    cm_buf_free(&req.raw_body);
+    return status;
+}
+
+Test(parser, parses_method_path_query_headers_and_body)
+{
+    const char raw[] =
+        "POST /users?limit=5 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: 2\r\n\r\n{}";
+    cm_parser_t p;
+    cm_req_t req = {0};
+    int done = 0;
+    cm_parser_init(&p, &limits);
+    feed_all(&p, raw, sizeof raw - 1, &req, &done);
+    cr_assert_eq(done, 1);
+    cr_assert_eq(req.method, CM_POST);
+    cr_assert_str_eq(req.method_name, "POST");
+    cr_assert_eq(req.path.len, 6);
+    cr_assert(memcmp(req.path.p, "/users", 6) == 0);
+    cr_assert_eq(req.query.len, 7);
+    cr_assert_eq(req.nheaders, 3);
+    size_t len;
+    const char *ct = cm_req_header(&req, "content-type", &len);
+    cr_assert_not_null(ct);
+    cr_assert_eq(len, 16);
+    cr_assert_eq(req.body.len, 2);
+    cr_assert(req.keep_alive);
+    cm_parser_free(&p);
+    cm_buf_free(&req.raw_head);
+    cm_buf_free(&req.raw_body);
+}
+
+Test(parser, byte_at_a_time_gives_the_same_request)
+{
+    const char raw[] = "PUT /users/7 HTTP/1.1\r\nContent-Length: 11\r\nX-A: b\r\n\r\n{\"name\":1}x";
+    cm_parser_t p;
+    cm_req_t req = {0};
+    int done = 0;
+    cm_parser_init(&p, &limits);
+    for (size_t i = 0; i < sizeof raw - 1; i++)
+        cr_assert_neq(feed_all(&p, raw + i, 1, &req, &done), CM_PARSE_ERROR);
+    cr_assert_eq(done, 1);
+    cr_assert_eq(req.method, CM_PUT);
+    cr_assert_eq(req.body.len, 11);
+    cr_assert(memcmp(req.body.p, "{\"name\":1}x", 11) == 0);
+    cm_parser_free(&p);
+    cm_buf_free(&req.raw_head);
+    cm_buf_free(&req.raw_body);
+}
+
+Test(parser, pipelined_requests_come_out_one_by_one)
+{
+    const char raw[] = "GET /a HTTP/1.1\r\n\r\nGET /bb HTTP/1.1\r\n\r\nGET /ccc HTTP/1.1\r\n\r\n";
+    cm_parser_t p;
+    cm_parser_init(&p, &limits);
+    const char *s = raw;
+    size_t left = sizeof raw - 1;
+    size_t lens[3];
+    int n = 0;
+    while (left && n < 3) {
+        size_t used;
+        cm_parse_event_t ev = cm_parser_feed(&p, s, left, &used);
+        s += used;
+        left -= used;
+        if (ev == CM_PARSE_DONE) {
+            cm_req_t req = {0};
+            cm_parser_take(&p, &req);
+            lens[n++] = req.path.len;
+            cm_buf_free(&req.raw_head);
+            cm_buf_free(&req.raw_body);
+        }
+    }
+    cr_assert_eq(n, 3);
+    cr_assert_eq(lens[0], 2);
+    cr_assert_eq(lens[1], 3);
+    cr_assert_eq(lens[2], 4);
+    cm_parser_free(&p);
+}
+
+Test(parser, chunked_body_is_reassembled)
+{
+    const char raw[] = "POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       "3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n";
+    cm_parser_t p;
+    cm_req_t req = {0};
+    int done = 0;
+    cm_parser_init(&p, &limits);
+    feed_all(&p, raw, sizeof raw - 1, &req, &done);
+    cr_assert_eq(done, 1);
+    cr_assert_eq(req.body.len, 5);
+    cr_assert(memcmp(req.body.p, "abcde", 5) == 0);
+    cm_parser_free(&p);
+    cm_buf_free(&req.raw_head);
+    cm_buf_free(&req.raw_body);
+}
+
+Test(parser, expect_100_continue_reports_the_head_first)
+{
+    const char raw[] = "POST /u HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n";
+    cm_parser_t p;
+    cm_parser_init(&p, &limits);
+    size_t used;
+    cr_assert_eq(cm_parser_feed(&p, raw, sizeof raw - 1, &used), CM_PARSE_HEAD);
+    cr_assert(p.expect_continue);
+    cm_parser_free(&p);
+}
+
+Test(parser, content_length_with_transfer_encoding_is_400)
+{
+    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: "
+                              "chunked\r\n\r\n0\r\n\r\n"),
+                 400);
+    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: "
+                              "3\r\n\r\n0\r\n\r\n"),
+                 400);
+}
+
+Test(parser, differing_content_lengths_are_400)
+{
+    cr_assert_eq(
+        parse_status("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"), 400);
+}
+
+Test(parser, transfer_encoding_other_than_chunked_is_400)
+{
+    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"), 400);
+    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 400);
+    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+                              "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+                 400);
+}
+
+Test(parser, malformed_chunk_size_is_400)
+{
+    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"), 400);
+    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              "fffffffffffffffffff\r\n"),
+                 400);
+}
+
+Test(parser, whitespace_before_colon_is_400)
+{
+    cr_assert_eq(parse_status("GET / HTTP/1.1\r\nHost : x\r\n\r\n"), 400);
+}
+
+Test(parser, obs_fold_bare_lf_bare_cr_and_nul_are_400)
+{
+    cr_assert_eq(parse_status("GET / HTTP/1.1\r\nX-A: b\r\n  folded\r\n\r\n"), 400);
+    cr_assert_eq(parse_status("GET / HTTP/1.1\nHost: x\n\n"), 400);
+    cr_assert_eq(parse_status("GET / HTTP/1.1\r\nX-A: b\rc\r\n\r\n"), 400);
+    const char nul[] = "GET / HTTP/1.1\r\nX-A: b\0c\r\n\r\n";
+    cm_parser_t p;
+    cm_parser_init(&p, &limits);
+    size_t used;
+    cr_assert_eq(cm_parser_feed(&p, nul, sizeof nul - 1, &used), CM_PARSE_ERROR);
+    cr_assert_eq(p.error_status, 400);
+    cm_parser_free(&p);
+}
+
+Test(parser, long_request_line_is_414_and_large_head_is_431)
+{
+    char raw[2048];
+    snprintf(raw, sizeof raw, "GET /%0300d HTTP/1.1\r\n\r\n", 0);
+    cr_assert_eq(parse_status(raw), 414);
+    int n = snprintf(raw, sizeof raw, "GET / HTTP/1.1\r\n");
+    for (int i = 0; i < 20; i++)
+        n += snprintf(raw + n, sizeof raw - (size_t)n, "X-Pad-%02d: %060d\r\n", i, 0);
+    snprintf(raw + n, sizeof raw - (size_t)n, "\r\n");
+    cr_assert_eq(parse_status(raw), 431);
+}
+
+Test(parser, body_over_limit_is_413_for_both_framings)
+{
+    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nContent-Length: 65\r\n\r\n"), 413);
+    char raw[512];
+    snprintf(raw, sizeof raw,
+             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n%064d\r\n1\r\nx\r\n", 0);
+    cr_assert_eq(parse_status(raw), 413);
+}
+
+Test(parser, unsupported_expect_is_417)
+{
+    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nContent-Length: 1\r\nExpect: x\r\n\r\na"), 417);
+}
+
+Test(parser, http10_without_keep_alive_is_not_keep_alive)
+{
+    const char raw[] = "GET / HTTP/1.0\r\n\r\n";
+    cm_parser_t p;
+    cm_req_t req = {0};
+    int done = 0;
+    cm_parser_init(&p, &limits);
+    feed_all(&p, raw, sizeof raw - 1, &req, &done);
+    cr_assert_eq(done, 1);
+    cr_assert_not(req.keep_alive);
+    cm_parser_free(&p);
+    cm_buf_free(&req.raw_head);
+    cm_buf_free(&req.raw_body);
+}
