@@ -98,6 +98,7 @@ struct server {
 
 static void conn_close(cm_conn_t *c);
 static void conn_flush(cm_conn_t *c);
+static void start_read(cm_conn_t *c);
 static void conn_timer_update(cm_conn_t *c);
 static void on_conn_timer(uv_timer_t *t);
 
@@ -238,6 +239,19 @@ static void hex64(uint64_t v, char *out)
         out[i] = digits[v & 15];
 }
 
+/* A fresh request id, 32 hex digits; out has room for 33 bytes. */
+static void new_request_id(worker_t *w, char *out)
+{
+    /* xorshift128+ seeded from getrandom(): unique enough, no syscall per request */
+    uint64_t s1 = w->rid_seed[0], s0 = w->rid_seed[1];
+    w->rid_seed[0] = s0;
+    s1 ^= s1 << 23;
+    w->rid_seed[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+    hex64(w->rid_seed[1] + s0, out);
+    hex64(++w->rid_count, out + 16);
+    out[32] = '\0';
+}
+
 /* X-Request-Id: keep the caller's if it is a sane token, else make 32 hex digits. */
 static void set_request_id(worker_t *w, cm_req_t *r)
 {
@@ -257,14 +271,7 @@ static void set_request_id(worker_t *w, cm_req_t *r)
             return;
         }
     }
-    /* xorshift128+ seeded from getrandom(): unique enough, no syscall per request */
-    uint64_t s1 = w->rid_seed[0], s0 = w->rid_seed[1];
-    w->rid_seed[0] = s0;
-    s1 ^= s1 << 23;
-    w->rid_seed[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
-    hex64(w->rid_seed[1] + s0, r->request_id);
-    hex64(++w->rid_count, r->request_id + 16);
-    r->request_id[32] = '\0';
+    new_request_id(w, r->request_id);
 }
 
 static const char *date_header(worker_t *w)
@@ -450,6 +457,10 @@ static void conn_linger(cm_conn_t *c)
     }
     c->mode = T_LINGER;
     uv_timer_start(&c->timer, on_conn_timer, LINGER_MS, 0);
+    /* conn_fail() stopped reading; without reads the client's EOF goes unseen (the
+     * connection waits out LINGER_MS) and its unread bytes turn our close into a reset */
+    if (!c->reading)
+        start_read(c);
 }
 
 static void on_written(uv_write_t *req, int status)
@@ -465,8 +476,6 @@ static void on_written(uv_write_t *req, int status)
     }
     conn_flush(c);
 }
-
-static void start_read(cm_conn_t *c);
 
 /* Moves answered requests at the head of the queue into wbuf and writes it:
  * uv_try_write first (no allocation, usually all of it), uv_write for the rest. */
@@ -707,11 +716,17 @@ static void on_connection(uv_stream_t *listener, int status)
     w->nconns++;
     cm_metrics_connections_add(w->srv->metrics, 1);
     if (atomic_fetch_add(&w->srv->conns, 1) >= o->max_connections) {
-        static const char busy[] =
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
-            "application/json\r\nContent-Length: 36\r\nRetry-After: "
-            "1\r\nConnection: close\r\n\r\n{\"error\":\"too many connections\"}";
-        uv_buf_t b = uv_buf_init((char *)busy, sizeof busy - 1);
+        /* rendered here, not through a request: this connection gets no parser.
+         * Content-Length is computed from the body, never counted by hand */
+        static const char body[] = "{\"error\":\"too many connections\"}";
+        char id[40], busy[512];
+        new_request_id(w, id);
+        int n = snprintf(busy, sizeof busy,
+                         "HTTP/1.1 503 Service Unavailable\r\n%sContent-Type: application/json\r\n"
+                         "Content-Length: %zu\r\nX-Request-Id: %s\r\nRetry-After: 1\r\n"
+                         "Connection: close\r\n\r\n%s",
+                         date_header(w), sizeof body - 1, id, body);
+        uv_buf_t b = uv_buf_init(busy, (unsigned)n);
         uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
         conn_close(c);
         return;
@@ -768,13 +783,13 @@ static void on_wake(uv_async_t *a)
     w->draining = 1;
     close_if_open((uv_handle_t *)&w->listener);
     uv_timer_start(&w->drain_deadline, on_drain_deadline, w->srv->opts->drain_timeout_ms, 0);
-    /* idle connections go now; busy ones after their answers (Connection: close) */
+    /* idle connections go now; busy ones after their answers, which say Connection:
+     * close because w->draining is set. Not close_pending here: on_read drops input once
+     * it is set, so a request half-received at SIGTERM would never be completed. */
     for (cm_conn_t *c = w->conns, *next; c; c = next) {
         next = c->next;
         if (!c->head && !cm_parser_mid_request(&c->parser))
             conn_close(c);
-        else
-            c->close_pending = 1;
     }
     worker_maybe_stop(w);
 }

@@ -342,3 +342,126 @@ char *h_raw(int port, const void *data, size_t len, int timeout_ms, size_t *out_
     close(fd);
     return r;
 }
+
+/* ------------------------------------------------------------------------- */
+/* added for the http and lifecycle suites                                    */
+
+int h_peer_closed(int fd, int timeout_ms)
+{
+    char buf[4096];
+    for (;;) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, timeout_ms) <= 0)
+            return 0;
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+            return 1;
+    }
+}
+
+int h_wait(h_proc_t *p, int timeout_ms)
+{
+    if (p->pid <= 0)
+        return -1;
+    for (int waited = 0; waited <= timeout_ms; waited += 20) {
+        int status;
+        if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+            untrack(p->pid);
+            p->pid = 0;
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        }
+        usleep(20 * 1000);
+    }
+    h_kill9(p);
+    return -1;
+}
+
+/* Length of the first complete response in s[0..len), or 0 when it is not complete. */
+static size_t response_len(const char *s, size_t len)
+{
+    const char *end = memmem(s, len, "\r\n\r\n", 4);
+    if (!end)
+        return 0;
+    size_t head = (size_t)(end - s) + 4;
+    int status = h_raw_status(s);
+    if ((status >= 100 && status < 200) || status == 204 || status == 304)
+        return head;
+    char v[32];
+    size_t body = 0;
+    char *copy = strndup(s, head);
+    if (copy && h_raw_header(copy, "Content-Length", v, sizeof v) == 0)
+        body = strtoul(v, NULL, 10);
+    free(copy);
+    return len - head >= body ? head + body : 0;
+}
+
+char *h_recv_responses(int fd, int n, int timeout_ms, size_t *len)
+{
+    grow_t g = {0};
+    char buf[16384];
+    for (;;) {
+        size_t off = 0;
+        int have = 0;
+        while (g.p && have < n) {
+            size_t l = response_len(g.p + off, g.len - off);
+            if (!l)
+                break;
+            off += l;
+            have++;
+        }
+        if (have >= n)
+            break;
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, timeout_ms) <= 0)
+            break;
+        ssize_t r = recv(fd, buf, sizeof buf, 0);
+        if (r <= 0)
+            break;
+        on_data(buf, 1, (size_t)r, &g);
+    }
+    *len = g.len;
+    return g.p ? g.p : strdup("");
+}
+
+int h_raw_status(const char *resp)
+{
+    int st;
+    if (!resp || sscanf(resp, "HTTP/1.%*1[01] %3d", &st) != 1)
+        return -1;
+    return st;
+}
+
+const char *h_raw_body(const char *resp)
+{
+    const char *end = resp ? strstr(resp, "\r\n\r\n") : NULL;
+    return end ? end + 4 : "";
+}
+
+int h_raw_header(const char *resp, const char *name, char *out, size_t cap)
+{
+    const char *end = strstr(resp, "\r\n\r\n");
+    const char *line = strstr(resp, "\r\n");
+    size_t nl = strlen(name);
+    while (line && end && line < end) {
+        line += 2;
+        const char *eol = strstr(line, "\r\n");
+        if (!eol)
+            break;
+        size_t ll = (size_t)(eol - line);
+        if (ll > nl && line[nl] == ':' && strncasecmp(line, name, nl) == 0) {
+            const char *v = line + nl + 1;
+            while (*v == ' ')
+                v++;
+            snprintf(out, cap, "%.*s", (int)(eol - v), v);
+            return 0;
+        }
+        line = eol;
+    }
+    return -1;
+}
+
+const char *h_raw_next(const char *resp)
+{
+    size_t l = resp ? response_len(resp, strlen(resp)) : 0;
+    return l && resp[l] ? resp + l : NULL;
+}

@@ -60,4 +60,24 @@ char *h_recv_all(int fd, int timeout_ms, size_t *len);
 /* Connects, sends, reads until close/timeout, closes. */
 char *h_raw(int port, const void *data, size_t len, int timeout_ms, size_t *out_len);
 
+/* --- added for the http and lifecycle suites --- */
+
+/* Waits up to timeout_ms for the peer to close (EOF or reset); bytes that arrive
+ * meanwhile are read and dropped. Returns 1 when closed, 0 when still open. */
+int h_peer_closed(int fd, int timeout_ms);
+/* Waits up to timeout_ms for p to exit (after a signal the test sent itself); returns
+ * its exit status, or -1 after SIGKILLing it when it did not exit in time. */
+int h_wait(h_proc_t *p, int timeout_ms);
+/* Reads from fd until the bytes hold n complete responses (framed by Content-Length;
+ * 1xx, 204 and 304 have no body; not for answers to HEAD), the peer closes, or
+ * timeout_ms passes with no data. Caller frees; *len set. */
+char *h_recv_responses(int fd, int n, int timeout_ms, size_t *len);
+/* Raw response text helpers; each looks at the first response in resp.
+ * h_raw_status: the status code or -1. h_raw_body: the bytes after the head, or "".
+ * h_raw_header: as h_header. h_raw_next: the response after the first, or NULL. */
+int h_raw_status(const char *resp);
+const char *h_raw_body(const char *resp);
+int h_raw_header(const char *resp, const char *name, char *out, size_t cap);
+const char *h_raw_next(const char *resp);
+
 #endif
