@@ -46,7 +46,9 @@ static void cleanup(void)
     ndirs = 0;
 }
 
-static void track(pid_t pid)
+/* Once per test process: whatever a test leaves (processes, temp dirs) goes at exit,
+ * also when an assertion ended the test early. */
+static void register_cleanup(void)
 {
     static int registered;
     if (!registered) {
@@ -54,6 +56,11 @@ static void track(pid_t pid)
         curl_global_init(CURL_GLOBAL_ALL);
         registered = 1;
     }
+}
+
+static void track(pid_t pid)
+{
+    register_cleanup();
     for (int i = 0; i < MAX_PROCS; i++) {
         if (procs[i] <= 0) {
             procs[i] = pid;
@@ -82,6 +89,7 @@ int h_free_port(void)
 
 void h_tempdir(char *out, size_t cap)
 {
+    register_cleanup();
     snprintf(out, cap, "/tmp/cmesh-it-XXXXXX");
     cr_assert_not_null(mkdtemp(out));
     if (ndirs < MAX_DIRS)
@@ -106,8 +114,7 @@ static void spawn(h_proc_t *p, const char *sub, va_list ap)
     while ((a = va_arg(ap, const char *)) && n < 62) {
         const char *d = strstr(a, "{dir}");
         if (d && ne < 32) {
-            snprintf(expanded[ne], sizeof expanded[0], "%.*s%s%s", (int)(d - a), a, p->dir,
-                     d + 5);
+            snprintf(expanded[ne], sizeof expanded[0], "%.*s%s%s", (int)(d - a), a, p->dir, d + 5);
             argv[n++] = expanded[ne++];
         } else {
             argv[n++] = (char *)a;
@@ -299,7 +306,8 @@ void h_resp_free(h_resp_t *r)
 int h_connect(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     cr_assert(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect: %s", strerror(errno));
     return fd;

@@ -12,16 +12,16 @@
 typedef struct h_proc {
     pid_t pid;
     int port;
-    char url[64];      /* http://127.0.0.1:PORT */
-    char dir[256];     /* a temp dir for this process's files (db, logs) */
-    char log[300];     /* its stderr, dir/stderr.log */
+    char url[64];  /* http://127.0.0.1:PORT */
+    char dir[256]; /* a temp dir for this process's files (db, logs) */
+    char log[300]; /* its stderr, dir/stderr.log */
 } h_proc_t;
 
 typedef struct h_resp {
-    long status;      /* 0 when the request failed at transport level */
-    char *body;       /* NUL-terminated, caller frees with h_resp_free */
+    long status; /* 0 when the request failed at transport level */
+    char *body;  /* NUL-terminated, caller frees with h_resp_free */
     size_t body_len;
-    char *headers;    /* raw response head, NUL-terminated */
+    char *headers; /* raw response head, NUL-terminated */
 } h_resp_t;
 
 /* A free loopback port (bound and released). */

@@ -1,8 +1,8 @@
 /* tests/integration/test_smoke.c: the users service starts, answers, and drains on
  * SIGTERM with exit code 0. */
-#include <criterion/criterion.h>
-
 #include "harness.h"
+
+#include <criterion/criterion.h>
 
 Test(smoke, users_serves_health_and_drains_with_exit_0)
 {
