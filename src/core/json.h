@@ -10,8 +10,11 @@
 
 #include "core/buf.h"
 
-/* Appends s as a quoted JSON string (RFC 8259 7: quotes, backslash and control
- * characters escaped; other bytes as they are). Returns 0 or -ENOMEM. */
+/* Appends s as the inside of a JSON string (RFC 8259 7): quotes, backslash, control
+ * bytes and DEL escaped; well-formed UTF-8 as it is; any other byte as \u00XX (its
+ * Latin-1 reading), so the output is valid JSON for any input. Returns 0 or -ENOMEM. */
+int cm_json_escape(cm_buf_t *b, const char *s, size_t len);
+/* The same with the surrounding quotes. */
 int cm_json_str(cm_buf_t *b, const char *s, size_t len);
 
 /* Parses body as one JSON object (duplicate keys refused). On success returns the

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/json.h"
 
 /* A stream hands its batch over once it passes this many bytes: large enough that a
  * busy worker takes the sink's lock a few times a second, small enough to stay in L2. */
@@ -27,105 +28,8 @@
 #define SPARE_MAX 16
 
 /* ------------------------------------------------------------------------------------ */
-/* Low level: JSON string escaping, timestamps, writing                                 */
+/* Low level: timestamps, writing                                                      */
 /* ------------------------------------------------------------------------------------ */
-
-/* Length of the well-formed UTF-8 sequence at p (first byte >= 0x80), or 0 when it is
- * not one: overlong forms, surrogates and code points above U+10FFFF are refused. */
-static size_t utf8_seq_len(const unsigned char *p, size_t left)
-{
-    unsigned char c = p[0];
-    size_t n;
-    unsigned char lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        if (c == 0xe0)
-            lo = 0xa0; /* overlong */
-        else if (c == 0xed)
-            hi = 0x9f; /* surrogates */
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        if (c == 0xf0)
-            lo = 0x90; /* overlong */
-        else if (c == 0xf4)
-            hi = 0x8f; /* above U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (left < n || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if (p[i] < 0x80 || p[i] > 0xbf)
-            return 0;
-    return n;
-}
-
-/* Appends s as the body of a JSON string (no quotes). Control bytes and DEL become
- * \u00XX (or the short escapes), well-formed UTF-8 passes through, and a byte that is
- * not part of well-formed UTF-8 becomes \u00XX, its Latin-1 reading: the line stays
- * valid JSON (RFC 8259 section 8.1) and the byte's value stays visible. */
-static int json_escape(cm_buf_t *b, const char *s, size_t len)
-{
-    static const char hex[] = "0123456789abcdef";
-    const unsigned char *p = (const unsigned char *)s;
-    /* Worst case 6 output bytes per input byte; reserving once keeps the loop simple. */
-    if (cm_buf_reserve(b, len * 6) < 0)
-        return -ENOMEM;
-    char *o = b->data + b->len;
-    size_t i = 0;
-    while (i < len) {
-        unsigned char c = p[i];
-        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
-            *o++ = (char)c;
-            i++;
-            continue;
-        }
-        if (c >= 0x80) {
-            size_t n = utf8_seq_len(p + i, len - i);
-            if (n) {
-                memcpy(o, p + i, n);
-                o += n;
-                i += n;
-                continue;
-            }
-        }
-        *o++ = '\\';
-        switch (c) {
-        case '"':
-            *o++ = '"';
-            break;
-        case '\\':
-            *o++ = '\\';
-            break;
-        case '\n':
-            *o++ = 'n';
-            break;
-        case '\r':
-            *o++ = 'r';
-            break;
-        case '\t':
-            *o++ = 't';
-            break;
-        case '\b':
-            *o++ = 'b';
-            break;
-        case '\f':
-            *o++ = 'f';
-            break;
-        default:
-            memcpy(o, "u00", 3);
-            o[3] = hex[c >> 4];
-            o[4] = hex[c & 0xf];
-            o += 5;
-        }
-        i++;
-    }
-    b->len = (size_t)(o - b->data);
-    b->data[b->len] = '\0';
-    return 0;
-}
 
 /* Appends "key":"escaped value", or "key":null when v is NULL. */
 static int json_field_str(cm_buf_t *b, const char *key, const char *v, size_t len)
@@ -134,9 +38,7 @@ static int json_field_str(cm_buf_t *b, const char *key, const char *v, size_t le
         return -ENOMEM;
     if (!v)
         return cm_buf_append(b, "null", 4);
-    if (cm_buf_append(b, "\"", 1) < 0 || json_escape(b, v, len) < 0)
-        return -ENOMEM;
-    return cm_buf_append(b, "\"", 1);
+    return cm_json_str(b, v, len);
 }
 
 /* The second part of an RFC 3339 UTC timestamp, "2026-11-25T04:24:34.", formatted once

@@ -321,7 +321,11 @@ static void render(worker_t *w, cm_req_t *r, int close)
 void cm_res_send(cm_req_t *r, int status)
 {
     cm_conn_t *c = r->conn;
-    if (!c) { /* the client left while we worked: nothing to send to */
+    if (!c) { /* the client left while we worked: count it, send nothing */
+        worker_t *w = r->loop->data;
+        cm_metrics_observe(w->srv->metrics, r->route, r->method_name, status,
+                           (uv_hrtime() - r->start_ns) / 1000);
+        cm_metrics_inflight_add(w->srv->metrics, -1);
         req_free(r);
         return;
     }
@@ -848,6 +852,7 @@ static int worker_init(server_t *s, worker_t *w, int index, int port)
         w->rid_seed[0] = (uint64_t)time(NULL) ^ (uint64_t)getpid(), w->rid_seed[1] = 0x9e3779b9;
     if ((rc = uv_loop_init(&w->loop)) < 0)
         return rc;
+    w->loop.data = w; /* detached requests find their worker through their loop */
     if ((rc = cm_log_stream_new(s->log, &w->log)) < 0)
         return rc;
     if ((rc = listen_socket(s->opts, port, &w->listen_fd, &bound)) < 0)

@@ -41,3 +41,15 @@ Test(json, parse_object_refuses_duplicate_keys)
     char err[128];
     cr_assert_null(cm_json_parse_object("{\"a\":1,\"a\":2}", 13, err, sizeof err));
 }
+
+Test(json, str_keeps_output_valid_for_invalid_utf8)
+{
+    cm_buf_t b = CM_BUF_INIT;
+    const char in[] = "a\xff\xc3";
+    cm_json_str(&b, in, sizeof in - 1);
+    cr_assert_str_eq(b.data, "\"a\\u00ff\\u00c3\"");
+    json_t *back = json_loads(b.data, JSON_DECODE_ANY, NULL);
+    cr_assert_not_null(back);
+    json_decref(back);
+    cm_buf_free(&b);
+}
