@@ -118,13 +118,5 @@ int cm_orders_update(cm_db_t *db, int64_t id, int64_t user_id, const char *statu
 
 int cm_orders_delete(cm_db_t *db, int64_t id)
 {
-    cm_stmt_t *st = cm_db_stmt(db, sql_delete);
-    if (!st)
-        return -EIO;
-    cm_stmt_bind_int(st, 1, id);
-    int rc = cm_stmt_step(st);
-    cm_stmt_reset(st);
-    if (rc < 0)
-        return rc;
-    return cm_db_changes(db) > 0 ? 0 : -ENOENT;
+    return cm_rows_delete(db, sql_delete, id);
 }

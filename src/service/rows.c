@@ -66,3 +66,16 @@ int cm_rows_page(cm_stmt_t *st, const cm_row_shape_t *shape, int limit, cm_buf_t
     cm_buf_append(out, "]", 1);
     return 0;
 }
+
+int cm_rows_delete(cm_db_t *db, const char *sql, int64_t id)
+{
+    cm_stmt_t *st = cm_db_stmt(db, sql);
+    if (!st)
+        return -EIO;
+    cm_stmt_bind_int(st, 1, id);
+    int rc = cm_stmt_step(st);
+    cm_stmt_reset(st);
+    if (rc < 0)
+        return rc;
+    return cm_db_changes(db) > 0 ? 0 : -ENOENT;
+}

@@ -38,4 +38,8 @@ int cm_rows_one(cm_stmt_t *st, const cm_row_shape_t *shape, int64_t *id, cm_buf_
 int cm_rows_page(cm_stmt_t *st, const cm_row_shape_t *shape, int limit, cm_buf_t *out,
                  int64_t *last, int *more);
 
+/* Runs sql, a statement deleting by id (`DELETE ... WHERE id = ?`), for id.
+ * Returns 0, -ENOENT when no row had that id, or the store's error. */
+int cm_rows_delete(cm_db_t *db, const char *sql, int64_t id);
+
 #endif

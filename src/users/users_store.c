@@ -95,13 +95,5 @@ int cm_users_update(cm_db_t *db, int64_t id, const char *name, size_t name_len, 
 
 int cm_users_delete(cm_db_t *db, int64_t id)
 {
-    cm_stmt_t *st = cm_db_stmt(db, sql_delete);
-    if (!st)
-        return -EIO;
-    cm_stmt_bind_int(st, 1, id);
-    int rc = cm_stmt_step(st);
-    cm_stmt_reset(st);
-    if (rc < 0)
-        return rc;
-    return cm_db_changes(db) > 0 ? 0 : -ENOENT;
+    return cm_rows_delete(db, sql_delete, id);
 }
