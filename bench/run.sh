@@ -29,25 +29,14 @@ for tool in wrk curl python3 "$NGINX"; do
 done
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/cmesh-bench.XXXXXX")
-PIDS=()      # every process this script started; killed on exit
+# shellcheck source=scripts/proc.sh
+. "$ROOT/scripts/proc.sh"
 SERVER_PID=""
 
 # shellcheck disable=SC2317 # called through the EXIT trap
 cleanup()
 {
-    local pid
-    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
-        # A draining server gets 3 s, then SIGKILL: the bench must never leave one behind.
-        for _ in $(seq 30); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    proc_cleanup
     if [ "${BENCH_KEEP:-0}" = 1 ]; then
         echo "bench: kept $TMP"
     else
@@ -68,51 +57,6 @@ if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
     WRK_PIN=(taskset -c 1)
     PIN_NOTE="server cpu 0, wrk cpu 1"
 fi
-
-free_port()
-{
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-forget_pid()
-{
-    local keep=() p
-    for p in "${PIDS[@]+"${PIDS[@]}"}"; do
-        [ "$p" = "$1" ] || keep+=("$p")
-    done
-    PIDS=("${keep[@]+"${keep[@]}"}")
-}
-
-# stop_server PID: SIGTERM, wait for the drain, SIGKILL after 5 s.
-stop_server()
-{
-    local pid=$1
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    forget_pid "$pid"
-}
-
-# wait_http URL PID LOG: poll until URL answers 2xx; fail if PID dies or 10 s pass.
-wait_http()
-{
-    local url=$1 pid=$2 log=$3
-    for _ in $(seq 100); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "bench: server exited before answering $url; last stderr:" >&2
-            tail -n 5 "$log" >&2 || true
-            return 1
-        fi
-        curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "bench: $url did not answer within 10 s" >&2
-    return 1
-}
 
 # Process tree of PID (itself + descendants): nginx serves from a child of its master,
 # and a cmesh supervisor may fork its worker, so RSS is summed over the whole tree.
@@ -185,9 +129,9 @@ bg_wrk()
     local w rc=0
     "${WRK_PIN[@]}" wrk -t"$THREADS" -c"$CONNS" "$@" &
     w=$!
-    PIDS+=("$w")
+    proc_track "$w"
     wait "$w" || rc=$?
-    forget_pid "$w"
+    proc_stop "$w"
     return "$rc"
 }
 
@@ -201,16 +145,14 @@ run_wrk()
     bg_wrk -d"$WARMUP" "$url" "$@" >"$out.warm" 2>&1 || true
     sample_rss "$pid" "$rssf" &
     sampler=$!
-    PIDS+=("$sampler")
+    proc_track "$sampler"
     if ! bg_wrk -d"$DURATION" --timeout 5s --latency "$url" "$@" >"$out" 2>&1; then
         echo "bench: wrk failed for $name:" >&2
         cat "$out" >&2
     fi
     local hwm rss
     hwm=$(tree_kib "$pid" VmHWM)
-    kill "$sampler" 2>/dev/null || true
-    wait "$sampler" 2>/dev/null || true
-    forget_pid "$sampler"
+    proc_stop "$sampler"
     rss=$(cat "$rssf" 2>/dev/null || echo 0)
 
     local rps p50 p99 reqs non2xx serr secs
@@ -240,7 +182,7 @@ start_cmesh()
     "${SRV_PIN[@]}" "$BIN" users --listen "127.0.0.1:$CMESH_PORT" --db "$TMP/users.db" \
         --workers 1 --access-log "$1" --drain-timeout 2s 2>>"$TMP/cmesh.stderr" &
     SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
+    proc_track "$SERVER_PID"
     wait_http "http://127.0.0.1:$CMESH_PORT/healthz" "$SERVER_PID" "$TMP/cmesh.stderr"
 }
 
@@ -280,7 +222,7 @@ else
     if [ "$CMESH_OK" = 1 ]; then
         run_wrk "cmesh-get" "$SERVER_PID" "$base/users/$USER_ID"
     fi
-    stop_server "$SERVER_PID"
+    proc_stop "$SERVER_PID"
 fi
 
 if [ "$CMESH_OK" = 0 ]; then
@@ -311,7 +253,7 @@ PY
 "${SRV_PIN[@]}" "$NGINX" -p "$TMP/nginx/" -c "$TMP/nginx/nginx.conf" \
     -g "daemon off; pid $TMP/nginx/nginx.pid;" 2>>"$TMP/nginx/stderr.log" &
 SERVER_PID=$!
-PIDS+=("$SERVER_PID")
+proc_track "$SERVER_PID"
 NGINX_OK=1
 if ! wait_http "http://127.0.0.1:$NGINX_PORT/users/$USER_ID" "$SERVER_PID" "$TMP/nginx/stderr.log"; then
     cat "$TMP/nginx/nginx-error.log" >&2 2>/dev/null || true
@@ -322,14 +264,14 @@ elif ! curl -sS "http://127.0.0.1:$NGINX_PORT/users/$USER_ID" | cmp -s - "$BODY_
 else
     run_wrk "nginx-get" "$SERVER_PID" "http://127.0.0.1:$NGINX_PORT/users/$USER_ID"
 fi
-stop_server "$SERVER_PID"
+proc_stop "$SERVER_PID"
 
 # ---- cmesh with access log, then creates ---------------------------------------------
 
 if [ "$CMESH_OK" = 1 ]; then
     if start_cmesh "$TMP/access.log"; then
         run_wrk "cmesh-get-accesslog" "$SERVER_PID" "http://127.0.0.1:$CMESH_PORT/users/$USER_ID"
-        stop_server "$SERVER_PID"
+        proc_stop "$SERVER_PID"
         if [ ! -s "$TMP/access.log" ]; then
             echo "bench: --access-log $TMP/access.log stayed empty under load" >&2
         fi
@@ -349,7 +291,7 @@ if [ "$CMESH_OK" = 1 ]; then
             [ "$stored" -ge "$OK_ANSWERS" ] ||
                 echo "bench: WARNING: fewer rows stored than 201s answered" >&2
         fi
-        stop_server "$SERVER_PID"
+        proc_stop "$SERVER_PID"
     fi
 fi
 

@@ -8,24 +8,12 @@ set -euo pipefail
 : "${CMESH_BIN:?set CMESH_BIN to the cmesh binary}"
 : "${CMESH_SRC:?set CMESH_SRC to the repository root}"
 CONTRACT="$CMESH_SRC/tests/contract"
-READY_WAIT_S=10 # bound on start-up; a healthy process answers /healthz within milliseconds
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/cmesh-contract.XXXXXX")
-PIDS=()
+# shellcheck source=scripts/proc.sh
+. "$CMESH_SRC/scripts/proc.sh"
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
-        # Drain is bounded by --drain-timeout; kill -9 whatever outlives it.
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    proc_cleanup
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -41,37 +29,14 @@ echo "contract: redocly lint api/openapi.yaml"
 (cd "$CMESH_SRC" && REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true \
     "$CONTRACT/node_modules/.bin/redocly" lint --config redocly.yaml api/openapi.yaml)
 
-# Ports come from the kernel (bind to port 0) so parallel test runs never collide; the
-# small window between closing the probe socket and the server binding it is accepted.
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-# start NAME ARGS...: runs cmesh in the background, its stderr kept in TMP/NAME.log.
+# PORT=P start NAME ARGS...: runs cmesh in the background (stderr in TMP/NAME.log) and
+# waits until it answers /healthz on port P.
 start() {
     local name=$1
     shift
     "$CMESH_BIN" "$@" --access-log off 2>"$TMP/$name.log" &
-    PIDS+=($!)
-}
-
-# wait_healthy NAME URL PID: polls /healthz until 200, the process dies, or the bound passes.
-wait_healthy() {
-    local name=$1 url=$2 pid=$3 deadline=$((SECONDS + READY_WAIT_S))
-    while [ $SECONDS -lt $deadline ]; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "contract: $name exited during start-up:" >&2
-            cat "$TMP/$name.log" >&2
-            return 1
-        fi
-        if curl -fsS -o /dev/null --max-time 1 "$url/healthz" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "contract: $name not healthy at $url within ${READY_WAIT_S}s:" >&2
-    cat "$TMP/$name.log" >&2
-    return 1
+    proc_track $!
+    wait_http "http://127.0.0.1:$PORT/healthz" $! "$TMP/$name.log"
 }
 
 P_USERS=$(free_port)
@@ -79,14 +44,11 @@ P_ORDERS=$(free_port)
 P_LONELY=$(free_port)
 P_DEAD=$(free_port) # nothing listens here: the users service of the lonely orders process
 
-start users users --listen "127.0.0.1:$P_USERS" --db "$TMP/users.db"
-wait_healthy users "http://127.0.0.1:$P_USERS" "${PIDS[-1]}"
-start orders orders --listen "127.0.0.1:$P_ORDERS" --db "$TMP/orders.db" \
+PORT=$P_USERS start users users --listen "127.0.0.1:$P_USERS" --db "$TMP/users.db"
+PORT=$P_ORDERS start orders orders --listen "127.0.0.1:$P_ORDERS" --db "$TMP/orders.db" \
     --users-url "http://127.0.0.1:$P_USERS"
-wait_healthy orders "http://127.0.0.1:$P_ORDERS" "${PIDS[-1]}"
-start lonely orders --listen "127.0.0.1:$P_LONELY" --db "$TMP/lonely.db" \
+PORT=$P_LONELY start lonely orders --listen "127.0.0.1:$P_LONELY" --db "$TMP/lonely.db" \
     --users-url "http://127.0.0.1:$P_DEAD" --users-timeout 1s
-wait_healthy lonely "http://127.0.0.1:$P_LONELY" "${PIDS[-1]}"
 
 echo "contract: validate.mjs against users :$P_USERS, orders :$P_ORDERS"
 rc=0

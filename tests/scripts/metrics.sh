@@ -8,12 +8,10 @@ set -euo pipefail
 command -v promtool >/dev/null || { echo "metrics.sh: promtool not found" >&2; exit 1; }
 
 dir=$(mktemp -d /tmp/cmesh-metrics-XXXXXX)
-pid=""
+# shellcheck source=scripts/proc.sh
+. "${CMESH_SRC:?}/scripts/proc.sh"
 cleanup() {
-    if [[ -n "$pid" ]]; then
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    fi
+    proc_cleanup
     rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -25,20 +23,13 @@ fail() {
     exit 1
 }
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+port=$(free_port)
 url="http://127.0.0.1:$port"
 "$CMESH_BIN" users --listen "127.0.0.1:$port" --db "$dir/users.db" --access-log off \
     2>"$dir/stderr.log" &
 pid=$!
-
-for _ in $(seq 1 200); do
-    if curl -fsS -o /dev/null --max-time 2 "$url/healthz" 2>/dev/null; then
-        break
-    fi
-    kill -0 "$pid" 2>/dev/null || fail "cmesh exited during start"
-    sleep 0.05
-done
-curl -fsS -o /dev/null --max-time 2 "$url/healthz" || fail "cmesh did not become healthy"
+proc_track "$pid"
+wait_http "$url/healthz" "$pid" "$dir/stderr.log" || fail "cmesh did not become healthy"
 
 # a few requests, so labelled series exist: a create, an item read, a miss, a list
 c() { curl -sS -o /dev/null --max-time 5 -w '%{http_code}' "$@"; }
@@ -77,6 +68,6 @@ done
 kill -0 "$pid" 2>/dev/null && fail "still running 15 s after SIGTERM"
 rc=0
 wait "$pid" || rc=$?
-pid=""
+PIDS=() # reaped above: nothing left for cleanup to stop
 [[ $rc -eq 0 ]] || fail "exit $rc after SIGTERM"
 echo "metrics.sh: ok"
