@@ -10,10 +10,11 @@ debs=(
     build-essential cmake ninja-build pkg-config clang-format cppcheck
     # libraries (see DESIGN.md: Dependencies)
     libuv1-dev libhttp-parser-dev libjansson-dev libsqlite3-dev libssl-dev
+    libfyaml-dev libjwt-dev
     # tests: Criterion, libcurl as the independent client, promtool, node for contract tools
     libcriterion-dev libcurl4-openssl-dev prometheus nodejs npm curl sqlite3
     # bench peers and load
-    wrk nginx-light
+    wrk nginx-light haproxy h2o
 )
 
 missing=()

@@ -38,6 +38,15 @@ typedef struct cm_header {
 typedef struct cm_conn cm_conn_t; /* the server's, opaque */
 
 typedef struct cm_req cm_req_t;
+
+/* Streaming (services with cm_service_t.stream set: the gateway). The handler runs as
+ * soon as the head is complete; req->body is empty and the body arrives through
+ * cm_req_body_read(). data is borrowed for the call only (it points into the worker's
+ * read buffer); last is 1 with the final piece (len may be 0). Chunked framing is
+ * already removed: data is the payload. */
+typedef void (*cm_body_cb)(cm_req_t *req, const char *data, size_t len, int last, void *arg);
+/* Called once when the bytes queued by cm_res_write() fell below the low-water mark. */
+typedef void (*cm_drain_cb)(cm_req_t *req, void *arg);
 struct cm_req {
     /* --- the request; every pointer is borrowed until the response is sent --- */
     cm_method_t method;
@@ -68,7 +77,22 @@ struct cm_req {
     int route;         /* router index, for metrics */
     int keep_alive;    /* the client allows reuse */
     int content_type_set;
-    uint64_t start_ns; /* uv_hrtime() when the request was complete */
+    uint64_t start_ns; /* uv_hrtime() when the request was complete (streaming: its head) */
+    char peer[48];     /* the client's address ("127.0.0.1", "::1"), no port */
+    int http_minor;    /* 1 for HTTP/1.1, 0 for HTTP/1.0 */
+    int64_t content_length; /* -1 when none was given (chunked or no body) */
+    int has_body;           /* Content-Length > 0 or chunked */
+    cm_buf_t log_extra;     /* raw JSON members appended to the access line (",\"a\":1") */
+
+    /* --- streaming state (the server's own) --- */
+    cm_body_cb body_cb;
+    void *body_arg;
+    int body_done;     /* the whole body was delivered (or there was none) */
+    int streaming;     /* cm_res_start() was called */
+    int64_t res_left;  /* Content-Length bytes still to write, or -1 when chunked */
+    cm_drain_cb drain_cb;
+    void *drain_arg;
+    uint64_t res_bytes;
 };
 
 /* Returns the first header called name (case-insensitive) or NULL; *len gets its length. */
@@ -98,6 +122,36 @@ void cm_res_error(cm_req_t *req, int status, const char *fmt, ...)
 /* Answers 422-style {"error": msg, "field": field}. */
 void cm_res_error_field(cm_req_t *req, int status, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* --- streaming API (only for cm_service_t.stream services) --- */
+
+/* Starts delivering the body to cb (bytes that already arrived are delivered from the
+ * loop soon after, never from inside this call). A request without a body gets one
+ * call with len 0 and last 1. Call at most once per request. */
+void cm_req_body_read(cm_req_t *req, cm_body_cb cb, void *arg);
+/* Stops / restarts reading the client's socket (backpressure on the upload). While
+ * paused, at most the rest of the current read (<= 64 KiB) may still be delivered. */
+void cm_req_body_pause(cm_req_t *req);
+void cm_req_body_resume(cm_req_t *req);
+
+/* Starts a streamed answer: status line, Date, X-Request-Id, req->res_headers (which must
+ * not contain Content-Length, Transfer-Encoding or Connection), then the framing:
+ * content_length >= 0 gives Content-Length, -1 gives chunked (HTTP/1.1 clients) or a
+ * close-delimited body (HTTP/1.0). HEAD and 1xx/204/304 answers carry no body whatever is
+ * written (Content-Length still sent for HEAD when >= 0). Returns 0 or -EINVAL when
+ * an answer was already started or sent. */
+int cm_res_start(cm_req_t *req, int status, int64_t content_length);
+/* Queues body bytes (copied). Returns 1 when the queue is past the high-water mark
+ * (256 KiB): stop producing until drain fires; 0 when more may come; -EPIPE when the
+ * client is gone (stop; the request is finished by cm_res_end as usual). */
+int cm_res_write(cm_req_t *req, const char *data, size_t len);
+void cm_res_on_drain(cm_req_t *req, cm_drain_cb cb, void *arg);
+/* Ends the streamed answer (chunked terminator, metrics, access log). If the answer is
+ * shorter than its Content-Length, or ok is 0 (the upstream broke mid-body), the client
+ * connection is closed instead so the client sees a truncated message, never a wrong
+ * one. After this call req must not be touched. If the request's body was not read to
+ * its end, the connection is closed after the answer (nothing is left to misparse). */
+void cm_res_end(cm_req_t *req, int ok);
 
 /* The reason phrase for status ("Not Found"), "Unknown" when none. */
 const char *cm_http_reason(int status);

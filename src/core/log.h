@@ -22,6 +22,8 @@ typedef struct cm_access {
     int status;
     uint64_t duration_us;
     uint64_t bytes; /* response bytes written, head included */
+    const char *extra; /* NULL, or raw JSON members appended as they are: ,"a":1,"b":[] */
+    size_t extra_len;
 } cm_access_t;
 
 /* target: "off", "stderr" or a file path (opened for append, created 0644).

@@ -41,6 +41,15 @@ typedef struct cm_service {
     /* Frees it after the worker drained; may close handles on loop (run after). */
     void (*worker_free)(void *state);
     void *config; /* borrowed, passed to worker_init */
+    /* Requests no route matched go here instead of a 404 (the gateway's proxy). */
+    cm_handler_fn fallback;
+    /* Handlers run when the head is complete and read the body with cm_req_body_read()
+     * (see http.h); one request at a time per connection (pipelined requests wait). */
+    int stream;
+    /* On SIGHUP, called on the main thread (the gateway reloads its config). */
+    void (*on_sighup)(void *config);
+    /* Appends the service's own series to GET /metrics (Prometheus text). */
+    void (*render_metrics)(void *config, cm_buf_t *out);
 } cm_service_t;
 
 /* Runs until SIGTERM/SIGINT and the drain complete. Returns 0, or -errno when the
