@@ -21,12 +21,24 @@ static const char *const methods[] = {"GET",    "HEAD",  "POST",    "PUT",
                                       "DELETE", "PATCH", "OPTIONS", "OTHER"};
 #define NMETHODS ((int)(sizeof methods / sizeof methods[0]))
 
-/* The status codes cmesh sends; anything else is counted under code="other" so the
- * table stays fixed and a client cannot grow it. */
-static const int codes[] = {100, 200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 405, 408, 409,
-                            412, 413, 414, 415, 417, 422, 429, 431, 500, 501, 502, 503, 504};
+/* The status codes cmesh sends, in ascending order (code_index searches them); anything
+ * else is counted under code="other" so the table stays fixed and a client cannot grow
+ * it. CODE() keeps each number and its label from drifting apart. */
+#define CODE(n)                                                                                    \
+    {                                                                                              \
+        n, #n                                                                                      \
+    }
+static const struct {
+    int status;
+    const char *name;
+} codes[] = {CODE(100), CODE(200), CODE(201), CODE(204), CODE(301), CODE(302), CODE(304),
+             CODE(400), CODE(401), CODE(403), CODE(404), CODE(405), CODE(408), CODE(409),
+             CODE(412), CODE(413), CODE(414), CODE(415), CODE(417), CODE(422), CODE(429),
+             CODE(431), CODE(500), CODE(501), CODE(502), CODE(503), CODE(504)};
+#undef CODE
 #define NCODES_KNOWN ((int)(sizeof codes / sizeof codes[0]))
 #define NCODES       (NCODES_KNOWN + 1) /* last = "other" */
+_Static_assert(NCODES == CM_METRICS_NCODES, "CM_METRICS_NCODES must match the codes table");
 
 /* Histogram upper bounds in microseconds, and the same bounds as the `le` labels in
  * seconds. From 100 us (a cached point read) to 10 s (the default request timeout). */
@@ -38,6 +50,7 @@ static const char *const bounds_le[] = {"0.0001", "0.00025", "0.0005", "0.001", 
                                         "1",      "2.5",     "5",      "10"};
 #define NBOUNDS  ((int)(sizeof bounds_us / sizeof bounds_us[0]))
 #define NBUCKETS (NBOUNDS + 1) /* last = +Inf */
+_Static_assert(NBUCKETS == CM_METRICS_NBUCKETS, "CM_METRICS_NBUCKETS must match the bounds");
 
 #define UNMATCHED_LABEL "unmatched"
 
@@ -45,26 +58,44 @@ static const char *const bounds_le[] = {"0.0001", "0.00025", "0.0005", "0.001", 
 /* State                                                                                */
 /* ------------------------------------------------------------------------------------ */
 
-typedef struct route_hist {
-    _Atomic uint64_t bucket[NBUCKETS]; /* per bucket, not cumulative: one add per observe */
-    _Atomic uint64_t sum_us;           /* us; rendered as seconds */
-} route_hist_t;
-
 struct cm_metrics {
-    int nroutes;                /* route patterns; index nroutes = unmatched */
-    char **labels;              /* nroutes + 1 pre-escaped `service="..",route=".."` */
-    char *service_label;        /* pre-escaped `service=".."` */
-    _Atomic uint64_t *total;    /* [(nroutes + 1) * NMETHODS * NCODES] requests */
-    route_hist_t *hist;         /* [nroutes + 1] */
-    _Atomic int64_t inflight;   /* requests started, response not yet written */
-    _Atomic int64_t conns;      /* open connections */
-    struct timespec start;      /* wall clock at cm_metrics_new */
-    unsigned char code_ix[600]; /* status -> index in codes[], NCODES_KNOWN for other */
+    int nroutes;              /* route patterns; index nroutes = unmatched */
+    char **labels;            /* nroutes + 1 pre-escaped `service="..",route=".."` */
+    char *service_label;      /* pre-escaped `service=".."` */
+    _Atomic uint64_t *total;  /* [(nroutes + 1) * NMETHODS * NCODES] requests */
+    cm_metrics_hist_t *hist;  /* [nroutes + 1] */
+    _Atomic int64_t inflight; /* requests started, response not yet written */
+    _Atomic int64_t conns;    /* open connections */
+    struct timespec start;    /* wall clock at cm_metrics_new */
 };
 
-/* Appends v escaped as a label value: backslash, double quote and newline are the
- * three characters the exposition format escapes. */
-static int append_label_value(cm_buf_t *b, const char *v)
+/* ------------------------------------------------------------------------------------ */
+/* Shared pieces (declared in metrics.h for other registries)                           */
+/* ------------------------------------------------------------------------------------ */
+
+int cm_metrics_code_index(int status)
+{
+    int lo = 0, hi = NCODES_KNOWN - 1; /* binary search: 5 steps over 27 codes */
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        if (codes[mid].status == status)
+            return mid;
+        if (codes[mid].status < status)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return NCODES_KNOWN;
+}
+
+const char *cm_metrics_code_name(int ix)
+{
+    return ix >= 0 && ix < NCODES_KNOWN ? codes[ix].name : "other";
+}
+
+/* Backslash, double quote and newline are the three characters the exposition format
+ * escapes in a label value. */
+int cm_metrics_append_label_value(cm_buf_t *b, const char *v)
 {
     for (const char *p = v; *p; p++) {
         int rc;
@@ -88,13 +119,13 @@ static char *make_labels(const char *service, const char *route)
     cm_buf_t b = CM_BUF_INIT;
     int rc = cm_buf_append_str(&b, "service=\"");
     if (rc == 0)
-        rc = append_label_value(&b, service);
+        rc = cm_metrics_append_label_value(&b, service);
     if (rc == 0)
         rc = cm_buf_append(&b, "\"", 1);
     if (rc == 0 && route) {
         rc = cm_buf_append_str(&b, ",route=\"");
         if (rc == 0)
-            rc = append_label_value(&b, route);
+            rc = cm_metrics_append_label_value(&b, route);
         if (rc == 0)
             rc = cm_buf_append(&b, "\"", 1);
     }
@@ -127,9 +158,6 @@ int cm_metrics_new(const char *service, const char *const *route_names, int nrou
             goto fail;
     }
     /* calloc's zero bytes are valid zero atomics on every target cmesh builds for. */
-    memset(m->code_ix, NCODES_KNOWN, sizeof m->code_ix);
-    for (int i = 0; i < NCODES_KNOWN; i++)
-        m->code_ix[codes[i]] = (unsigned char)i;
     clock_gettime(CLOCK_REALTIME, &m->start);
     *out = m;
     return 0;
@@ -171,14 +199,17 @@ void cm_metrics_observe(cm_metrics_t *m, int route, const char *method, int stat
 {
     if (route < 0 || route > m->nroutes)
         route = m->nroutes;
-    int code = status >= 0 && status < (int)sizeof m->code_ix ? m->code_ix[status] : NCODES_KNOWN;
+    int code = cm_metrics_code_index(status);
     size_t ix = ((size_t)route * NMETHODS + (size_t)method_index(method)) * NCODES + (size_t)code;
     atomic_fetch_add_explicit(&m->total[ix], 1, memory_order_relaxed);
+    cm_metrics_hist_observe(&m->hist[route], duration_us);
+}
 
+void cm_metrics_hist_observe(cm_metrics_hist_t *h, uint64_t duration_us)
+{
     int b = 0;
     while (b < NBOUNDS && duration_us > bounds_us[b])
         b++;
-    route_hist_t *h = &m->hist[route];
     atomic_fetch_add_explicit(&h->bucket[b], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->sum_us, duration_us, memory_order_relaxed);
 }
@@ -246,14 +277,9 @@ static int render_requests(cm_metrics_t *m, cm_buf_t *out)
                 uint64_t v = atomic_load_explicit(&m->total[ix], memory_order_relaxed);
                 if (!v)
                     continue; /* only series that happened, to keep the page small */
-                char code[8];
-                if (c < NCODES_KNOWN)
-                    snprintf(code, sizeof code, "%d", codes[c]);
-                else
-                    strcpy(code, "other");
                 rc = cm_buf_appendf(
                     out, "cmesh_http_requests_total{%s,method=\"%s\",code=\"%s\"} %llu\n",
-                    m->labels[r], methods[me], code, (unsigned long long)v);
+                    m->labels[r], methods[me], cm_metrics_code_name(c), (unsigned long long)v);
             }
         }
     }
@@ -265,28 +291,34 @@ static int render_durations(cm_metrics_t *m, cm_buf_t *out)
     static const char name[] = "cmesh_http_request_duration_seconds";
     int rc = help_type(out, name, "Time from request start to response written, by route pattern.",
                        "histogram");
-    for (int r = 0; rc == 0 && r <= m->nroutes; r++) {
-        route_hist_t *h = &m->hist[r];
-        uint64_t cum[NBUCKETS];
-        uint64_t total = 0;
-        /* Each bucket is read once and summed here, so the rendered buckets are
-         * cumulative and _count equals the +Inf bucket even while workers observe. */
-        for (int b = 0; b < NBUCKETS; b++) {
-            total += atomic_load_explicit(&h->bucket[b], memory_order_relaxed);
-            cum[b] = total;
-        }
-        if (!total)
-            continue;
-        uint64_t sum = atomic_load_explicit(&h->sum_us, memory_order_relaxed);
-        for (int b = 0; rc == 0 && b < NBUCKETS; b++)
-            rc = cm_buf_appendf(out, "%s_bucket{%s,le=\"%s\"} %llu\n", name, m->labels[r],
-                                b < NBOUNDS ? bounds_le[b] : "+Inf", (unsigned long long)cum[b]);
-        if (rc == 0)
-            rc = cm_buf_appendf(out, "%s_sum{%s} %llu.%06llu\n%s_count{%s} %llu\n", name,
-                                m->labels[r], (unsigned long long)(sum / 1000000),
-                                (unsigned long long)(sum % 1000000), name, m->labels[r],
-                                (unsigned long long)total);
+    for (int r = 0; rc == 0 && r <= m->nroutes; r++)
+        rc = cm_metrics_hist_render(&m->hist[r], name, m->labels[r], out);
+    return rc;
+}
+
+int cm_metrics_hist_render(cm_metrics_hist_t *h, const char *name, const char *labels,
+                           cm_buf_t *out)
+{
+    uint64_t cum[NBUCKETS];
+    uint64_t total = 0;
+    /* Each bucket is read once and summed here, so the rendered buckets are
+     * cumulative and _count equals the +Inf bucket even while workers observe. */
+    for (int b = 0; b < NBUCKETS; b++) {
+        total += atomic_load_explicit(&h->bucket[b], memory_order_relaxed);
+        cum[b] = total;
     }
+    if (!total)
+        return 0;
+    uint64_t sum = atomic_load_explicit(&h->sum_us, memory_order_relaxed);
+    int rc = 0;
+    for (int b = 0; rc == 0 && b < NBUCKETS; b++)
+        rc = cm_buf_appendf(out, "%s_bucket{%s,le=\"%s\"} %llu\n", name, labels,
+                            b < NBOUNDS ? bounds_le[b] : "+Inf", (unsigned long long)cum[b]);
+    if (rc == 0)
+        rc =
+            cm_buf_appendf(out, "%s_sum{%s} %llu.%06llu\n%s_count{%s} %llu\n", name, labels,
+                           (unsigned long long)(sum / 1000000), (unsigned long long)(sum % 1000000),
+                           name, labels, (unsigned long long)total);
     return rc;
 }
 

@@ -4,6 +4,8 @@
 #ifndef CMESH_CORE_METRICS_H
 #define CMESH_CORE_METRICS_H
 
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/buf.h"
@@ -37,5 +39,38 @@ void cm_metrics_connections_add(cm_metrics_t *m, int delta);
  * Every cmesh_http_* series carries service (the two gauges only that label).
  * Returns 0 or -ENOMEM (out may then hold a partial page). */
 int cm_metrics_render(cm_metrics_t *m, cm_buf_t *out);
+
+/* ------------------------------------------------------------------------------------ */
+/* Shared pieces, so other registries (gateway/gwmetrics) label and bucket the same way */
+/* ------------------------------------------------------------------------------------ */
+
+/* The fixed code table: the status codes cmesh sends, plus "other" at the last index
+ * (CM_METRICS_NCODES - 1), so a table indexed by code can never grow. */
+#define CM_METRICS_NCODES 28
+/* status -> 0..CM_METRICS_NCODES - 1 (codes cmesh does not send, or out of range,
+ * map to the last index, "other"). */
+int cm_metrics_code_index(int status);
+/* The label value of a code index: "200", ..., "other". Static storage; ix outside the
+ * table gives "other". */
+const char *cm_metrics_code_name(int ix);
+
+/* Appends v escaped as a Prometheus label value (backslash, double quote, newline).
+ * Returns 0 or -ENOMEM. */
+int cm_metrics_append_label_value(cm_buf_t *b, const char *v);
+
+/* A latency histogram with the bounds listed at cm_metrics_render. All zero bytes is
+ * an empty histogram (calloc it). Updated with relaxed atomics from any thread. */
+#define CM_METRICS_NBUCKETS 17 /* 16 bounds + +Inf */
+typedef struct cm_metrics_hist {
+    _Atomic uint64_t bucket[CM_METRICS_NBUCKETS]; /* per bucket, not cumulative */
+    _Atomic uint64_t sum_us;                      /* us; rendered as seconds */
+} cm_metrics_hist_t;
+
+void cm_metrics_hist_observe(cm_metrics_hist_t *h, uint64_t duration_us);
+/* Appends name_bucket{labels,le=".."} (cumulative), name_sum{labels} in seconds and
+ * name_count{labels}; nothing when the histogram is still empty. labels is a
+ * pre-escaped, non-empty `k="v",...` list. Returns 0 or -ENOMEM. */
+int cm_metrics_hist_render(cm_metrics_hist_t *h, const char *name, const char *labels,
+                           cm_buf_t *out);
 
 #endif
