@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #define STRIPES_MIN     16 /* enough that workers rarely wait on one another */
 #define STRIPES_MAX     64
@@ -43,20 +44,28 @@ typedef struct stripe {
 struct gw_ratelimit {
     stripe_t *stripes;
     uint32_t nstripes; /* power of two */
+    uint64_t seed;     /* hash seed from getrandom() */
 };
 
 /* ------------------------------------------------------------------ */
 /* Table plumbing                                                       */
 /* ------------------------------------------------------------------ */
 
-static uint64_t hash_key(const char *key, size_t len)
+/* FNV-1a, seeded per table so clients cannot pick keys that pile into one stripe or
+ * chain, then the murmur3 finaliser: FNV alone leaves the high bits (the stripe) poorly
+ * mixed for keys that differ only in their last bytes ("10.0.0.1", "10.0.0.2"). */
+static uint64_t hash_key(uint64_t seed, const char *key, size_t len)
 {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a 64 */
+    uint64_t h = 1469598103934665603ULL ^ seed;
     for (size_t i = 0; i < len; i++) {
         h ^= (unsigned char)key[i];
         h *= 1099511628211ULL;
     }
-    return h ^ (h >> 29); /* mix the high bits down: the low bits pick the chain */
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    return h ^ (h >> 33);
 }
 
 static uint32_t pow2_at_least(uint32_t n)
@@ -105,6 +114,8 @@ int gw_ratelimit_new(size_t max_keys, gw_ratelimit_t **out)
         }
     }
     rl->nstripes = n;
+    if (getrandom(&rl->seed, sizeof rl->seed, GRND_NONBLOCK) != sizeof rl->seed)
+        rl->seed = (uint64_t)(uintptr_t)rl ^ 0x9e3779b97f4a7c15ULL; /* early boot: still fine */
     *out = rl;
     return 0;
 }
@@ -277,7 +288,7 @@ int gw_ratelimit_take(gw_ratelimit_t *rl, const char *key, size_t key_len, const
     if (!(cfg->rate > 0))
         return -EINVAL;
     double burst = cfg->burst >= 1 ? cfg->burst : (cfg->rate > 1 ? cfg->rate : 1);
-    uint64_t h = hash_key(key, key_len);
+    uint64_t h = hash_key(rl->seed, key, key_len);
     stripe_t *s = &rl->stripes[(h >> 32) & (rl->nstripes - 1)];
 
     pthread_mutex_lock(&s->lock);

@@ -24,7 +24,7 @@ static const char help[] =
     "\n"
     "  --sub NAME        the token's subject (required)\n"
     "  --scope \"A B\"     space-separated scopes, e.g. \"users:read orders:write\"\n"
-    "  --ttl DURATION    lifetime: 30m, 1h, 7d... (default 1h)\n"
+    "  --ttl DURATION    lifetime: 30m, 1h, 24h... (default 1h)\n"
     "  --auth-key FILE   HS256 secret (>= 32 bytes) or a PEM private key (RSA, EC P-256)\n"
     "  --issuer I        iss claim\n"
     "  --audience A      aud claim\n";
