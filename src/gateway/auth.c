@@ -13,6 +13,7 @@
 #include <jansson.h>
 #include <openssl/bio.h>
 #include <openssl/core_names.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
@@ -145,6 +146,7 @@ static int load_pem(gw_auth_t *a, const char *path, unsigned char *pem, size_t l
         pkey = PEM_read_bio_PUBKEY(bio, NULL, no_passphrase, NULL);
     }
     BIO_free(bio);
+    ERR_clear_error(); /* the failed attempt queued errors no one else should see */
     if (!pkey) {
         snprintf(err, err_cap,
                  "%s: not a readable PEM key (unencrypted private key or \"PUBLIC KEY\")", path);
@@ -280,7 +282,7 @@ static jwt_alg_t header_alg(const char *token)
         return JWT_ALG_INVAL;
     char *header = b64url_decode(token, (size_t)(dot1 - token));
     char *payload = b64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1));
-    json_t *h = header ? json_loads(header, 0, NULL) : NULL;
+    json_t *h = header ? json_loads(header, JSON_REJECT_DUPLICATES, NULL) : NULL;
     json_t *p = payload ? json_loads(payload, 0, NULL) : NULL;
     jwt_alg_t alg = JWT_ALG_INVAL;
     if (json_is_object(h) && json_is_object(p) && json_is_string(json_object_get(h, "alg")))
@@ -342,7 +344,8 @@ static const char *check_claims(const gw_auth_t *a, const json_t *g, int64_t now
         return "missing exp";
     if (!json_is_integer(exp) || (nbf && !json_is_integer(nbf)))
         return "malformed token";
-    if (now_s >= json_integer_value(exp) + a->leeway_s)
+    /* written so that no attacker-chosen exp or nbf can overflow the arithmetic */
+    if (now_s - a->leeway_s >= json_integer_value(exp))
         return "token expired";
     if (nbf && now_s + a->leeway_s < json_integer_value(nbf))
         return "token not yet valid";

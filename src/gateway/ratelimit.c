@@ -5,6 +5,7 @@
 #include "gateway/ratelimit.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -258,6 +259,8 @@ static uint32_t lookup(stripe_t *s, uint64_t h, const char *key, size_t len, dou
 static long ceil_seconds(double tokens_short, double rate)
 {
     double s = ceil(tokens_short / rate - FP_SLACK);
+    if (!(s < (double)LONG_MAX / 2)) /* an absurd config must not overflow the cast */
+        return LONG_MAX / 2;
     return s > 0 ? (long)s : 0;
 }
 
@@ -270,8 +273,9 @@ static void take(bucket_t *b, gw_rate_result_t *res)
         if (b->tokens < 0)
             b->tokens = 0;
     }
-    res->limit = (long)b->burst;
-    res->remaining = (long)floor(b->tokens + FP_SLACK);
+    res->limit = b->burst < (double)LONG_MAX / 2 ? (long)b->burst : LONG_MAX / 2;
+    res->remaining =
+        b->tokens < (double)LONG_MAX / 2 ? (long)floor(b->tokens + FP_SLACK) : LONG_MAX / 2;
     res->reset_s = ceil_seconds(b->burst - b->tokens, b->rate);
     res->retry_after_s = 0;
     if (!res->allowed) {

@@ -256,6 +256,25 @@ Test(auth, token_before_nbf_is_refused)
     gw_auth_free(a);
 }
 
+Test(auth, extreme_exp_and_nbf_do_not_overflow)
+{
+    gw_auth_t *a = hs_auth();
+    char *far = forge_hs("{\"sub\":\"a\",\"exp\":9223372036854775807,"
+                         "\"nbf\":-9223372036854775807}");
+    cr_assert_str_eq(verify(a, far, NULL), "");
+    char *past = forge_hs("{\"sub\":\"a\",\"exp\":-9223372036854775807}");
+    cr_assert_str_eq(verify(a, past, NULL), "token expired");
+    char *late = forge_hs("{\"sub\":\"a\",\"exp\":1700009999,\"nbf\":9223372036854775807}");
+    cr_assert_str_eq(verify(a, late, NULL), "token not yet valid");
+    char *real = forge_hs("{\"sub\":\"a\",\"exp\":1700009999.5}");
+    cr_assert_str_eq(verify(a, real, NULL), "malformed token");
+    free(far);
+    free(past);
+    free(late);
+    free(real);
+    gw_auth_free(a);
+}
+
 Test(auth, wrong_issuer_is_refused)
 {
     write_text("hs.key", hs_secret);

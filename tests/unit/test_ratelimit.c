@@ -143,6 +143,18 @@ Test(ratelimit, eviction_keeps_the_table_bounded)
     gw_ratelimit_free(rl);
 }
 
+Test(ratelimit, absurd_config_values_stay_in_range)
+{
+    gw_ratelimit_t *rl = new_limiter(1024);
+    gw_rate_cfg_t cfg = {.rate = 1e-30, .burst = 10}; /* a refill takes 1e30 s */
+    gw_rate_result_t r = take(rl, "k", &cfg, T0);
+    cr_assert(r.allowed);
+    cr_assert_eq(r.limit, 10);
+    cr_assert_gt(r.reset_s, 1000000000L); /* clamped, not a wrapped negative */
+    cr_assert_eq(take(rl, "huge", &(gw_rate_cfg_t){.rate = 1, .burst = 1e30}, T0).allowed, 1);
+    gw_ratelimit_free(rl);
+}
+
 typedef struct hammer {
     gw_ratelimit_t *rl;
     const gw_rate_cfg_t *cfg;
