@@ -14,7 +14,7 @@
 typedef struct gw_auth gw_auth_t; /* opaque */
 
 typedef struct gw_claims {
-    char sub[256];   /* subject ("" when absent) */
+    char sub[256];    /* subject ("" when absent) */
     char scope[1024]; /* space-separated scopes ("scope" claim; "" when absent) */
 } gw_claims_t;
 
@@ -22,7 +22,7 @@ typedef struct gw_claims {
  * and it can sign). Returns 0, or -EINVAL/-errno with err ("KEYFILE: what is wrong").
  * Caller owns *out. */
 int gw_auth_new(const gw_auth_cfg_t *cfg, gw_auth_t **out, char *err, size_t err_cap);
-void gw_auth_free(gw_auth_t *a); /* NULL is a no-op */
+void gw_auth_free(gw_auth_t *a);             /* NULL is a no-op */
 const char *gw_auth_alg(const gw_auth_t *a); /* "HS256", "RS256" or "ES256" */
 
 /* Verifies token (the text after "Bearer "): signature, alg, exp (required), nbf,

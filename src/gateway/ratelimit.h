@@ -14,11 +14,11 @@
 typedef struct gw_ratelimit gw_ratelimit_t; /* opaque */
 
 typedef struct gw_rate_result {
-    int allowed;            /* 1: a token was taken */
-    long limit;             /* the bucket size (RateLimit-Limit) */
-    long remaining;         /* whole tokens left after this request (RateLimit-Remaining) */
-    long reset_s;           /* seconds until the bucket is full again (RateLimit-Reset) */
-    long retry_after_s;     /* when refused: seconds until one token is there (>= 1) */
+    int allowed;        /* 1: a token was taken */
+    long limit;         /* the bucket size (RateLimit-Limit) */
+    long remaining;     /* whole tokens left after this request (RateLimit-Remaining) */
+    long reset_s;       /* seconds until the bucket is full again (RateLimit-Reset) */
+    long retry_after_s; /* when refused: seconds until one token is there (>= 1) */
 } gw_rate_result_t;
 
 /* max_keys: buckets kept at most (>= 16). Returns 0, -EINVAL or -ENOMEM. */
@@ -28,7 +28,7 @@ void gw_ratelimit_free(gw_ratelimit_t *rl); /* NULL is a no-op */
 /* Takes one token from the bucket of key under cfg (cfg->rate > 0) at now_ns (a
  * monotonic clock). A new key starts full. Thread-safe. Returns 0, or -ENOMEM (the
  * request is then allowed: a limiter failure must not become an outage). */
-int gw_ratelimit_take(gw_ratelimit_t *rl, const char *key, size_t key_len,
-                      const gw_rate_cfg_t *cfg, uint64_t now_ns, gw_rate_result_t *res);
+int gw_ratelimit_take(gw_ratelimit_t *rl, const char *key, size_t key_len, const gw_rate_cfg_t *cfg,
+                      uint64_t now_ns, gw_rate_result_t *res);
 
 #endif
