@@ -476,3 +476,29 @@ Test(gwconfig, upstream_parse_resolves_names_once)
     cr_assert_eq(gw_upstream_parse("http://:1", &u, err, sizeof(err)), -EINVAL);
     cr_assert_eq(gw_upstream_parse("http://127.0.0.1:1?x", &u, err, sizeof(err)), -EINVAL);
 }
+
+/* examples/gateway.yaml stays loadable: copied next to a key file, as a user would run it. */
+Test(gwconfig, example_file_loads)
+{
+    char src[512];
+    snprintf(src, sizeof(src), "%.*sexamples/gateway.yaml",
+             (int)(strlen(__FILE__) - strlen("tests/unit/test_gwconfig.c")), __FILE__);
+    FILE *f = fopen(src, "r");
+    cr_assert_not_null(f, "%s", src);
+    static char text[16384];
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char keys[600];
+    snprintf(keys, sizeof(keys), "%s/keys", dir);
+    cr_assert_eq(mkdir(keys, 0700), 0);
+    write_at("keys/jwt.key", "secret\n");
+    gw_config_t *cfg;
+    cr_assert_eq(load(text, &cfg), 0, "%s", err);
+    cr_assert_eq(cfg->nroutes, 2);
+    cr_assert_str_eq(cfg->routes[0].name, "/orders");
+    cr_assert_str_eq(cfg->routes[1].name, "users");
+    cr_assert_float_eq(cfg->routes[1].rate_subject.rate, 100.0, 1e-9);
+    cr_assert_str_eq(cfg->routes[1].read_scopes, "users:read");
+    gw_config_free(cfg);
+}
