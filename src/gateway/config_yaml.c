@@ -500,6 +500,8 @@ static int on_name(yctx_t *y, route_ctx_t *rc, struct fy_node *v, int line)
     rc->name_line = node_line(v, line);
     int e = get_string(y, v, line, block_name(rc, "name", what, sizeof(what)), rc->r->name,
                        sizeof(rc->r->name));
+    if (e == 0 && rc->r->name[0] == '\0')
+        e = fail(y, rc->name_line, "%s: name must not be empty", rc->label);
     for (const char *c = rc->r->name; e == 0 && *c; c++)
         if (isspace((unsigned char)*c) || iscntrl((unsigned char)*c))
             e = fail(y, rc->name_line, "route name '%s' must not contain spaces", rc->r->name);
@@ -945,12 +947,14 @@ static int parse_root(yctx_t *y, gw_config_t *cfg, struct fy_node *root)
     while ((p = fy_node_mapping_iterate(root, &it))) {
         struct fy_node *k = fy_node_pair_key(p);
         const char *ks = fy_node_is_scalar(k) ? fy_node_get_scalar0(k) : "?";
+        if (strncmp(ks, "x-", 2) == 0)
+            continue; /* a place for anchors shared by routes (docker-compose style) */
         size_t i = 0;
         while (i < 3 && strcmp(ks, keys[i]) != 0)
             i++;
         if (i == 3)
             return fail(y, node_line(k, 1),
-                        "unknown key '%s' at top level; expected listen, auth, routes", ks);
+                        "unknown key '%s' at top level; expected listen, auth, routes or x-*", ks);
         val[i] = fy_node_pair_value(p);
         lines[i] = node_line(k, 1);
     }

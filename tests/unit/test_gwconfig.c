@@ -249,6 +249,21 @@ Test(gwconfig, health_off_and_implicit_limits_follow_explicit_ones)
     gw_config_free(cfg);
 }
 
+Test(gwconfig, x_keys_hold_anchors_that_routes_merge)
+{
+    gw_config_t *cfg;
+    cr_assert_eq(load("x-common: &c\n"
+                      "  retries: { attempts: 2 }\n"
+                      "routes:\n"
+                      "  - <<: *c\n"
+                      "    prefix: /a\n"
+                      "    upstreams: [http://127.0.0.1:1]\n",
+                      &cfg),
+                 0, "%s", err);
+    cr_assert_eq(cfg->routes[0].attempts, 2);
+    gw_config_free(cfg);
+}
+
 /* ---------------------------------------------------------------------------------- */
 /* Errors name FILE:LINE                                                              */
 /* ---------------------------------------------------------------------------------- */
