@@ -1,0 +1,519 @@
+/* Unit tests for gateway/config: YAML loading (every key, defaults, positioned errors),
+ * --route flag routes, route order, deep copy. Each test writes its YAML to a file in
+ * its own temporary directory. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+
+#include "gateway/config.h"
+
+static char dir[256];
+static char path[512];
+static char err[1024];
+
+static void setup(void)
+{
+    snprintf(dir, sizeof(dir), "/tmp/gwconfig-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/gw.yaml", dir);
+    err[0] = '\0';
+}
+
+static void teardown(void)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(gwconfig, .init = setup, .fini = teardown);
+
+static void write_at(const char *name, const char *text)
+{
+    char p[600];
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Loads text as the config file; returns gw_config_load's code. */
+static int load(const char *text, gw_config_t **cfg)
+{
+    write_at("gw.yaml", text);
+    *cfg = NULL;
+    return gw_config_load(path, cfg, err, sizeof(err));
+}
+
+/* Asserts that text is refused with "PATH:LINE: " followed by a message containing what. */
+static void refused_at(const char *text, int line, const char *what)
+{
+    gw_config_t *cfg;
+    int rc = load(text, &cfg);
+    cr_assert_eq(rc, -EINVAL, "accepted:\n%s", text);
+    cr_assert_null(cfg);
+    char prefix[600];
+    snprintf(prefix, sizeof(prefix), "%s:%d: ", path, line);
+    cr_assert(strncmp(err, prefix, strlen(prefix)) == 0, "want prefix '%s', got '%s'", prefix, err);
+    cr_assert(strstr(err, what) != NULL, "want '%s' in '%s'", what, err);
+}
+
+static const char full_yaml[] =
+    "listen: 127.0.0.1:8080\n"
+    "auth:\n"
+    "  key_file: keys/jwt.key\n"
+    "  issuer: cmesh\n"
+    "  audience: cmesh-api\n"
+    "  leeway: 45s\n"
+    "routes:\n"
+    "  - name: users\n"
+    "    prefix: /users/\n"
+    "    host: API.example.com\n"
+    "    upstreams:\n"
+    "      - http://127.0.0.1:7001\n"
+    "      - { url: 'http://[::1]:7002/', weight: 2 }\n"
+    "    balancer: hash\n"
+    "    hash: { header: X-User }\n"
+    "    timeouts: { connect: 250ms, try: 2s, total: 10s }\n"
+    "    retries: { attempts: 4, backoff: 10ms, backoff_max: 1s, budget: 25%, "
+    "min_per_second: 7 }\n"
+    "    health: { path: /healthz, interval: 2s, timeout: 1s, rise: 3, fall: 4 }\n"
+    "    outlier: { failures: 6, base_ejection: 20s, max_ejection: 10m, max_ejected: 30%, "
+    "panic_below: 40 }\n"
+    "    slow_start: 15s\n"
+    "    limits: { max_connections: 100, max_pending: 200, max_requests: 300 }\n"
+    "    pool: { max_idle: 8, idle_timeout: 90s }\n"
+    "    rate_limit: { per_client: { rate: 6000/m, burst: 250 }, per_subject: { rate: 50 } }\n"
+    "    auth: { scopes: [users:admin], read_scopes: [users:read, audit:read], "
+    "write_scopes: users:write }\n"
+    "  - prefix: /orders\n"
+    "    upstreams: [http://localhost:7003]\n"
+    "    auth: public\n";
+
+Test(gwconfig, full_file_sets_every_field)
+{
+    char keys[600];
+    snprintf(keys, sizeof(keys), "%s/keys", dir);
+    cr_assert_eq(mkdir(keys, 0700), 0);
+    write_at("keys/jwt.key", "secret\n");
+    gw_config_t *cfg;
+    cr_assert_eq(load(full_yaml, &cfg), 0, "%s", err);
+    cr_assert_str_eq(cfg->path, path);
+    cr_assert_str_eq(cfg->listen, "127.0.0.1:8080");
+    char key[600];
+    snprintf(key, sizeof(key), "%s/keys/jwt.key", dir);
+    cr_assert_str_eq(cfg->auth.key_file, key);
+    cr_assert_str_eq(cfg->auth.issuer, "cmesh");
+    cr_assert_str_eq(cfg->auth.audience, "cmesh-api");
+    cr_assert_eq(cfg->auth.leeway_ms, 45000);
+    cr_assert_eq(cfg->nroutes, 2);
+
+    const gw_route_cfg_t *r = &cfg->routes[0]; /* "/orders" is longer than "/users" */
+    cr_assert_str_eq(r->name, "/orders");
+    cr_assert_eq(r->auth, 0);
+    cr_assert_str_eq(r->upstreams[0].url, "http://localhost:7003");
+    cr_assert_eq(r->upstreams[0].port, 7003);
+
+    r = &cfg->routes[1];
+    cr_assert_str_eq(r->name, "users");
+    cr_assert_str_eq(r->prefix, "/users");
+    cr_assert_str_eq(r->host, "api.example.com");
+    cr_assert_eq(r->nupstreams, 2);
+    cr_assert_str_eq(r->upstreams[0].url, "http://127.0.0.1:7001");
+    cr_assert_str_eq(r->upstreams[0].host, "127.0.0.1");
+    cr_assert_eq(r->upstreams[0].port, 7001);
+    cr_assert_eq(r->upstreams[0].weight, 1);
+    cr_assert_str_eq(r->upstreams[1].url, "http://[::1]:7002");
+    cr_assert_str_eq(r->upstreams[1].host, "::1");
+    cr_assert_eq(r->upstreams[1].port, 7002);
+    cr_assert_eq(r->upstreams[1].weight, 2);
+    cr_assert_eq(r->balancer, GW_LB_HASH);
+    cr_assert_str_eq(r->hash_header, "X-User");
+    cr_assert_str_eq(r->hash_cookie, "");
+    cr_assert_eq(r->connect_timeout_ms, 250);
+    cr_assert_eq(r->try_timeout_ms, 2000);
+    cr_assert_eq(r->timeout_ms, 10000);
+    cr_assert_eq(r->attempts, 4);
+    cr_assert_eq(r->backoff_base_ms, 10);
+    cr_assert_eq(r->backoff_max_ms, 1000);
+    cr_assert_float_eq(r->retry_budget, 0.25, 1e-9);
+    cr_assert_eq(r->retry_budget_min, 7);
+    cr_assert_str_eq(r->health_path, "/healthz");
+    cr_assert_eq(r->health_interval_ms, 2000);
+    cr_assert_eq(r->health_timeout_ms, 1000);
+    cr_assert_eq(r->health_rise, 3);
+    cr_assert_eq(r->health_fall, 4);
+    cr_assert_eq(r->outlier_failures, 6);
+    cr_assert_eq(r->outlier_base_ms, 20000);
+    cr_assert_eq(r->outlier_max_ms, 600000);
+    cr_assert_eq(r->outlier_max_percent, 30);
+    cr_assert_eq(r->panic_percent, 40);
+    cr_assert_eq(r->slow_start_ms, 15000);
+    cr_assert_eq(r->max_connections, 100);
+    cr_assert_eq(r->max_pending, 200);
+    cr_assert_eq(r->max_requests, 300);
+    cr_assert_eq(r->pool_max_idle, 8);
+    cr_assert_eq(r->pool_idle_timeout_ms, 90000);
+    cr_assert_float_eq(r->rate_client.rate, 100.0, 1e-9);
+    cr_assert_float_eq(r->rate_client.burst, 250.0, 1e-9);
+    cr_assert_float_eq(r->rate_subject.rate, 50.0, 1e-9);
+    cr_assert_float_eq(r->rate_subject.burst, 50.0, 1e-9);
+    cr_assert_eq(r->auth, 1);
+    cr_assert_str_eq(r->scopes, "users:admin");
+    cr_assert_str_eq(r->read_scopes, "users:read audit:read");
+    cr_assert_str_eq(r->write_scopes, "users:write");
+    gw_config_free(cfg);
+}
+
+Test(gwconfig, minimal_route_gets_every_default)
+{
+    gw_config_t *cfg;
+    cr_assert_eq(
+        load("routes:\n  - prefix: /users\n    upstreams: [http://127.0.0.1:7001]\n", &cfg), 0,
+        "%s", err);
+    gw_route_cfg_t want;
+    gw_route_defaults(&want);
+    const gw_route_cfg_t *r = &cfg->routes[0];
+    cr_assert_str_eq(cfg->listen, "");
+    cr_assert_str_eq(cfg->auth.key_file, "");
+    cr_assert_eq(cfg->auth.leeway_ms, 30000);
+    cr_assert_str_eq(r->name, "/users");
+    cr_assert_str_eq(r->host, "");
+    cr_assert_eq(r->balancer, GW_LB_PEAK_EWMA);
+    cr_assert_eq(r->connect_timeout_ms, 1000);
+    cr_assert_eq(r->try_timeout_ms, 5000);
+    cr_assert_eq(r->timeout_ms, 15000);
+    cr_assert_eq(r->attempts, 3);
+    cr_assert_eq(r->backoff_base_ms, 25);
+    cr_assert_eq(r->backoff_max_ms, 250);
+    cr_assert_float_eq(r->retry_budget, 0.2, 1e-9);
+    cr_assert_eq(r->retry_budget_min, 3);
+    cr_assert_str_eq(r->health_path, "/readyz");
+    cr_assert_eq(r->health_interval_ms, 1000);
+    cr_assert_eq(r->health_timeout_ms, 500);
+    cr_assert_eq(r->health_rise, 2);
+    cr_assert_eq(r->health_fall, 2);
+    cr_assert_eq(r->outlier_failures, 5);
+    cr_assert_eq(r->outlier_base_ms, 10000);
+    cr_assert_eq(r->outlier_max_ms, 300000);
+    cr_assert_eq(r->outlier_max_percent, 50);
+    cr_assert_eq(r->panic_percent, 50);
+    cr_assert_eq(r->slow_start_ms, 0);
+    cr_assert_eq(r->max_connections, 1024);
+    cr_assert_eq(r->max_pending, 1024);
+    cr_assert_eq(r->max_requests, 1024);
+    cr_assert_eq(r->pool_max_idle, 64);
+    cr_assert_eq(r->pool_idle_timeout_ms, 60000);
+    cr_assert_float_eq(r->rate_client.rate, 0.0, 1e-9);
+    cr_assert_float_eq(r->rate_subject.rate, 0.0, 1e-9);
+    cr_assert_eq(r->auth, 0);
+    cr_assert_eq(r->upstreams[0].weight, 1);
+    cr_assert_eq(want.balancer, r->balancer);
+    gw_config_free(cfg);
+}
+
+Test(gwconfig, key_file_makes_routes_private_by_default)
+{
+    write_at("k", "secret");
+    gw_config_t *cfg;
+    cr_assert_eq(load("routes:\n  - prefix: /a\n    upstreams: [http://127.0.0.1:1]\n"
+                      "auth: { key_file: k }\n",
+                      &cfg),
+                 0, "%s", err);
+    cr_assert_eq(cfg->routes[0].auth, 1);
+    gw_config_free(cfg);
+}
+
+Test(gwconfig, health_off_and_implicit_limits_follow_explicit_ones)
+{
+    gw_config_t *cfg;
+    cr_assert_eq(load("routes:\n"
+                      "  - prefix: /\n"
+                      "    upstreams: [http://127.0.0.1:1]\n"
+                      "    health: off\n"
+                      "    timeouts: { total: 2s }\n"
+                      "    retries: { backoff: 1s }\n",
+                      &cfg),
+                 0, "%s", err);
+    const gw_route_cfg_t *r = &cfg->routes[0];
+    cr_assert_str_eq(r->health_path, "");
+    cr_assert_str_eq(r->prefix, "/");
+    cr_assert_eq(r->try_timeout_ms, 2000);
+    cr_assert_eq(r->backoff_max_ms, 1000);
+    gw_config_free(cfg);
+}
+
+Test(gwconfig, x_keys_hold_anchors_that_routes_merge)
+{
+    gw_config_t *cfg;
+    cr_assert_eq(load("x-common: &c\n"
+                      "  retries: { attempts: 2 }\n"
+                      "routes:\n"
+                      "  - <<: *c\n"
+                      "    prefix: /a\n"
+                      "    upstreams: [http://127.0.0.1:1]\n",
+                      &cfg),
+                 0, "%s", err);
+    cr_assert_eq(cfg->routes[0].attempts, 2);
+    gw_config_free(cfg);
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Errors name FILE:LINE                                                              */
+/* ---------------------------------------------------------------------------------- */
+
+#define ROUTE_HEAD "routes:\n  - prefix: /users\n    upstreams: [http://127.0.0.1:7001]\n"
+
+Test(gwconfig, unknown_key_is_refused_at_its_line)
+{
+    refused_at(ROUTE_HEAD "    timeouts:\n      timout: 1s\n", 5,
+               "unknown key 'timout' in route '/users' timeouts");
+    refused_at(ROUTE_HEAD "    retry: {}\n", 4, "unknown key 'retry' in route '/users'");
+    refused_at("lisen: :8080\n", 1, "unknown key 'lisen' at top level");
+}
+
+Test(gwconfig, bad_duration_is_refused_at_its_line)
+{
+    refused_at(ROUTE_HEAD "    timeouts: { connect: 1s,\n      try: 5 sec }\n", 5,
+               "route '/users' timeouts.try '5 sec' is not a duration");
+    refused_at(ROUTE_HEAD "    timeouts: { connect: 0s }\n", 4, "out of range");
+}
+
+Test(gwconfig, bad_upstream_url_is_refused_at_its_line)
+{
+    refused_at("routes:\n  - prefix: /a\n    upstreams:\n      - http://127.0.0.1:1\n"
+               "      - https://127.0.0.1:2\n",
+               5, "must start with http://");
+    refused_at("routes:\n  - prefix: /a\n    upstreams:\n      - http://127.0.0.1\n", 4,
+               "needs a port");
+    refused_at("routes:\n  - prefix: /a\n    upstreams:\n      - http://127.0.0.1:1/api\n", 4,
+               "must not have a path");
+    refused_at("routes:\n  - prefix: /a\n    upstreams:\n      - http://127.0.0.1:70000\n", 4,
+               "is not 1-65535");
+    refused_at("routes:\n  - prefix: /a\n    upstreams:\n      - { url: http://127.0.0.1:1,\n"
+               "          weight: 0 }\n",
+               5, "1..1000");
+}
+
+Test(gwconfig, missing_prefix_is_refused_at_the_route)
+{
+    refused_at("routes:\n  - name: a\n    upstreams: [http://127.0.0.1:1]\n", 2,
+               "route 'a' needs a prefix");
+    refused_at("routes:\n  - prefix: users\n    upstreams: [http://127.0.0.1:1]\n", 2,
+               "must start with '/'");
+}
+
+Test(gwconfig, empty_upstreams_are_refused)
+{
+    refused_at("routes:\n  - prefix: /a\n\n    upstreams: []\n", 4, "non-empty list");
+    refused_at("routes:\n  - prefix: /a\n", 2, "needs upstreams");
+}
+
+Test(gwconfig, hash_balancer_needs_a_key)
+{
+    refused_at(ROUTE_HEAD "    balancer: hash\n", 4, "balancer hash needs hash:");
+    refused_at(ROUTE_HEAD "    hash: { cookie: s }\n", 4, "only used with balancer: hash");
+    refused_at(ROUTE_HEAD "    balancer: fastest\n", 4, "unknown balancer 'fastest'");
+}
+
+Test(gwconfig, yaml_syntax_error_is_positioned)
+{
+    refused_at("listen: :8080\nroutes:\n  - prefix: \"/a\n", 3, "YAML syntax error");
+    refused_at("listen: :8080\nlisten: :8081\n", 2, "duplicate key");
+    refused_at("", 1, "empty");
+    refused_at("- a\n- b\n", 1, "must be a mapping");
+}
+
+Test(gwconfig, duplicate_route_name_is_refused)
+{
+    refused_at("routes:\n"
+               "  - { name: a, prefix: /a, upstreams: [http://127.0.0.1:1] }\n"
+               "  - { name: a, prefix: /b, upstreams: [http://127.0.0.1:1] }\n",
+               3, "route name 'a' is already used on line 2");
+    refused_at("routes:\n"
+               "  - { prefix: /a, upstreams: [http://127.0.0.1:1] }\n"
+               "  - { name: b, prefix: /a/, upstreams: [http://127.0.0.1:1] }\n",
+               3, "same host and prefix");
+}
+
+Test(gwconfig, duplicate_upstream_is_refused)
+{
+    refused_at("routes:\n  - prefix: /a\n    upstreams:\n      - http://127.0.0.1:1\n"
+               "      - http://127.0.0.1:1/\n",
+               5, "listed twice");
+}
+
+Test(gwconfig, route_auth_without_key_is_refused)
+{
+    refused_at(ROUTE_HEAD "    auth: { scopes: [users:read] }\n", 4,
+               "route '/users': auth needs auth.key_file");
+    refused_at(ROUTE_HEAD "    auth: required\n", 4, "auth needs auth.key_file");
+    refused_at("auth: { key_file: nothere }\n", 1, "cannot be read");
+}
+
+Test(gwconfig, wrong_types_and_ranges_are_refused)
+{
+    refused_at(ROUTE_HEAD "    retries: { attempts: 11 }\n", 4, "1..10");
+    refused_at(ROUTE_HEAD "    retries: { budget: 120% }\n", 4, "percentage");
+    refused_at(ROUTE_HEAD "    health: { rise: 0 }\n", 4, "1..100");
+    refused_at(ROUTE_HEAD "    timeouts: { try: 20s, total: 10s }\n", 4, "try must be <=");
+    refused_at(ROUTE_HEAD "    timeouts: [1s]\n", 4, "must be a mapping");
+    refused_at(ROUTE_HEAD "    limits:\n      max_connections: { a: 1 }\n", 5,
+               "must be a whole number, not a mapping");
+    refused_at(ROUTE_HEAD "    rate_limit: { per_client: { rate: 10/d } }\n", 4, "rate like");
+    refused_at("routes: {}\n", 1, "routes must be a list");
+}
+
+Test(gwconfig, unreadable_file_returns_errno)
+{
+    gw_config_t *cfg = NULL;
+    cr_assert_eq(gw_config_load("/nonexistent/gw.yaml", &cfg, err, sizeof(err)), -ENOENT);
+    cr_assert_null(cfg);
+    cr_assert(strstr(err, "/nonexistent/gw.yaml: cannot read") != NULL, "%s", err);
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Flag routes, order, copy                                                           */
+/* ---------------------------------------------------------------------------------- */
+
+Test(gwconfig, flag_route_gets_defaults)
+{
+    gw_config_t *cfg = NULL;
+    cr_assert_eq(gw_config_add_flag_route(&cfg, "/users/=http://127.0.0.1:1,http://localhost:2",
+                                          err, sizeof(err)),
+                 0, "%s", err);
+    cr_assert_eq(gw_config_add_flag_route(&cfg, "/=http://127.0.0.1:3", err, sizeof(err)), 0);
+    cr_assert_eq(cfg->nroutes, 2);
+    const gw_route_cfg_t *r = &cfg->routes[0];
+    cr_assert_str_eq(r->name, "/users");
+    cr_assert_str_eq(r->prefix, "/users");
+    cr_assert_eq(r->nupstreams, 2);
+    cr_assert_eq(r->upstreams[1].port, 2);
+    cr_assert_eq(r->auth, 0);
+    cr_assert_eq(r->attempts, 3);
+    cr_assert_str_eq(cfg->routes[1].prefix, "/");
+    cr_assert_eq(gw_config_finish(cfg, err, sizeof(err)), 0, "%s", err);
+    gw_config_free(cfg);
+}
+
+Test(gwconfig, flag_route_auth_follows_the_key)
+{
+    gw_config_t *cfg = calloc(1, sizeof(*cfg));
+    snprintf(cfg->auth.key_file, sizeof(cfg->auth.key_file), "/k");
+    cr_assert_eq(gw_config_add_flag_route(&cfg, "/a=http://127.0.0.1:1", err, sizeof(err)), 0);
+    cr_assert_eq(cfg->routes[0].auth, 1);
+    gw_config_free(cfg);
+}
+
+Test(gwconfig, bad_flag_routes_are_refused)
+{
+    gw_config_t *cfg = NULL;
+    cr_assert_eq(gw_config_add_flag_route(&cfg, "/a", err, sizeof(err)), -EINVAL);
+    cr_assert(strncmp(err, "--route '/a': ", 14) == 0, "%s", err);
+    cr_assert_eq(gw_config_add_flag_route(&cfg, "a=http://127.0.0.1:1", err, sizeof(err)), -EINVAL);
+    cr_assert_eq(gw_config_add_flag_route(&cfg, "/a=", err, sizeof(err)), -EINVAL);
+    cr_assert_eq(gw_config_add_flag_route(&cfg, "/a=http://127.0.0.1:1,http://127.0.0.1:1", err,
+                                          sizeof(err)),
+                 -EINVAL);
+    cr_assert(strstr(err, "listed twice") != NULL, "%s", err);
+    cr_assert_null(cfg);
+    cr_assert_eq(gw_config_add_flag_route(&cfg, "/a=http://127.0.0.1:1", err, sizeof(err)), 0);
+    cr_assert_eq(gw_config_add_flag_route(&cfg, "/a=http://127.0.0.1:2", err, sizeof(err)), 0);
+    cr_assert_eq(gw_config_finish(cfg, err, sizeof(err)), -EINVAL);
+    cr_assert(strstr(err, "two routes are named '/a'") != NULL, "%s", err);
+    gw_config_free(cfg);
+}
+
+Test(gwconfig, finish_sorts_most_specific_first)
+{
+    gw_config_t *cfg;
+    cr_assert_eq(load("routes:\n"
+                      "  - { prefix: /, upstreams: [http://127.0.0.1:1] }\n"
+                      "  - { prefix: /a, upstreams: [http://127.0.0.1:1] }\n"
+                      "  - { prefix: /a/b, upstreams: [http://127.0.0.1:1] }\n"
+                      "  - { prefix: /a, host: x.example, upstreams: [http://127.0.0.1:1] }\n"
+                      "  - { prefix: /b, upstreams: [http://127.0.0.1:1] }\n",
+                      &cfg),
+                 0, "%s", err);
+    cr_assert_eq(gw_config_add_flag_route(&cfg, "/a/b/c=http://127.0.0.1:1", err, sizeof(err)), 0);
+    cr_assert_eq(gw_config_finish(cfg, err, sizeof(err)), 0, "%s", err);
+    const char *want[][2] = {{"/a/b/c", ""}, {"/a/b", ""}, {"/a", "x.example"},
+                             {"/a", ""},     {"/b", ""},   {"/", ""}};
+    cr_assert_eq(cfg->nroutes, 6);
+    for (int i = 0; i < 6; i++) {
+        cr_assert_str_eq(cfg->routes[i].prefix, want[i][0], "route %d", i);
+        cr_assert_str_eq(cfg->routes[i].host, want[i][1], "route %d", i);
+    }
+    cr_assert_str_eq(cfg->routes[2].name, "x.example/a");
+    gw_config_free(cfg);
+}
+
+Test(gwconfig, dup_is_deep_and_free_takes_null)
+{
+    gw_config_t *cfg = NULL;
+    cr_assert_eq(gw_config_add_flag_route(&cfg, "/a=http://127.0.0.1:1,http://127.0.0.1:2", err,
+                                          sizeof(err)),
+                 0);
+    gw_config_t *copy = gw_config_dup(cfg);
+    cr_assert_not_null(copy);
+    cr_assert_neq(copy->routes, cfg->routes);
+    cr_assert_neq(copy->routes[0].upstreams, cfg->routes[0].upstreams);
+    cfg->routes[0].upstreams[1].port = 9;
+    gw_config_free(cfg);
+    cr_assert_eq(copy->routes[0].nupstreams, 2);
+    cr_assert_eq(copy->routes[0].upstreams[1].port, 2);
+    cr_assert_str_eq(copy->routes[0].upstreams[1].url, "http://127.0.0.1:2");
+    gw_config_free(copy);
+    gw_config_free(NULL);
+}
+
+Test(gwconfig, lb_names)
+{
+    cr_assert_str_eq(gw_lb_name(GW_LB_ROUND_ROBIN), "round_robin");
+    cr_assert_str_eq(gw_lb_name(GW_LB_WEIGHTED_ROUND_ROBIN), "weighted_round_robin");
+    cr_assert_str_eq(gw_lb_name(GW_LB_LEAST_REQUEST), "least_request");
+    cr_assert_str_eq(gw_lb_name(GW_LB_PEAK_EWMA), "peak_ewma");
+    cr_assert_str_eq(gw_lb_name(GW_LB_HASH), "hash");
+}
+
+Test(gwconfig, upstream_parse_resolves_names_once)
+{
+    gw_upstream_cfg_t u;
+    cr_assert_eq(gw_upstream_parse("http://localhost:80", &u, err, sizeof(err)), 0, "%s", err);
+    cr_assert(strcmp(u.host, "127.0.0.1") == 0 || strcmp(u.host, "::1") == 0, "%s", u.host);
+    cr_assert_eq(gw_upstream_parse("http://user@h:1", &u, err, sizeof(err)), -EINVAL);
+    cr_assert_eq(gw_upstream_parse("http://:1", &u, err, sizeof(err)), -EINVAL);
+    cr_assert_eq(gw_upstream_parse("http://127.0.0.1:1?x", &u, err, sizeof(err)), -EINVAL);
+}
+
+/* examples/gateway.yaml stays loadable: copied next to a key file, as a user would run it. */
+Test(gwconfig, example_file_loads)
+{
+    char src[512];
+    snprintf(src, sizeof(src), "%.*sexamples/gateway.yaml",
+             (int)(strlen(__FILE__) - strlen("tests/unit/test_gwconfig.c")), __FILE__);
+    FILE *f = fopen(src, "r");
+    cr_assert_not_null(f, "%s", src);
+    static char text[16384];
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char keys[600];
+    snprintf(keys, sizeof(keys), "%s/keys", dir);
+    cr_assert_eq(mkdir(keys, 0700), 0);
+    write_at("keys/jwt.key", "secret\n");
+    gw_config_t *cfg;
+    cr_assert_eq(load(text, &cfg), 0, "%s", err);
+    cr_assert_eq(cfg->nroutes, 2);
+    cr_assert_str_eq(cfg->routes[0].name, "/orders");
+    cr_assert_str_eq(cfg->routes[1].name, "users");
+    cr_assert_float_eq(cfg->routes[1].rate_subject.rate, 100.0, 1e-9);
+    cr_assert_str_eq(cfg->routes[1].read_scopes, "users:read");
+    gw_config_free(cfg);
+}
