@@ -4,8 +4,8 @@
 #include <string.h>
 
 #include "core/client.h"
-#include "gateway/gateway.h"
 #include "gateway/auth.h"
+#include "gateway/gateway.h"
 #include "orders/orders.h"
 #include "store/db.h"
 #include "users/users.h"

@@ -5,16 +5,17 @@
  * With auth configured it needs a token with scope cmesh:admin; without, only loopback
  * clients may use it. */
 #include <errno.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "core/json.h"
 #include "gateway/gw.h"
 
-#define ADMIN_PREFIX "/_cmesh/"
+#define ADMIN_PREFIX   "/_cmesh/"
 #define ADMIN_BODY_MAX (256 * 1024)
 
 typedef struct admin_put {
@@ -45,15 +46,16 @@ static int admin_allowed(gw_worker_t *w, cm_req_t *req)
     gw_claims_t claims;
     char why[128] = "missing bearer token";
     if (!h || len < 7 || strncasecmp(h, "Bearer ", 7) != 0 ||
-        gw_auth_verify(snap->auth, h + 7, len - 7, (int64_t)time(NULL), &claims, why,
-                       sizeof why) < 0) {
+        gw_auth_verify(snap->auth, h + 7, len - 7, (int64_t)time(NULL), &claims, why, sizeof why) <
+            0) {
         cm_res_header_str(req, "WWW-Authenticate", "Bearer realm=\"cmesh\"");
         cm_res_error(req, 401, "%s", why);
         return -1;
     }
     if (!gw_scopes_allow(claims.scope, "cmesh:admin")) {
-        cm_res_header_str(req, "WWW-Authenticate",
-                          "Bearer realm=\"cmesh\", error=\"insufficient_scope\", scope=\"cmesh:admin\"");
+        cm_res_header_str(
+            req, "WWW-Authenticate",
+            "Bearer realm=\"cmesh\", error=\"insufficient_scope\", scope=\"cmesh:admin\"");
         cm_res_error(req, 403, "token lacks scope cmesh:admin");
         return -1;
     }
@@ -95,7 +97,8 @@ static void list_routes(gw_worker_t *w, cm_req_t *req)
 static int parse_urls(cm_req_t *req, const cm_buf_t *body, char ***out)
 {
     json_error_t jerr;
-    json_t *doc = json_loadb(body->data ? body->data : "", body->len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *doc =
+        json_loadb(body->data ? body->data : "", body->len, JSON_REJECT_DUPLICATES, &jerr);
     json_t *arr = json_is_object(doc) ? json_object_get(doc, "upstreams") : doc;
     if (!doc || !json_is_array(arr) || json_array_size(arr) == 0) {
         cm_res_error_field(req, doc ? 422 : 400, "upstreams", "%s",

@@ -67,7 +67,8 @@ static int snap_new(gw_shared_t *g, gw_config_t *cfg, gw_snap_t **out, char *err
             !(s->ustats[i] = calloc((size_t)r->nupstreams, sizeof *s->ustats[i])))
             goto fail;
         for (int j = 0; j < r->nupstreams; j++)
-            if (!(s->ustats[i][j] = gw_metrics_upstream(g->metrics, s->rstats[i], r->upstreams[j].url)))
+            if (!(s->ustats[i][j] =
+                      gw_metrics_upstream(g->metrics, s->rstats[i], r->upstreams[j].url)))
                 goto fail;
     }
     *out = s;
@@ -146,8 +147,8 @@ int gw_replace_upstreams(gw_shared_t *g, const char *name, char **urls, int n, c
         rc = gw_apply(g, cfg, err, cap);
         if (rc == 0) {
             cfg = NULL;
-            cm_log_msg(CM_LOG_INFO, "gateway: route %s: upstream set replaced (%d instances)",
-                       name, n);
+            cm_log_msg(CM_LOG_INFO, "gateway: route %s: upstream set replaced (%d instances)", name,
+                       n);
         }
         break;
     }

@@ -1,12 +1,12 @@
 /* gateway/guard.c: what a request must pass before it is proxied: route match (path
  * prefix on segment boundaries, optional Host), JWT bearer auth with scopes, and the
  * per-client / per-subject token buckets. Answers 404/401/403/429 itself. */
+#include "gateway/guard.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-
-#include "gateway/guard.h"
 
 static int host_matches(const cm_req_t *req, const char *want)
 {

@@ -31,7 +31,7 @@
 #include "gateway/gwmetrics.h"
 #include "gateway/ratelimit.h"
 
-#define GW_MAX_WORKERS 64
+#define GW_MAX_WORKERS  64
 #define GW_MAX_ATTEMPTS 10
 
 typedef struct gw_shared gw_shared_t;
@@ -54,9 +54,9 @@ typedef struct gw_waiter {
 typedef struct gw_snap {
     atomic_int refs;
     gw_config_t *cfg;
-    gw_auth_t *auth;            /* NULL when no key */
-    gw_route_stats_t **rstats;  /* [nroutes] */
-    gw_up_stats_t ***ustats;    /* [nroutes][nupstreams] */
+    gw_auth_t *auth;           /* NULL when no key */
+    gw_route_stats_t **rstats; /* [nroutes] */
+    gw_up_stats_t ***ustats;   /* [nroutes][nupstreams] */
 } gw_snap_t;
 
 struct gw_shared {
@@ -133,7 +133,7 @@ struct gw_inst {
     /* outlier ejection */
     int failures; /* consecutive */
     int times_ejected;
-    uint64_t ejected_until_ns; /* 0 = not ejected */
+    uint64_t ejected_until_ns;   /* 0 = not ejected */
     uint64_t available_since_ns; /* slow start counts from here */
 };
 

@@ -69,8 +69,7 @@ void gw_health_start(gw_inst_t *in)
             in->healthy = 1, gw_up_healthy_add(in->stats, 1);
         return;
     }
-    uv_timer_start(&in->hc_timer, on_check_timer, rc->health_interval_ms,
-                   rc->health_interval_ms);
+    uv_timer_start(&in->hc_timer, on_check_timer, rc->health_interval_ms, rc->health_interval_ms);
 }
 
 void gw_health_stop(gw_inst_t *in, uv_close_cb done)

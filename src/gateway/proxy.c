@@ -22,7 +22,7 @@
 #define BODY_HIGH  (256 * 1024) /* unsent request bytes that pause the client */
 #define BODY_LOW   (64 * 1024)
 #define MAX_RHEAD  (64 * 1024) /* upstream response head bytes */
-#define EXCH_KEEP  256          /* idle exchange objects a worker keeps */
+#define EXCH_KEEP  256         /* idle exchange objects a worker keeps */
 
 enum tmode { T_OFF, T_CONNECT, T_TRY, T_BACKOFF, T_BODY };
 
@@ -178,8 +178,8 @@ static int listed(const cm_str_t *conn, int nconn, const cm_str_t *name)
 static int dropped(const cm_str_t *n)
 {
     static const char *const names[] = {
-        "connection", "keep-alive",      "te",        "trailer",           "transfer-encoding",
-        "upgrade",    "content-length",  "expect",    "x-forwarded-proto", "x-forwarded-host",
+        "connection",   "keep-alive",     "te",     "trailer",           "transfer-encoding",
+        "upgrade",      "content-length", "expect", "x-forwarded-proto", "x-forwarded-host",
         "x-request-id", "traceparent",
     };
     if (n->len > 6 && strncasecmp(n->p, "proxy-", 6) == 0)
@@ -221,7 +221,8 @@ static void add_traceparent(gw_exch_t *ex, cm_buf_t *o)
     const char *tp = cm_req_header(ex->req, "traceparent", &len);
     char out[56];
     if (tp && len == 55 && memcmp(tp, "00-", 3) == 0 && tp[35] == '-' && tp[52] == '-' &&
-        is_hex(tp + 3, 32) && is_hex(tp + 36, 16) && (is_hex(tp + 53, 2) || !memcmp(tp + 53, "00", 2))) {
+        is_hex(tp + 3, 32) && is_hex(tp + 36, 16) &&
+        (is_hex(tp + 53, 2) || !memcmp(tp + 53, "00", 2))) {
         memcpy(out, tp, 55);
     } else {
         memcpy(out, "00-", 3);
@@ -269,8 +270,8 @@ static int build_head(gw_exch_t *ex)
     cm_buf_append(o, " HTTP/1.1\r\n", 11);
     for (int i = 0; i < r->nheaders; i++) {
         const cm_header_t *h = &r->headers[i];
-        if (dropped(&h->name) || name_is(&h->name, "x-forwarded-for") ||
-            name_is(&h->name, "via") || (nconn && listed(conn, nconn, &h->name)))
+        if (dropped(&h->name) || name_is(&h->name, "x-forwarded-for") || name_is(&h->name, "via") ||
+            (nconn && listed(conn, nconn, &h->name)))
             continue;
         cm_buf_append(o, h->name.p, h->name.len);
         cm_buf_append(o, ": ", 2);
@@ -403,8 +404,8 @@ static int budget_take(gw_rt_t *rt, uint64_t now)
             ret += s->retries;
         }
     }
-    double allowed = rt->cfg->retry_budget * (double)req +
-                     (double)rt->cfg->retry_budget_min * GW_BUDGET_SLOTS;
+    double allowed =
+        rt->cfg->retry_budget * (double)req + (double)rt->cfg->retry_budget_min * GW_BUDGET_SLOTS;
     if ((double)ret >= allowed)
         return 0;
     budget_slot(rt, now)->retries++;
@@ -656,9 +657,9 @@ static int on_header_value(http_parser *hp, const char *at, size_t len)
 
 static int res_dropped(const gw_exch_t *ex, const rh_off_t *h)
 {
-    static const char *const names[] = {"connection", "keep-alive", "te", "trailer",
-                                        "transfer-encoding", "upgrade", "content-length", "date",
-                                        "x-request-id"};
+    static const char *const names[] = {
+        "connection", "keep-alive",     "te",   "trailer",     "transfer-encoding",
+        "upgrade",    "content-length", "date", "x-request-id"};
     cm_str_t n = {ex->rhead.data + h->no, h->nl};
     if (n.len > 6 && strncasecmp(n.p, "proxy-", 6) == 0)
         return 1;

@@ -128,8 +128,8 @@ static int route_build(gw_worker_t *w, gw_table_t *t, int ri, gw_table_t *old)
             }
         }
     }
-    return gw_lb_new(rc->balancer, rt->hosts, rt->n, rc->panic_percent, w->rng++ * 0x9e3779b97f4a7c15ULL,
-                     &rt->lb);
+    return gw_lb_new(rc->balancer, rt->hosts, rt->n, rc->panic_percent,
+                     w->rng++ * 0x9e3779b97f4a7c15ULL, &rt->lb);
 }
 
 int gw_table_build(gw_worker_t *w, gw_snap_t *snap, gw_table_t *old, gw_table_t **out)

@@ -11,9 +11,9 @@
 #include "gateway/config.h"
 
 typedef struct token_opts {
-    const char *sub;   /* required */
-    const char *scope; /* "" = no scope claim */
-    uint64_t ttl_ms;   /* default 1h */
+    const char *sub;    /* required */
+    const char *scope;  /* "" = no scope claim */
+    uint64_t ttl_ms;    /* default 1h */
     const char *config; /* take key, issuer and audience from this gateway config */
     gw_auth_cfg_t auth; /* flags, which win over the config's */
 } token_opts_t;

@@ -73,7 +73,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 void gw_uconn_read_start(gw_uconn_t *uc)
 {
-    if (!uc->reading && !uc->closing && uv_read_start((uv_stream_t *)&uc->tcp, on_alloc, on_read) == 0)
+    if (!uc->reading && !uc->closing &&
+        uv_read_start((uv_stream_t *)&uc->tcp, on_alloc, on_read) == 0)
         uc->reading = 1;
 }
 
