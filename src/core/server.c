@@ -1378,7 +1378,8 @@ static int make_router(const cm_service_t *svc, cm_router_t **out)
     if (!all)
         return -ENOMEM;
     memcpy(all, builtin_routes, sizeof builtin_routes);
-    memcpy(all + NBUILTIN, svc->routes, sizeof *all * (size_t)svc->nroutes);
+    if (svc->nroutes) /* the gateway has none (routes NULL): all goes to its fallback */
+        memcpy(all + NBUILTIN, svc->routes, sizeof *all * (size_t)svc->nroutes);
     int rc = cm_router_new(all, n, out);
     free(all);
     return rc;
