@@ -476,7 +476,6 @@ static void drop_conn(gw_exch_t *ex)
     if (ex->uc) {
         gw_uconn_t *uc = ex->uc;
         ex->uc = NULL;
-        gw_uconn_read_stop(uc);
         gw_uconn_release(uc, 0);
     }
 }
@@ -765,8 +764,7 @@ static void response_done(gw_exch_t *ex, int clean)
     gw_uconn_t *uc = ex->uc;
     ex->uc = NULL;
     int reusable = clean && http_should_keep_alive(&uc->hp) && ex->req_sent;
-    gw_uconn_read_stop(uc);
-    gw_uconn_release(uc, reusable);
+    gw_uconn_release(uc, reusable); /* still reading: an idle close is seen at once */
     if (ex->discard) {
         ex->discard = 0;
         ex->head_done = 0;
