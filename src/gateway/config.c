@@ -304,7 +304,7 @@ static int flag_route(const char *value, const gw_config_t *cfg, gw_route_cfg_t 
         r->upstreams = NULL;
         return rc;
     }
-    snprintf(r->name, sizeof(r->name), "%s", r->prefix);
+    memcpy(r->name, r->prefix, strlen(r->prefix) + 1); /* fits: checked above */
     r->auth = cfg->auth.key_file[0] != '\0';
     return 0;
 }
