@@ -5,6 +5,7 @@
 
 #include "core/client.h"
 #include "gateway/auth.h"
+#include "gateway/gateway.h"
 #include "orders/orders.h"
 #include "store/db.h"
 #include "users/users.h"
@@ -14,6 +15,7 @@ static const char usage[] = "usage: cmesh COMMAND [flags]\n"
                             "commands:\n"
                             "  users     serve the users REST API        (cmesh users --help)\n"
                             "  orders    serve the orders REST API       (cmesh orders --help)\n"
+                            "  gateway   load-balancing reverse proxy    (cmesh gateway --help)\n"
                             "  token     print a signed gateway JWT      (cmesh token --help)\n"
                             "\n"
                             "cmesh COMMAND --help describes every flag of a command.\n";
@@ -38,6 +40,8 @@ int main(int argc, char **argv)
         return cm_users_main(argc - 1, argv + 1);
     if (strcmp(cmd, "orders") == 0)
         return cm_orders_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "gateway") == 0)
+        return gw_gateway_main(argc - 1, argv + 1);
     if (strcmp(cmd, "token") == 0)
         return gw_token_main(argc - 1, argv + 1);
     fprintf(stderr, "cmesh: unknown command '%s'; see cmesh --help\n", cmd);

@@ -20,14 +20,14 @@ typedef enum {
 } gw_lb_kind_t;
 
 typedef struct gw_upstream_cfg {
-    char url[GW_URL_MAX]; /* "http://127.0.0.1:7001", as written (no trailing slash) */
+    char url[GW_URL_MAX];  /* "http://127.0.0.1:7001", as written (no trailing slash) */
     char host[GW_URL_MAX]; /* numeric address or name, resolved once when loaded */
     int port;
     int weight; /* 1..1000, default 1 */
 } gw_upstream_cfg_t;
 
 typedef struct gw_rate_cfg {
-    double rate; /* tokens per second; 0 = no limit */
+    double rate;  /* tokens per second; 0 = no limit */
     double burst; /* bucket size; default = max(rate, 1) */
 } gw_rate_cfg_t;
 
@@ -39,7 +39,7 @@ typedef struct gw_route_cfg {
     gw_upstream_cfg_t *upstreams;
     int nupstreams; /* >= 1 */
 
-    gw_lb_kind_t balancer;      /* default GW_LB_PEAK_EWMA */
+    gw_lb_kind_t balancer;         /* default GW_LB_PEAK_EWMA */
     char hash_header[GW_NAME_MAX]; /* GW_LB_HASH: key from this header, or */
     char hash_cookie[GW_NAME_MAX]; /* from this cookie (exactly one is set) */
 
@@ -47,11 +47,11 @@ typedef struct gw_route_cfg {
     uint64_t try_timeout_ms;     /* per attempt, until the response head; default 5000 */
     uint64_t timeout_ms;         /* whole request, until the response head; default 15000 */
 
-    int attempts;               /* tries in all, 1 = no retry; default 3 */
-    uint64_t backoff_base_ms;   /* default 25: sleep rand(0, min(max, base * 2^n)) */
-    uint64_t backoff_max_ms;    /* default 250 */
-    double retry_budget;        /* retries <= this share of requests; default 0.2 */
-    int retry_budget_min;       /* plus this many retries per second always; default 3 */
+    int attempts;             /* tries in all, 1 = no retry; default 3 */
+    uint64_t backoff_base_ms; /* default 25: sleep rand(0, min(max, base * 2^n)) */
+    uint64_t backoff_max_ms;  /* default 250 */
+    double retry_budget;      /* retries <= this share of requests; default 0.2 */
+    int retry_budget_min;     /* plus this many retries per second always; default 3 */
 
     char health_path[GW_URL_MAX]; /* default "/readyz"; "" = active checks off */
     uint64_t health_interval_ms;  /* default 1000 */
@@ -59,12 +59,12 @@ typedef struct gw_route_cfg {
     int health_rise;              /* successes to become healthy; default 2 */
     int health_fall;              /* failures to become unhealthy; default 2 */
 
-    int outlier_failures;          /* consecutive 5xx / connect failures to eject; default 5 */
-    uint64_t outlier_base_ms;      /* ejected for base x times ejected; default 10000 */
-    uint64_t outlier_max_ms;       /* never longer; default 300000 */
-    int outlier_max_percent;       /* never more of the set ejected; default 50 */
-    int panic_percent;             /* below this share available, use all; default 50 */
-    uint64_t slow_start_ms;        /* weight ramp for a returning instance; default 0 = off */
+    int outlier_failures;     /* consecutive 5xx / connect failures to eject; default 5 */
+    uint64_t outlier_base_ms; /* ejected for base x times ejected; default 10000 */
+    uint64_t outlier_max_ms;  /* never longer; default 300000 */
+    int outlier_max_percent;  /* never more of the set ejected; default 50 */
+    int panic_percent;        /* below this share available, use all; default 50 */
+    uint64_t slow_start_ms;   /* weight ramp for a returning instance; default 0 = off */
 
     int max_connections; /* per upstream instance and worker; default 1024 */
     int max_pending;     /* requests waiting for a connection, per instance; default 1024 */
@@ -75,10 +75,10 @@ typedef struct gw_route_cfg {
     gw_rate_cfg_t rate_client;  /* per client address */
     gw_rate_cfg_t rate_subject; /* per token subject (auth on) */
 
-    int auth;                /* 1 = a valid token is required; 0 = public */
-    char scopes[512];        /* space-separated scopes every request needs ("" = none) */
-    char read_scopes[512];   /* added for GET, HEAD, OPTIONS */
-    char write_scopes[512];  /* added for every other method */
+    int auth;               /* 1 = a valid token is required; 0 = public */
+    char scopes[512];       /* space-separated scopes every request needs ("" = none) */
+    char read_scopes[512];  /* added for GET, HEAD, OPTIONS */
+    char write_scopes[512]; /* added for every other method */
 } gw_route_cfg_t;
 
 typedef struct gw_auth_cfg {
@@ -90,8 +90,8 @@ typedef struct gw_auth_cfg {
 } gw_auth_cfg_t;
 
 typedef struct gw_config {
-    char path[1024];      /* the file it came from, "" for flags only */
-    char listen[300];     /* "listen:" from the file, "" if absent (--listen wins) */
+    char path[1024];  /* the file it came from, "" for flags only */
+    char listen[300]; /* "listen:" from the file, "" if absent (--listen wins) */
     gw_auth_cfg_t auth;
     gw_route_cfg_t *routes; /* most specific first: longest prefix, Host before none */
     int nroutes;

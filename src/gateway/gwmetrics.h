@@ -9,7 +9,7 @@
 
 #include "core/buf.h"
 
-typedef struct gw_metrics gw_metrics_t;       /* the registry, one per process */
+typedef struct gw_metrics gw_metrics_t;         /* the registry, one per process */
 typedef struct gw_route_stats gw_route_stats_t; /* one route */
 typedef struct gw_up_stats gw_up_stats_t;       /* one upstream instance of one route */
 

@@ -1,0 +1,421 @@
+/* gateway/gateway.c: `cmesh gateway`: flags, the process-wide state (gw.h), config
+ * snapshots and how they reach the workers (reload on SIGHUP, upstream replacement),
+ * and the glue to the core server (streaming service with a fallback handler). */
+#include "gateway/gateway.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/flags.h"
+#include "core/log.h"
+#include "core/server.h"
+#include "gateway/gw.h"
+
+#define RATE_KEYS_MAX 100000
+#define SWEEP_MS      1000
+
+/* ------------------------------------------------------------------------- */
+/* snapshots                                                                  */
+
+static void snap_free(gw_snap_t *s)
+{
+    if (s->ustats)
+        for (int i = 0; i < s->cfg->nroutes; i++)
+            free(s->ustats[i]);
+    free(s->ustats);
+    free(s->rstats);
+    gw_auth_free(s->auth);
+    gw_config_free(s->cfg);
+    free(s);
+}
+
+void gw_snap_release(gw_snap_t *s)
+{
+    if (s && atomic_fetch_sub(&s->refs, 1) == 1)
+        snap_free(s);
+}
+
+gw_snap_t *gw_snap_acquire(gw_shared_t *g)
+{
+    pthread_mutex_lock(&g->mu);
+    gw_snap_t *s = g->snap;
+    atomic_fetch_add(&s->refs, 1);
+    pthread_mutex_unlock(&g->mu);
+    return s;
+}
+
+static int snap_new(gw_shared_t *g, gw_config_t *cfg, gw_snap_t **out, char *err, size_t cap)
+{
+    gw_snap_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    atomic_init(&s->refs, 1);
+    s->cfg = cfg;
+    int rc = 0;
+    if (cfg->auth.key_file[0] && (rc = gw_auth_new(&cfg->auth, &s->auth, err, cap)) < 0)
+        goto fail;
+    rc = -ENOMEM;
+    s->rstats = calloc((size_t)cfg->nroutes + 1, sizeof *s->rstats);
+    s->ustats = calloc((size_t)cfg->nroutes + 1, sizeof *s->ustats);
+    if (!s->rstats || !s->ustats)
+        goto fail;
+    for (int i = 0; i < cfg->nroutes; i++) {
+        const gw_route_cfg_t *r = &cfg->routes[i];
+        if (!(s->rstats[i] = gw_metrics_route(g->metrics, r->name)) ||
+            !(s->ustats[i] = calloc((size_t)r->nupstreams, sizeof *s->ustats[i])))
+            goto fail;
+        for (int j = 0; j < r->nupstreams; j++)
+            if (!(s->ustats[i][j] =
+                      gw_metrics_upstream(g->metrics, s->rstats[i], r->upstreams[j].url)))
+                goto fail;
+    }
+    *out = s;
+    return 0;
+fail:
+    if (rc == -ENOMEM)
+        snprintf(err, cap, "out of memory");
+    s->cfg = NULL; /* the caller keeps cfg on failure */
+    if (s->ustats)
+        for (int i = 0; i < cfg->nroutes; i++)
+            free(s->ustats[i]);
+    free(s->ustats);
+    free(s->rstats);
+    gw_auth_free(s->auth);
+    free(s);
+    return rc;
+}
+
+int gw_apply(gw_shared_t *g, gw_config_t *cfg, char *err, size_t cap)
+{
+    gw_snap_t *s;
+    int rc = snap_new(g, cfg, &s, err, cap);
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&g->mu);
+    gw_snap_t *old = g->snap;
+    g->snap = s;
+    for (int i = 0; i < g->nworkers; i++)
+        uv_async_send(&g->workers[i]->wake);
+    pthread_mutex_unlock(&g->mu);
+    gw_snap_release(old);
+    return 0;
+}
+
+int gw_replace_upstreams(gw_shared_t *g, const char *name, char **urls, int n, char *err,
+                         size_t cap)
+{
+    if (n < 1 || n > GW_LB_MAX_HOSTS) {
+        snprintf(err, cap, "give 1 to %d upstream URLs", GW_LB_MAX_HOSTS);
+        return -EINVAL;
+    }
+    gw_upstream_cfg_t *ups = calloc((size_t)n, sizeof *ups);
+    if (!ups)
+        return -ENOMEM;
+    for (int i = 0; i < n; i++) {
+        if (gw_upstream_parse(urls[i], &ups[i], err, cap) < 0) {
+            free(ups);
+            return -EINVAL;
+        }
+        for (int j = 0; j < i; j++)
+            if (strcmp(ups[j].url, ups[i].url) == 0) {
+                snprintf(err, cap, "upstream %s given twice", ups[i].url);
+                free(ups);
+                return -EINVAL;
+            }
+    }
+    /* one replacement at a time: read the current config, apply the edited copy */
+    static pthread_mutex_t edit = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&edit);
+    gw_snap_t *cur = gw_snap_acquire(g);
+    gw_config_t *cfg = gw_config_dup(cur->cfg);
+    gw_snap_release(cur);
+    int rc = cfg ? -ENOENT : -ENOMEM;
+    for (int i = 0; cfg && i < cfg->nroutes; i++) {
+        gw_route_cfg_t *r = &cfg->routes[i];
+        if (strcmp(r->name, name) != 0)
+            continue;
+        for (int j = 0; j < n; j++) /* an instance that stays keeps its weight */
+            for (int k = 0; k < r->nupstreams; k++)
+                if (strcmp(r->upstreams[k].url, ups[j].url) == 0)
+                    ups[j].weight = r->upstreams[k].weight;
+        free(r->upstreams);
+        r->upstreams = ups;
+        r->nupstreams = n;
+        ups = NULL;
+        rc = gw_apply(g, cfg, err, cap);
+        if (rc == 0) {
+            cfg = NULL;
+            cm_log_msg(CM_LOG_INFO, "gateway: route %s: upstream set replaced (%d instances)", name,
+                       n);
+        }
+        break;
+    }
+    gw_config_free(cfg);
+    free(ups);
+    pthread_mutex_unlock(&edit);
+    return rc;
+}
+
+/* Builds the config from the file and/or the --route flags. */
+static int build_config(gw_shared_t *g, gw_config_t **out, char *err, size_t cap)
+{
+    gw_config_t *cfg = NULL;
+    int rc;
+    if (g->config_path[0] && (rc = gw_config_load(g->config_path, &cfg, err, cap)) < 0)
+        return rc;
+    if (g->auth_key[0]) {
+        if (!cfg && !(cfg = calloc(1, sizeof *cfg)))
+            return -ENOMEM;
+        snprintf(cfg->auth.key_file, sizeof cfg->auth.key_file, "%s", g->auth_key);
+        if (!cfg->auth.leeway_ms)
+            cfg->auth.leeway_ms = 30000;
+    }
+    for (int i = 0; i < g->nflag_routes; i++) {
+        if ((rc = gw_config_add_flag_route(&cfg, g->flag_routes[i], err, cap)) < 0) {
+            gw_config_free(cfg);
+            return rc;
+        }
+    }
+    if (!cfg) {
+        snprintf(err, cap, "no routes: give --config FILE or --route /prefix=http://host:port");
+        return -EINVAL;
+    }
+    if ((rc = gw_config_finish(cfg, err, cap)) < 0) {
+        gw_config_free(cfg);
+        return rc;
+    }
+    *out = cfg;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* workers                                                                    */
+
+static void worker_take_snapshot(gw_worker_t *w)
+{
+    gw_snap_t *s = gw_snap_acquire(w->g);
+    if (w->table && w->table->snap == s) {
+        gw_snap_release(s);
+        return;
+    }
+    gw_table_t *t;
+    if (gw_table_build(w, s, w->table, &t) < 0) {
+        cm_log_msg(CM_LOG_ERROR, "gateway: out of memory applying a new config; keeping the old");
+        return;
+    }
+    gw_table_t *old = w->table;
+    w->table = t;
+    gw_table_unref(old); /* freed once the exchanges started on it are done */
+}
+
+static void on_wake(uv_async_t *a)
+{
+    worker_take_snapshot(a->data);
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    gw_worker_t *w = t->data;
+    uint64_t now = uv_hrtime();
+    for (int i = 0; w->table && i < w->table->n; i++) {
+        gw_rt_t *rt = &w->table->routes[i];
+        uint64_t idle_ns = rt->cfg->pool_idle_timeout_ms * 1000000ULL;
+        for (int j = 0; j < rt->n; j++)
+            gw_inst_close_idle(rt->insts[j], now > idle_ns ? now - idle_ns : 0);
+    }
+}
+
+static int worker_init(uv_loop_t *loop, void *config, void **state)
+{
+    gw_shared_t *g = config;
+    gw_worker_t *w = calloc(1, sizeof *w);
+    if (!w || !(w->rbuf = malloc(64 * 1024))) {
+        free(w);
+        return -ENOMEM;
+    }
+    w->g = g;
+    w->loop = loop;
+    w->rng = (uint64_t)uv_hrtime() * 0x9e3779b97f4a7c15ULL | 1;
+    int rc = cm_client_new(loop, &w->hc);
+    if (rc < 0) {
+        free(w->rbuf);
+        free(w);
+        return rc;
+    }
+    uv_async_init(loop, &w->wake, on_wake);
+    w->wake.data = w;
+    uv_timer_init(loop, &w->sweep);
+    w->sweep.data = w;
+    uv_timer_start(&w->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+    pthread_mutex_lock(&g->mu);
+    if (g->nworkers < GW_MAX_WORKERS)
+        g->workers[g->nworkers++] = w;
+    pthread_mutex_unlock(&g->mu);
+    worker_take_snapshot(w);
+    *state = w;
+    return w->table ? 0 : -ENOMEM;
+}
+
+static void worker_freed(uv_handle_t *h)
+{
+    gw_worker_t *w = h->data;
+    free(w->rbuf);
+    free(w);
+}
+
+static void worker_free(void *state)
+{
+    gw_worker_t *w = state;
+    if (!w)
+        return;
+    gw_shared_t *g = w->g;
+    pthread_mutex_lock(&g->mu);
+    for (int i = 0; i < g->nworkers; i++)
+        if (g->workers[i] == w)
+            g->workers[i] = g->workers[--g->nworkers];
+    pthread_mutex_unlock(&g->mu);
+    w->stopping = 1;
+    gw_table_t *t = w->table;
+    w->table = NULL;
+    gw_table_unref(t);
+    cm_client_free(w->hc);
+    gw_exch_pool_free(w);
+    uv_close((uv_handle_t *)&w->wake, NULL);
+    uv_close((uv_handle_t *)&w->sweep, worker_freed); /* closed after wake: frees w */
+}
+
+/* ------------------------------------------------------------------------- */
+/* the command                                                                */
+
+static void on_sighup(void *config)
+{
+    gw_shared_t *g = config;
+    gw_config_t *cfg;
+    char err[1024];
+    int rc = build_config(g, &cfg, err, sizeof err);
+    if (rc == 0 && (rc = gw_apply(g, cfg, err, sizeof err)) < 0)
+        gw_config_free(cfg);
+    if (rc < 0)
+        cm_log_msg(CM_LOG_ERROR, "gateway: reload refused, the running config stays: %s", err);
+    else
+        cm_log_msg(CM_LOG_INFO, "gateway: config reloaded (%d routes)", cfg->nroutes);
+}
+
+static void render_metrics(void *config, cm_buf_t *out)
+{
+    gw_shared_t *g = config;
+    gw_metrics_render(g->metrics, out);
+}
+
+typedef struct gw_opts {
+    cm_server_opts_t server;
+    gw_shared_t *g;
+    int listen_given;
+} gw_opts_t;
+
+static const char help[] =
+    "usage: cmesh gateway [--config FILE] [--route /prefix=http://h:p,http://h2:p2]... [flags]\n"
+    "\n"
+    "A load-balancing reverse proxy: routes by path prefix (and Host) to upstream\n"
+    "instances with health checks, outlier ejection, retries inside a budget, timeouts,\n"
+    "circuit breaking, rate limits and JWT auth. SIGHUP reloads the config.\n"
+    "\n"
+    "  --config FILE            YAML routes and policies (see docs/gateway-config.md)\n"
+    "  --route /P=URL[,URL..]   a route from the command line (repeatable); public\n"
+    "                           unless --auth-key is given\n"
+    "  --auth-key FILE          JWT key: HS256 secret, or RSA / EC P-256 PEM key\n"
+    "  (--listen defaults to 127.0.0.1:8080, or the config's listen:)\n";
+
+static int set_flag(void *ctx, const char *name, const char *v, char *err, size_t cap)
+{
+    gw_opts_t *o = ctx;
+    gw_shared_t *g = o->g;
+    if (strcmp(name, "config") == 0 || strcmp(name, "auth-key") == 0) {
+        char *dst = name[0] == 'c' ? g->config_path : g->auth_key;
+        if (!*v || strlen(v) >= sizeof g->config_path) {
+            snprintf(err, cap, "--%s: give a file path", name);
+            return -EINVAL;
+        }
+        snprintf(dst, sizeof g->config_path, "%s", v);
+        return 1;
+    }
+    if (strcmp(name, "route") == 0) {
+        char **r = realloc(g->flag_routes, sizeof *r * (size_t)(g->nflag_routes + 1));
+        if (!r || !(r[g->nflag_routes] = strdup(v)))
+            return -ENOMEM;
+        g->flag_routes = r;
+        g->nflag_routes++;
+        return 1;
+    }
+    if (strcmp(name, "listen") == 0)
+        o->listen_given = 1;
+    return cm_server_opts_set(&o->server, name, v, err, cap);
+}
+
+static void shared_free(gw_shared_t *g)
+{
+    gw_snap_release(g->snap);
+    gw_ratelimit_free(g->rl);
+    gw_metrics_free(g->metrics);
+    for (int i = 0; i < g->nflag_routes; i++)
+        free(g->flag_routes[i]);
+    free(g->flag_routes);
+    pthread_mutex_destroy(&g->mu);
+}
+
+int gw_gateway_main(int argc, char **argv)
+{
+    static char full_help[4096];
+    snprintf(full_help, sizeof full_help, "%s%s", help, cm_server_opts_help);
+    gw_shared_t g = {0};
+    pthread_mutex_init(&g.mu, NULL);
+    gw_opts_t o = {.g = &g};
+    cm_server_opts_default(&o.server);
+    o.server.max_body = (size_t)1 << 30; /* a proxy streams bodies: 1 GiB, not 1 MiB */
+    int rc = cm_flags_parse(argc, argv, "gateway", full_help, set_flag, &o);
+    if (rc != 0) {
+        shared_free(&g);
+        return rc > 0 ? 0 : 2;
+    }
+    char err[1024];
+    gw_config_t *cfg;
+    if (gw_metrics_new(&g.metrics) < 0 || gw_ratelimit_new(RATE_KEYS_MAX, &g.rl) < 0) {
+        shared_free(&g);
+        return 1;
+    }
+    if ((rc = build_config(&g, &cfg, err, sizeof err)) < 0) {
+        fprintf(stderr, "cmesh gateway: %s\n", err);
+        shared_free(&g);
+        return 2;
+    }
+    if (!o.listen_given) {
+        const char *l = cfg->listen[0] ? cfg->listen : "127.0.0.1:8080";
+        if (cm_parse_hostport(l, o.server.host, sizeof o.server.host, &o.server.port) < 0) {
+            fprintf(stderr, "cmesh gateway: %s: listen: bad address '%s'\n", g.config_path, l);
+            gw_config_free(cfg);
+            shared_free(&g);
+            return 2;
+        }
+    }
+    if ((rc = gw_apply(&g, cfg, err, sizeof err)) < 0) {
+        fprintf(stderr, "cmesh gateway: %s\n", err);
+        gw_config_free(cfg);
+        shared_free(&g);
+        return 2;
+    }
+    cm_service_t svc = {
+        .name = "gateway",
+        .worker_init = worker_init,
+        .worker_free = worker_free,
+        .config = &g,
+        .fallback = gw_proxy_handle,
+        .stream = 1,
+        .on_sighup = on_sighup,
+        .render_metrics = render_metrics,
+    };
+    rc = cm_server_run(&o.server, &svc);
+    shared_free(&g);
+    return rc < 0 ? 1 : 0;
+}

@@ -1,0 +1,1013 @@
+/* gateway/proxy.c: one client request through the gateway (an exchange): guard checks,
+ * instance choice, the upstream request head (hop-by-hop headers out, X-Forwarded-*,
+ * Via, traceparent, X-Request-Id in), the body streamed both ways with backpressure,
+ * timeouts, retries inside a budget, and the access-log record of every attempt.
+ *
+ * Retry rules: a connect failure (the request provably never left) may be retried for
+ * any method; a reset before any response byte, a per-try timeout or a 503 only for
+ * idempotent methods and for requests carrying Idempotency-Key (the services dedupe
+ * it). Never after the client's answer started, never with a body that did not fit
+ * the replay buffer, never past the deadline, never beyond the route's budget. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/json.h"
+#include "core/log.h"
+#include "gateway/guard.h"
+
+#define REPLAY_MAX (64 * 1024)  /* request bodies up to this are kept for a retry */
+#define BODY_HIGH  (256 * 1024) /* unsent request bytes that pause the client */
+#define BODY_LOW   (64 * 1024)
+#define MAX_RHEAD  (64 * 1024) /* upstream response head bytes */
+#define EXCH_KEEP  256         /* idle exchange objects a worker keeps */
+
+enum tmode { T_OFF, T_CONNECT, T_TRY, T_BACKOFF, T_BODY };
+
+enum fail { F_CONNECT, F_RESET, F_TIMEOUT, F_503, F_PROTOCOL };
+static const char *const fail_name[] = {"connect", "reset", "timeout", "503", "protocol"};
+
+typedef struct rh_off {
+    uint32_t no, nl, vo, vl;
+} rh_off_t;
+
+struct gw_exch {
+    gw_worker_t *w;
+    gw_exch_t *next_free;
+    cm_req_t *req;
+    gw_table_t *table;
+    gw_rt_t *rt;
+    gw_inst_t *inst; /* this attempt's instance (inflight counted) */
+    gw_uconn_t *uc;
+    gw_waiter_t wait;
+    int waiting;
+    uv_timer_t deadline;
+    uv_timer_t timer; /* connect, per try, backoff, body idle */
+    enum tmode tmode;
+    uint64_t start_ns, try_ns;
+    int attempt;
+    int tried[GW_MAX_ATTEMPTS];
+    int retry_ok; /* idempotent method or Idempotency-Key */
+    uint64_t key_hash;
+    cm_buf_t head;
+    /* request body */
+    int has_body, chunked, body_done, replayable, body_paused;
+    cm_buf_t body;    /* every byte so far while replayable, else the unsent ones */
+    size_t body_sent; /* bytes of body written on the current connection */
+    int req_sent;     /* head and whole body written on the current connection */
+    /* response */
+    int got_bytes, head_done, discard, started, complete, info;
+    int status;
+    cm_buf_t rhead;
+    rh_off_t rh[CM_MAX_HEADERS];
+    int nrh, in_value, rhead_bad;
+    cm_buf_t log; /* the "attempts" array under construction */
+};
+
+static void attempt_start(gw_exch_t *ex);
+static void attempt_failed(gw_exch_t *ex, enum fail why);
+static void on_timer(uv_timer_t *t);
+static void on_deadline(uv_timer_t *t);
+
+static uint64_t rnd(gw_worker_t *w)
+{
+    uint64_t x = w->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return w->rng = x;
+}
+
+/* ------------------------------------------------------------------------- */
+/* exchange objects: pooled with their timers, never freed while the loop runs   */
+
+static gw_exch_t *exch_get(gw_worker_t *w)
+{
+    gw_exch_t *ex = w->free_exch;
+    if (ex) {
+        w->free_exch = ex->next_free;
+    } else {
+        ex = calloc(1, sizeof *ex);
+        if (!ex)
+            return NULL;
+        ex->w = w;
+        uv_timer_init(w->loop, &ex->deadline);
+        uv_timer_init(w->loop, &ex->timer);
+        ex->deadline.data = ex->timer.data = ex;
+    }
+    cm_buf_reset(&ex->head);
+    cm_buf_reset(&ex->body);
+    cm_buf_reset(&ex->rhead);
+    cm_buf_reset(&ex->log);
+    ex->req = NULL;
+    ex->inst = NULL;
+    ex->uc = NULL;
+    ex->waiting = ex->attempt = 0;
+    ex->tmode = T_OFF;
+    ex->has_body = ex->chunked = ex->body_done = ex->body_paused = 0;
+    ex->replayable = 1;
+    ex->body_sent = 0;
+    ex->started = ex->complete = 0;
+    ex->status = 0;
+    ex->wait = (gw_waiter_t){0};
+    return ex;
+}
+
+static void exch_put(gw_exch_t *ex)
+{
+    gw_worker_t *w = ex->w;
+    uv_timer_stop(&ex->deadline);
+    uv_timer_stop(&ex->timer);
+    cm_buf_shrink(&ex->body, REPLAY_MAX);
+    cm_buf_shrink(&ex->rhead, 4096);
+    ex->next_free = w->free_exch;
+    w->free_exch = ex;
+}
+
+static void exch_free_closed(uv_handle_t *h)
+{
+    gw_exch_t *ex = h->data;
+    if (h == (uv_handle_t *)&ex->timer) { /* the second of the two handles */
+        cm_buf_free(&ex->head);
+        cm_buf_free(&ex->body);
+        cm_buf_free(&ex->rhead);
+        cm_buf_free(&ex->log);
+        free(ex);
+    }
+}
+
+void gw_exch_pool_free(gw_worker_t *w)
+{
+    while (w->free_exch) {
+        gw_exch_t *ex = w->free_exch;
+        w->free_exch = ex->next_free;
+        uv_close((uv_handle_t *)&ex->deadline, exch_free_closed);
+        uv_close((uv_handle_t *)&ex->timer, exch_free_closed);
+    }
+}
+
+/* ------------------------------------------------------------------------- */
+/* the upstream request head                                                  */
+
+static int name_is(const cm_str_t *n, const char *s)
+{
+    return n->len == strlen(s) && strncasecmp(n->p, s, n->len) == 0;
+}
+
+/* Does the comma-separated Connection value list name this header? */
+static int listed(const cm_str_t *conn, int nconn, const cm_str_t *name)
+{
+    for (int i = 0; i < nconn; i++) {
+        const char *p = conn[i].p, *end = conn[i].p + conn[i].len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+                p++;
+            const char *tok = p;
+            while (p < end && *p != ',' && *p != ' ' && *p != '\t')
+                p++;
+            if ((size_t)(p - tok) == name->len && strncasecmp(tok, name->p, name->len) == 0)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* Hop-by-hop (RFC 9110 7.6.1) or rebuilt by us. */
+static int dropped(const cm_str_t *n)
+{
+    static const char *const names[] = {
+        "connection",   "keep-alive",     "te",     "trailer",           "transfer-encoding",
+        "upgrade",      "content-length", "expect", "x-forwarded-proto", "x-forwarded-host",
+        "x-request-id", "traceparent",
+    };
+    if (n->len > 6 && strncasecmp(n->p, "proxy-", 6) == 0)
+        return 1;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (name_is(n, names[i]))
+            return 1;
+    return 0;
+}
+
+static int is_hex(const char *p, size_t n)
+{
+    int nonzero = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+            return 0;
+        nonzero |= p[i] != '0';
+    }
+    return nonzero;
+}
+
+static void hex_rand(gw_worker_t *w, char *out, size_t n)
+{
+    static const char d[] = "0123456789abcdef";
+    uint64_t r = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i % 16 == 0)
+            r = rnd(w) | 1;
+        out[i] = d[r & 15];
+        r >>= 4;
+    }
+}
+
+/* W3C trace context: keep the caller's trace id and flags, with our own span id as
+ * the new parent; start a trace when there is no valid header. */
+static void add_traceparent(gw_exch_t *ex, cm_buf_t *o)
+{
+    size_t len;
+    const char *tp = cm_req_header(ex->req, "traceparent", &len);
+    char out[56];
+    if (tp && len == 55 && memcmp(tp, "00-", 3) == 0 && tp[35] == '-' && tp[52] == '-' &&
+        is_hex(tp + 3, 32) && is_hex(tp + 36, 16) &&
+        (is_hex(tp + 53, 2) || !memcmp(tp + 53, "00", 2))) {
+        memcpy(out, tp, 55);
+    } else {
+        memcpy(out, "00-", 3);
+        hex_rand(ex->w, out + 3, 32);
+        out[35] = '-';
+        memcpy(out + 52, "-01", 3);
+    }
+    hex_rand(ex->w, out + 36, 16);
+    out[55] = '\0';
+    cm_buf_append_str(o, "traceparent: ");
+    cm_buf_append(o, out, 55);
+    cm_buf_append(o, "\r\n", 2);
+}
+
+static void append_line(cm_buf_t *o, const char *name, const char *v, size_t vlen)
+{
+    cm_buf_append_str(o, name);
+    cm_buf_append(o, ": ", 2);
+    cm_buf_append(o, v, vlen);
+    cm_buf_append(o, "\r\n", 2);
+}
+
+static int build_head(gw_exch_t *ex)
+{
+    cm_req_t *r = ex->req;
+    cm_buf_t *o = &ex->head;
+    cm_str_t conn[8];
+    int nconn = 0;
+    const cm_str_t *host = NULL, *xff = NULL, *via = NULL;
+    for (int i = 0; i < r->nheaders; i++) {
+        const cm_header_t *h = &r->headers[i];
+        if (name_is(&h->name, "connection") && nconn < 8)
+            conn[nconn++] = h->value;
+        else if (name_is(&h->name, "host"))
+            host = &h->value;
+        else if (name_is(&h->name, "x-forwarded-for"))
+            xff = &h->value;
+        else if (name_is(&h->name, "via"))
+            via = &h->value;
+    }
+    cm_buf_reserve(o, r->raw_head.len + 512);
+    cm_buf_append_str(o, r->method_name);
+    cm_buf_append(o, " ", 1);
+    cm_buf_append(o, r->target.p, r->target.len);
+    cm_buf_append(o, " HTTP/1.1\r\n", 11);
+    for (int i = 0; i < r->nheaders; i++) {
+        const cm_header_t *h = &r->headers[i];
+        if (dropped(&h->name) || name_is(&h->name, "x-forwarded-for") || name_is(&h->name, "via") ||
+            (nconn && listed(conn, nconn, &h->name)))
+            continue;
+        cm_buf_append(o, h->name.p, h->name.len);
+        cm_buf_append(o, ": ", 2);
+        cm_buf_append(o, h->value.p, h->value.len);
+        cm_buf_append(o, "\r\n", 2);
+    }
+    if (!host) { /* HTTP/1.0 clients may omit it; HTTP/1.1 upstreams need one */
+        char a[64];
+        snprintf(a, sizeof a, "%s", ex->rt->insts[0]->url + 7);
+        append_line(o, "Host", a, strlen(a));
+    }
+    cm_buf_append_str(o, "X-Forwarded-For: ");
+    if (xff) {
+        cm_buf_append(o, xff->p, xff->len);
+        cm_buf_append(o, ", ", 2);
+    }
+    cm_buf_append_str(o, r->peer);
+    cm_buf_append_str(o, "\r\nX-Forwarded-Proto: http\r\n");
+    if (host)
+        append_line(o, "X-Forwarded-Host", host->p, host->len);
+    cm_buf_append_str(o, "Via: ");
+    if (via) {
+        cm_buf_append(o, via->p, via->len);
+        cm_buf_append(o, ", ", 2);
+    }
+    cm_buf_append_str(o, r->http_minor ? "1.1 cmesh\r\n" : "1.0 cmesh\r\n");
+    add_traceparent(ex, o);
+    append_line(o, "X-Request-Id", r->request_id, strlen(r->request_id));
+    if (ex->chunked) {
+        cm_buf_append_str(o, "Transfer-Encoding: chunked\r\n");
+    } else if (r->content_length >= 0) {
+        cm_buf_append_str(o, "Content-Length: ");
+        cm_buf_append_u64(o, (unsigned long long)r->content_length);
+        cm_buf_append(o, "\r\n", 2);
+    }
+    return cm_buf_append(o, "\r\n", 2);
+}
+
+/* ------------------------------------------------------------------------- */
+/* access log and finishing                                                   */
+
+static void log_attempt(gw_exch_t *ex, int status, const char *error, const char *retry)
+{
+    cm_buf_t *o = &ex->log;
+    cm_buf_append_str(o, ex->log.len ? ",{\"upstream\":" : "{\"upstream\":");
+    cm_json_str(o, ex->inst ? ex->inst->url : "-", strlen(ex->inst ? ex->inst->url : "-"));
+    if (status) {
+        cm_buf_append_str(o, ",\"status\":");
+        cm_buf_append_u64(o, (unsigned long long)status);
+    }
+    if (error) {
+        cm_buf_append_str(o, ",\"error\":");
+        cm_json_str(o, error, strlen(error));
+    }
+    cm_buf_append_str(o, ",\"duration_us\":");
+    cm_buf_append_u64(o, (uv_hrtime() - ex->try_ns) / 1000);
+    if (retry) {
+        cm_buf_append_str(o, ",\"retry\":");
+        cm_json_str(o, retry, strlen(retry));
+    }
+    cm_buf_append(o, "}", 1);
+}
+
+static void attach_log(gw_exch_t *ex, const char *refused)
+{
+    cm_buf_t *x = &ex->req->log_extra;
+    cm_buf_append_str(x, ",\"route\":");
+    cm_json_str(x, ex->rt->cfg->name, strlen(ex->rt->cfg->name));
+    cm_buf_append_str(x, ",\"attempts\":[");
+    cm_buf_append(x, ex->log.data ? ex->log.data : "", ex->log.len);
+    cm_buf_append(x, "]", 1);
+    if (refused) {
+        cm_buf_append_str(x, ",\"retry_refused\":");
+        cm_json_str(x, refused, strlen(refused));
+    }
+}
+
+/* Ends the attempt's claim on its instance (in-flight count). */
+static void attempt_end(gw_exch_t *ex)
+{
+    if (ex->inst)
+        gw_uconn_cancel_wait(ex->inst, &ex->wait);
+    ex->waiting = 0;
+    if (ex->inst) {
+        ex->inst->inflight--;
+        ex->inst = NULL;
+    }
+}
+
+static void finish(gw_exch_t *ex, int status)
+{
+    attempt_end(ex);
+    gw_route_observe(ex->rt->stats, status, (uv_hrtime() - ex->start_ns) / 1000);
+    gw_table_unref(ex->table);
+    exch_put(ex);
+}
+
+/* Answers with a gateway error (JSON) and ends the exchange. */
+static void fail_answer(gw_exch_t *ex, int status, const char *refused, const char *fmt,
+                        const char *arg)
+{
+    cm_req_t *req = ex->req;
+    attach_log(ex, refused);
+    if (status == 503)
+        cm_res_header_str(req, "Retry-After", "1");
+    cm_res_error(req, status, fmt, arg);
+    finish(ex, status);
+}
+
+/* ------------------------------------------------------------------------- */
+/* retries                                                                    */
+
+static gw_budget_slot_t *budget_slot(gw_rt_t *rt, uint64_t now)
+{
+    uint64_t sec = now / 1000000000ULL;
+    gw_budget_slot_t *s = &rt->budget[sec % GW_BUDGET_SLOTS];
+    if (s->sec != sec)
+        *s = (gw_budget_slot_t){.sec = sec};
+    return s;
+}
+
+/* Retries stay within budget x requests (+ a floor per second) over the window. */
+static int budget_take(gw_rt_t *rt, uint64_t now)
+{
+    uint64_t sec = now / 1000000000ULL, req = 0, ret = 0;
+    for (int i = 0; i < GW_BUDGET_SLOTS; i++) {
+        const gw_budget_slot_t *s = &rt->budget[i];
+        if (s->sec + GW_BUDGET_SLOTS > sec) {
+            req += s->requests;
+            ret += s->retries;
+        }
+    }
+    double allowed =
+        rt->cfg->retry_budget * (double)req + (double)rt->cfg->retry_budget_min * GW_BUDGET_SLOTS;
+    if ((double)ret >= allowed)
+        return 0;
+    budget_slot(rt, now)->retries++;
+    return 1;
+}
+
+static uint64_t backoff_ms(gw_exch_t *ex)
+{
+    const gw_route_cfg_t *rc = ex->rt->cfg;
+    uint64_t cap = rc->backoff_base_ms << (ex->attempt > 8 ? 8 : ex->attempt - 1);
+    if (cap > rc->backoff_max_ms)
+        cap = rc->backoff_max_ms;
+    return cap ? rnd(ex->w) % (cap + 1) : 0; /* full jitter */
+}
+
+/* Decides whether failure why may be retried; on yes the budget is charged and
+ * the backoff returned in *wait_ms. *refused names the reason on no (or NULL). */
+static int may_retry(gw_exch_t *ex, enum fail why, uint64_t *wait_ms, const char **refused)
+{
+    const gw_route_cfg_t *rc = ex->rt->cfg;
+    *refused = NULL;
+    if (ex->started || ex->attempt >= rc->attempts)
+        return 0;
+    if (why == F_PROTOCOL)
+        return 0;
+    if (why != F_CONNECT && !ex->retry_ok) {
+        *refused = "method not idempotent and no Idempotency-Key";
+        return 0;
+    }
+    if (ex->has_body && !ex->replayable) {
+        *refused = "body too large to replay";
+        return 0;
+    }
+    uint64_t now = uv_hrtime(), wait = backoff_ms(ex);
+    if (now + wait * 1000000ULL >= ex->start_ns + rc->timeout_ms * 1000000ULL) {
+        *refused = "deadline";
+        return 0;
+    }
+    if (!budget_take(ex->rt, now)) {
+        *refused = "budget";
+        gw_route_budget_exhausted(ex->rt->stats);
+        return 0;
+    }
+    static const gw_retry_reason_t reason[] = {GW_RETRY_CONNECT, GW_RETRY_RESET, GW_RETRY_TIMEOUT,
+                                               GW_RETRY_503, GW_RETRY_RESET};
+    gw_route_retry(ex->rt->stats, reason[why]);
+    *wait_ms = wait;
+    return 1;
+}
+
+static void timer_set(gw_exch_t *ex, enum tmode mode, uint64_t ms)
+{
+    ex->tmode = mode;
+    uv_timer_start(&ex->timer, on_timer, ms ? ms : 1, 0);
+}
+
+/* The rest of the try's time, bounded by the deadline. */
+static uint64_t try_left_ms(gw_exch_t *ex, uint64_t limit_ms)
+{
+    uint64_t now = uv_hrtime(), end_try = ex->try_ns + limit_ms * 1000000ULL;
+    uint64_t end_all = ex->start_ns + ex->rt->cfg->timeout_ms * 1000000ULL;
+    uint64_t end = end_try < end_all ? end_try : end_all;
+    return end > now ? (end - now) / 1000000ULL + 1 : 1;
+}
+
+static void drop_conn(gw_exch_t *ex)
+{
+    if (ex->uc) {
+        gw_uconn_t *uc = ex->uc;
+        ex->uc = NULL;
+        gw_uconn_read_stop(uc);
+        gw_uconn_release(uc, 0);
+    }
+}
+
+static void attempt_failed(gw_exch_t *ex, enum fail why)
+{
+    static const char *const err[] = {"connect failed", "connection closed before a response",
+                                      "try timed out", NULL, "invalid response"};
+    uint64_t now = uv_hrtime();
+    drop_conn(ex);
+    gw_inst_t *in = ex->inst;
+    const gw_route_cfg_t *rc = ex->rt->cfg;
+    uint64_t rtt = (now - ex->try_ns) / 1000;
+    if (in) {
+        /* a failed try counts as slow as the try timeout for peak EWMA */
+        gw_inst_result(in, 1, rtt > rc->try_timeout_ms * 1000 ? rtt : rc->try_timeout_ms * 1000,
+                       now);
+        gw_up_observe(in->stats, why == F_503 ? 503 : 0, rtt);
+    }
+    uint64_t wait = 0;
+    const char *refused;
+    int again = may_retry(ex, why, &wait, &refused);
+    log_attempt(ex, why == F_503 ? 503 : 0, err[why], again ? fail_name[why] : NULL);
+    attempt_end(ex);
+    if (again) {
+        timer_set(ex, T_BACKOFF, wait);
+        return;
+    }
+    uv_timer_stop(&ex->timer);
+    if (why == F_TIMEOUT)
+        fail_answer(ex, 504, refused, "upstream did not answer in time%s", "");
+    else if (why == F_CONNECT)
+        fail_answer(ex, 502, refused, "no upstream instance could be reached%s", "");
+    else if (why == F_503)
+        fail_answer(ex, 503, refused, "upstream unavailable%s", "");
+    else
+        fail_answer(ex, 502, refused, "%s", err[why]);
+}
+
+/* ------------------------------------------------------------------------- */
+/* request body: client -> upstream                                           */
+
+static void body_flow(gw_exch_t *ex)
+{
+    size_t pending = ex->uc ? ex->uc->wpending : ex->body.len - ex->body_sent;
+    if (!ex->body_paused && pending > BODY_HIGH) {
+        ex->body_paused = 1;
+        cm_req_body_pause(ex->req);
+    } else if (ex->body_paused && pending < BODY_LOW) {
+        ex->body_paused = 0;
+        cm_req_body_resume(ex->req);
+    }
+}
+
+static int write_piece(gw_uconn_t *uc, int chunked, const char *data, size_t len)
+{
+    if (!len)
+        return 0;
+    if (chunked) {
+        char size[24];
+        int n = snprintf(size, sizeof size, "%zx\r\n", len);
+        int rc = gw_uconn_write(uc, size, (size_t)n);
+        if (rc == 0)
+            rc = gw_uconn_write(uc, data, len);
+        return rc == 0 ? gw_uconn_write(uc, "\r\n", 2) : rc;
+    }
+    return gw_uconn_write(uc, data, len);
+}
+
+/* Sends what the connection has not had of the body yet (and the end, if it came). */
+static int send_body(gw_exch_t *ex)
+{
+    if (!ex->uc || ex->req_sent)
+        return 0;
+    int rc = write_piece(ex->uc, ex->chunked, ex->body.data + ex->body_sent,
+                         ex->body.len - ex->body_sent);
+    if (rc < 0)
+        return rc;
+    ex->body_sent = ex->body.len;
+    if (!ex->replayable) { /* nobody needs those bytes again */
+        cm_buf_reset(&ex->body);
+        ex->body_sent = 0;
+    }
+    if (ex->body_done) {
+        if (ex->chunked && (rc = gw_uconn_write(ex->uc, "0\r\n\r\n", 5)) < 0)
+            return rc;
+        ex->req_sent = 1;
+    }
+    return 0;
+}
+
+static void on_client_body(cm_req_t *req, const char *data, size_t len, int last, void *arg)
+{
+    (void)req;
+    gw_exch_t *ex = arg;
+    if (ex->complete || ex->started) { /* answered already: the rest is not needed */
+        if (last)
+            ex->body_done = 1;
+        return;
+    }
+    if (ex->replayable && ex->body.len + len > REPLAY_MAX) {
+        ex->replayable = 0;
+        if (ex->body_sent) { /* drop what the current connection already has */
+            memmove(ex->body.data, ex->body.data + ex->body_sent, ex->body.len - ex->body_sent);
+            ex->body.len -= ex->body_sent;
+            ex->body_sent = 0;
+        }
+    }
+    cm_buf_append(&ex->body, data, len);
+    if (last)
+        ex->body_done = 1;
+    if (ex->uc && send_body(ex) < 0) {
+        attempt_failed(ex, F_RESET);
+        return;
+    }
+    body_flow(ex);
+}
+
+void gw_exch_on_written(gw_exch_t *ex, size_t pending)
+{
+    (void)pending;
+    if (ex->has_body)
+        body_flow(ex);
+}
+
+/* ------------------------------------------------------------------------- */
+/* response: upstream -> client                                               */
+
+static gw_exch_t *of(http_parser *hp)
+{
+    return hp->data;
+}
+
+static int rh_append(gw_exch_t *ex, const char *at, size_t len)
+{
+    if (ex->rhead.len + len > MAX_RHEAD || cm_buf_append(&ex->rhead, at, len) < 0) {
+        ex->rhead_bad = 1;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_message_begin(http_parser *hp)
+{
+    gw_exch_t *ex = of(hp);
+    cm_buf_reset(&ex->rhead);
+    ex->nrh = 0;
+    ex->in_value = 0;
+    return 0;
+}
+
+static int on_header_field(http_parser *hp, const char *at, size_t len)
+{
+    gw_exch_t *ex = of(hp);
+    if (ex->in_value || ex->nrh == 0) {
+        if (ex->nrh == CM_MAX_HEADERS) {
+            ex->rhead_bad = 1;
+            return -1;
+        }
+        ex->rh[ex->nrh++] = (rh_off_t){.no = (uint32_t)ex->rhead.len};
+        ex->in_value = 0;
+    }
+    ex->rh[ex->nrh - 1].nl += (uint32_t)len;
+    return rh_append(ex, at, len);
+}
+
+static int on_header_value(http_parser *hp, const char *at, size_t len)
+{
+    gw_exch_t *ex = of(hp);
+    rh_off_t *h = &ex->rh[ex->nrh - 1];
+    if (!ex->in_value) {
+        h->vo = (uint32_t)ex->rhead.len;
+        ex->in_value = 1;
+    }
+    h->vl += (uint32_t)len;
+    return rh_append(ex, at, len);
+}
+
+static int res_dropped(const gw_exch_t *ex, const rh_off_t *h)
+{
+    static const char *const names[] = {
+        "connection", "keep-alive",     "te",   "trailer",     "transfer-encoding",
+        "upgrade",    "content-length", "date", "x-request-id"};
+    cm_str_t n = {ex->rhead.data + h->no, h->nl};
+    if (n.len > 6 && strncasecmp(n.p, "proxy-", 6) == 0)
+        return 1;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (name_is(&n, names[i]))
+            return 1;
+    return 0;
+}
+
+static void on_drain(cm_req_t *req, void *arg)
+{
+    (void)req;
+    gw_exch_t *ex = arg;
+    if (ex->uc)
+        gw_uconn_read_start(ex->uc);
+}
+
+/* The upstream's head is in: retry on 503 when allowed, else start the client's answer. */
+static int on_headers_complete(http_parser *hp)
+{
+    gw_exch_t *ex = of(hp);
+    int status = (int)hp->status_code;
+    if (status >= 100 && status < 200) {
+        ex->info = 1; /* 100 Continue and friends: not forwarded, the real head follows */
+        return 0;
+    }
+    ex->status = status;
+    ex->head_done = 1;
+    uint64_t now = uv_hrtime();
+    uint64_t rtt = (now - ex->try_ns) / 1000;
+    if (status == 503) {
+        uint64_t wait;
+        const char *refused;
+        if (may_retry(ex, F_503, &wait, &refused)) {
+            ex->discard = 1; /* read it to the end (keeps the connection), then retry */
+            return 0;
+        }
+    }
+    gw_inst_result(ex->inst, status >= 500, rtt, now);
+    gw_up_observe(ex->inst->stats, status, rtt);
+    log_attempt(ex, status, NULL, NULL);
+    uv_timer_stop(&ex->deadline);
+    cm_req_t *req = ex->req;
+    for (int i = 0; i < ex->nrh; i++) {
+        const rh_off_t *h = &ex->rh[i];
+        if (res_dropped(ex, h))
+            continue;
+        cm_buf_append(&req->res_headers, ex->rhead.data + h->no, h->nl);
+        cm_buf_append(&req->res_headers, ": ", 2);
+        cm_buf_append(&req->res_headers, ex->rhead.data + h->vo, h->vl);
+        cm_buf_append(&req->res_headers, "\r\n", 2);
+    }
+    int64_t cl = -1;
+    if ((hp->flags & F_CONTENTLENGTH) && !(hp->flags & F_CHUNKED))
+        cl = (int64_t)hp->content_length;
+    else if (status == 204 || status == 304)
+        cl = 0;
+    attach_log(ex, NULL);
+    ex->started = 1;
+    cm_res_start(req, status, cl);
+    cm_res_on_drain(req, on_drain, ex);
+    timer_set(ex, T_BODY, ex->rt->cfg->try_timeout_ms);
+    return req->method == CM_HEAD ? 1 : 0; /* a HEAD answer has no body whatever it says */
+}
+
+static int on_body(http_parser *hp, const char *at, size_t len)
+{
+    gw_exch_t *ex = of(hp);
+    if (ex->discard || ex->info)
+        return 0;
+    int rc = cm_res_write(ex->req, at, len);
+    if (rc < 0)
+        return -1; /* the client left: stop parsing, the caller aborts */
+    if (rc == 1 && ex->uc)
+        gw_uconn_read_stop(ex->uc);
+    return 0;
+}
+
+static int on_message_complete(http_parser *hp)
+{
+    gw_exch_t *ex = of(hp);
+    if (ex->info) {
+        ex->info = 0;
+        return 0;
+    }
+    ex->complete = 1;
+    http_parser_pause(hp, 1);
+    return 0;
+}
+
+static const http_parser_settings res_settings = {
+    .on_message_begin = on_message_begin,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* The response is complete: pool the connection, finish or retry. */
+static void response_done(gw_exch_t *ex, int clean)
+{
+    gw_uconn_t *uc = ex->uc;
+    ex->uc = NULL;
+    int reusable = clean && http_should_keep_alive(&uc->hp) && ex->req_sent;
+    gw_uconn_read_stop(uc);
+    gw_uconn_release(uc, reusable);
+    if (ex->discard) {
+        ex->discard = 0;
+        ex->head_done = 0;
+        gw_inst_t *in = ex->inst;
+        uint64_t now = uv_hrtime();
+        gw_inst_result(in, 1, (now - ex->try_ns) / 1000, now);
+        gw_up_observe(in->stats, 503, (now - ex->try_ns) / 1000);
+        log_attempt(ex, 503, NULL, "503");
+        attempt_end(ex);
+        timer_set(ex, T_BACKOFF, backoff_ms(ex));
+        return;
+    }
+    int status = ex->status;
+    cm_res_end(ex->req, 1);
+    finish(ex, status);
+}
+
+/* The answer to the client broke off mid-body: close both sides. */
+static void abort_stream(gw_exch_t *ex)
+{
+    drop_conn(ex);
+    int status = ex->status;
+    cm_res_end(ex->req, 0);
+    finish(ex, status);
+}
+
+void gw_exch_on_read(gw_exch_t *ex, const char *data, ssize_t nread)
+{
+    gw_uconn_t *uc = ex->uc;
+    if (nread < 0) {
+        if (!ex->head_done || ex->discard) {
+            attempt_failed(ex, ex->discard ? F_503 : F_RESET);
+            return;
+        }
+        if (nread == UV_EOF) { /* a body delimited by the close ends here */
+            http_parser_execute(&uc->hp, &res_settings, NULL, 0);
+            if (ex->complete) {
+                response_done(ex, 0);
+                return;
+            }
+        }
+        abort_stream(ex);
+        return;
+    }
+    ex->got_bytes = 1;
+    size_t n = http_parser_execute(&uc->hp, &res_settings, data, (size_t)nread);
+    enum http_errno e = HTTP_PARSER_ERRNO(&uc->hp);
+    if (ex->complete) {
+        /* bytes after the response: the connection is out of step, do not reuse it */
+        response_done(ex, n == (size_t)nread);
+        return;
+    }
+    if (e != HPE_OK) {
+        if (ex->started)
+            abort_stream(ex);
+        else
+            attempt_failed(ex, F_PROTOCOL);
+        return;
+    }
+    if (ex->started && ex->tmode == T_BODY)
+        timer_set(ex, T_BODY, ex->rt->cfg->try_timeout_ms);
+}
+
+/* ------------------------------------------------------------------------- */
+/* attempts                                                                   */
+
+void gw_exch_on_conn(gw_exch_t *ex, gw_uconn_t *uc, int status)
+{
+    ex->waiting = 0;
+    if (status < 0 || !uc) {
+        attempt_failed(ex, F_CONNECT);
+        return;
+    }
+    ex->uc = uc;
+    uc->ex = ex;
+    http_parser_init(&uc->hp, HTTP_RESPONSE);
+    uc->hp.data = ex;
+    ex->got_bytes = ex->head_done = ex->discard = ex->info = 0;
+    ex->rhead_bad = 0;
+    ex->req_sent = 0;
+    ex->body_sent = 0;
+    timer_set(ex, T_TRY, try_left_ms(ex, ex->rt->cfg->try_timeout_ms));
+    int rc = gw_uconn_write(uc, ex->head.data, ex->head.len);
+    if (rc == 0 && ex->has_body)
+        rc = send_body(ex);
+    else if (!ex->has_body)
+        ex->req_sent = 1;
+    if (rc < 0) {
+        attempt_failed(ex, uc->reused ? F_RESET : F_CONNECT);
+        return;
+    }
+    gw_uconn_read_start(uc);
+    if (ex->has_body)
+        body_flow(ex);
+}
+
+static void attempt_start(gw_exch_t *ex)
+{
+    gw_rt_t *rt = ex->rt;
+    uint64_t now = uv_hrtime();
+    gw_inst_t *in = gw_rt_pick(rt, ex->tried, ex->attempt, ex->key_hash, now);
+    if (in->inflight >= rt->cfg->max_requests) {
+        fail_answer(ex, 503, NULL, "upstream at its in-flight limit (circuit open)%s", "");
+        return;
+    }
+    ex->inst = in;
+    in->inflight++;
+    ex->tried[ex->attempt++] = in->index;
+    ex->try_ns = now;
+    timer_set(ex, T_CONNECT, try_left_ms(ex, rt->cfg->connect_timeout_ms));
+    int rc = gw_uconn_get(in, ex, &ex->wait);
+    if (rc == 1) {
+        ex->waiting = 1;
+    } else if (rc == -EBUSY) {
+        attempt_end(ex);
+        fail_answer(ex, 503, NULL, "upstream at its pending-request limit (circuit open)%s", "");
+    } else if (rc < 0) {
+        attempt_failed(ex, F_CONNECT);
+    }
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    gw_exch_t *ex = t->data;
+    enum tmode mode = ex->tmode;
+    ex->tmode = T_OFF;
+    switch (mode) {
+    case T_BACKOFF:
+        attempt_start(ex);
+        break;
+    case T_CONNECT:
+        if (ex->uc) /* connected meanwhile: the try timer took over */
+            break;
+        attempt_failed(ex, F_CONNECT);
+        break;
+    case T_TRY:
+        attempt_failed(ex, F_TIMEOUT);
+        break;
+    case T_BODY:
+        abort_stream(ex);
+        break;
+    case T_OFF:
+        break;
+    }
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    gw_exch_t *ex = t->data;
+    if (ex->started)
+        return;
+    drop_conn(ex);
+    uv_timer_stop(&ex->timer);
+    if (ex->inst)
+        log_attempt(ex, 0, "deadline", NULL);
+    fail_answer(ex, 504, NULL, "upstream did not answer within the route's timeout%s", "");
+}
+
+/* ------------------------------------------------------------------------- */
+/* entry                                                                      */
+
+static uint64_t hash_key(gw_exch_t *ex)
+{
+    const gw_route_cfg_t *rc = ex->rt->cfg;
+    size_t len;
+    if (rc->balancer != GW_LB_HASH)
+        return 0;
+    if (rc->hash_header[0]) {
+        const char *v = cm_req_header(ex->req, rc->hash_header, &len);
+        if (v)
+            return gw_lb_hash(v, len);
+    } else {
+        const char *c = cm_req_header(ex->req, "Cookie", &len);
+        size_t nl = strlen(rc->hash_cookie);
+        for (const char *p = c, *end = c + (c ? len : 0); p && p < end;) {
+            while (p < end && (*p == ' ' || *p == ';'))
+                p++;
+            const char *semi = memchr(p, ';', (size_t)(end - p));
+            const char *stop = semi ? semi : end;
+            if ((size_t)(stop - p) > nl && p[nl] == '=' && memcmp(p, rc->hash_cookie, nl) == 0)
+                return gw_lb_hash(p + nl + 1, (size_t)(stop - p - nl - 1));
+            p = stop;
+        }
+    }
+    return rnd(ex->w);
+}
+
+static int retry_safe(const cm_req_t *req)
+{
+    switch (req->method) {
+    case CM_GET:
+    case CM_HEAD:
+    case CM_PUT:
+    case CM_DELETE:
+    case CM_OPTIONS:
+        return 1;
+    default:
+        return cm_req_header(req, "Idempotency-Key", NULL) != NULL;
+    }
+}
+
+void gw_proxy_handle(cm_req_t *req)
+{
+    gw_worker_t *w = req->state;
+    if (gw_admin_handle(w, req))
+        return;
+    gw_table_t *t = w->table;
+    gw_rt_t *rt = t ? gw_guard_route(t, req) : NULL;
+    if (!rt) {
+        cm_res_error(req, 404, "no route for %.*s", (int)req->path.len, req->path.p);
+        return;
+    }
+    uint64_t now = uv_hrtime();
+    gw_claims_t claims;
+    if (gw_guard_auth(t->snap, rt, req, &claims) < 0 ||
+        gw_guard_rate(w->g->rl, rt, req, &claims, now) < 0)
+        return;
+    gw_exch_t *ex = exch_get(w);
+    if (!ex) {
+        cm_res_error(req, 503, "out of memory");
+        return;
+    }
+    ex->req = req;
+    ex->table = t;
+    t->refs++;
+    ex->rt = rt;
+    ex->start_ns = now;
+    ex->try_ns = now;
+    ex->retry_ok = retry_safe(req);
+    ex->has_body = req->has_body;
+    ex->chunked = req->has_body && req->content_length < 0;
+    ex->key_hash = hash_key(ex);
+    budget_slot(rt, now)->requests++;
+    if (build_head(ex) < 0) {
+        fail_answer(ex, 503, NULL, "out of memory%s", "");
+        return;
+    }
+    uv_timer_start(&ex->deadline, on_deadline, rt->cfg->timeout_ms, 0);
+    if (ex->has_body)
+        cm_req_body_read(req, on_client_body, ex);
+    else
+        ex->body_done = 1;
+    attempt_start(ex);
+}
