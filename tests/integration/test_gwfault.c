@@ -344,17 +344,22 @@ static int admin_wait_shape(const h_proc_t *gw, const char *route, const char *b
     return 0;
 }
 
-/* Sum of every sample of a metric family in GET /metrics (all label sets). */
-static double metric_sum(const h_proc_t *gw, const char *name)
+/* Sum of the samples of a metric family in p's GET /metrics whose line contains filter
+ * (every label set when filter is NULL). */
+static double metric_sum_where(const h_proc_t *p, const char *name, const char *filter)
 {
-    h_resp_t r = h_req(gw, "GET", "/metrics", NULL, NULL);
+    h_resp_t r = h_req(p, "GET", "/metrics", NULL, NULL);
     cr_assert_eq(r.status, 200, "GET /metrics: %ld", r.status);
     double sum = 0;
     size_t nl = strlen(name);
     for (char *line = r.body; line && *line;) {
         char *eol = strchr(line, '\n');
-        if (strncmp(line, name, nl) == 0 && (line[nl] == '{' || line[nl] == ' ')) {
-            const char *v = line[nl] == '{' ? strchr(line + nl, '}') : line + nl;
+        if (eol)
+            *eol = '\0';
+        if (strncmp(line, name, nl) == 0 && (line[nl] == '{' || line[nl] == ' ') &&
+            (!filter || strstr(line, filter))) {
+            /* the value follows the last '}': label values may hold braces ("/users/{id}") */
+            const char *v = line[nl] == '{' ? strrchr(line, '}') : line + nl;
             if (v)
                 sum += strtod(v + (line[nl] == '{'), NULL);
         }
@@ -362,6 +367,11 @@ static double metric_sum(const h_proc_t *gw, const char *name)
     }
     h_resp_free(&r);
     return sum;
+}
+
+static double metric_sum(const h_proc_t *p, const char *name)
+{
+    return metric_sum_where(p, name, NULL);
 }
 
 /* Polls the process's stderr log until it contains needle. */
@@ -386,7 +396,7 @@ static int log_wait(const h_proc_t *p, const char *needle, int timeout_ms)
 /* client load: threads with one keep-alive curl handle each                   */
 
 #define LOAD_THREADS 4
-#define LOAD_MAX     4000 /* requests per thread at most: bounds a test that hangs */
+#define LOAD_MAX     50000 /* requests per thread at most: bounds a test that hangs */
 
 typedef struct load {
     const char *base;  /* gateway URL */
@@ -397,6 +407,7 @@ typedef struct load {
     atomic_int *stop;  /* set by the test to end the load */
     atomic_int *okays; /* shared count of 2xx answers */
     int ok, bad, transport;
+    atomic_int done; /* the thread left its loop */
     long first_bad;
     char first_bad_body[256];
     char body[256]; /* start of the current answer's body */
@@ -470,6 +481,7 @@ static void *load_main(void *arg)
         }
     }
     curl_easy_cleanup(c);
+    atomic_store(&l->done, 1);
     return NULL;
 }
 
@@ -482,7 +494,7 @@ typedef struct load_set {
 
 static load_set_t *load_start(const h_proc_t *gw, const char *path, int post, const char *tag)
 {
-    load_set_t *ls = calloc(1, sizeof *ls);
+    load_set_t *ls = calloc(1, sizeof *ls); /* large (acked arrays): not on the stack */
     cr_assert_not_null(ls);
     for (int t = 0; t < LOAD_THREADS; t++) {
         load_t *l = &ls->l[t];
@@ -507,9 +519,9 @@ static int load_wait_okays(load_set_t *ls, int more, int timeout_ms)
             return 1;
         int running = 0;
         for (int t = 0; t < LOAD_THREADS; t++)
-            running += !ls->l[t].transport && !ls->l[t].bad;
+            running += !atomic_load(&ls->l[t].done);
         if (!running)
-            return 0; /* every thread saw an error: no point waiting */
+            return 0; /* every thread reached LOAD_MAX */
         usleep(10 * 1000);
     }
     return 0;
@@ -627,12 +639,15 @@ Test(gwfault, get_load_survives_sigkill_of_one_instance)
     snprintf(path, sizeof path, "/users/%lld", (long long)id);
     load_set_t *ls = load_start(&gw, path, 0, "get");
     cr_assert(load_wait_okays(ls, 200, 10000), "no load before the kill");
+    usleep(800 * 1000);
     h_kill9(&u[1]);
     usleep(1500 * 1000);
     int after_kill = load_wait_okays(ls, 200, 10000);
     load_stop_no_errors(ls, "GET during SIGKILL");
     cr_assert(after_kill, "the gateway did not keep serving after the kill");
     free(ls);
+    cr_assert(admin_wait_flag(&gw, "users", u[1].url, "healthy", 0, 10000),
+              "the killed instance is still shown healthy after 10 s");
     api_stop_clean(&gw);
     api_stop_clean(&u[0]);
 }
@@ -648,6 +663,7 @@ Test(gwfault, idempotent_post_load_survives_sigkill_without_duplicates)
 
     load_set_t *ls = load_start(&gw, "/users", 1, "post");
     cr_assert(load_wait_okays(ls, 100, 10000), "no load before the kill");
+    usleep(800 * 1000);
     h_kill9(&u[1]);
     usleep(1500 * 1000);
     int after_kill = load_wait_okays(ls, 100, 10000);
@@ -1114,6 +1130,12 @@ Test(gwfault, sighup_reload_under_load_loses_nothing_and_bad_config_keeps_old)
         cr_assert(load_wait_okays(ls, 100, 10000), "load stalled after reload %d", i + 1);
     }
     cr_assert_eq(raw_get(fd, path), 200, "keep-alive connection opened before the reloads");
+    /* an added instance may wait for its first health checks before it takes traffic */
+    cr_assert(admin_wait_flag(&gw, "users", u[2].url, "healthy", 1, 10000),
+              "the instance added by the reload never became healthy");
+    cr_assert(load_wait_okays(ls, 300, 10000), "load stalled after the reloads");
+    cr_assert_gt(metric_sum_where(&u[2], "cmesh_http_requests_total", "/users/{id}"), 0,
+                 "the instance added by the reload got no requests");
 
     write_file(cfg_path, "routes:\n  - prefix: /users\n    upstreams: [http://127.0.0.1:1\n");
     cr_assert_eq(kill(gw.pid, SIGHUP), 0);
