@@ -469,7 +469,7 @@ static void *load_main(void *arg)
         curl_slist_free_all(hl);
         if (rc != CURLE_OK) {
             if (!l->transport++)
-                snprintf(l->first_err, sizeof l->first_err, "%s: %s", curl_easy_strerror(rc),
+                snprintf(l->first_err, sizeof l->first_err, "%.64s: %.180s", curl_easy_strerror(rc),
                          errbuf);
         } else if (st >= 200 && st < 300) {
             l->ok++;
