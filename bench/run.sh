@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# bench/run.sh: `make bench`. One wrk run per row, side by side on loopback, cmesh vs nginx:
-#   GET /users/{id} (cmesh, access log off) | the same body from nginx | cmesh with access log on
-#   | POST /users durable creates/s. Server pinned to cpu 0, wrk to cpu 1 when taskset exists.
-# Prints a table and the issue's targets; writes bench/results/bench-<UTC>.csv and latest.csv.
+# bench/run.sh: `make bench`. One wrk run per row, side by side on loopback. Three groups:
+#  users    cmesh vs nginx: GET /users/{id} (cmesh, access log off) | the same body from
+#           nginx | cmesh with access log on | POST /users durable creates/s.
+#  proxy    (bench/gateway.sh) proxy-nginx, proxy-haproxy, proxy-h2o, proxy-cmesh: each proxy
+#           alone (1 worker/thread, keep-alive both sides) in front of the same two nginx
+#           `return 200` upstreams; rps, p50, p99, RSS, ratios vs HAProxy and h2o. h2o 2.2
+#           proxies to the first upstream only. proxy-cmesh is skipped ("gateway: not
+#           available") when `cmesh gateway` does not start.
+#  failover (bench/failover.sh) failover-{get,post}-{nginx,haproxy,haproxy-retry,cmesh}: two
+#           real `cmesh users` upstreams on one SQLite file, kill -9 of one 2 s into an 8 s
+#           load; requests lost (non-2xx + socket errors) and POSTs applied twice (dup).
+# The server or proxy under test is pinned to cpu 0; wrk and the upstreams to cpu 1 (taskset).
+# Prints tables and the issue's targets; writes bench/results/bench-<UTC>.csv and latest.csv.
 # Usage: bench/run.sh [path/to/cmesh]   env: BENCH_DURATION (10s) BENCH_WARMUP (2s)
 #        BENCH_CONNECTIONS (50) BENCH_THREADS (1) BENCH_KEEP=1 (keep the temp dir)
+#        BENCH_ROWS ("users proxy failover": the groups to run) FAILOVER_DURATION (8s)
+#        FAILOVER_KILL_AT (2, seconds) NGINX HAPROXY H2O (peer binaries)
 set -euo pipefail
 
 BIN=${1:-build/cmesh}
@@ -17,6 +28,7 @@ WARMUP=${BENCH_WARMUP:-2s}
 CONNS=${BENCH_CONNECTIONS:-50}
 THREADS=${BENCH_THREADS:-1}
 NGINX=${NGINX:-/usr/sbin/nginx}
+BENCH_ROWS=${BENCH_ROWS:-users proxy failover}
 
 # The issue's targets (see the summary at the end).
 TARGET_RPS_RATIO=0.8
@@ -31,6 +43,10 @@ done
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/cmesh-bench.XXXXXX")
 # shellcheck source=scripts/proc.sh
 . "$ROOT/scripts/proc.sh"
+# shellcheck source=bench/gateway.sh
+. "$ROOT/bench/gateway.sh"
+# shellcheck source=bench/failover.sh
+. "$ROOT/bench/failover.sh"
 SERVER_PID=""
 
 # shellcheck disable=SC2317 # called through the EXIT trap
@@ -172,6 +188,7 @@ run_wrk()
 # ---- cmesh ---------------------------------------------------------------------------
 
 CMESH_OK=1
+NGINX_OK=1
 CMESH_PORT=""
 OK_ANSWERS=0 # set by run_wrk
 
@@ -197,47 +214,56 @@ if awk -v l="$LOAD1" 'BEGIN { exit !(l > 0.5) }'; then
     echo "bench: WARNING: load average $LOAD1 before start; other processes will skew the numbers" >&2
 fi
 
-if [ ! -x "$BIN" ]; then
-    echo "bench: $BIN is not an executable; build first (make build)" >&2
-    CMESH_OK=0
-elif ! start_cmesh off; then
-    CMESH_OK=0
-else
-    base="http://127.0.0.1:$CMESH_PORT"
-    code=$(curl -sS -o "$TMP/created.json" -D "$TMP/created.hdr" -w '%{http_code}' \
-        -H 'Content-Type: application/json' \
-        -d '{"name":"Bench User","email":"bench.user@example.com"}' "$base/users" || true)
-    USER_ID=$(awk 'tolower($1) == "location:" { sub(/.*\/users\//, "", $2); print $2 }' \
-        "$TMP/created.hdr" 2>/dev/null | tr -d '\r' || true)
-    if [ "$code" != 201 ] || ! [[ "$USER_ID" =~ ^[0-9]+$ ]]; then
-        echo "bench: POST /users answered $code (Location id '${USER_ID}'), want 201 + /users/{id}" >&2
+# want GROUP: is GROUP in BENCH_ROWS?
+want()
+{
+    [[ " $BENCH_ROWS " == *" $1 "* ]]
+}
+
+# bench_users: the cmesh-get, nginx-get, cmesh-get-accesslog and cmesh-post rows.
+bench_users()
+{
+    if [ ! -x "$BIN" ]; then
+        echo "bench: $BIN is not an executable; build first (make build)" >&2
+        CMESH_OK=0
+    elif ! start_cmesh off; then
         CMESH_OK=0
     else
-        code=$(curl -sS -o "$BODY_FILE" -w '%{http_code}' "$base/users/$USER_ID" || true)
-        if [ "$code" != 200 ]; then
-            echo "bench: GET /users/$USER_ID answered $code, want 200" >&2
+        base="http://127.0.0.1:$CMESH_PORT"
+        code=$(curl -sS -o "$TMP/created.json" -D "$TMP/created.hdr" -w '%{http_code}' \
+            -H 'Content-Type: application/json' \
+            -d '{"name":"Bench User","email":"bench.user@example.com"}' "$base/users" || true)
+        USER_ID=$(awk 'tolower($1) == "location:" { sub(/.*\/users\//, "", $2); print $2 }' \
+            "$TMP/created.hdr" 2>/dev/null | tr -d '\r' || true)
+        if [ "$code" != 201 ] || ! [[ "$USER_ID" =~ ^[0-9]+$ ]]; then
+            echo "bench: POST /users answered $code (Location id '${USER_ID}'), want 201 + /users/{id}" >&2
             CMESH_OK=0
+        else
+            code=$(curl -sS -o "$BODY_FILE" -w '%{http_code}' "$base/users/$USER_ID" || true)
+            if [ "$code" != 200 ]; then
+                echo "bench: GET /users/$USER_ID answered $code, want 200" >&2
+                CMESH_OK=0
+            fi
         fi
+        if [ "$CMESH_OK" = 1 ]; then
+            run_wrk "cmesh-get" "$SERVER_PID" "$base/users/$USER_ID"
+        fi
+        proc_stop "$SERVER_PID"
     fi
-    if [ "$CMESH_OK" = 1 ]; then
-        run_wrk "cmesh-get" "$SERVER_PID" "$base/users/$USER_ID"
+
+    if [ "$CMESH_OK" = 0 ]; then
+        # Still measure the peer, with a body of the contract's shape, so the nginx half is usable.
+        echo "bench: cmesh rows not measured; nginx serves a contract-shaped body instead" >&2
+        USER_ID=1
+        printf '%s' '{"id":1,"name":"Bench User","email":"bench.user@example.com","createdAt":"2026-01-01T00:00:00.000Z","updatedAt":"2026-01-01T00:00:00.000Z"}' >"$BODY_FILE"
     fi
-    proc_stop "$SERVER_PID"
-fi
 
-if [ "$CMESH_OK" = 0 ]; then
-    # Still measure the peer, with a body of the contract's shape, so the nginx half is usable.
-    echo "bench: cmesh rows not measured; nginx serves a contract-shaped body instead" >&2
-    USER_ID=1
-    printf '%s' '{"id":1,"name":"Bench User","email":"bench.user@example.com","createdAt":"2026-01-01T00:00:00.000Z","updatedAt":"2026-01-01T00:00:00.000Z"}' >"$BODY_FILE"
-fi
+    # ---- nginx serving the same body
 
-# ---- nginx ---------------------------------------------------------------------------
-
-NGINX_PORT=$(free_port)
-mkdir -p "$TMP/nginx"
-python3 - "$ROOT/bench/nginx.conf.in" "$TMP/nginx/nginx.conf" "$TMP/nginx/" "$NGINX_PORT" \
-    "$USER_ID" "$BODY_FILE" <<'PY'
+    NGINX_PORT=$(free_port)
+    mkdir -p "$TMP/nginx"
+    python3 - "$ROOT/bench/nginx.conf.in" "$TMP/nginx/nginx.conf" "$TMP/nginx/" "$NGINX_PORT" \
+        "$USER_ID" "$BODY_FILE" <<'PY'
 import sys
 tpl, out, prefix, port, uid, body_file = sys.argv[1:]
 body = open(body_file, encoding="utf-8").read()
@@ -250,50 +276,57 @@ for key, val in (("@PREFIX@", prefix), ("@PORT@", port), ("@ID@", uid), ("@BODY@
     text = text.replace(key, val)
 open(out, "w", encoding="utf-8").write(text)
 PY
-"${SRV_PIN[@]}" "$NGINX" -p "$TMP/nginx/" -c "$TMP/nginx/nginx.conf" \
-    -g "daemon off; pid $TMP/nginx/nginx.pid;" 2>>"$TMP/nginx/stderr.log" &
-SERVER_PID=$!
-proc_track "$SERVER_PID"
-NGINX_OK=1
-if ! wait_http "http://127.0.0.1:$NGINX_PORT/users/$USER_ID" "$SERVER_PID" "$TMP/nginx/stderr.log"; then
-    cat "$TMP/nginx/nginx-error.log" >&2 2>/dev/null || true
-    NGINX_OK=0
-elif ! curl -sS "http://127.0.0.1:$NGINX_PORT/users/$USER_ID" | cmp -s - "$BODY_FILE"; then
-    echo "bench: nginx body differs from cmesh's body" >&2
-    NGINX_OK=0
-else
-    run_wrk "nginx-get" "$SERVER_PID" "http://127.0.0.1:$NGINX_PORT/users/$USER_ID"
-fi
-proc_stop "$SERVER_PID"
+    "${SRV_PIN[@]}" "$NGINX" -p "$TMP/nginx/" -c "$TMP/nginx/nginx.conf" \
+        -g "daemon off; pid $TMP/nginx/nginx.pid;" 2>>"$TMP/nginx/stderr.log" &
+    SERVER_PID=$!
+    proc_track "$SERVER_PID"
+    NGINX_OK=1
+    if ! wait_http "http://127.0.0.1:$NGINX_PORT/users/$USER_ID" "$SERVER_PID" "$TMP/nginx/stderr.log"; then
+        cat "$TMP/nginx/nginx-error.log" >&2 2>/dev/null || true
+        NGINX_OK=0
+    elif ! curl -sS "http://127.0.0.1:$NGINX_PORT/users/$USER_ID" | cmp -s - "$BODY_FILE"; then
+        echo "bench: nginx body differs from cmesh's body" >&2
+        NGINX_OK=0
+    else
+        run_wrk "nginx-get" "$SERVER_PID" "http://127.0.0.1:$NGINX_PORT/users/$USER_ID"
+    fi
+    proc_stop "$SERVER_PID"
 
-# ---- cmesh with access log, then creates ---------------------------------------------
+    # ---- cmesh with access log, then creates
 
-if [ "$CMESH_OK" = 1 ]; then
-    if start_cmesh "$TMP/access.log"; then
-        run_wrk "cmesh-get-accesslog" "$SERVER_PID" "http://127.0.0.1:$CMESH_PORT/users/$USER_ID"
-        proc_stop "$SERVER_PID"
-        if [ ! -s "$TMP/access.log" ]; then
-            echo "bench: --access-log $TMP/access.log stayed empty under load" >&2
+    if [ "$CMESH_OK" = 1 ]; then
+        if start_cmesh "$TMP/access.log"; then
+            run_wrk "cmesh-get-accesslog" "$SERVER_PID" "http://127.0.0.1:$CMESH_PORT/users/$USER_ID"
+            proc_stop "$SERVER_PID"
+            if [ ! -s "$TMP/access.log" ]; then
+                echo "bench: --access-log $TMP/access.log stayed empty under load" >&2
+            fi
+        fi
+        if start_cmesh off; then
+            run_wrk "cmesh-post" "$SERVER_PID" "http://127.0.0.1:$CMESH_PORT/users" \
+                -s "$ROOT/bench/post_users.lua" -- "r$RANDOM"
+            # ids are never reused and only grow, so a probe create after the run shows how
+            # many rows the run really stored; a 201 without a row would inflate creates/s.
+            probe=$(curl -sS -o /dev/null -D - -H 'Content-Type: application/json' \
+                -d '{"name":"Bench Probe","email":"bench.probe@example.com"}' \
+                "http://127.0.0.1:$CMESH_PORT/users" | tr -d '\r' |
+                awk 'tolower($1) == "location:" { sub(/.*\/users\//, "", $2); print $2 }' || true)
+            if [[ "$probe" =~ ^[0-9]+$ ]]; then
+                stored=$((probe - USER_ID - 1))
+                echo "bench: creates cross-check: wrk saw $OK_ANSWERS 2xx answers, ids advanced by $stored" >&2
+                [ "$stored" -ge "$OK_ANSWERS" ] ||
+                    echo "bench: WARNING: fewer rows stored than 201s answered" >&2
+            fi
+            proc_stop "$SERVER_PID"
         fi
     fi
-    if start_cmesh off; then
-        run_wrk "cmesh-post" "$SERVER_PID" "http://127.0.0.1:$CMESH_PORT/users" \
-            -s "$ROOT/bench/post_users.lua" -- "r$RANDOM"
-        # ids are never reused and only grow, so a probe create after the run shows how
-        # many rows the run really stored; a 201 without a row would inflate creates/s.
-        probe=$(curl -sS -o /dev/null -D - -H 'Content-Type: application/json' \
-            -d '{"name":"Bench Probe","email":"bench.probe@example.com"}' \
-            "http://127.0.0.1:$CMESH_PORT/users" | tr -d '\r' |
-            awk 'tolower($1) == "location:" { sub(/.*\/users\//, "", $2); print $2 }' || true)
-        if [[ "$probe" =~ ^[0-9]+$ ]]; then
-            stored=$((probe - USER_ID - 1))
-            echo "bench: creates cross-check: wrk saw $OK_ANSWERS 2xx answers, ids advanced by $stored" >&2
-            [ "$stored" -ge "$OK_ANSWERS" ] ||
-                echo "bench: WARNING: fewer rows stored than 201s answered" >&2
-        fi
-        proc_stop "$SERVER_PID"
-    fi
-fi
+}
+
+# ---- run -----------------------------------------------------------------------------
+
+if want users; then bench_users; fi
+if want proxy; then bench_gateway || true; fi
+if want failover; then bench_failover || true; fi
 
 # ---- report --------------------------------------------------------------------------
 
@@ -301,66 +334,76 @@ mkdir -p "$ROOT/bench/results"
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 CSV="$ROOT/bench/results/bench-$STAMP.csv"
 
+# One CSV for every group; a row leaves empty the columns of the other groups.
+echo "name,rps,p50_ms,p99_ms,rss_kib,rps_vs_nginx,p99_vs_nginx,rps_vs_haproxy,p99_vs_haproxy,rps_vs_h2o,requests,lost,dup,note" >"$CSV"
+# users_report: the users table and the targets of the services issue; exit 1 when the
+# cmesh or nginx half could not be measured.
+users_report()
+{
+    awk -v csv="$CSV" -v trps="$TARGET_RPS_RATIO" -v tp99="$TARGET_P99_RATIO" \
+        -v tcreates="$TARGET_CREATES" -v trss="$TARGET_RSS_KIB" \
+        -v cmesh_ok="$CMESH_OK" -v nginx_ok="$NGINX_OK" '
+    { name[NR] = $1; rps[NR] = $2; p50[NR] = $3; p99[NR] = $4; rss[NR] = $5; hwm[NR] = $6; idx[$1] = NR }
+    function ratio(a, b) { return (b > 0) ? sprintf("%.2f", a / b) : "" }
+    END {
+        ng = ("nginx-get" in idx) ? idx["nginx-get"] : 0
+        order[1] = "nginx-get"; order[2] = "cmesh-get"; order[3] = "cmesh-get-accesslog"; order[4] = "cmesh-post"
+        printf "\n%-22s %10s %9s %9s %9s %9s %8s %8s\n", "name", "rps", "p50_ms", "p99_ms",
+            "rss_kib", "hwm_kib", "rps/ngx", "p99/ngx"
+        for (k = 1; k <= 4; k++) {
+            if (!(order[k] in idx)) continue
+            i = idx[order[k]]
+            rr = ""; pr = ""
+            # Creates are not the same work as nginx returning a constant: no ratio for them.
+            if (ng && name[i] != "cmesh-post") { rr = ratio(rps[i], rps[ng]); pr = ratio(p99[i], p99[ng]) }
+            printf "%s,%.2f,%.3f,%.3f,%d,%s,%s,,,,,,,\n", name[i], rps[i], p50[i], p99[i], rss[i], rr, pr >> csv
+            printf "%-22s %10.0f %9.3f %9.3f %9d %9d %8s %8s\n", name[i], rps[i], p50[i], p99[i],
+                rss[i], hwm[i], rr == "" ? "-" : rr, pr == "" ? "-" : pr
+        }
+        close(csv)
+
+        # Test membership with `in`: reading idx[k] would create the key.
+        g = ("cmesh-get" in idx) ? idx["cmesh-get"] : 0
+        l = ("cmesh-get-accesslog" in idx) ? idx["cmesh-get-accesslog"] : 0
+        p = ("cmesh-post" in idx) ? idx["cmesh-post"] : 0
+        if (g && l && rps[g] > 0)
+            printf "\naccess log cost: %.1f%% rps, p99 %.3f -> %.3f ms\n",
+                100 * (rps[g] - rps[l]) / rps[g], p99[g], p99[l]
+
+        print "\ntargets:"
+        fails = 0
+        if (g && ng) {
+            v = rps[g] / rps[ng]; ok = v >= trps; fails += !ok
+            printf "  GET rps >= %.1fx nginx          %5.2fx      %s\n", trps, v, ok ? "MET" : "NOT MET"
+            v = (p99[ng] > 0) ? p99[g] / p99[ng] : 0; ok = p99[ng] > 0 && v <= tp99; fails += !ok
+            printf "  GET p99 <= %.1fx nginx          %5.2fx      %s\n", tp99, v, ok ? "MET" : "NOT MET"
+        } else {
+            print "  GET rps >= 0.8x nginx, p99 <= 1.5x nginx: not measured"; fails++
+        }
+        if (p) {
+            ok = rps[p] >= tcreates; fails += !ok
+            printf "  creates/s >= %d             %8.0f   %s\n", tcreates, rps[p], ok ? "MET" : "NOT MET"
+        } else {
+            printf "  creates/s >= %d: not measured\n", tcreates; fails++
+        }
+        # The strictest reading: the largest RSS any cmesh row reached, and which row.
+        maxrss = 0; maxname = ""
+        for (n in idx) if (n ~ /^cmesh/ && rss[idx[n]] >= maxrss) { maxrss = rss[idx[n]]; maxname = n }
+        if (maxname != "") {
+            ok = maxrss <= trss; fails += !ok
+            printf "  cmesh RSS under load <= 16 MiB  %6.1f MiB  %s (max, %s)\n", maxrss / 1024,
+                ok ? "MET" : "NOT MET", maxname
+        } else {
+            print "  cmesh RSS under load <= 16 MiB: not measured"; fails++
+        }
+        exit (cmesh_ok && nginx_ok) ? 0 : 1
+    }' "$TMP/rows"
+}
+
 status=0
-awk -v csv="$CSV" -v trps="$TARGET_RPS_RATIO" -v tp99="$TARGET_P99_RATIO" \
-    -v tcreates="$TARGET_CREATES" -v trss="$TARGET_RSS_KIB" \
-    -v cmesh_ok="$CMESH_OK" -v nginx_ok="$NGINX_OK" '
-{ name[NR] = $1; rps[NR] = $2; p50[NR] = $3; p99[NR] = $4; rss[NR] = $5; hwm[NR] = $6; idx[$1] = NR }
-function ratio(a, b) { return (b > 0) ? sprintf("%.2f", a / b) : "" }
-END {
-    ng = ("nginx-get" in idx) ? idx["nginx-get"] : 0
-    order[1] = "nginx-get"; order[2] = "cmesh-get"; order[3] = "cmesh-get-accesslog"; order[4] = "cmesh-post"
-    print "name,rps,p50_ms,p99_ms,rss_kib,rps_vs_nginx,p99_vs_nginx" > csv
-    printf "\n%-22s %10s %9s %9s %9s %9s %8s %8s\n", "name", "rps", "p50_ms", "p99_ms",
-        "rss_kib", "hwm_kib", "rps/ngx", "p99/ngx"
-    for (k = 1; k <= 4; k++) {
-        if (!(order[k] in idx)) continue
-        i = idx[order[k]]
-        rr = ""; pr = ""
-        # Creates are not the same work as nginx returning a constant: no ratio for them.
-        if (ng && name[i] != "cmesh-post") { rr = ratio(rps[i], rps[ng]); pr = ratio(p99[i], p99[ng]) }
-        printf "%s,%.2f,%.3f,%.3f,%d,%s,%s\n", name[i], rps[i], p50[i], p99[i], rss[i], rr, pr > csv
-        printf "%-22s %10.0f %9.3f %9.3f %9d %9d %8s %8s\n", name[i], rps[i], p50[i], p99[i],
-            rss[i], hwm[i], rr == "" ? "-" : rr, pr == "" ? "-" : pr
-    }
-    close(csv)
-
-    # Test membership with `in`: reading idx[k] would create the key.
-    g = ("cmesh-get" in idx) ? idx["cmesh-get"] : 0
-    l = ("cmesh-get-accesslog" in idx) ? idx["cmesh-get-accesslog"] : 0
-    p = ("cmesh-post" in idx) ? idx["cmesh-post"] : 0
-    if (g && l && rps[g] > 0)
-        printf "\naccess log cost: %.1f%% rps, p99 %.3f -> %.3f ms\n",
-            100 * (rps[g] - rps[l]) / rps[g], p99[g], p99[l]
-
-    print "\ntargets:"
-    fails = 0
-    if (g && ng) {
-        v = rps[g] / rps[ng]; ok = v >= trps; fails += !ok
-        printf "  GET rps >= %.1fx nginx          %5.2fx      %s\n", trps, v, ok ? "MET" : "NOT MET"
-        v = (p99[ng] > 0) ? p99[g] / p99[ng] : 0; ok = p99[ng] > 0 && v <= tp99; fails += !ok
-        printf "  GET p99 <= %.1fx nginx          %5.2fx      %s\n", tp99, v, ok ? "MET" : "NOT MET"
-    } else {
-        print "  GET rps >= 0.8x nginx, p99 <= 1.5x nginx: not measured"; fails++
-    }
-    if (p) {
-        ok = rps[p] >= tcreates; fails += !ok
-        printf "  creates/s >= %d             %8.0f   %s\n", tcreates, rps[p], ok ? "MET" : "NOT MET"
-    } else {
-        printf "  creates/s >= %d: not measured\n", tcreates; fails++
-    }
-    # The strictest reading: the largest RSS any cmesh row reached, and which row.
-    maxrss = 0; maxname = ""
-    for (n in idx) if (n ~ /^cmesh/ && rss[idx[n]] >= maxrss) { maxrss = rss[idx[n]]; maxname = n }
-    if (maxname != "") {
-        ok = maxrss <= trss; fails += !ok
-        printf "  cmesh RSS under load <= 16 MiB  %6.1f MiB  %s (max, %s)\n", maxrss / 1024,
-            ok ? "MET" : "NOT MET", maxname
-    } else {
-        print "  cmesh RSS under load <= 16 MiB: not measured"; fails++
-    }
-    exit (cmesh_ok && nginx_ok) ? 0 : 1
-}' "$TMP/rows" || status=$?
+if want users; then users_report || status=$?; fi
+if want proxy; then gateway_report "$TMP/rows" "$TMP/proxy-notes" "$CSV"; fi
+if want failover; then failover_report "$TMP/failover-rows" "$CSV"; fi
 cp "$CSV" "$ROOT/bench/results/latest.csv"
 echo
 echo "bench: wrote bench/results/$(basename "$CSV") and bench/results/latest.csv"

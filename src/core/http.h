@@ -77,9 +77,9 @@ struct cm_req {
     int route;         /* router index, for metrics */
     int keep_alive;    /* the client allows reuse */
     int content_type_set;
-    uint64_t start_ns; /* uv_hrtime() when the request was complete (streaming: its head) */
-    char peer[48];     /* the client's address ("127.0.0.1", "::1"), no port */
-    int http_minor;    /* 1 for HTTP/1.1, 0 for HTTP/1.0 */
+    uint64_t start_ns;      /* uv_hrtime() when the request was complete (streaming: its head) */
+    char peer[48];          /* the client's address ("127.0.0.1", "::1"), no port */
+    int http_minor;         /* 1 for HTTP/1.1, 0 for HTTP/1.0 */
     int64_t content_length; /* -1 when none was given (chunked or no body) */
     int has_body;           /* Content-Length > 0 or chunked */
     cm_buf_t log_extra;     /* raw JSON members appended to the access line (",\"a\":1") */
@@ -87,12 +87,17 @@ struct cm_req {
     /* --- streaming state (the server's own) --- */
     cm_body_cb body_cb;
     void *body_arg;
-    int body_done;     /* the whole body was delivered (or there was none) */
+    int body_done;     /* the last piece was delivered */
+    int body_complete; /* every body byte was parsed (or there was none): reuse is safe */
+    int expect_100;    /* the client waits for 100 Continue before sending the body */
     int streaming;     /* cm_res_start() was called */
-    int64_t res_left;  /* Content-Length bytes still to write, or -1 when chunked */
+    int res_chunked;   /* the answer is chunk-framed */
+    int res_nobody;    /* HEAD/1xx/204/304: written bytes are dropped */
+    int drain_wanted;  /* cm_res_write() returned 1: call drain_cb once below low water */
+    int64_t res_left;  /* Content-Length bytes still to write, or -1 when not counted */
     cm_drain_cb drain_cb;
     void *drain_arg;
-    uint64_t res_bytes;
+    uint64_t res_bytes; /* written to the client so far, head and framing included */
 };
 
 /* Returns the first header called name (case-insensitive) or NULL; *len gets its length. */

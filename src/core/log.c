@@ -423,8 +423,13 @@ void cm_log_access(cm_log_stream_t *s, const cm_access_t *rec)
     if (rc == 0)
         rc = json_field_str(b, ",\"path\":", rec->path, rec->path_len);
     if (rc == 0)
-        rc = cm_buf_appendf(b, ",\"status\":%d,\"duration_us\":%llu,\"bytes\":%llu}\n", rec->status,
+        rc = cm_buf_appendf(b, ",\"status\":%d,\"duration_us\":%llu,\"bytes\":%llu", rec->status,
                             (unsigned long long)rec->duration_us, (unsigned long long)rec->bytes);
+    if (rc == 0 && rec->extra &&
+        rec->extra_len) /* the caller's members, verbatim (gateway: upstream) */
+        rc = cm_buf_append(b, rec->extra, rec->extra_len);
+    if (rc == 0)
+        rc = cm_buf_append(b, "}\n", 2);
     if (rc < 0) {
         /* Out of memory mid-line: take the partial line back so the batch stays whole
          * lines, and count the loss like a drop. */

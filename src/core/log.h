@@ -21,7 +21,7 @@ typedef struct cm_access {
     size_t path_len;
     int status;
     uint64_t duration_us;
-    uint64_t bytes; /* response bytes written, head included */
+    uint64_t bytes;    /* response bytes written, head included */
     const char *extra; /* NULL, or raw JSON members appended as they are: ,"a":1,"b":[] */
     size_t extra_len;
 } cm_access_t;

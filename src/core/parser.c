@@ -37,6 +37,7 @@ static int on_message_begin(http_parser *hp)
     p->nhdr = 0;
     p->in_value = 0;
     p->expect_continue = 0;
+    p->body_seen = 0;
     return 0;
 }
 
@@ -130,13 +131,27 @@ static int on_headers_complete(http_parser *hp)
         return -1;
     if (!(hp->flags & (F_CHUNKED | F_CONTENTLENGTH)))
         p->expect_continue = 0; /* nothing to continue with */
+    p->chunked = (hp->flags & F_CHUNKED) != 0;
+    p->content_length = (hp->flags & F_CONTENTLENGTH) ? (int64_t)hp->content_length : -1;
     p->pending = CM_PARSE_HEAD;
+    if (p->limits.stream)
+        http_parser_pause(hp, 1); /* the caller takes the head before any body byte */
     return 0;
 }
 
 static int on_body(http_parser *hp, const char *at, size_t len)
 {
     cm_parser_t *p = of(hp);
+    if (p->limits.stream) {
+        if (p->body_seen + len > p->limits.max_body)
+            return fail(p, 413, "request body too large");
+        p->body_seen += len;
+        p->piece = at;
+        p->piece_len = len;
+        p->pending = CM_PARSE_BODY;
+        http_parser_pause(hp, 1); /* one piece per feed: the caller hands it on */
+        return 0;
+    }
     if (p->body.len + len > p->limits.max_body)
         return fail(p, 413, "request body too large");
     if (cm_buf_append(&p->body, at, len) < 0)
@@ -282,7 +297,11 @@ cm_parse_event_t cm_parser_feed(cm_parser_t *p, const char *data, size_t len, si
         rearm_scanner(p);
         return CM_PARSE_DONE;
     }
+    if (p->pending == CM_PARSE_BODY)
+        return CM_PARSE_BODY;
     if (p->pending == CM_PARSE_HEAD) {
+        if (p->limits.stream)
+            return CM_PARSE_HEAD;
         /* http-parser went on into the body within this chunk; report the head first
          * only when the client waits for 100-continue, else the body follows. */
         if (p->expect_continue)
@@ -345,5 +364,8 @@ void cm_parser_take(cm_parser_t *p, cm_req_t *req)
     }
     req->body = (cm_str_t){req->raw_body.data ? req->raw_body.data : "", req->raw_body.len};
     req->keep_alive = http_should_keep_alive(&p->hp);
+    req->http_minor = p->hp.http_minor;
+    req->content_length = p->content_length;
+    req->has_body = p->chunked || p->content_length > 0;
     p->nhdr = 0;
 }

@@ -7,6 +7,7 @@
 #define CMESH_CORE_PARSER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <http_parser.h>
 
@@ -16,12 +17,17 @@ typedef struct cm_parser_limits {
     size_t max_header; /* bytes of request line + headers; over it 431 */
     size_t max_uri;    /* bytes of the request line; over it 414 */
     size_t max_body;   /* bytes of body, chunked or not; over it 413 */
+    int stream;        /* streaming mode: HEAD always, body as BODY pieces, never kept */
 } cm_parser_limits_t;
 
 typedef enum {
     CM_PARSE_MORE,  /* every byte consumed; feed more */
-    CM_PARSE_HEAD,  /* the head is complete (expect_continue tells whether to send 100) */
-    CM_PARSE_DONE,  /* a whole request is ready: cm_parser_take() it */
+    CM_PARSE_HEAD,  /* the head is complete (expect_continue tells whether to send 100);
+                     * streaming mode: always reported, cm_parser_take() it now */
+    CM_PARSE_BODY,  /* streaming mode only: piece/piece_len hold body bytes (de-chunked),
+                     * pointing into the data just fed */
+    CM_PARSE_DONE,  /* a whole request is ready: cm_parser_take() it (streaming: the
+                     * body ended; nothing to take) */
     CM_PARSE_ERROR, /* refused: error_status / error_msg; close after answering */
 } cm_parse_event_t;
 
@@ -48,6 +54,12 @@ typedef struct cm_parser {
     /* results */
     cm_parse_event_t pending; /* event raised by a callback */
     int expect_continue;      /* head asked for 100-continue */
+    int64_t content_length;   /* as declared, -1 when none (read at the head: http-parser
+                               * counts its own copy down while the body goes by) */
+    int chunked;              /* Transfer-Encoding: chunked */
+    const char *piece;        /* CM_PARSE_BODY: the bytes, borrowed from the fed data */
+    size_t piece_len;
+    size_t body_seen; /* streaming mode: body bytes so far, for max_body */
     int error_status;
     const char *error_msg;
 } cm_parser_t;
@@ -60,8 +72,9 @@ void cm_parser_free(cm_parser_t *p); /* frees the buffers */
 cm_parse_event_t cm_parser_feed(cm_parser_t *p, const char *data, size_t len, size_t *used);
 
 /* Moves the finished request into req: method, target/path/query, headers, body,
- * keep_alive. The bytes move by swapping buffers with req->raw_head/raw_body, so
- * req owns them until it is reused; nothing is copied. */
+ * keep_alive, http_minor, content_length, has_body (streaming mode: at HEAD, body empty). The bytes
+ * move by swapping buffers with req->raw_head/raw_body, so req owns them until it is reused;
+ * nothing is copied. */
 void cm_parser_take(cm_parser_t *p, cm_req_t *req);
 
 /* True when the request's head was already complete (used for 408 vs silent close). */

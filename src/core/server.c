@@ -29,8 +29,12 @@
 #define LINGER_MS     2000        /* after an error answer, how long unread input is drained */
 #define LOG_FLUSH_MS  100         /* access-log batches reach the writer at least this often */
 #define BACKLOG       1024
-#define REQ_POOL_KEEP 4           /* idle request objects a connection keeps for reuse */
-#define BUF_KEEP      (64 * 1024) /* bytes a reused buffer keeps after a large request */
+#define REQ_POOL_KEEP 4            /* idle request objects a connection keeps for reuse */
+#define BUF_KEEP      (64 * 1024)  /* bytes a reused buffer keeps after a large request */
+#define HIGH_WATER    (256 * 1024) /* streamed answer: cm_res_write() asks the producer to stop */
+#define LOW_WATER                                                                                  \
+    (64 * 1024) /* ... and drain_cb asks it to go on; also the size that is                        \
+                 * written at once rather than at the end of the callback */
 
 typedef struct server server_t;
 typedef struct worker worker_t;
@@ -59,6 +63,15 @@ struct cm_conn {
     int closing;
     int handles_open;
     enum timer_mode mode;
+    char peer[48]; /* the client's address, copied into each request */
+    /* stream mode only (cm_service_t.stream) */
+    int stream;
+    uv_timer_t kick; /* 0 ms: delivers, parses and flushes from the loop, not from an API */
+    cm_req_t *cur;   /* the request being handled; the next is not parsed before it ends */
+    cm_buf_t stash;  /* received bytes not parsed yet (cur waits for its handler, paused) */
+    int cur_done;    /* the parser reached the end of cur's message */
+    int paused;      /* cm_req_body_pause() */
+    int close_after; /* close once cur's streamed answer ended */
 };
 
 struct worker {
@@ -94,6 +107,7 @@ struct server {
     atomic_int draining;
     atomic_int conns;
     uv_signal_t sigterm, sigint; /* on the main thread's loop */
+    uv_signal_t sighup;          /* only when the service has on_sighup */
 };
 
 static void conn_close(cm_conn_t *c);
@@ -101,6 +115,10 @@ static void conn_flush(cm_conn_t *c);
 static void start_read(cm_conn_t *c);
 static void conn_timer_update(cm_conn_t *c);
 static void on_conn_timer(uv_timer_t *t);
+static void conn_kick(cm_conn_t *c);
+static void stream_update_read(cm_conn_t *c);
+static void stream_on_read(cm_conn_t *c, const char *data, size_t len);
+static void maybe_drain(cm_conn_t *c);
 
 /* ------------------------------------------------------------------------- */
 /* options                                                                    */
@@ -200,6 +218,16 @@ static cm_req_t *req_get(cm_conn_t *c)
     r->content_type_set = 0;
     r->state = c->w->state;
     r->loop = &c->w->loop;
+    memcpy(r->peer, c->peer, sizeof r->peer);
+    r->body_cb = NULL;
+    r->body_done = 0;
+    r->body_complete = 0;
+    r->expect_100 = 0;
+    r->streaming = 0;
+    r->drain_wanted = 0;
+    r->drain_cb = NULL;
+    r->res_bytes = 0;
+    cm_buf_reset(&r->log_extra);
     cm_buf_reset(&r->res_headers);
     cm_buf_reset(&r->res_body);
     cm_buf_reset(&r->out);
@@ -213,6 +241,7 @@ static void req_free(cm_req_t *r)
     cm_buf_free(&r->res_headers);
     cm_buf_free(&r->res_body);
     cm_buf_free(&r->out);
+    cm_buf_free(&r->log_extra);
     free(r);
 }
 
@@ -286,6 +315,16 @@ static const char *date_header(worker_t *w)
     return w->date;
 }
 
+static void append_status_line(cm_buf_t *o, int status)
+{
+    char code[4] = {(char)('0' + status / 100 % 10), (char)('0' + status / 10 % 10),
+                    (char)('0' + status % 10), ' '};
+    cm_buf_append(o, "HTTP/1.1 ", 9);
+    cm_buf_append(o, code, 4);
+    cm_buf_append_str(o, cm_http_reason(status));
+    cm_buf_append(o, "\r\n", 2);
+}
+
 /* Renders status line, headers and body into r->out. */
 static void render(worker_t *w, cm_req_t *r, int close)
 {
@@ -293,12 +332,7 @@ static void render(worker_t *w, cm_req_t *r, int close)
     int no_body = r->method == CM_HEAD || r->status == 304 || r->status == 204 || r->status < 200;
     cm_buf_reset(o);
     cm_buf_reserve(o, 160 + r->res_headers.len + r->res_body.len);
-    char code[4] = {(char)('0' + r->status / 100 % 10), (char)('0' + r->status / 10 % 10),
-                    (char)('0' + r->status % 10), ' '};
-    cm_buf_append(o, "HTTP/1.1 ", 9);
-    cm_buf_append(o, code, 4);
-    cm_buf_append_str(o, cm_http_reason(r->status));
-    cm_buf_append(o, "\r\n", 2);
+    append_status_line(o, r->status);
     cm_buf_append_str(o, date_header(w));
     if (!r->content_type_set && r->status != 304 && r->status != 204)
         cm_buf_append_str(o, "Content-Type: application/json\r\n");
@@ -318,6 +352,35 @@ static void render(worker_t *w, cm_req_t *r, int close)
         cm_buf_append(o, r->res_body.data ? r->res_body.data : "", r->res_body.len);
 }
 
+/* Counts an answered request in metrics and the access log. */
+static void account(worker_t *w, cm_req_t *r, int status, uint64_t bytes)
+{
+    uint64_t us = (uv_hrtime() - r->start_ns) / 1000;
+    cm_metrics_observe(w->srv->metrics, r->route, r->method_name, status, us);
+    cm_metrics_inflight_add(w->srv->metrics, -1);
+    cm_log_access(w->log, &(cm_access_t){.request_id = r->request_id,
+                                         .method = r->method_name,
+                                         .path = r->target.p,
+                                         .path_len = r->target.len,
+                                         .status = status,
+                                         .duration_us = us,
+                                         .bytes = bytes,
+                                         .extra = r->log_extra.len ? r->log_extra.data : NULL,
+                                         .extra_len = r->log_extra.len});
+}
+
+/* Stream mode: the handler is done with the connection's current request, so the next
+ * pipelined one may be parsed. An unread body would be misparsed as the next request:
+ * then the connection closes after this answer instead. */
+static void cur_finished(cm_conn_t *c, cm_req_t *r)
+{
+    c->cur = NULL;
+    if (!r->body_complete || c->close_after)
+        c->close_pending = 1;
+    else if (c->stash.len)
+        conn_kick(c);
+}
+
 void cm_res_send(cm_req_t *r, int status)
 {
     cm_conn_t *c = r->conn;
@@ -330,22 +393,14 @@ void cm_res_send(cm_req_t *r, int status)
         return;
     }
     worker_t *w = c->w;
-    server_t *s = w->srv;
     r->status = status;
+    if (c->cur == r)
+        cur_finished(c, r);
     int close = !r->keep_alive || c->close_pending || w->draining;
     if (close)
         c->close_pending = 1;
     render(w, r, close);
-    uint64_t us = (uv_hrtime() - r->start_ns) / 1000;
-    cm_metrics_observe(s->metrics, r->route, r->method_name, status, us);
-    cm_metrics_inflight_add(s->metrics, -1);
-    cm_log_access(w->log, &(cm_access_t){.request_id = r->request_id,
-                                         .method = r->method_name,
-                                         .path = r->target.p,
-                                         .path_len = r->target.len,
-                                         .status = status,
-                                         .duration_us = us,
-                                         .bytes = r->out.len});
+    account(w, r, status, r->out.len);
     if (!c->in_read)
         conn_flush(c);
 }
@@ -377,10 +432,13 @@ static void handle_readyz(cm_req_t *r)
 
 static void handle_metrics(cm_req_t *r)
 {
+    const cm_service_t *svc = server_of(r)->svc;
     if (cm_metrics_render(server_of(r)->metrics, &r->res_body) < 0) {
         cm_res_error(r, 500, "out of memory rendering metrics");
         return;
     }
+    if (svc->render_metrics)
+        svc->render_metrics(svc->config, &r->res_body);
     cm_res_header(r, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
     cm_res_send(r, 200);
 }
@@ -406,6 +464,7 @@ static void on_handle_closed(uv_handle_t *h)
         req_free(r);
     }
     cm_parser_free(&c->parser);
+    cm_buf_free(&c->stash);
     cm_buf_free(&c->wbuf);
     cm_buf_free(&c->inflight);
     free(c);
@@ -428,6 +487,11 @@ static void conn_close(cm_conn_t *c)
         }
     }
     c->head = c->tail = NULL;
+    if (c->cur && c->cur->streaming) /* off the queue while its answer streams */
+        c->cur->conn = NULL;
+    c->cur = NULL;
+    if (c->stream)
+        uv_close((uv_handle_t *)&c->kick, on_handle_closed);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -479,15 +543,15 @@ static void on_written(uv_write_t *req, int status)
         return;
     }
     conn_flush(c);
+    if (c->stream)
+        maybe_drain(c);
 }
 
 /* Moves answered requests at the head of the queue into wbuf and writes it:
  * uv_try_write first (no allocation, usually all of it), uv_write for the rest. */
-static void conn_flush(cm_conn_t *c)
+static void move_answered(cm_conn_t *c)
 {
-    if (c->closing)
-        return;
-    while (c->head && c->head->status) {
+    while (c->head && c->head->status && !c->head->streaming) {
         cm_req_t *r = c->head;
         c->head = r->next;
         if (!c->head)
@@ -496,6 +560,13 @@ static void conn_flush(cm_conn_t *c)
         cm_buf_append(&c->wbuf, r->out.data, r->out.len);
         req_release(c, r);
     }
+}
+
+static void conn_flush(cm_conn_t *c)
+{
+    if (c->closing)
+        return;
+    move_answered(c);
     if (!c->writing && c->wbuf.len) {
         uv_buf_t b = uv_buf_init(c->wbuf.data, (unsigned)c->wbuf.len);
         int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
@@ -522,13 +593,15 @@ static void conn_flush(cm_conn_t *c)
             cm_buf_shrink(&c->wbuf, BUF_KEEP);
         }
     }
+    if (c->stream)
+        stream_update_read(c);
     if (c->writing)
         return;
-    if (c->close_pending && !c->head) {
+    if (c->close_pending && !c->head && !c->cur) {
         conn_linger(c);
         return;
     }
-    if (!c->reading && c->queued < MAX_PIPELINED / 2 && !c->w->draining)
+    if (!c->stream && !c->reading && c->queued < MAX_PIPELINED / 2 && !c->w->draining)
         start_read(c);
     conn_timer_update(c);
 }
@@ -565,15 +638,11 @@ static void conn_fail(cm_conn_t *c, int status, const char *msg)
     cm_res_error(r, status, "%s", msg);
 }
 
-static void dispatch(cm_conn_t *c)
+/* Queues r behind the earlier answers and hands it to its route's handler, the
+ * service's fallback, or a 404/405 answer. */
+static void route(cm_conn_t *c, cm_req_t *r)
 {
     worker_t *w = c->w;
-    cm_req_t *r = req_get(c);
-    if (!r) {
-        conn_close(c);
-        return;
-    }
-    cm_parser_take(&c->parser, r);
     r->start_ns = uv_hrtime();
     set_request_id(w, r);
     if (c->tail)
@@ -586,6 +655,11 @@ static void dispatch(cm_conn_t *c)
     int status = 0;
     char allow[64];
     cm_handler_fn h = cm_router_match(w->srv->router, r, &status, allow, sizeof allow);
+    if (!h && w->srv->svc->fallback) { /* the gateway: every other path is the proxy's */
+        r->route = cm_router_npatterns(w->srv->router);
+        r->nparams = 0;
+        h = w->srv->svc->fallback;
+    }
     if (!h) {
         if (status == 405) {
             cm_res_header(r, "Allow", "%s", allow);
@@ -597,6 +671,17 @@ static void dispatch(cm_conn_t *c)
         return;
     }
     h(r);
+}
+
+static void dispatch(cm_conn_t *c)
+{
+    cm_req_t *r = req_get(c);
+    if (!r) {
+        conn_close(c);
+        return;
+    }
+    cm_parser_take(&c->parser, r);
+    route(c, r);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -616,6 +701,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0 || c->lingering || c->close_pending)
         return; /* after a final answer, input is drained and dropped */
+    if (c->stream) {
+        stream_on_read(c, buf->base, (size_t)nread);
+        return;
+    }
     const char *p = buf->base;
     size_t left = (size_t)nread;
     c->in_read = 1;
@@ -674,7 +763,9 @@ static void conn_timer_update(cm_conn_t *c)
         return;
     const cm_server_opts_t *o = c->w->srv->opts;
     enum timer_mode want;
-    if (cm_parser_mid_request(&c->parser))
+    if (c->stream && c->cur)
+        want = T_NONE; /* head done: the body's pace is the handler's (gateway) business */
+    else if (cm_parser_mid_request(&c->parser))
         want = T_REQUEST;
     else if (!c->head)
         want = T_IDLE;
@@ -688,6 +779,18 @@ static void conn_timer_update(cm_conn_t *c)
     else
         uv_timer_start(&c->timer, on_conn_timer,
                        want == T_REQUEST ? o->request_timeout_ms : o->idle_timeout_ms, 0);
+}
+
+static void set_peer(cm_conn_t *c)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) < 0)
+        return;
+    if (ss.ss_family == AF_INET6)
+        uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof c->peer);
+    else if (ss.ss_family == AF_INET)
+        uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof c->peer);
 }
 
 static void on_connection(uv_stream_t *listener, int status)
@@ -711,8 +814,16 @@ static void on_connection(uv_stream_t *listener, int status)
     c->timer.data = c;
     c->handles_open = 2;
     uv_tcp_nodelay(&c->tcp, 1);
+    set_peer(c);
     const cm_server_opts_t *o = w->srv->opts;
-    cm_parser_init(&c->parser, &(cm_parser_limits_t){o->max_header, o->max_uri, o->max_body});
+    c->stream = w->srv->svc->stream;
+    if (c->stream) {
+        uv_timer_init(&w->loop, &c->kick);
+        c->kick.data = c;
+        c->handles_open = 3;
+    }
+    cm_parser_init(&c->parser,
+                   &(cm_parser_limits_t){o->max_header, o->max_uri, o->max_body, c->stream});
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;
@@ -737,6 +848,361 @@ static void on_connection(uv_stream_t *listener, int status)
     }
     start_read(c);
     conn_timer_update(c);
+}
+
+/* ------------------------------------------------------------------------- */
+/* stream mode: one request at a time, its body and its answer in pieces      */
+
+/* True when the parser may consume input now: never past the end of the current
+ * request before it is answered, and never into a body nobody reads yet. */
+static int gate_open(const cm_conn_t *c)
+{
+    if (c->closing || c->close_pending || c->lingering)
+        return 0;
+    const cm_req_t *r = c->cur;
+    if (!r)
+        return 1; /* the next head (or the tail of an answered bodyless head) */
+    if (c->cur_done)
+        return 0;
+    if (!r->has_body)
+        return 1; /* only the end of the head is left, no body byte to keep */
+    return r->body_cb && !c->paused;
+}
+
+/* Reads only what can be parsed: a held stash or a closed gate stops the socket,
+ * which is the upload's backpressure. */
+static void stream_update_read(cm_conn_t *c)
+{
+    if (c->closing || c->lingering)
+        return;
+    int want = !c->stash.len && gate_open(c) && (!c->w->draining || c->cur);
+    if (want && !c->reading) {
+        start_read(c);
+    } else if (!want && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = 0;
+    }
+}
+
+static size_t pending_bytes(const cm_conn_t *c)
+{
+    return c->wbuf.len + c->inflight.len;
+}
+
+/* Called from loop callbacks only (never from cm_res_write) so the producer is not
+ * re-entered. */
+static void maybe_drain(cm_conn_t *c)
+{
+    cm_req_t *r = c->cur;
+    if (c->closing || !r || !r->drain_wanted || pending_bytes(c) >= LOW_WATER)
+        return;
+    r->drain_wanted = 0;
+    if (r->drain_cb)
+        r->drain_cb(r, r->drain_arg);
+}
+
+static void deliver_last(cm_req_t *r)
+{
+    r->body_done = 1;
+    r->body_cb(r, "", 0, 1, r->body_arg);
+}
+
+static void stream_dispatch(cm_conn_t *c)
+{
+    cm_req_t *r = req_get(c);
+    if (!r) {
+        conn_close(c);
+        return;
+    }
+    r->expect_100 = c->parser.expect_continue;
+    cm_parser_take(&c->parser, r);
+    r->body_complete = !r->has_body;
+    c->cur = r;
+    c->cur_done = 0;
+    c->paused = 0;
+    c->close_after = 0;
+    route(c, r);
+}
+
+/* Parses data while the gate is open, handing events to the current request.
+ * Returns the bytes consumed; the caller keeps the rest. */
+static size_t stream_parse(cm_conn_t *c, const char *data, size_t len)
+{
+    size_t off = 0;
+    while (off < len && gate_open(c)) {
+        size_t used = 0;
+        cm_parse_event_t ev = cm_parser_feed(&c->parser, data + off, len - off, &used);
+        off += used;
+        cm_req_t *r = c->cur;
+        if (ev == CM_PARSE_ERROR) {
+            if (r) /* a broken body: the handler owns the answer, so cut the connection */
+                conn_close(c);
+            else
+                conn_fail(c, c->parser.error_status, c->parser.error_msg);
+            break;
+        } else if (ev == CM_PARSE_HEAD) {
+            stream_dispatch(c);
+        } else if (ev == CM_PARSE_BODY) {
+            if (r && r->body_cb)
+                r->body_cb(r, c->parser.piece, c->parser.piece_len, 0, r->body_arg);
+        } else if (ev == CM_PARSE_DONE) {
+            if (r) { /* else: a bodyless request answered before its last head byte */
+                c->cur_done = 1;
+                r->body_complete = 1;
+                if (r->body_cb && !r->body_done)
+                    deliver_last(r);
+            }
+        } else if (used == 0) {
+            break;
+        }
+    }
+    return off;
+}
+
+static void stream_parse_stash(cm_conn_t *c)
+{
+    size_t used = stream_parse(c, c->stash.data, c->stash.len);
+    if (c->closing || used == 0)
+        return;
+    memmove(c->stash.data, c->stash.data + used, c->stash.len - used);
+    c->stash.len -= used;
+    c->stash.data[c->stash.len] = '\0';
+    if (!c->stash.len)
+        cm_buf_shrink(&c->stash, BUF_KEEP);
+}
+
+static void stream_on_read(cm_conn_t *c, const char *data, size_t len)
+{
+    c->in_read = 1;
+    int rc = 0;
+    if (c->stash.len) { /* bytes still held: the new ones queue behind them */
+        rc = cm_buf_append(&c->stash, data, len);
+        if (rc == 0)
+            stream_parse_stash(c);
+    } else {
+        size_t used = stream_parse(c, data, len);
+        if (!c->closing && used < len) /* data is the worker's read buffer: copy */
+            rc = cm_buf_append(&c->stash, data + used, len - used);
+    }
+    c->in_read = 0;
+    if (rc < 0)
+        conn_close(c);
+    if (c->closing)
+        return;
+    conn_flush(c);
+}
+
+static void on_kick(uv_timer_t *t)
+{
+    cm_conn_t *c = t->data;
+    if (c->closing)
+        return;
+    cm_req_t *r = c->cur;
+    c->in_read = 1;
+    if (r && c->cur_done && r->body_cb && !r->body_done)
+        deliver_last(r);
+    if (!c->closing && c->stash.len && gate_open(c))
+        stream_parse_stash(c);
+    c->in_read = 0;
+    if (c->closing)
+        return;
+    conn_flush(c);
+    maybe_drain(c);
+}
+
+/* Runs on_kick on the next loop iteration. */
+static void conn_kick(cm_conn_t *c)
+{
+    if (c->stream && !c->closing)
+        uv_timer_start(&c->kick, on_kick, 0, 0);
+}
+
+/* Writes now when enough is queued; else at the end of the current loop callback (a
+ * read) or on the next iteration, so start + write + end make one write syscall. */
+static void stream_flush_soon(cm_conn_t *c)
+{
+    if (c->in_read)
+        return;
+    if (c->wbuf.len >= LOW_WATER)
+        conn_flush(c);
+    else
+        conn_kick(c);
+}
+
+void cm_req_body_read(cm_req_t *r, cm_body_cb cb, void *arg)
+{
+    cm_conn_t *c = r->conn;
+    if (!c || c->closing || c->cur != r || r->body_cb)
+        return;
+    r->body_cb = cb;
+    r->body_arg = arg;
+    if (r->expect_100 && !r->body_complete && !r->streaming) {
+        /* RFC 9110 10.1.1: the client holds the body back until this */
+        move_answered(c);
+        cm_buf_append_str(&c->wbuf, "HTTP/1.1 100 Continue\r\n\r\n");
+    }
+    r->expect_100 = 0;
+    conn_kick(c);
+}
+
+void cm_req_body_pause(cm_req_t *r)
+{
+    cm_conn_t *c = r->conn;
+    if (!c || c->closing || c->cur != r || c->paused)
+        return;
+    c->paused = 1;
+    stream_update_read(c);
+}
+
+void cm_req_body_resume(cm_req_t *r)
+{
+    cm_conn_t *c = r->conn;
+    if (!c || c->closing || c->cur != r || !c->paused)
+        return;
+    c->paused = 0;
+    conn_kick(c); /* the stash first, then the socket again */
+}
+
+static void append_stream_head(worker_t *w, cm_req_t *r, int64_t content_length, int close)
+{
+    cm_buf_t *o = &r->conn->wbuf;
+    int status = r->status;
+    append_status_line(o, status);
+    cm_buf_append_str(o, date_header(w));
+    cm_buf_append_str(o, "X-Request-Id: ");
+    cm_buf_append_str(o, r->request_id);
+    cm_buf_append(o, "\r\n", 2);
+    cm_buf_append(o, r->res_headers.data ? r->res_headers.data : "", r->res_headers.len);
+    if (status >= 200 && status != 204 && status != 304) { /* RFC 9110 8.6: never for these */
+        if (content_length >= 0) {
+            cm_buf_append_str(o, "Content-Length: ");
+            cm_buf_append_u64(o, (unsigned long long)content_length);
+            cm_buf_append(o, "\r\n", 2);
+        } else if (r->res_chunked) {
+            cm_buf_append_str(o, "Transfer-Encoding: chunked\r\n");
+        }
+    }
+    if (close)
+        cm_buf_append_str(o, "Connection: close\r\n");
+    cm_buf_append(o, "\r\n", 2);
+}
+
+int cm_res_start(cm_req_t *r, int status, int64_t content_length)
+{
+    if (r->streaming || r->status)
+        return -EINVAL;
+    r->status = status;
+    r->streaming = 1;
+    r->res_nobody = r->method == CM_HEAD || status < 200 || status == 204 || status == 304;
+    r->res_chunked = !r->res_nobody && content_length < 0 && r->http_minor >= 1;
+    r->res_left = r->res_nobody ? 0 : content_length;
+    cm_conn_t *c = r->conn;
+    if (!c)
+        return 0; /* detached: writes say -EPIPE, cm_res_end frees */
+    worker_t *w = c->w;
+    move_answered(c); /* earlier answers go first; r's bytes follow them in wbuf */
+    if (c->head == r) {
+        c->head = r->next;
+        if (!c->head)
+            c->tail = NULL;
+        c->queued--;
+        r->next = NULL;
+    }
+    int close_delimited = !r->res_nobody && content_length < 0 && !r->res_chunked;
+    int close = !r->keep_alive || w->draining || close_delimited;
+    c->close_after = close;
+    size_t before = c->wbuf.len;
+    append_stream_head(w, r, content_length, close);
+    r->res_bytes = c->wbuf.len - before;
+    stream_flush_soon(c);
+    return 0;
+}
+
+static void append_chunk_size(cm_buf_t *o, size_t len)
+{
+    char hex[20];
+    int n = 0;
+    char tmp[16];
+    do {
+        tmp[n++] = "0123456789abcdef"[len & 15];
+        len >>= 4;
+    } while (len);
+    for (int i = 0; i < n; i++)
+        hex[i] = tmp[n - 1 - i];
+    hex[n++] = '\r';
+    hex[n++] = '\n';
+    cm_buf_append(o, hex, (size_t)n);
+}
+
+int cm_res_write(cm_req_t *r, const char *data, size_t len)
+{
+    cm_conn_t *c = r->conn;
+    if (!c || c->closing)
+        return -EPIPE;
+    if (!r->streaming || c->cur != r)
+        return -EINVAL;
+    if (r->res_nobody)
+        len = 0;
+    if (r->res_left >= 0 && (int64_t)len > r->res_left)
+        len = (size_t)r->res_left; /* never past Content-Length: the rest would be a new answer */
+    if (len) {
+        size_t before = c->wbuf.len;
+        if (r->res_chunked)
+            append_chunk_size(&c->wbuf, len);
+        int rc = cm_buf_append(&c->wbuf, data, len);
+        if (rc == 0 && r->res_chunked)
+            rc = cm_buf_append(&c->wbuf, "\r\n", 2);
+        if (rc < 0) {
+            conn_close(c);
+            return -EPIPE;
+        }
+        if (r->res_left >= 0)
+            r->res_left -= (int64_t)len;
+        r->res_bytes += c->wbuf.len - before;
+        stream_flush_soon(c);
+        if (c->closing)
+            return -EPIPE;
+    }
+    if (pending_bytes(c) > HIGH_WATER) {
+        r->drain_wanted = 1;
+        return 1;
+    }
+    return 0;
+}
+
+void cm_res_on_drain(cm_req_t *r, cm_drain_cb cb, void *arg)
+{
+    r->drain_cb = cb;
+    r->drain_arg = arg;
+}
+
+void cm_res_end(cm_req_t *r, int ok)
+{
+    if (!r->streaming) { /* nothing started: a bodyless answer stands in */
+        if (ok)
+            cm_res_send(r, 204);
+        else
+            cm_res_error(r, 502, "the answer failed before it started");
+        return;
+    }
+    cm_conn_t *c = r->conn;
+    worker_t *w = c ? c->w : r->loop->data;
+    int truncated = !ok || r->res_left > 0;
+    if (c && !truncated && r->res_chunked) {
+        cm_buf_append(&c->wbuf, "0\r\n\r\n", 5);
+        r->res_bytes += 5;
+    }
+    account(w, r, r->status, r->res_bytes);
+    if (!c) {
+        req_free(r);
+        return;
+    }
+    if (truncated || w->draining)
+        c->close_after = 1; /* the client must see the cut, never a shorter message */
+    cur_finished(c, r);
+    req_release(c, r);
+    if (!c->in_read)
+        conn_flush(c);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -792,7 +1258,7 @@ static void on_wake(uv_async_t *a)
      * it is set, so a request half-received at SIGTERM would never be completed. */
     for (cm_conn_t *c = w->conns, *next; c; c = next) {
         next = c->next;
-        if (!c->head && !cm_parser_mid_request(&c->parser))
+        if (!c->head && !c->cur && !cm_parser_mid_request(&c->parser))
             conn_close(c);
     }
     worker_maybe_stop(w);
@@ -886,6 +1352,8 @@ static void on_signal(uv_signal_t *sig, int signum)
     /* the main loop holds just these two: stopping them lets it return */
     uv_signal_stop(&s->sigterm);
     uv_signal_stop(&s->sigint);
+    if (s->svc->on_sighup)
+        uv_signal_stop(&s->sighup);
     if (atomic_exchange(&s->draining, 1))
         return;
     cm_log_msg(CM_LOG_INFO, "%s: %s received, draining (up to %llu ms)", s->svc->name,
@@ -893,6 +1361,13 @@ static void on_signal(uv_signal_t *sig, int signum)
                (unsigned long long)s->opts->drain_timeout_ms);
     for (int i = 0; i < s->opts->workers; i++)
         uv_async_send(&s->workers[i].wake);
+}
+
+static void on_sighup(uv_signal_t *sig, int signum)
+{
+    (void)signum;
+    server_t *s = sig->data;
+    s->svc->on_sighup(s->svc->config);
 }
 
 /* Builds the route table: built-ins first, then the service's. */
@@ -903,7 +1378,8 @@ static int make_router(const cm_service_t *svc, cm_router_t **out)
     if (!all)
         return -ENOMEM;
     memcpy(all, builtin_routes, sizeof builtin_routes);
-    memcpy(all + NBUILTIN, svc->routes, sizeof *all * (size_t)svc->nroutes);
+    if (svc->nroutes) /* the gateway has none (routes NULL): all goes to its fallback */
+        memcpy(all + NBUILTIN, svc->routes, sizeof *all * (size_t)svc->nroutes);
     int rc = cm_router_new(all, n, out);
     free(all);
     return rc;
@@ -966,6 +1442,11 @@ int cm_server_run(const cm_server_opts_t *o, const cm_service_t *svc)
     s.sigterm.data = s.sigint.data = &s;
     uv_signal_start(&s.sigterm, on_signal, SIGTERM);
     uv_signal_start(&s.sigint, on_signal, SIGINT);
+    if (svc->on_sighup) {
+        uv_signal_init(main_loop, &s.sighup);
+        s.sighup.data = &s;
+        uv_signal_start(&s.sighup, on_sighup, SIGHUP);
+    }
     for (int i = 0; i < o->workers; i++)
         uv_thread_create(&s.workers[i].thread, worker_main, &s.workers[i]);
     cm_log_msg(CM_LOG_INFO, "%s: listening on http://%s%s%s:%d (%d worker%s)", svc->name,
@@ -977,6 +1458,8 @@ int cm_server_run(const cm_server_opts_t *o, const cm_service_t *svc)
         uv_thread_join(&s.workers[i].thread);
     uv_close((uv_handle_t *)&s.sigterm, NULL);
     uv_close((uv_handle_t *)&s.sigint, NULL);
+    if (svc->on_sighup)
+        uv_close((uv_handle_t *)&s.sighup, NULL);
     uv_run(main_loop, UV_RUN_DEFAULT);
     cm_log_msg(CM_LOG_INFO, "%s: drained, exiting", svc->name);
     rc = 0;

@@ -928,30 +928,41 @@ static void on_deadline(uv_timer_t *t)
 /* ------------------------------------------------------------------------- */
 /* entry                                                                      */
 
+/* The value of cookie name in a Cookie header ("a=1; b=2"), or NULL. */
+static const char *cookie_value(const char *c, size_t len, const char *name, size_t *vlen)
+{
+    size_t nl = strlen(name);
+    const char *end = c + len;
+    while (c < end) {
+        while (c < end && (*c == ' ' || *c == ';'))
+            c++;
+        const char *semi = memchr(c, ';', (size_t)(end - c));
+        const char *stop = semi ? semi : end;
+        if ((size_t)(stop - c) > nl && c[nl] == '=' && memcmp(c, name, nl) == 0) {
+            *vlen = (size_t)(stop - c) - nl - 1;
+            return c + nl + 1;
+        }
+        c = stop;
+    }
+    return NULL;
+}
+
+/* GW_LB_HASH: the hash of the route's header or cookie; a random one without it. */
 static uint64_t hash_key(gw_exch_t *ex)
 {
     const gw_route_cfg_t *rc = ex->rt->cfg;
-    size_t len;
     if (rc->balancer != GW_LB_HASH)
         return 0;
+    size_t len, vlen;
+    const char *v;
     if (rc->hash_header[0]) {
-        const char *v = cm_req_header(ex->req, rc->hash_header, &len);
-        if (v)
-            return gw_lb_hash(v, len);
+        v = cm_req_header(ex->req, rc->hash_header, &len);
+        vlen = len;
     } else {
-        const char *c = cm_req_header(ex->req, "Cookie", &len);
-        size_t nl = strlen(rc->hash_cookie);
-        for (const char *p = c, *end = c + (c ? len : 0); p && p < end;) {
-            while (p < end && (*p == ' ' || *p == ';'))
-                p++;
-            const char *semi = memchr(p, ';', (size_t)(end - p));
-            const char *stop = semi ? semi : end;
-            if ((size_t)(stop - p) > nl && p[nl] == '=' && memcmp(p, rc->hash_cookie, nl) == 0)
-                return gw_lb_hash(p + nl + 1, (size_t)(stop - p - nl - 1));
-            p = stop;
-        }
+        v = cm_req_header(ex->req, "Cookie", &len);
+        v = v ? cookie_value(v, len, rc->hash_cookie, &vlen) : NULL;
     }
-    return rnd(ex->w);
+    return v ? gw_lb_hash(v, vlen) : rnd(ex->w);
 }
 
 static int retry_safe(const cm_req_t *req)

@@ -252,3 +252,45 @@ Test(log, msg_is_one_escaped_json_line_on_stderr)
     json_decref(o);
     cr_assert_null(fgets(line, sizeof line, f), "exactly one line");
 }
+
+Test(log, access_extra_members_are_appended_verbatim, .init = make_tmpdir, .fini = remove_tmpdir)
+{
+    char file[128];
+    snprintf(file, sizeof file, "%s/access.log", tmpdir);
+    cm_log_t *log;
+    cr_assert_eq(cm_log_open(file, &log), 0);
+    cm_log_stream_t *s;
+    cr_assert_eq(cm_log_stream_new(log, &s), 0);
+    static const char extra[] = ",\"upstream\":\"127.0.0.1:9\",\"tries\":[1,2]";
+    cm_access_t rec = {.request_id = "r1",
+                       .method = "GET",
+                       .path = "/",
+                       .path_len = 1,
+                       .status = 200,
+                       .extra = extra,
+                       .extra_len = sizeof extra - 1};
+    cm_log_access(s, &rec);
+    rec.extra = NULL;
+    rec.extra_len = 0;
+    cm_log_access(s, &rec);
+    cm_log_stream_free(s);
+    cm_log_close(log);
+
+    size_t len;
+    char *data = slurp(file, &len);
+    char *second = strchr(data, '\n');
+    cr_assert_not_null(second);
+    *second++ = '\0';
+    json_error_t err;
+    json_t *o = json_loads(data, 0, &err);
+    cr_assert_not_null(o, "not JSON (%s): %s", err.text, data);
+    cr_assert_str_eq(json_string_value(json_object_get(o, "upstream")), "127.0.0.1:9");
+    cr_assert_eq(json_array_size(json_object_get(o, "tries")), 2);
+    cr_assert_eq(json_integer_value(json_object_get(o, "bytes")), 0);
+    json_decref(o);
+    o = json_loads(second, 0, &err);
+    cr_assert_not_null(o, "not JSON (%s): %s", err.text, second);
+    cr_assert_null(json_object_get(o, "upstream"));
+    json_decref(o);
+    free(data);
+}

@@ -239,3 +239,163 @@ Test(parser, http10_without_keep_alive_is_not_keep_alive)
     cm_buf_free(&req.raw_head);
     cm_buf_free(&req.raw_body);
 }
+
+/* --- streaming mode --- */
+
+static const cm_parser_limits_t stream_limits = {
+    .max_header = 1024, .max_uri = 256, .max_body = 64, .stream = 1};
+
+typedef struct {
+    int heads, dones, error;
+    char body[256];
+    size_t body_len;
+    size_t consumed; /* bytes used up to and including the first DONE */
+    cm_req_t req;
+} stream_log_t;
+
+/* Feeds raw in pieces of at most step bytes, as reads would, and records the events;
+ * stops after the first request's DONE, like the server. */
+static void stream_feed(cm_parser_t *p, const char *raw, size_t len, size_t step, stream_log_t *out)
+{
+    size_t off = 0;
+    while (off < len && !out->dones) {
+        size_t n = len - off < step ? len - off : step, done_here = 0;
+        while (done_here < n && !out->dones) {
+            size_t used = 0;
+            cm_parse_event_t ev = cm_parser_feed(p, raw + off + done_here, n - done_here, &used);
+            done_here += used;
+            if (ev == CM_PARSE_ERROR) {
+                out->error = p->error_status;
+                return;
+            } else if (ev == CM_PARSE_HEAD) {
+                cr_assert_eq(out->heads, 0);
+                out->heads++;
+                cm_parser_take(p, &out->req);
+            } else if (ev == CM_PARSE_BODY) {
+                cr_assert_eq(out->heads, 1, "BODY only after HEAD");
+                cr_assert(out->body_len + p->piece_len <= sizeof out->body);
+                memcpy(out->body + out->body_len, p->piece, p->piece_len);
+                out->body_len += p->piece_len;
+            } else if (ev == CM_PARSE_DONE) {
+                out->dones++;
+            } else if (used == 0) {
+                break;
+            }
+        }
+        off += done_here;
+    }
+    out->consumed = off;
+}
+
+static void stream_log_free(stream_log_t *l)
+{
+    cm_buf_free(&l->req.raw_head);
+    cm_buf_free(&l->req.raw_body);
+}
+
+Test(parser, stream_reports_head_then_body_pieces_then_done)
+{
+    const char raw[] = "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world";
+    for (size_t step = 1; step <= sizeof raw; step += 5) {
+        cm_parser_t p;
+        stream_log_t l = {0};
+        cm_parser_init(&p, &stream_limits);
+        stream_feed(&p, raw, sizeof raw - 1, step, &l);
+        cr_assert_eq(l.error, 0);
+        cr_assert_eq(l.heads, 1);
+        cr_assert_eq(l.dones, 1, "step %zu", step);
+        cr_assert_eq(l.req.content_length, 11);
+        cr_assert(l.req.has_body);
+        cr_assert_eq(l.req.http_minor, 1);
+        cr_assert_eq(l.req.body.len, 0, "the body is never accumulated");
+        cr_assert_eq(l.body_len, 11);
+        cr_assert_eq(memcmp(l.body, "hello world", 11), 0);
+        cr_assert_eq(l.req.path.len, 3);
+        stream_log_free(&l);
+        cm_parser_free(&p);
+    }
+}
+
+Test(parser, stream_reports_head_and_done_for_a_bodyless_request)
+{
+    const char raw[] = "GET /x HTTP/1.0\r\n\r\n";
+    cm_parser_t p;
+    stream_log_t l = {0};
+    cm_parser_init(&p, &stream_limits);
+    stream_feed(&p, raw, sizeof raw - 1, sizeof raw, &l);
+    cr_assert_eq(l.heads, 1);
+    cr_assert_eq(l.dones, 1);
+    cr_assert_eq(l.body_len, 0);
+    cr_assert_eq(l.req.content_length, -1);
+    cr_assert_not(l.req.has_body);
+    cr_assert_eq(l.req.http_minor, 0);
+    stream_log_free(&l);
+    cm_parser_free(&p);
+}
+
+Test(parser, stream_removes_chunked_framing)
+{
+    const char raw[] = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       "5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\n\r\n";
+    for (size_t step = 1; step <= sizeof raw; step += 3) {
+        cm_parser_t p;
+        stream_log_t l = {0};
+        cm_parser_init(&p, &stream_limits);
+        stream_feed(&p, raw, sizeof raw - 1, step, &l);
+        cr_assert_eq(l.error, 0);
+        cr_assert_eq(l.dones, 1);
+        cr_assert(l.req.has_body);
+        cr_assert_eq(l.req.content_length, -1);
+        cr_assert_eq(l.body_len, 11, "step %zu: %zu", step, l.body_len);
+        cr_assert_eq(memcmp(l.body, "hello world", 11), 0);
+        stream_log_free(&l);
+        cm_parser_free(&p);
+    }
+}
+
+Test(parser, stream_still_refuses_bodies_over_max_body)
+{
+    char raw[512];
+    snprintf(raw, sizeof raw,
+             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n%064d\r\n1\r\nx\r\n", 0);
+    cm_parser_t p;
+    stream_log_t l = {0};
+    cm_parser_init(&p, &stream_limits);
+    stream_feed(&p, raw, strlen(raw), 7, &l);
+    cr_assert_eq(l.heads, 1);
+    cr_assert_eq(l.error, 413);
+    stream_log_free(&l);
+    cm_parser_free(&p);
+
+    stream_log_t l2 = {0};
+    cm_parser_init(&p, &stream_limits);
+    const char big[] = "POST / HTTP/1.1\r\nContent-Length: 65\r\n\r\n";
+    stream_feed(&p, big, sizeof big - 1, sizeof big, &l2);
+    cr_assert_eq(l2.heads, 0, "refused at the head");
+    cr_assert_eq(l2.error, 413);
+    cm_parser_free(&p);
+}
+
+Test(parser, stream_stops_at_the_end_of_the_first_pipelined_request)
+{
+    const char first[] = "POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc";
+    const char second[] = "GET /b HTTP/1.1\r\n\r\n";
+    char raw[256];
+    snprintf(raw, sizeof raw, "%s%s", first, second);
+    cm_parser_t p;
+    stream_log_t l = {0};
+    cm_parser_init(&p, &stream_limits);
+    stream_feed(&p, raw, strlen(raw), sizeof raw, &l);
+    cr_assert_eq(l.dones, 1);
+    cr_assert_eq(l.consumed, sizeof first - 1, "the second request is left unread");
+    stream_log_free(&l);
+
+    stream_log_t l2 = {0};
+    stream_feed(&p, raw + l.consumed, strlen(raw) - l.consumed, sizeof raw, &l2);
+    cr_assert_eq(l2.heads, 1);
+    cr_assert_eq(l2.dones, 1);
+    cr_assert_eq(l2.req.path.len, 2);
+    cr_assert_eq(memcmp(l2.req.path.p, "/b", 2), 0);
+    stream_log_free(&l2);
+    cm_parser_free(&p);
+}
