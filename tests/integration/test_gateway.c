@@ -291,7 +291,7 @@ Test(gateway, proxies_crud_round_trip_to_two_users_instances)
     }
 
     r = h_req(&gw, "DELETE", path, NULL, NULL);
-    cr_assert_eq(r.status, 204, "DELETE %s: %ld %s", path, r.status, r.body);
+    cr_assert_eq(r.status, 200, "DELETE %s: %ld %s", path, r.status, r.body);
     h_resp_free(&r);
     r = get(&gw, path);
     assert_error_resp(&r, 404, "GET after DELETE");
@@ -357,6 +357,14 @@ static void assert_value(const char *head, const char *name, const char *want)
     cr_assert_str_eq(v, want, "upstream %s: expected '%s', got '%s'", name, want, v);
 }
 
+/* As assert_value, but the test goes on (to report every header that is wrong). */
+static void expect_value(const char *head, const char *name, const char *want)
+{
+    char v[512];
+    us_head_header(head, name, v, sizeof v);
+    cr_expect_str_eq(v, want, "upstream %s: expected '%s', got '%s'", name, want, v);
+}
+
 Test(gateway, rewrites_forwarding_headers_and_drops_hop_by_hop_ones)
 {
     us_stub_t *s = us_start();
@@ -415,8 +423,8 @@ Test(gateway, joins_repeated_forwarding_headers_before_appending)
     free(resp);
     char *head = stub_head(s, 0);
     /* RFC 9110 5.3: repeated fields are one comma-separated list; none may be lost */
-    assert_value(head, "X-Forwarded-For", "203.0.113.7, 198.51.100.2, 127.0.0.1");
-    assert_value(head, "Via", "1.0 a, 1.1 b, 1.1 cmesh");
+    expect_value(head, "X-Forwarded-For", "203.0.113.7, 198.51.100.2, 127.0.0.1");
+    expect_value(head, "Via", "1.0 a, 1.1 b, 1.1 cmesh");
     free(head);
     h_stop(&gw);
     us_stop(s);
@@ -489,9 +497,9 @@ Test(gateway, drops_hop_by_hop_headers_of_the_response)
     char v[256];
     cr_assert_eq(h_header(&r, "X-Up-Kept", v, sizeof v), 0, "end-to-end header lost:\n%s",
                  r.headers);
-    cr_assert_neq(h_header(&r, "X-Up-Hop", v, sizeof v), 0, "Connection-listed header passed");
-    cr_assert_neq(h_header(&r, "Proxy-Authenticate", v, sizeof v), 0, "Proxy-* passed");
-    cr_assert_neq(h_header(&r, "Upgrade", v, sizeof v), 0, "Upgrade passed");
+    cr_expect_neq(h_header(&r, "X-Up-Hop", v, sizeof v), 0, "Connection-listed header passed");
+    cr_expect_neq(h_header(&r, "Proxy-Authenticate", v, sizeof v), 0, "Proxy-* passed");
+    cr_expect_neq(h_header(&r, "Upgrade", v, sizeof v), 0, "Upgrade passed");
     if (h_header(&r, "Keep-Alive", v, sizeof v) == 0)
         cr_assert(!strstr(v, "timeout=9"), "upstream's Keep-Alive passed: %s", v);
     if (h_header(&r, "Connection", v, sizeof v) == 0)
