@@ -59,8 +59,9 @@ static char *read_file(const char *path)
     while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
         if (len + n + 1 > cap) {
             cap = (len + n + 1) * 2;
-            data = realloc(data, cap);
-            cr_assert_not_null(data);
+            char *grown = realloc(data, cap);
+            cr_assert_not_null(grown);
+            data = grown;
         }
         memcpy(data + len, buf, n);
         len += n;
@@ -693,6 +694,7 @@ Test(gateway, streams_a_100mb_upload_byte_exact_in_bounded_memory)
     us_request_free(&q);
     long hwm = vm_hwm_kb(gw.pid);
     cr_assert(hwm > 0 && hwm < HWM_MAX_KB, "gateway peak RSS %ld kB for a 100 MB upload", hwm);
+    cr_log_info("gateway peak RSS for a 100 MB upload: %ld kB", hwm);
     h_stop(&gw);
     us_stop(s);
 }
@@ -727,6 +729,7 @@ Test(gateway, streams_a_100mb_download_byte_exact_in_bounded_memory)
     cr_assert_eq(down.sum, pattern_checksum(BIG_SIZE), "download body corrupted on the way");
     long hwm = vm_hwm_kb(gw.pid);
     cr_assert(hwm > 0 && hwm < HWM_MAX_KB, "gateway peak RSS %ld kB for a 100 MB download", hwm);
+    cr_log_info("gateway peak RSS for a 100 MB download: %ld kB", hwm);
     h_stop(&gw);
     us_stop(s);
 }
@@ -900,7 +903,7 @@ static h_resp_t with_token(const h_proc_t *gw, const char *method, const char *p
                            const char *tok)
 {
     char auth[4200];
-    snprintf(auth, sizeof auth, "Authorization: Bearer %s", tok);
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", tok ? tok : "");
     const char *hdrs[] = {"Content-Type: application/json", tok ? auth : NULL, NULL};
     return h_req(gw, method, path, strcmp(method, "GET") ? "{}" : NULL, hdrs);
 }
