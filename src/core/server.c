@@ -31,6 +31,7 @@
 #define BACKLOG       1024
 #define REQ_POOL_KEEP 4            /* idle request objects a connection keeps for reuse */
 #define BUF_KEEP      (64 * 1024)  /* bytes a reused buffer keeps after a large request */
+#define STASH_MAX     (64 * 1024)  /* stream mode: pipelined bytes held while answering */
 #define HIGH_WATER    (256 * 1024) /* streamed answer: cm_res_write() asks the producer to stop */
 #define LOW_WATER                                                                                  \
     (64 * 1024) /* ... and drain_cb asks it to go on; also the size that is                        \
@@ -875,7 +876,12 @@ static void stream_update_read(cm_conn_t *c)
 {
     if (c->closing || c->lingering)
         return;
-    int want = !c->stash.len && gate_open(c) && (!c->w->draining || c->cur);
+    /* While a finished request is being answered, the socket stays read (bytes of a
+     * pipelined next request go to the stash, up to STASH_MAX): stopping and
+     * restarting it would cost two epoll_ctl calls per request, and a client that
+     * leaves is noticed at once. */
+    int waiting = c->cur && c->cur_done && c->stash.len < STASH_MAX;
+    int want = ((!c->stash.len && gate_open(c)) || waiting) && (!c->w->draining || c->cur);
     if (want && !c->reading) {
         start_read(c);
     } else if (!want && c->reading) {

@@ -45,8 +45,8 @@ void gw_route_defaults(gw_route_cfg_t *r)
     r->max_pending = 1024;
     r->max_requests = 1024;
     r->pool_max_idle = 64;
-    r->pool_idle_timeout_ms = 60000;
-    r->rate_client.burst = 1; /* max(rate, 1) with rate 0 (no limit) */
+    r->pool_idle_timeout_ms = 30000; /* below the services' 60 s idle close: we close first */
+    r->rate_client.burst = 1;        /* max(rate, 1) with rate 0 (no limit) */
     r->rate_subject.burst = 1;
 }
 
@@ -304,7 +304,7 @@ static int flag_route(const char *value, const gw_config_t *cfg, gw_route_cfg_t 
         r->upstreams = NULL;
         return rc;
     }
-    snprintf(r->name, sizeof(r->name), "%s", r->prefix);
+    memcpy(r->name, r->prefix, strlen(r->prefix) + 1); /* fits: checked above */
     r->auth = cfg->auth.key_file[0] != '\0';
     return 0;
 }

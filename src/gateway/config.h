@@ -70,7 +70,7 @@ typedef struct gw_route_cfg {
     int max_pending;     /* requests waiting for a connection, per instance; default 1024 */
     int max_requests;    /* in flight per instance; default 1024 */
     int pool_max_idle;   /* idle keep-alive connections kept per instance; default 64 */
-    uint64_t pool_idle_timeout_ms; /* default 60000 */
+    uint64_t pool_idle_timeout_ms; /* default 30000 */
 
     gw_rate_cfg_t rate_client;  /* per client address */
     gw_rate_cfg_t rate_subject; /* per token subject (auth on) */

@@ -261,6 +261,8 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
 static void worker_freed(uv_handle_t *h)
 {
     gw_worker_t *w = h->data;
+    if (--w->closing > 0) /* both handles closed (libuv gives no order) */
+        return;
     free(w->rbuf);
     free(w);
 }
@@ -282,8 +284,9 @@ static void worker_free(void *state)
     gw_table_unref(t);
     cm_client_free(w->hc);
     gw_exch_pool_free(w);
-    uv_close((uv_handle_t *)&w->wake, NULL);
-    uv_close((uv_handle_t *)&w->sweep, worker_freed); /* closed after wake: frees w */
+    w->closing = 2;
+    uv_close((uv_handle_t *)&w->wake, worker_freed);
+    uv_close((uv_handle_t *)&w->sweep, worker_freed);
 }
 
 /* ------------------------------------------------------------------------- */

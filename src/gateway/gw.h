@@ -84,6 +84,7 @@ struct gw_worker {
     gw_exch_t *free_exch;
     uint64_t rng;
     int stopping;
+    int closing; /* handle close callbacks still to come before it is freed */
 };
 
 typedef struct gw_budget_slot {

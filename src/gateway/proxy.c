@@ -129,7 +129,7 @@ static void exch_put(gw_exch_t *ex)
 static void exch_free_closed(uv_handle_t *h)
 {
     gw_exch_t *ex = h->data;
-    if (h == (uv_handle_t *)&ex->timer) { /* the second of the two handles */
+    if (--ex->attempt == 0) { /* both timers closed (libuv gives no order) */
         cm_buf_free(&ex->head);
         cm_buf_free(&ex->body);
         cm_buf_free(&ex->rhead);
@@ -143,6 +143,7 @@ void gw_exch_pool_free(gw_worker_t *w)
     while (w->free_exch) {
         gw_exch_t *ex = w->free_exch;
         w->free_exch = ex->next_free;
+        ex->attempt = 2; /* counts the close callbacks still to come */
         uv_close((uv_handle_t *)&ex->deadline, exch_free_closed);
         uv_close((uv_handle_t *)&ex->timer, exch_free_closed);
     }
@@ -476,7 +477,6 @@ static void drop_conn(gw_exch_t *ex)
     if (ex->uc) {
         gw_uconn_t *uc = ex->uc;
         ex->uc = NULL;
-        gw_uconn_read_stop(uc);
         gw_uconn_release(uc, 0);
     }
 }
@@ -765,8 +765,7 @@ static void response_done(gw_exch_t *ex, int clean)
     gw_uconn_t *uc = ex->uc;
     ex->uc = NULL;
     int reusable = clean && http_should_keep_alive(&uc->hp) && ex->req_sent;
-    gw_uconn_read_stop(uc);
-    gw_uconn_release(uc, reusable);
+    gw_uconn_release(uc, reusable); /* still reading: an idle close is seen at once */
     if (ex->discard) {
         ex->discard = 0;
         ex->head_done = 0;

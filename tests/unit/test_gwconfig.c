@@ -209,7 +209,7 @@ Test(gwconfig, minimal_route_gets_every_default)
     cr_assert_eq(r->max_pending, 1024);
     cr_assert_eq(r->max_requests, 1024);
     cr_assert_eq(r->pool_max_idle, 64);
-    cr_assert_eq(r->pool_idle_timeout_ms, 60000);
+    cr_assert_eq(r->pool_idle_timeout_ms, 30000);
     cr_assert_float_eq(r->rate_client.rate, 0.0, 1e-9);
     cr_assert_float_eq(r->rate_subject.rate, 0.0, 1e-9);
     cr_assert_eq(r->auth, 0);
