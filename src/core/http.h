@@ -43,7 +43,9 @@ typedef struct cm_req cm_req_t;
  * soon as the head is complete; req->body is empty and the body arrives through
  * cm_req_body_read(). data is borrowed for the call only (it points into the worker's
  * read buffer); last is 1 with the final piece (len may be 0). Chunked framing is
- * already removed: data is the payload. */
+ * already removed: data is the payload. When the body breaks (a bad chunk size, over
+ * --max-body) the last call has data NULL and req->body_error holds the status to
+ * answer with (400, 413) and body_error_msg why; the connection closes after it. */
 typedef void (*cm_body_cb)(cm_req_t *req, const char *data, size_t len, int last, void *arg);
 /* Called once when the bytes queued by cm_res_write() fell below the low-water mark. */
 typedef void (*cm_drain_cb)(cm_req_t *req, void *arg);
@@ -87,7 +89,9 @@ struct cm_req {
     /* --- streaming state (the server's own) --- */
     cm_body_cb body_cb;
     void *body_arg;
-    int body_done;     /* the last piece was delivered */
+    int body_done;  /* the last piece was delivered */
+    int body_error; /* the body broke: the status to answer with (see cm_body_cb) */
+    const char *body_error_msg;
     int body_complete; /* every body byte was parsed (or there was none): reuse is safe */
     int expect_100;    /* the client waits for 100 Continue before sending the body */
     int streaming;     /* cm_res_start() was called */

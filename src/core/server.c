@@ -221,6 +221,8 @@ static cm_req_t *req_get(cm_conn_t *c)
     r->loop = &c->w->loop;
     memcpy(r->peer, c->peer, sizeof r->peer);
     r->body_cb = NULL;
+    r->body_error = 0;
+    r->body_error_msg = NULL;
     r->body_done = 0;
     r->body_complete = 0;
     r->expect_100 = 0;
@@ -880,7 +882,7 @@ static void stream_update_read(cm_conn_t *c)
      * pipelined next request go to the stash, up to STASH_MAX): stopping and
      * restarting it would cost two epoll_ctl calls per request, and a client that
      * leaves is noticed at once. */
-    int waiting = c->cur && c->cur_done && c->stash.len < STASH_MAX;
+    int waiting = c->cur && c->cur_done && !c->close_pending && c->stash.len < STASH_MAX;
     int want = ((!c->stash.len && gate_open(c)) || waiting) && (!c->w->draining || c->cur);
     if (want && !c->reading) {
         start_read(c);
@@ -910,7 +912,24 @@ static void maybe_drain(cm_conn_t *c)
 static void deliver_last(cm_req_t *r)
 {
     r->body_done = 1;
-    r->body_cb(r, "", 0, 1, r->body_arg);
+    r->body_cb(r, r->body_error ? NULL : "", 0, 1, r->body_arg);
+}
+
+/* Nothing more can be parsed on this connection: the handler hears of it through its
+ * body callback (data NULL) or when it asks for the body, and the connection closes
+ * after its answer. */
+static void body_failed(cm_conn_t *c, cm_req_t *r)
+{
+    r->body_error = c->parser.error_status;
+    r->body_error_msg = c->parser.error_msg;
+    r->body_complete = 0;
+    c->cur_done = 1;
+    c->close_pending = 1; /* no more input is parsed; the answer says Connection: close */
+    stream_update_read(c);
+    if (r->body_cb && !r->body_done) {
+        r->body_done = 1;
+        r->body_cb(r, NULL, 0, 1, r->body_arg);
+    }
 }
 
 static void stream_dispatch(cm_conn_t *c)
@@ -941,8 +960,8 @@ static size_t stream_parse(cm_conn_t *c, const char *data, size_t len)
         off += used;
         cm_req_t *r = c->cur;
         if (ev == CM_PARSE_ERROR) {
-            if (r) /* a broken body: the handler owns the answer, so cut the connection */
-                conn_close(c);
+            if (r) /* a broken body: the handler owns the request and answers the error */
+                body_failed(c, r);
             else
                 conn_fail(c, c->parser.error_status, c->parser.error_msg);
             break;

@@ -68,6 +68,7 @@ struct gw_exch {
 
 static void attempt_start(gw_exch_t *ex);
 static void attempt_failed(gw_exch_t *ex, enum fail why);
+static void abort_stream(gw_exch_t *ex);
 static void on_timer(uv_timer_t *t);
 static void on_deadline(uv_timer_t *t);
 
@@ -246,23 +247,37 @@ static void append_line(cm_buf_t *o, const char *name, const char *v, size_t vle
     cm_buf_append(o, "\r\n", 2);
 }
 
+/* "Name: v1, v2, ours": every field of that name the client sent (RFC 9110 5.3 allows
+ * a list to be split over lines), joined, with our own member appended. */
+static void append_list(cm_buf_t *o, const cm_req_t *r, const char *name, const char *ours)
+{
+    cm_str_t n = {name, strlen(name)};
+    cm_buf_append_str(o, name);
+    cm_buf_append(o, ": ", 2);
+    for (int i = 0; i < r->nheaders; i++) {
+        const cm_header_t *h = &r->headers[i];
+        if (h->name.len == n.len && strncasecmp(h->name.p, name, n.len) == 0 && h->value.len) {
+            cm_buf_append(o, h->value.p, h->value.len);
+            cm_buf_append(o, ", ", 2);
+        }
+    }
+    cm_buf_append_str(o, ours);
+    cm_buf_append(o, "\r\n", 2);
+}
+
 static int build_head(gw_exch_t *ex)
 {
     cm_req_t *r = ex->req;
     cm_buf_t *o = &ex->head;
     cm_str_t conn[8];
     int nconn = 0;
-    const cm_str_t *host = NULL, *xff = NULL, *via = NULL;
+    const cm_str_t *host = NULL;
     for (int i = 0; i < r->nheaders; i++) {
         const cm_header_t *h = &r->headers[i];
         if (name_is(&h->name, "connection") && nconn < 8)
             conn[nconn++] = h->value;
         else if (name_is(&h->name, "host"))
             host = &h->value;
-        else if (name_is(&h->name, "x-forwarded-for"))
-            xff = &h->value;
-        else if (name_is(&h->name, "via"))
-            via = &h->value;
     }
     cm_buf_reserve(o, r->raw_head.len + 512);
     cm_buf_append_str(o, r->method_name);
@@ -284,21 +299,11 @@ static int build_head(gw_exch_t *ex)
         snprintf(a, sizeof a, "%s", ex->rt->insts[0]->url + 7);
         append_line(o, "Host", a, strlen(a));
     }
-    cm_buf_append_str(o, "X-Forwarded-For: ");
-    if (xff) {
-        cm_buf_append(o, xff->p, xff->len);
-        cm_buf_append(o, ", ", 2);
-    }
-    cm_buf_append_str(o, r->peer);
-    cm_buf_append_str(o, "\r\nX-Forwarded-Proto: http\r\n");
+    append_list(o, r, "X-Forwarded-For", r->peer);
+    cm_buf_append_str(o, "X-Forwarded-Proto: http\r\n");
     if (host)
         append_line(o, "X-Forwarded-Host", host->p, host->len);
-    cm_buf_append_str(o, "Via: ");
-    if (via) {
-        cm_buf_append(o, via->p, via->len);
-        cm_buf_append(o, ", ", 2);
-    }
-    cm_buf_append_str(o, r->http_minor ? "1.1 cmesh\r\n" : "1.0 cmesh\r\n");
+    append_list(o, r, "Via", r->http_minor ? "1.1 cmesh" : "1.0 cmesh");
     add_traceparent(ex, o);
     append_line(o, "X-Request-Id", r->request_id, strlen(r->request_id));
     if (ex->chunked) {
@@ -568,10 +573,31 @@ static int send_body(gw_exch_t *ex)
     return 0;
 }
 
+/* The client's body broke (bad chunk, too large): answer its error; an attempt under
+ * way is abandoned (its upstream connection closed, so the partial request is void). */
+static void client_body_failed(gw_exch_t *ex)
+{
+    cm_req_t *req = ex->req;
+    ex->body_done = 1;
+    if (ex->started) {
+        abort_stream(ex);
+        return;
+    }
+    drop_conn(ex);
+    uv_timer_stop(&ex->timer);
+    if (ex->inst)
+        log_attempt(ex, 0, "client body broke", NULL);
+    fail_answer(ex, req->body_error, NULL, "%s",
+                req->body_error_msg ? req->body_error_msg : "bad request body");
+}
+
 static void on_client_body(cm_req_t *req, const char *data, size_t len, int last, void *arg)
 {
-    (void)req;
     gw_exch_t *ex = arg;
+    if (!data) {
+        client_body_failed(ex);
+        return;
+    }
     if (ex->complete || ex->started) { /* answered already: the rest is not needed */
         if (last)
             ex->body_done = 1;
@@ -588,6 +614,16 @@ static void on_client_body(cm_req_t *req, const char *data, size_t len, int last
     cm_buf_append(&ex->body, data, len);
     if (last)
         ex->body_done = 1;
+    if (!ex->attempt) {
+        /* the first try waits for the whole body (or a full replay buffer): a body that
+         * breaks is answered 400 with nothing sent upstream, and a retry can replay it */
+        if (ex->body_done || !ex->replayable || ex->body.len >= REPLAY_MAX)
+            attempt_start(ex);
+        else
+            body_flow(ex);
+        (void)req;
+        return;
+    }
     if (ex->uc && send_body(ex) < 0) {
         attempt_failed(ex, F_RESET);
         return;
@@ -655,13 +691,15 @@ static int on_header_value(http_parser *hp, const char *at, size_t len)
     return rh_append(ex, at, len);
 }
 
-static int res_dropped(const gw_exch_t *ex, const rh_off_t *h)
+static int res_dropped(const gw_exch_t *ex, const rh_off_t *h, const cm_str_t *conn, int nconn)
 {
     static const char *const names[] = {
         "connection", "keep-alive",     "te",   "trailer",     "transfer-encoding",
         "upgrade",    "content-length", "date", "x-request-id"};
     cm_str_t n = {ex->rhead.data + h->no, h->nl};
     if (n.len > 6 && strncasecmp(n.p, "proxy-", 6) == 0)
+        return 1;
+    if (nconn && listed(conn, nconn, &n))
         return 1;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (name_is(&n, names[i]))
@@ -703,9 +741,16 @@ static int on_headers_complete(http_parser *hp)
     log_attempt(ex, status, NULL, NULL);
     uv_timer_stop(&ex->deadline);
     cm_req_t *req = ex->req;
+    cm_str_t conn[8]; /* the upstream's Connection lists more hop-by-hop fields */
+    int nconn = 0;
+    for (int i = 0; i < ex->nrh && nconn < 8; i++) {
+        cm_str_t n = {ex->rhead.data + ex->rh[i].no, ex->rh[i].nl};
+        if (name_is(&n, "connection"))
+            conn[nconn++] = (cm_str_t){ex->rhead.data + ex->rh[i].vo, ex->rh[i].vl};
+    }
     for (int i = 0; i < ex->nrh; i++) {
         const rh_off_t *h = &ex->rh[i];
-        if (res_dropped(ex, h))
+        if (res_dropped(ex, h, conn, nconn))
             continue;
         cm_buf_append(&req->res_headers, ex->rhead.data + h->no, h->nl);
         cm_buf_append(&req->res_headers, ": ", 2);
@@ -1015,9 +1060,10 @@ void gw_proxy_handle(cm_req_t *req)
         return;
     }
     uv_timer_start(&ex->deadline, on_deadline, rt->cfg->timeout_ms, 0);
-    if (ex->has_body)
-        cm_req_body_read(req, on_client_body, ex);
-    else
+    if (!ex->has_body) {
         ex->body_done = 1;
-    attempt_start(ex);
+        attempt_start(ex);
+        return;
+    }
+    cm_req_body_read(req, on_client_body, ex); /* the first try starts from on_client_body */
 }
