@@ -199,7 +199,7 @@ void gw_uconn_close(gw_uconn_t *uc);
 /* proxy.c: called by upstream.c */
 void gw_exch_on_conn(gw_exch_t *ex, gw_uconn_t *uc, int status);
 void gw_exch_on_read(gw_exch_t *ex, const char *data, ssize_t nread);
-void gw_exch_on_written(gw_exch_t *ex, size_t pending);
+void gw_exch_on_written(gw_exch_t *ex); /* upstream writes drained a bit */
 /* The proxy handler (cm_service_t.fallback). */
 void gw_proxy_handle(cm_req_t *req);
 void gw_exch_pool_free(gw_worker_t *w);

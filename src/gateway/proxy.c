@@ -42,7 +42,6 @@ struct gw_exch {
     gw_inst_t *inst; /* this attempt's instance (inflight counted) */
     gw_uconn_t *uc;
     gw_waiter_t wait;
-    int waiting;
     uv_timer_t deadline;
     uv_timer_t timer; /* connect, per try, backoff, body idle */
     enum tmode tmode;
@@ -105,7 +104,7 @@ static gw_exch_t *exch_get(gw_worker_t *w)
     ex->req = NULL;
     ex->inst = NULL;
     ex->uc = NULL;
-    ex->waiting = ex->attempt = 0;
+    ex->attempt = 0;
     ex->tmode = T_OFF;
     ex->has_body = ex->chunked = ex->body_done = ex->body_paused = 0;
     ex->replayable = 1;
@@ -360,7 +359,6 @@ static void attempt_end(gw_exch_t *ex)
 {
     if (ex->inst)
         gw_uconn_cancel_wait(ex->inst, &ex->wait);
-    ex->waiting = 0;
     if (ex->inst) {
         ex->inst->inflight--;
         ex->inst = NULL;
@@ -631,9 +629,8 @@ static void on_client_body(cm_req_t *req, const char *data, size_t len, int last
     body_flow(ex);
 }
 
-void gw_exch_on_written(gw_exch_t *ex, size_t pending)
+void gw_exch_on_written(gw_exch_t *ex)
 {
-    (void)pending;
     if (ex->has_body)
         body_flow(ex);
 }
@@ -879,7 +876,6 @@ void gw_exch_on_read(gw_exch_t *ex, const char *data, ssize_t nread)
 
 void gw_exch_on_conn(gw_exch_t *ex, gw_uconn_t *uc, int status)
 {
-    ex->waiting = 0;
     if (status < 0 || !uc) {
         attempt_failed(ex, F_CONNECT);
         return;
@@ -921,10 +917,8 @@ static void attempt_start(gw_exch_t *ex)
     ex->tried[ex->attempt++] = in->index;
     ex->try_ns = now;
     timer_set(ex, T_CONNECT, try_left_ms(ex, rt->cfg->connect_timeout_ms));
-    int rc = gw_uconn_get(in, ex, &ex->wait);
-    if (rc == 1) {
-        ex->waiting = 1;
-    } else if (rc == -EBUSY) {
+    int rc = gw_uconn_get(in, ex, &ex->wait); /* 1: queued, on_conn comes later */
+    if (rc == -EBUSY) {
         attempt_end(ex);
         fail_answer(ex, 503, NULL, "upstream at its pending-request limit (circuit open)%s", "");
     } else if (rc < 0) {

@@ -98,7 +98,7 @@ static void on_written(uv_write_t *req, int status)
         gw_exch_on_read(uc->ex, NULL, status); /* treated as a broken connection */
         return;
     }
-    gw_exch_on_written(uc->ex, uc->wpending);
+    gw_exch_on_written(uc->ex);
 }
 
 int gw_uconn_write(gw_uconn_t *uc, const char *data, size_t len)
