@@ -1,11 +1,11 @@
 /* tests/integration/test_gateway.c: a real `cmesh gateway` process in front of real
- * `cmesh users` instances and of recording upstream stubs (upstream_stub.c) in this
+ * `cmesh users` instances and of recording upstream scripteds (scripted_upstream.c) in this
  * process: proxying, header rewriting, request smuggling refused before the upstream,
  * 100 MB bodies streamed both ways in bounded memory, 404/502/504 JSON errors, JWT auth
  * (HS256, RS256, ES256), rate limits, config errors, the admin API, metrics and the
  * access log's attempts. */
 #include "harness.h"
-#include "upstream_stub.h"
+#include "scripted_upstream.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -165,10 +165,10 @@ static void route_config(char *out, size_t cap, const char *name, const char *pr
              name, prefix, upstreams, extra_keys ? extra_keys : "");
 }
 
-static void start_single_route(h_proc_t *gw, const us_stub_t *s, const char *extra_keys)
+static void start_single_route(h_proc_t *gw, const us_scripted_t *s, const char *extra_keys)
 {
     char cfg[2048];
-    route_config(cfg, sizeof cfg, "stubs", "/s", us_url(s), extra_keys);
+    route_config(cfg, sizeof cfg, "scripteds", "/s", us_url(s), extra_keys);
     start_gateway(gw, cfg, NULL);
 }
 
@@ -237,8 +237,8 @@ static int is_valid_traceparent(const char *tp)
            strncmp(tp + 36, "0000000000000000", 16) != 0;
 }
 
-/* The head of the stub's request i; caller frees. */
-static char *stub_head(us_stub_t *s, int i)
+/* The head of the scripted upstream's request i; caller frees. */
+static char *scripted_head(us_scripted_t *s, int i)
 {
     us_request_t q;
     cr_assert_eq(us_request(s, i, &q), 0, "the upstream has no request %d (it has %d)", i,
@@ -305,18 +305,18 @@ Test(gateway, proxies_crud_round_trip_to_two_users_instances)
 
 Test(gateway, round_robin_spreads_requests_evenly_over_two_instances)
 {
-    us_stub_t *a = us_start(), *b = us_start();
+    us_scripted_t *a = us_start(), *b = us_start();
     char ups[128], cfg[2048];
     snprintf(ups, sizeof ups, "%s, %s", us_url(a), us_url(b));
-    route_config(cfg, sizeof cfg, "stubs", "/s", ups, NULL);
+    route_config(cfg, sizeof cfg, "scripteds", "/s", ups, NULL);
     h_proc_t gw;
     start_gateway(&gw, cfg, NULL);
     for (int i = 0; i < 10; i++)
         get_expect(&gw, "/s/item", 200);
-    cr_assert_eq(us_count(a), 5, "round robin: stub A got %d of 10, B got %d", us_count(a),
+    cr_assert_eq(us_count(a), 5, "round robin: scripted A got %d of 10, B got %d", us_count(a),
                  us_count(b));
-    cr_assert_eq(us_count(b), 5, "round robin: stub B got %d of 10", us_count(b));
-    char *head = stub_head(a, 0);
+    cr_assert_eq(us_count(b), 5, "round robin: scripted B got %d of 10", us_count(b));
+    char *head = scripted_head(a, 0);
     cr_assert(strncmp(head, "GET /s/item HTTP/1.1\r\n", 22) == 0,
               "path not forwarded as sent: %.60s", head);
     free(head);
@@ -368,7 +368,7 @@ static void expect_value(const char *head, const char *name, const char *want)
 
 Test(gateway, rewrites_forwarding_headers_and_drops_hop_by_hop_ones)
 {
-    us_stub_t *s = us_start();
+    us_scripted_t *s = us_start();
     h_proc_t gw;
     start_single_route(&gw, s, NULL);
     size_t n;
@@ -380,7 +380,7 @@ Test(gateway, rewrites_forwarding_headers_and_drops_hop_by_hop_ones)
     cr_assert_str_eq(rid, "req-abc-123", "client's X-Request-Id not returned");
     free(resp);
 
-    char *head = stub_head(s, 0);
+    char *head = scripted_head(s, 0);
     cr_assert(strncmp(head, "GET /s/echo?q=1 HTTP/1.1\r\n", 26) == 0, "request line: %.60s", head);
     const char *hop[] = {
         "X-Hop-Custom",        "Keep-Alive",      "TE", "Trailer", "Transfer-Encoding", "Upgrade",
@@ -411,7 +411,7 @@ Test(gateway, rewrites_forwarding_headers_and_drops_hop_by_hop_ones)
 
 Test(gateway, joins_repeated_forwarding_headers_before_appending)
 {
-    us_stub_t *s = us_start();
+    us_scripted_t *s = us_start();
     h_proc_t gw;
     start_single_route(&gw, s, NULL);
     static const char req[] = "GET /s/x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n"
@@ -422,7 +422,7 @@ Test(gateway, joins_repeated_forwarding_headers_before_appending)
     char *resp = h_raw(gw.port, req, sizeof req - 1, RECV_MS, &n);
     cr_assert_eq(h_raw_status(resp), 200, "answer: %s", resp);
     free(resp);
-    char *head = stub_head(s, 0);
+    char *head = scripted_head(s, 0);
     /* RFC 9110 5.3: repeated fields are one comma-separated list; none may be lost */
     expect_value(head, "X-Forwarded-For", "203.0.113.7, 198.51.100.2, 127.0.0.1");
     expect_value(head, "Via", "1.0 a, 1.1 b, 1.1 cmesh");
@@ -433,7 +433,7 @@ Test(gateway, joins_repeated_forwarding_headers_before_appending)
 
 /* One request through the gateway; returns the traceparent the upstream saw and the
  * client's X-Request-Id in rid. */
-static void trace_through(h_proc_t *gw, us_stub_t *s, const char *traceparent, char *tp,
+static void trace_through(h_proc_t *gw, us_scripted_t *s, const char *traceparent, char *tp,
                           size_t tp_cap, char *rid, size_t rid_cap)
 {
     char hdr[256];
@@ -444,7 +444,7 @@ static void trace_through(h_proc_t *gw, us_stub_t *s, const char *traceparent, c
     cr_assert_eq(r.status, 200, "GET /s/t: %ld %s", r.status, r.body);
     cr_assert_eq(h_header(&r, "X-Request-Id", rid, rid_cap), 0, "no X-Request-Id returned");
     h_resp_free(&r);
-    char *head = stub_head(s, before);
+    char *head = scripted_head(s, before);
     cr_assert_eq(us_head_header(head, "traceparent", tp, tp_cap), 1, "traceparent: %s", head);
     char up_rid[128];
     cr_assert_eq(us_head_header(head, "X-Request-Id", up_rid, sizeof up_rid), 1,
@@ -455,7 +455,7 @@ static void trace_through(h_proc_t *gw, us_stub_t *s, const char *traceparent, c
 
 Test(gateway, creates_traceparent_and_request_id_when_absent_or_invalid)
 {
-    us_stub_t *s = us_start();
+    us_scripted_t *s = us_start();
     h_proc_t gw;
     start_single_route(&gw, s, NULL);
     char tp[128], rid[128], tp2[128], rid2[128];
@@ -481,7 +481,7 @@ Test(gateway, creates_traceparent_and_request_id_when_absent_or_invalid)
 
 Test(gateway, drops_hop_by_hop_headers_of_the_response)
 {
-    us_stub_t *s = us_start();
+    us_scripted_t *s = us_start();
     us_set_reply(s, &(us_reply_t){.status = 200,
                                   .headers = "Connection: X-Up-Hop\r\n"
                                              "X-Up-Hop: 1\r\n"
@@ -556,7 +556,7 @@ static const smuggle_t smuggles[] = {
 
 Test(gateway, refuses_request_smuggling_with_400_and_forwards_nothing)
 {
-    us_stub_t *s = us_start();
+    us_scripted_t *s = us_start();
     h_proc_t gw;
     start_single_route(&gw, s, NULL);
     for (size_t i = 0; i < sizeof smuggles / sizeof smuggles[0]; i++) {
@@ -662,7 +662,7 @@ static CURL *big_transfer(const char *url, struct curl_slist **hl)
 
 Test(gateway, streams_a_100mb_upload_byte_exact_in_bounded_memory)
 {
-    us_stub_t *s = us_start();
+    us_scripted_t *s = us_start();
     small_asan_quarantine();
     h_proc_t gw;
     start_single_route(&gw, s, NULL);
@@ -701,7 +701,7 @@ Test(gateway, streams_a_100mb_upload_byte_exact_in_bounded_memory)
 
 Test(gateway, streams_a_100mb_download_byte_exact_in_bounded_memory)
 {
-    us_stub_t *s = us_start();
+    us_scripted_t *s = us_start();
     us_set_reply(s, &(us_reply_t){.status = 200,
                                   .headers = "Content-Type: application/octet-stream\r\n",
                                   .body = "",
@@ -739,7 +739,7 @@ Test(gateway, streams_a_100mb_download_byte_exact_in_bounded_memory)
 
 Test(gateway, answers_404_json_when_no_route_matches)
 {
-    us_stub_t *s = us_start();
+    us_scripted_t *s = us_start();
     h_proc_t gw;
     start_single_route(&gw, s, NULL);
     const char *miss[] = {"/nowhere", "/sx", "/S/x", "/"};
@@ -759,7 +759,7 @@ Test(gateway, answers_404_json_when_no_route_matches)
 
 Test(gateway, answers_502_json_when_no_upstream_can_be_reached)
 {
-    us_stub_t *closer = us_start();
+    us_scripted_t *closer = us_start();
     us_set_reply(closer, &(us_reply_t){.status = 0}); /* reads the request, closes */
     char dead[64], cfg[2048], closer_route[1024];
     snprintf(dead, sizeof dead, "http://127.0.0.1:%d", h_free_port());
@@ -791,7 +791,7 @@ Test(gateway, answers_502_json_when_no_upstream_can_be_reached)
 
 Test(gateway, answers_504_json_when_the_upstream_is_too_slow)
 {
-    us_stub_t *s = us_start();
+    us_scripted_t *s = us_start();
     us_set_reply(s, &(us_reply_t){.status = 200, .delay_ms = 8000});
     h_proc_t gw;
     start_single_route(&gw, s, "    timeouts: { connect: 1s, try: 300ms, total: 600ms }\n");
@@ -933,7 +933,7 @@ static void check_auth(key_kind_t kind)
     char key[300], other[300];
     make_key(kind, "gw.key", key, sizeof key);
     make_key(KEY_HS256, "other.key", other, sizeof other);
-    us_stub_t *s = us_start();
+    us_scripted_t *s = us_start();
     char cfg[2048];
     snprintf(cfg, sizeof cfg,
              "auth:\n"
@@ -1045,7 +1045,7 @@ Test(gateway, es256_auth_answers_401_403_and_200)
 
 Test(gateway, rate_limit_per_client_answers_429_with_ratelimit_headers)
 {
-    us_stub_t *s = us_start();
+    us_scripted_t *s = us_start();
     char cfg[2048], other[1024];
     /* 1 token a minute, not a second: the 4th request is refused however slow this
      * machine is */
@@ -1195,35 +1195,35 @@ static h_resp_t put_upstreams(const h_proc_t *gw, const char *route, const char 
 
 Test(gateway, admin_lists_routes_and_replaces_upstreams_from_loopback)
 {
-    us_stub_t *a = us_start(), *b = us_start();
+    us_scripted_t *a = us_start(), *b = us_start();
     h_proc_t gw;
     start_single_route(&gw, a, NULL);
-    json_t *rt = admin_route(&gw, "stubs", NULL);
+    json_t *rt = admin_route(&gw, "scripteds", NULL);
     cr_assert_str_eq(str_of(rt, "prefix"), "/s");
     assert_upstreams(rt, us_url(a));
     json_decref(rt);
 
     char body[256];
     snprintf(body, sizeof body, "{\"upstreams\": [\"%s\"]}", us_url(b));
-    h_resp_t r = put_upstreams(&gw, "stubs", body, NULL);
+    h_resp_t r = put_upstreams(&gw, "scripteds", body, NULL);
     cr_assert_eq(r.status, 200, "PUT upstreams: %ld %s", r.status, r.body);
     h_resp_free(&r);
     for (int i = 0; i < 3; i++)
         get_expect(&gw, "/s/x", 200);
     cr_assert_eq(us_count(a), 0, "the replaced instance still got %d requests", us_count(a));
     cr_assert_eq(us_count(b), 3, "the new instance got %d of 3", us_count(b));
-    rt = admin_route(&gw, "stubs", NULL);
+    rt = admin_route(&gw, "scripteds", NULL);
     assert_upstreams(rt, us_url(b));
     json_decref(rt);
 
     r = put_upstreams(&gw, "nosuch", body, NULL);
     assert_error_resp(&r, 404, "PUT upstreams of an unknown route");
     h_resp_free(&r);
-    r = put_upstreams(&gw, "stubs", "{\"upstreams\": []}", NULL);
+    r = put_upstreams(&gw, "scripteds", "{\"upstreams\": []}", NULL);
     cr_assert(r.status == 422 || r.status == 400, "empty upstreams: %ld %s", r.status, r.body);
     assert_error_json(r.body, "empty upstreams");
     h_resp_free(&r);
-    r = put_upstreams(&gw, "stubs", "{\"upstreams\": [\"ftp://x:1\"]}", NULL);
+    r = put_upstreams(&gw, "scripteds", "{\"upstreams\": [\"ftp://x:1\"]}", NULL);
     cr_assert(r.status == 422 || r.status == 400, "bad URL: %ld %s", r.status, r.body);
     h_resp_free(&r);
     get_expect(&gw, "/s/x", 200); /* refused PUTs changed nothing */
@@ -1237,10 +1237,10 @@ Test(gateway, admin_needs_a_cmesh_admin_token_when_auth_is_on)
 {
     char key[300];
     make_key(KEY_HS256, "gw.key", key, sizeof key);
-    us_stub_t *a = us_start(), *b = us_start();
+    us_scripted_t *a = us_start(), *b = us_start();
     char cfg[1024];
     snprintf(cfg, sizeof cfg,
-             "auth:\n  key_file: %s\nroutes:\n  - name: stubs\n    prefix: /s\n"
+             "auth:\n  key_file: %s\nroutes:\n  - name: scripteds\n    prefix: /s\n"
              "    upstreams: [%s]\n    health: off\n",
              key, us_url(a));
     h_proc_t gw;
@@ -1256,17 +1256,17 @@ Test(gateway, admin_needs_a_cmesh_admin_token_when_auth_is_on)
     h_resp_free(&r);
     char body[256];
     snprintf(body, sizeof body, "{\"upstreams\": [\"%s\"]}", us_url(b));
-    r = put_upstreams(&gw, "stubs", body, user);
+    r = put_upstreams(&gw, "scripteds", body, user);
     assert_error_resp(&r, 403, "PUT upstreams with a users:read token");
     h_resp_free(&r);
 
-    json_t *rt = admin_route(&gw, "stubs", admin);
+    json_t *rt = admin_route(&gw, "scripteds", admin);
     assert_upstreams(rt, us_url(a));
     json_decref(rt);
-    r = put_upstreams(&gw, "stubs", body, admin);
+    r = put_upstreams(&gw, "scripteds", body, admin);
     cr_assert_eq(r.status, 200, "PUT upstreams as admin: %ld %s", r.status, r.body);
     h_resp_free(&r);
-    rt = admin_route(&gw, "stubs", admin);
+    rt = admin_route(&gw, "scripteds", admin);
     assert_upstreams(rt, us_url(b));
     json_decref(rt);
     free(user);
@@ -1306,7 +1306,7 @@ static double metric_sum(const char *text, const char *name, const char *const *
 
 Test(gateway, metrics_count_requests_per_route_code_and_upstream)
 {
-    us_stub_t *s = us_start();
+    us_scripted_t *s = us_start();
     h_proc_t gw;
     start_single_route(&gw, s, NULL);
     for (int i = 0; i < 3; i++)
@@ -1317,15 +1317,15 @@ Test(gateway, metrics_count_requests_per_route_code_and_upstream)
     cr_assert_eq(r.status, 200);
     char up[128];
     snprintf(up, sizeof up, "upstream=\"%s\"", us_url(s));
-    const char *ok[] = {"route=\"stubs\"", "code=\"200\"", NULL};
-    const char *nf[] = {"route=\"stubs\"", "code=\"404\"", NULL};
-    const char *up_ok[] = {"route=\"stubs\"", up, "code=\"200\"", NULL};
+    const char *ok[] = {"route=\"scripteds\"", "code=\"200\"", NULL};
+    const char *nf[] = {"route=\"scripteds\"", "code=\"404\"", NULL};
+    const char *up_ok[] = {"route=\"scripteds\"", up, "code=\"200\"", NULL};
     double v = metric_sum(r.body, "cmesh_gateway_requests_total", ok);
-    cr_assert_eq(v, 3, "cmesh_gateway_requests_total{route=stubs,code=200} = %g", v);
+    cr_assert_eq(v, 3, "cmesh_gateway_requests_total{route=scripteds,code=200} = %g", v);
     v = metric_sum(r.body, "cmesh_gateway_requests_total", nf);
-    cr_assert_eq(v, 1, "cmesh_gateway_requests_total{route=stubs,code=404} = %g", v);
+    cr_assert_eq(v, 1, "cmesh_gateway_requests_total{route=scripteds,code=404} = %g", v);
     v = metric_sum(r.body, "cmesh_gateway_upstream_requests_total", up_ok);
-    cr_assert_eq(v, 3, "cmesh_gateway_upstream_requests_total{stub,200} = %g", v);
+    cr_assert_eq(v, 3, "cmesh_gateway_upstream_requests_total{scripted,200} = %g", v);
     h_resp_free(&r);
     h_stop(&gw);
     us_stop(s);
@@ -1357,7 +1357,7 @@ static json_t *log_lines(const char *path, const char *route, size_t n)
 
 Test(gateway, access_log_lists_every_attempt_with_its_outcome)
 {
-    us_stub_t *s = us_start();
+    us_scripted_t *s = us_start();
     char dead[64], ups[160], cfg[2048];
     snprintf(dead, sizeof dead, "http://127.0.0.1:%d", h_free_port());
     snprintf(ups, sizeof ups, "%s, %s", dead, us_url(s));

@@ -1,9 +1,9 @@
 /* tests/integration/test_gwfault.c: the gateway's fault tolerance with real processes and
  * real sockets: instances killed with SIGKILL under load, slow and failing instances,
  * resets, retry budget, circuit breaking, SIGHUP reloads and run-time upstream swaps.
- * Upstreams are real `cmesh users` instances or a small HTTP stub running in threads
- * of this process (it counts what it receives, can be slow, fail or reset). Every wait
- * is bounded; the assertions are on counts and statuses, never on timings. */
+ * Upstreams are real `cmesh users` instances or a small scripted upstream HTTP upstream running in
+ * threads of this process (it counts what it receives, can be slow, fail or reset). Every wait is
+ * bounded; the assertions are on counts and statuses, never on timings. */
 #include "api_util.h"
 #include "harness.h"
 
@@ -28,13 +28,15 @@
 #include <jansson.h>
 
 /* ------------------------------------------------------------------------- */
-/* stub upstream: one acceptor thread, one thread per connection               */
+/* scripted upstream: one acceptor thread, one thread per connection               */
 
-#define STUB_MAX_CONNS 512   /* connections per stub over a test; more are refused */
-#define STUB_BUF       65536 /* one request head + body must fit */
-#define STUB_POLL_MS   50    /* how often idle threads look at the stop flag */
+#define SCRIPTED_MAX_CONNS                                                                         \
+    512                        /* connections per scripted upstream over a test; more are refused  \
+                                */
+#define SCRIPTED_BUF     65536 /* one request head + body must fit */
+#define SCRIPTED_POLL_MS 50    /* how often idle threads look at the stop flag */
 
-typedef struct stub {
+typedef struct scripted {
     int fd;
     int port;
     char url[64];
@@ -45,17 +47,17 @@ typedef struct stub {
     atomic_int stop;
     pthread_t acceptor;
     pthread_mutex_t mu;
-    pthread_t threads[STUB_MAX_CONNS];
+    pthread_t threads[SCRIPTED_MAX_CONNS];
     int nthreads;
-} stub_t;
+} scripted_t;
 
-typedef struct stub_conn {
-    stub_t *s;
+typedef struct scripted_conn {
+    scripted_t *s;
     int fd;
-} stub_conn_t;
+} scripted_conn_t;
 
 /* Length of a complete request at the start of buf, 0 when more bytes are needed. */
-static size_t stub_request_len(const char *buf, size_t len)
+static size_t scripted_request_len(const char *buf, size_t len)
 {
     const char *end = memmem(buf, len, "\r\n\r\n", 4);
     if (!end)
@@ -69,25 +71,25 @@ static size_t stub_request_len(const char *buf, size_t len)
     return len - head >= body ? head + body : 0;
 }
 
-static int stub_is_health(const char *req)
+static int scripted_is_health(const char *req)
 {
     const char *path = strchr(req, ' ');
     return path && (strncmp(path + 1, "/readyz", 7) == 0 || strncmp(path + 1, "/healthz", 8) == 0);
 }
 
-/* Sleeps ms in short slices so that stub_stop never waits for a long delay. */
-static void stub_sleep(stub_t *s, int ms)
+/* Sleeps ms in short slices so that scripted_stop never waits for a long delay. */
+static void scripted_sleep(scripted_t *s, int ms)
 {
     for (int slept = 0; slept < ms && !atomic_load(&s->stop); slept += 10)
         usleep(10 * 1000);
 }
 
-static void stub_answer(stub_t *s, int fd, int status)
+static void scripted_answer(scripted_t *s, int fd, int status)
 {
     char body[96], resp[512];
-    int bl = snprintf(body, sizeof body, "{\"stub\":%d,\"status\":%d}", s->port, status);
+    int bl = snprintf(body, sizeof body, "{\"scripted\":%d,\"status\":%d}", s->port, status);
     int rl = snprintf(resp, sizeof resp,
-                      "HTTP/1.1 %d Stub\r\nContent-Type: application/json\r\n"
+                      "HTTP/1.1 %d Scripted upstream\r\nContent-Type: application/json\r\n"
                       "Content-Length: %d\r\n\r\n%s",
                       status, bl, body);
     const char *p = resp;
@@ -101,28 +103,28 @@ static void stub_answer(stub_t *s, int fd, int status)
     }
 }
 
-static void *stub_conn_main(void *arg)
+static void *scripted_conn_main(void *arg)
 {
-    stub_conn_t c = *(stub_conn_t *)arg;
+    scripted_conn_t c = *(scripted_conn_t *)arg;
     free(arg);
-    stub_t *s = c.s;
-    char *buf = malloc(STUB_BUF + 1);
+    scripted_t *s = c.s;
+    char *buf = malloc(SCRIPTED_BUF + 1);
     size_t len = 0;
     while (buf && !atomic_load(&s->stop)) {
-        size_t rl = stub_request_len(buf, len);
+        size_t rl = scripted_request_len(buf, len);
         if (!rl) {
             struct pollfd pfd = {.fd = c.fd, .events = POLLIN};
-            if (poll(&pfd, 1, STUB_POLL_MS) == 0)
+            if (poll(&pfd, 1, SCRIPTED_POLL_MS) == 0)
                 continue;
-            ssize_t n = len < STUB_BUF ? recv(c.fd, buf + len, STUB_BUF - len, 0) : -1;
+            ssize_t n = len < SCRIPTED_BUF ? recv(c.fd, buf + len, SCRIPTED_BUF - len, 0) : -1;
             if (n <= 0)
                 break;
             len += (size_t)n;
             buf[len] = '\0';
             continue;
         }
-        if (stub_is_health(buf)) {
-            stub_answer(s, c.fd, 200);
+        if (scripted_is_health(buf)) {
+            scripted_answer(s, c.fd, 200);
         } else {
             atomic_fetch_add(&s->requests, 1);
             if (atomic_load(&s->reset)) {
@@ -130,8 +132,8 @@ static void *stub_conn_main(void *arg)
                 setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
                 break;
             }
-            stub_sleep(s, atomic_load(&s->delay_ms));
-            stub_answer(s, c.fd, atomic_load(&s->status));
+            scripted_sleep(s, atomic_load(&s->delay_ms));
+            scripted_answer(s, c.fd, atomic_load(&s->status));
         }
         memmove(buf, buf + rl, len - rl);
         len -= rl;
@@ -142,17 +144,17 @@ static void *stub_conn_main(void *arg)
     return NULL;
 }
 
-static void stub_spawn_conn(stub_t *s, int fd)
+static void scripted_spawn_conn(scripted_t *s, int fd)
 {
     pthread_mutex_lock(&s->mu);
-    stub_conn_t *c = malloc(sizeof *c);
+    scripted_conn_t *c = malloc(sizeof *c);
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 256 * 1024);
-    if (c && s->nthreads < STUB_MAX_CONNS) {
+    if (c && s->nthreads < SCRIPTED_MAX_CONNS) {
         c->s = s;
         c->fd = fd;
-        if (pthread_create(&s->threads[s->nthreads], &attr, stub_conn_main, c) == 0) {
+        if (pthread_create(&s->threads[s->nthreads], &attr, scripted_conn_main, c) == 0) {
             s->nthreads++;
             c = NULL;
             fd = -1;
@@ -165,30 +167,31 @@ static void stub_spawn_conn(stub_t *s, int fd)
         close(fd);
 }
 
-static void *stub_accept_main(void *arg)
+static void *scripted_accept_main(void *arg)
 {
-    stub_t *s = arg;
+    scripted_t *s = arg;
     while (!atomic_load(&s->stop)) {
         struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
-        if (poll(&pfd, 1, STUB_POLL_MS) <= 0)
+        if (poll(&pfd, 1, SCRIPTED_POLL_MS) <= 0)
             continue;
         int fd = accept(s->fd, NULL, NULL);
         if (fd >= 0)
-            stub_spawn_conn(s, fd);
+            scripted_spawn_conn(s, fd);
     }
     return NULL;
 }
 
-/* Starts a stub on a free loopback port answering `status` after `delay_ms`. */
-static stub_t *stub_start(int status, int delay_ms)
+/* Starts a scripted upstream on a free loopback port answering `status` after `delay_ms`. */
+static scripted_t *scripted_start(int status, int delay_ms)
 {
-    stub_t *s = calloc(1, sizeof *s);
+    scripted_t *s = calloc(1, sizeof *s);
     cr_assert_not_null(s);
     s->fd = socket(AF_INET, SOCK_STREAM, 0);
     int one = 1;
     setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert_eq(bind(s->fd, (struct sockaddr *)&a, sizeof a), 0, "stub bind: %s", strerror(errno));
+    cr_assert_eq(bind(s->fd, (struct sockaddr *)&a, sizeof a), 0, "scripted bind: %s",
+                 strerror(errno));
     cr_assert_eq(listen(s->fd, 128), 0);
     socklen_t l = sizeof a;
     getsockname(s->fd, (struct sockaddr *)&a, &l);
@@ -197,16 +200,16 @@ static stub_t *stub_start(int status, int delay_ms)
     atomic_store(&s->status, status);
     atomic_store(&s->delay_ms, delay_ms);
     pthread_mutex_init(&s->mu, NULL);
-    cr_assert_eq(pthread_create(&s->acceptor, NULL, stub_accept_main, s), 0);
+    cr_assert_eq(pthread_create(&s->acceptor, NULL, scripted_accept_main, s), 0);
     return s;
 }
 
-static int stub_count(stub_t *s)
+static int scripted_count(scripted_t *s)
 {
     return atomic_load(&s->requests);
 }
 
-static void stub_stop(stub_t *s)
+static void scripted_stop(scripted_t *s)
 {
     atomic_store(&s->stop, 1);
     pthread_join(s->acceptor, NULL);
@@ -711,7 +714,7 @@ Test(gwfault, idempotent_post_load_survives_sigkill_without_duplicates)
 
 Test(gwfault, slow_instance_times_out_with_504_and_fast_one_serves)
 {
-    stub_t *slow = stub_start(200, 2000), *fast = stub_start(200, 0);
+    scripted_t *slow = scripted_start(200, 2000), *fast = scripted_start(200, 0);
     char route[1024], yaml[1200];
     h_proc_t gw;
     route_yaml(route, sizeof route, "s", "/s", "    balancer: round_robin\n" SLOW_POLICY, slow->url,
@@ -728,27 +731,27 @@ Test(gwfault, slow_instance_times_out_with_504_and_fast_one_serves)
         } else {
             cr_assert_eq(r.status, 200, "GET /s/item: %ld %s", r.status, r.body);
             char want[32];
-            snprintf(want, sizeof want, "\"stub\":%d", fast->port);
+            snprintf(want, sizeof want, "\"scripted\":%d", fast->port);
             cr_assert_not_null(strstr(r.body, want), "200 not from the fast one: %s", r.body);
             n200++;
         }
         h_resp_free(&r);
     }
-    cr_assert_eq(n504, stub_count(slow), "%d 504s for %d requests at the slow one", n504,
-                 stub_count(slow));
-    cr_assert_eq(n200, stub_count(fast), "%d 200s for %d requests at the fast one", n200,
-                 stub_count(fast));
+    cr_assert_eq(n504, scripted_count(slow), "%d 504s for %d requests at the slow one", n504,
+                 scripted_count(slow));
+    cr_assert_eq(n200, scripted_count(fast), "%d 200s for %d requests at the fast one", n200,
+                 scripted_count(fast));
     cr_assert_geq(n504, 3, "round robin sent the slow one only %d of 10", n504);
     cr_assert_geq(n200, 3, "round robin sent the fast one only %d of 10", n200);
     api_stop_clean(&gw);
-    stub_stop(slow);
-    stub_stop(fast);
+    scripted_stop(slow);
+    scripted_stop(fast);
 }
 
 Test(gwfault, peak_ewma_sends_a_slow_instance_less_than_round_robin)
 {
     /* slow but inside the try timeout: every request succeeds, only latency differs */
-    stub_t *slow = stub_start(200, 100), *fast = stub_start(200, 0);
+    scripted_t *slow = scripted_start(200, 100), *fast = scripted_start(200, 0);
     char rr[1024], ewma[1024], yaml[2400];
     h_proc_t gw;
     route_yaml(rr, sizeof rr, "rr", "/rr",
@@ -761,20 +764,20 @@ Test(gwfault, peak_ewma_sends_a_slow_instance_less_than_round_robin)
     gw_start(&gw, yaml, "1");
 
     int counts[600] = {0};
-    int before = stub_count(slow);
+    int before = scripted_count(slow);
     get_n(&gw, "/rr/x", 40, counts);
-    int rr_slow = stub_count(slow) - before;
-    before = stub_count(slow);
+    int rr_slow = scripted_count(slow) - before;
+    before = scripted_count(slow);
     get_n(&gw, "/ewma/x", 40, counts);
-    int ewma_slow = stub_count(slow) - before;
+    int ewma_slow = scripted_count(slow) - before;
     cr_assert_eq(counts[200], 80, "only %d of 80 requests got 200", counts[200]);
     cr_log_info("slow instance share of 40: round_robin %d, peak_ewma %d", rr_slow, ewma_slow);
     cr_assert_geq(rr_slow, 15, "round robin sent the slow one %d of 40", rr_slow);
     cr_assert_lt(ewma_slow * 2, rr_slow, "peak_ewma sent the slow one %d of 40, round robin %d",
                  ewma_slow, rr_slow);
     api_stop_clean(&gw);
-    stub_stop(slow);
-    stub_stop(fast);
+    scripted_stop(slow);
+    scripted_stop(fast);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -782,7 +785,7 @@ Test(gwfault, peak_ewma_sends_a_slow_instance_less_than_round_robin)
 
 Test(gwfault, failing_instance_is_ejected_after_consecutive_failures)
 {
-    stub_t *bad = stub_start(500, 0), *good = stub_start(200, 0);
+    scripted_t *bad = scripted_start(500, 0), *good = scripted_start(200, 0);
     char route[1024], yaml[1200];
     h_proc_t gw;
     route_yaml(route, sizeof route, "two", "/two",
@@ -794,7 +797,7 @@ Test(gwfault, failing_instance_is_ejected_after_consecutive_failures)
 
     int counts[600] = {0};
     get_n(&gw, "/two/x", 20, counts);
-    int bad_seen = stub_count(bad);
+    int bad_seen = scripted_count(bad);
     cr_assert_eq(counts[500], bad_seen, "%d 500s for %d requests at the failing one", counts[500],
                  bad_seen);
     cr_assert_geq(bad_seen, 3, "the failing one got %d requests, fewer than failures", bad_seen);
@@ -805,16 +808,16 @@ Test(gwfault, failing_instance_is_ejected_after_consecutive_failures)
     memset(counts, 0, sizeof counts);
     get_n(&gw, "/two/x", 20, counts);
     cr_assert_eq(counts[200], 20, "after the ejection only %d of 20 got 200", counts[200]);
-    cr_assert_eq(stub_count(bad), bad_seen, "an ejected instance still got requests");
+    cr_assert_eq(scripted_count(bad), bad_seen, "an ejected instance still got requests");
     cr_assert_geq(metric_sum(&gw, "cmesh_gateway_upstream_ejections_total"), 1);
     api_stop_clean(&gw);
-    stub_stop(bad);
-    stub_stop(good);
+    scripted_stop(bad);
+    scripted_stop(good);
 }
 
 Test(gwfault, single_instance_route_is_never_ejected)
 {
-    stub_t *bad = stub_start(500, 0);
+    scripted_t *bad = scripted_start(500, 0);
     char route[1024], yaml[1200];
     h_proc_t gw;
     route_yaml(route, sizeof route, "one", "/one",
@@ -828,15 +831,15 @@ Test(gwfault, single_instance_route_is_never_ejected)
     get_n(&gw, "/one/x", 10, counts);
     cr_assert_eq(counts[500], 10, "only %d of 10 answered by the instance (503: %d, 502: %d)",
                  counts[500], counts[503], counts[502]);
-    cr_assert_eq(stub_count(bad), 10);
+    cr_assert_eq(scripted_count(bad), 10);
     cr_assert_eq(admin_flag(&gw, "one", bad->url, "ejected"), 0, "the only instance was ejected");
     api_stop_clean(&gw);
-    stub_stop(bad);
+    scripted_stop(bad);
 }
 
 Test(gwfault, two_instance_route_ejects_at_most_one)
 {
-    stub_t *a = stub_start(500, 0), *b = stub_start(500, 0);
+    scripted_t *a = scripted_start(500, 0), *b = scripted_start(500, 0);
     char route[1024], yaml[1200];
     h_proc_t gw;
     route_yaml(route, sizeof route, "two", "/two",
@@ -850,17 +853,17 @@ Test(gwfault, two_instance_route_ejects_at_most_one)
     get_n(&gw, "/two/x", 20, counts);
     cr_assert_eq(counts[500], 20, "only %d of 20 reached an instance (503: %d, 502: %d)",
                  counts[500], counts[503], counts[502]);
-    cr_assert_eq(stub_count(a) + stub_count(b), 20);
+    cr_assert_eq(scripted_count(a) + scripted_count(b), 20);
     int ejected = admin_count(&gw, "two", "ejected");
     cr_assert_leq(ejected, 1, "%d of 2 instances ejected with max_ejected 50%%", ejected);
     api_stop_clean(&gw);
-    stub_stop(a);
-    stub_stop(b);
+    scripted_stop(a);
+    scripted_stop(b);
 }
 
 Test(gwfault, panic_routes_across_all_instances_when_all_fail)
 {
-    stub_t *a = stub_start(500, 0), *b = stub_start(500, 0);
+    scripted_t *a = scripted_start(500, 0), *b = scripted_start(500, 0);
     char route[1024], yaml[1200];
     h_proc_t gw;
     route_yaml(route, sizeof route, "p", "/p",
@@ -875,12 +878,12 @@ Test(gwfault, panic_routes_across_all_instances_when_all_fail)
     get_n(&gw, "/p/x", 20, counts);
     cr_assert_eq(counts[500], 20, "only %d of 20 reached an instance (503: %d, 502: %d)",
                  counts[500], counts[503], counts[502]);
-    cr_assert_eq(stub_count(a) + stub_count(b), 20);
-    cr_assert_gt(stub_count(a), 0, "panic mode never used instance a");
-    cr_assert_gt(stub_count(b), 0, "panic mode never used instance b");
+    cr_assert_eq(scripted_count(a) + scripted_count(b), 20);
+    cr_assert_gt(scripted_count(a), 0, "panic mode never used instance a");
+    cr_assert_gt(scripted_count(b), 0, "panic mode never used instance b");
     api_stop_clean(&gw);
-    stub_stop(a);
-    stub_stop(b);
+    scripted_stop(a);
+    scripted_stop(b);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -924,20 +927,21 @@ Test(gwfault, health_checks_mark_a_killed_instance_down_and_a_restarted_one_up)
     "    health: off\n"                                                                            \
     "    outlier: { failures: 1000 }\n"
 
-static int reset_try(const h_proc_t *gw, stub_t *a, stub_t *b, const char *method, const char *key)
+static int reset_try(const h_proc_t *gw, scripted_t *a, scripted_t *b, const char *method,
+                     const char *key)
 {
-    int before = stub_count(a) + stub_count(b);
+    int before = scripted_count(a) + scripted_count(b);
     h_resp_t r =
         key ? api_send(gw, method, "/r/x", "{\"n\":1}", key, NULL)
             : api_send(gw, method, "/r/x", strcmp(method, "GET") ? "{\"n\":1}" : NULL, NULL);
     api_assert_error(&r, 502, NULL);
     h_resp_free(&r);
-    return stub_count(a) + stub_count(b) - before;
+    return scripted_count(a) + scripted_count(b) - before;
 }
 
 Test(gwfault, post_without_key_is_not_retried_after_a_reset)
 {
-    stub_t *a = stub_start(200, 0), *b = stub_start(200, 0);
+    scripted_t *a = scripted_start(200, 0), *b = scripted_start(200, 0);
     atomic_store(&a->reset, 1);
     atomic_store(&b->reset, 1);
     char route[1024], yaml[1200];
@@ -954,8 +958,8 @@ Test(gwfault, post_without_key_is_not_retried_after_a_reset)
     cr_assert_eq(tries, 3, "GET tried %d times, attempts 3", tries);
     cr_assert_geq(metric_sum(&gw, "cmesh_gateway_retries_total"), 4);
     api_stop_clean(&gw);
-    stub_stop(a);
-    stub_stop(b);
+    scripted_stop(a);
+    scripted_stop(b);
 }
 
 Test(gwfault, post_without_key_is_retried_after_a_connect_failure)
@@ -988,7 +992,7 @@ Test(gwfault, post_without_key_is_retried_after_a_connect_failure)
 
 Test(gwfault, retry_budget_bounds_retries_when_every_instance_answers_503)
 {
-    stub_t *a = stub_start(503, 0), *b = stub_start(503, 0);
+    scripted_t *a = scripted_start(503, 0), *b = scripted_start(503, 0);
     char route[1024], yaml[1200];
     h_proc_t gw;
     route_yaml(route, sizeof route, "b", "/b",
@@ -1003,7 +1007,7 @@ Test(gwfault, retry_budget_bounds_retries_when_every_instance_answers_503)
     enum { N = 50 };
     int counts[600] = {0};
     get_n(&gw, "/b/x", N, counts);
-    int upstream = stub_count(a) + stub_count(b);
+    int upstream = scripted_count(a) + scripted_count(b);
     cr_log_info("%d client requests, %d upstream requests", N, upstream);
     cr_assert_eq(counts[503], N, "only %d of %d answered 503", counts[503], N);
     cr_assert_geq(upstream, N);
@@ -1011,8 +1015,8 @@ Test(gwfault, retry_budget_bounds_retries_when_every_instance_answers_503)
                   N);
     cr_assert_gt(metric_sum(&gw, "cmesh_gateway_retry_budget_exhausted_total"), 0);
     api_stop_clean(&gw);
-    stub_stop(a);
-    stub_stop(b);
+    scripted_stop(a);
+    scripted_stop(b);
 }
 
 typedef struct one_get {
@@ -1036,7 +1040,7 @@ static void *one_get_main(void *arg)
 
 Test(gwfault, circuit_breaker_answers_503_with_retry_after_past_max_requests)
 {
-    stub_t *slow = stub_start(200, 1000);
+    scripted_t *slow = scripted_start(200, 1000);
     char route[1024], yaml[1200];
     h_proc_t gw;
     route_yaml(route, sizeof route, "c", "/c",
@@ -1070,10 +1074,10 @@ Test(gwfault, circuit_breaker_answers_503_with_retry_after_past_max_requests)
     pthread_barrier_destroy(&go);
     cr_assert_geq(n200, 1, "nothing got through the breaker");
     cr_assert_geq(n503, 1, "max_requests 1 with %d concurrent requests: no 503", N);
-    cr_assert_eq(stub_count(slow), n200, "the upstream saw %d requests for %d 200s",
-                 stub_count(slow), n200);
+    cr_assert_eq(scripted_count(slow), n200, "the upstream saw %d requests for %d 200s",
+                 scripted_count(slow), n200);
     api_stop_clean(&gw);
-    stub_stop(slow);
+    scripted_stop(slow);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -1154,7 +1158,7 @@ Test(gwfault, sighup_reload_under_load_loses_nothing_and_bad_config_keeps_old)
 
 Test(gwfault, upstream_set_replaced_under_load_loses_nothing)
 {
-    stub_t *a = stub_start(200, 0), *b = stub_start(200, 0);
+    scripted_t *a = scripted_start(200, 0), *b = scripted_start(200, 0);
     char route[1024], yaml[1200];
     h_proc_t gw;
     route_yaml(route, sizeof route, "s", "/s", "    balancer: round_robin\n", a->url, NULL);
@@ -1171,17 +1175,17 @@ Test(gwfault, upstream_set_replaced_under_load_loses_nothing)
     cr_assert(load_wait_okays(ls, 200, 10000), "load stalled after the swap");
     load_stop_no_errors(ls, "GET during an upstream swap");
     free(ls);
-    cr_assert_gt(stub_count(b), 0, "the new instance got nothing");
+    cr_assert_gt(scripted_count(b), 0, "the new instance got nothing");
 
     cr_assert_eq(admin_flag(&gw, "s", a->url, "healthy"), -1, "old instance still listed");
     cr_assert_neq(admin_flag(&gw, "s", b->url, "healthy"), -1, "new instance not listed");
-    int a_before = stub_count(a), b_before = stub_count(b);
+    int a_before = scripted_count(a), b_before = scripted_count(b);
     int counts[600] = {0};
     get_n(&gw, "/s/x", 30, counts);
     cr_assert_eq(counts[200], 30);
-    cr_assert_eq(stub_count(a), a_before, "the replaced instance still gets traffic");
-    cr_assert_eq(stub_count(b) - b_before, 30);
+    cr_assert_eq(scripted_count(a), a_before, "the replaced instance still gets traffic");
+    cr_assert_eq(scripted_count(b) - b_before, 30);
     api_stop_clean(&gw);
-    stub_stop(a);
-    stub_stop(b);
+    scripted_stop(a);
+    scripted_stop(b);
 }

@@ -1,8 +1,8 @@
-/* tests/integration/upstream_stub.c: the recording upstream of upstream_stub.h. One
+/* tests/integration/scripted_upstream.c: the recording upstream of scripted_upstream.h. One
  * accept thread, one thread per connection (blocking I/O with short polls, so a stop is
  * seen within POLL_MS). Requests are parsed just enough to frame them: Content-Length or
  * chunked; bodies are streamed through a checksum, never held whole. */
-#include "upstream_stub.h"
+#include "scripted_upstream.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -22,14 +22,14 @@
 #define POLL_MS      100           /* how often blocked threads look at the stop flag */
 #define HEAD_MAX     (64 * 1024)   /* a longer head is recorded raw and the peer closed */
 #define BODY_KEEP    (64 * 1024)   /* body bytes kept per request for assertions */
-#define RAW_KEEP     (1024 * 1024) /* raw bytes kept per stub (all are counted) */
+#define RAW_KEEP     (1024 * 1024) /* raw bytes kept per scripted upstream (all are counted) */
 #define READ_CHUNK   (256 * 1024)
-#define MAX_CONNS    1024 /* connection threads per stub; more are closed at once */
-#define MAX_REQUESTS 8192 /* recorded requests per stub; more are counted only */
+#define MAX_CONNS    1024 /* connection threads per scripted upstream; more are closed at once */
+#define MAX_REQUESTS 8192 /* recorded requests per scripted upstream; more are counted only */
 #define STREAM_CHUNK (64 * 1024)
 #define DEFAULT_BODY "{\"port\":%d}"
 
-struct us_stub {
+struct us_scripted {
     int listen_fd;
     int port;
     char url[64];
@@ -49,7 +49,7 @@ struct us_stub {
 };
 
 typedef struct conn {
-    us_stub_t *s;
+    us_scripted_t *s;
     int fd;
     char *buf; /* unconsumed input is buf[off, len) */
     size_t off, len, cap;
@@ -119,9 +119,9 @@ static int is_health_check(const char *head)
 }
 
 /* ------------------------------------------------------------------------- */
-/* recording (under the stub's mutex)                                         */
+/* recording (under the scripted upstream's mutex)                                         */
 
-static void record_raw(us_stub_t *s, const char *p, size_t n)
+static void record_raw(us_scripted_t *s, const char *p, size_t n)
 {
     pthread_mutex_lock(&s->mu);
     s->bytes += n;
@@ -133,7 +133,7 @@ static void record_raw(us_stub_t *s, const char *p, size_t n)
 }
 
 /* Takes ownership of req's strings. */
-static void record_request(us_stub_t *s, us_request_t *req)
+static void record_request(us_scripted_t *s, us_request_t *req)
 {
     pthread_mutex_lock(&s->mu);
     s->nreqs_total++;
@@ -150,7 +150,7 @@ static void record_request(us_stub_t *s, us_request_t *req)
 /* ------------------------------------------------------------------------- */
 /* connection input                                                           */
 
-/* Reads more input; returns bytes read, 0 on EOF/error, -1 when the stub stops. */
+/* Reads more input; returns bytes read, 0 on EOF/error, -1 when the scripted upstream stops. */
 static ssize_t read_more(conn_t *c)
 {
     if (c->off > 0) {
@@ -313,8 +313,8 @@ static int send_all(conn_t *c, const void *data, size_t len)
     return 0;
 }
 
-/* Sleeps ms unless the stub stops first; returns -1 when it stopped. */
-static int delay(us_stub_t *s, int ms)
+/* Sleeps ms unless the scripted upstream stops first; returns -1 when it stopped. */
+static int delay(us_scripted_t *s, int ms)
 {
     struct pollfd pfd = {.fd = s->stop_pipe[0], .events = POLLIN};
     if (ms > 0)
@@ -337,11 +337,11 @@ static int send_stream(conn_t *c, uint64_t size)
     return rc;
 }
 
-/* Answers the request just read per the stub's reply; returns 1 to keep the connection,
- * 0 to close it. */
+/* Answers the request just read per the scripted upstream's reply; returns 1 to keep the
+ * connection, 0 to close it. */
 static int answer(conn_t *c, int head_only)
 {
-    us_stub_t *s = c->s;
+    us_scripted_t *s = c->s;
     if (!c->record) {
         static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
         return send_all(c, ok, head_only ? sizeof ok - 3 : sizeof ok - 1) == 0;
@@ -360,9 +360,10 @@ static int answer(conn_t *c, int head_only)
     if (delay(s, r.delay_ms) == 0 && r.status > 0) {
         uint64_t blen = r.stream_size ? r.stream_size : strlen(body);
         char head[8192];
-        snprintf(head, sizeof head, "HTTP/1.1 %d Stub\r\nContent-Length: %llu\r\n%s%s\r\n",
-                 r.status, (unsigned long long)blen,
-                 r.body ? "" : "Content-Type: application/json\r\n", headers);
+        snprintf(head, sizeof head,
+                 "HTTP/1.1 %d Scripted upstream\r\nContent-Length: %llu\r\n%s%s\r\n", r.status,
+                 (unsigned long long)blen, r.body ? "" : "Content-Type: application/json\r\n",
+                 headers);
         int rc = send_all(c, head, strlen(head));
         if (rc == 0 && !head_only)
             rc = r.stream_size ? send_stream(c, r.stream_size) : send_all(c, body, strlen(body));
@@ -393,7 +394,7 @@ static void *conn_main(void *arg)
         if (!answer(c, head_only) || close_after)
             break;
     }
-    /* bytes of a request the stub could not frame still count as received */
+    /* bytes of a request the scripted upstream could not frame still count as received */
     c->record = c->req.head ? c->record : 1;
     if (c->len > c->off && c->record)
         record_raw(c->s, c->buf + c->off, c->len - c->off);
@@ -408,7 +409,7 @@ static void *conn_main(void *arg)
 
 static void *accept_main(void *arg)
 {
-    us_stub_t *s = arg;
+    us_scripted_t *s = arg;
     while (!s->stopping) {
         struct pollfd pfd[2] = {{.fd = s->listen_fd, .events = POLLIN},
                                 {.fd = s->stop_pipe[0], .events = POLLIN}};
@@ -439,9 +440,9 @@ static void *accept_main(void *arg)
 /* ------------------------------------------------------------------------- */
 /* public                                                                     */
 
-us_stub_t *us_start(void)
+us_scripted_t *us_start(void)
 {
-    us_stub_t *s = calloc(1, sizeof *s);
+    us_scripted_t *s = calloc(1, sizeof *s);
     cr_assert_not_null(s);
     s->reqs = calloc(MAX_REQUESTS, sizeof *s->reqs);
     s->raw = calloc(1, RAW_KEEP + 1);
@@ -451,7 +452,7 @@ us_stub_t *us_start(void)
     cr_assert(pipe2(s->stop_pipe, O_CLOEXEC) == 0);
     s->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert(bind(s->listen_fd, (struct sockaddr *)&a, sizeof a) == 0, "stub bind: %s",
+    cr_assert(bind(s->listen_fd, (struct sockaddr *)&a, sizeof a) == 0, "scripted bind: %s",
               strerror(errno));
     cr_assert(listen(s->listen_fd, 128) == 0);
     socklen_t l = sizeof a;
@@ -469,13 +470,13 @@ static void free_reply_strings(us_reply_t *r)
     r->headers = r->body = NULL;
 }
 
-void us_stop(us_stub_t *s)
+void us_stop(us_scripted_t *s)
 {
     if (!s)
         return;
     s->stopping = 1;
     if (write(s->stop_pipe[1], "x", 1) != 1)
-        fprintf(stderr, "upstream_stub: stop pipe: %s\n", strerror(errno));
+        fprintf(stderr, "scripted_upstream: stop pipe: %s\n", strerror(errno));
     pthread_join(s->acceptor, NULL);
     close(s->listen_fd);
     for (int i = 0; i < s->nconns; i++)
@@ -490,17 +491,17 @@ void us_stop(us_stub_t *s)
     free(s);
 }
 
-int us_port(const us_stub_t *s)
+int us_port(const us_scripted_t *s)
 {
     return s->port;
 }
 
-const char *us_url(const us_stub_t *s)
+const char *us_url(const us_scripted_t *s)
 {
     return s->url;
 }
 
-void us_set_reply(us_stub_t *s, const us_reply_t *r)
+void us_set_reply(us_scripted_t *s, const us_reply_t *r)
 {
     pthread_mutex_lock(&s->mu);
     free_reply_strings(&s->reply);
@@ -510,7 +511,7 @@ void us_set_reply(us_stub_t *s, const us_reply_t *r)
     pthread_mutex_unlock(&s->mu);
 }
 
-int us_count(us_stub_t *s)
+int us_count(us_scripted_t *s)
 {
     pthread_mutex_lock(&s->mu);
     int n = s->nreqs_total;
@@ -518,7 +519,7 @@ int us_count(us_stub_t *s)
     return n;
 }
 
-uint64_t us_bytes(us_stub_t *s)
+uint64_t us_bytes(us_scripted_t *s)
 {
     pthread_mutex_lock(&s->mu);
     uint64_t n = s->bytes;
@@ -526,7 +527,7 @@ uint64_t us_bytes(us_stub_t *s)
     return n;
 }
 
-char *us_raw(us_stub_t *s, size_t *len)
+char *us_raw(us_scripted_t *s, size_t *len)
 {
     pthread_mutex_lock(&s->mu);
     char *copy = malloc(s->raw_len + 1);
@@ -537,7 +538,7 @@ char *us_raw(us_stub_t *s, size_t *len)
     return copy;
 }
 
-int us_request(us_stub_t *s, int i, us_request_t *out)
+int us_request(us_scripted_t *s, int i, us_request_t *out)
 {
     int rc = -1;
     pthread_mutex_lock(&s->mu);
@@ -558,7 +559,7 @@ void us_request_free(us_request_t *r)
     r->head = r->body = NULL;
 }
 
-void us_clear(us_stub_t *s)
+void us_clear(us_scripted_t *s)
 {
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < s->nreqs; i++)
