@@ -23,6 +23,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/parser.h"
+#include "core/timeout.h"
 
 #define READ_BUF_SIZE (64 * 1024) /* one per worker: every read is parsed at once */
 #define MAX_PIPELINED 64          /* answers queued on one connection before reads pause */
@@ -43,8 +44,8 @@ typedef struct worker worker_t;
 enum timer_mode { T_NONE, T_IDLE, T_REQUEST, T_LINGER };
 
 struct cm_conn {
-    uv_tcp_t tcp; /* first: the handle's data is the conn */
-    uv_timer_t timer;
+    uv_tcp_t tcp;       /* first: the handle's data is the conn */
+    cm_timeout_t timer; /* idle, request or linger (mode) */
     worker_t *w;
     cm_conn_t *prev, *next; /* the worker's connections */
     cm_parser_t parser;
@@ -67,7 +68,8 @@ struct cm_conn {
     char peer[48]; /* the client's address, copied into each request */
     /* stream mode only (cm_service_t.stream) */
     int stream;
-    uv_timer_t kick; /* 0 ms: delivers, parses and flushes from the loop, not from an API */
+    int kicked; /* on a kick list: the worker's, or the one on_kick_check runs */
+    cm_conn_t *kick_next, **kick_pprev;
     cm_req_t *cur;   /* the request being handled; the next is not parsed before it ends */
     cm_buf_t stash;  /* received bytes not parsed yet (cur waits for its handler, paused) */
     int cur_done;    /* the parser reached the end of cur's message */
@@ -82,6 +84,14 @@ struct worker {
     uv_tcp_t listener;
     int listen_fd;
     uv_async_t wake; /* main thread: start draining */
+    /* Connections asked to deliver, parse or flush from the loop rather than from inside
+     * an API call (stream mode). The check handle runs them after this iteration's I/O
+     * callbacks; the idle handle keeps the poll from blocking while the list is not empty
+     * (a kick from a timer callback comes before the poll). */
+    cm_conn_t *kicked;
+    uv_check_t kick_check;
+    uv_idle_t kick_idle;
+    int kick_on;
     uv_timer_t tick; /* log flush, drain progress */
     uv_timer_t drain_deadline;
     uv_thread_t thread;
@@ -115,7 +125,7 @@ static void conn_close(cm_conn_t *c);
 static void conn_flush(cm_conn_t *c);
 static void start_read(cm_conn_t *c);
 static void conn_timer_update(cm_conn_t *c);
-static void on_conn_timer(uv_timer_t *t);
+static void on_conn_timer(cm_timeout_t *t);
 static void conn_kick(cm_conn_t *c);
 static void stream_update_read(cm_conn_t *c);
 static void stream_on_read(cm_conn_t *c, const char *data, size_t len);
@@ -456,9 +466,18 @@ static const cm_route_t builtin_routes[] = {
 /* ------------------------------------------------------------------------- */
 /* connections                                                                */
 
-static void on_handle_closed(uv_handle_t *h)
+static void kick_unlink(cm_conn_t *c)
 {
-    cm_conn_t *c = h->data;
+    if (!c->kicked)
+        return;
+    *c->kick_pprev = c->kick_next;
+    if (c->kick_next)
+        c->kick_next->kick_pprev = c->kick_pprev;
+    c->kicked = 0;
+}
+
+static void conn_handle_closed(cm_conn_t *c)
+{
     if (--c->handles_open > 0)
         return;
     while (c->pool) {
@@ -471,6 +490,16 @@ static void on_handle_closed(uv_handle_t *h)
     cm_buf_free(&c->wbuf);
     cm_buf_free(&c->inflight);
     free(c);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    conn_handle_closed(h->data);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    conn_handle_closed(((cm_timeout_t *)h->data)->data);
 }
 
 static void conn_close(cm_conn_t *c)
@@ -493,8 +522,7 @@ static void conn_close(cm_conn_t *c)
     if (c->cur && c->cur->streaming) /* off the queue while its answer streams */
         c->cur->conn = NULL;
     c->cur = NULL;
-    if (c->stream)
-        uv_close((uv_handle_t *)&c->kick, on_handle_closed);
+    kick_unlink(c); /* the conn is freed before the next check */
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -504,7 +532,7 @@ static void conn_close(cm_conn_t *c)
     w->nconns--;
     atomic_fetch_sub(&w->srv->conns, 1);
     cm_metrics_connections_add(w->srv->metrics, -1);
-    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    cm_timeout_close(&c->timer, on_timer_closed);
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
 }
 
@@ -527,7 +555,7 @@ static void conn_linger(cm_conn_t *c)
         return;
     }
     c->mode = T_LINGER;
-    uv_timer_start(&c->timer, on_conn_timer, LINGER_MS, 0);
+    cm_timeout_set(&c->timer, LINGER_MS);
     /* conn_fail() stopped reading; without reads the client's EOF goes unseen (the
      * connection waits out LINGER_MS) and its unread bytes turn our close into a reset */
     if (!c->reading)
@@ -744,7 +772,7 @@ static void start_read(cm_conn_t *c)
         c->reading = 1;
 }
 
-static void on_conn_timer(uv_timer_t *t)
+static void on_conn_timer(cm_timeout_t *t)
 {
     cm_conn_t *c = t->data;
     if (c->mode == T_REQUEST) {
@@ -778,10 +806,9 @@ static void conn_timer_update(cm_conn_t *c)
         return;
     c->mode = want;
     if (want == T_NONE)
-        uv_timer_stop(&c->timer);
+        cm_timeout_clear(&c->timer);
     else
-        uv_timer_start(&c->timer, on_conn_timer,
-                       want == T_REQUEST ? o->request_timeout_ms : o->idle_timeout_ms, 0);
+        cm_timeout_set(&c->timer, want == T_REQUEST ? o->request_timeout_ms : o->idle_timeout_ms);
 }
 
 static void set_peer(cm_conn_t *c)
@@ -813,18 +840,12 @@ static void on_connection(uv_stream_t *listener, int status)
         uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
         return;
     }
-    uv_timer_init(&w->loop, &c->timer);
-    c->timer.data = c;
+    cm_timeout_init(&w->loop, &c->timer, on_conn_timer, c);
     c->handles_open = 2;
     uv_tcp_nodelay(&c->tcp, 1);
     set_peer(c);
     const cm_server_opts_t *o = w->srv->opts;
     c->stream = w->srv->svc->stream;
-    if (c->stream) {
-        uv_timer_init(&w->loop, &c->kick);
-        c->kick.data = c;
-        c->handles_open = 3;
-    }
     cm_parser_init(&c->parser,
                    &(cm_parser_limits_t){o->max_header, o->max_uri, o->max_body, c->stream});
     c->next = w->conns;
@@ -1017,9 +1038,8 @@ static void stream_on_read(cm_conn_t *c, const char *data, size_t len)
     conn_flush(c);
 }
 
-static void on_kick(uv_timer_t *t)
+static void run_kick(cm_conn_t *c)
 {
-    cm_conn_t *c = t->data;
     if (c->closing)
         return;
     cm_req_t *r = c->cur;
@@ -1035,11 +1055,49 @@ static void on_kick(uv_timer_t *t)
     maybe_drain(c);
 }
 
-/* Runs on_kick on the next loop iteration. */
+static void on_kick_idle(uv_idle_t *h)
+{
+    (void)h; /* being active is its job: the poll does not block */
+}
+
+/* After this iteration's I/O callbacks: every connection kicked so far, and those they
+ * kick in turn on the next iteration. */
+static void on_kick_check(uv_check_t *h)
+{
+    worker_t *w = h->data;
+    cm_conn_t *list = w->kicked; /* a conn closed meanwhile unlinks itself from it */
+    w->kicked = NULL;
+    if (list)
+        list->kick_pprev = &list;
+    while (list) {
+        cm_conn_t *c = list;
+        kick_unlink(c);
+        run_kick(c);
+    }
+    if (!w->kicked && w->kick_on) {
+        w->kick_on = 0;
+        uv_check_stop(&w->kick_check);
+        uv_idle_stop(&w->kick_idle);
+    }
+}
+
+/* Runs run_kick(c) from the loop, after the current callback, once however often asked. */
 static void conn_kick(cm_conn_t *c)
 {
-    if (c->stream && !c->closing)
-        uv_timer_start(&c->kick, on_kick, 0, 0);
+    worker_t *w = c->w;
+    if (!c->stream || c->closing || c->kicked)
+        return;
+    c->kicked = 1;
+    c->kick_next = w->kicked;
+    c->kick_pprev = &w->kicked;
+    if (w->kicked)
+        w->kicked->kick_pprev = &c->kick_next;
+    w->kicked = c;
+    if (!w->kick_on) {
+        w->kick_on = 1;
+        uv_check_start(&w->kick_check, on_kick_check);
+        uv_idle_start(&w->kick_idle, on_kick_idle);
+    }
 }
 
 /* Writes now when enough is queued; else at the end of the current loop callback (a
@@ -1250,6 +1308,8 @@ static void worker_maybe_stop(worker_t *w)
     close_if_open((uv_handle_t *)&w->tick);
     close_if_open((uv_handle_t *)&w->drain_deadline);
     close_if_open((uv_handle_t *)&w->wake);
+    close_if_open((uv_handle_t *)&w->kick_check);
+    close_if_open((uv_handle_t *)&w->kick_idle);
     if (w->srv->svc->worker_free)
         w->srv->svc->worker_free(w->state);
     w->state = NULL;
@@ -1362,6 +1422,9 @@ static int worker_init(server_t *s, worker_t *w, int index, int port)
     uv_timer_start(&w->tick, on_tick, LOG_FLUSH_MS, LOG_FLUSH_MS);
     uv_timer_init(&w->loop, &w->drain_deadline);
     w->drain_deadline.data = w;
+    uv_check_init(&w->loop, &w->kick_check);
+    w->kick_check.data = w;
+    uv_idle_init(&w->loop, &w->kick_idle);
     if (s->svc->worker_init &&
         (rc = s->svc->worker_init(&w->loop, s->svc->config, &w->state)) < 0) {
         cm_log_msg(CM_LOG_ERROR, "%s: worker %d failed to start: %s", s->svc->name, index,

@@ -25,6 +25,7 @@
 #include "core/buf.h"
 #include "core/client.h"
 #include "core/http.h"
+#include "core/timeout.h"
 #include "gateway/auth.h"
 #include "gateway/balancer.h"
 #include "gateway/config.h"

@@ -42,8 +42,8 @@ struct gw_exch {
     gw_inst_t *inst; /* this attempt's instance (inflight counted) */
     gw_uconn_t *uc;
     gw_waiter_t wait;
-    uv_timer_t deadline;
-    uv_timer_t timer; /* connect, per try, backoff, body idle */
+    cm_timeout_t deadline;
+    cm_timeout_t timer; /* connect, per try, backoff, body idle (tmode) */
     enum tmode tmode;
     uint64_t start_ns, try_ns;
     int attempt;
@@ -68,8 +68,8 @@ struct gw_exch {
 static void attempt_start(gw_exch_t *ex);
 static void attempt_failed(gw_exch_t *ex, enum fail why);
 static void abort_stream(gw_exch_t *ex);
-static void on_timer(uv_timer_t *t);
-static void on_deadline(uv_timer_t *t);
+static void on_timer(cm_timeout_t *t);
+static void on_deadline(cm_timeout_t *t);
 
 static uint64_t rnd(gw_worker_t *w)
 {
@@ -93,9 +93,8 @@ static gw_exch_t *exch_get(gw_worker_t *w)
         if (!ex)
             return NULL;
         ex->w = w;
-        uv_timer_init(w->loop, &ex->deadline);
-        uv_timer_init(w->loop, &ex->timer);
-        ex->deadline.data = ex->timer.data = ex;
+        cm_timeout_init(w->loop, &ex->deadline, on_deadline, ex);
+        cm_timeout_init(w->loop, &ex->timer, on_timer, ex);
     }
     cm_buf_reset(&ex->head);
     cm_buf_reset(&ex->body);
@@ -118,8 +117,8 @@ static gw_exch_t *exch_get(gw_worker_t *w)
 static void exch_put(gw_exch_t *ex)
 {
     gw_worker_t *w = ex->w;
-    uv_timer_stop(&ex->deadline);
-    uv_timer_stop(&ex->timer);
+    cm_timeout_clear(&ex->deadline);
+    cm_timeout_clear(&ex->timer);
     cm_buf_shrink(&ex->body, REPLAY_MAX);
     cm_buf_shrink(&ex->rhead, 4096);
     ex->next_free = w->free_exch;
@@ -128,7 +127,7 @@ static void exch_put(gw_exch_t *ex)
 
 static void exch_free_closed(uv_handle_t *h)
 {
-    gw_exch_t *ex = h->data;
+    gw_exch_t *ex = ((cm_timeout_t *)h->data)->data;
     if (--ex->attempt == 0) { /* both timers closed (libuv gives no order) */
         cm_buf_free(&ex->head);
         cm_buf_free(&ex->body);
@@ -144,8 +143,8 @@ void gw_exch_pool_free(gw_worker_t *w)
         gw_exch_t *ex = w->free_exch;
         w->free_exch = ex->next_free;
         ex->attempt = 2; /* counts the close callbacks still to come */
-        uv_close((uv_handle_t *)&ex->deadline, exch_free_closed);
-        uv_close((uv_handle_t *)&ex->timer, exch_free_closed);
+        cm_timeout_close(&ex->deadline, exch_free_closed);
+        cm_timeout_close(&ex->timer, exch_free_closed);
     }
 }
 
@@ -463,7 +462,7 @@ static int may_retry(gw_exch_t *ex, enum fail why, uint64_t *wait_ms, const char
 static void timer_set(gw_exch_t *ex, enum tmode mode, uint64_t ms)
 {
     ex->tmode = mode;
-    uv_timer_start(&ex->timer, on_timer, ms ? ms : 1, 0);
+    cm_timeout_set(&ex->timer, ms);
 }
 
 /* The rest of the try's time, bounded by the deadline. */
@@ -508,7 +507,7 @@ static void attempt_failed(gw_exch_t *ex, enum fail why)
         timer_set(ex, T_BACKOFF, wait);
         return;
     }
-    uv_timer_stop(&ex->timer);
+    cm_timeout_clear(&ex->timer);
     if (why == F_TIMEOUT)
         fail_answer(ex, 504, refused, "upstream did not answer in time%s", "");
     else if (why == F_CONNECT)
@@ -582,7 +581,7 @@ static void client_body_failed(gw_exch_t *ex)
         return;
     }
     drop_conn(ex);
-    uv_timer_stop(&ex->timer);
+    cm_timeout_clear(&ex->timer);
     if (ex->inst)
         log_attempt(ex, 0, "client body broke", NULL);
     fail_answer(ex, req->body_error, NULL, "%s",
@@ -736,7 +735,7 @@ static int on_headers_complete(http_parser *hp)
     gw_inst_result(ex->inst, status >= 500, rtt, now);
     gw_up_observe(ex->inst->stats, status, rtt);
     log_attempt(ex, status, NULL, NULL);
-    uv_timer_stop(&ex->deadline);
+    cm_timeout_clear(&ex->deadline);
     cm_req_t *req = ex->req;
     cm_str_t conn[8]; /* the upstream's Connection lists more hop-by-hop fields */
     int nconn = 0;
@@ -926,7 +925,7 @@ static void attempt_start(gw_exch_t *ex)
     }
 }
 
-static void on_timer(uv_timer_t *t)
+static void on_timer(cm_timeout_t *t)
 {
     gw_exch_t *ex = t->data;
     enum tmode mode = ex->tmode;
@@ -951,13 +950,13 @@ static void on_timer(uv_timer_t *t)
     }
 }
 
-static void on_deadline(uv_timer_t *t)
+static void on_deadline(cm_timeout_t *t)
 {
     gw_exch_t *ex = t->data;
     if (ex->started)
         return;
     drop_conn(ex);
-    uv_timer_stop(&ex->timer);
+    cm_timeout_clear(&ex->timer);
     if (ex->inst)
         log_attempt(ex, 0, "deadline", NULL);
     fail_answer(ex, 504, NULL, "upstream did not answer within the route's timeout%s", "");
@@ -1053,7 +1052,7 @@ void gw_proxy_handle(cm_req_t *req)
         fail_answer(ex, 503, NULL, "out of memory%s", "");
         return;
     }
-    uv_timer_start(&ex->deadline, on_deadline, rt->cfg->timeout_ms, 0);
+    cm_timeout_set(&ex->deadline, rt->cfg->timeout_ms);
     if (!ex->has_body) {
         ex->body_done = 1;
         attempt_start(ex);
