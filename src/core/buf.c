@@ -23,7 +23,7 @@ int cm_buf_reserve(cm_buf_t *b, size_t extra)
     return 0;
 }
 
-int cm_buf_append(cm_buf_t *b, const void *data, size_t len)
+int cm_buf_append_grow(cm_buf_t *b, const void *data, size_t len)
 {
     if (cm_buf_reserve(b, len) < 0)
         return -ENOMEM;
@@ -32,11 +32,6 @@ int cm_buf_append(cm_buf_t *b, const void *data, size_t len)
     b->len += len;
     b->data[b->len] = '\0';
     return 0;
-}
-
-int cm_buf_append_str(cm_buf_t *b, const char *s)
-{
-    return cm_buf_append(b, s, strlen(s));
 }
 
 int cm_buf_vappendf(cm_buf_t *b, const char *fmt, va_list ap)

@@ -6,6 +6,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <string.h>
 
 typedef struct cm_buf {
     char *data; /* NUL-terminated whenever len < cap; may be NULL when cap == 0 */
@@ -20,8 +21,22 @@ typedef struct cm_buf {
 
 /* Makes room for extra more bytes (plus a NUL). Returns 0 or -ENOMEM. */
 int cm_buf_reserve(cm_buf_t *b, size_t extra);
-int cm_buf_append(cm_buf_t *b, const void *data, size_t len);
-int cm_buf_append_str(cm_buf_t *b, const char *s);
+int cm_buf_append_grow(cm_buf_t *b, const void *data, size_t len); /* the slow path */
+/* Appends len bytes (data may be NULL when len is 0). Returns 0 or -ENOMEM. Inline:
+ * response heads are built from dozens of small appends per request. */
+static inline int cm_buf_append(cm_buf_t *b, const void *data, size_t len)
+{
+    if (b->len + len >= b->cap || !len)
+        return cm_buf_append_grow(b, data, len);
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+    b->data[b->len] = '\0';
+    return 0;
+}
+static inline int cm_buf_append_str(cm_buf_t *b, const char *s)
+{
+    return cm_buf_append(b, s, strlen(s));
+}
 int cm_buf_appendf(cm_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int cm_buf_vappendf(cm_buf_t *b, const char *fmt, va_list ap);
 int cm_buf_append_u64(cm_buf_t *b, unsigned long long v);

@@ -85,6 +85,7 @@ struct cm_req {
     int64_t content_length; /* -1 when none was given (chunked or no body) */
     int has_body;           /* Content-Length > 0 or chunked */
     cm_buf_t log_extra;     /* raw JSON members appended to the access line (",\"a\":1") */
+    int logged;             /* the access log is on: log_extra is worth building */
 
     /* --- streaming state (the server's own) --- */
     cm_body_cb body_cb;

@@ -397,6 +397,11 @@ void cm_log_stream_free(cm_log_stream_t *s)
     free(s);
 }
 
+int cm_log_stream_on(const cm_log_stream_t *s)
+{
+    return s && !s->log->off;
+}
+
 void cm_log_access(cm_log_stream_t *s, const cm_access_t *rec)
 {
     if (!s || s->log->off)

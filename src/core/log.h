@@ -45,6 +45,8 @@ void cm_log_stream_free(cm_log_stream_t *s);
  * backslashes are escaped; well-formed UTF-8 passes through; any other byte is written
  * as \u00XX. Hands the batch over by itself once it passes 64 KiB. NULL s is a no-op. */
 void cm_log_access(cm_log_stream_t *s, const cm_access_t *rec);
+/* False when cm_log_access() drops everything (log "off", NULL s). */
+int cm_log_stream_on(const cm_log_stream_t *s);
 /* Hands the current batch to the writer thread; the server calls it every 100 ms.
  * Never blocks on I/O: takes the sink's mutex once. NULL is a no-op. */
 void cm_log_stream_flush(cm_log_stream_t *s);

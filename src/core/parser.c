@@ -206,6 +206,30 @@ static long scan_head(cm_parser_t *p, const char *data, size_t len)
         char c = data[i];
         if (p->head_seen == 0 && p->line_len == 0 && (c == '\r' || c == '\n'))
             continue; /* RFC 9112 2.2: empty lines before a request line are ignored */
+        if ((unsigned char)c > '\r' && p->prev != '\r' && p->line_len > 0 &&
+            (p->line_no == 0 || p->seen_colon)) {
+            /* The rest of the request line or of a header value: only CR, LF, NUL (all
+             * below CR) and the size limits matter, so runs of other bytes are counted
+             * at once. The run stops short of a limit: the byte loop reports it. */
+            size_t room =
+                p->limits.max_header > p->head_seen ? p->limits.max_header - p->head_seen : 0;
+            if (p->line_no == 0) {
+                size_t uri_room =
+                    p->limits.max_uri > p->line_len ? p->limits.max_uri - p->line_len : 0;
+                if (uri_room < room)
+                    room = uri_room;
+            }
+            size_t j = i, stop = len - i < room ? len : i + room;
+            while (j < stop && (unsigned char)data[j] > '\r')
+                j++;
+            if (j > i) {
+                p->head_seen += j - i;
+                p->line_len += j - i;
+                p->prev = data[j - 1];
+                i = j - 1;
+                continue;
+            }
+        }
         p->head_seen++;
         if (c == '\0')
             return fail(p, 400, "NUL byte in request head");

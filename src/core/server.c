@@ -675,6 +675,7 @@ static void route(cm_conn_t *c, cm_req_t *r)
 {
     worker_t *w = c->w;
     r->start_ns = uv_hrtime();
+    r->logged = cm_log_stream_on(w->log);
     set_request_id(w, r);
     if (c->tail)
         c->tail->next = r;

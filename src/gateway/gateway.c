@@ -218,12 +218,12 @@ static void on_wake(uv_async_t *a)
 static void on_sweep(uv_timer_t *t)
 {
     gw_worker_t *w = t->data;
-    uint64_t now = uv_hrtime();
+    uint64_t now = uv_now(t->loop);
     for (int i = 0; w->table && i < w->table->n; i++) {
         gw_rt_t *rt = &w->table->routes[i];
-        uint64_t idle_ns = rt->cfg->pool_idle_timeout_ms * 1000000ULL;
-        for (int j = 0; j < rt->n; j++)
-            gw_inst_close_idle(rt->insts[j], now > idle_ns ? now - idle_ns : 0);
+        uint64_t idle = rt->cfg->pool_idle_timeout_ms;
+        for (int j = 0; j < rt->n; j++) /* 0 would mean all: 1 means none yet */
+            gw_inst_close_idle(rt->insts[j], now > idle ? now - idle : 1);
     }
 }
 

@@ -147,8 +147,8 @@ struct gw_uconn {
     gw_exch_t *ex;    /* the exchange using it; NULL when idle */
     gw_waiter_t *wt;  /* while connecting: the waiter to clear when done */
     http_parser hp;
-    uint64_t idle_since_ns;
-    size_t wpending; /* bytes handed to uv_write, not yet written */
+    uint64_t idle_since_ms; /* loop time */
+    size_t wpending;        /* bytes handed to uv_write, not yet written */
     int connected;
     int reused; /* it served an earlier request */
     int closing;
@@ -194,7 +194,7 @@ void gw_uconn_cancel_wait(gw_inst_t *in, gw_waiter_t *wt);
 int gw_uconn_write(gw_uconn_t *uc, const char *data, size_t len);
 void gw_uconn_read_start(gw_uconn_t *uc);
 void gw_uconn_read_stop(gw_uconn_t *uc);
-void gw_inst_close_idle(gw_inst_t *in, uint64_t older_than_ns); /* 0 = all */
+void gw_inst_close_idle(gw_inst_t *in, uint64_t older_than_ms); /* loop ms; 0 = all */
 void gw_uconn_close(gw_uconn_t *uc);
 
 /* proxy.c: called by upstream.c */

@@ -45,7 +45,8 @@ struct gw_exch {
     cm_timeout_t deadline;
     cm_timeout_t timer; /* connect, per try, backoff, body idle (tmode) */
     enum tmode tmode;
-    uint64_t start_ns, try_ns;
+    uint64_t start_ns, try_ns; /* uv_hrtime: latencies */
+    uint64_t start_ms, try_ms; /* loop time: timeouts */
     int attempt;
     int tried[GW_MAX_ATTEMPTS];
     int retry_ok; /* idempotent method or Idempotency-Key */
@@ -151,41 +152,99 @@ void gw_exch_pool_free(gw_worker_t *w)
 /* ------------------------------------------------------------------------- */
 /* the upstream request head                                                  */
 
-static int name_is(const cm_str_t *n, const char *s)
-{
-    return n->len == strlen(s) && strncasecmp(n->p, s, n->len) == 0;
-}
+/* Header fields the proxy treats by name. */
+enum hf {
+    HF_OTHER,
+    HF_CONNECTION,
+    HF_KEEP_ALIVE,
+    HF_TE,
+    HF_TRAILER,
+    HF_TRANSFER_ENCODING,
+    HF_UPGRADE,
+    HF_PROXY, /* Proxy-* */
+    HF_CONTENT_LENGTH,
+    HF_EXPECT,
+    HF_HOST,
+    HF_DATE,
+    HF_VIA,
+    HF_X_FORWARDED_FOR,
+    HF_X_FORWARDED_PROTO,
+    HF_X_FORWARDED_HOST,
+    HF_X_REQUEST_ID,
+    HF_TRACEPARENT,
+};
 
-/* Does the comma-separated Connection value list name this header? */
-static int listed(const cm_str_t *conn, int nconn, const cm_str_t *name)
-{
-    for (int i = 0; i < nconn; i++) {
-        const char *p = conn[i].p, *end = conn[i].p + conn[i].len;
-        while (p < end) {
-            while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
-                p++;
-            const char *tok = p;
-            while (p < end && *p != ',' && *p != ' ' && *p != '\t')
-                p++;
-            if ((size_t)(p - tok) == name->len && strncasecmp(tok, name->p, name->len) == 0)
-                return 1;
-        }
-    }
-    return 0;
-}
+#define HF_BIT(x) (1u << (x))
+/* Hop-by-hop (RFC 9110 7.6.1) or framing: never forwarded either way. */
+#define HF_HOP                                                                                     \
+    (HF_BIT(HF_CONNECTION) | HF_BIT(HF_KEEP_ALIVE) | HF_BIT(HF_TE) | HF_BIT(HF_TRAILER) |          \
+     HF_BIT(HF_TRANSFER_ENCODING) | HF_BIT(HF_UPGRADE) | HF_BIT(HF_PROXY) |                        \
+     HF_BIT(HF_CONTENT_LENGTH))
+/* Dropped from the upstream request: rebuilt by us (the lists are joined and extended). */
+#define HF_REQ_DROP                                                                                \
+    (HF_HOP | HF_BIT(HF_EXPECT) | HF_BIT(HF_VIA) | HF_BIT(HF_X_FORWARDED_FOR) |                    \
+     HF_BIT(HF_X_FORWARDED_PROTO) | HF_BIT(HF_X_FORWARDED_HOST) | HF_BIT(HF_X_REQUEST_ID) |        \
+     HF_BIT(HF_TRACEPARENT))
+/* Dropped from the client's answer: the server writes its own Date and X-Request-Id. */
+#define HF_RES_DROP (HF_HOP | HF_BIT(HF_DATE) | HF_BIT(HF_X_REQUEST_ID))
 
-/* Hop-by-hop (RFC 9110 7.6.1) or rebuilt by us. */
-static int dropped(const cm_str_t *n)
+/* Compares the length first: a header costs one string compare at most. */
+static enum hf classify(const char *p, size_t n)
 {
-    static const char *const names[] = {
-        "connection",   "keep-alive",     "te",     "trailer",           "transfer-encoding",
-        "upgrade",      "content-length", "expect", "x-forwarded-proto", "x-forwarded-host",
-        "x-request-id", "traceparent",
+    static const struct {
+        const char *name;
+        size_t len;
+        enum hf id;
+    } known[] = {
+        {"connection", 10, HF_CONNECTION},
+        {"keep-alive", 10, HF_KEEP_ALIVE},
+        {"te", 2, HF_TE},
+        {"trailer", 7, HF_TRAILER},
+        {"transfer-encoding", 17, HF_TRANSFER_ENCODING},
+        {"upgrade", 7, HF_UPGRADE},
+        {"content-length", 14, HF_CONTENT_LENGTH},
+        {"expect", 6, HF_EXPECT},
+        {"host", 4, HF_HOST},
+        {"date", 4, HF_DATE},
+        {"via", 3, HF_VIA},
+        {"x-forwarded-for", 15, HF_X_FORWARDED_FOR},
+        {"x-forwarded-proto", 17, HF_X_FORWARDED_PROTO},
+        {"x-forwarded-host", 16, HF_X_FORWARDED_HOST},
+        {"x-request-id", 12, HF_X_REQUEST_ID},
+        {"traceparent", 11, HF_TRACEPARENT},
     };
-    if (n->len > 6 && strncasecmp(n->p, "proxy-", 6) == 0)
-        return 1;
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (name_is(n, names[i]))
+    if (n > 6 && (p[0] | 0x20) == 'p' && strncasecmp(p, "proxy-", 6) == 0)
+        return HF_PROXY;
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (known[i].len == n && strncasecmp(p, known[i].name, n) == 0)
+            return known[i].id;
+    return HF_OTHER;
+}
+
+#define MAX_CONN_TOKENS 32 /* more are not looked at: their fields pass */
+
+/* Splits Connection values into their tokens (RFC 9110 7.6.1): the fields they name are
+ * hop-by-hop too. keep-alive is left out (dropped by name anyway). Returns the count. */
+static int connection_tokens(const cm_str_t *v, cm_str_t *tok, int ntok)
+{
+    const char *p = v->p, *end = v->p + v->len;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+            p++;
+        const char *t = p;
+        while (p < end && *p != ',' && *p != ' ' && *p != '\t')
+            p++;
+        size_t len = (size_t)(p - t);
+        if (len && !(len == 10 && strncasecmp(t, "keep-alive", 10) == 0) && ntok < MAX_CONN_TOKENS)
+            tok[ntok++] = (cm_str_t){t, len};
+    }
+    return ntok;
+}
+
+static int listed(const cm_str_t *tok, int ntok, const char *name, size_t len)
+{
+    for (int i = 0; i < ntok; i++)
+        if (tok[i].len == len && strncasecmp(tok[i].p, name, len) == 0)
             return 1;
     return 0;
 }
@@ -215,12 +274,11 @@ static void hex_rand(gw_worker_t *w, char *out, size_t n)
 
 /* W3C trace context: keep the caller's trace id and flags, with our own span id as
  * the new parent; start a trace when there is no valid header. */
-static void add_traceparent(gw_exch_t *ex, cm_buf_t *o)
+static void add_traceparent(gw_exch_t *ex, cm_buf_t *o, const cm_str_t *given)
 {
-    size_t len;
-    const char *tp = cm_req_header(ex->req, "traceparent", &len);
+    const char *tp = given ? given->p : NULL;
     char out[56];
-    if (tp && len == 55 && memcmp(tp, "00-", 3) == 0 && tp[35] == '-' && tp[52] == '-' &&
+    if (tp && given->len == 55 && memcmp(tp, "00-", 3) == 0 && tp[35] == '-' && tp[52] == '-' &&
         is_hex(tp + 3, 32) && is_hex(tp + 36, 16) &&
         (is_hex(tp + 53, 2) || !memcmp(tp + 53, "00", 2))) {
         memcpy(out, tp, 55);
@@ -245,16 +303,16 @@ static void append_line(cm_buf_t *o, const char *name, const char *v, size_t vle
     cm_buf_append(o, "\r\n", 2);
 }
 
-/* "Name: v1, v2, ours": every field of that name the client sent (RFC 9110 5.3 allows
- * a list to be split over lines), joined, with our own member appended. */
-static void append_list(cm_buf_t *o, const cm_req_t *r, const char *name, const char *ours)
+/* "Name: v1, v2, ours": every field of class id the client sent (RFC 9110 5.3 allows a
+ * list to be split over lines), joined, with our own member appended. */
+static void append_list(cm_buf_t *o, const cm_req_t *r, const uint8_t *cls, enum hf id,
+                        const char *name, const char *ours)
 {
-    cm_str_t n = {name, strlen(name)};
     cm_buf_append_str(o, name);
     cm_buf_append(o, ": ", 2);
     for (int i = 0; i < r->nheaders; i++) {
         const cm_header_t *h = &r->headers[i];
-        if (h->name.len == n.len && strncasecmp(h->name.p, name, n.len) == 0 && h->value.len) {
+        if (cls[i] == id && h->value.len) {
             cm_buf_append(o, h->value.p, h->value.len);
             cm_buf_append(o, ", ", 2);
         }
@@ -267,15 +325,19 @@ static int build_head(gw_exch_t *ex)
 {
     cm_req_t *r = ex->req;
     cm_buf_t *o = &ex->head;
-    cm_str_t conn[8];
-    int nconn = 0;
-    const cm_str_t *host = NULL;
+    uint8_t cls[CM_MAX_HEADERS] = {0};
+    cm_str_t tok[MAX_CONN_TOKENS];
+    int ntok = 0;
+    const cm_str_t *host = NULL, *trace = NULL;
     for (int i = 0; i < r->nheaders; i++) {
         const cm_header_t *h = &r->headers[i];
-        if (name_is(&h->name, "connection") && nconn < 8)
-            conn[nconn++] = h->value;
-        else if (name_is(&h->name, "host"))
+        cls[i] = (uint8_t)classify(h->name.p, h->name.len);
+        if (cls[i] == HF_CONNECTION)
+            ntok = connection_tokens(&h->value, tok, ntok);
+        else if (cls[i] == HF_HOST)
             host = &h->value;
+        else if (cls[i] == HF_TRACEPARENT)
+            trace = &h->value;
     }
     cm_buf_reserve(o, r->raw_head.len + 512);
     cm_buf_append_str(o, r->method_name);
@@ -284,8 +346,7 @@ static int build_head(gw_exch_t *ex)
     cm_buf_append(o, " HTTP/1.1\r\n", 11);
     for (int i = 0; i < r->nheaders; i++) {
         const cm_header_t *h = &r->headers[i];
-        if (dropped(&h->name) || name_is(&h->name, "x-forwarded-for") || name_is(&h->name, "via") ||
-            (nconn && listed(conn, nconn, &h->name)))
+        if ((HF_REQ_DROP & HF_BIT(cls[i])) || (ntok && listed(tok, ntok, h->name.p, h->name.len)))
             continue;
         cm_buf_append(o, h->name.p, h->name.len);
         cm_buf_append(o, ": ", 2);
@@ -297,12 +358,12 @@ static int build_head(gw_exch_t *ex)
         snprintf(a, sizeof a, "%s", ex->rt->insts[0]->url + 7);
         append_line(o, "Host", a, strlen(a));
     }
-    append_list(o, r, "X-Forwarded-For", r->peer);
+    append_list(o, r, cls, HF_X_FORWARDED_FOR, "X-Forwarded-For", r->peer);
     cm_buf_append_str(o, "X-Forwarded-Proto: http\r\n");
     if (host)
         append_line(o, "X-Forwarded-Host", host->p, host->len);
-    append_list(o, r, "Via", r->http_minor ? "1.1 cmesh" : "1.0 cmesh");
-    add_traceparent(ex, o);
+    append_list(o, r, cls, HF_VIA, "Via", r->http_minor ? "1.1 cmesh" : "1.0 cmesh");
+    add_traceparent(ex, o, trace);
     append_line(o, "X-Request-Id", r->request_id, strlen(r->request_id));
     if (ex->chunked) {
         cm_buf_append_str(o, "Transfer-Encoding: chunked\r\n");
@@ -320,6 +381,8 @@ static int build_head(gw_exch_t *ex)
 static void log_attempt(gw_exch_t *ex, int status, const char *error, const char *retry)
 {
     cm_buf_t *o = &ex->log;
+    if (!ex->req->logged)
+        return;
     cm_buf_append_str(o, ex->log.len ? ",{\"upstream\":" : "{\"upstream\":");
     cm_json_str(o, ex->inst ? ex->inst->url : "-", strlen(ex->inst ? ex->inst->url : "-"));
     if (status) {
@@ -342,6 +405,8 @@ static void log_attempt(gw_exch_t *ex, int status, const char *error, const char
 static void attach_log(gw_exch_t *ex, const char *refused)
 {
     cm_buf_t *x = &ex->req->log_extra;
+    if (!ex->req->logged)
+        return;
     cm_buf_append_str(x, ",\"route\":");
     cm_json_str(x, ex->rt->cfg->name, strlen(ex->rt->cfg->name));
     cm_buf_append_str(x, ",\"attempts\":[");
@@ -468,10 +533,10 @@ static void timer_set(gw_exch_t *ex, enum tmode mode, uint64_t ms)
 /* The rest of the try's time, bounded by the deadline. */
 static uint64_t try_left_ms(gw_exch_t *ex, uint64_t limit_ms)
 {
-    uint64_t now = uv_hrtime(), end_try = ex->try_ns + limit_ms * 1000000ULL;
-    uint64_t end_all = ex->start_ns + ex->rt->cfg->timeout_ms * 1000000ULL;
+    uint64_t now = uv_now(ex->w->loop), end_try = ex->try_ms + limit_ms;
+    uint64_t end_all = ex->start_ms + ex->rt->cfg->timeout_ms;
     uint64_t end = end_try < end_all ? end_try : end_all;
-    return end > now ? (end - now) / 1000000ULL + 1 : 1;
+    return end > now ? end - now : 1;
 }
 
 static void drop_conn(gw_exch_t *ex)
@@ -687,22 +752,6 @@ static int on_header_value(http_parser *hp, const char *at, size_t len)
     return rh_append(ex, at, len);
 }
 
-static int res_dropped(const gw_exch_t *ex, const rh_off_t *h, const cm_str_t *conn, int nconn)
-{
-    static const char *const names[] = {
-        "connection", "keep-alive",     "te",   "trailer",     "transfer-encoding",
-        "upgrade",    "content-length", "date", "x-request-id"};
-    cm_str_t n = {ex->rhead.data + h->no, h->nl};
-    if (n.len > 6 && strncasecmp(n.p, "proxy-", 6) == 0)
-        return 1;
-    if (nconn && listed(conn, nconn, &n))
-        return 1;
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (name_is(&n, names[i]))
-            return 1;
-    return 0;
-}
-
 static void on_drain(cm_req_t *req, void *arg)
 {
     (void)req;
@@ -737,18 +786,21 @@ static int on_headers_complete(http_parser *hp)
     log_attempt(ex, status, NULL, NULL);
     cm_timeout_clear(&ex->deadline);
     cm_req_t *req = ex->req;
-    cm_str_t conn[8]; /* the upstream's Connection lists more hop-by-hop fields */
-    int nconn = 0;
-    for (int i = 0; i < ex->nrh && nconn < 8; i++) {
-        cm_str_t n = {ex->rhead.data + ex->rh[i].no, ex->rh[i].nl};
-        if (name_is(&n, "connection"))
-            conn[nconn++] = (cm_str_t){ex->rhead.data + ex->rh[i].vo, ex->rh[i].vl};
+    uint8_t cls[CM_MAX_HEADERS] = {0};
+    cm_str_t tok[MAX_CONN_TOKENS]; /* the upstream's Connection lists more hop-by-hop fields */
+    int ntok = 0;
+    for (int i = 0; i < ex->nrh; i++) {
+        const rh_off_t *h = &ex->rh[i];
+        cls[i] = (uint8_t)classify(ex->rhead.data + h->no, h->nl);
+        if (cls[i] == HF_CONNECTION)
+            ntok = connection_tokens(&(cm_str_t){ex->rhead.data + h->vo, h->vl}, tok, ntok);
     }
     for (int i = 0; i < ex->nrh; i++) {
         const rh_off_t *h = &ex->rh[i];
-        if (res_dropped(ex, h, conn, nconn))
+        const char *name = ex->rhead.data + h->no;
+        if ((HF_RES_DROP & HF_BIT(cls[i])) || (ntok && listed(tok, ntok, name, h->nl)))
             continue;
-        cm_buf_append(&req->res_headers, ex->rhead.data + h->no, h->nl);
+        cm_buf_append(&req->res_headers, name, h->nl);
         cm_buf_append(&req->res_headers, ": ", 2);
         cm_buf_append(&req->res_headers, ex->rhead.data + h->vo, h->vl);
         cm_buf_append(&req->res_headers, "\r\n", 2);
@@ -905,7 +957,8 @@ void gw_exch_on_conn(gw_exch_t *ex, gw_uconn_t *uc, int status)
 static void attempt_start(gw_exch_t *ex)
 {
     gw_rt_t *rt = ex->rt;
-    uint64_t now = uv_hrtime();
+    /* a first try without a body starts when the request did: no second clock read */
+    uint64_t now = ex->attempt || ex->has_body ? uv_hrtime() : ex->start_ns;
     gw_inst_t *in = gw_rt_pick(rt, ex->tried, ex->attempt, ex->key_hash, now);
     if (in->inflight >= rt->cfg->max_requests) {
         fail_answer(ex, 503, NULL, "upstream at its in-flight limit (circuit open)%s", "");
@@ -915,6 +968,7 @@ static void attempt_start(gw_exch_t *ex)
     in->inflight++;
     ex->tried[ex->attempt++] = in->index;
     ex->try_ns = now;
+    ex->try_ms = uv_now(ex->w->loop);
     timer_set(ex, T_CONNECT, try_left_ms(ex, rt->cfg->connect_timeout_ms));
     int rc = gw_uconn_get(in, ex, &ex->wait); /* 1: queued, on_conn comes later */
     if (rc == -EBUSY) {
@@ -1027,7 +1081,7 @@ void gw_proxy_handle(cm_req_t *req)
         cm_res_error(req, 404, "no route for %.*s", (int)req->path.len, req->path.p);
         return;
     }
-    uint64_t now = uv_hrtime();
+    uint64_t now = req->start_ns; /* taken by the server a moment ago */
     gw_claims_t claims;
     if (gw_guard_auth(t->snap, rt, req, &claims) < 0 ||
         gw_guard_rate(w->g->rl, rt, req, &claims, now) < 0)
@@ -1043,6 +1097,7 @@ void gw_proxy_handle(cm_req_t *req)
     ex->rt = rt;
     ex->start_ns = now;
     ex->try_ns = now;
+    ex->start_ms = uv_now(w->loop);
     ex->retry_ok = retry_safe(req);
     ex->has_body = req->has_body;
     ex->chunked = req->has_body && req->content_length < 0;

@@ -282,7 +282,7 @@ void gw_uconn_release(gw_uconn_t *uc, int reusable)
         gw_exch_on_conn(next->ex, uc, 0);
         return;
     }
-    uc->idle_since_ns = uv_hrtime();
+    uc->idle_since_ms = uv_now(in->w->loop);
     /* a reader stays on while idle, so an upstream close is seen and the socket dropped */
     gw_uconn_read_start(uc);
     uc->next = in->idle;
@@ -300,12 +300,12 @@ void gw_uconn_release(gw_uconn_t *uc, int reusable)
     }
 }
 
-void gw_inst_close_idle(gw_inst_t *in, uint64_t older_than_ns)
+void gw_inst_close_idle(gw_inst_t *in, uint64_t older_than_ms)
 {
     gw_uconn_t **p = &in->idle;
     while (*p) {
         gw_uconn_t *uc = *p;
-        if (!older_than_ns || uc->idle_since_ns < older_than_ns) {
+        if (!older_than_ms || uc->idle_since_ms < older_than_ms) {
             idle_unlink(uc);
             gw_uconn_close(uc);
         } else {

@@ -211,6 +211,54 @@ Test(parser, long_request_line_is_414_and_large_head_is_431)
     cr_assert_eq(parse_status(raw), 431);
 }
 
+/* parse_status, with the bytes fed one at a time. */
+static int parse_status_bytewise(const char *raw)
+{
+    cm_parser_t p;
+    cm_req_t req = {0};
+    int done = 0, status = 0;
+    cm_parser_init(&p, &limits);
+    for (size_t i = 0; raw[i] && !status; i++)
+        if (feed_all(&p, raw + i, 1, &req, &done) == CM_PARSE_ERROR)
+            status = p.error_status;
+    if (!status)
+        status = done ? 200 : 0;
+    cm_parser_free(&p);
+    cm_buf_free(&req.raw_head);
+    cm_buf_free(&req.raw_body);
+    return status;
+}
+
+/* The scanner counts runs of plain bytes at once; the limits must fall on the same byte
+ * as when it looks at each byte alone. */
+Test(parser, limits_fall_on_the_same_byte_fed_whole_or_bytewise)
+{
+    char raw[2048];
+    int ok = 0, over = 0;
+    for (int n = 240; n < 260; n++) { /* request line around max_uri (256) */
+        snprintf(raw, sizeof raw, "GET /%0*d HTTP/1.1\r\n\r\n", n - 16, 0);
+        int whole = parse_status(raw);
+        cr_assert_eq(whole, parse_status_bytewise(raw), "line of %d bytes", n);
+        ok += whole == 200;
+        over += whole == 414;
+    }
+    cr_assert(ok > 0 && over > 0);
+    ok = over = 0;
+    for (int n = 960; n < 1000; n++) { /* one header value around max_header (1024) */
+        snprintf(raw, sizeof raw, "GET / HTTP/1.1\r\nX-Pad: %0*d\r\n\r\n", n, 0);
+        int whole = parse_status(raw);
+        cr_assert_eq(whole, parse_status_bytewise(raw), "value of %d bytes", n);
+        ok += whole == 200;
+        over += whole == 431;
+        /* not terminated: the limit trips as the bytes come, not at the line's end */
+        snprintf(raw, sizeof raw, "GET / HTTP/1.1\r\nX-Pad: %0*d", n + 8, 0);
+        cr_assert_eq(parse_status(raw), parse_status_bytewise(raw), "open value of %d", n);
+    }
+    cr_assert(ok > 0 && over > 0);
+    snprintf(raw, sizeof raw, "GET /%0300d", 0); /* an endless request line */
+    cr_assert_eq(parse_status(raw), 414);
+}
+
 Test(parser, body_over_limit_is_413_for_both_framings)
 {
     cr_assert_eq(parse_status("POST / HTTP/1.1\r\nContent-Length: 65\r\n\r\n"), 413);
