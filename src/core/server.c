@@ -23,6 +23,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/parser.h"
+#include "core/sock.h"
 #include "core/timeout.h"
 
 #define READ_BUF_SIZE (64 * 1024) /* one per worker: every read is parsed at once */
@@ -64,6 +65,7 @@ struct cm_conn {
     int lingering;
     int closing;
     int handles_open;
+    int fd; /* the socket's: answers are sent with send(2), see cm_sock_send */
     enum timer_mode mode;
     char peer[48]; /* the client's address, copied into each request */
     /* stream mode only (cm_service_t.stream) */
@@ -599,9 +601,8 @@ static void conn_flush(cm_conn_t *c)
         return;
     move_answered(c);
     if (!c->writing && c->wbuf.len) {
-        uv_buf_t b = uv_buf_init(c->wbuf.data, (unsigned)c->wbuf.len);
-        int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-        if (n < 0 && n != UV_EAGAIN) {
+        ssize_t n = cm_sock_send(c->fd, c->wbuf.data, c->wbuf.len);
+        if (n < 0 && n != -EAGAIN) {
             conn_close(c);
             return;
         }
@@ -612,7 +613,7 @@ static void conn_flush(cm_conn_t *c)
             c->inflight = c->wbuf;
             c->wbuf = t;
             cm_buf_reset(&c->wbuf);
-            b = uv_buf_init(c->inflight.data + done, (unsigned)(c->inflight.len - done));
+            uv_buf_t b = uv_buf_init(c->inflight.data + done, (unsigned)(c->inflight.len - done));
             c->wreq.data = c;
             if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0) {
                 conn_close(c);
@@ -844,6 +845,8 @@ static void on_connection(uv_stream_t *listener, int status)
     cm_timeout_init(&w->loop, &c->timer, on_conn_timer, c);
     c->handles_open = 2;
     uv_tcp_nodelay(&c->tcp, 1);
+    uv_os_fd_t fd;
+    c->fd = uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 ? fd : -1;
     set_peer(c);
     const cm_server_opts_t *o = w->srv->opts;
     c->stream = w->srv->svc->stream;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/sock.h"
 #include "gateway/gw.h"
 
 #define WRITE_HIGH (256 * 1024)
@@ -107,10 +108,9 @@ int gw_uconn_write(gw_uconn_t *uc, const char *data, size_t len)
         return UV_EPIPE;
     size_t done = 0;
     if (!uc->wpending) {
-        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-        int n = uv_try_write((uv_stream_t *)&uc->tcp, &b, 1);
-        if (n < 0 && n != UV_EAGAIN)
-            return n;
+        ssize_t n = cm_sock_send(uc->fd, data, len);
+        if (n < 0 && n != -EAGAIN)
+            return (int)n;
         done = n > 0 ? (size_t)n : 0;
     }
     if (done == len)
@@ -155,6 +155,8 @@ static void on_connect(uv_connect_t *creq, int status)
     }
     uc->connected = 1;
     uv_tcp_nodelay(&uc->tcp, 1);
+    uv_os_fd_t fd;
+    uc->fd = uv_fileno((uv_handle_t *)&uc->tcp, &fd) == 0 ? fd : -1;
     if (!ex) { /* nobody waits any more: keep it */
         gw_uconn_release(uc, 1);
         return;
