@@ -1,8 +1,8 @@
 # bench/gateway.sh: the reverse-proxy rows of `make bench`, sourced by bench/run.sh.
 # Defines functions only: start_proxy (also used by bench/failover.sh), bench_gateway
 # (the proxy-* rows) and gateway_report (their table, ratios and targets).
-# Expects from the caller: ROOT, TMP, BIN, NGINX, the SRV_PIN/WRK_PIN arrays, scripts/proc.sh;
-# bench_gateway also needs run.sh's run_wrk.
+# Expects from the caller: ROOT, TMP, BIN, NGINX, WARMUP, the SRV_PIN/WRK_PIN arrays,
+# scripts/proc.sh; bench_gateway also needs run.sh's bg_wrk, wrk_parse, tree_pids and tree_kib.
 # shellcheck shell=bash
 
 HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
@@ -10,6 +10,10 @@ H2O=${H2O:-/usr/bin/h2o}
 
 # The issue's gateway targets: rps >= 1.1x HAProxy's, p99 <= HAProxy's, rps >= h2o's.
 TARGET_GW_RPS_VS_HAPROXY=1.1
+
+# Interleaved rounds (see bench_gateway): how many, and the measured wrk time of each slice.
+GW_ROUNDS=${BENCH_PROXY_ROUNDS:-5}
+GW_SLICE=${BENCH_PROXY_SLICE:-4s}
 
 # render TEMPLATE OUT KEY=VALUE...: writes TEMPLATE to OUT with every @KEY@ replaced.
 render()
@@ -121,12 +125,37 @@ balance_note()
     echo "${seen:-none}"
 }
 
-# bench_gateway: the proxy-<kind> rows, one proxy at a time in front of the same two
-# upstreams. Appends to $TMP/rows through run_wrk and writes notes to $TMP/proxy-notes.
+# proc_cpu_ticks PID: user + system clock ticks so far of PID and its children (nginx's
+# workers), all threads.
+proc_cpu_ticks()
+{
+    local sum=0 p v
+    for p in $(tree_pids "$1"); do
+        v=$(awk '{ print $14 + $15 }' /proc/"$p"/stat 2>/dev/null || true)
+        sum=$((sum + ${v:-0}))
+    done
+    echo "$sum"
+}
+
+# cpu_ticks CPU: "idle total" clock ticks of one cpu so far (/proc/stat).
+cpu_ticks()
+{
+    awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print $5 + $6, t }' /proc/stat
+}
+
+# bench_gateway: the proxy-<kind> rows. Every proxy runs at once on the server cpu (an idle
+# one sleeps in its poller), in front of the same two upstreams; then GW_ROUNDS rounds give
+# each a GW_SLICE wrk run, in an order that rotates each round, so the machine's drift over
+# a minute falls on all of them alike. Per slice: rps, p50, p99, requests, the proxy's cpu
+# ticks and the server cpu's idle ticks. Writes $TMP/proxy-rounds (one line per slice),
+# $TMP/proxy-mem (rss hwm per proxy) and notes to $TMP/proxy-notes.
 bench_gateway()
 {
-    local kind port seen
+    local kind port seen r i k out pids=() kinds=() ports=()
+    local c0 c1 i0 t0 i1 t1 rps p50 p99 reqs non2xx serr secs
     : >"$TMP/proxy-notes"
+    : >"$TMP/proxy-rounds"
+    : >"$TMP/proxy-mem"
     if ! start_upstreams_nginx; then
         echo "bench: the upstream nginx did not start; no proxy rows" >&2
         return 1
@@ -146,57 +175,112 @@ bench_gateway()
         seen=$(balance_note "$port")
         [ "$kind" = h2o ] && seen="$seen (h2o 2.2 takes one upstream: the first)"
         echo "proxy-$kind upstreams:$seen" >>"$TMP/proxy-notes"
-        run_wrk "proxy-$kind" "$PROXY_PID" "http://127.0.0.1:$port/bench"
-        proc_stop "$PROXY_PID"
+        kinds+=("$kind")
+        ports+=("$port")
+        pids+=("$PROXY_PID")
+        bg_wrk -d"$WARMUP" "http://127.0.0.1:$port/bench" >/dev/null 2>&1 || true
+    done
+    for ((r = 0; r < GW_ROUNDS; r++)); do
+        for ((k = 0; k < ${#kinds[@]}; k++)); do
+            i=$(((k + r) % ${#kinds[@]}))
+            out="$TMP/wrk-proxy-${kinds[i]}-$r.txt"
+            c0=$(proc_cpu_ticks "${pids[i]}")
+            read -r i0 t0 < <(cpu_ticks 0)
+            bg_wrk -d"$GW_SLICE" --timeout 5s --latency "http://127.0.0.1:${ports[i]}/bench" \
+                >"$out" 2>&1 || echo "bench: wrk failed for proxy-${kinds[i]}" >&2
+            read -r i1 t1 < <(cpu_ticks 0)
+            c1=$(proc_cpu_ticks "${pids[i]}")
+            read -r rps p50 p99 reqs non2xx serr secs < <(wrk_parse "$out")
+            if [ "$non2xx" -gt 0 ] || [ "$serr" -gt 0 ]; then
+                echo "bench: proxy-${kinds[i]}: $non2xx non-2xx, $serr socket errors of $reqs" >&2
+                rps=$(awk -v r="$reqs" -v n="$non2xx" -v s="$secs" \
+                    'BEGIN { printf "%.2f", (s > 0 ? (r - n) / s : 0) }')
+                reqs=$((reqs - non2xx))
+            fi
+            echo "proxy-${kinds[i]} $r $rps $p50 $p99 $reqs $((c1 - c0)) $((i1 - i0)) $((t1 - t0))" \
+                >>"$TMP/proxy-rounds"
+        done
+    done
+    for ((k = 0; k < ${#kinds[@]}; k++)); do
+        echo "proxy-${kinds[k]} $(tree_kib "${pids[k]}" VmRSS) $(tree_kib "${pids[k]}" VmHWM)" \
+            >>"$TMP/proxy-mem"
+        proc_stop "${pids[k]}"
     done
     proc_stop "$UP_PID"
 }
 
-# gateway_report ROWS NOTES CSV: prints the proxy table, the ratios vs HAProxy and h2o and
-# the gateway targets; appends the proxy rows to CSV (columns as run.sh's header).
+# gateway_report ROUNDS MEM NOTES CSV: prints the proxy table (medians over the rounds;
+# ratios are medians of the same-round ratios), cmesh's per-round ratios and the gateway
+# targets; appends the proxy rows to CSV (columns as run.sh's header).
 gateway_report()
 {
-    awk -v notes="$2" -v csv="$3" -v trps="$TARGET_GW_RPS_VS_HAPROXY" '
-    BEGIN {
-        while ((getline line < notes) > 0) {
-            split(line, f, " "); note[f[1]] = substr(line, length(f[1]) + 2)
-        }
-    }
-    $1 ~ /^proxy-/ { rps[$1] = $2; p50[$1] = $3; p99[$1] = $4; rss[$1] = $5; hwm[$1] = $6 }
-    function ratio(a, b) { return (b > 0) ? sprintf("%.2f", a / b) : "" }
-    function dash(s) { return s == "" ? "-" : s }
-    END {
-        printf "\n%-16s %9s %8s %8s %8s %8s %7s %7s %7s  %s\n", "name", "rps", "p50_ms",
-            "p99_ms", "rss_kib", "hwm_kib", "rps/hap", "p99/hap", "rps/h2o", "note"
-        n = split("proxy-nginx proxy-haproxy proxy-h2o proxy-cmesh", order, " ")
-        hap = "proxy-haproxy"; h2o = "proxy-h2o"
-        for (k = 1; k <= n; k++) {
-            r = order[k]
-            if (!(r in rps)) {
-                printf "%-16s %9s  %s\n", r, "-", (r in note) ? note[r] : "not measured"
-                continue
-            }
-            rh = (hap in rps) ? ratio(rps[r], rps[hap]) : ""
-            ph = (hap in rps) ? ratio(p99[r], p99[hap]) : ""
-            r2 = (h2o in rps) ? ratio(rps[r], rps[h2o]) : ""
-            printf "%-16s %9.0f %8.3f %8.3f %8d %8d %7s %7s %7s  %s\n", r, rps[r], p50[r],
-                p99[r], rss[r], hwm[r], dash(rh), dash(ph), dash(r2), note[r]
-            printf "%s,%.2f,%.3f,%.3f,%d,,,%s,%s,%s,,,,%s\n", r, rps[r], p50[r], p99[r],
-                rss[r], rh, ph, r2, note[r] >> csv
-        }
-        print "\ngateway targets (proxy-cmesh vs the peers, same upstreams):"
-        c = "proxy-cmesh"
-        if (!(c in rps)) { print "  gateway: not available; targets not measured"; exit 0 }
-        if (hap in rps) {
-            v = rps[c] / rps[hap]
-            printf "  rps >= %.1fx haproxy              %5.2fx     %s\n", trps, v,
-                (v >= trps) ? "MET" : "NOT MET"
-            printf "  p99 <= haproxy (%.3f ms)      %8.3f ms  %s\n", p99[hap], p99[c],
-                (p99[c] <= p99[hap]) ? "MET" : "NOT MET"
-        } else print "  rps >= 1.1x haproxy, p99 <= haproxy: haproxy not measured"
-        if (h2o in rps)
-            printf "  rps >= h2o (%.0f)              %8.0f     %s\n", rps[h2o], rps[c],
-                (rps[c] >= rps[h2o]) ? "MET" : "NOT MET"
-        else print "  rps >= h2o: h2o not measured"
-    }' "$1"
+    python3 - "$@" "$TARGET_GW_RPS_VS_HAPROXY" "$(getconf CLK_TCK)" <<'PY'
+import statistics, sys
+rounds_f, mem_f, notes_f, csv_f, target, hz = sys.argv[1:7]
+target, hz = float(target), float(hz)
+rows, mem, note = {}, {}, {}
+for line in open(notes_f):
+    name, _, rest = line.rstrip("\n").partition(" ")
+    note[name] = rest
+for line in open(mem_f):
+    name, rss, hwm = line.split()
+    mem[name] = (int(rss), int(hwm))
+for line in open(rounds_f):
+    name, r, rps, p50, p99, reqs, cpu, idle, total = line.split()
+    rows.setdefault(name, {})[int(r)] = dict(rps=float(rps), p50=float(p50), p99=float(p99),
+                                              reqs=int(reqs), cpu=int(cpu), idle=int(idle),
+                                              total=int(total))
+med = statistics.median
+
+def col(name, key):
+    return [v[key] for v in rows[name].values()]
+
+def ratio(name, peer, key):
+    if peer not in rows:
+        return None
+    both = [r for r in rows[name] if r in rows[peer] and rows[peer][r][key] > 0]
+    return med([rows[name][r][key] / rows[peer][r][key] for r in both]) if both else None
+
+fmt = lambda v: "-" if v is None else "%.2f" % v
+hap, h2o, cm = "proxy-haproxy", "proxy-h2o", "proxy-cmesh"
+print("\n%-16s %9s %8s %8s %8s %8s %7s %5s %7s %7s %7s  %s" % ("name", "rps", "p50_ms",
+      "p99_ms", "rss_kib", "hwm_kib", "cpu_us", "idle", "rps/hap", "p99/hap", "rps/h2o", "note"))
+csv = open(csv_f, "a")
+for name in ("proxy-nginx", "proxy-haproxy", "proxy-h2o", "proxy-cmesh"):
+    if name not in rows:
+        print("%-16s %9s  %s" % (name, "-", note.get(name, "not measured")))
+        continue
+    reqs = sum(col(name, "reqs"))
+    cpu_us = sum(col(name, "cpu")) * 1e6 / hz / reqs if reqs else 0
+    idle = 100.0 * sum(col(name, "idle")) / max(1, sum(col(name, "total")))
+    rss, hwm = mem.get(name, (0, 0))
+    rh, ph, r2 = ratio(name, hap, "rps"), ratio(name, hap, "p99"), ratio(name, h2o, "rps")
+    print("%-16s %9.0f %8.3f %8.3f %8d %8d %7.1f %4.0f%% %7s %7s %7s  %s" % (name,
+          med(col(name, "rps")), med(col(name, "p50")), med(col(name, "p99")), rss, hwm,
+          cpu_us, idle, fmt(rh), fmt(ph), fmt(r2), note.get(name, "")))
+    csv.write("%s,%.2f,%.3f,%.3f,%d,,,%s,%s,%s,%d,,,%s cpu_us_per_req=%.1f server_cpu_idle=%.0f%%\n" % (
+        name, med(col(name, "rps")), med(col(name, "p50")), med(col(name, "p99")), rss,
+        "" if rh is None else "%.2f" % rh, "" if ph is None else "%.2f" % ph,
+        "" if r2 is None else "%.2f" % r2, reqs, note.get(name, ""), cpu_us, idle))
+print("  (%d rounds; medians; cpu_us: the proxy's cpu time per request; idle: its cpu's idle"
+      " share while it was measured)" % max(len(v) for v in rows.values()) if rows else "")
+print("\ngateway targets (proxy-cmesh vs the peers, same upstreams, same rounds):")
+if cm not in rows:
+    print("  gateway: not available; targets not measured")
+    sys.exit(0)
+if hap in rows:
+    per = [rows[cm][r]["rps"] / rows[hap][r]["rps"] for r in sorted(rows[cm]) if r in rows[hap]]
+    print("  rps/hap per round: " + " ".join("%.2f" % v for v in per))
+    v, p = ratio(cm, hap, "rps"), ratio(cm, hap, "p99")
+    print("  rps >= %.1fx haproxy               %5.2fx     %s" % (target, v,
+          "MET" if v >= target else "NOT MET"))
+    print("  p99 <= haproxy's                  %5.2fx     %s" % (p, "MET" if p <= 1 else "NOT MET"))
+else:
+    print("  rps >= %.1fx haproxy, p99 <= haproxy: haproxy not measured" % target)
+if h2o in rows:
+    v = ratio(cm, h2o, "rps")
+    print("  rps >= h2o                        %5.2fx     %s" % (v, "MET" if v >= 1 else "NOT MET"))
+else:
+    print("  rps >= h2o: h2o not measured")
+PY
 }

@@ -402,7 +402,7 @@ users_report()
 
 status=0
 if want users; then users_report || status=$?; fi
-if want proxy; then gateway_report "$TMP/rows" "$TMP/proxy-notes" "$CSV"; fi
+if want proxy; then gateway_report "$TMP/proxy-rounds" "$TMP/proxy-mem" "$TMP/proxy-notes" "$CSV"; fi
 if want failover; then failover_report "$TMP/failover-rows" "$CSV"; fi
 cp "$CSV" "$ROOT/bench/results/latest.csv"
 echo
