@@ -282,5 +282,11 @@ if h2o in rows:
     print("  rps >= h2o                        %5.2fx     %s" % (v, "MET" if v >= 1 else "NOT MET"))
 else:
     print("  rps >= h2o: h2o not measured")
+idle = 100.0 * sum(col(cm, "idle")) / max(1, sum(col(cm, "total")))
+if idle >= 3:
+    # With cpu left on the proxy's core, the other core (wrk and the upstreams) was full:
+    # that core, not the gateway, set proxy-cmesh's rps.
+    print("  note: the gateway's cpu was %.0f%% idle while it was measured: its rps was capped by"
+          " the wrk + upstreams cpu, not by the gateway" % idle)
 PY
 }

@@ -81,11 +81,12 @@ static void list_routes(gw_worker_t *w, cm_req_t *req)
             const gw_inst_t *in = rt->insts[j];
             cm_buf_appendf(o,
                            "%s{\"url\":\"%s\",\"weight\":%d,\"healthy\":%s,\"ejected\":%s,"
-                           "\"inflight\":%d,\"idle_connections\":%d,\"connections\":%d,"
-                           "\"ewma_us\":%.0f}",
+                           "\"slow_start\":%.2f,\"inflight\":%d,\"idle_connections\":%d,"
+                           "\"connections\":%d,\"ewma_us\":%.0f}",
                            j ? "," : "", in->url, in->weight, in->healthy ? "true" : "false",
-                           in->ejected_until_ns > now ? "true" : "false", in->inflight, in->nidle,
-                           in->nconns, rt->hosts[j].ewma_us);
+                           in->ejected_until_ns > now ? "true" : "false",
+                           gw_inst_slow_start(rt, in, now), in->inflight, in->nidle, in->nconns,
+                           rt->hosts[j].ewma_us);
         }
         cm_buf_append_str(o, "]}");
     }

@@ -110,6 +110,8 @@ static int route_build(gw_worker_t *w, gw_table_t *t, int ri, gw_table_t *old)
         rt->hosts[j] = (gw_lb_host_t){.key = in->url, .weight = u->weight, .available = 1};
         if (fresh)
             gw_up_healthy_add(in->stats, 1);
+        if (fresh && old) /* added at run time: ramps up like a returning one (Envoy too) */
+            in->available_since_ns = uv_hrtime();
         gw_health_start(in); /* (re)started: the interval may have changed */
     }
     /* the balancer's latency view carries over with the instances */
@@ -175,7 +177,7 @@ static int ejected(gw_inst_t *in, uint64_t now)
     return 0;
 }
 
-static double slow_start_factor(const gw_rt_t *rt, const gw_inst_t *in, uint64_t now)
+double gw_inst_slow_start(const gw_rt_t *rt, const gw_inst_t *in, uint64_t now)
 {
     uint64_t ramp = rt->cfg->slow_start_ms * 1000000ULL;
     if (!ramp || !in->available_since_ns || now >= in->available_since_ns + ramp)
@@ -192,7 +194,7 @@ gw_inst_t *gw_rt_pick(gw_rt_t *rt, const int *avoid, int navoid, uint64_t key_ha
         int over = in->inflight >= rt->cfg->max_requests;
         h->available = in->healthy && !ejected(in, now) && !over;
         h->inflight = in->inflight;
-        h->weight = in->weight * slow_start_factor(rt, in, now);
+        h->weight = in->weight * gw_inst_slow_start(rt, in, now);
     }
     return rt->insts[gw_lb_pick(rt->lb, avoid, navoid, key_hash)];
 }

@@ -886,6 +886,71 @@ Test(gwfault, panic_routes_across_all_instances_when_all_fail)
     scripted_stop(b);
 }
 
+/* GETs path n times (all must answer 200); returns how many of them reached s. */
+static int share_of(const h_proc_t *gw, const char *path, int n, scripted_t *s)
+{
+    int before = scripted_count(s), counts[600] = {0};
+    get_n(gw, path, n, counts);
+    cr_assert_eq(counts[200], n, "%d of %d GETs answered 200", counts[200], n);
+    return scripted_count(s) - before;
+}
+
+/* slow_start is long (10 min) so the test stays at the ramp's floor, a tenth of the
+ * weight, however slowly it runs: with weighted round robin against a full-weight peer
+ * that is one request in eleven. */
+Test(gwfault, slow_start_ramps_up_a_returning_and_an_added_instance)
+{
+    scripted_t *a = scripted_start(200, 0), *b = scripted_start(200, 0),
+               *c = scripted_start(200, 0);
+    char route[1024], yaml[1200];
+    h_proc_t gw;
+    route_yaml(route, sizeof route, "w", "/w",
+               "    balancer: weighted_round_robin\n    retries: { attempts: 1 }\n"
+               "    health: off\n    slow_start: 10m\n"
+               "    outlier: { failures: 2, base_ejection: 300ms }\n",
+               a->url, b->url, NULL);
+    snprintf(yaml, sizeof yaml, "routes:\n%s", route);
+    gw_start(&gw, yaml, "1");
+
+    int got = share_of(&gw, "/w/x", 40, a);
+    cr_assert(got >= 18 && got <= 22, "equal weights, yet a got %d of 40", got);
+
+    atomic_store(&a->status, 500); /* a fails twice and is ejected for 300 ms */
+    int counts[600] = {0};
+    get_n(&gw, "/w/x", 10, counts);
+    cr_assert_eq(counts[500], 2, "%d failures reached the client, not 2", counts[500]);
+    cr_assert_eq(admin_flag(&gw, "w", a->url, "ejected"), 1, "a not ejected");
+    atomic_store(&a->status, 200);
+    cr_assert(admin_wait_flag(&gw, "w", a->url, "ejected", 0, 5000), "a never came back");
+
+    got = share_of(&gw, "/w/x", 44, a);
+    cr_assert(got >= 1 && got <= 8, "a returning instance got %d of 44: no ramp", got);
+
+    char body[256];
+    snprintf(body, sizeof body, "{\"upstreams\":[\"%s\",\"%s\",\"%s\"]}", a->url, b->url, c->url);
+    h_resp_t r = api_send(&gw, "PUT", "/_cmesh/routes/w/upstreams", body, NULL);
+    cr_assert(r.status >= 200 && r.status < 300, "PUT upstreams: %ld %s", r.status, r.body);
+    h_resp_free(&r);
+    got = share_of(&gw, "/w/x", 48, c);
+    cr_assert(got >= 1 && got <= 9, "an added instance got %d of 48: no ramp", got);
+    json_t *doc = admin_route(&gw, "w"), *up; /* the admin API shows the ramp */
+    size_t i;
+    json_array_foreach(json_object_get(doc, "upstreams"), i, up)
+    {
+        const char *url = json_string_value(json_object_get(up, "url"));
+        double f = json_number_value(json_object_get(up, "slow_start"));
+        if (strcmp(url, b->url) == 0)
+            cr_assert_float_eq(f, 1.0, 1e-9, "b is not ramping, yet shows %.2f", f);
+        else
+            cr_assert_lt(f, 0.5, "%s shows slow_start %.2f", url, f);
+    }
+    json_decref(doc);
+    api_stop_clean(&gw);
+    scripted_stop(a);
+    scripted_stop(b);
+    scripted_stop(c);
+}
+
 /* ------------------------------------------------------------------------- */
 /* (5) active health checks                                                    */
 
