@@ -201,6 +201,8 @@ const char *cm_http_reason(int status)
         return "Too Many Requests";
     case 431:
         return "Request Header Fields Too Large";
+    case 499: /* nginx's: the client left before its answer */
+        return "Client Closed Request";
     case 500:
         return "Internal Server Error";
     case 501:

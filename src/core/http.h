@@ -45,7 +45,11 @@ typedef struct cm_req cm_req_t;
  * read buffer); last is 1 with the final piece (len may be 0). Chunked framing is
  * already removed: data is the payload. When the body breaks (a bad chunk size, over
  * --max-body) the last call has data NULL and req->body_error holds the status to
- * answer with (400, 413) and body_error_msg why; the connection closes after it. */
+ * answer with (400, 413) and body_error_msg why; the connection closes after it. When the
+ * client closes its connection before the body is complete, the same call comes with
+ * body_error 499 and the request already detached: the answer is only counted and logged.
+ * (While the handler has paused the body the socket is not read, so a client that leaves
+ * then is noticed by the handler's own timeouts, as with nginx.) */
 typedef void (*cm_body_cb)(cm_req_t *req, const char *data, size_t len, int last, void *arg);
 /* Called once when the bytes queued by cm_res_write() fell below the low-water mark. */
 typedef void (*cm_drain_cb)(cm_req_t *req, void *arg);

@@ -34,7 +34,7 @@ static const struct {
 } codes[] = {CODE(100), CODE(200), CODE(201), CODE(204), CODE(301), CODE(302), CODE(304),
              CODE(400), CODE(401), CODE(403), CODE(404), CODE(405), CODE(408), CODE(409),
              CODE(412), CODE(413), CODE(414), CODE(415), CODE(417), CODE(422), CODE(429),
-             CODE(431), CODE(500), CODE(501), CODE(502), CODE(503), CODE(504)};
+             CODE(431), CODE(499), CODE(500), CODE(501), CODE(502), CODE(503), CODE(504)};
 #undef CODE
 #define NCODES_KNOWN ((int)(sizeof codes / sizeof codes[0]))
 #define NCODES       (NCODES_KNOWN + 1) /* last = "other" */

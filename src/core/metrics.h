@@ -46,7 +46,7 @@ int cm_metrics_render(cm_metrics_t *m, cm_buf_t *out);
 
 /* The fixed code table: the status codes cmesh sends, plus "other" at the last index
  * (CM_METRICS_NCODES - 1), so a table indexed by code can never grow. */
-#define CM_METRICS_NCODES 28
+#define CM_METRICS_NCODES 29
 /* status -> 0..CM_METRICS_NCODES - 1 (codes cmesh does not send, or out of range,
  * map to the last index, "other"). */
 int cm_metrics_code_index(int status);

@@ -399,11 +399,9 @@ static void cur_finished(cm_conn_t *c, cm_req_t *r)
 void cm_res_send(cm_req_t *r, int status)
 {
     cm_conn_t *c = r->conn;
-    if (!c) { /* the client left while we worked: count it, send nothing */
-        worker_t *w = r->loop->data;
-        cm_metrics_observe(w->srv->metrics, r->route, r->method_name, status,
-                           (uv_hrtime() - r->start_ns) / 1000);
-        cm_metrics_inflight_add(w->srv->metrics, -1);
+    if (!c) { /* the client left while we worked: nothing is sent; counted and logged as
+               * 499 (nginx's "client closed request"), whatever the answer would have been */
+        account(r->loop->data, r, 499, 0);
         req_free(r);
         return;
     }
@@ -725,11 +723,28 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = READ_BUF_SIZE;
 }
 
+/* The client closed (or reset) its connection while a stream-mode handler still reads
+ * the request's body: it hears so through its body callback with body_error 499 (nginx's
+ * "client closed request"), here in a loop callback, so it can drop its upstream work
+ * at once rather than at a timeout. */
+static void body_abandoned(cm_req_t *r)
+{
+    r->body_error = 499;
+    r->body_error_msg = "the client closed the connection before the body was complete";
+    r->body_complete = 0;
+    r->body_done = 1;
+    r->body_cb(r, NULL, 0, 1, r->body_arg);
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     cm_conn_t *c = stream->data;
     if (nread < 0) {
+        cm_req_t *r = c->cur; /* unanswered, or answering in pieces: it outlives the conn */
+        int owed = r && r->body_cb && !r->body_done && (!r->status || r->streaming);
         conn_close(c);
+        if (owed)
+            body_abandoned(r);
         return;
     }
     if (nread == 0 || c->lingering || c->close_pending)

@@ -1407,3 +1407,54 @@ Test(gateway, access_log_lists_every_attempt_with_its_outcome)
     h_stop(&gw);
     us_stop(s);
 }
+
+/* The route's timeouts are ten minutes: only the client's close can end this exchange
+ * within the test. 100 KiB is past the replay buffer, so the upstream already has part of
+ * the body when the client goes. */
+Test(gateway, client_leaving_mid_upload_ends_the_exchange_and_its_upstream_connection)
+{
+    us_scripted_t *s = us_start();
+    char cfg[2048];
+    route_config(cfg, sizeof cfg, "up", "/up", us_url(s),
+                 "    timeouts: { try: 10m, total: 10m }\n");
+    h_proc_t gw;
+    static const char *const log_arg[] = {"--access-log", "{dir}/access.log", NULL};
+    start_gateway(&gw, cfg, log_arg);
+
+    static const char head[] = "POST /up/x HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000\r\n\r\n";
+    static char part[100 * 1024];
+    memset(part, 'x', sizeof part);
+    int fd = h_connect(gw.port);
+    h_send(fd, head, sizeof head - 1);
+    h_send(fd, part, sizeof part);
+    for (int i = 0; i < 100 && us_bytes(s) < 64 * 1024; i++)
+        usleep(20 * 1000);
+    cr_assert_geq(us_bytes(s), 64 * 1024, "the upstream never got the first part of the body");
+    close(fd);
+
+    char path[400];
+    snprintf(path, sizeof path, "%s/access.log", gw.dir);
+    json_t *lines = log_lines(path, "up", 1);
+    cr_assert_eq(json_array_size(lines), 1, "the exchange did not end when the client left");
+    json_t *line = json_array_get(lines, 0);
+    cr_assert_eq(json_integer_value(json_object_get(line, "status")), 499,
+                 "a client that left is logged %lld, not 499",
+                 (long long)json_integer_value(json_object_get(line, "status")));
+    json_decref(lines);
+
+    int conns = -1;
+    for (int i = 0; i < 100 && conns != 0; i++) { /* the half-sent request's connection */
+        h_resp_t r = get(&gw, "/_cmesh/routes");
+        json_t *doc = h_json(&r);
+        json_t *up = json_array_get(
+            json_object_get(json_array_get(json_object_get(doc, "routes"), 0), "upstreams"), 0);
+        conns = (int)json_integer_value(json_object_get(up, "connections"));
+        json_decref(doc);
+        h_resp_free(&r);
+        if (conns)
+            usleep(20 * 1000);
+    }
+    cr_assert_eq(conns, 0, "the upstream connection with half a request is still open");
+    h_stop(&gw);
+    us_stop(s);
+}
