@@ -17,6 +17,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "gateway/guard.h"
+#include "gateway/headers.h"
 
 #define REPLAY_MAX (64 * 1024)  /* request bodies up to this are kept for a retry */
 #define BODY_HIGH  (256 * 1024) /* unsent request bytes that pause the client */
@@ -28,10 +29,6 @@ enum tmode { T_OFF, T_CONNECT, T_TRY, T_BACKOFF, T_BODY };
 
 enum fail { F_CONNECT, F_RESET, F_TIMEOUT, F_503, F_PROTOCOL };
 static const char *const fail_name[] = {"connect", "reset", "timeout", "503", "protocol"};
-
-typedef struct rh_off {
-    uint32_t no, nl, vo, vl;
-} rh_off_t;
 
 struct gw_exch {
     gw_worker_t *w;
@@ -61,7 +58,7 @@ struct gw_exch {
     int got_bytes, head_done, discard, started, complete, info;
     int status;
     cm_buf_t rhead;
-    rh_off_t rh[CM_MAX_HEADERS];
+    gw_hdr_off_t rh[CM_MAX_HEADERS];
     int nrh, in_value, rhead_bad;
     cm_buf_t log; /* the "attempts" array under construction */
 };
@@ -74,11 +71,7 @@ static void on_deadline(cm_timeout_t *t);
 
 static uint64_t rnd(gw_worker_t *w)
 {
-    uint64_t x = w->rng;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return w->rng = x;
+    return gw_rand(&w->rng);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -147,232 +140,6 @@ void gw_exch_pool_free(gw_worker_t *w)
         cm_timeout_close(&ex->deadline, exch_free_closed);
         cm_timeout_close(&ex->timer, exch_free_closed);
     }
-}
-
-/* ------------------------------------------------------------------------- */
-/* the upstream request head                                                  */
-
-/* Header fields the proxy treats by name. */
-enum hf {
-    HF_OTHER,
-    HF_CONNECTION,
-    HF_KEEP_ALIVE,
-    HF_TE,
-    HF_TRAILER,
-    HF_TRANSFER_ENCODING,
-    HF_UPGRADE,
-    HF_PROXY, /* Proxy-* */
-    HF_CONTENT_LENGTH,
-    HF_EXPECT,
-    HF_HOST,
-    HF_DATE,
-    HF_VIA,
-    HF_X_FORWARDED_FOR,
-    HF_X_FORWARDED_PROTO,
-    HF_X_FORWARDED_HOST,
-    HF_X_REQUEST_ID,
-    HF_TRACEPARENT,
-};
-
-#define HF_BIT(x) (1u << (x))
-/* Hop-by-hop (RFC 9110 7.6.1) or framing: never forwarded either way. */
-#define HF_HOP                                                                                     \
-    (HF_BIT(HF_CONNECTION) | HF_BIT(HF_KEEP_ALIVE) | HF_BIT(HF_TE) | HF_BIT(HF_TRAILER) |          \
-     HF_BIT(HF_TRANSFER_ENCODING) | HF_BIT(HF_UPGRADE) | HF_BIT(HF_PROXY) |                        \
-     HF_BIT(HF_CONTENT_LENGTH))
-/* Dropped from the upstream request: rebuilt by us (the lists are joined and extended). */
-#define HF_REQ_DROP                                                                                \
-    (HF_HOP | HF_BIT(HF_EXPECT) | HF_BIT(HF_VIA) | HF_BIT(HF_X_FORWARDED_FOR) |                    \
-     HF_BIT(HF_X_FORWARDED_PROTO) | HF_BIT(HF_X_FORWARDED_HOST) | HF_BIT(HF_X_REQUEST_ID) |        \
-     HF_BIT(HF_TRACEPARENT))
-/* Dropped from the client's answer: the server writes its own Date and X-Request-Id. */
-#define HF_RES_DROP (HF_HOP | HF_BIT(HF_DATE) | HF_BIT(HF_X_REQUEST_ID))
-
-/* Compares the length first: a header costs one string compare at most. */
-static enum hf classify(const char *p, size_t n)
-{
-    static const struct {
-        const char *name;
-        size_t len;
-        enum hf id;
-    } known[] = {
-        {"connection", 10, HF_CONNECTION},
-        {"keep-alive", 10, HF_KEEP_ALIVE},
-        {"te", 2, HF_TE},
-        {"trailer", 7, HF_TRAILER},
-        {"transfer-encoding", 17, HF_TRANSFER_ENCODING},
-        {"upgrade", 7, HF_UPGRADE},
-        {"content-length", 14, HF_CONTENT_LENGTH},
-        {"expect", 6, HF_EXPECT},
-        {"host", 4, HF_HOST},
-        {"date", 4, HF_DATE},
-        {"via", 3, HF_VIA},
-        {"x-forwarded-for", 15, HF_X_FORWARDED_FOR},
-        {"x-forwarded-proto", 17, HF_X_FORWARDED_PROTO},
-        {"x-forwarded-host", 16, HF_X_FORWARDED_HOST},
-        {"x-request-id", 12, HF_X_REQUEST_ID},
-        {"traceparent", 11, HF_TRACEPARENT},
-    };
-    if (n > 6 && (p[0] | 0x20) == 'p' && strncasecmp(p, "proxy-", 6) == 0)
-        return HF_PROXY;
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        if (known[i].len == n && strncasecmp(p, known[i].name, n) == 0)
-            return known[i].id;
-    return HF_OTHER;
-}
-
-#define MAX_CONN_TOKENS 32 /* more are not looked at: their fields pass */
-
-/* Splits Connection values into their tokens (RFC 9110 7.6.1): the fields they name are
- * hop-by-hop too. keep-alive is left out (dropped by name anyway). Returns the count. */
-static int connection_tokens(const cm_str_t *v, cm_str_t *tok, int ntok)
-{
-    const char *p = v->p, *end = v->p + v->len;
-    while (p < end) {
-        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
-            p++;
-        const char *t = p;
-        while (p < end && *p != ',' && *p != ' ' && *p != '\t')
-            p++;
-        size_t len = (size_t)(p - t);
-        if (len && !(len == 10 && strncasecmp(t, "keep-alive", 10) == 0) && ntok < MAX_CONN_TOKENS)
-            tok[ntok++] = (cm_str_t){t, len};
-    }
-    return ntok;
-}
-
-static int listed(const cm_str_t *tok, int ntok, const char *name, size_t len)
-{
-    for (int i = 0; i < ntok; i++)
-        if (tok[i].len == len && strncasecmp(tok[i].p, name, len) == 0)
-            return 1;
-    return 0;
-}
-
-static int is_hex(const char *p, size_t n)
-{
-    int nonzero = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
-            return 0;
-        nonzero |= p[i] != '0';
-    }
-    return nonzero;
-}
-
-static void hex_rand(gw_worker_t *w, char *out, size_t n)
-{
-    static const char d[] = "0123456789abcdef";
-    uint64_t r = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (i % 16 == 0)
-            r = rnd(w) | 1;
-        out[i] = d[r & 15];
-        r >>= 4;
-    }
-}
-
-/* W3C trace context: keep the caller's trace id and flags, with our own span id as
- * the new parent; start a trace when there is no valid header. */
-static void add_traceparent(gw_exch_t *ex, cm_buf_t *o, const cm_str_t *given)
-{
-    const char *tp = given ? given->p : NULL;
-    char out[56];
-    if (tp && given->len == 55 && memcmp(tp, "00-", 3) == 0 && tp[35] == '-' && tp[52] == '-' &&
-        is_hex(tp + 3, 32) && is_hex(tp + 36, 16) &&
-        (is_hex(tp + 53, 2) || !memcmp(tp + 53, "00", 2))) {
-        memcpy(out, tp, 55);
-    } else {
-        memcpy(out, "00-", 3);
-        hex_rand(ex->w, out + 3, 32);
-        out[35] = '-';
-        memcpy(out + 52, "-01", 3);
-    }
-    hex_rand(ex->w, out + 36, 16);
-    out[55] = '\0';
-    cm_buf_append_str(o, "traceparent: ");
-    cm_buf_append(o, out, 55);
-    cm_buf_append(o, "\r\n", 2);
-}
-
-static void append_line(cm_buf_t *o, const char *name, const char *v, size_t vlen)
-{
-    cm_buf_append_str(o, name);
-    cm_buf_append(o, ": ", 2);
-    cm_buf_append(o, v, vlen);
-    cm_buf_append(o, "\r\n", 2);
-}
-
-/* "Name: v1, v2, ours": every field of class id the client sent (RFC 9110 5.3 allows a
- * list to be split over lines), joined, with our own member appended. */
-static void append_list(cm_buf_t *o, const cm_req_t *r, const uint8_t *cls, enum hf id,
-                        const char *name, const char *ours)
-{
-    cm_buf_append_str(o, name);
-    cm_buf_append(o, ": ", 2);
-    for (int i = 0; i < r->nheaders; i++) {
-        const cm_header_t *h = &r->headers[i];
-        if (cls[i] == id && h->value.len) {
-            cm_buf_append(o, h->value.p, h->value.len);
-            cm_buf_append(o, ", ", 2);
-        }
-    }
-    cm_buf_append_str(o, ours);
-    cm_buf_append(o, "\r\n", 2);
-}
-
-static int build_head(gw_exch_t *ex)
-{
-    cm_req_t *r = ex->req;
-    cm_buf_t *o = &ex->head;
-    uint8_t cls[CM_MAX_HEADERS] = {0};
-    cm_str_t tok[MAX_CONN_TOKENS];
-    int ntok = 0;
-    const cm_str_t *host = NULL, *trace = NULL;
-    for (int i = 0; i < r->nheaders; i++) {
-        const cm_header_t *h = &r->headers[i];
-        cls[i] = (uint8_t)classify(h->name.p, h->name.len);
-        if (cls[i] == HF_CONNECTION)
-            ntok = connection_tokens(&h->value, tok, ntok);
-        else if (cls[i] == HF_HOST)
-            host = &h->value;
-        else if (cls[i] == HF_TRACEPARENT)
-            trace = &h->value;
-    }
-    cm_buf_reserve(o, r->raw_head.len + 512);
-    cm_buf_append_str(o, r->method_name);
-    cm_buf_append(o, " ", 1);
-    cm_buf_append(o, r->target.p, r->target.len);
-    cm_buf_append(o, " HTTP/1.1\r\n", 11);
-    for (int i = 0; i < r->nheaders; i++) {
-        const cm_header_t *h = &r->headers[i];
-        if ((HF_REQ_DROP & HF_BIT(cls[i])) || (ntok && listed(tok, ntok, h->name.p, h->name.len)))
-            continue;
-        cm_buf_append(o, h->name.p, h->name.len);
-        cm_buf_append(o, ": ", 2);
-        cm_buf_append(o, h->value.p, h->value.len);
-        cm_buf_append(o, "\r\n", 2);
-    }
-    if (!host) { /* HTTP/1.0 clients may omit it; HTTP/1.1 upstreams need one */
-        char a[64];
-        snprintf(a, sizeof a, "%s", ex->rt->insts[0]->url + 7);
-        append_line(o, "Host", a, strlen(a));
-    }
-    append_list(o, r, cls, HF_X_FORWARDED_FOR, "X-Forwarded-For", r->peer);
-    cm_buf_append_str(o, "X-Forwarded-Proto: http\r\n");
-    if (host)
-        append_line(o, "X-Forwarded-Host", host->p, host->len);
-    append_list(o, r, cls, HF_VIA, "Via", r->http_minor ? "1.1 cmesh" : "1.0 cmesh");
-    add_traceparent(ex, o, trace);
-    append_line(o, "X-Request-Id", r->request_id, strlen(r->request_id));
-    if (ex->chunked) {
-        cm_buf_append_str(o, "Transfer-Encoding: chunked\r\n");
-    } else if (r->content_length >= 0) {
-        cm_buf_append_str(o, "Content-Length: ");
-        cm_buf_append_u64(o, (unsigned long long)r->content_length);
-        cm_buf_append(o, "\r\n", 2);
-    }
-    return cm_buf_append(o, "\r\n", 2);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -733,7 +500,7 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
             ex->rhead_bad = 1;
             return -1;
         }
-        ex->rh[ex->nrh++] = (rh_off_t){.no = (uint32_t)ex->rhead.len};
+        ex->rh[ex->nrh++] = (gw_hdr_off_t){.no = (uint32_t)ex->rhead.len};
         ex->in_value = 0;
     }
     ex->rh[ex->nrh - 1].nl += (uint32_t)len;
@@ -743,7 +510,7 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
 static int on_header_value(http_parser *hp, const char *at, size_t len)
 {
     gw_exch_t *ex = of(hp);
-    rh_off_t *h = &ex->rh[ex->nrh - 1];
+    gw_hdr_off_t *h = &ex->rh[ex->nrh - 1];
     if (!ex->in_value) {
         h->vo = (uint32_t)ex->rhead.len;
         ex->in_value = 1;
@@ -786,25 +553,7 @@ static int on_headers_complete(http_parser *hp)
     log_attempt(ex, status, NULL, NULL);
     cm_timeout_clear(&ex->deadline);
     cm_req_t *req = ex->req;
-    uint8_t cls[CM_MAX_HEADERS] = {0};
-    cm_str_t tok[MAX_CONN_TOKENS]; /* the upstream's Connection lists more hop-by-hop fields */
-    int ntok = 0;
-    for (int i = 0; i < ex->nrh; i++) {
-        const rh_off_t *h = &ex->rh[i];
-        cls[i] = (uint8_t)classify(ex->rhead.data + h->no, h->nl);
-        if (cls[i] == HF_CONNECTION)
-            ntok = connection_tokens(&(cm_str_t){ex->rhead.data + h->vo, h->vl}, tok, ntok);
-    }
-    for (int i = 0; i < ex->nrh; i++) {
-        const rh_off_t *h = &ex->rh[i];
-        const char *name = ex->rhead.data + h->no;
-        if ((HF_RES_DROP & HF_BIT(cls[i])) || (ntok && listed(tok, ntok, name, h->nl)))
-            continue;
-        cm_buf_append(&req->res_headers, name, h->nl);
-        cm_buf_append(&req->res_headers, ": ", 2);
-        cm_buf_append(&req->res_headers, ex->rhead.data + h->vo, h->vl);
-        cm_buf_append(&req->res_headers, "\r\n", 2);
-    }
+    gw_hdr_response_fields(&req->res_headers, ex->rhead.data, ex->rh, ex->nrh);
     int64_t cl = -1;
     if ((hp->flags & F_CONTENTLENGTH) && !(hp->flags & F_CHUNKED))
         cl = (int64_t)hp->content_length;
@@ -1103,7 +852,9 @@ void gw_proxy_handle(cm_req_t *req)
     ex->chunked = req->has_body && req->content_length < 0;
     ex->key_hash = hash_key(ex);
     budget_slot(rt, now)->requests++;
-    if (build_head(ex) < 0) {
+    /* for HTTP/1.0 clients without Host (HTTP/1.1 upstreams need one): "host:port" */
+    const char *host = rt->insts[0]->url + strlen("http://");
+    if (gw_hdr_request_head(&ex->head, req, host, ex->chunked, &w->rng) < 0) {
         fail_answer(ex, 503, NULL, "out of memory%s", "");
         return;
     }
