@@ -396,6 +396,20 @@ void cm__conn_flush(cm_conn_t *c)
     conn_timer_update(c);
 }
 
+/* Starts r's clock and id and queues it behind the earlier answers (pipelining). */
+static void enqueue(cm_conn_t *c, cm_req_t *r)
+{
+    r->start_ns = uv_hrtime();
+    set_request_id(c->w, r);
+    if (c->tail)
+        c->tail->next = r;
+    else
+        c->head = r;
+    c->tail = r;
+    c->queued++;
+    cm_metrics_inflight_add(c->w->srv->metrics, 1);
+}
+
 /* An error found while framing: answer it after the earlier answers, then close. */
 void cm__conn_fail(cm_conn_t *c, int status, const char *msg)
 {
@@ -411,15 +425,7 @@ void cm__conn_fail(cm_conn_t *c, int status, const char *msg)
     r->nheaders = 0;
     r->keep_alive = 0;
     r->route = cm_router_npatterns(c->w->srv->router);
-    r->start_ns = uv_hrtime();
-    set_request_id(c->w, r);
-    if (c->tail)
-        c->tail->next = r;
-    else
-        c->head = r;
-    c->tail = r;
-    c->queued++;
-    cm_metrics_inflight_add(c->w->srv->metrics, 1);
+    enqueue(c, r);
     c->close_pending = 1;
     if (c->reading) {
         uv_read_stop((uv_stream_t *)&c->tcp);
@@ -433,16 +439,8 @@ void cm__conn_fail(cm_conn_t *c, int status, const char *msg)
 void cm__route(cm_conn_t *c, cm_req_t *r)
 {
     worker_t *w = c->w;
-    r->start_ns = uv_hrtime();
     r->logged = cm_log_stream_on(w->log);
-    set_request_id(w, r);
-    if (c->tail)
-        c->tail->next = r;
-    else
-        c->head = r;
-    c->tail = r;
-    c->queued++;
-    cm_metrics_inflight_add(w->srv->metrics, 1);
+    enqueue(c, r);
     int status = 0;
     char allow[64];
     cm_handler_fn h = cm_router_match(w->srv->router, r, &status, allow, sizeof allow);
