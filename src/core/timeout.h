@@ -26,10 +26,6 @@ void cm_timeout_init(uv_loop_t *loop, cm_timeout_t *t, cm_timeout_cb cb, void *d
 /* The callback runs once, ms from now (loop time), unless set again or cleared first. */
 void cm_timeout_set(cm_timeout_t *t, uint64_t ms);
 void cm_timeout_clear(cm_timeout_t *t);
-static inline int cm_timeout_pending(const cm_timeout_t *t)
-{
-    return t->due != 0;
-}
 /* Closes the libuv timer; close_cb gets the timer's handle (its data is t). */
 void cm_timeout_close(cm_timeout_t *t, uv_close_cb close_cb);
 
