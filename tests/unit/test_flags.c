@@ -21,7 +21,7 @@ Test(flags, durations_take_units_and_bare_seconds)
     cr_assert_eq(cm_parse_duration_ms("5d", &ms), -EINVAL);
 }
 
-Test(flags, sizes_take_k_and_m)
+Test(flags, sizes_take_k_m_and_g)
 {
     size_t b;
     cr_assert_eq(cm_parse_size("16k", &b), 0);
@@ -30,7 +30,9 @@ Test(flags, sizes_take_k_and_m)
     cr_assert_eq(b, 1048576);
     cr_assert_eq(cm_parse_size("100", &b), 0);
     cr_assert_eq(b, 100);
-    cr_assert_eq(cm_parse_size("1g", &b), -EINVAL);
+    cr_assert_eq(cm_parse_size("1g", &b), 0);
+    cr_assert_eq(b, (size_t)1 << 30);
+    cr_assert_eq(cm_parse_size("1t", &b), -EINVAL);
 }
 
 Test(flags, hostport_forms)
