@@ -332,7 +332,8 @@ static void listen_show(const cm_flag_t *f, const void *field, char *out, size_t
     cm_server_listen_type.show(f, &((const gw_opts_t *)field)->server, out, cap);
 }
 
-static const cm_flag_type_t listen_type = {listen_parse, listen_show, sizeof(gw_opts_t), NULL};
+/* field_size 0: parsing also sets listen_given, so a parsed default is not the same bytes */
+static const cm_flag_type_t listen_type = {listen_parse, listen_show, 0, NULL};
 
 /* --route: each one adds a value, turned into a route when the config is built. */
 static int route_parse(const cm_flag_t *f, void *field, const char *v, char *err, size_t cap)
