@@ -1,6 +1,8 @@
 /* cli/main.c: busybox-style entry point: `cmesh SUB [flags]` runs subcommand SUB.
  * Every process of the system is this one binary. Also `cmesh version`: the cmesh
  * version and those of the libraries it runs on, asked of the libraries themselves. */
+#include "cmesh_version.h" /* generated: build/generated/ */
+
 #include <libfyaml.h>
 #include <stdio.h>
 #include <string.h>
@@ -18,10 +20,6 @@
 #include "orders/orders.h"
 #include "store/db.h"
 #include "users/users.h"
-
-#ifndef CMESH_VERSION
-#error "CMESH_VERSION comes from CMakeLists.txt project(VERSION)"
-#endif
 
 static const char usage[] = "usage: cmesh COMMAND [flags]\n"
                             "\n"
