@@ -2,8 +2,10 @@
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc)
+PREFIX     ?= /usr/local
+DESTDIR    ?=
 
-.PHONY: all deps build run test test-asan lint format bench clean
+.PHONY: all deps build run test test-asan lint format bench clean install
 
 all: build
 
@@ -15,6 +17,12 @@ $(BUILD)/build.ninja:
 
 build: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
+
+# Installs $(DESTDIR)$(PREFIX)/bin/cmesh. Builds what is out of date first, but does not
+# run deps (installing packages is not part of installing cmesh).
+install: $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS)
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
 
 run: build
 	@bash scripts/run.sh $(BUILD)/cmesh

@@ -1,7 +1,18 @@
 /* cli/main.c: busybox-style entry point: `cmesh SUB [flags]` runs subcommand SUB.
- * Every process of the system is this one binary. */
+ * Every process of the system is this one binary. Also `cmesh version`: the cmesh
+ * version and those of the libraries it runs on, asked of the libraries themselves. */
+#include "cmesh_version.h" /* generated: build/generated/ */
+
+#include <libfyaml.h>
 #include <stdio.h>
 #include <string.h>
+
+#include <curl/curl.h>
+#include <http_parser.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <sqlite3.h>
+#include <uv.h>
 
 #include "core/client.h"
 #include "gateway/auth.h"
@@ -17,8 +28,28 @@ static const char usage[] = "usage: cmesh COMMAND [flags]\n"
                             "  orders    serve the orders REST API       (cmesh orders --help)\n"
                             "  gateway   load-balancing reverse proxy    (cmesh gateway --help)\n"
                             "  token     print a signed gateway JWT      (cmesh token --help)\n"
+                            "  version   print the versions of cmesh and its libraries\n"
+                            "            (also cmesh --version)\n"
                             "\n"
                             "cmesh COMMAND --help describes every flag of a command.\n";
+
+/* The run-time versions: the library that is loaded, which may differ from the headers
+ * cmesh was built with. */
+static int print_version(void)
+{
+    const curl_version_info_data *curl = curl_version_info(CURLVERSION_NOW);
+    unsigned long hp = http_parser_version();
+    printf("cmesh %s\n", CMESH_VERSION);
+    printf("  libuv        %s\n", uv_version_string());
+    printf("  http-parser  %lu.%lu.%lu\n", (hp >> 16) & 255, (hp >> 8) & 255, hp & 255);
+    printf("  SQLite       %s\n", sqlite3_libversion());
+    printf("  jansson      %s\n", jansson_version_str());
+    printf("  libcurl      %s\n", curl ? curl->version : "unknown");
+    printf("  OpenSSL      %s\n", OpenSSL_version(OPENSSL_VERSION_STRING));
+    printf("  libfyaml     %s\n", fy_library_version());
+    printf("  libjwt       %s (built with; it reports none at run time)\n", CMESH_LIBJWT_VERSION);
+    return fflush(stdout) == 0 ? 0 : 1;
+}
 
 int main(int argc, char **argv)
 {
@@ -30,6 +61,13 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         fputs(usage, stdout);
         return 0;
+    }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        if (argc > 2) {
+            fprintf(stderr, "cmesh: %s takes no arguments; see cmesh --help\n", cmd);
+            return 2;
+        }
+        return print_version();
     }
     /* libcurl's and SQLite's global state must be set up before any thread starts */
     if (cm_client_global_init() < 0 || cm_db_global_init() < 0) {

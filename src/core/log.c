@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,9 +99,41 @@ static const char *level_name(cm_log_level_t level)
     return "info";
 }
 
+/* The text format's level column: upper case, padded so messages line up. */
+static const char *level_text(cm_log_level_t level)
+{
+    switch (level) {
+    case CM_LOG_DEBUG:
+        return "DEBUG";
+    case CM_LOG_INFO:
+        return "INFO ";
+    case CM_LOG_WARN:
+        return "WARN ";
+    case CM_LOG_ERROR:
+        return "ERROR";
+    }
+    return "INFO ";
+}
+
+/* AUTO resolved against fd: a terminal reads text. */
+static bool want_text(cm_log_format_t f, int fd)
+{
+    return f == CM_LOG_FORMAT_TEXT || (f == CM_LOG_FORMAT_AUTO && fd >= 0 && isatty(fd));
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* Process messages                                                                     */
 /* ------------------------------------------------------------------------------------ */
+
+/* The one process-wide setting of this module: process messages are written from any
+ * module without a context (cm_log_msg has no handle), and the setting is written once
+ * at start, before any thread; atomic so a late set is still well defined. */
+static atomic_int msg_format = CM_LOG_FORMAT_AUTO;
+
+void cm_log_set_format(cm_log_format_t format)
+{
+    atomic_store(&msg_format, (int)format);
+}
 
 void cm_log_msg(cm_log_level_t level, const char *fmt, ...)
 {
@@ -111,16 +144,27 @@ void cm_log_msg(cm_log_level_t level, const char *fmt, ...)
     va_start(ap, fmt);
     int rc = cm_buf_vappendf(&msg, fmt, ap);
     va_end(ap);
-    if (rc == 0)
-        rc = cm_buf_append_str(&line, "{\"ts\":\"");
-    if (rc == 0)
-        rc = append_ts(&line, &tc);
-    if (rc == 0)
-        rc = cm_buf_appendf(&line, "\",\"level\":\"%s\"", level_name(level));
-    if (rc == 0)
-        rc = json_field_str(&line, ",\"msg\":", msg.data ? msg.data : "", msg.len);
-    if (rc == 0)
-        rc = cm_buf_append(&line, "}\n", 2);
+    if (want_text(atomic_load(&msg_format), STDERR_FILENO)) {
+        if (rc == 0)
+            rc = append_ts(&line, &tc);
+        if (rc == 0)
+            rc = cm_buf_appendf(&line, " %s ", level_text(level));
+        if (rc == 0)
+            rc = cm_json_escape(&line, msg.data ? msg.data : "", msg.len);
+        if (rc == 0)
+            rc = cm_buf_append(&line, "\n", 1);
+    } else {
+        if (rc == 0)
+            rc = cm_buf_append_str(&line, "{\"ts\":\"");
+        if (rc == 0)
+            rc = append_ts(&line, &tc);
+        if (rc == 0)
+            rc = cm_buf_appendf(&line, "\",\"level\":\"%s\"", level_name(level));
+        if (rc == 0)
+            rc = json_field_str(&line, ",\"msg\":", msg.data ? msg.data : "", msg.len);
+        if (rc == 0)
+            rc = cm_buf_append(&line, "}\n", 2);
+    }
     if (rc == 0) {
         /* One write(2) per line, so lines from threads and processes sharing stderr do
          * not interleave (atomic up to PIPE_BUF on a pipe, always with O_APPEND). */
@@ -158,6 +202,10 @@ struct cm_log {
     uint64_t dropped;     /* lines dropped because the queue was full */
     uint64_t failed;      /* lines lost to write errors */
     int write_err;        /* first write error (-errno), reported at close */
+    /* set by cm_log_configure before any stream writes, read-only afterwards */
+    bool text;       /* text lines instead of JSON */
+    bool probes;     /* write health probes too */
+    cm_buf_t origin; /* JSON: ,"service":..,"instance":..  text: " users 127.0.0.1:7001" */
 };
 
 struct cm_log_stream {
@@ -231,6 +279,34 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+int cm_log_configure(cm_log_t *log, const cm_log_conf_t *conf)
+{
+    cm_buf_t o = CM_BUF_INIT;
+    bool text = want_text(conf->format, log->fd);
+    int rc = 0;
+    const char *svc = conf->service, *inst = conf->instance;
+    if (text) {
+        if (svc)
+            rc = cm_buf_append(&o, " ", 1) < 0 || cm_json_escape(&o, svc, strlen(svc)) < 0;
+        if (!rc && inst)
+            rc = cm_buf_append(&o, " ", 1) < 0 || cm_json_escape(&o, inst, strlen(inst)) < 0;
+    } else {
+        if (svc)
+            rc = json_field_str(&o, ",\"service\":", svc, strlen(svc)) < 0;
+        if (!rc && inst)
+            rc = json_field_str(&o, ",\"instance\":", inst, strlen(inst)) < 0;
+    }
+    if (rc) {
+        cm_buf_free(&o);
+        return -ENOMEM;
+    }
+    cm_buf_free(&log->origin);
+    log->origin = o;
+    log->text = text;
+    log->probes = conf->probes != 0;
+    return 0;
+}
+
 int cm_log_open(const char *target, cm_log_t **out)
 {
     if (!target || !*target)
@@ -239,6 +315,7 @@ int cm_log_open(const char *target, cm_log_t **out)
     if (!log)
         return -ENOMEM;
     log->fd = -1;
+    log->probes = true;
     if (strcmp(target, "off") == 0) {
         log->off = true;
         *out = log;
@@ -277,6 +354,7 @@ void cm_log_close(cm_log_t *log)
     if (!log)
         return;
     if (log->off) {
+        cm_buf_free(&log->origin);
         free(log);
         return;
     }
@@ -303,6 +381,7 @@ void cm_log_close(cm_log_t *log)
     pthread_mutex_destroy(&log->mu);
     if (log->own_fd)
         close(log->fd);
+    cm_buf_free(&log->origin);
     free(log);
 }
 
@@ -402,26 +481,37 @@ int cm_log_stream_on(const cm_log_stream_t *s)
     return s && !s->log->off;
 }
 
-void cm_log_access(cm_log_stream_t *s, const cm_access_t *rec)
+/* nginx's rule: the answer's class says how much attention the line deserves. */
+static cm_log_level_t level_of(int status)
 {
-    if (!s || s->log->off)
-        return;
-    if (!s->cur) {
-        s->cur = batch_new();
-        if (!s->cur) {
-            pthread_mutex_lock(&s->log->mu);
-            s->log->dropped++;
-            pthread_mutex_unlock(&s->log->mu);
-            return;
-        }
-    }
-    cm_buf_t *b = &s->cur->buf;
-    size_t start = b->len;
+    return status >= 500 ? CM_LOG_ERROR : status >= 400 ? CM_LOG_WARN : CM_LOG_INFO;
+}
+
+/* GET or HEAD of /healthz or /readyz (any query): a load balancer's probe, once a
+ * second per checker, which would drown the lines people read the log for. */
+static bool is_probe(const cm_access_t *rec)
+{
+    if (!rec->method || !rec->path ||
+        (strcmp(rec->method, "GET") != 0 && strcmp(rec->method, "HEAD") != 0))
+        return false;
+    size_t n = 0;
+    while (n < rec->path_len && rec->path[n] != '?')
+        n++;
+    return (n == 8 && memcmp(rec->path, "/healthz", 8) == 0) ||
+           (n == 7 && memcmp(rec->path, "/readyz", 7) == 0);
+}
+
+static int format_json(cm_buf_t *b, cm_log_stream_t *s, const cm_access_t *rec)
+{
     int rc = cm_buf_append(b, "{\"ts\":\"", 7);
     if (rc == 0)
         rc = append_ts(b, &s->tc);
     if (rc == 0)
-        rc = json_field_str(b, "\",\"level\":\"info\",\"request_id\":", rec->request_id,
+        rc = cm_buf_appendf(b, "\",\"level\":\"%s\"", level_name(level_of(rec->status)));
+    if (rc == 0 && s->log->origin.len)
+        rc = cm_buf_append(b, s->log->origin.data, s->log->origin.len);
+    if (rc == 0)
+        rc = json_field_str(b, ",\"request_id\":", rec->request_id,
                             rec->request_id ? strlen(rec->request_id) : 0);
     if (rc == 0)
         rc = json_field_str(b, ",\"method\":", rec->method, rec->method ? strlen(rec->method) : 0);
@@ -435,6 +525,64 @@ void cm_log_access(cm_log_stream_t *s, const cm_access_t *rec)
         rc = cm_buf_append(b, rec->extra, rec->extra_len);
     if (rc == 0)
         rc = cm_buf_append(b, "}\n", 2);
+    return rc;
+}
+
+/* TS LEVEL SERVICE INSTANCE METHOD PATH STATUS DURATION BYTES id=REQUEST_ID [extra]:
+ * the columns a person scans, in the order of nginx's combined format; extra members
+ * follow as the JSON they are. */
+static int format_text(cm_buf_t *b, cm_log_stream_t *s, const cm_access_t *rec)
+{
+    int rc = append_ts(b, &s->tc);
+    if (rc == 0)
+        rc = cm_buf_appendf(b, " %s", level_text(level_of(rec->status)));
+    if (rc == 0 && s->log->origin.len)
+        rc = cm_buf_append(b, s->log->origin.data, s->log->origin.len);
+    if (rc == 0)
+        rc = cm_buf_append(b, " ", 1);
+    if (rc == 0)
+        rc = rec->method ? cm_json_escape(b, rec->method, strlen(rec->method))
+                         : cm_buf_append(b, "-", 1);
+    if (rc == 0)
+        rc = cm_buf_append(b, " ", 1);
+    if (rc == 0)
+        rc = rec->path ? cm_json_escape(b, rec->path, rec->path_len) : cm_buf_append(b, "-", 1);
+    if (rc == 0)
+        rc = cm_buf_appendf(b, " %d %llu.%03llums %lluB id=", rec->status,
+                            (unsigned long long)(rec->duration_us / 1000),
+                            (unsigned long long)(rec->duration_us % 1000),
+                            (unsigned long long)rec->bytes);
+    if (rc == 0)
+        rc = rec->request_id ? cm_json_escape(b, rec->request_id, strlen(rec->request_id))
+                             : cm_buf_append(b, "-", 1);
+    if (rc == 0 && rec->extra && rec->extra_len > 1) { /* ",..." without its comma */
+        rc = cm_buf_append(b, " ", 1);
+        if (rc == 0)
+            rc = cm_buf_append(b, rec->extra + 1, rec->extra_len - 1);
+    }
+    if (rc == 0)
+        rc = cm_buf_append(b, "\n", 1);
+    return rc;
+}
+
+void cm_log_access(cm_log_stream_t *s, const cm_access_t *rec)
+{
+    if (!s || s->log->off)
+        return;
+    if (!s->log->probes && is_probe(rec))
+        return;
+    if (!s->cur) {
+        s->cur = batch_new();
+        if (!s->cur) {
+            pthread_mutex_lock(&s->log->mu);
+            s->log->dropped++;
+            pthread_mutex_unlock(&s->log->mu);
+            return;
+        }
+    }
+    cm_buf_t *b = &s->cur->buf;
+    size_t start = b->len;
+    int rc = s->log->text ? format_text(b, s, rec) : format_json(b, s, rec);
     if (rc < 0) {
         /* Out of memory mid-line: take the partial line back so the batch stays whole
          * lines, and count the loss like a drop. */

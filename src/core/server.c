@@ -35,65 +35,67 @@ void cm_server_opts_default(cm_server_opts_t *o)
     o->max_body = 1024 * 1024;
     o->max_connections = 10000;
     snprintf(o->access_log, sizeof o->access_log, "stderr");
+    o->log_format = CM_LOG_FORMAT_AUTO;
+    o->log_probes = 0;
 }
 
-const char cm_server_opts_help[] =
-    "  --listen HOST:PORT       address to serve on (default 127.0.0.1:0, a free port)\n"
-    "  --workers N              event-loop threads sharing the port (default 1)\n"
-    "  --access-log TARGET      off | stderr | PATH (default stderr)\n"
-    "  --drain-timeout DUR      on SIGTERM, time to finish in-flight work (default 10s)\n"
-    "  --request-timeout DUR    a request must arrive whole within it, else 408 (default 10s)\n"
-    "  --idle-timeout DUR       idle keep-alive connections close after it (default 60s)\n"
-    "  --max-header SIZE        request line + headers, else 431 (default 16k)\n"
-    "  --max-uri SIZE           request line, else 414 (default 8k)\n"
-    "  --max-body SIZE          request body, else 413 (default 1m)\n"
-    "  --max-connections N      open client connections (default 10000)\n"
-    "  DUR is 500ms, 10s, 2m or 1h; SIZE is bytes, 16k or 1m.\n";
-
-int cm_server_opts_set(cm_server_opts_t *o, const char *name, const char *v, char *err, size_t cap)
+/* --listen: host and port of cm_server_opts_t, shown back as HOST:PORT. */
+static int listen_parse(const cm_flag_t *f, void *field, const char *v, char *err, size_t cap)
 {
-    long n;
-    if (strcmp(name, "listen") == 0) {
-        if (cm_parse_hostport(v, o->host, sizeof o->host, &o->port) < 0)
-            goto bad;
-    } else if (strcmp(name, "workers") == 0) {
-        if (cm_parse_int(v, 1, 64, &n) < 0)
-            goto bad;
-        o->workers = (int)n;
-    } else if (strcmp(name, "access-log") == 0) {
-        if (!*v || strlen(v) >= sizeof o->access_log)
-            goto bad;
-        snprintf(o->access_log, sizeof o->access_log, "%s", v);
-    } else if (strcmp(name, "drain-timeout") == 0) {
-        if (cm_parse_duration_ms(v, &o->drain_timeout_ms) < 0)
-            goto bad;
-    } else if (strcmp(name, "request-timeout") == 0) {
-        if (cm_parse_duration_ms(v, &o->request_timeout_ms) < 0 || !o->request_timeout_ms)
-            goto bad;
-    } else if (strcmp(name, "idle-timeout") == 0) {
-        if (cm_parse_duration_ms(v, &o->idle_timeout_ms) < 0 || !o->idle_timeout_ms)
-            goto bad;
-    } else if (strcmp(name, "max-header") == 0) {
-        if (cm_parse_size(v, &o->max_header) < 0 || o->max_header < 256)
-            goto bad;
-    } else if (strcmp(name, "max-uri") == 0) {
-        if (cm_parse_size(v, &o->max_uri) < 0 || o->max_uri < 16)
-            goto bad;
-    } else if (strcmp(name, "max-body") == 0) {
-        if (cm_parse_size(v, &o->max_body) < 0)
-            goto bad;
-    } else if (strcmp(name, "max-connections") == 0) {
-        if (cm_parse_int(v, 1, 1000000, &n) < 0)
-            goto bad;
-        o->max_connections = (int)n;
-    } else {
-        return 0;
+    (void)f;
+    cm_server_opts_t *o = field;
+    if (cm_parse_hostport(v, o->host, sizeof o->host, &o->port) < 0) {
+        snprintf(err, cap, "'%s' is not HOST:PORT or :PORT with a port from 0 to 65535", v);
+        return -EINVAL;
     }
-    return 1;
-bad:
-    snprintf(err, cap, "--%s: bad value '%s'; see --help for the accepted forms", name, v);
-    return -EINVAL;
+    return 0;
 }
+
+static void listen_show(const cm_flag_t *f, const void *field, char *out, size_t cap)
+{
+    (void)f;
+    const cm_server_opts_t *o = field;
+    int v6 = strchr(o->host, ':') != NULL;
+    snprintf(out, cap, "%s%s%s:%d", v6 ? "[" : "", o->host, v6 ? "]" : "", o->port);
+}
+
+const cm_flag_type_t cm_server_listen_type = {listen_parse, listen_show, sizeof(cm_server_opts_t),
+                                              NULL};
+
+static const cm_flag_choice_t log_formats[] = {
+    {"auto", CM_LOG_FORMAT_AUTO}, {"text", CM_LOG_FORMAT_TEXT}, {"json", CM_LOG_FORMAT_JSON}, {0}};
+static const cm_flag_choice_t on_off[] = {{"off", 0}, {"on", 1}, {0}};
+
+#define S cm_server_opts_t
+const cm_flag_t cm_server_flags[] = {
+    {.name = "listen",
+     .arg = "HOST:PORT",
+     .type = &cm_server_listen_type,
+     .offset = 0,
+     .size = sizeof(S),
+     .help = "address to serve on; port 0 picks a free one (logged at start)"},
+    CM_FLAG_INT("workers", "N", S, workers, 1, 64, "event-loop threads sharing the port"),
+    CM_FLAG_STR("access-log", "TARGET", S, access_log, 0,
+                "where access lines go: off, stderr or a file PATH (appended to)"),
+    CM_FLAG_CHOICE("log-format", "auto|text|json", S, log_format, log_formats,
+                   "text for people, json (one object a line) for tools; auto is text where the "
+                   "lines go to a terminal, json elsewhere"),
+    CM_FLAG_CHOICE("log-probes", "on|off", S, log_probes, on_off,
+                   "also log GET /healthz and /readyz (health checks, every second per checker)"),
+    CM_FLAG_DURATION("drain-timeout", S, drain_timeout_ms, 0,
+                     "on SIGTERM, the time in-flight work gets before connections are cut"),
+    CM_FLAG_DURATION("request-timeout", S, request_timeout_ms, 1,
+                     "a started request must arrive whole within it, else 408"),
+    CM_FLAG_DURATION("idle-timeout", S, idle_timeout_ms, 1,
+                     "idle keep-alive connections are closed after it"),
+    CM_FLAG_SIZE("max-header", S, max_header, 256, "request line and headers, else 431"),
+    CM_FLAG_SIZE("max-uri", S, max_uri, 16, "request line, else 414"),
+    CM_FLAG_SIZE("max-body", S, max_body, 0, "request body, else 413"),
+    CM_FLAG_INT("max-connections", "N", S, max_connections, 1, 1000000,
+                "open client connections, all workers together"),
+    CM_FLAG_END,
+};
+#undef S
 
 /* ------------------------------------------------------------------------- */
 /* built-in endpoints                                                         */
@@ -348,6 +350,7 @@ int cm_server_run(const cm_server_opts_t *o, const cm_service_t *svc)
     server_t s = {.opts = o, .svc = svc};
     int rc, started = 0;
     signal(SIGPIPE, SIG_IGN);
+    cm_log_set_format((cm_log_format_t)o->log_format);
     if ((rc = make_router(svc, &s.router)) < 0)
         return rc;
     const char **names = malloc(sizeof *names * (size_t)(cm_router_npatterns(s.router) + 1));
@@ -376,6 +379,17 @@ int cm_server_run(const cm_server_opts_t *o, const cm_service_t *svc)
         }
         port = rc; /* every later worker binds the port the first one got */
     }
+    /* the access lines name the instance by the address it really bound (port 0 picks
+     * one); set before the worker threads start, read-only after */
+    char instance[300];
+    int v6 = strchr(o->host, ':') != NULL;
+    snprintf(instance, sizeof instance, "%s%s%s:%d", v6 ? "[" : "", o->host, v6 ? "]" : "", port);
+    cm_log_conf_t lc = {.format = (cm_log_format_t)o->log_format,
+                        .probes = o->log_probes,
+                        .service = svc->name,
+                        .instance = instance};
+    if ((rc = cm_log_configure(s.log, &lc)) < 0)
+        goto out;
     uv_loop_t *main_loop = uv_default_loop();
     uv_signal_init(main_loop, &s.sigterm);
     uv_signal_init(main_loop, &s.sigint);

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/flags.h"
+#include "core/log.h"
 #include "core/router.h"
 
 typedef struct cm_server_opts {
@@ -22,14 +24,16 @@ typedef struct cm_server_opts {
     size_t max_body;             /* bytes: 413 past it */
     int max_connections;         /* open client connections, all workers together */
     char access_log[1024];       /* off | stderr | path */
+    int log_format;              /* cm_log_format_t: access lines and process messages */
+    int log_probes;              /* 1: /healthz and /readyz requests are logged too */
 } cm_server_opts_t;
 
 void cm_server_opts_default(cm_server_opts_t *o);
-/* Applies one flag (name without "--"). Returns 1 when it was a server flag, 0 when
- * not, -EINVAL with err filled ("--workers: ... ") when its value is bad. */
-int cm_server_opts_set(cm_server_opts_t *o, const char *name, const char *value, char *err,
-                       size_t err_cap);
-extern const char cm_server_opts_help[]; /* the server flags' lines for --help */
+/* The server's flags, a table over cm_server_opts_t for every command's cm_cmd_t. */
+extern const cm_flag_t cm_server_flags[];
+/* --listen's type (the row's field is the whole cm_server_opts_t: host and port), for a
+ * command that gives --listen a row of its own. */
+extern const cm_flag_type_t cm_server_listen_type;
 
 typedef struct cm_service {
     const char *name; /* "users": a label in logs and metrics */

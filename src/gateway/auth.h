@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/flags.h"
 #include "gateway/config.h"
 
 typedef struct gw_auth gw_auth_t; /* opaque */
@@ -45,5 +46,7 @@ int gw_scopes_allow(const char *have, const char *need);
  * [--issuer I] [--audience A]`: prints a signed token and a newline. Exit 0, 2 on
  * usage or key errors. */
 int gw_token_main(int argc, char **argv);
+/* Its command line (options private to token.c), for main and the help tests. */
+extern const cm_cmd_t gw_token_cmd;
 
 #endif

@@ -314,111 +314,173 @@ static void render_metrics(void *config, cm_buf_t *out)
 
 typedef struct gw_opts {
     cm_server_opts_t server;
-    gw_shared_t *g;
+    gw_shared_t g; /* config path, auth key and --route values land in it */
     int listen_given;
 } gw_opts_t;
 
-static const char help[] =
-    "usage: cmesh gateway [--config FILE] [--route /prefix=http://h:p,http://h2:p2]... [flags]\n"
-    "\n"
-    "A load-balancing reverse proxy: routes by path prefix (and Host) to upstream\n"
-    "instances with health checks, outlier ejection, retries inside a budget, timeouts,\n"
-    "circuit breaking, rate limits and JWT auth. SIGHUP reloads the config.\n"
-    "\n"
-    "  --config FILE            YAML routes and policies (see docs/gateway-config.md)\n"
-    "  --route /P=URL[,URL..]   a route from the command line (repeatable); public\n"
-    "                           unless --auth-key is given\n"
-    "  --auth-key FILE          JWT key: HS256 secret, or RSA / EC P-256 PEM key\n"
-    "  (--listen defaults to 127.0.0.1:8080, or the config's listen:)\n";
-
-static int set_flag(void *ctx, const char *name, const char *v, char *err, size_t cap)
+/* --listen of the gateway: the server's, noting that it was given (then the config
+ * file's listen: does not apply). The field is the whole gw_opts_t. */
+static int listen_parse(const cm_flag_t *f, void *field, const char *v, char *err, size_t cap)
 {
-    gw_opts_t *o = ctx;
-    gw_shared_t *g = o->g;
-    if (strcmp(name, "config") == 0 || strcmp(name, "auth-key") == 0) {
-        char *dst = name[0] == 'c' ? g->config_path : g->auth_key;
-        if (!*v || strlen(v) >= sizeof g->config_path) {
-            snprintf(err, cap, "--%s: give a file path", name);
-            return -EINVAL;
-        }
-        snprintf(dst, sizeof g->config_path, "%s", v);
-        return 1;
-    }
-    if (strcmp(name, "route") == 0) {
-        char **r = realloc(g->flag_routes, sizeof *r * (size_t)(g->nflag_routes + 1));
-        if (!r || !(r[g->nflag_routes] = strdup(v)))
-            return -ENOMEM;
-        g->flag_routes = r;
-        g->nflag_routes++;
-        return 1;
-    }
-    if (strcmp(name, "listen") == 0)
-        o->listen_given = 1;
-    return cm_server_opts_set(&o->server, name, v, err, cap);
+    gw_opts_t *o = field;
+    o->listen_given = 1;
+    return cm_server_listen_type.parse(f, &o->server, v, err, cap);
 }
+
+static void listen_show(const cm_flag_t *f, const void *field, char *out, size_t cap)
+{
+    cm_server_listen_type.show(f, &((const gw_opts_t *)field)->server, out, cap);
+}
+
+/* field_size 0: parsing also sets listen_given, so a parsed default is not the same bytes */
+static const cm_flag_type_t listen_type = {listen_parse, listen_show, 0, NULL};
+
+/* --route: each one adds a value, turned into a route when the config is built. */
+static int route_parse(const cm_flag_t *f, void *field, const char *v, char *err, size_t cap)
+{
+    (void)f;
+    gw_shared_t *g = field;
+    char **r = realloc(g->flag_routes, sizeof *r * (size_t)(g->nflag_routes + 1));
+    if (r)
+        g->flag_routes = r;
+    if (!r || !(r[g->nflag_routes] = strdup(v))) {
+        snprintf(err, cap, "out of memory");
+        return -ENOMEM;
+    }
+    g->nflag_routes++;
+    return 0;
+}
+
+static void route_show(const cm_flag_t *f, const void *field, char *out, size_t cap)
+{
+    (void)f;
+    (void)field;
+    snprintf(out, cap, "%s", ""); /* none until given */
+}
+
+static const cm_flag_type_t route_type = {route_parse, route_show, sizeof(gw_shared_t), NULL};
+
+#define O gw_opts_t
+static const cm_flag_t gw_flags[] = {
+    CM_FLAG_STR("config", "FILE", O, g.config_path, 0,
+                "YAML routes and policies (see docs/gateway-config.md); SIGHUP reloads it"),
+    CM_FLAG_CUSTOM("route", "/P=URL[,URL..]", route_type, O, g, CM_FLAG_REPEAT,
+                   "a route from the command line, e.g. /users=http://127.0.0.1:7001; public "
+                   "unless --auth-key is given"),
+    CM_FLAG_STR("auth-key", "FILE", O, g.auth_key, 0,
+                "JWT key: HS256 secret, or RSA / EC P-256 PEM key"),
+    {.name = "listen",
+     .arg = "HOST:PORT",
+     .type = &listen_type,
+     .offset = 0,
+     .size = sizeof(O),
+     .help = "address to serve on; when not given, the config file's listen: if it has one"},
+    CM_FLAG_END,
+};
+#undef O
+
+static void opts_defaults(void *opts)
+{
+    gw_opts_t *o = opts;
+    memset(o, 0, sizeof *o);
+    cm_server_opts_default(&o->server);
+    o->server.port = 8080;
+    o->server.max_body = (size_t)1 << 30; /* a proxy streams bodies: 1 GiB, not 1 MiB */
+}
+
+static void opts_release(void *opts)
+{
+    gw_shared_t *g = &((gw_opts_t *)opts)->g;
+    for (int i = 0; i < g->nflag_routes; i++)
+        free(g->flag_routes[i]);
+    free(g->flag_routes);
+    g->flag_routes = NULL;
+    g->nflag_routes = 0;
+}
+
+static const cm_flag_table_t tables[] = {
+    {"flags", gw_flags, 0},
+    {"server flags", cm_server_flags, offsetof(gw_opts_t, server)},
+    {0},
+};
+
+const cm_cmd_t gw_gateway_cmd = {
+    .name = "gateway",
+    .usage = "cmesh gateway [--config FILE] [--route /prefix=http://h:p,http://h2:p2]... [flags]",
+    .about = "A load-balancing reverse proxy: routes by path prefix (and Host) to upstream "
+             "instances with health checks, outlier ejection, retries inside a budget, timeouts, "
+             "circuit breaking, rate limits and JWT auth. SIGHUP reloads the config.",
+    .tables = tables,
+    .opts_size = sizeof(gw_opts_t),
+    .defaults = opts_defaults,
+    .release = opts_release,
+};
 
 static void shared_free(gw_shared_t *g)
 {
     gw_snap_release(g->snap);
     gw_ratelimit_free(g->rl);
     gw_metrics_free(g->metrics);
-    for (int i = 0; i < g->nflag_routes; i++)
-        free(g->flag_routes[i]);
-    free(g->flag_routes);
     pthread_mutex_destroy(&g->mu);
 }
 
+static int gateway_run(gw_opts_t *op);
+
 int gw_gateway_main(int argc, char **argv)
 {
-    static char full_help[4096];
-    snprintf(full_help, sizeof full_help, "%s%s", help, cm_server_opts_help);
-    gw_shared_t g = {0};
-    pthread_mutex_init(&g.mu, NULL);
-    gw_opts_t o = {.g = &g};
-    cm_server_opts_default(&o.server);
-    o.server.max_body = (size_t)1 << 30; /* a proxy streams bodies: 1 GiB, not 1 MiB */
-    int rc = cm_flags_parse(argc, argv, "gateway", full_help, set_flag, &o);
-    if (rc != 0) {
-        shared_free(&g);
-        return rc > 0 ? 0 : 2;
-    }
+    gw_opts_t o;
+    opts_defaults(&o);
+    int rc = cm_flags_parse(&gw_gateway_cmd, argc, argv, &o);
+    if (rc == 0)
+        rc = gateway_run(&o);
+    else
+        rc = rc > 0 ? 0 : 2;
+    opts_release(&o);
+    return rc;
+}
+
+static int gateway_run(gw_opts_t *op)
+{
+    gw_shared_t *g = &op->g;
+    int rc;
+    pthread_mutex_init(&g->mu, NULL);
     char err[1024];
     gw_config_t *cfg;
-    if (gw_metrics_new(&g.metrics) < 0 || gw_ratelimit_new(RATE_KEYS_MAX, &g.rl) < 0) {
-        shared_free(&g);
+    if (gw_metrics_new(&g->metrics) < 0 || gw_ratelimit_new(RATE_KEYS_MAX, &g->rl) < 0) {
+        shared_free(g);
         return 1;
     }
-    if ((rc = build_config(&g, &cfg, err, sizeof err)) < 0) {
+    if ((rc = build_config(g, &cfg, err, sizeof err)) < 0) {
         fprintf(stderr, "cmesh gateway: %s\n", err);
-        shared_free(&g);
+        shared_free(g);
         return 2;
     }
-    if (!o.listen_given) {
-        const char *l = cfg->listen[0] ? cfg->listen : "127.0.0.1:8080";
-        if (cm_parse_hostport(l, o.server.host, sizeof o.server.host, &o.server.port) < 0) {
-            fprintf(stderr, "cmesh gateway: %s: listen: bad address '%s'\n", g.config_path, l);
+    if (!op->listen_given && cfg->listen[0]) { /* else the --listen default */
+        const char *l = cfg->listen;
+        if (cm_parse_hostport(l, op->server.host, sizeof op->server.host, &op->server.port) < 0) {
+            fprintf(stderr, "cmesh gateway: %s: listen: bad address '%s'\n", g->config_path, l);
             gw_config_free(cfg);
-            shared_free(&g);
+            shared_free(g);
             return 2;
         }
     }
-    if ((rc = gw_apply(&g, cfg, err, sizeof err)) < 0) {
+    if ((rc = gw_apply(g, cfg, err, sizeof err)) < 0) {
         fprintf(stderr, "cmesh gateway: %s\n", err);
         gw_config_free(cfg);
-        shared_free(&g);
+        shared_free(g);
         return 2;
     }
     cm_service_t svc = {
         .name = "gateway",
         .worker_init = worker_init,
         .worker_free = worker_free,
-        .config = &g,
+        .config = g,
         .fallback = gw_proxy_handle,
         .stream = 1,
         .on_sighup = on_sighup,
         .render_metrics = render_metrics,
     };
-    rc = cm_server_run(&o.server, &svc);
-    shared_free(&g);
+    rc = cm_server_run(&op->server, &svc);
+    shared_free(g);
     return rc < 0 ? 1 : 0;
 }

@@ -11,68 +11,65 @@
 #include "gateway/config.h"
 
 typedef struct token_opts {
-    const char *sub;    /* required */
-    const char *scope;  /* "" = no scope claim */
+    char sub[256];      /* required */
+    char scope[1024];   /* "" = no scope claim */
     uint64_t ttl_ms;    /* default 1h */
-    const char *config; /* take key, issuer and audience from this gateway config */
+    char config[1024];  /* take key, issuer and audience from this gateway config */
     gw_auth_cfg_t auth; /* flags, which win over the config's */
 } token_opts_t;
 
-static const char help[] =
-    "usage: cmesh token --sub NAME [--scope \"a b\"] [--ttl 1h] (--config FILE | --auth-key FILE)\n"
-    "                   [--issuer I] [--audience A]\n"
-    "\n"
-    "Prints a signed JWT (and a newline) that the gateway accepts.\n"
-    "\n"
-    "  --sub NAME        the token's subject (required)\n"
-    "  --scope \"A B\"     space-separated scopes, e.g. \"users:read orders:write\"\n"
-    "  --ttl DURATION    lifetime: 30m, 1h, 24h... (default 1h)\n"
-    "  --config FILE     the gateway's YAML config: its auth key, issuer and audience\n"
-    "  --auth-key FILE   HS256 secret (>= 32 bytes) or a PEM private key (RSA, EC P-256)\n"
-    "  --issuer I        iss claim\n"
-    "  --audience A      aud claim\n";
-
-static int copy_flag(char *dst, size_t cap, const char *name, const char *v, char *err,
-                     size_t err_cap)
+/* --scope: any text, also empty (then the token has no scope claim). */
+static int scope_parse(const cm_flag_t *f, void *field, const char *v, char *err, size_t cap)
 {
-    if (strlen(v) >= cap) {
-        snprintf(err, err_cap, "--%s: longer than %zu bytes", name, cap - 1);
+    if (strlen(v) >= f->size) {
+        snprintf(err, cap, "longer than %zu bytes", f->size - 1);
         return -EINVAL;
     }
-    snprintf(dst, cap, "%s", v);
-    return 1;
-}
-
-static int set_flag(void *ctx, const char *name, const char *v, char *err, size_t err_cap)
-{
-    token_opts_t *o = ctx;
-    if (strcmp(name, "sub") == 0) {
-        o->sub = v;
-        return 1;
-    }
-    if (strcmp(name, "scope") == 0) {
-        o->scope = v;
-        return 1;
-    }
-    if (strcmp(name, "ttl") == 0) {
-        if (cm_parse_duration_ms(v, &o->ttl_ms) < 0 || o->ttl_ms < 1000) {
-            snprintf(err, err_cap, "--ttl: '%s' is not a duration of 1s or more (e.g. 1h)", v);
-            return -EINVAL;
-        }
-        return 1;
-    }
-    if (strcmp(name, "config") == 0) {
-        o->config = v;
-        return 1;
-    }
-    if (strcmp(name, "auth-key") == 0)
-        return copy_flag(o->auth.key_file, sizeof o->auth.key_file, name, v, err, err_cap);
-    if (strcmp(name, "issuer") == 0)
-        return copy_flag(o->auth.issuer, sizeof o->auth.issuer, name, v, err, err_cap);
-    if (strcmp(name, "audience") == 0)
-        return copy_flag(o->auth.audience, sizeof o->auth.audience, name, v, err, err_cap);
+    snprintf(field, f->size, "%s", v);
     return 0;
 }
+
+static void scope_show(const cm_flag_t *f, const void *field, char *out, size_t cap)
+{
+    cm_flag_str.show(f, field, out, cap);
+}
+
+static const cm_flag_type_t scope_type = {scope_parse, scope_show, 0, NULL};
+
+#define T token_opts_t
+static const cm_flag_t token_flags[] = {
+    CM_FLAG_STR("sub", "NAME", T, sub, CM_FLAG_REQUIRED, "the token's subject"),
+    CM_FLAG_CUSTOM("scope", "\"A B\"", scope_type, T, scope, 0,
+                   "space-separated scopes, e.g. \"users:read orders:write\""),
+    CM_FLAG_DURATION("ttl", T, ttl_ms, 1000, "lifetime of the token"),
+    CM_FLAG_STR("config", "FILE", T, config, 0,
+                "the gateway's YAML config: its auth key, issuer and audience"),
+    CM_FLAG_STR("auth-key", "FILE", T, auth.key_file, 0,
+                "HS256 secret (32 bytes or more) or a PEM private key (RSA, EC P-256); wins "
+                "over the config's"),
+    CM_FLAG_STR("issuer", "I", T, auth.issuer, 0, "iss claim; wins over the config's"),
+    CM_FLAG_STR("audience", "A", T, auth.audience, 0, "aud claim; wins over the config's"),
+    CM_FLAG_END,
+};
+#undef T
+
+static void opts_defaults(void *opts)
+{
+    token_opts_t *o = opts;
+    memset(o, 0, sizeof *o);
+    o->ttl_ms = 3600 * 1000;
+}
+
+static const cm_flag_table_t tables[] = {{"flags", token_flags, 0}, {0}};
+
+const cm_cmd_t gw_token_cmd = {
+    .name = "token",
+    .usage = "cmesh token --sub NAME (--config FILE | --auth-key FILE) [flags]",
+    .about = "Prints a signed JWT (and a newline) that the gateway accepts.",
+    .tables = tables,
+    .opts_size = sizeof(token_opts_t),
+    .defaults = opts_defaults,
+};
 
 /* Fills what the flags left empty from the config's auth section. */
 static int apply_config(token_opts_t *o, char *err, size_t cap)
@@ -94,16 +91,13 @@ static int apply_config(token_opts_t *o, char *err, size_t cap)
 
 int gw_token_main(int argc, char **argv)
 {
-    token_opts_t o = {.scope = "", .ttl_ms = 3600 * 1000};
-    int rc = cm_flags_parse(argc, argv, "token", help, set_flag, &o);
+    token_opts_t o;
+    opts_defaults(&o);
+    int rc = cm_flags_parse(&gw_token_cmd, argc, argv, &o);
     if (rc != 0)
         return rc > 0 ? 0 : 2;
-    if (!o.sub || !*o.sub) {
-        fprintf(stderr, "cmesh token: --sub NAME is required; see cmesh token --help\n");
-        return 2;
-    }
     char err[1024];
-    if (o.config && apply_config(&o, err, sizeof err) < 0) {
+    if (o.config[0] && apply_config(&o, err, sizeof err) < 0) {
         fprintf(stderr, "cmesh token: %s\n", err);
         return 2;
     }

@@ -455,52 +455,68 @@ static void worker_free(void *state)
     free(w);
 }
 
-static int opts_set(void *ctx, const char *name, const char *v, char *err, size_t cap)
+/* --users-url: an http(s) base URL, kept without trailing slashes. */
+static int url_parse(const cm_flag_t *f, void *field, const char *v, char *err, size_t cap)
 {
-    orders_opts_t *o = ctx;
-    if (strcmp(name, "users-url") == 0) {
-        size_t len = strlen(v);
-        while (len && v[len - 1] == '/')
-            len--;
-        if ((strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) ||
-            len >= sizeof o->users_url || len < 8) {
-            snprintf(err, cap, "--users-url: '%s' is not an http:// or https:// URL", v);
-            return -EINVAL;
-        }
-        snprintf(o->users_url, sizeof o->users_url, "%.*s", (int)len, v);
-        return 1;
+    size_t len = strlen(v);
+    while (len && v[len - 1] == '/')
+        len--;
+    if ((strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) || len >= f->size ||
+        len < 8) {
+        snprintf(err, cap, "'%s' is not an http:// or https:// URL", v);
+        return -EINVAL;
     }
-    if (strcmp(name, "users-timeout") == 0) {
-        if (cm_parse_duration_ms(v, &o->users_timeout) < 0 || o->users_timeout == 0) {
-            snprintf(err, cap, "--users-timeout: bad duration '%s'; use e.g. 2s or 500ms", v);
-            return -EINVAL;
-        }
-        return 1;
-    }
-    return cm_svc_opts_set(&o->svc, name, v, err, cap);
+    snprintf(field, f->size, "%.*s", (int)len, v);
+    return 0;
 }
+
+static void url_show(const cm_flag_t *f, const void *field, char *out, size_t cap)
+{
+    cm_flag_str.show(f, field, out, cap);
+}
+
+static const cm_flag_type_t users_url_type = {url_parse, url_show, 0, NULL};
+
+static const cm_flag_t orders_flags[] = {
+    CM_FLAG_CUSTOM("users-url", "URL", users_url_type, orders_opts_t, users_url, CM_FLAG_REQUIRED,
+                   "base URL of the users service"),
+    CM_FLAG_DURATION("users-timeout", orders_opts_t, users_timeout, 1,
+                     "limit for one user check; past it the write answers 503"),
+    CM_FLAG_END,
+};
+
+static void opts_defaults(void *opts)
+{
+    orders_opts_t *o = opts;
+    memset(o, 0, sizeof *o);
+    cm_svc_opts_default(&o->svc, cm_orders_migrations, cm_orders_nmigrations);
+    o->users_timeout = 2000;
+}
+
+static const cm_flag_table_t tables[] = {
+    {"flags", orders_flags, 0},
+    {"service flags", cm_svc_flags, offsetof(orders_opts_t, svc)},
+    {"server flags", cm_server_flags, offsetof(orders_opts_t, svc.server)},
+    {0},
+};
+
+const cm_cmd_t cm_orders_cmd = {
+    .name = "orders",
+    .usage = "cmesh orders --db PATH --users-url URL [flags]",
+    .about = "Serves the orders REST API: GET|POST /orders (GET takes ?userId=N), "
+             "GET|PUT|DELETE /orders/{id}, plus /healthz, /readyz and /metrics.",
+    .tables = tables,
+    .opts_size = sizeof(orders_opts_t),
+    .defaults = opts_defaults,
+};
 
 int cm_orders_main(int argc, char **argv)
 {
-    orders_opts_t o = {.users_timeout = 2000};
-    cm_svc_opts_default(&o.svc, cm_orders_migrations, cm_orders_nmigrations);
-    char help[4096];
-    snprintf(help, sizeof help,
-             "usage: cmesh orders --db PATH --users-url URL [flags]\n"
-             "Serves the orders REST API: GET|POST /orders (GET takes ?userId=N),\n"
-             "GET|PUT|DELETE /orders/{id}, plus /healthz, /readyz and /metrics.\n\nflags:\n"
-             "  --users-url URL          base URL of the users service (required)\n"
-             "  --users-timeout DUR      limit for one user check; past it 503 (default 2s)\n"
-             "%s%s",
-             cm_svc_opts_help, cm_server_opts_help);
-    int rc = cm_flags_parse(argc, argv, "orders", help, opts_set, &o);
+    orders_opts_t o;
+    opts_defaults(&o);
+    int rc = cm_flags_parse(&cm_orders_cmd, argc, argv, &o);
     if (rc)
         return rc > 0 ? 0 : 2;
-    if (!o.svc.db[0] || !o.users_url[0]) {
-        fprintf(stderr, "cmesh orders: --db PATH and --users-url URL are required; see cmesh "
-                        "orders --help\n");
-        return 2;
-    }
     cm_service_t svc = {.name = "orders",
                         .routes = routes,
                         .nroutes = sizeof routes / sizeof routes[0],

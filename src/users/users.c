@@ -340,23 +340,34 @@ static void worker_free(void *state)
     free(w);
 }
 
+static void opts_defaults(void *opts)
+{
+    cm_svc_opts_default(opts, cm_users_migrations, cm_users_nmigrations);
+}
+
+static const cm_flag_table_t tables[] = {
+    {"flags", cm_svc_flags, 0},
+    {"server flags", cm_server_flags, offsetof(cm_svc_opts_t, server)},
+    {0},
+};
+
+const cm_cmd_t cm_users_cmd = {
+    .name = "users",
+    .usage = "cmesh users --db PATH [flags]",
+    .about = "Serves the users REST API: GET|POST /users, GET|PUT|DELETE /users/{id}, plus "
+             "/healthz, /readyz and /metrics.",
+    .tables = tables,
+    .opts_size = sizeof(cm_svc_opts_t),
+    .defaults = opts_defaults,
+};
+
 int cm_users_main(int argc, char **argv)
 {
     cm_svc_opts_t o;
-    cm_svc_opts_default(&o, cm_users_migrations, cm_users_nmigrations);
-    char help[4096];
-    snprintf(help, sizeof help,
-             "usage: cmesh users --db PATH [flags]\n"
-             "Serves the users REST API: GET|POST /users, GET|PUT|DELETE /users/{id},\n"
-             "plus /healthz, /readyz and /metrics.\n\nflags:\n%s%s",
-             cm_svc_opts_help, cm_server_opts_help);
-    int rc = cm_flags_parse(argc, argv, "users", help, cm_svc_opts_set, &o);
+    opts_defaults(&o);
+    int rc = cm_flags_parse(&cm_users_cmd, argc, argv, &o);
     if (rc)
         return rc > 0 ? 0 : 2;
-    if (!o.db[0]) {
-        fprintf(stderr, "cmesh users: --db PATH is required; see cmesh users --help\n");
-        return 2;
-    }
     cm_service_t svc = {.name = "users",
                         .routes = routes,
                         .nroutes = sizeof routes / sizeof routes[0],

@@ -294,3 +294,163 @@ Test(log, access_extra_members_are_appended_verbatim, .init = make_tmpdir, .fini
     json_decref(o);
     free(data);
 }
+
+/* ------------------------------------------------------------------------- */
+/* configured logs: level by status, service/instance, probes, text format    */
+
+/* Opens a file log under tmpdir with conf, writes recs, closes, returns the file. */
+static char *log_records(const cm_log_conf_t *conf, const cm_access_t *recs, int n)
+{
+    char file[128];
+    snprintf(file, sizeof file, "%s/conf.log", tmpdir);
+    unlink(file);
+    cm_log_t *log;
+    cr_assert_eq(cm_log_open(file, &log), 0);
+    if (conf)
+        cr_assert_eq(cm_log_configure(log, conf), 0);
+    cm_log_stream_t *s;
+    cr_assert_eq(cm_log_stream_new(log, &s), 0);
+    for (int i = 0; i < n; i++)
+        cm_log_access(s, &recs[i]);
+    cm_log_stream_free(s);
+    cm_log_close(log);
+    size_t len;
+    return slurp(file, &len);
+}
+
+static cm_access_t rec_of(const char *method, const char *path, int status)
+{
+    return (cm_access_t){.request_id = "rid-1",
+                         .method = method,
+                         .path = path,
+                         .path_len = strlen(path),
+                         .status = status,
+                         .duration_us = 1234,
+                         .bytes = 77};
+}
+
+Test(log, level_follows_the_status_5xx_error_4xx_warn_else_info, .init = make_tmpdir,
+     .fini = remove_tmpdir)
+{
+    static const int status[] = {200, 201, 304, 400, 404, 499, 500, 503};
+    static const char *const want[] = {"info", "info", "info",  "warn",
+                                       "warn", "warn", "error", "error"};
+    enum { N = sizeof status / sizeof status[0] };
+    cm_access_t recs[N];
+    for (int i = 0; i < N; i++)
+        recs[i] = rec_of("GET", "/users", status[i]);
+    char *data = log_records(NULL, recs, N);
+    int i = 0;
+    for (char *line = strtok(data, "\n"); line; line = strtok(NULL, "\n"), i++) {
+        cr_assert_lt(i, N, "more lines than records");
+        json_t *j = json_loads(line, 0, NULL);
+        cr_assert_not_null(j, "not JSON: %s", line);
+        cr_assert_str_eq(json_string_value(json_object_get(j, "level")), want[i], "status %d: %s",
+                         status[i], line);
+        json_decref(j);
+    }
+    cr_assert_eq(i, N);
+    free(data);
+}
+
+Test(log, configured_lines_name_service_and_instance, .init = make_tmpdir, .fini = remove_tmpdir)
+{
+    cm_log_conf_t conf = {.format = CM_LOG_FORMAT_JSON,
+                          .probes = 1,
+                          .service = "users",
+                          .instance = "127.0.0.1:7001"};
+    cm_access_t rec = rec_of("POST", "/users", 201);
+    char *data = log_records(&conf, &rec, 1);
+    json_t *j = json_loads(data, 0, NULL);
+    cr_assert_not_null(j, "not JSON: %s", data);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "service")), "users");
+    cr_assert_str_eq(json_string_value(json_object_get(j, "instance")), "127.0.0.1:7001");
+    cr_assert_str_eq(json_string_value(json_object_get(j, "path")), "/users");
+    json_decref(j);
+    free(data);
+}
+
+Test(log, probes_are_skipped_unless_asked_for, .init = make_tmpdir, .fini = remove_tmpdir)
+{
+    cm_access_t recs[] = {
+        rec_of("GET", "/readyz", 200),   rec_of("GET", "/healthz", 200),
+        rec_of("HEAD", "/readyz", 200),  rec_of("GET", "/readyz?verbose=1", 503),
+        rec_of("GET", "/users", 200),    rec_of("POST", "/healthz", 405),
+        rec_of("GET", "/healthzz", 404), rec_of("GET", "/readyz/x", 404),
+    };
+    enum { N = sizeof recs / sizeof recs[0] };
+    cm_log_conf_t quiet = {.format = CM_LOG_FORMAT_JSON, .probes = 0};
+    char *data = log_records(&quiet, recs, N);
+    int lines = 0;
+    for (char *line = strtok(data, "\n"); line; line = strtok(NULL, "\n"), lines++) {
+        json_t *j = json_loads(line, 0, NULL);
+        cr_assert_not_null(j, "not JSON: %s", line);
+        const char *p = json_string_value(json_object_get(j, "path"));
+        const char *m = json_string_value(json_object_get(j, "method"));
+        cr_assert(strcmp(p, "/users") == 0 || strcmp(m, "POST") == 0 ||
+                      strcmp(p, "/healthzz") == 0 || strcmp(p, "/readyz/x") == 0,
+                  "a probe was logged: %s", line);
+        json_decref(j);
+    }
+    cr_assert_eq(lines, 4, "%d lines: only the 4 non-probes expected", lines);
+    free(data);
+
+    cm_log_conf_t all = {.format = CM_LOG_FORMAT_JSON, .probes = 1};
+    data = log_records(&all, recs, N);
+    lines = 0;
+    for (char *line = strtok(data, "\n"); line; line = strtok(NULL, "\n"))
+        lines++;
+    cr_assert_eq(lines, N, "with probes on every request is logged: %d lines", lines);
+    free(data);
+}
+
+Test(log, text_format_has_the_columns_and_escapes_hostile_bytes, .init = make_tmpdir,
+     .fini = remove_tmpdir)
+{
+    cm_log_conf_t conf = {.format = CM_LOG_FORMAT_TEXT,
+                          .probes = 1,
+                          .service = "orders",
+                          .instance = "127.0.0.1:7002"};
+    cm_access_t recs[] = {rec_of("GET", "/orders/9", 404), rec_of("GET", "/a\x1b[31mb", 500)};
+    recs[0].extra = ",\"route\":\"r\"";
+    recs[0].extra_len = strlen(recs[0].extra);
+    char *data = log_records(&conf, recs, 2);
+    char *second = strchr(data, '\n');
+    cr_assert_not_null(second, "one line only: %s", data);
+    *second++ = '\0';
+    /* 2026-12-01T17:34:56.123Z WARN  orders 127.0.0.1:7002 GET /orders/9 404 1.234ms 77B ... */
+    cr_assert_eq(strlen(data) > 25 && data[4] == '-' && data[10] == 'T' && data[23] == 'Z', 1,
+                 "no timestamp first: %s", data);
+    cr_assert_not_null(strstr(data,
+                              " WARN  orders 127.0.0.1:7002 GET /orders/9 404 1.234ms 77B id=rid-1 "
+                              "\"route\":\"r\""),
+                       "%s", data);
+    cr_assert_not_null(strstr(second, " ERROR orders 127.0.0.1:7002 GET /a\\u001b[31mb 500 "), "%s",
+                       second);
+    cr_assert_null(strchr(second, '\x1b'), "an escape byte reached the log: %s", second);
+    free(data);
+}
+
+Test(log, auto_format_writes_json_to_a_file, .init = make_tmpdir, .fini = remove_tmpdir)
+{
+    cm_log_conf_t conf = {.format = CM_LOG_FORMAT_AUTO, .probes = 1};
+    cm_access_t rec = rec_of("GET", "/users", 200);
+    char *data = log_records(&conf, &rec, 1);
+    json_t *j = json_loads(data, 0, NULL);
+    cr_assert_not_null(j, "auto on a file is not JSON: %s", data);
+    json_decref(j);
+    free(data);
+}
+
+Test(log, text_process_message_is_one_plain_line, .init = cr_redirect_stderr)
+{
+    cm_log_set_format(CM_LOG_FORMAT_TEXT);
+    cm_log_msg(CM_LOG_WARN, "users: slow %s", "disk");
+    cm_log_set_format(CM_LOG_FORMAT_AUTO);
+    fflush(stderr);
+    FILE *f = cr_get_redirected_stderr();
+    char line[256] = "";
+    cr_assert_not_null(fgets(line, sizeof line, f));
+    cr_assert_not_null(strstr(line, "Z WARN  users: slow disk\n"), "%s", line);
+    cr_assert_eq(line[0] == '{', 0, "JSON, not text: %s", line);
+}
