@@ -345,6 +345,7 @@ typedef struct route_ctx {
     char label[GW_URL_MAX + 16]; /* "route 'users'" */
     int line;                    /* of the route's first key */
     int balancer_line, hash_line, prefix_line, upstreams_line, name_line;
+    int subject_line; /* of rate_limit.per_subject, 0 when absent */
     bool name_given;
 } route_ctx_t;
 
@@ -478,9 +479,10 @@ static int on_rate_limit(yctx_t *y, route_ctx_t *rc, struct fy_node *v, int line
         int kline = node_line(k, line), e;
         if (strcmp(ks, "per_client") == 0)
             e = one_rate(y, rc, fy_node_pair_value(p), kline, ks, &rc->r->rate_client);
-        else if (strcmp(ks, "per_subject") == 0)
+        else if (strcmp(ks, "per_subject") == 0) {
+            rc->subject_line = kline;
             e = one_rate(y, rc, fy_node_pair_value(p), kline, ks, &rc->r->rate_subject);
-        else
+        } else
             e = fail(y, kline, "unknown key '%s' in %s; expected one of per_client, per_subject",
                      ks, what);
         if (e < 0)
@@ -799,6 +801,11 @@ static int route_complete(yctx_t *y, route_ctx_t *rc)
                     rc->label);
     if (r->balancer != GW_LB_HASH && keyed)
         return fail(y, rc->hash_line, "%s: hash is only used with balancer: hash", rc->label);
+    if (rc->subject_line && r->rate_subject.rate > 0 && !r->auth)
+        return fail(y, rc->subject_line,
+                    "%s: rate_limit.per_subject needs a token; drop auth: public (or use "
+                    "per_client)",
+                    rc->label);
     if (!rc->name_given) {
         /* A host-specific route is named host + prefix so that the same prefix on two
          * hosts does not collide on the default name. */

@@ -327,6 +327,16 @@ Test(gwconfig, x_keys_hold_anchors_that_routes_merge)
 
 #define ROUTE_HEAD "routes:\n  - prefix: /users\n    upstreams: [http://127.0.0.1:7001]\n"
 
+Test(gwconfig, per_subject_limit_on_a_public_route_is_refused)
+{
+    refused_at(ROUTE_HEAD "    rate_limit:\n      per_subject: { rate: 5 }\n", 5,
+               "rate_limit.per_subject needs a token");
+    write_at("k", "secret");
+    refused_at("auth: { key_file: k, issuer: i, audience: a }\n" ROUTE_HEAD
+               "    auth: public\n    rate_limit: { per_subject: { rate: 5 } }\n",
+               6, "drop auth: public");
+}
+
 Test(gwconfig, unknown_key_is_refused_at_its_line)
 {
     refused_at(ROUTE_HEAD "    timeouts:\n      timout: 1s\n", 5,
