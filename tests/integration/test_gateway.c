@@ -938,7 +938,7 @@ static void check_auth(key_kind_t kind)
     snprintf(cfg, sizeof cfg,
              "auth:\n"
              "  key_file: %s\n"
-             "  issuer: cmesh\n"         /* what cmesh token --auth-key mints by default */
+             "  issuer: cmesh\n" /* what cmesh token --auth-key mints by default */
              "  audience: cmesh-gateway\n"
              "routes:\n"
              "  - name: secure\n"
