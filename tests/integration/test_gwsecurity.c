@@ -316,7 +316,7 @@ Test(gwsecurity, required_scopes_of_255_256_and_511_bytes_are_enforced)
     cr_assert_eq(us_count(s), 3, "the upstream saw %d requests; only the 3 holders may pass",
                  us_count(s));
     free(none);
-    h_stop(&gw);
+    cr_assert_eq(h_stop(&gw), 0, "the gateway did not exit cleanly");
     us_stop(s);
 }
 
@@ -376,7 +376,7 @@ Test(gwsecurity, duplicate_authorization_headers_get_400_and_reach_no_upstream)
     expect(&gw, "/secure/x", good, 200, NULL, "one Authorization header (control)");
     cr_assert_eq(us_count(s), 1);
     free(good);
-    h_stop(&gw);
+    cr_assert_eq(h_stop(&gw), 0, "the gateway did not exit cleanly");
     us_stop(s);
 }
 
@@ -426,7 +426,7 @@ static void check_signature_spellings(key_kind_t kind)
     expect(&gw, "/secure/x", tok, 200, NULL, "the canonical token (control)");
     cr_assert_eq(us_count(s), 1);
     free(tok);
-    h_stop(&gw);
+    cr_assert_eq(h_stop(&gw), 0, "the gateway did not exit cleanly");
     us_stop(s);
 }
 
@@ -479,7 +479,7 @@ Test(gwsecurity, token_with_a_crit_header_is_refused)
     char *t = craft_hs256(JWT_HEADER, claims_with(c, sizeof c, GOOD_CLAIMS));
     expect(&gw, "/secure/x", t, 200, NULL, "the same token without crit (control)");
     free(t);
-    h_stop(&gw);
+    cr_assert_eq(h_stop(&gw), 0, "the gateway did not exit cleanly");
     us_stop(s);
 }
 
@@ -513,7 +513,7 @@ Test(gwsecurity, audience_and_issuer_are_required_and_must_match)
                                             "\",\"aud\":[\"x\",\"" AUDIENCE "\"]"));
     expect(&gw, "/secure/x", t, 200, NULL, "aud array holding ours");
     free(t);
-    h_stop(&gw);
+    cr_assert_eq(h_stop(&gw), 0, "the gateway did not exit cleanly");
     us_stop(s);
 }
 
@@ -529,7 +529,7 @@ Test(gwsecurity, any_issuer_and_audience_is_an_explicit_opt_out)
     t = craft_hs256(JWT_HEADER, claims_with(c, sizeof c, ",\"iss\":\"x\",\"aud\":\"y\""));
     expect(&gw, "/secure/x", t, 200, NULL, "any iss, any aud");
     free(t);
-    h_stop(&gw);
+    cr_assert_eq(h_stop(&gw), 0, "the gateway did not exit cleanly");
     us_stop(s);
 }
 
@@ -605,7 +605,7 @@ Test(gwsecurity, flag_auth_key_requires_the_default_issuer_and_audience_that_tok
     cr_assert_eq(us_count(s), 2);
     free(out);
     free(err);
-    h_stop(&gw);
+    cr_assert_eq(h_stop(&gw), 0, "the gateway did not exit cleanly");
     us_stop(s);
 }
 
@@ -639,7 +639,7 @@ Test(gwsecurity, requests_that_fail_auth_spend_the_per_client_budget)
     expect(&gw, "/secure/x", "guess-4", 429, NULL, "a 4th guess is limited before auth");
     cr_assert_eq(us_count(s), 0);
     free(good);
-    h_stop(&gw);
+    cr_assert_eq(h_stop(&gw), 0, "the gateway did not exit cleanly");
     us_stop(s);
 }
 
@@ -675,6 +675,6 @@ Test(gwsecurity, token_without_subject_is_refused_where_a_subject_limit_applies)
     expect(&gw, "/limited/x", alice, 429, NULL, "alice 3, past her burst");
     cr_assert_eq(us_count(s), 3);
     free(alice);
-    h_stop(&gw);
+    cr_assert_eq(h_stop(&gw), 0, "the gateway did not exit cleanly");
     us_stop(s);
 }
