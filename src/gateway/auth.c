@@ -21,6 +21,8 @@
 #define RSA_MIN_BITS     2048  /* smaller RSA keys are breakable */
 #define KEY_FILE_MAX     65536 /* bytes: a PEM key is a few KiB; anything larger is a mistake */
 #define TOKEN_MAX        16384 /* bytes: refuse absurd Authorization headers before decoding */
+#define HS256_SIG_LEN    32    /* bytes: an HMAC-SHA-256 */
+#define ES256_SIG_LEN    64    /* bytes: R || S, 32 each (RFC 7518 3.4), not DER */
 
 struct gw_auth {
     jwt_alg_t alg;         /* the only algorithm accepted and used to sign */
@@ -28,8 +30,9 @@ struct gw_auth {
     size_t verify_len;
     unsigned char *sign; /* HS256: the secret again; RS/ES: private PEM or NULL */
     size_t sign_len;
-    char issuer[256];   /* "" = not checked */
-    char audience[256]; /* "" = not checked */
+    size_t sig_len;     /* the signature's exact size in bytes: a token has one spelling */
+    char issuer[256];   /* required iss; "" = not checked (issuer: any) */
+    char audience[256]; /* required aud; "" = not checked (audience: any) */
     int64_t leeway_s;   /* clock skew allowed on exp and nbf */
 };
 
@@ -154,6 +157,8 @@ static int load_pem(gw_auth_t *a, const char *path, unsigned char *pem, size_t l
         return -EINVAL;
     }
     int rc = alg_for_pkey(pkey, path, &a->alg, err, err_cap);
+    /* RS256: the modulus size (EVP_PKEY_get_size); ES256's is the DER maximum, not R||S */
+    a->sig_len = a->alg == JWT_ALG_RS256 ? (size_t)EVP_PKEY_get_size(pkey) : ES256_SIG_LEN;
     if (rc == 0)
         rc = public_pem(pkey, &a->verify, &a->verify_len);
     EVP_PKEY_free(pkey);
@@ -179,6 +184,7 @@ static int load_secret(gw_auth_t *a, const char *path, unsigned char *buf, size_
         return -EINVAL;
     }
     a->alg = JWT_ALG_HS256;
+    a->sig_len = HS256_SIG_LEN;
     a->verify = buf;
     a->verify_len = len;
     a->sign = NULL; /* the same buffer: see gw_auth_sign */
@@ -194,8 +200,14 @@ int gw_auth_new(const gw_auth_cfg_t *cfg, gw_auth_t **out, char *err, size_t err
     gw_auth_t *a = calloc(1, sizeof *a);
     if (!a)
         return -ENOMEM;
-    snprintf(a->issuer, sizeof a->issuer, "%s", cfg->issuer);
-    snprintf(a->audience, sizeof a->audience, "%s", cfg->audience);
+    /* RFC 7519 4.1.3: an aud the gateway does not identify with is refused, so both
+     * claims are always checked unless the config opted out by name */
+    if (!cfg->any_issuer)
+        snprintf(a->issuer, sizeof a->issuer, "%s",
+                 cfg->issuer[0] ? cfg->issuer : GW_AUTH_DEFAULT_ISSUER);
+    if (!cfg->any_audience)
+        snprintf(a->audience, sizeof a->audience, "%s",
+                 cfg->audience[0] ? cfg->audience : GW_AUTH_DEFAULT_AUDIENCE);
     a->leeway_s = (int64_t)((cfg->leeway_ms + 999) / 1000);
 
     unsigned char *buf = NULL;
@@ -272,26 +284,65 @@ static char *b64url_decode(const char *src, size_t len)
     return (char *)out;
 }
 
-/* Reads the header's "alg" from "header.payload.sig" without trusting anything else.
- * Returns JWT_ALG_INVAL when the token is not three base64url JSON segments. */
-static jwt_alg_t header_alg(const char *token)
+/* 1 when src[0..len) is canonical base64url without padding (RFC 7515 2, RFC 4648 5):
+ * only the 64 letters, no length that leaves a lone character, and the unused low
+ * bits of the last character zero. Decoders (libjwt's among them) skip other bytes
+ * or ignore those bits, which would give one token many spellings. */
+static int b64url_canonical(const char *src, size_t len)
+{
+    static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    if (len % 4 == 1)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!src[i] || !memchr(al, src[i], sizeof al - 1))
+            return 0;
+    if (len % 4 == 0)
+        return 1;
+    unsigned last = (unsigned)((const char *)memchr(al, src[len - 1], sizeof al - 1) - al);
+    unsigned spare = len % 4 == 2 ? 0x0f : 0x03; /* 2 chars carry 1 byte, 3 carry 2 */
+    return (last & spare) == 0;
+}
+
+/* Base64url characters for n bytes, unpadded. */
+static size_t b64url_len(size_t n)
+{
+    return n / 3 * 4 + (n % 3 ? n % 3 + 1 : 0);
+}
+
+/* Checks "header.payload.sig" before any signature work, trusting nothing in it: three
+ * canonical base64url segments, a JSON object header (no duplicate members) whose alg is
+ * the key's, no "crit" (RFC 7515 4.1.11: we understand no extension, so any listed one
+ * must be refused), a JSON object payload, and a signature of exactly the size the key
+ * implies. Returns NULL or the refusal reason. */
+static const char *check_token(const gw_auth_t *a, const char *token)
 {
     const char *dot1 = strchr(token, '.');
     const char *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
     if (!dot1 || !dot2 || strchr(dot2 + 1, '.'))
-        return JWT_ALG_INVAL;
-    char *header = b64url_decode(token, (size_t)(dot1 - token));
-    char *payload = b64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1));
+        return "malformed token";
+    size_t hlen = (size_t)(dot1 - token), plen = (size_t)(dot2 - dot1 - 1);
+    size_t slen = strlen(dot2 + 1);
+    if (!b64url_canonical(token, hlen) || !b64url_canonical(dot1 + 1, plen) ||
+        !b64url_canonical(dot2 + 1, slen))
+        return "malformed token";
+    char *header = b64url_decode(token, hlen);
+    char *payload = b64url_decode(dot1 + 1, plen);
     json_t *h = header ? json_loads(header, JSON_REJECT_DUPLICATES, NULL) : NULL;
-    json_t *p = payload ? json_loads(payload, 0, NULL) : NULL;
-    jwt_alg_t alg = JWT_ALG_INVAL;
-    if (json_is_object(h) && json_is_object(p) && json_is_string(json_object_get(h, "alg")))
-        alg = jwt_str_alg(json_string_value(json_object_get(h, "alg")));
+    json_t *p = payload ? json_loads(payload, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    const char *reason = NULL;
+    if (!json_is_object(h) || !json_is_object(p) || !json_is_string(json_object_get(h, "alg")))
+        reason = "malformed token";
+    else if (jwt_str_alg(json_string_value(json_object_get(h, "alg"))) != a->alg)
+        reason = "algorithm not allowed"; /* also "none" and HS256 with the public key */
+    else if (json_object_get(h, "crit"))
+        reason = "unsupported critical header";
+    else if (slen != b64url_len(a->sig_len))
+        reason = "malformed signature";
     json_decref(h);
     json_decref(p);
     free(header);
     free(payload);
-    return alg;
+    return reason;
 }
 
 /* aud may be one string or an array of strings (RFC 7519 4.1.3). */
@@ -389,21 +440,16 @@ int gw_auth_verify(const gw_auth_t *a, const char *token, size_t len, int64_t no
     char *tok = strndup(token, len);
     if (!tok)
         return refuse(why, why_cap, "malformed token");
-    const char *reason = NULL;
     jwt_t *jwt = NULL;
     json_t *grants = NULL;
-    jwt_alg_t alg = header_alg(tok);
-    if (alg == JWT_ALG_INVAL)
-        reason = "malformed token";
-    else if (alg != a->alg)
-        reason = "algorithm not allowed"; /* also "none" and HS256 with the public key */
-    else if (jwt_decode(&jwt, tok, a->verify, (int)a->verify_len) != 0)
+    const char *reason = check_token(a, tok);
+    if (!reason && jwt_decode(&jwt, tok, a->verify, (int)a->verify_len) != 0)
         reason = "bad signature";
-    else if (jwt_get_alg(jwt) != a->alg)
+    if (!reason && jwt_get_alg(jwt) != a->alg)
         reason = "algorithm not allowed"; /* defence in depth: libjwt's own view of alg */
-    else if (!(grants = grants_of(jwt)))
+    if (!reason && !(grants = grants_of(jwt)))
         reason = "malformed token";
-    else
+    if (!reason)
         reason = check_claims(a, grants, now_s, claims);
     json_decref(grants);
     jwt_free(jwt);
@@ -457,8 +503,7 @@ int gw_auth_sign(const gw_auth_t *a, const char *sub, const char *scope, int64_t
     return 0;
 }
 
-/* 1 when the token need[0..len) appears as a whole token in have. */
-static int has_scope(const char *have, const char *need, size_t len)
+int gw_scope_held(const char *have, const char *need, size_t len)
 {
     for (const char *p = have; *p;) {
         p += strspn(p, " ");
@@ -475,7 +520,7 @@ int gw_scopes_allow(const char *have, const char *need)
     for (const char *p = need; *p;) {
         p += strspn(p, " ");
         size_t n = strcspn(p, " ");
-        if (n && !has_scope(have, p, n))
+        if (n && !gw_scope_held(have, p, n))
             return 0;
         p += n;
     }

@@ -26,21 +26,27 @@ int gw_auth_new(const gw_auth_cfg_t *cfg, gw_auth_t **out, char *err, size_t err
 void gw_auth_free(gw_auth_t *a);             /* NULL is a no-op */
 const char *gw_auth_alg(const gw_auth_t *a); /* "HS256", "RS256" or "ES256" */
 
-/* Verifies token (the text after "Bearer "): signature, alg, exp (required), nbf,
- * iss and aud (when configured), with the configured leeway. now_s: Unix seconds.
- * Returns 0 with *claims filled, or -EACCES with why set to a short reason for
- * WWW-Authenticate ("token expired", "bad signature", "wrong audience", ...). */
+/* Verifies token (the text after "Bearer "): its form (three canonical base64url
+ * segments, the signature exactly as long as the key's algorithm makes it, no "crit"
+ * header), alg, signature, exp (required), nbf, iss and aud (always, unless the config
+ * says any), with the configured leeway. now_s: Unix seconds. Returns 0 with *claims
+ * filled, or -EACCES with why set to a short reason for WWW-Authenticate ("token
+ * expired", "bad signature", "wrong audience", "malformed signature", ...). */
 int gw_auth_verify(const gw_auth_t *a, const char *token, size_t len, int64_t now_s,
                    gw_claims_t *claims, char *why, size_t why_cap);
 
 /* Signs a token for sub with scope (may be ""), iat = now_s, exp = now_s + ttl_s, and
- * iss/aud from the config when set. Needs a private key (or the HS256 secret).
- * Returns 0 with a malloc'd NUL-terminated token in *out, or -EINVAL with err. */
+ * the iss/aud that verification requires (none for one the config accepts as any). Needs a private
+ * key (or the HS256 secret). Returns 0 with a malloc'd NUL-terminated token in *out, or -EINVAL
+ * with err. */
 int gw_auth_sign(const gw_auth_t *a, const char *sub, const char *scope, int64_t now_s,
                  int64_t ttl_s, char **out, char *err, size_t err_cap);
 
-/* 1 when every space-separated scope in need appears in have (also space-separated). */
+/* 1 when every space-separated scope in need appears in have (also space-separated).
+ * Scopes of any length. */
 int gw_scopes_allow(const char *have, const char *need);
+/* 1 when the one scope need[0..len) (no NUL needed) appears whole in have. */
+int gw_scope_held(const char *have, const char *need, size_t len);
 
 /* `cmesh token --sub NAME [--scope "a b"] [--ttl 1h] (--config FILE | --auth-key FILE)
  * [--issuer I] [--audience A]`: prints a signed token and a newline. Exit 0, 2 on

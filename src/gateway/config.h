@@ -84,10 +84,18 @@ typedef struct gw_route_cfg {
 typedef struct gw_auth_cfg {
     char key_file[1024]; /* "" = no auth anywhere. HS256 secret (raw bytes, trailing
                             newline dropped) or a PEM key: RSA -> RS256, EC P-256 -> ES256 */
-    char issuer[256];    /* "" = iss not checked */
-    char audience[256];  /* "" = aud not checked */
+    char issuer[256];    /* the iss required; "" = GW_AUTH_DEFAULT_ISSUER (flags only: a
+                            file's auth block must name it) */
+    char audience[256];  /* the aud required; "" = GW_AUTH_DEFAULT_AUDIENCE (likewise) */
+    int any_issuer;      /* 1 = iss not checked ("issuer: any", an explicit opt-out) */
+    int any_audience;    /* 1 = aud not checked ("audience: any") */
     uint64_t leeway_ms;  /* clock skew allowed on exp/nbf; default 30000 */
 } gw_auth_cfg_t;
+
+/* What tokens must carry when no issuer / audience is configured (--auth-key without a
+ * file's auth block); `cmesh token --auth-key` mints the same, so the two agree. */
+#define GW_AUTH_DEFAULT_ISSUER   "cmesh"
+#define GW_AUTH_DEFAULT_AUDIENCE "cmesh-gateway"
 
 typedef struct gw_config {
     char path[1024];  /* the file it came from, "" for flags only */

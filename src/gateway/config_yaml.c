@@ -345,6 +345,7 @@ typedef struct route_ctx {
     char label[GW_URL_MAX + 16]; /* "route 'users'" */
     int line;                    /* of the route's first key */
     int balancer_line, hash_line, prefix_line, upstreams_line, name_line;
+    int subject_line; /* of rate_limit.per_subject, 0 when absent */
     bool name_given;
 } route_ctx_t;
 
@@ -478,9 +479,10 @@ static int on_rate_limit(yctx_t *y, route_ctx_t *rc, struct fy_node *v, int line
         int kline = node_line(k, line), e;
         if (strcmp(ks, "per_client") == 0)
             e = one_rate(y, rc, fy_node_pair_value(p), kline, ks, &rc->r->rate_client);
-        else if (strcmp(ks, "per_subject") == 0)
+        else if (strcmp(ks, "per_subject") == 0) {
+            rc->subject_line = kline;
             e = one_rate(y, rc, fy_node_pair_value(p), kline, ks, &rc->r->rate_subject);
-        else
+        } else
             e = fail(y, kline, "unknown key '%s' in %s; expected one of per_client, per_subject",
                      ks, what);
         if (e < 0)
@@ -799,6 +801,11 @@ static int route_complete(yctx_t *y, route_ctx_t *rc)
                     rc->label);
     if (r->balancer != GW_LB_HASH && keyed)
         return fail(y, rc->hash_line, "%s: hash is only used with balancer: hash", rc->label);
+    if (rc->subject_line && r->rate_subject.rate > 0 && !r->auth)
+        return fail(y, rc->subject_line,
+                    "%s: rate_limit.per_subject needs a token; drop auth: public (or use "
+                    "per_client)",
+                    rc->label);
     if (!rc->name_given) {
         /* A host-specific route is named host + prefix so that the same prefix on two
          * hosts does not collide on the default name. */
@@ -897,11 +904,46 @@ static int key_path(yctx_t *y, gw_config_t *cfg, int line, const char *raw)
     return 0;
 }
 
+/* auth.issuer / auth.audience: a name, or the plain word any (the explicit opt-out). */
+static int claim_name(yctx_t *y, struct fy_node *v, int line, const char *what, char *buf,
+                      size_t cap, int *any)
+{
+    int e = get_string(y, v, line, what, buf, cap);
+    if (e < 0)
+        return e;
+    *any = strcmp(buf, "any") == 0 && fy_node_get_style(v) == FYNS_PLAIN;
+    if (*any)
+        buf[0] = '\0';
+    else if (buf[0] == '\0')
+        return fail(y, node_line(v, line),
+                    "%s must not be empty; write %s: any to accept every one", what,
+                    what + strlen("auth."));
+    return 0;
+}
+
+/* With a key, tokens must name their issuer and audience (RFC 7519 4.1.3: an aud the
+ * gateway does not identify with is refused), so the file must say which, or any. */
+static int auth_complete(yctx_t *y, const gw_config_t *cfg, int line, bool iss, bool aud)
+{
+    if (!cfg->auth.key_file[0])
+        return 0;
+    if (!iss)
+        return fail(y, line,
+                    "auth needs issuer: the iss your tokens carry (cmesh token --config mints "
+                    "it), or issuer: any to accept every issuer");
+    if (!aud)
+        return fail(y, line,
+                    "auth needs audience: the aud your tokens carry (cmesh token --config mints "
+                    "it), or audience: any to accept every audience");
+    return 0;
+}
+
 static int parse_auth(yctx_t *y, gw_config_t *cfg, struct fy_node *v, int line)
 {
     if (!fy_node_is_mapping(v))
         return fail(y, node_line(v, line),
                     "auth must be a mapping with keys key_file, issuer, audience, leeway");
+    bool iss = false, aud = false;
     void *it = NULL;
     struct fy_node_pair *p;
     while ((p = fy_node_mapping_iterate(v, &it))) {
@@ -914,11 +956,13 @@ static int parse_auth(yctx_t *y, gw_config_t *cfg, struct fy_node *v, int line)
             if (e == 0)
                 e = key_path(y, cfg, node_line(val, kline), raw);
         } else if (strcmp(ks, "issuer") == 0) {
-            e = get_string(y, val, kline, "auth.issuer", cfg->auth.issuer,
-                           sizeof(cfg->auth.issuer));
+            iss = true;
+            e = claim_name(y, val, kline, "auth.issuer", cfg->auth.issuer, sizeof(cfg->auth.issuer),
+                           &cfg->auth.any_issuer);
         } else if (strcmp(ks, "audience") == 0) {
-            e = get_string(y, val, kline, "auth.audience", cfg->auth.audience,
-                           sizeof(cfg->auth.audience));
+            aud = true;
+            e = claim_name(y, val, kline, "auth.audience", cfg->auth.audience,
+                           sizeof(cfg->auth.audience), &cfg->auth.any_audience);
         } else if (strcmp(ks, "leeway") == 0) {
             e = get_duration(y, val, kline, "auth.leeway", 0, &cfg->auth.leeway_ms);
         } else {
@@ -930,7 +974,7 @@ static int parse_auth(yctx_t *y, gw_config_t *cfg, struct fy_node *v, int line)
         if (e < 0)
             return e;
     }
-    return 0;
+    return auth_complete(y, cfg, line, iss, aud);
 }
 
 /* Top-level keys are collected first: auth must be known before any route is read

@@ -6,11 +6,14 @@
 
 /* The first route (most specific first) whose Host and prefix match, or NULL. */
 gw_rt_t *gw_guard_route(gw_table_t *t, const cm_req_t *req);
-/* 0 when the route is public or the bearer token is valid and has the scopes the route
- * and method need (claims filled); -1 after answering 401 / 403. */
-int gw_guard_auth(const gw_snap_t *snap, gw_rt_t *rt, cm_req_t *req, gw_claims_t *claims);
-/* 0 when the buckets allow it (RateLimit-* headers added to the answer); -1 after 429. */
-int gw_guard_rate(gw_ratelimit_t *rl, gw_rt_t *rt, cm_req_t *req, const gw_claims_t *claims,
-                  uint64_t now_ns);
+/* 0, or -1 after answering 400 when the request repeats Authorization (which one
+ * would count is anyone's guess). Runs first, for every request. */
+int gw_guard_headers(cm_req_t *req);
+/* Everything a routed request must pass, in this order: the per-client bucket (429),
+ * the bearer token and scopes when the route is private (401 / 403), the per-subject
+ * bucket (429; 401 for a token without sub on a route that has one). 0 when it may be
+ * proxied (claims filled, RateLimit-* headers added to the answer); -1 after answering. */
+int gw_guard_request(const gw_snap_t *snap, gw_ratelimit_t *rl, gw_rt_t *rt, cm_req_t *req,
+                     gw_claims_t *claims, uint64_t now_ns);
 
 #endif

@@ -822,7 +822,7 @@ static int retry_safe(const cm_req_t *req)
 void gw_proxy_handle(cm_req_t *req)
 {
     gw_worker_t *w = req->state;
-    if (gw_admin_handle(w, req))
+    if (gw_guard_headers(req) < 0 || gw_admin_handle(w, req))
         return;
     gw_table_t *t = w->table;
     gw_rt_t *rt = t ? gw_guard_route(t, req) : NULL;
@@ -832,8 +832,7 @@ void gw_proxy_handle(cm_req_t *req)
     }
     uint64_t now = req->start_ns; /* taken by the server a moment ago */
     gw_claims_t claims;
-    if (gw_guard_auth(t->snap, rt, req, &claims) < 0 ||
-        gw_guard_rate(w->g->rl, rt, req, &claims, now) < 0)
+    if (gw_guard_request(t->snap, w->g->rl, rt, req, &claims, now) < 0)
         return;
     gw_exch_t *ex = exch_get(w);
     if (!ex) {

@@ -938,6 +938,8 @@ static void check_auth(key_kind_t kind)
     snprintf(cfg, sizeof cfg,
              "auth:\n"
              "  key_file: %s\n"
+             "  issuer: cmesh\n" /* what cmesh token --auth-key mints by default */
+             "  audience: cmesh-gateway\n"
              "routes:\n"
              "  - name: secure\n"
              "    prefix: /secure\n"
@@ -978,8 +980,9 @@ static void check_auth(key_kind_t kind)
     if (kind != KEY_ES256) { /* openssl's ECDSA output is DER, not JWS r||s */
         const char *alg = algs[kind];
         snprintf(claims, sizeof claims,
-                 "{\"sub\":\"carl\",\"scope\":\"users:read\",\"iat\":%ld,\"exp\":%ld}", now,
-                 now + 3600);
+                 "{\"sub\":\"carl\",\"scope\":\"users:read\",\"iss\":\"cmesh\","
+                 "\"aud\":\"cmesh-gateway\",\"iat\":%ld,\"exp\":%ld}",
+                 now, now + 3600);
         char *crafted = craft_token(alg, key, claims);
         expect_status(&gw, "GET", "/secure/x", crafted, 200, "crafted valid token (control)");
         good_crafted = 1;
@@ -1240,7 +1243,8 @@ Test(gateway, admin_needs_a_cmesh_admin_token_when_auth_is_on)
     us_scripted_t *a = us_start(), *b = us_start();
     char cfg[1024];
     snprintf(cfg, sizeof cfg,
-             "auth:\n  key_file: %s\nroutes:\n  - name: scripteds\n    prefix: /s\n"
+             "auth:\n  key_file: %s\n  issuer: cmesh\n  audience: cmesh-gateway\n"
+             "routes:\n  - name: scripteds\n    prefix: /s\n"
              "    upstreams: [%s]\n    health: off\n",
              key, us_url(a));
     h_proc_t gw;

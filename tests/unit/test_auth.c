@@ -10,6 +10,7 @@
 
 #include <criterion/criterion.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/pem.h>
 
 #include "gateway/auth.h"
@@ -78,22 +79,24 @@ static void make_keypair(const char *name, int rsa)
 
 static const char hs_secret[] = "0123456789abcdef0123456789abcdef-test";
 
+/* iss / aud: the required value, "" for the default, NULL for any. */
 static gw_auth_t *auth_for(const char *file, const char *iss, const char *aud)
 {
-    gw_auth_cfg_t cfg = {.leeway_ms = 30000};
+    gw_auth_cfg_t cfg = {.leeway_ms = 30000, .any_issuer = !iss, .any_audience = !aud};
     snprintf(cfg.key_file, sizeof cfg.key_file, "%s", file_in_dir(file));
-    snprintf(cfg.issuer, sizeof cfg.issuer, "%s", iss);
-    snprintf(cfg.audience, sizeof cfg.audience, "%s", aud);
+    snprintf(cfg.issuer, sizeof cfg.issuer, "%s", iss ? iss : "");
+    snprintf(cfg.audience, sizeof cfg.audience, "%s", aud ? aud : "");
     gw_auth_t *a = NULL;
     char err[256] = "";
     cr_assert_eq(gw_auth_new(&cfg, &a, err, sizeof err), 0, "%s: %s", file, err);
     return a;
 }
 
+/* HS256 that accepts any iss and aud: for tests of the other claims. */
 static gw_auth_t *hs_auth(void)
 {
     write_text("hs.key", hs_secret);
-    return auth_for("hs.key", "", "");
+    return auth_for("hs.key", NULL, NULL);
 }
 
 static char *sign(const gw_auth_t *a, const char *sub, const char *scope, int64_t now, int64_t ttl)
@@ -291,7 +294,7 @@ Test(auth, wrong_issuer_is_refused)
 Test(auth, wrong_audience_is_refused_and_an_array_may_hold_it)
 {
     write_text("hs.key", hs_secret);
-    gw_auth_t *a = auth_for("hs.key", "", "gateway");
+    gw_auth_t *a = auth_for("hs.key", NULL, "gateway");
     char *wrong = forge_hs("{\"sub\":\"a\",\"exp\":1700009999,\"aud\":\"billing\"}");
     cr_assert_str_eq(verify(a, wrong, NULL), "wrong audience");
     char *arr = forge_hs("{\"sub\":\"a\",\"exp\":1700009999,\"aud\":[\"billing\",\"gateway\"]}");
@@ -327,6 +330,17 @@ static char *b64url(const char *s)
 {
     unsigned char out[512];
     int n = EVP_EncodeBlock(out, (const unsigned char *)s, (int)strlen(s));
+    while (n > 0 && out[n - 1] == '=')
+        n--;
+    for (int i = 0; i < n; i++)
+        out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
+    return strndup((char *)out, (size_t)n);
+}
+
+static char *b64url_bytes(const unsigned char *in, size_t len)
+{
+    unsigned char out[512];
+    int n = EVP_EncodeBlock(out, in, (int)len);
     while (n > 0 && out[n - 1] == '=')
         n--;
     for (int i = 0; i < n; i++)
@@ -457,4 +471,191 @@ Test(auth, scopes_allow_needs_every_scope_exactly)
     cr_assert_not(gw_scopes_allow("users:readwrite", "users:read"));
     cr_assert_not(gw_scopes_allow("users:read", "users:read orders:read"));
     cr_assert_not(gw_scopes_allow("", "users:read"));
+}
+
+Test(auth, scopes_of_any_length_are_checked)
+{
+    char big[700], other[700], have[1500];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    memcpy(other, big, sizeof big);
+    other[sizeof other - 2] = 'b'; /* differs in the last byte only */
+    snprintf(have, sizeof have, "x %s", other);
+    cr_assert_not(gw_scopes_allow("x", big));
+    cr_assert_not(gw_scopes_allow(have, big));
+    snprintf(have, sizeof have, "x %s", big);
+    cr_assert(gw_scopes_allow(have, big));
+    cr_assert(gw_scope_held(have, big, strlen(big)));
+    cr_assert_not(gw_scope_held(have, big, strlen(big) - 1)); /* a prefix is not the scope */
+}
+
+/* ------------------------------------------------------------------ */
+/* Issuer and audience: required unless the config says any             */
+/* ------------------------------------------------------------------ */
+
+Test(auth, default_issuer_and_audience_are_required_and_signed)
+{
+    write_text("hs.key", hs_secret);
+    gw_auth_t *a = auth_for("hs.key", "", "");
+    char *none = forge_hs("{\"sub\":\"a\",\"exp\":1700009999}");
+    cr_assert_str_eq(verify(a, none, NULL), "wrong issuer");
+    char *no_aud =
+        forge_hs("{\"sub\":\"a\",\"exp\":1700009999,\"iss\":\"" GW_AUTH_DEFAULT_ISSUER "\"}");
+    cr_assert_str_eq(verify(a, no_aud, NULL), "wrong audience");
+    char *both = forge_hs("{\"sub\":\"a\",\"exp\":1700009999,\"iss\":\"" GW_AUTH_DEFAULT_ISSUER
+                          "\",\"aud\":\"" GW_AUTH_DEFAULT_AUDIENCE "\"}");
+    cr_assert_str_eq(verify(a, both, NULL), "");
+    char *signed_tok = sign(a, "alice", "", NOW, 60); /* cmesh token mints what is required */
+    cr_assert_str_eq(verify(a, signed_tok, NULL), "");
+    free(none);
+    free(no_aud);
+    free(both);
+    free(signed_tok);
+    gw_auth_free(a);
+}
+
+Test(auth, any_issuer_and_audience_accept_every_value_and_none)
+{
+    gw_auth_t *a = hs_auth();
+    char *none = forge_hs("{\"sub\":\"a\",\"exp\":1700009999}");
+    cr_assert_str_eq(verify(a, none, NULL), "");
+    char *some = forge_hs("{\"sub\":\"a\",\"exp\":1700009999,\"iss\":\"x\",\"aud\":[\"y\"]}");
+    cr_assert_str_eq(verify(a, some, NULL), "");
+    free(none);
+    free(some);
+    gw_auth_free(a);
+}
+
+Test(auth, duplicate_claims_are_malformed)
+{
+    gw_auth_t *a = hs_auth();
+    char *h = b64url("{\"alg\":\"HS256\",\"typ\":\"JWT\"}");
+    char *p = b64url("{\"sub\":\"alice\",\"exp\":1700009999,\"sub\":\"admin\"}");
+    char input[512], tok[600];
+    snprintf(input, sizeof input, "%s.%s", h, p);
+    unsigned char mac[32];
+    unsigned int n = 0;
+    cr_assert_not_null(HMAC(EVP_sha256(), hs_secret, (int)strlen(hs_secret),
+                            (const unsigned char *)input, strlen(input), mac, &n));
+    char *sig = b64url_bytes(mac, n);
+    snprintf(tok, sizeof tok, "%s.%s", input, sig);
+    cr_assert_str_eq(verify(a, tok, NULL), "malformed token");
+    free(h);
+    free(p);
+    free(sig);
+    gw_auth_free(a);
+}
+
+/* ------------------------------------------------------------------ */
+/* crit, and one spelling per signature                                 */
+/* ------------------------------------------------------------------ */
+
+Test(auth, crit_header_is_refused)
+{
+    gw_auth_t *a = hs_auth();
+    static const char *const headers[] = {
+        "{\"alg\":\"HS256\",\"crit\":[\"exp\"]}",
+        "{\"alg\":\"HS256\",\"crit\":[]}",
+        "{\"alg\":\"HS256\",\"crit\":\"b64\",\"b64\":false}",
+    };
+    char *p = b64url("{\"sub\":\"a\",\"exp\":1700009999}");
+    for (size_t i = 0; i < sizeof headers / sizeof headers[0]; i++) {
+        char *h = b64url(headers[i]);
+        char input[512], tok[600];
+        snprintf(input, sizeof input, "%s.%s", h, p);
+        unsigned char mac[32];
+        unsigned int n = 0;
+        cr_assert_not_null(HMAC(EVP_sha256(), hs_secret, (int)strlen(hs_secret),
+                                (const unsigned char *)input, strlen(input), mac, &n));
+        char *sig = b64url_bytes(mac, n);
+        snprintf(tok, sizeof tok, "%s.%s", input, sig);
+        cr_assert_str_eq(verify(a, tok, NULL), "unsupported critical header", "%s", headers[i]);
+        free(h);
+        free(sig);
+    }
+    free(p);
+    gw_auth_free(a);
+}
+
+/* tok verifies under a; no other spelling of its signature does. */
+static void one_spelling(const gw_auth_t *a, const char *tok)
+{
+    static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    cr_assert_str_eq(verify(a, tok, NULL), "");
+    size_t len = strlen(tok), sig = (size_t)(strrchr(tok, '.') + 1 - tok);
+    char v[2048];
+    for (const char *j = "!*~%$+/= \t.\\\""; *j; j++) {
+        for (size_t at = sig; at <= len; at++) { /* every position of the segment */
+            snprintf(v, sizeof v, "%.*s%c%s", (int)at, tok, *j, tok + at);
+            cr_assert_str_neq(verify(a, v, NULL), "", "'%c' at %zu accepted", *j, at - sig);
+        }
+    }
+    static const char *const tails[] = {"=", "==", "A", "AA", "AAAA"};
+    for (size_t i = 0; i < sizeof tails / sizeof tails[0]; i++) {
+        snprintf(v, sizeof v, "%s%s", tok, tails[i]);
+        cr_assert_str_neq(verify(a, v, NULL), "", "'%s' appended accepted", tails[i]);
+    }
+    snprintf(v, sizeof v, "%sAAAA", tok); /* canonical, three bytes too long */
+    cr_assert_str_eq(verify(a, v, NULL), "malformed signature");
+    for (size_t cut = 1; cut <= 4; cut++) {
+        snprintf(v, sizeof v, "%.*s", (int)(len - cut), tok);
+        cr_assert(strncmp(verify(a, v, NULL), "malformed ", 10) == 0, "%zu chars cut accepted",
+                  cut);
+    }
+    for (unsigned bit = 1; bit < 16; bit <<= 1) { /* the last character's spare bits */
+        snprintf(v, sizeof v, "%s", tok);
+        char *last = v + len - 1;
+        unsigned val = (unsigned)(strchr(al, *last) - al);
+        if (((len - sig) % 4 == 3 && bit > 2)) /* 3 chars carry 2 bytes: 2 spare bits */
+            break;
+        *last = al[val ^ bit];
+        cr_assert_str_eq(verify(a, v, NULL), "malformed token", "spare bit %u set accepted", bit);
+    }
+}
+
+Test(auth, hs256_signature_has_one_spelling)
+{
+    gw_auth_t *a = hs_auth();
+    char *tok = sign(a, "alice", "", NOW, 60);
+    one_spelling(a, tok);
+    free(tok);
+    gw_auth_free(a);
+}
+
+Test(auth, rs256_signature_has_one_spelling)
+{
+    make_keypair("rsa", 1);
+    gw_auth_t *a = auth_for("rsa.pem", "", "");
+    char *tok = sign(a, "alice", "", NOW, 60);
+    cr_assert_eq(strlen(strrchr(tok, '.') + 1), 342); /* 256 bytes */
+    one_spelling(a, tok);
+    free(tok);
+    gw_auth_free(a);
+}
+
+Test(auth, es256_signature_has_one_spelling)
+{
+    make_keypair("ec", 0);
+    gw_auth_t *a = auth_for("ec.pem", "", "");
+    char *tok = sign(a, "alice", "", NOW, 60);
+    cr_assert_eq(strlen(strrchr(tok, '.') + 1), 86); /* R || S, 64 bytes */
+    one_spelling(a, tok);
+    free(tok);
+    gw_auth_free(a);
+}
+
+Test(auth, rs256_signature_length_follows_the_modulus)
+{
+    EVP_PKEY *k = EVP_RSA_gen(3072);
+    cr_assert_not_null(k);
+    FILE *f = fopen(file_in_dir("rsa.pem"), "w");
+    cr_assert(f && PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL));
+    fclose(f);
+    EVP_PKEY_free(k);
+    gw_auth_t *a = auth_for("rsa.pem", "", "");
+    char *tok = sign(a, "alice", "", NOW, 60);
+    cr_assert_eq(strlen(strrchr(tok, '.') + 1), 512); /* 384 bytes */
+    cr_assert_str_eq(verify(a, tok, NULL), "");
+    free(tok);
+    gw_auth_free(a);
 }

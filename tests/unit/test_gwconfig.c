@@ -223,11 +223,68 @@ Test(gwconfig, key_file_makes_routes_private_by_default)
     write_at("k", "secret");
     gw_config_t *cfg;
     cr_assert_eq(load("routes:\n  - prefix: /a\n    upstreams: [http://127.0.0.1:1]\n"
-                      "auth: { key_file: k }\n",
+                      "auth: { key_file: k, issuer: cmesh, audience: cmesh-api }\n",
                       &cfg),
                  0, "%s", err);
     cr_assert_eq(cfg->routes[0].auth, 1);
     gw_config_free(cfg);
+}
+
+Test(gwconfig, key_file_needs_issuer_and_audience_at_the_auth_line)
+{
+    write_at("k", "secret");
+    refused_at("routes: []\nauth: { key_file: k }\n", 2,
+               "auth needs issuer: the iss your tokens carry");
+    refused_at("routes: []\nauth:\n  key_file: k\n  issuer: cmesh\n", 2,
+               "or audience: any to accept every audience");
+    refused_at("auth:\n  key_file: k\n  audience: a\n", 1, "or issuer: any to accept every issuer");
+    refused_at("auth:\n  key_file: k\n  audience: a\n  issuer: ''\n", 4,
+               "auth.issuer must not be empty; write issuer: any");
+    refused_at("auth:\n  key_file: k\n  issuer: i\n  audience: \"\"\n", 4,
+               "auth.audience must not be empty; write audience: any");
+}
+
+Test(gwconfig, any_issuer_and_audience_opt_out_explicitly)
+{
+    write_at("k", "secret");
+    gw_config_t *cfg;
+    cr_assert_eq(load("auth: { key_file: k, issuer: any, audience: any }\n", &cfg), 0, "%s", err);
+    cr_assert(cfg->auth.any_issuer && cfg->auth.any_audience);
+    cr_assert_str_eq(cfg->auth.issuer, "");
+    cr_assert_str_eq(cfg->auth.audience, "");
+    gw_config_free(cfg);
+    /* quoted, it is a name like any other */
+    cr_assert_eq(load("auth: { key_file: k, issuer: \"any\", audience: 'any' }\n", &cfg), 0, "%s",
+                 err);
+    cr_assert(!cfg->auth.any_issuer && !cfg->auth.any_audience);
+    cr_assert_str_eq(cfg->auth.issuer, "any");
+    cr_assert_str_eq(cfg->auth.audience, "any");
+    gw_config_free(cfg);
+}
+
+Test(gwconfig, scopes_of_511_bytes_load_and_512_are_refused)
+{
+    write_at("k", "secret");
+    static char text[2048], scope[600];
+    memset(scope, 's', 511);
+    scope[511] = '\0';
+    snprintf(text, sizeof(text),
+             "auth: { key_file: k, issuer: i, audience: a }\n"
+             "routes:\n  - prefix: /a\n    upstreams: [http://127.0.0.1:1]\n"
+             "    auth: { scopes: [%s] }\n",
+             scope);
+    gw_config_t *cfg;
+    cr_assert_eq(load(text, &cfg), 0, "%s", err);
+    cr_assert_str_eq(cfg->routes[0].scopes, scope);
+    gw_config_free(cfg);
+    scope[511] = 't';
+    scope[512] = '\0';
+    snprintf(text, sizeof(text),
+             "auth: { key_file: k, issuer: i, audience: a }\n"
+             "routes:\n  - prefix: /a\n    upstreams: [http://127.0.0.1:1]\n"
+             "    auth: { scopes: [%s] }\n",
+             scope);
+    refused_at(text, 5, "scopes are longer than 511 bytes");
 }
 
 Test(gwconfig, health_off_and_implicit_limits_follow_explicit_ones)
@@ -269,6 +326,16 @@ Test(gwconfig, x_keys_hold_anchors_that_routes_merge)
 /* ---------------------------------------------------------------------------------- */
 
 #define ROUTE_HEAD "routes:\n  - prefix: /users\n    upstreams: [http://127.0.0.1:7001]\n"
+
+Test(gwconfig, per_subject_limit_on_a_public_route_is_refused)
+{
+    refused_at(ROUTE_HEAD "    rate_limit:\n      per_subject: { rate: 5 }\n", 5,
+               "rate_limit.per_subject needs a token");
+    write_at("k", "secret");
+    refused_at("auth: { key_file: k, issuer: i, audience: a }\n" ROUTE_HEAD
+               "    auth: public\n    rate_limit: { per_subject: { rate: 5 } }\n",
+               6, "drop auth: public");
+}
 
 Test(gwconfig, unknown_key_is_refused_at_its_line)
 {
