@@ -292,12 +292,35 @@ static void worker_free(void *state)
 /* ------------------------------------------------------------------------- */
 /* the command                                                                */
 
+#define DEFAULT_LISTEN "127.0.0.1:8080"
+
+/* A reload applies routes, auth and policies, but not a new listen: address: the
+ * listeners belong to core's workers (one SO_REUSEPORT socket each), opened once at
+ * start. Rather than ignore the change without a word, say what stays and what to do. */
+static void warn_listen_change(const gw_shared_t *g, const gw_config_t *cfg)
+{
+    if (g->listen_flag)
+        return; /* --listen wins over the file, now as at start */
+    const char *l = cfg->listen[0] ? cfg->listen : DEFAULT_LISTEN;
+    char host[256];
+    int port;
+    if (cm_parse_hostport(l, host, sizeof host, &port) == 0 && port == g->listen_port &&
+        strcmp(host, g->listen_host) == 0)
+        return;
+    cm_log_msg(CM_LOG_WARN,
+               "gateway: reload: listen changed from %s:%d to %s, which a reload cannot apply; "
+               "still listening on %s:%d (restart the gateway to move it)",
+               g->listen_host, g->listen_port, l, g->listen_host, g->listen_port);
+}
+
 static void on_sighup(void *config)
 {
     gw_shared_t *g = config;
     gw_config_t *cfg;
     char err[1024];
     int rc = build_config(g, &cfg, err, sizeof err);
+    if (rc == 0)
+        warn_listen_change(g, cfg);
     if (rc == 0 && (rc = gw_apply(g, cfg, err, sizeof err)) < 0)
         gw_config_free(cfg);
     if (rc < 0)
@@ -394,7 +417,7 @@ int gw_gateway_main(int argc, char **argv)
         return 2;
     }
     if (!o.listen_given) {
-        const char *l = cfg->listen[0] ? cfg->listen : "127.0.0.1:8080";
+        const char *l = cfg->listen[0] ? cfg->listen : DEFAULT_LISTEN;
         if (cm_parse_hostport(l, o.server.host, sizeof o.server.host, &o.server.port) < 0) {
             fprintf(stderr, "cmesh gateway: %s: listen: bad address '%s'\n", g.config_path, l);
             gw_config_free(cfg);
@@ -402,6 +425,9 @@ int gw_gateway_main(int argc, char **argv)
             return 2;
         }
     }
+    snprintf(g.listen_host, sizeof g.listen_host, "%s", o.server.host);
+    g.listen_port = o.server.port;
+    g.listen_flag = o.listen_given;
     if ((rc = gw_apply(&g, cfg, err, sizeof err)) < 0) {
         fprintf(stderr, "cmesh gateway: %s\n", err);
         gw_config_free(cfg);
