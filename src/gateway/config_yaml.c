@@ -801,10 +801,9 @@ static int route_complete(yctx_t *y, route_ctx_t *rc)
         return fail(y, rc->hash_line, "%s: hash is only used with balancer: hash", rc->label);
     if (!rc->name_given) {
         /* A host-specific route is named host + prefix so that the same prefix on two
-         * hosts does not collide on the default name. */
+         * hosts does not collide on the default name; no '/' in it (an admin URL). */
         rc->name_line = rc->prefix_line;
-        int n = snprintf(r->name, sizeof(r->name), "%s%s", r->host, r->prefix);
-        if (n < 0 || (size_t)n >= sizeof(r->name))
+        if (gw_route_default_name(rc->cfg, rc->cfg->nroutes - 1, r) < 0)
             return fail(y, rc->prefix_line,
                         "%s: prefix is too long to name the route; add name:", rc->label);
     }

@@ -115,7 +115,7 @@ Test(gwconfig, full_file_sets_every_field)
     cr_assert_eq(cfg->nroutes, 2);
 
     const gw_route_cfg_t *r = &cfg->routes[0]; /* "/orders" is longer than "/users" */
-    cr_assert_str_eq(r->name, "/orders");
+    cr_assert_str_eq(r->name, "orders");
     cr_assert_eq(r->auth, 0);
     cr_assert_str_eq(r->upstreams[0].url, "http://localhost:7003");
     cr_assert_eq(r->upstreams[0].port, 7003);
@@ -183,7 +183,7 @@ Test(gwconfig, minimal_route_gets_every_default)
     cr_assert_str_eq(cfg->listen, "");
     cr_assert_str_eq(cfg->auth.key_file, "");
     cr_assert_eq(cfg->auth.leeway_ms, 30000);
-    cr_assert_str_eq(r->name, "/users");
+    cr_assert_str_eq(r->name, "users");
     cr_assert_str_eq(r->host, "");
     cr_assert_eq(r->balancer, GW_LB_PEAK_EWMA);
     cr_assert_eq(r->connect_timeout_ms, 1000);
@@ -391,7 +391,7 @@ Test(gwconfig, flag_route_gets_defaults)
     cr_assert_eq(gw_config_add_flag_route(&cfg, "/=http://127.0.0.1:3", err, sizeof(err)), 0);
     cr_assert_eq(cfg->nroutes, 2);
     const gw_route_cfg_t *r = &cfg->routes[0];
-    cr_assert_str_eq(r->name, "/users");
+    cr_assert_str_eq(r->name, "users");
     cr_assert_str_eq(r->prefix, "/users");
     cr_assert_eq(r->nupstreams, 2);
     cr_assert_eq(r->upstreams[1].port, 2);
@@ -426,7 +426,8 @@ Test(gwconfig, bad_flag_routes_are_refused)
     cr_assert_eq(gw_config_add_flag_route(&cfg, "/a=http://127.0.0.1:1", err, sizeof(err)), 0);
     cr_assert_eq(gw_config_add_flag_route(&cfg, "/a=http://127.0.0.1:2", err, sizeof(err)), 0);
     cr_assert_eq(gw_config_finish(cfg, err, sizeof(err)), -EINVAL);
-    cr_assert(strstr(err, "two routes are named '/a'") != NULL, "%s", err);
+    cr_assert(strstr(err, "routes 'a' and 'a-2' both match host '*' prefix '/a'") != NULL, "%s",
+              err);
     gw_config_free(cfg);
 }
 
@@ -450,7 +451,42 @@ Test(gwconfig, finish_sorts_most_specific_first)
         cr_assert_str_eq(cfg->routes[i].prefix, want[i][0], "route %d", i);
         cr_assert_str_eq(cfg->routes[i].host, want[i][1], "route %d", i);
     }
-    cr_assert_str_eq(cfg->routes[2].name, "x.example/a");
+    cr_assert_str_eq(cfg->routes[2].name, "x.example-a");
+    gw_config_free(cfg);
+}
+
+/* Default names fit one segment of an admin URL: no slashes, unique. */
+Test(gwconfig, default_names_have_no_slashes_and_are_unique)
+{
+    gw_config_t *cfg;
+    cr_assert_eq(load("routes:\n"
+                      "  - { prefix: /users, upstreams: [http://127.0.0.1:1] }\n"
+                      "  - { prefix: /api/v1/, upstreams: [http://127.0.0.1:1] }\n"
+                      "  - { prefix: /, upstreams: [http://127.0.0.1:1] }\n"
+                      "  - { prefix: /users, host: A.Example, upstreams: [http://127.0.0.1:1] }\n"
+                      "  - { name: orders, prefix: /o, upstreams: [http://127.0.0.1:1] }\n"
+                      "  - { prefix: /orders, upstreams: [http://127.0.0.1:1] }\n",
+                      &cfg),
+                 0, "%s", err);
+    cr_assert_eq(gw_config_add_flag_route(&cfg, "/api-v1=http://127.0.0.1:1", err, sizeof(err)), 0,
+                 "%s", err);
+    cr_assert_eq(gw_config_add_flag_route(&cfg, "/a/b=http://127.0.0.1:1", err, sizeof(err)), 0);
+    const char *want[][3] = {
+        {"/users", "", "users"},     {"/api/v1", "", "api-v1"},
+        {"/", "", "root"},           {"/users", "a.example", "a.example-users"},
+        {"/o", "", "orders"},        {"/orders", "", "orders-2"},
+        {"/api-v1", "", "api-v1-2"}, {"/a/b", "", "a-b"}};
+    cr_assert_eq(cfg->nroutes, 8);
+    for (int i = 0; i < 8; i++) {
+        const gw_route_cfg_t *r = NULL;
+        for (int k = 0; k < cfg->nroutes && !r; k++)
+            if (strcmp(cfg->routes[k].prefix, want[i][0]) == 0 &&
+                strcmp(cfg->routes[k].host, want[i][1]) == 0)
+                r = &cfg->routes[k];
+        cr_assert_not_null(r, "no route %s %s", want[i][1], want[i][0]);
+        cr_assert_str_eq(r->name, want[i][2], "route %s %s", want[i][1], want[i][0]);
+    }
+    cr_assert_eq(gw_config_finish(cfg, err, sizeof(err)), 0, "%s", err);
     gw_config_free(cfg);
 }
 
@@ -511,7 +547,7 @@ Test(gwconfig, example_file_loads)
     gw_config_t *cfg;
     cr_assert_eq(load(text, &cfg), 0, "%s", err);
     cr_assert_eq(cfg->nroutes, 2);
-    cr_assert_str_eq(cfg->routes[0].name, "/orders");
+    cr_assert_str_eq(cfg->routes[0].name, "orders");
     cr_assert_str_eq(cfg->routes[1].name, "users");
     cr_assert_float_eq(cfg->routes[1].rate_subject.rate, 100.0, 1e-9);
     cr_assert_str_eq(cfg->routes[1].read_scopes, "users:read");
