@@ -107,7 +107,9 @@ void gw_route_defaults(gw_route_cfg_t *r);
 int gw_route_default_name(const gw_config_t *cfg, int nbefore, gw_route_cfg_t *r);
 
 /* Loads and validates a YAML file. On error returns -EINVAL (or -errno when it cannot be
- * read) with err set to "FILE:LINE: what is wrong" and *out untouched. Caller owns *out
+ * read) with err set to "FILE:LINE: what is wrong", one line per error found (every key
+ * is checked, not only up to the first error; lines that do not fit in err_cap are
+ * counted in a last "FILE: (and N more errors)"), and *out untouched. Caller owns *out
  * (gw_config_free). */
 int gw_config_load(const char *path, gw_config_t **out, char *err, size_t err_cap);
 

@@ -14,6 +14,7 @@
 #include "gateway/gw.h"
 
 #define RATE_KEYS_MAX 100000
+#define ERR_MAX       8192 /* a config's errors, one line each ("FILE:LINE: what") */
 #define SWEEP_MS      1000
 
 /* ------------------------------------------------------------------------- */
@@ -313,18 +314,31 @@ static void warn_listen_change(const gw_shared_t *g, const gw_config_t *cfg)
                g->listen_host, g->listen_port, l, g->listen_host, g->listen_port);
 }
 
+/* One log line per error: a file with several errors reports them all. */
+static void log_refused(const char *err)
+{
+    const char *line = err;
+    do {
+        const char *nl = strchr(line, '\n');
+        int len = nl ? (int)(nl - line) : (int)strlen(line);
+        cm_log_msg(CM_LOG_ERROR, "gateway: reload refused, the running config stays: %.*s", len,
+                   line);
+        line = nl ? nl + 1 : NULL;
+    } while (line);
+}
+
 static void on_sighup(void *config)
 {
     gw_shared_t *g = config;
     gw_config_t *cfg;
-    char err[1024];
+    char err[ERR_MAX];
     int rc = build_config(g, &cfg, err, sizeof err);
     if (rc == 0)
         warn_listen_change(g, cfg);
     if (rc == 0 && (rc = gw_apply(g, cfg, err, sizeof err)) < 0)
         gw_config_free(cfg);
     if (rc < 0)
-        cm_log_msg(CM_LOG_ERROR, "gateway: reload refused, the running config stays: %s", err);
+        log_refused(err);
     else
         cm_log_msg(CM_LOG_INFO, "gateway: config reloaded (%d routes)", cfg->nroutes);
 }
@@ -405,14 +419,15 @@ int gw_gateway_main(int argc, char **argv)
         shared_free(&g);
         return rc > 0 ? 0 : 2;
     }
-    char err[1024];
+    char err[ERR_MAX];
     gw_config_t *cfg;
     if (gw_metrics_new(&g.metrics) < 0 || gw_ratelimit_new(RATE_KEYS_MAX, &g.rl) < 0) {
         shared_free(&g);
         return 1;
     }
     if ((rc = build_config(&g, &cfg, err, sizeof err)) < 0) {
-        fprintf(stderr, "cmesh gateway: %s\n", err);
+        for (char *line = strtok(err, "\n"); line; line = strtok(NULL, "\n"))
+            fprintf(stderr, "cmesh gateway: %s\n", line);
         shared_free(&g);
         return 2;
     }

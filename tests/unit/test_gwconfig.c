@@ -330,6 +330,65 @@ Test(gwconfig, yaml_syntax_error_is_positioned)
     refused_at("- a\n- b\n", 1, "must be a mapping");
 }
 
+/* A file with several mistakes gets them all back, each at its own line, in file order;
+ * the valid keys between them do not hide the later ones. */
+Test(gwconfig, several_errors_are_all_reported_each_at_its_line)
+{
+    gw_config_t *cfg;
+    int rc = load("listen: 127.0.0.1:8080\n"                 /* 1 */
+                  "lissen: 127.0.0.1:8081\n"                 /* 2: unknown key */
+                  "routes:\n"                                /* 3 */
+                  "  - prefix: /users\n"                     /* 4 */
+                  "    upstreams: [http://127.0.0.1:7001]\n" /* 5 */
+                  "    timeouts: { connect: 2x, try: 1s }\n" /* 6: bad duration */
+                  "    retries: { attempts: 99 }\n"          /* 7: out of range */
+                  "  - prefix: /orders\n"                    /* 8 */
+                  "    upstreams: [ftp://127.0.0.1:7002]\n"  /* 9: bad URL */
+                  "    balanser: round_robin\n"              /* 10: unknown key */
+                  "  - prefix: /users\n"                     /* 11: taken */
+                  "    upstreams: [http://127.0.0.1:7001]\n",
+                  &cfg);
+    cr_assert_eq(rc, -EINVAL);
+    cr_assert_null(cfg);
+    const struct {
+        int line;
+        const char *what;
+    } want[] = {{2, "unknown key 'lissen'"},    {6, "'2x' is not a duration"},
+                {7, "attempts '99'"},           {9, "ftp://127.0.0.1:7002"},
+                {10, "unknown key 'balanser'"}, {11, "same host and prefix"}};
+    size_t n = sizeof(want) / sizeof(want[0]);
+    const char *line = err;
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_not_null(line, "only %zu of %zu errors in:\n%s", i, n, err);
+        char prefix[600];
+        snprintf(prefix, sizeof(prefix), "%s:%d: ", path, want[i].line);
+        const char *nl = strchr(line, '\n');
+        size_t len = nl ? (size_t)(nl - line) : strlen(line);
+        char one[1024];
+        snprintf(one, sizeof(one), "%.*s", (int)len, line);
+        cr_assert(strncmp(one, prefix, strlen(prefix)) == 0, "error %zu: want '%s...', got '%s'", i,
+                  prefix, one);
+        cr_assert(strstr(one, want[i].what), "error %zu: want '%s' in '%s'", i, want[i].what, one);
+        line = nl ? nl + 1 : NULL;
+    }
+    cr_assert_null(line, "more errors than expected:\n%s", err);
+}
+
+/* More errors than the buffer holds: the ones that fit, then how many more there were. */
+Test(gwconfig, errors_past_the_buffer_are_counted)
+{
+    char text[8192] = "routes:\n  - prefix: /a\n    upstreams: [http://127.0.0.1:1]\n";
+    for (int i = 0; i < 60; i++)
+        snprintf(text + strlen(text), sizeof(text) - strlen(text), "    bad%d: 1\n", i);
+    write_at("gw.yaml", text);
+    gw_config_t *cfg = NULL;
+    char small[600];
+    cr_assert_eq(gw_config_load(path, &cfg, small, sizeof(small)), -EINVAL);
+    cr_assert(strstr(small, "unknown key 'bad0'"), "%s", small);
+    cr_assert(strstr(small, "more errors)"), "no count of the rest in:\n%s", small);
+    cr_assert(strlen(small) < sizeof(small));
+}
+
 Test(gwconfig, duplicate_route_name_is_refused)
 {
     refused_at("routes:\n"
