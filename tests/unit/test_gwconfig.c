@@ -1,6 +1,7 @@
 /* Unit tests for gateway/config: YAML loading (every key, defaults, positioned errors),
  * --route flag routes, route order, deep copy. Each test writes its YAML to a file in
  * its own temporary directory. */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -587,28 +588,57 @@ Test(gwconfig, upstream_parse_resolves_names_once)
     cr_assert_eq(gw_upstream_parse("http://127.0.0.1:1?x", &u, err, sizeof(err)), -EINVAL);
 }
 
-/* examples/gateway.yaml stays loadable: copied next to a key file, as a user would run it. */
-Test(gwconfig, example_file_loads)
+/* Every file in examples/ loads as it is, copied next to the key file it names (as a
+ * user makes it with `cmesh token --init`), and is a config against `make run`'s ports. */
+Test(gwconfig, every_example_file_loads)
 {
-    char src[512];
-    snprintf(src, sizeof(src), "%.*sexamples/gateway.yaml",
+    char exdir[512];
+    snprintf(exdir, sizeof(exdir), "%.*sexamples",
              (int)(strlen(__FILE__) - strlen("tests/unit/test_gwconfig.c")), __FILE__);
-    FILE *f = fopen(src, "r");
-    cr_assert_not_null(f, "%s", src);
-    static char text[16384];
-    size_t n = fread(text, 1, sizeof(text) - 1, f);
-    fclose(f);
-    text[n] = '\0';
-    char keys[600];
-    snprintf(keys, sizeof(keys), "%s/keys", dir);
-    cr_assert_eq(mkdir(keys, 0700), 0);
-    write_at("keys/jwt.key", "secret\n");
-    gw_config_t *cfg;
-    cr_assert_eq(load(text, &cfg), 0, "%s", err);
-    cr_assert_eq(cfg->nroutes, 2);
-    cr_assert_str_eq(cfg->routes[0].name, "orders");
-    cr_assert_str_eq(cfg->routes[1].name, "users");
-    cr_assert_float_eq(cfg->routes[1].rate_subject.rate, 100.0, 1e-9);
-    cr_assert_str_eq(cfg->routes[1].read_scopes, "users:read");
-    gw_config_free(cfg);
+    DIR *d = opendir(exdir);
+    cr_assert_not_null(d, "%s", exdir);
+    int loaded = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len < 6 || strcmp(e->d_name + len - 5, ".yaml") != 0)
+            continue;
+        char src[1024];
+        snprintf(src, sizeof(src), "%s/%s", exdir, e->d_name);
+        FILE *f = fopen(src, "r");
+        cr_assert_not_null(f, "%s", src);
+        static char text[32768];
+        size_t n = fread(text, 1, sizeof(text) - 1, f);
+        fclose(f);
+        text[n] = '\0';
+        const char *kf = strstr(text, "key_file:");
+        if (kf) { /* the key it names, relative to the file */
+            char key[256];
+            cr_assert_eq(sscanf(kf, "key_file: %255s", key), 1);
+            write_at(key, "0123456789abcdef0123456789abcdef0123456789a\n");
+        }
+        gw_config_t *cfg;
+        cr_assert_eq(load(text, &cfg), 0, "%s: %s", e->d_name, err);
+        cr_assert_gt(cfg->nroutes, 0, "%s has no routes", e->d_name);
+        for (int i = 0; i < cfg->nroutes; i++) {
+            const gw_route_cfg_t *r = &cfg->routes[i];
+            /* users on 7001, orders on 7002 (or their second instances 7011/7012) */
+            const char *want = strcmp(r->prefix, "/users") == 0    ? "7001"
+                               : strcmp(r->prefix, "/orders") == 0 ? "7002"
+                                                                   : NULL;
+            cr_assert_not_null(want, "%s: route %s is neither /users nor /orders", e->d_name,
+                               r->prefix);
+            cr_assert_str_empty(r->host, "%s: route %s only matches Host %s", e->d_name, r->name,
+                                r->host);
+            for (int j = 0; j < r->nupstreams; j++)
+                cr_assert(r->upstreams[j].port == atoi(want) ||
+                              r->upstreams[j].port == atoi(want) + 10,
+                          "%s: route %s upstream %s is not on %s", e->d_name, r->name,
+                          r->upstreams[j].url, want);
+        }
+        gw_config_free(cfg);
+        loaded++;
+    }
+    closedir(d);
+    cr_assert_geq(loaded, 2, "only %d example files", loaded);
 }
