@@ -80,8 +80,8 @@ static int name_taken(const gw_config_t *cfg, int nbefore, const char *name)
 
 int gw_route_default_name(const gw_config_t *cfg, int nbefore, gw_route_cfg_t *r)
 {
-    char base[GW_NAME_MAX];
-    if (slug(r->host, r->prefix, base, sizeof(base) - 4) < 0) /* room for "-999" */
+    char base[GW_NAME_MAX - 4]; /* room for "-999" */
+    if (slug(r->host, r->prefix, base, sizeof(base)) < 0)
         return -ENAMETOOLONG;
     snprintf(r->name, sizeof(r->name), "%s", base);
     for (int k = 2; name_taken(cfg, nbefore, r->name); k++) {
