@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/flags.h"
+#include "core/json.h"
 #include "core/server_int.h"
 
 /* ------------------------------------------------------------------------- */
@@ -115,6 +116,15 @@ static void handle_readyz(cm_req_t *r)
 {
     if (atomic_load(&server_of(r)->draining)) {
         cm_buf_append_str(&r->res_body, "{\"status\":\"draining\"}");
+        cm_res_send(r, 503);
+        return;
+    }
+    const cm_service_t *svc = server_of(r)->svc;
+    char why[512] = "";
+    if (svc->ready && svc->ready(svc->config, r->conn->w->state, why, sizeof why) < 0) {
+        cm_buf_append_str(&r->res_body, "{\"status\":\"not ready\",\"reason\":");
+        cm_json_str(&r->res_body, why, strlen(why));
+        cm_buf_append_str(&r->res_body, "}");
         cm_res_send(r, 503);
         return;
     }

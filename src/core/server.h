@@ -54,6 +54,10 @@ typedef struct cm_service {
     void (*on_sighup)(void *config);
     /* Appends the service's own series to GET /metrics (Prometheus text). */
     void (*render_metrics)(void *config, cm_buf_t *out);
+    /* May be NULL. GET /readyz asks it on a worker's loop (state: that worker's); it
+     * returns 0 when the service can do its job, or a negative errno with why filled
+     * (a sentence), answered 503 {"status":"not ready","reason":why}. Must not block. */
+    int (*ready)(void *config, void *state, char *why, size_t why_cap);
 } cm_service_t;
 
 /* Runs until SIGTERM/SIGINT and the drain complete. Returns 0, or -errno when the

@@ -9,6 +9,7 @@
 #include "service/rest.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,10 +20,22 @@
 #include "core/log.h"
 #include "orders/orders_store.h"
 
+/* Whether --users-url reaches the users service, shared by the workers. An answer to
+ * GET /users/{id} that the users service never gives (a 404 whose body is not its
+ * {"error":"User not found"}, or a 200 that is not that user) means the URL points at
+ * something else: the gateway's own 404 for a route it does not have, another server.
+ * Then "user does not exist" would be a lie that the client acts on, so writes get 503
+ * and /readyz reports not ready until a check is answered right again. */
+typedef struct users_state {
+    atomic_int bad_status; /* status of the last foreign answer; 0 = answers are right */
+    atomic_llong bad_user; /* the user id it was for: /readyz asks for it again */
+} users_state_t;
+
 typedef struct orders_opts {
     cm_svc_opts_t svc;
     char users_url[512];    /* base URL of the users service, no trailing slash */
     uint64_t users_timeout; /* ms for one existence check */
+    users_state_t *users;   /* process-wide, outlives the workers */
 } orders_opts_t;
 
 typedef struct orders_worker {
@@ -30,6 +43,7 @@ typedef struct orders_worker {
     cm_batch_t *batch; /* every write goes through it: group commit */
     cm_client_t *users;
     const orders_opts_t *opts;
+    int probing; /* a /readyz re-check of the users service is under way */
 } orders_worker_t;
 
 /* What a write carries across the asynchronous user check. */
@@ -279,19 +293,104 @@ static void finish(order_op_t *op)
     free(op);
 }
 
+/* ------------------------------------------------------------------------- */
+/* the users service's answers                                                */
+
+typedef enum {
+    USER_FOUND,     /* 200 with that user */
+    USER_NOT_FOUND, /* the users service's own 404 */
+    USER_FOREIGN,   /* 200 or 404 as the users service never answers: misconfigured */
+    USER_NO_ANSWER, /* no answer, or another status: unavailable */
+} user_answer_t;
+
+static user_answer_t classify(int status, const char *body, size_t len, int64_t user_id)
+{
+    if (status != 200 && status != 404)
+        return USER_NO_ANSWER;
+    json_t *o = json_loadb(body, len, 0, NULL);
+    int ours;
+    if (status == 200) {
+        json_t *id = json_object_get(o, "id");
+        ours = json_is_integer(id) && json_integer_value(id) == user_id;
+    } else {
+        const char *e = json_string_value(json_object_get(o, "error"));
+        ours = e && strcmp(e, "User not found") == 0;
+    }
+    json_decref(o);
+    if (!ours)
+        return USER_FOREIGN;
+    return status == 200 ? USER_FOUND : USER_NOT_FOUND;
+}
+
+/* Notes what an answer says about --users-url; logs only when that changes, so a
+ * misconfiguration under load is one error line, not one per request. */
+static void note_answer(const orders_opts_t *o, user_answer_t a, int status, const char *body,
+                        int64_t user_id)
+{
+    users_state_t *u = o->users;
+    if (a == USER_FOREIGN) {
+        atomic_store(&u->bad_user, (long long)user_id);
+        if (atomic_exchange(&u->bad_status, status) == 0)
+            cm_log_msg(CM_LOG_ERROR,
+                       "orders: users service misconfigured: GET %s/users/%lld answered %d "
+                       "with a body the users service never sends (%.100s); --users-url must "
+                       "point at the users service or at a gateway route to it. Writes get "
+                       "503 and /readyz is not ready until it answers right",
+                       o->users_url, (long long)user_id, status, body);
+    } else if (a != USER_NO_ANSWER && atomic_exchange(&u->bad_status, 0) != 0) {
+        cm_log_msg(CM_LOG_INFO, "orders: users service at %s answers right again", o->users_url);
+    }
+}
+
+static void on_probe(int status, const char *body, size_t len, void *data)
+{
+    orders_worker_t *w = data;
+    w->probing = 0;
+    int64_t id = (int64_t)atomic_load(&w->opts->users->bad_user);
+    note_answer(w->opts, classify(status, body, len, id), status, body, id);
+}
+
+/* GET /readyz: not ready while --users-url answers as the users service never does.
+ * Each call also asks again (one question per worker at a time), so the gateway's
+ * health checks, which send no orders while we are not ready, still see us recover. */
+static int orders_ready(void *config, void *state, char *why, size_t cap)
+{
+    const orders_opts_t *o = config;
+    orders_worker_t *w = state;
+    int bad = atomic_load(&o->users->bad_status);
+    if (!bad)
+        return 0;
+    if (w && !w->probing) {
+        char url[640];
+        snprintf(url, sizeof url, "%s/users/%lld", o->users_url,
+                 (long long)atomic_load(&o->users->bad_user));
+        w->probing =
+            cm_client_get(w->users, url, (unsigned)o->users_timeout, NULL, on_probe, w) == 0;
+    }
+    snprintf(why, cap,
+             "users service misconfigured: %s/users/{id} answered %d with a body that is not "
+             "the users service's; check --users-url",
+             o->users_url, bad);
+    return -EPROTO;
+}
+
 /* The users service answered (or did not) whether op->user_id exists. */
 static void on_user_checked(int status, const char *body, size_t len, void *data)
 {
-    (void)body;
-    (void)len;
     order_op_t *op = data;
     cm_req_t *req = op->req;
-    if (status == 200) {
+    const orders_opts_t *o = worker_of(req)->opts;
+    user_answer_t a = classify(status, body, len, op->user_id);
+    note_answer(o, a, status, body, op->user_id);
+    if (a == USER_FOUND) {
         finish(op);
         return;
     }
-    if (status == 404) {
+    if (a == USER_NOT_FOUND) {
         cm_res_error_field(req, 422, "userId", "user %lld does not exist", (long long)op->user_id);
+    } else if (a == USER_FOREIGN) {
+        cm_res_header(req, "Retry-After", "5");
+        cm_res_error(req, 503, "users service misconfigured");
     } else {
         /* never accept an order we could not check: the client retries later */
         cm_res_header(req, "Retry-After", "1");
@@ -512,8 +611,10 @@ const cm_cmd_t cm_orders_cmd = {
 
 int cm_orders_main(int argc, char **argv)
 {
+    users_state_t users = {0};
     orders_opts_t o;
     opts_defaults(&o);
+    o.users = &users; /* process-wide, outlives the workers */
     int rc = cm_flags_parse(&cm_orders_cmd, argc, argv, &o);
     if (rc)
         return rc > 0 ? 0 : 2;
@@ -522,6 +623,7 @@ int cm_orders_main(int argc, char **argv)
                         .nroutes = sizeof routes / sizeof routes[0],
                         .worker_init = worker_init,
                         .worker_free = worker_free,
+                        .ready = orders_ready,
                         .config = &o};
     return cm_server_run(&o.svc.server, &svc) < 0 ? 1 : 0;
 }
