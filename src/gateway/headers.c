@@ -48,7 +48,7 @@ enum hf {
 #define HF_REQ_DROP                                                                                \
     (HF_HOP | HF_BIT(HF_EXPECT) | HF_BIT(HF_VIA) | HF_BIT(HF_X_FORWARDED_FOR) |                    \
      HF_BIT(HF_X_FORWARDED_PROTO) | HF_BIT(HF_X_FORWARDED_HOST) | HF_BIT(HF_X_REQUEST_ID) |        \
-     HF_BIT(HF_TRACEPARENT) | HF_BIT(HF_HOST) | HF_BIT(HF_FORWARDED) | HF_BIT(HF_X_REAL_IP) |   \
+     HF_BIT(HF_TRACEPARENT) | HF_BIT(HF_HOST) | HF_BIT(HF_FORWARDED) | HF_BIT(HF_X_REAL_IP) |      \
      HF_BIT(HF_UNDERSCORE))
 /* End-to-end fields the gateway itself writes or relies on: a Connection header listing
  * them does not take them out (Host is the route's, Authorization was checked, the key is
@@ -232,9 +232,8 @@ int gw_hdr_request_head(cm_buf_t *o, const cm_req_t *r, const gw_hdr_target_t *t
     cm_buf_append(o, " HTTP/1.1\r\n", 11);
     for (int i = 0; i < r->nheaders; i++) {
         const cm_header_t *h = &r->headers[i];
-        if ((HF_REQ_DROP & HF_BIT(cls[i])) ||
-            (ntok && !(HF_NEVER_LISTED & HF_BIT(cls[i])) &&
-             listed(tok, ntok, h->name.p, h->name.len)))
+        if ((HF_REQ_DROP & HF_BIT(cls[i])) || (ntok && !(HF_NEVER_LISTED & HF_BIT(cls[i])) &&
+                                               listed(tok, ntok, h->name.p, h->name.len)))
             continue;
         if (cls[i] == HF_IDEMPOTENCY_KEY && idem_key)
             *idem_key = 1;

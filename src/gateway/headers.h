@@ -1,7 +1,8 @@
 /* gateway/headers.h: the header rewriting of a proxied exchange. Builds the head of the
- * upstream request (hop-by-hop fields out, X-Forwarded-For/-Proto/-Host and Via joined and
- * extended, W3C traceparent continued or started, X-Request-Id) and picks the fields of the
- * upstream's answer that go to the client. Called by gateway/proxy.c; knows no sockets. */
+ * upstream request (origin-form target and Host as routed on, hop-by-hop fields out,
+ * underscore names and client Forwarded / X-Real-IP out, X-Forwarded-For/-Proto/-Host,
+ * X-Real-IP and Via, W3C traceparent continued or started, X-Request-Id) and picks the fields of
+ * the upstream's answer that go to the client. Called by gateway/proxy.c; knows no sockets. */
 #ifndef CMESH_GATEWAY_HEADERS_H
 #define CMESH_GATEWAY_HEADERS_H
 

@@ -827,8 +827,7 @@ static int retry_safe(const cm_req_t *req, int idem_key)
  * field; the path normalized (core/uri.h), copied into a buffer put in *norm (the caller
  * frees it) only when it needs work; the query as received. Returns 0, or -EINVAL (400)
  * or -ENOMEM with *why set. */
-static int request_target(const cm_req_t *req, gw_hdr_target_t *tg, char **norm,
-                          const char **why)
+static int request_target(const cm_req_t *req, gw_hdr_target_t *tg, char **norm, const char **why)
 {
     cm_str_t authority = {"", 0}, origin;
     *norm = NULL;

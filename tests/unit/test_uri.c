@@ -42,11 +42,17 @@ static const char *norm(const char *path, char *out, size_t cap)
 Test(uri, plain_paths_need_no_copy)
 {
     const char *why;
-    static const char *const plain[] = {"/", "/admin/x", "/a/b/", "/a.b/c..d/...", "/.x/..y",
-                                        "/a:b@c!$&'()*+,;=-_~"};
+    static const char *const plain[] = {
+        "/", "/admin/x", "/a/b/", "/a.b/c..d/...", "/.x/..y", "/a:b@c!$&'()*+,;=-_~"};
     for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++)
         cr_expect_eq(cm_uri_path_scan(plain[i], strlen(plain[i]), &why), 0, "%s", plain[i]);
-    static const char *const work[] = {"//a", "/a//b", "/./a", "/a/.", "/a/..", "/../a", "/%61",
+    static const char *const work[] = {"//a",
+                                       "/a//b",
+                                       "/./a",
+                                       "/a/.",
+                                       "/a/..",
+                                       "/../a",
+                                       "/%61",
                                        "/a/"
                                        "%2e"};
     for (size_t i = 0; i < sizeof work / sizeof work[0]; i++)
@@ -87,12 +93,36 @@ Test(uri, repeated_slashes_merged_trailing_slash_kept)
 
 Test(uri, hostile_paths_refused)
 {
-    static const char *const bad[] = {
-        "/admin%2fx", "/admin%2Fx", "/a%5cb", "/a%00b", "/a%", "/a%4", "/a%zz", "/a%4g",
-        "/..",        "/../a",      "/a/../..", "/%2e%2e/a", "/a/%2e%2e/%2e%2e/b",
-        "/a#b",       "/a\tb",      "/a b",     "/a\\b",     "/a\x01",  "/a\x7f", "/a\xc3\xa9",
-        "/a\"b",      "/a<b",       "/a{b",     "/a|b",      "/a^b",    "/a`b",   "/a[b",
-        "*",          "a/b",        ""};
+    static const char *const bad[] = {"/admin%2fx",
+                                      "/admin%2Fx",
+                                      "/a%5cb",
+                                      "/a%00b",
+                                      "/a%",
+                                      "/a%4",
+                                      "/a%zz",
+                                      "/a%4g",
+                                      "/..",
+                                      "/../a",
+                                      "/a/../..",
+                                      "/%2e%2e/a",
+                                      "/a/%2e%2e/%2e%2e/b",
+                                      "/a#b",
+                                      "/a\tb",
+                                      "/a b",
+                                      "/a\\b",
+                                      "/a\x01",
+                                      "/a\x7f",
+                                      "/a\xc3\xa9",
+                                      "/a\"b",
+                                      "/a<b",
+                                      "/a{b",
+                                      "/a|b",
+                                      "/a^b",
+                                      "/a`b",
+                                      "/a[b",
+                                      "*",
+                                      "a/b",
+                                      ""};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         EXPECT_NORM(bad[i], "ERR");
 }
