@@ -1,11 +1,12 @@
-/* gateway/proxy.c: one client request through the gateway (an exchange): guard checks,
+/* gateway/proxy.c: one client request through the gateway (an exchange): the target
+ * routed on and forwarded (path normalized by core/uri, authority), guard checks,
  * instance choice, the upstream request head (hop-by-hop headers out, X-Forwarded-*,
  * Via, traceparent, X-Request-Id in), the body streamed both ways with backpressure,
  * timeouts, retries inside a budget, and the access-log record of every attempt.
  *
  * Retry rules: a connect failure (the request provably never left) may be retried for
  * any method; a reset before any response byte, a per-try timeout or a 503 only for
- * idempotent methods and for requests carrying Idempotency-Key (the services dedupe
+ * idempotent methods and for requests forwarded with Idempotency-Key (the services dedupe
  * it). Never after the client's answer started, never with a body that did not fit
  * the replay buffer, never past the deadline, never beyond the route's budget. */
 #include <errno.h>
@@ -869,27 +870,6 @@ static int request_target(const cm_req_t *req, gw_hdr_target_t *tg, char **norm,
     return 0;
 }
 
-static void proxy_target(gw_worker_t *w, cm_req_t *req, const gw_hdr_target_t *tg);
-
-void gw_proxy_handle(cm_req_t *req)
-{
-    gw_worker_t *w = req->state;
-    gw_hdr_target_t tg;
-    char *norm;
-    const char *why;
-    int rc = request_target(req, &tg, &norm, &why);
-    if (rc < 0) {
-        cm_res_error(req, rc == -ENOMEM ? 503 : 400, "%s", why);
-        return;
-    }
-    if (gw_admin_handle(w, req)) {
-        free(norm);
-        return;
-    }
-    proxy_target(w, req, &tg);
-    free(norm); /* the upstream head holds its copy of the path now */
-}
-
 static void proxy_target(gw_worker_t *w, cm_req_t *req, const gw_hdr_target_t *tg)
 {
     static const char admin[] = "/_cmesh/";
@@ -943,4 +923,23 @@ static void proxy_target(gw_worker_t *w, cm_req_t *req, const gw_hdr_target_t *t
         return;
     }
     cm_req_body_read(req, on_client_body, ex); /* the first try starts from on_client_body */
+}
+
+void gw_proxy_handle(cm_req_t *req)
+{
+    gw_worker_t *w = req->state;
+    gw_hdr_target_t tg;
+    char *norm;
+    const char *why;
+    int rc = request_target(req, &tg, &norm, &why);
+    if (rc < 0) {
+        cm_res_error(req, rc == -ENOMEM ? 503 : 400, "%s", why);
+        return;
+    }
+    if (gw_admin_handle(w, req)) {
+        free(norm);
+        return;
+    }
+    proxy_target(w, req, &tg);
+    free(norm); /* the upstream head holds its copy of the path now */
 }
