@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/flags.h"
+#include "core/json.h"
 #include "core/server_int.h"
 
 /* ------------------------------------------------------------------------- */
@@ -113,6 +114,15 @@ static void handle_readyz(cm_req_t *r)
 {
     if (atomic_load(&server_of(r)->draining)) {
         cm_buf_append_str(&r->res_body, "{\"status\":\"draining\"}");
+        cm_res_send(r, 503);
+        return;
+    }
+    const cm_service_t *svc = server_of(r)->svc;
+    const char *why = svc->ready ? svc->ready(r->state) : NULL;
+    if (why) {
+        cm_buf_append_str(&r->res_body, "{\"status\":\"not ready\",\"reason\":");
+        cm_json_str(&r->res_body, why, strlen(why));
+        cm_buf_append(&r->res_body, "}", 1);
         cm_res_send(r, 503);
         return;
     }

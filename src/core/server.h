@@ -50,6 +50,10 @@ typedef struct cm_service {
     void (*on_sighup)(void *config);
     /* Appends the service's own series to GET /metrics (Prometheus text). */
     void (*render_metrics)(void *config, cm_buf_t *out);
+    /* May be NULL. GET /readyz calls it on the worker that got the request, with that
+     * worker's state: NULL when ready, else a short reason (a string that outlives the
+     * call), answered 503 {"status":"not ready","reason":...}. */
+    const char *(*ready)(void *state);
 } cm_service_t;
 
 /* Runs until SIGTERM/SIGINT and the drain complete. Returns 0, or -errno when the
