@@ -453,7 +453,7 @@ int cm_stmt_bind_null(cm_stmt_t *st, int idx)
  * sqlite3_get_autocommit() is the only way to learn it. */
 static void note_rollback(cm_db_t *db)
 {
-    if (db->tx == TX_NONE || !sqlite3_get_autocommit(db->conn))
+    if ((db->tx != TX_READ && db->tx != TX_WRITE) || !sqlite3_get_autocommit(db->conn))
         return;
     if (db->tx == TX_WRITE)
         cm_log_msg(CM_LOG_ERROR, "db: %s: SQLite rolled back the open write group by itself",
