@@ -725,8 +725,7 @@ Test(orders, same_status_keeps_updated_at_and_etag)
         cr_assert_eq(h_header(&r, "ETag", now, sizeof now), 0);
         cr_assert_str_eq(now, etag, "a no-op PUT %s changed the ETag", bodies[i]);
         json_t *j = h_json(&r);
-        cr_assert(json_equal(j, before), "a no-op PUT %s changed the order: %s", bodies[i],
-                  r.body);
+        cr_assert(json_equal(j, before), "a no-op PUT %s changed the order: %s", bodies[i], r.body);
         json_decref(j);
         h_resp_free(&r);
     }
