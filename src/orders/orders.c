@@ -149,7 +149,9 @@ static void orders_list(cm_req_t *req)
         return;
     orders_worker_t *w = worker_of(req);
     cm_db_t *rdb;
-    int rc = cm_batch_read(w->batch, &rdb);
+    int rc = cm_batch_read(w->batch, req, orders_list, &rdb);
+    if (rc == 1)
+        return; /* called again after the commit */
     if (rc == 0)
         rc = cm_orders_list(rdb, user_id, after, limit, &req->res_body, &last, &more);
     if (rc < 0) {
@@ -171,7 +173,9 @@ static void orders_get(cm_req_t *req)
     }
     orders_worker_t *w = worker_of(req);
     cm_db_t *rdb;
-    int rc = cm_batch_read(w->batch, &rdb);
+    int rc = cm_batch_read(w->batch, req, orders_get, &rdb);
+    if (rc == 1)
+        return; /* called again after the commit */
     if (rc == 0)
         rc = cm_orders_get(rdb, id, &req->res_body, NULL);
     cm_rest_answer_item(req, rc, "Order not found");
@@ -380,7 +384,7 @@ static int replayed(cm_req_t *req, orders_worker_t *w)
         return 0;
     cm_rest_idem_t idem;
     cm_db_t *rdb;
-    int status, rc = cm_batch_read(w->batch, &rdb);
+    int status, rc = cm_batch_read(w->batch, req, NULL, &rdb);
     if (rc == 0)
         rc = cm_rest_idem_check(req, rdb, &idem, &status);
     if (rc == 0)

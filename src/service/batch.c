@@ -12,12 +12,19 @@ typedef struct held {
     int status;
 } held_t;
 
+typedef struct deferred {
+    cm_req_t *req;
+    cm_handler_fn again;
+} deferred_t;
+
 struct cm_batch {
     uv_check_t check;
     cm_db_t *db;  /* writes: the group */
     cm_db_t *rdb; /* reads: one snapshot per iteration */
     held_t *held; /* answers waiting for the commit */
     int nheld, cap;
+    deferred_t *reads; /* reads waiting for a held write of their connection */
+    int nreads, reads_cap;
 };
 
 static void answer_503(cm_req_t *req)
@@ -48,6 +55,13 @@ static void commit_now(cm_batch_t *b)
         cm_log_msg(CM_LOG_ERROR, "batch: %d answers of a group that did not commit are 503: %s",
                    b->nheld, strerror(-rc));
     answer_all(b, rc == 0);
+    /* reads that came after a write on their connection: from committed data now */
+    int n = b->nreads;
+    b->nreads = 0;
+    for (int i = 0; i < n; i++)
+        b->reads[i].again(b->reads[i].req);
+    if (n)
+        cm_db_group_commit(b->rdb); /* their snapshot must not wait for the next iteration */
     uv_check_stop(&b->check);
 }
 
@@ -73,6 +87,7 @@ static void on_closed(uv_handle_t *h)
 {
     cm_batch_t *b = h->data;
     free(b->held);
+    free(b->reads);
     free(b);
 }
 
@@ -131,9 +146,30 @@ void cm_batch_refuse(cm_batch_t *b, cm_req_t *req, int status)
     b->held[b->nheld++] = (held_t){req, status};
 }
 
-int cm_batch_read(cm_batch_t *b, cm_db_t **rdb)
+/* True when a held answer belongs to conn. A scan: only iterations with writes pay it. */
+static int holds_write_of(const cm_batch_t *b, const cm_conn_t *conn)
+{
+    for (int i = b->nheld - 1; i >= 0; i--)
+        if (b->held[i].req->conn == conn)
+            return 1;
+    return 0;
+}
+
+int cm_batch_read(cm_batch_t *b, cm_req_t *req, cm_handler_fn again, cm_db_t **rdb)
 {
     *rdb = b->rdb;
+    if (again && req->conn && b->nheld && holds_write_of(b, req->conn)) {
+        if (b->nreads == b->reads_cap) {
+            int cap = b->reads_cap ? b->reads_cap * 2 : 16;
+            deferred_t *d = realloc(b->reads, sizeof *d * (size_t)cap);
+            if (!d)
+                return -ENOMEM;
+            b->reads = d;
+            b->reads_cap = cap;
+        }
+        b->reads[b->nreads++] = (deferred_t){req, again};
+        return 1;
+    }
     int rc = cm_db_read_begin(b->rdb);
     if (rc == 0)
         uv_check_start(&b->check, on_check);

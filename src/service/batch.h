@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "core/http.h"
+#include "core/router.h"
 #include "store/db.h"
 
 typedef struct cm_batch cm_batch_t; /* opaque */
@@ -42,8 +43,10 @@ void cm_batch_answer(cm_batch_t *b, cm_req_t *req, int status);
  * uncommitted state. req must not be touched afterwards. */
 void cm_batch_refuse(cm_batch_t *b, cm_req_t *req, int status);
 /* Before a read: joins or opens this iteration's read snapshot on the reader
- * connection, which is written to *rdb. Committed data only. Returns 0 or a store
- * error. */
-int cm_batch_read(cm_batch_t *b, cm_db_t **rdb);
+ * connection, which is written to *rdb. Committed data only. Returns 0 to read now, or
+ * a store error. When again is not NULL and req's connection has a write still held
+ * (a pipelined GET after a POST), returns 1 instead: again(req) is called after the
+ * commit, so a client reads its own writes in the order it sent them. */
+int cm_batch_read(cm_batch_t *b, cm_req_t *req, cm_handler_fn again, cm_db_t **rdb);
 
 #endif

@@ -139,7 +139,9 @@ static void users_list(cm_req_t *req)
         return;
     users_worker_t *w = req->state;
     cm_db_t *rdb;
-    int rc = cm_batch_read(w->batch, &rdb);
+    int rc = cm_batch_read(w->batch, req, users_list, &rdb);
+    if (rc == 1)
+        return; /* called again after the commit */
     if (rc == 0)
         rc = cm_users_list(rdb, after, limit, &req->res_body, &last, &more);
     if (rc < 0) {
@@ -161,7 +163,9 @@ static void users_get(cm_req_t *req)
     }
     users_worker_t *w = req->state;
     cm_db_t *rdb;
-    int rc = cm_batch_read(w->batch, &rdb);
+    int rc = cm_batch_read(w->batch, req, users_get, &rdb);
+    if (rc == 1)
+        return; /* called again after the commit */
     if (rc == 0)
         rc = cm_users_get(rdb, id, &req->res_body);
     cm_rest_answer_item(req, rc, "User not found");
