@@ -332,3 +332,83 @@ Test(store, read_only_database_file_refuses_writes_with_503_and_is_not_ready)
     unmount_all();
     api_stop_clean(&p);
 }
+
+Test(store, order_is_never_accepted_for_a_user_whose_create_does_not_commit)
+{
+    h_proc_t u, o;
+    char dir[256], db[400], filler[400];
+    h_tempdir(dir, sizeof dir);
+    make_dir(mnt, sizeof mnt, dir, "fs");
+    int err = mounts_tmpfs(mnt, FS_SIZE);
+    if (err < 0)
+        mnt[0] = '\0';
+    skip_unless_mounted(err);
+    snprintf(db, sizeof db, "%s/users.db", mnt);
+    snprintf(filler, sizeof filler, "%s/filler", mnt);
+    h_start(&u, "users", "--db", db, "--workers", "1", "--access-log", "off", NULL);
+    h_start(&o, "orders", "--db", "{dir}/orders.db", "--users-url", u.url, "--users-timeout", "20s",
+            "--access-log", "off", NULL);
+    json_int_t uid = api_create_user(&u, "Pre", "pre@full.example.org");
+    char body[64];
+    snprintf(body, sizeof body, "{\"userId\":%lld}", (long long)uid);
+    h_resp_t r = api_send(&o, "POST", "/orders", body, NULL); /* orders' connection to users */
+    cr_assert_eq(r.status, 201, "%ld %s", r.status, r.body);
+    h_resp_free(&r);
+    enum { N = 10 };
+    int fds[N];
+    for (int c = 0; c < N; c++) {
+        fds[c] = h_connect(u.port);
+        static const char hz[] = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+        h_send(fds[c], hz, sizeof hz - 1);
+        size_t n;
+        char *a = h_recv_responses(fds[c], 1, 5000, &n);
+        cr_assert_eq(h_raw_status(a), 200);
+        free(a);
+    }
+    cr_assert_gt(mounts_fill(filler), 0);
+
+    /* users pauses with creates queued (the first would get id uid+1); then the order for
+     * that id arrives and orders asks users about it, on the connection it already has */
+    cr_assert_eq(kill(u.pid, SIGSTOP), 0);
+    static char buf[CREATES * 1100];
+    for (int c = 0; c < N; c++) {
+        size_t len = 0;
+        for (int i = 0; i < CREATES; i++) {
+            create_request(buf + len, sizeof buf - len, c, i);
+            len += strlen(buf + len);
+        }
+        h_send(fds[c], buf, len);
+    }
+    int ofd = h_connect(o.port);
+    char req[256];
+    snprintf(body, sizeof body, "{\"userId\":%lld}", (long long)uid + 1);
+    snprintf(req, sizeof req,
+             "POST /orders HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\n\r\n%s",
+             strlen(body), body);
+    h_send(ofd, req, strlen(req));
+    usleep(300 * 1000); /* for orders to send its check; the asserts below hold either way */
+    cr_assert_eq(kill(u.pid, SIGCONT), 0);
+
+    size_t len;
+    char *ans = h_recv_responses(ofd, 1, 30000, &len);
+    int st = h_raw_status(ans);
+    cr_assert(st == 422 || st == 503, "order for a user never stored answered %d: %s", st, ans);
+    free(ans);
+    close(ofd);
+    for (int c = 0; c < N; c++) {
+        char *a = h_recv_responses(fds[c], CREATES, 30000, &len);
+        free(a);
+        close(fds[c]);
+    }
+    cr_assert_eq(unlink(filler), 0);
+    char path[64];
+    snprintf(path, sizeof path, "/users/%lld", (long long)uid + 1);
+    json_decref(api_get(&u, path, 404));
+    json_t *orders = api_snapshot(&o, "/orders");
+    cr_assert_eq(json_array_size(orders), 1, "an order was stored for a user who never existed");
+    json_decref(orders);
+    api_stop_clean(&o);
+    api_stop_clean(&u);
+    unmount_all();
+}
