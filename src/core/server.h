@@ -46,7 +46,8 @@ typedef struct cm_service {
     /* Handlers run when the head is complete and read the body with cm_req_body_read()
      * (see http.h); one request at a time per connection (pipelined requests wait). */
     int stream;
-    /* On SIGHUP, called on the main thread (the gateway reloads its config). */
+    /* On SIGHUP, called on the main thread after the access log file was reopened (the
+     * gateway reloads its config). May be NULL. */
     void (*on_sighup)(void *config);
     /* Appends the service's own series to GET /metrics (Prometheus text). */
     void (*render_metrics)(void *config, cm_buf_t *out);

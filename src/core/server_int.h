@@ -112,7 +112,7 @@ struct server {
     atomic_int draining;
     atomic_int conns;
     uv_signal_t sigterm, sigint; /* on the main thread's loop */
-    uv_signal_t sighup;          /* only when the service has on_sighup */
+    uv_signal_t sighup;          /* access-log reopen, then the service's on_sighup */
 };
 
 /* conn.c: requests and connections */
