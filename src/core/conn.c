@@ -505,9 +505,9 @@ static void body_abandoned(cm_req_t *r)
  * request has its whole body. */
 static int answer_owed(const cm_conn_t *c)
 {
-    if (c->head || c->writing || c->wbuf.len) /* answered but not yet written counts */
-        return 1;
-    return c->cur && c->cur_done && c->cur->body_complete;
+    if (c->stream && c->cur) /* one at a time; queued too until its answer starts */
+        return c->cur_done && c->cur->body_complete;
+    return c->head || c->writing || c->wbuf.len; /* answered but not yet written counts */
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
