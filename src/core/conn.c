@@ -58,6 +58,7 @@ void cm__req_free(cm_req_t *r)
 {
     cm_buf_free(&r->raw_head);
     cm_buf_free(&r->raw_body);
+    cm_buf_free(&r->path_dec);
     cm_buf_free(&r->res_headers);
     cm_buf_free(&r->res_body);
     cm_buf_free(&r->out);
@@ -450,6 +451,21 @@ void cm__route(cm_conn_t *c, cm_req_t *r)
     int status = 0;
     char allow[64];
     cm_handler_fn h = cm_router_match(w->srv->router, r, &status, allow, sizeof allow);
+    if (!h && status == 204 && r->path.len == 1 && r->path.p[0] == '*' &&
+        w->srv->svc->fallback) /* the gateway: OPTIONS * is about it, not an upstream */
+        snprintf(allow, sizeof allow, "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS");
+    if (!h && status == 204) { /* OPTIONS: the methods of the path, or of the server */
+        cm_res_header(r, "Allow", "%s", allow);
+        cm_res_send(r, 204);
+        return;
+    }
+    if (!h && (status == 400 || status == 500)) {
+        cm_res_error(r, status, "%s",
+                     status == 400 ? "bad percent-encoding in the path: every % takes two hex "
+                                     "digits, and %00 is not allowed"
+                                   : "out of memory");
+        return;
+    }
     if (!h && w->srv->svc->fallback) { /* the gateway: every other path is the proxy's */
         r->route = cm_router_npatterns(w->srv->router);
         r->nparams = 0;
