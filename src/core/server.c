@@ -247,8 +247,7 @@ static int listen_socket(const cm_server_opts_t *o, int port, int *fd_out, int *
         if (rc == -EADDRINUSE)
             log_in_use(o, port);
         else
-            cm_log_msg(CM_LOG_ERROR, "listen: cannot bind %s:%d: %s", o->host, port,
-                       strerror(-rc));
+            cm_log_msg(CM_LOG_ERROR, "listen: cannot bind %s:%d: %s", o->host, port, strerror(-rc));
         if (fd >= 0)
             close(fd);
         freeaddrinfo(ai);
@@ -314,8 +313,8 @@ static int port_lock(int port)
         int rc = -errno;
         if (rc != -EADDRINUSE || waited >= PORT_LOCK_WAIT_MS) {
             close(fd);
-            cm_log_msg(CM_LOG_ERROR, "listen: cannot take the start-up lock of port %d: %s",
-                       port, strerror(-rc));
+            cm_log_msg(CM_LOG_ERROR, "listen: cannot take the start-up lock of port %d: %s", port,
+                       strerror(-rc));
             return rc;
         }
         usleep(10 * 1000);
@@ -398,9 +397,10 @@ static void on_sighup(uv_signal_t *sig, int signum)
         cm_log_msg(CM_LOG_INFO, "%s: SIGHUP received, access log reopened: %s", s->svc->name,
                    s->opts->access_log);
     else if (rc < 0)
-        cm_log_msg(CM_LOG_ERROR, "%s: SIGHUP received, cannot reopen access log %s: %s; "
-                   "lines go on to the old file", s->svc->name, s->opts->access_log,
-                   strerror(-rc));
+        cm_log_msg(CM_LOG_ERROR,
+                   "%s: SIGHUP received, cannot reopen access log %s: %s; "
+                   "lines go on to the old file",
+                   s->svc->name, s->opts->access_log, strerror(-rc));
     else if (!s->svc->on_sighup)
         cm_log_msg(CM_LOG_INFO, "%s: SIGHUP received, access log is %s: nothing to reopen",
                    s->svc->name, s->opts->access_log);
