@@ -53,8 +53,10 @@ typedef struct cm_service {
     void (*render_metrics)(void *config, cm_buf_t *out);
 } cm_service_t;
 
-/* Runs until SIGTERM/SIGINT and the drain complete. Returns 0, or -errno when the
- * service could not start (bind failed, worker_init failed), logged already. */
+/* Runs until SIGTERM/SIGINT and the drain complete; SIGHUP reopens the access log file
+ * and calls on_sighup. Returns 0, or -errno when the service could not start (bind
+ * failed, worker_init failed), logged already: -EADDRINUSE when another process (cmesh
+ * or not) listens on the port, since SO_REUSEPORT is shared by our own workers only. */
 int cm_server_run(const cm_server_opts_t *o, const cm_service_t *svc);
 
 #endif

@@ -1,5 +1,6 @@
 /* tests/unit/test_parser.c: request framing, one request at a time and pipelined,
  * and every ambiguous or oversized head refused with its status. */
+#include <stdio.h>
 #include <string.h>
 
 #include <criterion/criterion.h>
@@ -74,7 +75,8 @@ Test(parser, parses_method_path_query_headers_and_body)
 
 Test(parser, byte_at_a_time_gives_the_same_request)
 {
-    const char raw[] = "PUT /users/7 HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nX-A: b\r\n\r\n{\"name\":1}x";
+    const char raw[] =
+        "PUT /users/7 HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nX-A: b\r\n\r\n{\"name\":1}x";
     cm_parser_t p;
     cm_req_t req = {0};
     int done = 0;
@@ -92,7 +94,8 @@ Test(parser, byte_at_a_time_gives_the_same_request)
 
 Test(parser, pipelined_requests_come_out_one_by_one)
 {
-    const char raw[] = "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /bb HTTP/1.1\r\nHost: x\r\n\r\nGET /ccc HTTP/1.1\r\nHost: x\r\n\r\n";
+    const char raw[] = "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /bb HTTP/1.1\r\nHost: x\r\n\r\nGET "
+                       "/ccc HTTP/1.1\r\nHost: x\r\n\r\n";
     cm_parser_t p;
     cm_parser_init(&p, &limits);
     const char *s = raw;
@@ -138,7 +141,8 @@ Test(parser, chunked_body_is_reassembled)
 
 Test(parser, expect_100_continue_reports_the_head_first)
 {
-    const char raw[] = "POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n";
+    const char raw[] =
+        "POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n";
     cm_parser_t p;
     cm_parser_init(&p, &limits);
     size_t used;
@@ -149,24 +153,31 @@ Test(parser, expect_100_continue_reports_the_head_first)
 
 Test(parser, content_length_with_transfer_encoding_is_400)
 {
-    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: "
-                              "chunked\r\n\r\n0\r\n\r\n"),
-                 400);
-    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: "
-                              "3\r\n\r\n0\r\n\r\n"),
-                 400);
+    cr_assert_eq(
+        parse_status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: "
+                     "chunked\r\n\r\n0\r\n\r\n"),
+        400);
+    cr_assert_eq(
+        parse_status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: "
+                     "3\r\n\r\n0\r\n\r\n"),
+        400);
 }
 
 Test(parser, differing_content_lengths_are_400)
 {
     cr_assert_eq(
-        parse_status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"), 400);
+        parse_status(
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"),
+        400);
 }
 
 Test(parser, transfer_encoding_other_than_chunked_is_400)
 {
-    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"), 400);
-    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 400);
+    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"),
+                 400);
+    cr_assert_eq(
+        parse_status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+        400);
     cr_assert_eq(parse_status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                               "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
                  400);
@@ -174,7 +185,9 @@ Test(parser, transfer_encoding_other_than_chunked_is_400)
 
 Test(parser, malformed_chunk_size_is_400)
 {
-    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"), 400);
+    cr_assert_eq(
+        parse_status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
+        400);
     cr_assert_eq(parse_status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                               "fffffffffffffffffff\r\n"),
                  400);
@@ -263,14 +276,17 @@ Test(parser, body_over_limit_is_413_for_both_framings)
 {
     cr_assert_eq(parse_status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 65\r\n\r\n"), 413);
     char raw[512];
-    snprintf(raw, sizeof raw,
-             "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n%064d\r\n1\r\nx\r\n", 0);
+    snprintf(
+        raw, sizeof raw,
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n%064d\r\n1\r\nx\r\n",
+        0);
     cr_assert_eq(parse_status(raw), 413);
 }
 
 Test(parser, unsupported_expect_is_417)
 {
-    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nExpect: x\r\n\r\na"), 417);
+    cr_assert_eq(
+        parse_status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nExpect: x\r\n\r\na"), 417);
 }
 
 Test(parser, http10_without_keep_alive_is_not_keep_alive)
@@ -404,8 +420,10 @@ Test(parser, stream_removes_chunked_framing)
 Test(parser, stream_still_refuses_bodies_over_max_body)
 {
     char raw[512];
-    snprintf(raw, sizeof raw,
-             "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n%064d\r\n1\r\nx\r\n", 0);
+    snprintf(
+        raw, sizeof raw,
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n%064d\r\n1\r\nx\r\n",
+        0);
     cm_parser_t p;
     stream_log_t l = {0};
     cm_parser_init(&p, &stream_limits);
@@ -446,4 +464,30 @@ Test(parser, stream_stops_at_the_end_of_the_first_pipelined_request)
     cr_assert_eq(memcmp(l2.req.path.p, "/b", 2), 0);
     stream_log_free(&l2);
     cm_parser_free(&p);
+}
+
+/* RFC 9112 3.2: Host is required in HTTP/1.1, once, and must be a valid host[:port]. */
+Test(parser, host_missing_repeated_or_invalid_is_400)
+{
+    cr_assert_eq(parse_status("GET / HTTP/1.1\r\n\r\n"), 400);
+    cr_assert_eq(parse_status("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n"), 400);
+    cr_assert_eq(parse_status("GET / HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n"), 400);
+    const char *bad[] = {"a b/c", "a/c",  "a@b",    "x:99999", "x:8o", "x:123456",
+                         "[zz]",  "[::1", "[::1]x", "%zz",     "a\"b"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char raw[128];
+        snprintf(raw, sizeof raw, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", bad[i]);
+        cr_assert_eq(parse_status(raw), 400, "Host: %s", bad[i]);
+    }
+    const char *good[] = {"",          "x",
+                          "x:80",      "127.0.0.1:8080",
+                          "[::1]",     "[::1]:80",
+                          "a-b.c_d~e", "%41pi.example",
+                          "x:",        "xn--bcher-kva.example"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        char raw[128];
+        snprintf(raw, sizeof raw, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", good[i]);
+        cr_assert_eq(parse_status(raw), 200, "Host: %s", good[i]);
+    }
+    cr_assert_eq(parse_status("GET / HTTP/1.0\r\n\r\n"), 200, "HTTP/1.0 may omit Host");
 }
