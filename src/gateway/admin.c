@@ -65,12 +65,14 @@ static int admin_allowed(gw_worker_t *w, cm_req_t *req, char *who, size_t who_ca
     gw_rate_cfg_t rc = {.rate = ADMIN_RATE, .burst = ADMIN_BURST};
     gw_rate_result_t rate;
     char key[300];
-    int klen = snprintf(key, sizeof key, "\x01" "admin\x01%s", req->peer);
+    int klen = snprintf(key, sizeof key,
+                        "\x01"
+                        "admin\x01%s",
+                        req->peer);
     if (gw_ratelimit_take(w->g->rl, key, (size_t)klen, &rc, uv_hrtime(), &rate) == 0 &&
         !rate.allowed) {
         cm_res_header(req, "Retry-After", "%ld", rate.retry_after_s);
-        cm_res_error(req, 429, "admin API rate limit exceeded; retry in %ld s",
-                     rate.retry_after_s);
+        cm_res_error(req, 429, "admin API rate limit exceeded; retry in %ld s", rate.retry_after_s);
         return -1;
     }
     size_t len;
