@@ -10,7 +10,7 @@
 #include "scripted_upstream.h"
 
 #include <errno.h>
-#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -494,5 +494,45 @@ Test(gwadmin, config_admin_socket_is_relative_to_the_file_and_a_stale_one_is_rep
         unix_request(sock, "GET /_cmesh/routes HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
     cr_assert_eq(h_raw_status(resp), 200, "the first gateway lost its socket: %s", resp);
     free(resp);
+    cr_assert_eq(h_stop(&gw), 0);
+}
+
+Test(gwadmin, a_reload_cannot_move_the_admin_listener_and_says_so)
+{
+    char dir[256], cfg[300], yaml[512], tmp[320], a1[64], a2[64];
+    h_proc_t gw, adm, moved;
+    adm_prepare(&adm, a1, sizeof a1);
+    adm_prepare(&moved, a2, sizeof a2);
+    h_tempdir(dir, sizeof dir);
+    snprintf(cfg, sizeof cfg, "%s/gw.yaml", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", cfg);
+    static const char routes[] =
+        "routes:\n  - prefix: /u\n    upstreams: [http://127.0.0.1:9]\n    health: off\n";
+    snprintf(yaml, sizeof yaml, "admin: { listen: %s }\n%s", a1, routes);
+    FILE *f = fopen(cfg, "w");
+    cr_assert_not_null(f);
+    fputs(yaml, f);
+    fclose(f);
+    h_start(&gw, "gateway", "--workers", "1", "--access-log", "off", "--config", cfg, NULL);
+    snprintf(yaml, sizeof yaml, "admin: { listen: %s }\n%s", a2, routes);
+    f = fopen(tmp, "w");
+    cr_assert_not_null(f);
+    fputs(yaml, f);
+    fclose(f);
+    cr_assert_eq(rename(tmp, cfg), 0);
+    cr_assert_eq(kill(gw.pid, SIGHUP), 0);
+    char *log = NULL;
+    for (int i = 0; i < 200; i++) { /* up to 4 s for the reload */
+        free(log);
+        log = slurp(gw.log);
+        if (strstr(log, "config reloaded"))
+            break;
+        usleep(20 * 1000);
+    }
+    cr_assert(strstr(log, "admin changed from"), "no warning about the admin change:\n%s", log);
+    free(log);
+    char *urls = listed_urls(&adm, "u", NULL);
+    cr_assert_str_eq(urls, "http://127.0.0.1:9", "the admin API left its listener");
+    free(urls);
     cr_assert_eq(h_stop(&gw), 0);
 }
