@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "core/json.h"
+#include "core/num.h"
 
 const char *cm_req_header(const cm_req_t *req, const char *name, size_t *len)
 {
@@ -77,16 +78,7 @@ int cm_req_param_id(const cm_req_t *req, int i, int64_t *out)
     if (i >= req->nparams)
         return -EINVAL;
     const cm_str_t *s = &req->params[i];
-    if (s->len == 0 || s->len > 18 || s->p[0] == '0')
-        return -EINVAL;
-    int64_t v = 0;
-    for (size_t k = 0; k < s->len; k++) {
-        if (s->p[k] < '0' || s->p[k] > '9')
-            return -EINVAL;
-        v = v * 10 + (s->p[k] - '0');
-    }
-    *out = v;
-    return 0;
+    return cm_num_parse(s->p, s->len, 1, INT64_MAX, out) < 0 ? -EINVAL : 0;
 }
 
 int cm_res_header(cm_req_t *req, const char *name, const char *fmt, ...)

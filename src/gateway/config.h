@@ -100,6 +100,9 @@ typedef struct gw_auth_cfg {
 typedef struct gw_config {
     char path[1024];  /* the file it came from, "" for flags only */
     char listen[300]; /* "listen:" from the file, "" if absent (--listen wins) */
+    /* "admin:" from the file, as --admin-listen spells it: "HOST:PORT" (admin.listen) or
+     * "unix:PATH" (admin.socket, relative to the file's directory); "" if absent */
+    char admin[1100];
     gw_auth_cfg_t auth;
     gw_route_cfg_t *routes; /* most specific first: longest prefix, Host before none */
     int nroutes;

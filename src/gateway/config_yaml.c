@@ -928,6 +928,50 @@ static int parse_listen(yctx_t *y, gw_config_t *cfg, struct fy_node *v, int line
     return e;
 }
 
+/* admin: {listen: HOST:PORT} or {socket: PATH}, kept as --admin-listen spells it. */
+static int parse_admin(yctx_t *y, gw_config_t *cfg, struct fy_node *v, int line)
+{
+    if (!fy_node_is_mapping(v))
+        return fail(y, node_line(v, line),
+                    "admin must be a mapping with one key: listen (HOST:PORT) or socket (PATH)");
+    int first = 0, n = 0;
+    void *it = NULL;
+    struct fy_node_pair *p;
+    while ((p = fy_node_mapping_iterate(v, &it))) {
+        struct fy_node *k = fy_node_pair_key(p), *val = fy_node_pair_value(p);
+        const char *ks = fy_node_is_scalar(k) ? fy_node_get_scalar0(k) : "?";
+        int kline = node_line(k, line), e;
+        char raw[1024], host[256];
+        int port;
+        if (strcmp(ks, "listen") == 0) {
+            n++;
+            e = get_string(y, val, kline, "admin.listen", raw, sizeof(raw));
+            if (e == 0 && cm_parse_hostport(raw, host, sizeof(host), &port) < 0)
+                e = fail(y, node_line(val, kline),
+                         "admin.listen '%s' is not HOST:PORT (port 0-65535)", raw);
+            if (e == 0)
+                snprintf(cfg->admin, sizeof(cfg->admin), "%s", raw);
+        } else if (strcmp(ks, "socket") == 0) {
+            n++;
+            e = get_string(y, val, kline, "admin.socket", raw, sizeof(raw));
+            const char *slash = strrchr(cfg->path, '/');
+            int dirlen = raw[0] != '/' && slash ? (int)(slash - cfg->path) + 1 : 0;
+            if (e == 0 && !raw[0])
+                e = fail(y, node_line(val, kline), "admin.socket must be a path");
+            if (e == 0)
+                snprintf(cfg->admin, sizeof(cfg->admin), "unix:%.*s%s", dirlen, cfg->path, raw);
+        } else {
+            e = fail(y, kline, "unknown key '%s' in admin; expected listen or socket", ks);
+        }
+        if (note(&first, e))
+            return e;
+    }
+    if (first == 0 && n != 1)
+        return fail(y, node_line(v, line),
+                    "admin needs exactly one of listen (HOST:PORT) or socket (PATH)");
+    return first;
+}
+
 /* A relative key_file is relative to the directory of the config file. */
 static int key_path(yctx_t *y, gw_config_t *cfg, int line, const char *raw)
 {
@@ -1022,9 +1066,9 @@ static int parse_auth(yctx_t *y, gw_config_t *cfg, struct fy_node *v, int line)
  * (it decides the routes' default), whatever order the file uses. */
 static int parse_root(yctx_t *y, gw_config_t *cfg, struct fy_node *root)
 {
-    static const char *const keys[] = {"listen", "auth", "routes"};
-    struct fy_node *val[3] = {NULL};
-    int lines[3] = {1, 1, 1};
+    static const char *const keys[] = {"listen", "auth", "routes", "admin"};
+    struct fy_node *val[4] = {NULL};
+    int lines[4] = {1, 1, 1, 1};
     if (!root || !fy_node_is_mapping(root))
         return fail(y, node_line(root, 1), "the file must be a mapping with listen, auth, routes");
     int first = 0;
@@ -1036,12 +1080,13 @@ static int parse_root(yctx_t *y, gw_config_t *cfg, struct fy_node *root)
         if (strncmp(ks, "x-", 2) == 0)
             continue; /* a place for anchors shared by routes (docker-compose style) */
         size_t i = 0;
-        while (i < 3 && strcmp(ks, keys[i]) != 0)
+        while (i < 4 && strcmp(ks, keys[i]) != 0)
             i++;
-        if (i == 3) {
+        if (i == 4) {
             note(&first,
                  fail(y, node_line(k, 1),
-                      "unknown key '%s' at top level; expected listen, auth, routes or x-*", ks));
+                      "unknown key '%s' at top level; expected listen, admin, auth, routes or x-*",
+                      ks));
             continue;
         }
         val[i] = fy_node_pair_value(p);
@@ -1049,6 +1094,9 @@ static int parse_root(yctx_t *y, gw_config_t *cfg, struct fy_node *root)
     }
     if (fy_node_mapping_lookup_pair_by_string(root, "listen", -1) &&
         note(&first, parse_listen(y, cfg, val[0], lines[0])))
+        return first;
+    if (fy_node_mapping_lookup_pair_by_string(root, "admin", -1) &&
+        note(&first, parse_admin(y, cfg, val[3], lines[3])))
         return first;
     if (fy_node_mapping_lookup_pair_by_string(root, "auth", -1) &&
         note(&first, parse_auth(y, cfg, val[1], lines[1])))

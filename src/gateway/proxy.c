@@ -872,14 +872,6 @@ static int request_target(const cm_req_t *req, gw_hdr_target_t *tg, char **norm,
 
 static void proxy_target(gw_worker_t *w, cm_req_t *req, const gw_hdr_target_t *tg)
 {
-    static const char admin[] = "/_cmesh/";
-    if (tg->path.len >= sizeof admin - 1 && memcmp(tg->path.p, admin, sizeof admin - 1) == 0) {
-        /* another spelling of the gateway's own API (gw_admin_handle() saw the raw path):
-         * never proxied, or an upstream would answer for what the gateway guards */
-        cm_res_error(req, 404, "no route for %.*s; the admin API is at its plain path",
-                     (int)tg->path.len, tg->path.p);
-        return;
-    }
     gw_table_t *t = w->table;
     gw_rt_t *rt = t ? gw_guard_route(t, &tg->host.name, &tg->path) : NULL;
     if (!rt) {
@@ -935,10 +927,6 @@ void gw_proxy_handle(cm_req_t *req)
     int rc = request_target(req, &tg, &norm, &why);
     if (rc < 0) {
         cm_res_error(req, rc == -ENOMEM ? 503 : 400, "%s", why);
-        return;
-    }
-    if (gw_admin_handle(w, req)) {
-        free(norm);
         return;
     }
     proxy_target(w, req, &tg);

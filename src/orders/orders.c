@@ -147,18 +147,12 @@ static void orders_list(cm_req_t *req)
 {
     int limit, more;
     int64_t after, last, user_id = 0;
-    char v[32], extra[48] = "";
-    int n = cm_req_query(req, "userId", v, sizeof v);
-    if (n != -ENOENT) {
-        char *end;
-        long long u = n > 0 ? strtoll(v, &end, 10) : 0;
-        if (n <= 0 || *end || u < 1) {
-            cm_res_error_field(req, 422, "userId", "userId must be a positive integer");
-            return;
-        }
-        user_id = u;
-        snprintf(extra, sizeof extra, "userId=%lld&", u);
-    }
+    char extra[48] = "";
+    int n = cm_rest_query_num(req, "userId", 1, INT64_MAX, &user_id);
+    if (n == -EINVAL)
+        return;
+    if (n == 0)
+        snprintf(extra, sizeof extra, "userId=%lld&", (long long)user_id);
     if (cm_rest_page(req, &limit, &after) < 0)
         return;
     orders_worker_t *w = worker_of(req);

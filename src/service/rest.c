@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "core/json.h"
+#include "core/num.h"
 #include "store/idempotency.h"
 
 int cm_rest_require_json(cm_req_t *req)
@@ -32,33 +33,33 @@ json_t *cm_rest_body_object(cm_req_t *req)
     return o;
 }
 
+int cm_rest_query_num(cm_req_t *req, const char *name, int64_t min, int64_t max, int64_t *out)
+{
+    char v[32]; /* INT64_MAX has 19 digits: a longer value is out of range or malformed */
+    int n = cm_req_query(req, name, v, sizeof v);
+    if (n == -ENOENT)
+        return -ENOENT;
+    if (n >= 0 && cm_num_parse(v, (size_t)n, min, max, out) == 0)
+        return 0;
+    /* one answer for malformed and out of range: decimal digits only (no sign, space,
+     * leading zero or anything after them), within the range */
+    cm_res_error_field(req, 422, name, "%s must be a decimal integer from %lld to %lld", name,
+                       (long long)min, (long long)max);
+    return -EINVAL;
+}
+
 int cm_rest_page(cm_req_t *req, int *limit, int64_t *after)
 {
-    char v[32];
-    char *end;
+    int64_t l;
     *limit = CM_REST_LIMIT_DEFAULT;
     *after = 0;
-    int n = cm_req_query(req, "limit", v, sizeof v);
-    if (n != -ENOENT) {
-        long l = n > 0 ? strtol(v, &end, 10) : 0;
-        if (n <= 0 || *end || l < 1 || l > CM_REST_LIMIT_MAX) {
-            cm_res_error_field(req, 422, "limit", "limit must be an integer from 1 to %d",
-                               CM_REST_LIMIT_MAX);
-            return -EINVAL;
-        }
+    int rc = cm_rest_query_num(req, "limit", 1, CM_REST_LIMIT_MAX, &l);
+    if (rc == -EINVAL)
+        return rc;
+    if (rc == 0)
         *limit = (int)l;
-    }
-    n = cm_req_query(req, "after", v, sizeof v);
-    if (n != -ENOENT) {
-        errno = 0;
-        long long a = n > 0 ? strtoll(v, &end, 10) : -1;
-        if (n <= 0 || *end || errno || a < 0) {
-            cm_res_error_field(req, 422, "after", "after must be a non-negative integer id");
-            return -EINVAL;
-        }
-        *after = a;
-    }
-    return 0;
+    rc = cm_rest_query_num(req, "after", 0, INT64_MAX, after);
+    return rc == -EINVAL ? rc : 0;
 }
 
 void cm_rest_link_next(cm_req_t *req, const char *path, const char *extra, int limit,

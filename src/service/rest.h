@@ -25,6 +25,10 @@ int cm_rest_require_json(cm_req_t *req);
  * Caller owns the returned reference. */
 json_t *cm_rest_body_object(cm_req_t *req);
 
+/* Reads query parameter name as an integer from min to max with cm_num_parse() (decimal
+ * digits after percent-decoding, nothing else). Returns 0 with *out set, -ENOENT when
+ * absent, or -EINVAL after answering 422 naming the parameter. */
+int cm_rest_query_num(cm_req_t *req, const char *name, int64_t min, int64_t max, int64_t *out);
 /* Reads ?limit= and ?after=; answers 422 (field "limit"/"after") and returns
  * -EINVAL when either is bad. */
 int cm_rest_page(cm_req_t *req, int *limit, int64_t *after);

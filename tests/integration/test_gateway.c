@@ -4,6 +4,7 @@
  * 100 MB bodies streamed both ways in bounded memory, 404/502/504 JSON errors, JWT auth
  * (HS256, RS256, ES256), rate limits, config errors, the admin API, metrics and the
  * access log's attempts. */
+#include "gwadmin_util.h"
 #include "harness.h"
 #include "scripted_upstream.h"
 
@@ -128,9 +129,14 @@ static int run_cmesh(char **out, char **err, const char *arg0, ...)
 
 /* Starts the gateway (1 worker, no access log unless extra says so) on a config file
  * written from text. extra: up to 4 more arguments, NULL-terminated. */
+/* The admin API of the gateway a test started with start_gateway() (each test runs in a
+ * process of its own, so one per test). */
+static h_proc_t g_admin;
+
 static void start_gateway(h_proc_t *gw, const char *config_text, const char *const *extra)
 {
-    char path[300];
+    char path[300], admin[64];
+    adm_prepare(&g_admin, admin, sizeof admin);
     static int seq;
     char name[32];
     snprintf(name, sizeof name, "gateway%d.yaml", seq++);
@@ -142,10 +148,11 @@ static void start_gateway(h_proc_t *gw, const char *config_text, const char *con
     for (int i = 0; x[i]; i++)
         has_log |= strcmp(x[i], "--access-log") == 0;
     if (has_log)
-        h_start(gw, "gateway", "--config", path, "--workers", "1", x[0], x[1], x[2], x[3], NULL);
-    else
-        h_start(gw, "gateway", "--config", path, "--workers", "1", "--access-log", "off", x[0],
+        h_start(gw, "gateway", "--config", path, "--workers", "1", "--admin-listen", admin, x[0],
                 x[1], x[2], x[3], NULL);
+    else
+        h_start(gw, "gateway", "--config", path, "--workers", "1", "--admin-listen", admin,
+                "--access-log", "off", x[0], x[1], x[2], x[3], NULL);
 }
 
 /* A config with one public route NAME at /PREFIX to the given upstream URLs (a YAML
@@ -1156,7 +1163,8 @@ static const char *str_of(const json_t *o, const char *key)
 /* The admin view of route name (a new reference), asserting 200. */
 static json_t *admin_route(const h_proc_t *gw, const char *name, const char *tok)
 {
-    h_resp_t r = with_token(gw, "GET", "/_cmesh/routes", tok);
+    (void)gw;
+    h_resp_t r = with_token(&g_admin, "GET", "/_cmesh/routes", tok);
     cr_assert_eq(r.status, 200, "GET /_cmesh/routes: %ld %s", r.status, r.body);
     json_t *j = h_json(&r);
     h_resp_free(&r);
@@ -1193,7 +1201,8 @@ static h_resp_t put_upstreams(const h_proc_t *gw, const char *route, const char 
     snprintf(path, sizeof path, "/_cmesh/routes/%s/upstreams", route);
     snprintf(auth, sizeof auth, "Authorization: Bearer %s", tok ? tok : "");
     const char *hdrs[] = {"Content-Type: application/json", tok ? auth : NULL, NULL};
-    return h_req(gw, "PUT", path, body, hdrs);
+    (void)gw;
+    return h_req(&g_admin, "PUT", path, body, hdrs);
 }
 
 Test(gateway, admin_lists_routes_and_replaces_upstreams_from_loopback)
@@ -1252,10 +1261,10 @@ Test(gateway, admin_needs_a_cmesh_admin_token_when_auth_is_on)
     char *user = token(key, "alice", "users:read");
     char *admin = token(key, "root", "cmesh:admin");
 
-    h_resp_t r = with_token(&gw, "GET", "/_cmesh/routes", NULL);
+    h_resp_t r = with_token(&g_admin, "GET", "/_cmesh/routes", NULL);
     assert_error_resp(&r, 401, "admin without token");
     h_resp_free(&r);
-    r = with_token(&gw, "GET", "/_cmesh/routes", user);
+    r = with_token(&g_admin, "GET", "/_cmesh/routes", user);
     assert_error_resp(&r, 403, "admin with a users:read token");
     h_resp_free(&r);
     char body[256];
@@ -1448,7 +1457,7 @@ Test(gateway, client_leaving_mid_upload_ends_the_exchange_and_its_upstream_conne
 
     int conns = -1;
     for (int i = 0; i < 100 && conns != 0; i++) { /* the half-sent request's connection */
-        h_resp_t r = get(&gw, "/_cmesh/routes");
+        h_resp_t r = get(&g_admin, "/_cmesh/routes");
         json_t *doc = h_json(&r);
         json_t *up = json_array_get(
             json_object_get(json_array_get(json_object_get(doc, "routes"), 0), "upstreams"), 0);

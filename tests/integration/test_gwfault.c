@@ -5,6 +5,7 @@
  * threads of this process (it counts what it receives, can be slow, fail or reset). Every wait is
  * bounded; the assertions are on counts and statuses, never on timings. */
 #include "api_util.h"
+#include "gwadmin_util.h"
 #include "harness.h"
 
 #include <errno.h>
@@ -227,6 +228,7 @@ static void scripted_stop(scripted_t *s)
 /* gateway, config file and admin API                                          */
 
 static char cfg_path[300]; /* the running gateway's config file */
+static h_proc_t g_admin;   /* its admin API (a listener of its own) */
 
 static void write_file(const char *path, const char *text)
 {
@@ -243,7 +245,10 @@ static void gw_start(h_proc_t *gw, const char *yaml, const char *workers)
     h_tempdir(dir, sizeof dir);
     snprintf(cfg_path, sizeof cfg_path, "%s/gw.yaml", dir);
     write_file(cfg_path, yaml);
-    h_start(gw, "gateway", "--config", cfg_path, "--access-log", "off", "--workers", workers, NULL);
+    char admin[64];
+    adm_prepare(&g_admin, admin, sizeof admin);
+    h_start(gw, "gateway", "--config", cfg_path, "--access-log", "off", "--workers", workers,
+            "--admin-listen", admin, NULL);
 }
 
 /* Rewrites the running gateway's config and sends SIGHUP. */
@@ -264,7 +269,8 @@ static int gw_alive(const h_proc_t *gw)
 /* GET /_cmesh/routes, the route named name (new reference), or NULL. */
 static json_t *admin_route(const h_proc_t *gw, const char *name)
 {
-    h_resp_t r = h_req(gw, "GET", "/_cmesh/routes", NULL, NULL);
+    (void)gw;
+    h_resp_t r = h_req(&g_admin, "GET", "/_cmesh/routes", NULL, NULL);
     cr_assert_eq(r.status, 200, "GET /_cmesh/routes: %ld %s", r.status, r.body);
     json_t *all = h_json(&r);
     h_resp_free(&r);
@@ -928,7 +934,7 @@ Test(gwfault, slow_start_ramps_up_a_returning_and_an_added_instance)
 
     char body[256];
     snprintf(body, sizeof body, "{\"upstreams\":[\"%s\",\"%s\",\"%s\"]}", a->url, b->url, c->url);
-    h_resp_t r = api_send(&gw, "PUT", "/_cmesh/routes/w/upstreams", body, NULL);
+    h_resp_t r = api_send(&g_admin, "PUT", "/_cmesh/routes/w/upstreams", body, NULL);
     cr_assert(r.status >= 200 && r.status < 300, "PUT upstreams: %ld %s", r.status, r.body);
     h_resp_free(&r);
     got = share_of(&gw, "/w/x", 48, c);
@@ -1234,7 +1240,7 @@ Test(gwfault, upstream_set_replaced_under_load_loses_nothing)
     cr_assert(load_wait_okays(ls, 200, 10000), "no load before the swap");
     char body[128];
     snprintf(body, sizeof body, "{\"upstreams\":[\"%s\"]}", b->url);
-    h_resp_t r = api_send(&gw, "PUT", "/_cmesh/routes/s/upstreams", body, NULL);
+    h_resp_t r = api_send(&g_admin, "PUT", "/_cmesh/routes/s/upstreams", body, NULL);
     cr_assert(r.status >= 200 && r.status < 300, "PUT upstreams: %ld %s", r.status, r.body);
     h_resp_free(&r);
     cr_assert(load_wait_okays(ls, 200, 10000), "load stalled after the swap");

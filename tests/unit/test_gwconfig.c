@@ -709,3 +709,38 @@ Test(gwconfig, every_example_file_loads)
     closedir(d);
     cr_assert_geq(loaded, 2, "only %d example files", loaded);
 }
+
+Test(gwconfig, admin_listen_or_socket_spelled_as_the_flag)
+{
+    static const char routes[] = "routes:\n  - prefix: /u\n    upstreams: [http://127.0.0.1:9]\n";
+    char text[512];
+    gw_config_t *cfg;
+    snprintf(text, sizeof text, "admin: { listen: 127.0.0.1:9901 }\n%s", routes);
+    cr_assert_eq(load(text, &cfg), 0, "%s", err);
+    cr_assert_str_eq(cfg->admin, "127.0.0.1:9901");
+    gw_config_free(cfg);
+    snprintf(text, sizeof text, "admin:\n  socket: run/admin.sock\n%s", routes);
+    cr_assert_eq(load(text, &cfg), 0, "%s", err);
+    char want[700];
+    snprintf(want, sizeof want, "unix:%s/run/admin.sock", dir); /* next to the file */
+    cr_assert_str_eq(cfg->admin, want);
+    gw_config_free(cfg);
+    snprintf(text, sizeof text, "admin: { socket: /run/cmesh/admin.sock }\n%s", routes);
+    cr_assert_eq(load(text, &cfg), 0, "%s", err);
+    cr_assert_str_eq(cfg->admin, "unix:/run/cmesh/admin.sock");
+    gw_config_free(cfg);
+    snprintf(text, sizeof text, "%s", routes);
+    cr_assert_eq(load(text, &cfg), 0, "%s", err);
+    cr_assert_str_eq(cfg->admin, "", "admin is off unless configured");
+    gw_config_free(cfg);
+}
+
+Test(gwconfig, admin_errors_name_the_line)
+{
+    refused_at("admin: { listen: nowhere }\nroutes: []\n", 1, "admin.listen 'nowhere'");
+    refused_at("admin: { listen: 127.0.0.1:1, socket: a.sock }\nroutes: []\n", 1,
+               "exactly one of listen");
+    refused_at("admin: {}\nroutes: []\n", 1, "exactly one of listen");
+    refused_at("admin: 127.0.0.1:1\nroutes: []\n", 1, "admin must be a mapping");
+    refused_at("admin:\n  port: 1\nroutes: []\n", 2, "unknown key 'port' in admin");
+}
