@@ -105,8 +105,38 @@ typedef struct gw_config {
     int nroutes;
 } gw_config_t;
 
-/* Fills r with every default above (no name, prefix or upstreams). */
+/* Where the gateway listens when neither --listen nor the file's listen: says. */
+#define GW_LISTEN_DEFAULT "127.0.0.1:8080"
+
+/* Fills r with every default above (no name, prefix or upstreams), taken from the
+ * YAML loader's key tables (config_yaml.c), which hold each default once. */
 void gw_route_defaults(gw_route_cfg_t *r);
+
+/* Fills the top-level defaults of cfg (auth.leeway); routes are left alone. */
+void gw_config_defaults(gw_config_t *cfg);
+
+/* Calls fn once per key of every table of the file grammar, table by table (section is
+ * the table's heading in docs/gateway-config.md, e.g. "`timeouts`"); def is the default
+ * as a file would write it ("5s"), "required", or "" when it has none or it is computed.
+ * For the docs test: every default lives in the tables, and the doc must match them. */
+typedef void (*gw_describe_fn)(void *arg, const char *section, const char *key, const char *def);
+void gw_config_describe(gw_describe_fn fn, void *arg);
+
+/* The rules a file route and a --route share (config.c), so that each is written once. */
+
+/* Checks and normalises a prefix in place: starts with '/', no whitespace, query or
+ * fragment, trailing slashes dropped except for "/" itself. Returns 0 or -EINVAL with
+ * err ("prefix '...' must start with '/'"). */
+int gw_prefix_normalise(char *prefix, char *err, size_t err_cap);
+
+/* Whether two upstreams name the same instance (same resolved address and port). */
+int gw_upstream_same(const gw_upstream_cfg_t *a, const gw_upstream_cfg_t *b);
+
+/* Why two routes cannot both be in one config: GW_CLASH_NAME (same name), GW_CLASH_MATCH
+ * (same host and prefix), or 0 when they can. */
+#define GW_CLASH_NAME  1
+#define GW_CLASH_MATCH 2
+int gw_route_clash(const gw_route_cfg_t *a, const gw_route_cfg_t *b);
 
 /* Names r after its prefix (and host) when no name is given: "/users" -> "users",
  * "/api/v1" -> "api-v1", "/" -> "root", host "a.example" + "/users" ->
