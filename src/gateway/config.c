@@ -188,7 +188,7 @@ int gw_upstream_parse(const char *url, gw_upstream_cfg_t *u, char *err, size_t e
         snprintf(err, err_cap, "upstream '%s': port '%s' is not 1-65535", url, port);
         return -EINVAL;
     }
-    gw_upstream_cfg_t v = {.port = (int)p, .weight = 1};
+    gw_upstream_cfg_t v = {.port = (int)p, .weight = GW_WEIGHT_DEFAULT};
     rc = resolve_host(url, host, port, v.host, sizeof(v.host), err, err_cap);
     if (rc < 0)
         return rc;

@@ -217,6 +217,8 @@ struct table {
     {                                                                                              \
         .key = k, .kind = kind_, .off = offsetof(type, member), __VA_ARGS__                        \
     }
+#define STR_(x) #x
+#define STR(x)  STR_(x) /* a default shared with config.c, as the text a file writes */
 #define TABLE(title_, rows, ...)                                                                   \
     {                                                                                              \
         .title = title_, .f = rows, .n = sizeof(rows) / sizeof((rows)[0]), __VA_ARGS__             \
@@ -744,18 +746,18 @@ static int on_hash(walk_t *w, const field_t *f, struct fy_node *v, int line, con
     return walk_table(w, f->sub, v, line, what, base);
 }
 
-/* upstream.url, or a list item that is only the URL: weight is left as it is. */
+/* upstream.url, or a list item that is only the URL (expect says which); the weight is
+ * left as it was (given before the url, unset, or the default of a bare URL item). */
 static int upstream_url(walk_t *w, struct fy_node *v, int line, const char *what,
-                        gw_upstream_cfg_t *u)
+                        const char *expect_, gw_upstream_cfg_t *u)
 {
     const char *s;
-    int e = scalar(w->y, v, line, what, "http://HOST:PORT or {url, weight}", &s);
+    int e = scalar(w->y, v, line, what, expect_, &s);
     char why[1024];
     int weight = u->weight;
     if (e == 0 && gw_upstream_parse(s, u, why, sizeof(why)) < 0)
         return fail(w->y, node_line(v, line), "%s: %s", w->rc->label, why);
-    if (e == 0 && weight != 0) /* the mapping's weight: read before the url, or unset */
-        u->weight = weight;
+    u->weight = weight;
     return e;
 }
 
@@ -763,7 +765,7 @@ static int on_url(walk_t *w, const field_t *f, struct fy_node *v, int line, cons
                   void *base)
 {
     (void)f;
-    return upstream_url(w, v, line, what, base);
+    return upstream_url(w, v, line, what, "http://HOST:PORT", base);
 }
 
 static int on_upstreams(walk_t *w, const field_t *f, struct fy_node *v, int line, const char *what,
@@ -792,8 +794,13 @@ static int on_upstreams(walk_t *w, const field_t *f, struct fy_node *v, int line
         gw_upstream_cfg_t *u = &r->upstreams[r->nupstreams];
         memset(u, 0, sizeof(*u));
         int iline = node_line(item, line);
-        int e = fy_node_is_mapping(item) ? walk_table(w, f->sub, item, iline, item_what, u)
-                                         : upstream_url(w, item, iline, "upstream", u);
+        int e;
+        if (fy_node_is_mapping(item)) {
+            e = walk_table(w, f->sub, item, iline, item_what, u);
+        } else {
+            defaults(f->sub, u); /* weight */
+            e = upstream_url(w, item, iline, "upstream", "http://HOST:PORT or {url, weight}", u);
+        }
         for (int i = 0; e == 0 && i < r->nupstreams; i++)
             if (gw_upstream_same(&r->upstreams[i], u))
                 e = fail(w->y, iline, "%s: upstream '%s' is listed twice (same address as '%s')",
@@ -983,7 +990,8 @@ static const field_t route_auth_rows[] = {
 };
 static const field_t upstream_rows[] = {
     ROW("url", V_FN, gw_upstream_cfg_t, url, .need = "a url", .fn = on_url),
-    ROW("weight", V_INT, gw_upstream_cfg_t, weight, .min = 1, .max = 1000, .def = "1"),
+    ROW("weight", V_INT, gw_upstream_cfg_t, weight, .min = 1, .max = 1000,
+        .def = STR(GW_WEIGHT_DEFAULT)),
 };
 
 static const table_t timeout_table = TABLE("`timeouts`", timeout_rows);
@@ -1050,12 +1058,16 @@ void gw_config_defaults(gw_config_t *cfg)
     defaults(&root_table, cfg);
 }
 
+#define DESCRIBE_MAX 32 /* tables in all; there are 14 */
+
 static void describe(const table_t *t, gw_describe_fn fn, void *arg, const table_t **seen,
                      size_t *nseen)
 {
     for (size_t i = 0; i < *nseen; i++)
         if (seen[i] == t)
             return; /* per_client and per_subject share one table */
+    if (*nseen == DESCRIBE_MAX)
+        abort(); /* more tables than describe() was sized for: raise DESCRIBE_MAX */
     seen[(*nseen)++] = t;
     for (size_t i = 0; i < t->n; i++)
         fn(arg, t->title, t->f[i].key, t->f[i].need ? "required" : t->f[i].def ? t->f[i].def : "");
@@ -1066,7 +1078,7 @@ static void describe(const table_t *t, gw_describe_fn fn, void *arg, const table
 
 void gw_config_describe(gw_describe_fn fn, void *arg)
 {
-    const table_t *seen[32];
+    const table_t *seen[DESCRIBE_MAX];
     size_t nseen = 0;
     describe(&root_table, fn, arg, seen, &nseen);
 }
