@@ -531,8 +531,10 @@ static int settle(yctx_t *y, const table_t *t, struct fy_node *map, int line, co
 /* Fills base with the defaults of t and of every block inside it. */
 static void defaults(const table_t *t, void *base)
 {
+    char ebuf[64];
+    yctx_t none = {.file = "default", .err = ebuf, .err_cap = sizeof(ebuf)}; /* unused: no check */
     unset_table(t, base);
-    settle(NULL, t, NULL, 0, "", base, false);
+    settle(&none, t, NULL, 0, "", base, false);
     for (size_t i = 0; i < t->n; i++)
         if (t->f[i].sub && !t->f[i].per_item)
             defaults(t->f[i].sub, (char *)base + t->f[i].off);
@@ -1078,7 +1080,7 @@ static void describe(const table_t *t, gw_describe_fn fn, void *arg, const table
 
 void gw_config_describe(gw_describe_fn fn, void *arg)
 {
-    const table_t *seen[DESCRIBE_MAX];
+    const table_t *seen[DESCRIBE_MAX] = {NULL};
     size_t nseen = 0;
     describe(&root_table, fn, arg, seen, &nseen);
 }
