@@ -606,17 +606,16 @@ static int walk_table(walk_t *w, const table_t *t, struct fy_node *map, int line
 /* Top level: listen, auth                                                            */
 /* ---------------------------------------------------------------------------------- */
 
+/* HOST:PORT or :PORT into the row's char[max] member. */
 static int on_listen(walk_t *w, const field_t *f, struct fy_node *v, int line, const char *what,
                      void *base)
 {
-    (void)f;
-    gw_config_t *cfg = base;
-    int e = get_string(w->y, v, line, what, cfg->listen, sizeof(cfg->listen));
+    char *dst = (char *)base + f->off;
+    int e = get_string(w->y, v, line, what, dst, (size_t)f->max);
     char host[256];
     int port;
-    if (e == 0 && cm_parse_hostport(cfg->listen, host, sizeof(host), &port) < 0)
-        return fail(w->y, node_line(v, line), "%s '%s' is not HOST:PORT (port 0-65535)", what,
-                    cfg->listen);
+    if (e == 0 && cm_parse_hostport(dst, host, sizeof(host), &port) < 0)
+        return fail(w->y, node_line(v, line), "%s '%s' is not HOST:PORT (port 0-65535)", what, dst);
     return e;
 }
 
@@ -1041,11 +1040,12 @@ static const table_t auth_table = TABLE("`auth`", auth_rows, .complete = auth_co
 
 /* In this order: auth decides the routes' default, whatever order the file uses. */
 static const field_t root_rows[] = {
-    ROW("listen", V_FN, gw_config_t, listen, .def = GW_LISTEN_DEFAULT, .fn = on_listen),
+    ROW("listen", V_FN, gw_config_t, listen, .max = sizeof(((gw_config_t *)0)->listen),
+        .def = GW_LISTEN_DEFAULT, .fn = on_listen),
     ROW("auth", V_BLOCK, gw_config_t, auth, .sub = &auth_table),
     ROW("routes", V_FN, gw_config_t, routes, .sub = &route_table, .per_item = true,
         .fn = on_routes),
-    {.key = "x-*", .kind = V_IGNORE}, /* anchors shared by routes (docker-compose style) */
+    {.key = "x-*", .kind = V_IGNORE}, /* anchors shared by routes (compose style); keep last */
 };
 static const table_t root_table = TABLE("Top level", root_rows, .in_order = true);
 
