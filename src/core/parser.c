@@ -280,6 +280,18 @@ static int on_headers_complete(llhttp_t *hp)
     return 0;
 }
 
+/* The last chunk's size line is in: what follows is the trailer section, which llhttp
+ * frames as loosely as it would a head in loose mode (a bare LF ends it even in strict
+ * mode), so the raw-byte scanner sees it first, exactly as it sees a head. */
+static int on_chunk_header(llhttp_t *hp)
+{
+    cm_parser_t *p = of(hp);
+    if (hp->content_length != 0)
+        return 0;
+    p->trailers = 1;
+    return HPE_PAUSED;
+}
+
 static int on_body(llhttp_t *hp, const char *at, size_t len)
 {
     cm_parser_t *p = of(hp);
@@ -319,6 +331,7 @@ static const llhttp_settings_t settings = {
     .on_chunk_extension_name = on_chunk_extension,
     .on_chunk_extension_value = on_chunk_extension,
     .on_headers_complete = on_headers_complete,
+    .on_chunk_header = on_chunk_header,
     .on_body = on_body,
     .on_message_complete = on_message_complete,
 };
@@ -340,7 +353,7 @@ void cm_parser_free(cm_parser_t *p)
 
 int cm_parser_mid_request(const cm_parser_t *p)
 {
-    return !p->scanning || p->head_seen > 0;
+    return !p->scanning || p->head_seen > 0 || p->trailers;
 }
 
 /* Scans head bytes up to the end of the head (or of data). Returns the bytes that
@@ -350,7 +363,7 @@ static long scan_head(cm_parser_t *p, const char *data, size_t len)
     size_t i = 0;
     for (; i < len && p->scanning; i++) {
         char c = data[i];
-        if (p->head_seen == 0 && p->line_len == 0 && (c == '\r' || c == '\n'))
+        if (p->line_no == 0 && p->head_seen == 0 && p->line_len == 0 && (c == '\r' || c == '\n'))
             continue; /* RFC 9112 2.2: empty lines before a request line are ignored */
         if ((unsigned char)c > '\r' && p->prev != '\r' && p->line_len > 0 &&
             (p->line_no == 0 || p->seen_colon)) {
@@ -419,6 +432,7 @@ static long scan_head(cm_parser_t *p, const char *data, size_t len)
 
 static void rearm_scanner(cm_parser_t *p)
 {
+    p->trailers = 0;
     p->scanning = 1;
     p->head_seen = 0;
     p->line_no = 0;
@@ -493,6 +507,22 @@ cm_parse_event_t cm_parser_feed(cm_parser_t *p, const char *data, size_t len, si
     if (p->pending == CM_PARSE_DONE) {
         rearm_scanner(p);
         return CM_PARSE_DONE;
+    }
+    if (p->trailers == 1 && e == HPE_PAUSED) {
+        /* paused at the last chunk: scan the trailer section like a head (header lines) */
+        p->trailers = 2;
+        p->scanning = 1;
+        p->head_seen = 0;
+        p->line_no = 1;
+        p->line_len = 0;
+        p->seen_colon = 0;
+        p->prev = 0;
+        if (p->pending != CM_PARSE_MORE)
+            return p->pending; /* a head for 100-continue: the trailers wait for the next feed */
+        size_t more = 0;
+        cm_parse_event_t ev = n < len ? cm_parser_feed(p, data + n, len - n, &more) : CM_PARSE_MORE;
+        *used = n + more;
+        return ev;
     }
     if (p->pending == CM_PARSE_BODY || (p->pending == CM_PARSE_HEAD && p->limits.stream)) {
         if (n == limit && n > 0)

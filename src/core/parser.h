@@ -48,6 +48,8 @@ typedef struct cm_parser {
     size_t extra_seen; /* chunk-extension and trailer bytes, counted against max_header */
     int closed;        /* a request that ends the connection was parsed: the rest is dropped */
     int done_owed;     /* stream mode: llhttp ended the message on the byte fed next */
+    int trailers;      /* 1: llhttp paused at the last chunk; 2: the scanner checks the
+                        * trailer section that follows it */
     /* raw-byte scan of the head, ahead of llhttp */
     int scanning;     /* still inside a head */
     size_t head_seen; /* head bytes so far */
