@@ -626,3 +626,21 @@ Test(parser, trailers_and_chunk_extensions_count_against_max_header)
     snprintf(raw + n, sizeof raw - (size_t)n, "\r\n\r\n");
     cr_assert_eq(parse_status(raw), 431);
 }
+
+Test(parser, connect_is_501_and_upgrade_is_served_as_an_ordinary_request)
+{
+    cr_assert_eq(parse_status("CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n"), 501);
+    /* RFC 9110 7.8: Upgrade may be ignored; what follows is the next request, not a tunnel */
+    const char raw[] = "GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: ws\r\n\r\n"
+                       "GET /2 HTTP/1.1\r\nHost: x\r\n\r\n";
+    cm_parser_t p;
+    cm_req_t req = {0};
+    int done = 0;
+    cm_parser_init(&p, &limits);
+    cr_assert_neq(feed_all(&p, raw, sizeof raw - 1, &req, &done), CM_PARSE_ERROR);
+    cr_assert_eq(done, 2);
+    cr_assert_eq(req.path.len, 2, "the second request is parsed as one");
+    cm_parser_free(&p);
+    cm_buf_free(&req.raw_head);
+    cm_buf_free(&req.raw_body);
+}
