@@ -24,6 +24,21 @@ const char *cm_req_header(const cm_req_t *req, const char *name, size_t *len)
     return NULL;
 }
 
+const char *cm_req_bearer(const cm_req_t *req, size_t *len)
+{
+    size_t n;
+    const char *h = cm_req_header(req, "Authorization", &n);
+    if (!h || n < 7 || strncasecmp(h, "Bearer ", 7) != 0)
+        return NULL;
+    size_t i = 7;
+    while (i < n && h[i] == ' ')
+        i++;
+    if (i == n)
+        return NULL;
+    *len = n - i;
+    return h + i;
+}
+
 static int hexval(char c)
 {
     if (c >= '0' && c <= '9')

@@ -19,12 +19,12 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include <http_parser.h>
 #include <uv.h>
 
 #include "core/buf.h"
 #include "core/client.h"
 #include "core/http.h"
+#include "core/parser.h"
 #include "core/timeout.h"
 #include "gateway/auth.h"
 #include "gateway/balancer.h"
@@ -154,10 +154,10 @@ struct gw_uconn {
     uv_tcp_t tcp; /* first: handle data is the uconn */
     uv_connect_t creq;
     gw_inst_t *inst;
-    gw_uconn_t *next; /* idle list */
-    gw_exch_t *ex;    /* the exchange using it; NULL when idle */
-    gw_waiter_t *wt;  /* while connecting: the waiter to clear when done */
-    http_parser hp;
+    gw_uconn_t *next;       /* idle list */
+    gw_exch_t *ex;          /* the exchange using it; NULL when idle */
+    gw_waiter_t *wt;        /* while connecting: the waiter to clear when done */
+    cm_resparse_t rp;       /* the exchange's response */
     uint64_t idle_since_ms; /* loop time */
     size_t wpending;        /* bytes handed to uv_write, not yet written */
     int connected;

@@ -157,8 +157,8 @@ static void version_output_is_complete(const char *arg)
     snprintf(first, sizeof first, "cmesh %s\n", want);
     cr_assert_eq(strncmp(out, first, strlen(first)), 0, "cmesh %s: want '%s' first:\n%s", arg, want,
                  out);
-    static const char *const libs[] = {"libuv",   "http-parser", "SQLite",   "jansson",
-                                       "libcurl", "OpenSSL",     "libfyaml", "libjwt"};
+    static const char *const libs[] = {"libuv",   "llhttp",  "SQLite",   "jansson",
+                                       "libcurl", "OpenSSL", "libfyaml", "libjwt"};
     for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++) {
         const char *l = strstr(out, libs[i]);
         cr_assert_not_null(l, "cmesh %s does not name %s:\n%s", arg, libs[i], out);
