@@ -76,12 +76,11 @@ static int admin_allowed(gw_worker_t *w, cm_req_t *req, char *who, size_t who_ca
         return -1;
     }
     size_t len;
-    const char *h = cm_req_header(req, "Authorization", &len);
+    const char *tok = cm_req_bearer(req, &len);
     gw_claims_t claims;
     char why[128] = "missing bearer token";
-    if (!h || len < 7 || strncasecmp(h, "Bearer ", 7) != 0 ||
-        gw_auth_verify(snap->auth, h + 7, len - 7, (int64_t)time(NULL), &claims, why, sizeof why) <
-            0) {
+    if (!tok ||
+        gw_auth_verify(snap->auth, tok, len, (int64_t)time(NULL), &claims, why, sizeof why) < 0) {
         cm_res_header_str(req, "WWW-Authenticate", "Bearer realm=\"cmesh\"");
         cm_res_error(req, 401, "%s", why);
         return -1;

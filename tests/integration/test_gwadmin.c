@@ -347,6 +347,11 @@ Test(gwadmin, with_auth_every_admin_request_needs_cmesh_admin_and_changes_are_lo
     char *urls = listed_urls(&adm, "users", root);
     cr_assert_str_eq(urls, us_url(a), "a refused PUT changed the upstreams");
     free(urls);
+    char spaced[4200]; /* RFC 9110 11.4: 1*SP after the scheme, any case */
+    snprintf(spaced, sizeof spaced, "Authorization: bearer  %s", root);
+    r = h_req(&adm, "GET", "/_cmesh/routes", NULL, (const char *const[]){spaced, NULL});
+    cr_assert_eq(r.status, 200, "GET with 'bearer  TOKEN': %ld %s", r.status, r.body);
+    h_resp_free(&r);
 
     r = as(&adm, "PUT", "/_cmesh/routes/users/upstreams", body, root);
     cr_assert_eq(r.status, 200, "PUT with cmesh:admin: %ld %s", r.status, r.body);
