@@ -14,6 +14,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "core/uri.h"
 #include "gateway/balancer.h"
 
 /* ---------------------------------------------------------------------------------- */
@@ -238,7 +239,25 @@ int gw_prefix_normalise(char *prefix, char *err, size_t err_cap)
             return -EINVAL;
         }
     }
+    /* requests are matched on their normalized path (core/uri), so the prefix is written
+     * in the same form, or "/%7Euser" and "/a/../b" could never match */
     size_t n = strlen(prefix);
+    const char *why;
+    int rc = cm_uri_path_scan(prefix, n, &why);
+    if (rc > 0) {
+        char *as_written = strdup(prefix); /* for the message: normalizing is in place */
+        if (!as_written)
+            return -ENOMEM;
+        rc = cm_uri_normalize(prefix, n, prefix, &n, &why);
+        if (rc < 0)
+            snprintf(err, err_cap, "prefix '%s': %s", as_written, why);
+        free(as_written);
+    } else if (rc < 0) {
+        snprintf(err, err_cap, "prefix '%s': %s", prefix, why);
+    }
+    if (rc < 0)
+        return rc;
+    prefix[n] = '\0';
     while (n > 1 && prefix[n - 1] == '/') /* "/users/" means "/users" */
         prefix[--n] = '\0';
     return 0;

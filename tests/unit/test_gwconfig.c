@@ -377,6 +377,29 @@ Test(gwconfig, missing_prefix_is_refused_at_the_route)
                "must start with '/'");
 }
 
+/* Requests are matched on their normalized path, so a prefix is normalized the same way
+ * (else "/%7Euser" or "/a/../b" could never match), and one that cannot be is refused. */
+Test(gwconfig, prefix_is_normalized_like_request_paths)
+{
+    static const char *const cases[][2] = {
+        {"/a/../b/", "/b"}, {"/%7euser", "/~user"}, {"//api//v1/", "/api/v1"}, {"/x/%2f", ""}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[256];
+        snprintf(text, sizeof text,
+                 "routes:\n  - prefix: \"%s\"\n    upstreams: [http://127.0.0.1:1]\n", cases[i][0]);
+        gw_config_t *cfg;
+        int rc = load(text, &cfg);
+        if (!cases[i][1][0]) {
+            cr_expect_lt(rc, 0, "prefix %s was accepted", cases[i][0]);
+            cr_expect_not_null(strstr(err, "encoded"), "%s", err);
+            continue;
+        }
+        cr_assert_eq(rc, 0, "%s: %s", cases[i][0], err);
+        cr_expect_str_eq(cfg->routes[0].prefix, cases[i][1], "prefix %s", cases[i][0]);
+        gw_config_free(cfg);
+    }
+}
+
 Test(gwconfig, empty_upstreams_are_refused)
 {
     refused_at("routes:\n  - prefix: /a\n\n    upstreams: []\n", 4, "non-empty list");
