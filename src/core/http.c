@@ -9,6 +9,7 @@
 
 #include "core/json.h"
 #include "core/num.h"
+#include "core/uri.h"
 
 const char *cm_req_header(const cm_req_t *req, const char *name, size_t *len)
 {
@@ -39,27 +40,17 @@ const char *cm_req_bearer(const cm_req_t *req, size_t *len)
     return h + i;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes src into out; '+' is a space (form encoding, as browsers send). */
 static int decode(const char *src, size_t len, char *out, size_t cap)
 {
     size_t n = 0;
     for (size_t i = 0; i < len; i++) {
         char c = src[i];
+        int v;
         if (c == '+') {
             c = ' ';
-        } else if (c == '%' && i + 2 < len && hexval(src[i + 1]) >= 0 && hexval(src[i + 2]) >= 0) {
-            c = (char)(hexval(src[i + 1]) * 16 + hexval(src[i + 2]));
+        } else if (c == '%' && (v = cm_uri_pct_value(src + i, len - i)) >= 0) {
+            c = (char)v; /* a malformed escape is kept as it is */
             i += 2;
         }
         if (n + 1 >= cap)

@@ -260,3 +260,68 @@ void cm_rest_db_error(cm_req_t *req, int rc)
     int status = cm_rest_db_error_body(req, rc);
     cm_res_send(req, status);
 }
+
+void cm_rest_refuse(cm_req_t *req, cm_batch_t *b, int rc, const char *not_found)
+{
+    int status;
+    cm_buf_reset(&req->res_body);
+    if (rc == -ENOENT) {
+        cm_res_error_body(req, NULL, "%s", not_found);
+        status = 404;
+    } else {
+        status = cm_rest_db_error_body(req, rc);
+    }
+    cm_batch_refuse(b, req, status);
+}
+
+int cm_rest_write_begin(cm_req_t *req, cm_batch_t *b, cm_db_t *db, cm_rest_idem_t *idem,
+                        cm_rest_refuse_fn refuse)
+{
+    int rc, status;
+    if ((rc = cm_batch_begin(b)) < 0) {
+        cm_rest_db_error(req, rc);
+        return 1;
+    }
+    rc = cm_rest_idem_check(req, db, idem, &status);
+    if (rc == 1) {
+        cm_batch_answer(b, req, status);
+        return 1;
+    }
+    if (rc < 0) {
+        refuse(req, b, rc);
+        return 1;
+    }
+    return 0;
+}
+
+int cm_rest_write_check_etag(cm_req_t *req, cm_batch_t *b, const char *item)
+{
+    char etag[20];
+    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
+    cm_buf_reset(&req->res_body);
+    const char *failed = cm_rest_write_precondition(req, etag);
+    if (!failed)
+        return 0;
+    if (strcmp(failed, "If-Match") == 0)
+        cm_res_error_body(req, NULL, "If-Match does not match the %s's current ETag %s", item,
+                          etag);
+    else
+        cm_res_error_body(req, NULL, "If-None-Match matches the %s's current ETag %s", item, etag);
+    cm_batch_refuse(b, req, 412);
+    return 1;
+}
+
+void cm_rest_write_end(cm_req_t *req, cm_batch_t *b, cm_db_t *db, const cm_rest_idem_t *idem,
+                       cm_rest_refuse_fn refuse, int status, const char *location)
+{
+    int rc = cm_rest_idem_save(req, db, idem, status, location);
+    if (rc < 0) {
+        refuse(req, b, rc);
+        return;
+    }
+    if (location)
+        cm_res_header_str(req, "Location", location);
+    if (req->method != CM_DELETE)
+        cm_rest_add_etag(req);
+    cm_batch_answer(b, req, status);
+}

@@ -6,6 +6,7 @@
  * old and new upstreams. Route names as it sees them: a route from --route is named after
  * its prefix without slashes ("/users" -> users, "/api/v1" -> api-v1, "/" -> root). */
 #include "gwadmin_util.h"
+#include "h_util.h"
 #include "harness.h"
 #include "scripted_upstream.h"
 
@@ -109,24 +110,6 @@ Test(gwadmin, flag_routes_are_named_without_slashes_and_replaced_by_that_name)
 /* ------------------------------------------------------------------------- */
 /* helpers                                                                    */
 
-/* The whole of a file (caller frees), "" when it cannot be read. */
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return strdup("");
-    char *data = NULL;
-    size_t len = 0;
-    FILE *m = open_memstream(&data, &len);
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
-        fwrite(buf, 1, n, m);
-    fclose(f);
-    fclose(m);
-    return data;
-}
-
 /* Runs a shell command line (bounded by `timeout`), returning its output (caller frees)
  * and exit status. */
 static char *run(const char *cmd, int *status)
@@ -147,19 +130,6 @@ static char *run(const char *cmd, int *status)
 }
 
 #define HS_SECRET "an-admin-test-secret-of-at-least-32-bytes"
-
-/* A token signed with the HS256 key file for sub with scope (caller frees). */
-static char *mint(const char *key, const char *sub, const char *scope)
-{
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "timeout 10 '%s' token --auth-key '%s' --sub '%s' --scope '%s'",
-             getenv("CMESH_BIN"), key, sub, scope);
-    int st;
-    char *out = run(cmd, &st);
-    cr_assert_eq(st, 0, "cmesh token: %d %s", st, out);
-    out[strcspn(out, "\r\n")] = '\0';
-    return out;
-}
 
 static h_resp_t as(const h_proc_t *p, const char *method, const char *path, const char *body,
                    const char *tok)
@@ -327,8 +297,8 @@ Test(gwadmin, with_auth_every_admin_request_needs_cmesh_admin_and_changes_are_lo
     fputs(yaml, f);
     fclose(f);
     h_start(&gw, "gateway", "--workers", "1", "--access-log", "off", "--config", cfg, NULL);
-    char *user = mint(key, "mallory", "users:read users:write");
-    char *root = mint(key, "ops-alice", "cmesh:admin");
+    char *user = h_token("mallory", "users:read users:write", "--auth-key", key, NULL);
+    char *root = h_token("ops-alice", "cmesh:admin", "--auth-key", key, NULL);
     char body[256];
     snprintf(body, sizeof body, "{\"upstreams\": [\"%s\"]}", us_url(b));
 
@@ -360,7 +330,7 @@ Test(gwadmin, with_auth_every_admin_request_needs_cmesh_admin_and_changes_are_lo
     cr_assert_str_eq(urls, us_url(b));
     free(urls);
 
-    char *log = slurp(gw.log), want[512];
+    char *log = h_read_file(gw.log, NULL), want[512];
     snprintf(want, sizeof want, "[%s] -> [%s]", us_url(a), us_url(b));
     const char *line = strstr(log, "upstreams replaced by token subject ops-alice");
     cr_assert_not_null(line, "the change is not logged with its subject:\n%s", log);
@@ -447,7 +417,7 @@ Test(gwadmin, unix_socket_is_mode_0600_serves_the_api_logs_the_peer_uid_and_goes
     get_from(&gw, "/users/1", 2);
     cr_assert_eq(us_count(b), 2, "the new upstream got %d of 2", us_count(b));
 
-    char *log = slurp(gw.log), want[128];
+    char *log = h_read_file(gw.log, NULL), want[128];
     snprintf(want, sizeof want, "upstreams replaced by unix socket peer uid %u", getuid());
     cr_assert(strstr(log, want), "no '%s' in the log:\n%s", want, log);
     free(log);
@@ -526,14 +496,8 @@ Test(gwadmin, a_reload_cannot_move_the_admin_listener_and_says_so)
     fclose(f);
     cr_assert_eq(rename(tmp, cfg), 0);
     cr_assert_eq(kill(gw.pid, SIGHUP), 0);
-    char *log = NULL;
-    for (int i = 0; i < 200; i++) { /* up to 4 s for the reload */
-        free(log);
-        log = slurp(gw.log);
-        if (strstr(log, "config reloaded"))
-            break;
-        usleep(20 * 1000);
-    }
+    char *log;
+    h_wait_for_text(gw.log, "config reloaded", 4000, &log); /* up to 4 s for the reload */
     cr_assert(strstr(log, "admin changed from"), "no warning about the admin change:\n%s", log);
     free(log);
     char *urls = listed_urls(&adm, "u", NULL);
