@@ -103,7 +103,8 @@ static void buf_park(worker_t *w, cm_buf_t *b)
         cm_buf_free(b);
         return;
     }
-    cm_buf_shrink(b, BUF_KEEP);
+    if (b->cap > BUF_KEEP)
+        cm_buf_shrink(b, BUF_KEEP);
     buf_link_t link = {w->buf_free, b->cap};
     memcpy(b->data, &link, sizeof link);
     w->buf_free = b->data;

@@ -95,8 +95,8 @@ static void msg_give_back(cm_parser_t *p)
         msg_destroy(m);
         return;
     }
-    cm_buf_shrink(&m->head, 64 * 1024); /* one huge head or body does not pin its size */
-    cm_buf_shrink(&m->body, 64 * 1024);
+    /* no shrinking: after cm_parser_take the buffers are the ones the request gave back,
+     * already shrunk by its owner (conn.c) */
     m->next = pool->free;
     pool->free = m;
     pool->nfree++;
@@ -425,6 +425,10 @@ void cm_parser_set_pool(cm_parser_t *p, cm_parse_pool_t *pool)
 
 void cm_parser_free(cm_parser_t *p)
 {
+    if (p->msg) { /* a request cut short: its bytes were never swapped out */
+        cm_buf_shrink(&p->msg->head, 64 * 1024);
+        cm_buf_shrink(&p->msg->body, 64 * 1024);
+    }
     msg_give_back(p);
 }
 
