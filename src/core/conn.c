@@ -807,7 +807,7 @@ void cm__on_connection(uv_stream_t *listener, int status)
     c->fd = uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 ? fd : -1;
     set_peer(c);
     const cm_server_opts_t *o = w->srv->opts;
-    c->stream = w->srv->svc->stream;
+    c->stream = w->srv->svc->stream != 0;
     cm_parser_init(&c->parser,
                    &(cm_parser_limits_t){o->max_header, o->max_uri, o->max_body, c->stream});
     cm_parser_set_pool(&c->parser, &w->parse_pool);

@@ -58,27 +58,28 @@ struct cm_conn {
     cm_buf_t wbuf;      /* answers ready to write; its memory goes back to the worker's
                          * buffer pool whenever the connection has nothing to write */
     wstate_t *inflight; /* the uv_write under way, or NULL */
-    int writing;
-    int in_read;       /* inside read_cb: batch writes until the read is parsed */
-    int reading;       /* uv_read_start active */
-    int close_pending; /* close once everything queued is written */
-    int lingering;
-    int peer_eof; /* the client half-closed after a whole request: answer, then close */
-    int closing;
     int handles_open;
     int fd; /* the socket's: answers are sent with send(2), see cm_sock_send */
     enum timer_mode mode;
     char peer[48]; /* the client's address, copied into each request */
-    int admin;     /* accepted on the admin listener: every request goes to svc->admin */
+    /* one-bit flags, packed: every idle connection carries them */
+    unsigned writing : 1;
+    unsigned in_read : 1;       /* inside read_cb: batch writes until the read is parsed */
+    unsigned reading : 1;       /* uv_read_start active */
+    unsigned close_pending : 1; /* close once everything queued is written */
+    unsigned lingering : 1;
+    unsigned peer_eof : 1; /* the client half-closed after a whole request: answer, then close */
+    unsigned closing : 1;
+    unsigned admin : 1; /* accepted on the admin listener: every request goes to svc->admin */
     /* stream mode only (cm_service_t.stream) */
-    int stream;
-    int kicked; /* on a kick list: the worker's, or the one on_kick_check runs */
+    unsigned stream : 1;
+    unsigned kicked : 1;      /* on a kick list: the worker's, or the one on_kick_check runs */
+    unsigned cur_done : 1;    /* the parser reached the end of cur's message */
+    unsigned paused : 1;      /* cm_req_body_pause() */
+    unsigned close_after : 1; /* close once cur's streamed answer ended */
     cm_conn_t *kick_next, **kick_pprev;
-    cm_req_t *cur;   /* the request being handled; the next is not parsed before it ends */
-    cm_buf_t stash;  /* received bytes not parsed yet (cur waits for its handler, paused) */
-    int cur_done;    /* the parser reached the end of cur's message */
-    int paused;      /* cm_req_body_pause() */
-    int close_after; /* close once cur's streamed answer ended */
+    cm_req_t *cur;  /* the request being handled; the next is not parsed before it ends */
+    cm_buf_t stash; /* received bytes not parsed yet (cur waits for its handler, paused) */
 };
 
 struct worker {

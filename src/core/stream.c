@@ -328,7 +328,7 @@ int cm_res_start(cm_req_t *r, int status, int64_t content_length)
     }
     int close_delimited = !r->res_nobody && content_length < 0 && !r->res_chunked;
     int close = !r->keep_alive || w->draining || close_delimited || c->close_pending;
-    c->close_after = close;
+    c->close_after = close != 0;
     size_t before = c->wbuf.len;
     append_stream_head(w, r, content_length, close);
     r->res_bytes = c->wbuf.len - before;
