@@ -103,6 +103,7 @@ static void buf_park(worker_t *w, cm_buf_t *b)
         cm_buf_free(b);
         return;
     }
+    b->len = 0; /* a closing connection may still hold unsent bytes: they are dropped */
     if (b->cap > BUF_KEEP)
         cm_buf_shrink(b, BUF_KEEP);
     buf_link_t link = {w->buf_free, b->cap};
