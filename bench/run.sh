@@ -10,11 +10,13 @@
 #  failover (bench/failover.sh) failover-{get,post}-{nginx,haproxy,haproxy-retry,cmesh}: two
 #           real `cmesh users` upstreams on one SQLite file, kill -9 of one 2 s into an 8 s
 #           load; requests lost (non-2xx + socket errors) and POSTs applied twice (dup).
+#  idle     (bench/idle.sh) idle-{users,nginx,gateway,haproxy,nginx-proxy}: RSS growth per
+#           idle keep-alive client connection (each after one answer), IDLE_CONNECTIONS (8000).
 # The server or proxy under test is pinned to cpu 0; wrk and the upstreams to cpu 1 (taskset).
 # Prints tables and the issue's targets; writes bench/results/bench-<UTC>.csv and latest.csv.
 # Usage: bench/run.sh [path/to/cmesh]   env: BENCH_DURATION (10s) BENCH_WARMUP (2s)
 #        BENCH_CONNECTIONS (50) BENCH_THREADS (1) BENCH_KEEP=1 (keep the temp dir)
-#        BENCH_ROWS ("users proxy failover": the groups to run) FAILOVER_DURATION (8s)
+#        BENCH_ROWS ("users proxy failover idle": the groups to run) FAILOVER_DURATION (8s)
 #        FAILOVER_KILL_AT (2, seconds) NGINX HAPROXY H2O (peer binaries)
 set -euo pipefail
 
@@ -28,7 +30,7 @@ WARMUP=${BENCH_WARMUP:-2s}
 CONNS=${BENCH_CONNECTIONS:-50}
 THREADS=${BENCH_THREADS:-1}
 NGINX=${NGINX:-/usr/sbin/nginx}
-BENCH_ROWS=${BENCH_ROWS:-users proxy failover}
+BENCH_ROWS=${BENCH_ROWS:-users proxy failover idle}
 
 # The issue's targets (see the summary at the end).
 TARGET_RPS_RATIO=0.8
@@ -327,6 +329,11 @@ PY
 if want users; then bench_users; fi
 if want proxy; then bench_gateway || true; fi
 if want failover; then bench_failover || true; fi
+if want idle; then
+    echo
+    : >"$TMP/idle-rows"
+    IDLE_ROWS_OUT="$TMP/idle-rows" bash "$ROOT/bench/idle.sh" "$BIN" || true
+fi
 
 # ---- report --------------------------------------------------------------------------
 
@@ -404,6 +411,9 @@ status=0
 if want users; then users_report || status=$?; fi
 if want proxy; then gateway_report "$TMP/proxy-rounds" "$TMP/proxy-mem" "$TMP/proxy-notes" "$CSV"; fi
 if want failover; then failover_report "$TMP/failover-rows" "$CSV"; fi
+if want idle; then # KiB per idle connection, in the note column: no other row has that unit
+    awk '{ printf "%s,,,,,,,,,,,,,idle_kib_per_conn=%s\n", $1, $2 }' "$TMP/idle-rows" >>"$CSV"
+fi
 cp "$CSV" "$ROOT/bench/results/latest.csv"
 echo
 echo "bench: wrote bench/results/$(basename "$CSV") and bench/results/latest.csv"

@@ -20,15 +20,17 @@ static void on_conn_timer(cm_timeout_t *t);
 
 cm_req_t *cm__req_get(cm_conn_t *c)
 {
-    cm_req_t *r = c->pool;
+    worker_t *w = c->w;
+    cm_req_t *r = w->req_free;
     if (r) {
-        c->pool = r->next;
-        c->pooled--;
+        w->req_free = r->next;
+        w->nreq_free--;
     } else {
         r = calloc(1, sizeof *r);
         if (!r)
             return NULL;
     }
+    cm_metrics_states_add(w->srv->metrics, 1);
     r->conn = c;
     r->next = NULL;
     r->status = 0;
@@ -54,7 +56,7 @@ cm_req_t *cm__req_get(cm_conn_t *c)
     return r;
 }
 
-void cm__req_free(cm_req_t *r)
+static void req_destroy(cm_req_t *r)
 {
     cm_buf_free(&r->raw_head);
     cm_buf_free(&r->raw_body);
@@ -66,19 +68,128 @@ void cm__req_free(cm_req_t *r)
     free(r);
 }
 
-/* Returns a request object to its connection's pool, or frees it. */
-void cm__req_release(cm_conn_t *c, cm_req_t *r)
+/* Returns a request object to its worker's pool (found through its loop: the connection
+ * may be gone), or frees it when the pool is full. */
+void cm__req_release(cm_req_t *r)
 {
-    if (!c || c->closing || c->pooled >= REQ_POOL_KEEP) {
-        cm__req_free(r);
+    worker_t *w = r->loop->data;
+    cm_metrics_states_add(w->srv->metrics, -1);
+    if (w->nreq_free >= POOL_KEEP) {
+        req_destroy(r);
         return;
     }
+    cm_buf_shrink(&r->raw_head, BUF_KEEP);
     cm_buf_shrink(&r->raw_body, BUF_KEEP);
     cm_buf_shrink(&r->res_body, BUF_KEEP);
     cm_buf_shrink(&r->out, BUF_KEEP);
-    r->next = c->pool;
-    c->pool = r;
-    c->pooled++;
+    r->conn = NULL;
+    r->next = w->req_free;
+    w->req_free = r;
+    w->nreq_free++;
+}
+
+/* A write buffer between answers goes back to the worker: its capacity and the next
+ * free one are kept in its own first bytes (every buffer has at least 256). */
+typedef struct buf_link {
+    char *next;
+    size_t cap;
+} buf_link_t;
+
+static void buf_park(worker_t *w, cm_buf_t *b)
+{
+    if (!b->cap)
+        return;
+    if (w->nbuf_free >= POOL_KEEP || b->cap < sizeof(buf_link_t)) {
+        cm_buf_free(b);
+        return;
+    }
+    b->len = 0; /* a closing connection may still hold unsent bytes: they are dropped */
+    if (b->cap > BUF_KEEP)
+        cm_buf_shrink(b, BUF_KEEP);
+    buf_link_t link = {w->buf_free, b->cap};
+    memcpy(b->data, &link, sizeof link);
+    w->buf_free = b->data;
+    w->nbuf_free++;
+    *b = (cm_buf_t)CM_BUF_INIT;
+}
+
+/* Gives an empty, memoryless wbuf a pooled buffer before answers are added to it. */
+static void wbuf_attach(cm_conn_t *c)
+{
+    worker_t *w = c->w;
+    if (c->wbuf.cap || !w->buf_free)
+        return;
+    buf_link_t link;
+    memcpy(&link, w->buf_free, sizeof link);
+    c->wbuf = (cm_buf_t){w->buf_free, 0, link.cap};
+    c->wbuf.data[0] = '\0';
+    w->buf_free = link.next;
+    w->nbuf_free--;
+}
+
+static wstate_t *wstate_get(worker_t *w)
+{
+    wstate_t *ws = w->ws_free;
+    if (ws) {
+        w->ws_free = ws->next;
+        w->nws_free--;
+    } else {
+        ws = calloc(1, sizeof *ws);
+        if (!ws)
+            return NULL;
+    }
+    cm_metrics_states_add(w->srv->metrics, 1);
+    return ws;
+}
+
+static void wstate_release(worker_t *w, wstate_t *ws)
+{
+    cm_metrics_states_add(w->srv->metrics, -1);
+    cm_buf_reset(&ws->buf);
+    if (w->nws_free >= POOL_KEEP) {
+        cm_buf_free(&ws->buf);
+        free(ws);
+        return;
+    }
+    cm_buf_shrink(&ws->buf, BUF_KEEP);
+    ws->next = w->ws_free;
+    w->ws_free = ws;
+    w->nws_free++;
+}
+
+static void on_parse_take(void *arg, int delta)
+{
+    cm_metrics_states_add(arg, delta);
+}
+
+void cm__worker_pools_init(worker_t *w)
+{
+    w->parse_pool.on_take = on_parse_take;
+    w->parse_pool.arg = w->srv->metrics;
+    w->parse_pool.keep = POOL_KEEP;
+}
+
+void cm__worker_pools_free(worker_t *w)
+{
+    while (w->req_free) {
+        cm_req_t *r = w->req_free;
+        w->req_free = r->next;
+        req_destroy(r);
+    }
+    while (w->ws_free) {
+        wstate_t *ws = w->ws_free;
+        w->ws_free = ws->next;
+        cm_buf_free(&ws->buf);
+        free(ws);
+    }
+    while (w->buf_free) {
+        buf_link_t link;
+        memcpy(&link, w->buf_free, sizeof link);
+        free(w->buf_free);
+        w->buf_free = link.next;
+    }
+    w->nreq_free = w->nws_free = w->nbuf_free = 0;
+    cm_parse_pool_free(&w->parse_pool);
 }
 
 /* Writes v as 16 lowercase hex digits (no NUL): no printf on the request path. */
@@ -210,7 +321,7 @@ void cm_res_send(cm_req_t *r, int status)
     if (!c) { /* the client left while we worked: nothing is sent; counted and logged as
                * 499 (nginx's "client closed request"), whatever the answer would have been */
         cm__account(r->loop->data, r, 499, 0);
-        cm__req_free(r);
+        cm__req_release(r);
         return;
     }
     worker_t *w = c->w;
@@ -243,15 +354,11 @@ static void conn_handle_closed(cm_conn_t *c)
 {
     if (--c->handles_open > 0)
         return;
-    while (c->pool) {
-        cm_req_t *r = c->pool;
-        c->pool = r->next;
-        cm__req_free(r);
-    }
     cm_parser_free(&c->parser);
     cm_buf_free(&c->stash);
-    cm_buf_free(&c->wbuf);
-    cm_buf_free(&c->inflight);
+    buf_park(c->w, &c->wbuf);
+    if (c->inflight) /* libuv ran its callback before this one: never in practice */
+        wstate_release(c->w, c->inflight);
     free(c);
 }
 
@@ -275,7 +382,7 @@ void cm__conn_close(cm_conn_t *c)
     for (cm_req_t *r = c->head, *next; r; r = next) {
         next = r->next;
         if (r->status) {
-            cm__req_free(r);
+            cm__req_release(r);
         } else {
             r->conn = NULL;
             r->next = NULL;
@@ -302,7 +409,7 @@ void cm__conn_close(cm_conn_t *c)
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
     (void)status;
-    (void)req; /* lingering goes on until EOF or the linger timer */
+    free(req); /* lingering goes on until EOF or the linger timer */
 }
 
 /* Half-closes after the last answer, and reads (and drops) what the client still
@@ -317,7 +424,10 @@ static void conn_linger(cm_conn_t *c)
         return;
     }
     c->lingering = 1;
-    if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
+    /* allocated here, once per closing connection, rather than held by every one */
+    uv_shutdown_t *sreq = malloc(sizeof *sreq);
+    if (!sreq || uv_shutdown(sreq, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
+        free(sreq);
         cm__conn_close(c);
         return;
     }
@@ -333,7 +443,8 @@ static void on_written(uv_write_t *req, int status)
 {
     cm_conn_t *c = req->data;
     c->writing = 0;
-    cm_buf_reset(&c->inflight);
+    wstate_release(c->w, c->inflight);
+    c->inflight = NULL;
     if (c->closing)
         return;
     if (status < 0) {
@@ -356,7 +467,7 @@ void cm__move_answered(cm_conn_t *c)
             c->tail = NULL;
         c->queued--;
         cm_buf_append(&c->wbuf, r->out.data, r->out.len);
-        cm__req_release(c, r);
+        cm__req_release(r);
     }
 }
 
@@ -373,23 +484,32 @@ void cm__conn_flush(cm_conn_t *c)
         }
         size_t done = n > 0 ? (size_t)n : 0;
         if (done < c->wbuf.len) {
+            wstate_t *ws = wstate_get(c->w);
+            if (!ws) {
+                cm__conn_close(c);
+                return;
+            }
             /* swap so wbuf can take new answers while the kernel takes these */
-            cm_buf_t t = c->inflight;
-            c->inflight = c->wbuf;
+            cm_buf_t t = ws->buf;
+            ws->buf = c->wbuf;
             c->wbuf = t;
             cm_buf_reset(&c->wbuf);
-            uv_buf_t b = uv_buf_init(c->inflight.data + done, (unsigned)(c->inflight.len - done));
-            c->wreq.data = c;
-            if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0) {
+            uv_buf_t b = uv_buf_init(ws->buf.data + done, (unsigned)(ws->buf.len - done));
+            ws->req.data = c;
+            c->inflight = ws;
+            if (uv_write(&ws->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0) {
+                c->inflight = NULL;
+                wstate_release(c->w, ws);
                 cm__conn_close(c);
                 return;
             }
             c->writing = 1;
         } else {
             cm_buf_reset(&c->wbuf);
-            cm_buf_shrink(&c->wbuf, BUF_KEEP);
         }
     }
+    if (!c->writing && !c->wbuf.len && !c->head && !c->cur)
+        buf_park(c->w, &c->wbuf); /* nothing owed: the buffer serves other connections */
     if (c->stream)
         cm__stream_update_read(c);
     if (c->writing)
@@ -406,6 +526,7 @@ void cm__conn_flush(cm_conn_t *c)
 /* Starts r's clock and id and queues it behind the earlier answers (pipelining). */
 static void enqueue(cm_conn_t *c, cm_req_t *r)
 {
+    wbuf_attach(c); /* its answer will need one */
     r->start_ns = uv_hrtime();
     set_request_id(c->w, r);
     if (c->tail)
@@ -576,8 +697,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         } else if (ev == CM_PARSE_DONE) {
             dispatch(c);
         } else if (ev == CM_PARSE_HEAD) {
-            if (!c->head) /* 100 only when no earlier answer is still owed */
+            if (!c->head) { /* 100 only when no earlier answer is still owed */
+                wbuf_attach(c);
                 cm_buf_append_str(&c->wbuf, "HTTP/1.1 100 Continue\r\n\r\n");
+            }
         } else if (used == 0) {
             break;
         }
@@ -685,9 +808,10 @@ void cm__on_connection(uv_stream_t *listener, int status)
     c->fd = uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 ? fd : -1;
     set_peer(c);
     const cm_server_opts_t *o = w->srv->opts;
-    c->stream = w->srv->svc->stream;
+    c->stream = w->srv->svc->stream != 0;
     cm_parser_init(&c->parser,
                    &(cm_parser_limits_t){o->max_header, o->max_uri, o->max_body, c->stream});
+    cm_parser_set_pool(&c->parser, &w->parse_pool);
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;

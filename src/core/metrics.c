@@ -66,6 +66,7 @@ struct cm_metrics {
     cm_metrics_hist_t *hist;  /* [nroutes + 1] */
     _Atomic int64_t inflight; /* requests started, response not yet written */
     _Atomic int64_t conns;    /* open connections */
+    _Atomic int64_t states;   /* request, parser and write states out of the worker pools */
     struct timespec start;    /* wall clock at cm_metrics_new */
 };
 
@@ -224,6 +225,11 @@ void cm_metrics_connections_add(cm_metrics_t *m, int delta)
     atomic_fetch_add_explicit(&m->conns, delta, memory_order_relaxed);
 }
 
+void cm_metrics_states_add(cm_metrics_t *m, int delta)
+{
+    atomic_fetch_add_explicit(&m->states, delta, memory_order_relaxed);
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* Rendering                                                                            */
 /* ------------------------------------------------------------------------------------ */
@@ -338,6 +344,14 @@ int cm_metrics_render(cm_metrics_t *m, cm_buf_t *out)
     if (rc == 0)
         rc = cm_buf_appendf(out, "cmesh_http_connections_open{%s} %lld\n", m->service_label,
                             (long long)atomic_load_explicit(&m->conns, memory_order_relaxed));
+    if (rc == 0)
+        rc = help_type(out, "cmesh_http_request_states_in_use",
+                       "Request objects, parser tables and pending writes held by connections "
+                       "(taken per request, given back once it is answered; 0 when all are idle).",
+                       "gauge");
+    if (rc == 0)
+        rc = cm_buf_appendf(out, "cmesh_http_request_states_in_use{%s} %lld\n", m->service_label,
+                            (long long)atomic_load_explicit(&m->states, memory_order_relaxed));
 
     long long rss = resident_bytes();
     if (rc == 0)

@@ -29,14 +29,18 @@ void cm_metrics_observe(cm_metrics_t *m, int route, const char *method, int stat
 /* delta +1 when a request starts, -1 when its response is written. */
 void cm_metrics_inflight_add(cm_metrics_t *m, int delta);
 void cm_metrics_connections_add(cm_metrics_t *m, int delta);
+/* +1 when a connection takes a request, parser or write state from its worker's pool,
+ * -1 when it gives it back: cmesh_http_request_states_in_use. */
+void cm_metrics_states_add(cm_metrics_t *m, int delta);
 
 /* Appends the exposition: cmesh_http_requests_total{service,route,method,code},
  * cmesh_http_request_duration_seconds histogram {service,route},
- * cmesh_http_requests_in_flight, cmesh_http_connections_open, process_resident_memory_bytes,
+ * cmesh_http_requests_in_flight, cmesh_http_connections_open,
+ * cmesh_http_request_states_in_use, process_resident_memory_bytes,
  * process_open_fds, process_start_time_seconds. Counter and histogram series that are
  * still zero are left out (HELP and TYPE always appear); histogram buckets are in
  * seconds: .0001 .00025 .0005 .001 .0025 .005 .01 .025 .05 .1 .25 .5 1 2.5 5 10 +Inf.
- * Every cmesh_http_* series carries service (the two gauges only that label).
+ * Every cmesh_http_* series carries service (the gauges only that label).
  * Returns 0 or -ENOMEM (out may then hold a partial page). */
 int cm_metrics_render(cm_metrics_t *m, cm_buf_t *out);
 

@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -42,20 +43,87 @@ static int on_chunk_extension(llhttp_t *hp, const char *at, size_t len)
 
 static int append_head(cm_parser_t *p, const char *at, size_t len)
 {
-    if (cm_buf_append(&p->head, at, len) < 0)
+    if (cm_buf_append(&p->msg->head, at, len) < 0)
         return fail(p, 500, "out of memory");
     return 0;
+}
+
+static cm_parse_msg_t *msg_take(cm_parse_pool_t *pool)
+{
+    cm_parse_msg_t *m = pool ? pool->free : NULL;
+    if (m) {
+        pool->free = m->next;
+        pool->nfree--;
+    } else {
+        m = malloc(sizeof *m);
+        if (!m)
+            return NULL;
+        m->head = (cm_buf_t)CM_BUF_INIT;
+        m->body = (cm_buf_t)CM_BUF_INIT;
+    }
+    if (pool) {
+        pool->in_use++;
+        if (pool->on_take)
+            pool->on_take(pool->arg, 1);
+    }
+    return m;
+}
+
+static void msg_destroy(cm_parse_msg_t *m)
+{
+    cm_buf_free(&m->head);
+    cm_buf_free(&m->body);
+    free(m);
+}
+
+/* Gives p's message state back (kept for the next request, or freed). */
+static void msg_give_back(cm_parser_t *p)
+{
+    cm_parse_msg_t *m = p->msg;
+    cm_parse_pool_t *pool = p->pool;
+    if (!m)
+        return;
+    p->msg = NULL;
+    if (!pool) {
+        msg_destroy(m);
+        return;
+    }
+    pool->in_use--;
+    if (pool->on_take)
+        pool->on_take(pool->arg, -1);
+    if (pool->nfree >= (pool->keep ? pool->keep : CM_PARSE_POOL_KEEP)) {
+        msg_destroy(m);
+        return;
+    }
+    /* no shrinking: after cm_parser_take the buffers are the ones the request gave back,
+     * already shrunk by its owner (conn.c) */
+    m->next = pool->free;
+    pool->free = m;
+    pool->nfree++;
+}
+
+void cm_parse_pool_free(cm_parse_pool_t *pool)
+{
+    while (pool->free) {
+        cm_parse_msg_t *m = pool->free;
+        pool->free = m->next;
+        msg_destroy(m);
+    }
+    pool->nfree = 0;
 }
 
 static int on_message_begin(llhttp_t *hp)
 {
     cm_parser_t *p = of(hp);
     p->extra_seen = 0;
-    cm_buf_reset(&p->head);
-    cm_buf_reset(&p->body);
-    p->target_len = 0;
-    p->nhdr = 0;
-    p->in_value = 0;
+    if (!p->msg && !(p->msg = msg_take(p->pool)))
+        return fail(p, 500, "out of memory");
+    cm_parse_msg_t *m = p->msg;
+    cm_buf_reset(&m->head);
+    cm_buf_reset(&m->body);
+    m->target_len = 0;
+    m->nhdr = 0;
+    m->in_value = 0;
     p->expect_continue = 0;
     p->body_seen = 0;
     return 0;
@@ -64,7 +132,7 @@ static int on_message_begin(llhttp_t *hp)
 static int on_url(llhttp_t *hp, const char *at, size_t len)
 {
     cm_parser_t *p = of(hp);
-    p->target_len += len;
+    p->msg->target_len += len;
     return append_head(p, at, len);
 }
 
@@ -80,17 +148,18 @@ static int on_header_field(llhttp_t *hp, const char *at, size_t len)
     cm_parser_t *p = of(hp);
     if (in_trailer(hp))
         return count_extra(p, len);
-    if (p->in_value || p->nhdr == 0) {
-        if (p->nhdr == CM_MAX_HEADERS)
+    cm_parse_msg_t *m = p->msg;
+    if (m->in_value || m->nhdr == 0) {
+        if (m->nhdr == CM_MAX_HEADERS)
             return fail(p, 431, "too many header fields");
-        cm_hdr_off_t *h = &p->hdr[p->nhdr++];
-        h->name_off = p->head.len;
+        cm_hdr_off_t *h = &m->hdr[m->nhdr++];
+        h->name_off = m->head.len;
         h->name_len = 0;
         h->value_off = 0;
         h->value_len = 0;
-        p->in_value = 0;
+        m->in_value = 0;
     }
-    p->hdr[p->nhdr - 1].name_len += len;
+    m->hdr[m->nhdr - 1].name_len += len;
     return append_head(p, at, len);
 }
 
@@ -99,10 +168,11 @@ static int on_header_value(llhttp_t *hp, const char *at, size_t len)
     cm_parser_t *p = of(hp);
     if (in_trailer(hp))
         return count_extra(p, len);
-    cm_hdr_off_t *h = &p->hdr[p->nhdr - 1];
-    if (!p->in_value) {
-        h->value_off = p->head.len;
-        p->in_value = 1;
+    cm_parse_msg_t *m = p->msg;
+    cm_hdr_off_t *h = &m->hdr[m->nhdr - 1];
+    if (!m->in_value) {
+        h->value_off = m->head.len;
+        m->in_value = 1;
     }
     h->value_len += len;
     return append_head(p, at, len);
@@ -114,27 +184,28 @@ static int on_header_value(llhttp_t *hp, const char *at, size_t len)
 static int on_header_value_complete(llhttp_t *hp)
 {
     cm_parser_t *p = of(hp);
-    if (in_trailer(hp) || p->nhdr == 0)
+    cm_parse_msg_t *m = p->msg;
+    if (in_trailer(hp) || !m || m->nhdr == 0)
         return 0;
-    cm_hdr_off_t *h = &p->hdr[p->nhdr - 1];
-    if (!p->in_value) { /* an empty value: no value callback ran */
-        h->value_off = p->head.len;
-        p->in_value = 1;
+    cm_hdr_off_t *h = &m->hdr[m->nhdr - 1];
+    if (!m->in_value) { /* an empty value: no value callback ran */
+        h->value_off = m->head.len;
+        m->in_value = 1;
     }
-    cm_ows_trim_end(p->head.data + h->value_off, &h->value_len);
+    cm_ows_trim_end(m->head.data + h->value_off, &h->value_len);
     return 0;
 }
 
 static int name_is(const cm_parser_t *p, const cm_hdr_off_t *h, const char *name)
 {
     return h->name_len == strlen(name) &&
-           strncasecmp(p->head.data + h->name_off, name, h->name_len) == 0;
+           strncasecmp(p->msg->head.data + h->name_off, name, h->name_len) == 0;
 }
 
 static int value_is(const cm_parser_t *p, const cm_hdr_off_t *h, const char *v)
 {
     return h->value_len == strlen(v) &&
-           strncasecmp(p->head.data + h->value_off, v, h->value_len) == 0;
+           strncasecmp(p->msg->head.data + h->value_off, v, h->value_len) == 0;
 }
 
 /* RFC 9112 6.3: a message with both framings, or with framings that disagree, is
@@ -143,11 +214,12 @@ static int check_framing(cm_parser_t *p)
 {
     int n_cl = 0, n_te = 0;
     const cm_hdr_off_t *first_cl = NULL;
-    for (int i = 0; i < p->nhdr; i++) {
-        const cm_hdr_off_t *h = &p->hdr[i];
+    const cm_parse_msg_t *m = p->msg;
+    for (int i = 0; i < m->nhdr; i++) {
+        const cm_hdr_off_t *h = &m->hdr[i];
         if (name_is(p, h, "content-length")) {
             if (first_cl && (h->value_len != first_cl->value_len ||
-                             memcmp(p->head.data + h->value_off, p->head.data + first_cl->value_off,
+                             memcmp(m->head.data + h->value_off, m->head.data + first_cl->value_off,
                                     h->value_len) != 0))
                 return fail(p, 400, "conflicting Content-Length headers");
             if (!first_cl)
@@ -233,8 +305,9 @@ static int host_valid(const char *v, size_t len)
 static int check_host(cm_parser_t *p)
 {
     const cm_hdr_off_t *host = NULL;
-    for (int i = 0; i < p->nhdr; i++) {
-        const cm_hdr_off_t *h = &p->hdr[i];
+    const cm_parse_msg_t *m = p->msg;
+    for (int i = 0; i < m->nhdr; i++) {
+        const cm_hdr_off_t *h = &m->hdr[i];
         if (h->name_len != 4 || !name_is(p, h, "host"))
             continue;
         if (host)
@@ -245,7 +318,7 @@ static int check_host(cm_parser_t *p)
         return p->hp.http_major == 1 && p->hp.http_minor == 0
                    ? 0
                    : fail(p, 400, "missing Host header (required in HTTP/1.1)");
-    if (!host_valid(p->head.data + host->value_off, host->value_len))
+    if (!host_valid(m->head.data + host->value_off, host->value_len))
         return fail(p, 400, "invalid Host header; use host[:port]");
     return 0;
 }
@@ -306,9 +379,9 @@ static int on_body(llhttp_t *hp, const char *at, size_t len)
         p->pending = CM_PARSE_BODY;
         return HPE_PAUSED; /* one piece per feed: the caller hands it on */
     }
-    if (p->body.len + len > p->limits.max_body)
+    if (p->msg->body.len + len > p->limits.max_body)
         return fail(p, 413, "request body too large");
-    if (cm_buf_append(&p->body, at, len) < 0)
+    if (cm_buf_append(&p->msg->body, at, len) < 0)
         return fail(p, 500, "out of memory");
     return 0;
 }
@@ -345,10 +418,18 @@ void cm_parser_init(cm_parser_t *p, const cm_parser_limits_t *limits)
     p->scanning = 1;
 }
 
+void cm_parser_set_pool(cm_parser_t *p, cm_parse_pool_t *pool)
+{
+    p->pool = pool;
+}
+
 void cm_parser_free(cm_parser_t *p)
 {
-    cm_buf_free(&p->head);
-    cm_buf_free(&p->body);
+    if (p->msg) { /* a request cut short: its bytes were never swapped out */
+        cm_buf_shrink(&p->msg->head, 64 * 1024);
+        cm_buf_shrink(&p->msg->body, 64 * 1024);
+    }
+    msg_give_back(p);
 }
 
 int cm_parser_mid_request(const cm_parser_t *p)
@@ -563,37 +644,50 @@ static cm_method_t method_of(unsigned m, const char **name)
 
 void cm_parser_take(cm_parser_t *p, cm_req_t *req)
 {
+    cm_parse_msg_t *m = p->msg;
+    if (!m) { /* no message began (never in practice): an empty request */
+        cm_buf_reset(&req->raw_head);
+        cm_buf_reset(&req->raw_body);
+        req->method = method_of(p->hp.method, &req->method_name);
+        req->target = req->path = req->query = req->body = (cm_str_t){"", 0};
+        req->nheaders = 0;
+        req->keep_alive = 0;
+        req->http_minor = p->hp.http_minor;
+        req->content_length = -1;
+        req->has_body = 0;
+        return;
+    }
     cm_buf_t t = req->raw_head;
-    req->raw_head = p->head;
-    p->head = t;
-    cm_buf_reset(&p->head);
+    req->raw_head = m->head;
+    m->head = t;
+    cm_buf_reset(&m->head);
     t = req->raw_body;
-    req->raw_body = p->body;
-    p->body = t;
-    cm_buf_reset(&p->body);
+    req->raw_body = m->body;
+    m->body = t;
+    cm_buf_reset(&m->body);
 
     const char *base = req->raw_head.data ? req->raw_head.data : "";
     req->method = method_of(p->hp.method, &req->method_name);
-    req->target = (cm_str_t){base, p->target_len};
-    const char *q = memchr(base, '?', p->target_len);
+    req->target = (cm_str_t){base, m->target_len};
+    const char *q = memchr(base, '?', m->target_len);
     if (q) {
         req->path = (cm_str_t){base, (size_t)(q - base)};
-        req->query = (cm_str_t){q + 1, p->target_len - (size_t)(q - base) - 1};
+        req->query = (cm_str_t){q + 1, m->target_len - (size_t)(q - base) - 1};
     } else {
         req->path = req->target;
-        req->query = (cm_str_t){base + p->target_len, 0};
+        req->query = (cm_str_t){base + m->target_len, 0};
     }
-    req->nheaders = p->nhdr;
-    for (int i = 0; i < p->nhdr; i++) {
-        req->headers[i].name = (cm_str_t){base + p->hdr[i].name_off, p->hdr[i].name_len};
-        req->headers[i].value = (cm_str_t){base + p->hdr[i].value_off, p->hdr[i].value_len};
+    req->nheaders = m->nhdr;
+    for (int i = 0; i < m->nhdr; i++) {
+        req->headers[i].name = (cm_str_t){base + m->hdr[i].name_off, m->hdr[i].name_len};
+        req->headers[i].value = (cm_str_t){base + m->hdr[i].value_off, m->hdr[i].value_len};
     }
     req->body = (cm_str_t){req->raw_body.data ? req->raw_body.data : "", req->raw_body.len};
     req->keep_alive = p->keep_alive;
     req->http_minor = p->hp.http_minor;
     req->content_length = p->content_length;
     req->has_body = p->chunked || p->content_length > 0;
-    p->nhdr = 0;
+    msg_give_back(p); /* the request owns the bytes now; the tables go to the next one */
 }
 
 /* ------------------------------------------------------------------------- */

@@ -4,7 +4,8 @@
  * size limits, bare LF, NUL, obs-fold, whitespace before the colon, every ambiguous
  * Content-Length/Transfer-Encoding combination, and a missing (HTTP/1.1), repeated or
  * invalid Host (RFC 9112 3.2), each refused rather than guessed; field values are
- * trimmed of OWS at both ends (RFC 9110 5.5). Used by server.c, one per connection. */
+ * trimmed of OWS at both ends (RFC 9110 5.5). Used by conn.c, one per connection; the
+ * tables of a request being parsed come from a per-worker pool (cm_parse_pool_t). */
 #ifndef CMESH_CORE_PARSER_H
 #define CMESH_CORE_PARSER_H
 
@@ -36,20 +37,45 @@ typedef struct cm_hdr_off {
     size_t name_off, name_len, value_off, value_len;
 } cm_hdr_off_t;
 
+/* The tables and buffers of one request while it is parsed: taken when its first byte
+ * reaches llhttp, given back when cm_parser_take() moves it into a request (or the parser
+ * is freed), so a connection between requests holds none of it. */
+typedef struct cm_parse_msg {
+    struct cm_parse_msg *next; /* in a cm_parse_pool_t's free list */
+    cm_buf_t head;             /* target and header bytes of the request being parsed */
+    cm_buf_t body;
+    size_t target_len;
+    int nhdr;
+    int in_value; /* last callback was a header value */
+    cm_hdr_off_t hdr[CM_MAX_HEADERS];
+} cm_parse_msg_t;
+
+/* A free list of cm_parse_msg_t for the parsers of one thread (a server worker): no
+ * malloc per request in steady state, and the memory follows the requests in flight,
+ * not the connections open. Zero it to start; cm_parse_pool_free() at the end. */
+typedef struct cm_parse_pool {
+    cm_parse_msg_t *free;
+    int nfree;
+    int keep;    /* idle entries kept; more are freed (0: CM_PARSE_POOL_KEEP) */
+    long in_use; /* taken and not given back */
+    void (*on_take)(void *arg, int delta); /* may be NULL: +1 taken, -1 given back */
+    void *arg;
+} cm_parse_pool_t;
+
+#define CM_PARSE_POOL_KEEP 256
+
+void cm_parse_pool_free(cm_parse_pool_t *pool);
+
 typedef struct cm_parser {
     llhttp_t hp;
     cm_parser_limits_t limits;
-    cm_buf_t head; /* target and header bytes of the request being parsed */
-    cm_buf_t body;
-    size_t target_len;
-    cm_hdr_off_t hdr[CM_MAX_HEADERS];
-    int nhdr;
-    int in_value;      /* last callback was a header value */
-    size_t extra_seen; /* chunk-extension and trailer bytes, counted against max_header */
-    int closed;        /* a request that ends the connection was parsed: the rest is dropped */
-    int done_owed;     /* stream mode: llhttp ended the message on the byte fed next */
-    int trailers;      /* 1: llhttp paused at the last chunk; 2: the scanner checks the
-                        * trailer section that follows it */
+    cm_parse_msg_t *msg;   /* the request being parsed; NULL between requests */
+    cm_parse_pool_t *pool; /* where msg comes from; NULL: malloc and free each */
+    size_t extra_seen;     /* chunk-extension and trailer bytes, counted against max_header */
+    int closed;            /* a request that ends the connection was parsed: the rest is dropped */
+    int done_owed;         /* stream mode: llhttp ended the message on the byte fed next */
+    int trailers;          /* 1: llhttp paused at the last chunk; 2: the scanner checks the
+                            * trailer section that follows it */
     /* raw-byte scan of the head, ahead of llhttp */
     int scanning;     /* still inside a head */
     size_t head_seen; /* head bytes so far */
@@ -72,7 +98,9 @@ typedef struct cm_parser {
 } cm_parser_t;
 
 void cm_parser_init(cm_parser_t *p, const cm_parser_limits_t *limits);
-void cm_parser_free(cm_parser_t *p); /* frees the buffers */
+/* Takes message state from pool (one thread's) from now on instead of malloc/free. */
+void cm_parser_set_pool(cm_parser_t *p, cm_parse_pool_t *pool);
+void cm_parser_free(cm_parser_t *p); /* gives back the message state, if any */
 
 /* Parses as much of data as makes one event; *used gets the bytes consumed.
  * Call again with the rest after handling HEAD or DONE. After ERROR stop feeding.

@@ -427,6 +427,7 @@ static int worker_init(server_t *s, worker_t *w, int index, int port, int *lock_
     w->rbuf = malloc(READ_BUF_SIZE);
     if (!w->rbuf)
         return -ENOMEM;
+    cm__worker_pools_init(w);
     if (getrandom(w->rid_seed, sizeof w->rid_seed, 0) != sizeof w->rid_seed)
         w->rid_seed[0] = (uint64_t)time(NULL) ^ (uint64_t)getpid(), w->rid_seed[1] = 0x9e3779b9;
     if ((rc = uv_loop_init(&w->loop)) < 0)
@@ -535,6 +536,7 @@ static void worker_teardown(worker_t *w)
     uv_walk(&w->loop, walk_close, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
+    cm__worker_pools_free(w); /* after the loop: closing connections gave theirs back */
     cm_log_stream_free(w->log);
     free(w->rbuf);
 }

@@ -23,10 +23,12 @@
 #define LINGER_MS     2000        /* after an error answer, how long unread input is drained */
 #define LOG_FLUSH_MS  100         /* access-log batches reach the writer at least this often */
 #define BACKLOG       1024
-#define REQ_POOL_KEEP 4            /* idle request objects a connection keeps for reuse */
-#define BUF_KEEP      (64 * 1024)  /* bytes a reused buffer keeps after a large request */
-#define STASH_MAX     (64 * 1024)  /* stream mode: pipelined bytes held while answering */
-#define HIGH_WATER    (256 * 1024) /* streamed answer: cm_res_write() asks the producer to stop */
+#define POOL_KEEP                                                                                  \
+    256                         /* idle request objects, parser states, write states and           \
+                                 * write buffers a worker keeps for reuse (each kind) */
+#define BUF_KEEP   (64 * 1024)  /* bytes a reused buffer keeps after a large request */
+#define STASH_MAX  (64 * 1024)  /* stream mode: pipelined bytes held while answering */
+#define HIGH_WATER (256 * 1024) /* streamed answer: cm_res_write() asks the producer to stop */
 #define LOW_WATER                                                                                  \
     (64 * 1024) /* ... and drain_cb asks it to go on; also the size that is                        \
                  * written at once rather than at the end of the callback */
@@ -36,41 +38,48 @@ typedef struct worker worker_t;
 
 enum timer_mode { T_NONE, T_IDLE, T_REQUEST, T_LINGER };
 
+/* A write libuv holds because the kernel took only part of the answers: taken from the
+ * worker's pool for that write, given back at its callback, so a connection that is not
+ * writing holds none (nginx keeps no per-connection write state either). */
+typedef struct wstate {
+    uv_write_t req;
+    cm_buf_t buf;        /* the bytes handed to uv_write, stable until its callback */
+    struct wstate *next; /* in the worker's free list */
+} wstate_t;
+
 struct cm_conn {
     uv_tcp_t tcp;       /* first: the handle's data is the conn */
     cm_timeout_t timer; /* idle, request or linger (mode) */
     worker_t *w;
     cm_conn_t *prev, *next; /* the worker's connections */
-    cm_parser_t parser;
-    cm_req_t *head, *tail; /* requests waiting for their answers, in arrival order */
+    cm_parser_t parser;     /* its tables are taken per request from the worker's parse_pool */
+    cm_req_t *head, *tail;  /* requests waiting for their answers, in arrival order */
     int queued;
-    cm_req_t *pool; /* idle request objects */
-    int pooled;
-    cm_buf_t wbuf;     /* answers ready to write */
-    cm_buf_t inflight; /* bytes handed to uv_write, stable until its callback */
-    uv_write_t wreq;
-    uv_shutdown_t sreq;
-    int writing;
-    int in_read;       /* inside read_cb: batch writes until the read is parsed */
-    int reading;       /* uv_read_start active */
-    int close_pending; /* close once everything queued is written */
-    int lingering;
-    int peer_eof; /* the client half-closed after a whole request: answer, then close */
-    int closing;
+    cm_buf_t wbuf;      /* answers ready to write; its memory goes back to the worker's
+                         * buffer pool whenever the connection has nothing to write */
+    wstate_t *inflight; /* the uv_write under way, or NULL */
     int handles_open;
     int fd; /* the socket's: answers are sent with send(2), see cm_sock_send */
     enum timer_mode mode;
     char peer[48]; /* the client's address, copied into each request */
-    int admin;     /* accepted on the admin listener: every request goes to svc->admin */
+    /* one-bit flags, packed: every idle connection carries them */
+    unsigned writing : 1;
+    unsigned in_read : 1;       /* inside read_cb: batch writes until the read is parsed */
+    unsigned reading : 1;       /* uv_read_start active */
+    unsigned close_pending : 1; /* close once everything queued is written */
+    unsigned lingering : 1;
+    unsigned peer_eof : 1; /* the client half-closed after a whole request: answer, then close */
+    unsigned closing : 1;
+    unsigned admin : 1; /* accepted on the admin listener: every request goes to svc->admin */
     /* stream mode only (cm_service_t.stream) */
-    int stream;
-    int kicked; /* on a kick list: the worker's, or the one on_kick_check runs */
+    unsigned stream : 1;
+    unsigned kicked : 1;      /* on a kick list: the worker's, or the one on_kick_check runs */
+    unsigned cur_done : 1;    /* the parser reached the end of cur's message */
+    unsigned paused : 1;      /* cm_req_body_pause() */
+    unsigned close_after : 1; /* close once cur's streamed answer ended */
     cm_conn_t *kick_next, **kick_pprev;
-    cm_req_t *cur;   /* the request being handled; the next is not parsed before it ends */
-    cm_buf_t stash;  /* received bytes not parsed yet (cur waits for its handler, paused) */
-    int cur_done;    /* the parser reached the end of cur's message */
-    int paused;      /* cm_req_body_pause() */
-    int close_after; /* close once cur's streamed answer ended */
+    cm_req_t *cur;  /* the request being handled; the next is not parsed before it ends */
+    cm_buf_t stash; /* received bytes not parsed yet (cur waits for its handler, paused) */
 };
 
 struct worker {
@@ -103,6 +112,15 @@ struct worker {
     int draining;
     int stopped;
     char *rbuf;
+    /* Free lists: a connection holds request state only while a request is in flight, so
+     * an idle keep-alive connection costs its cm_conn_t alone; steady state never mallocs. */
+    cm_req_t *req_free;
+    int nreq_free;
+    cm_parse_pool_t parse_pool;
+    wstate_t *ws_free;
+    int nws_free;
+    char *buf_free; /* write buffers, linked through their first bytes (see buf_park) */
+    int nbuf_free;
     char date[64]; /* "Date: ...\r\n", refreshed once a second as nginx does */
     time_t date_sec;
     uint64_t rid_seed[2];
@@ -133,9 +151,10 @@ const char *cm__date_header(worker_t *w);
 void cm__kick_unlink(cm_conn_t *c);
 void cm__move_answered(cm_conn_t *c);
 void cm__on_connection(uv_stream_t *listener, int status);
-void cm__req_free(cm_req_t *r);
 cm_req_t *cm__req_get(cm_conn_t *c);
-void cm__req_release(cm_conn_t *c, cm_req_t *r);
+void cm__req_release(cm_req_t *r);
+void cm__worker_pools_init(worker_t *w);
+void cm__worker_pools_free(worker_t *w);
 void cm__route(cm_conn_t *c, cm_req_t *r);
 void cm__start_read(cm_conn_t *c);
 

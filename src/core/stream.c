@@ -48,7 +48,7 @@ void cm__stream_update_read(cm_conn_t *c)
 
 static size_t pending_bytes(const cm_conn_t *c)
 {
-    return c->wbuf.len + c->inflight.len;
+    return c->wbuf.len + (c->inflight ? c->inflight->buf.len : 0);
 }
 
 /* Called from loop callbacks only (never from cm_res_write) so the producer is not
@@ -146,8 +146,8 @@ static void stream_parse_stash(cm_conn_t *c)
     memmove(c->stash.data, c->stash.data + used, c->stash.len - used);
     c->stash.len -= used;
     c->stash.data[c->stash.len] = '\0';
-    if (!c->stash.len)
-        cm_buf_shrink(&c->stash, BUF_KEEP);
+    if (!c->stash.len) /* only a connection with a partial request holds received bytes */
+        cm_buf_free(&c->stash);
 }
 
 void cm__stream_on_read(cm_conn_t *c, const char *data, size_t len)
@@ -328,7 +328,7 @@ int cm_res_start(cm_req_t *r, int status, int64_t content_length)
     }
     int close_delimited = !r->res_nobody && content_length < 0 && !r->res_chunked;
     int close = !r->keep_alive || w->draining || close_delimited || c->close_pending;
-    c->close_after = close;
+    c->close_after = close != 0;
     size_t before = c->wbuf.len;
     append_stream_head(w, r, content_length, close);
     r->res_bytes = c->wbuf.len - before;
@@ -412,13 +412,13 @@ void cm_res_end(cm_req_t *r, int ok)
     }
     cm__account(w, r, r->status, r->res_bytes);
     if (!c) {
-        cm__req_free(r);
+        cm__req_release(r);
         return;
     }
     if (truncated || w->draining)
         c->close_after = 1; /* the client must see the cut, never a shorter message */
     cm__cur_finished(c, r);
-    cm__req_release(c, r);
+    cm__req_release(r);
     if (!c->in_read)
         cm__conn_flush(c);
 }
