@@ -27,7 +27,9 @@
 #define MAX_RHEAD  (64 * 1024) /* upstream response head bytes */
 #define EXCH_KEEP  256         /* idle exchange objects a worker keeps */
 
-enum tmode { T_OFF, T_CONNECT, T_TRY, T_BACKOFF, T_BODY };
+/* T_QUEUED: waiting in the instance's queue for a connection slot; no timer of its own,
+ * the route's deadline bounds the wait (then 503, as HAProxy's queue timeout). */
+enum tmode { T_OFF, T_CONNECT, T_TRY, T_BACKOFF, T_BODY, T_QUEUED };
 
 enum fail { F_CONNECT, F_RESET, F_TIMEOUT, F_503, F_PROTOCOL };
 static const char *const fail_name[] = {"connect", "reset", "timeout", "503", "protocol"};
@@ -730,7 +732,10 @@ static void attempt_start(gw_exch_t *ex)
     ex->try_ms = uv_now(ex->w->loop);
     timer_set(ex, T_CONNECT, try_left_ms(ex, rt->cfg->connect_timeout_ms));
     int rc = gw_uconn_get(in, ex, &ex->wait); /* 1: queued, on_conn comes later */
-    if (rc == -EBUSY) {
+    if (rc == 1) { /* the connect timeout starts when a slot does, not in the queue */
+        cm_timeout_clear(&ex->timer);
+        ex->tmode = T_QUEUED;
+    } else if (rc == -EBUSY) {
         attempt_end(ex);
         fail_answer(ex, 503, NULL, "upstream at its pending-request limit (circuit open)%s", "");
     } else if (rc < 0) {
@@ -759,6 +764,7 @@ static void on_timer(cm_timeout_t *t)
         abort_stream(ex);
         break;
     case T_OFF:
+    case T_QUEUED:
         break;
     }
 }
@@ -768,6 +774,13 @@ static void on_deadline(cm_timeout_t *t)
     gw_exch_t *ex = t->data;
     if (ex->started)
         return;
+    if (ex->tmode == T_QUEUED) { /* no slot freed up in time: the instance is busy, not broken */
+        ex->tmode = T_OFF;
+        log_attempt(ex, 0, "queue timeout", NULL);
+        fail_answer(ex, 503, NULL, "upstream busy: no connection slot within the route's timeout%s",
+                    "");
+        return;
+    }
     drop_conn(ex);
     cm_timeout_clear(&ex->timer);
     if (ex->inst)
