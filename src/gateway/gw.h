@@ -31,6 +31,7 @@
 #include "gateway/config.h"
 #include "gateway/gwmetrics.h"
 #include "gateway/ratelimit.h"
+#include "gateway/retry.h"
 
 #define GW_MAX_WORKERS  64
 #define GW_MAX_ATTEMPTS 10
@@ -99,12 +100,6 @@ struct gw_worker {
     int closing; /* handle close callbacks still to come before it is freed */
 };
 
-typedef struct gw_budget_slot {
-    uint64_t sec;
-    uint32_t requests, retries;
-} gw_budget_slot_t;
-#define GW_BUDGET_SLOTS 10 /* the retry budget looks at the last 10 seconds */
-
 struct gw_rt {
     const gw_route_cfg_t *cfg; /* in table->snap->cfg */
     gw_route_stats_t *stats;
@@ -112,7 +107,7 @@ struct gw_rt {
     int n;
     gw_lb_host_t *hosts; /* [n], balancer's view of insts[i] */
     gw_lb_t *lb;
-    gw_budget_slot_t budget[GW_BUDGET_SLOTS];
+    gw_budget_t budget; /* retries of this route in this worker */
 };
 
 struct gw_table {

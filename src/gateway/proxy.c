@@ -1,25 +1,20 @@
 /* gateway/proxy.c: one client request through the gateway (an exchange): the target
  * routed on and forwarded (path normalized by core/uri, authority), guard checks,
- * instance choice, the upstream request head (hop-by-hop headers out, X-Forwarded-*,
- * Via, traceparent, X-Request-Id in), the body streamed both ways with backpressure,
- * timeouts, retries inside a budget, and the access-log record of every attempt.
- *
- * Retry rules: a connect failure (the request provably never left) may be retried for
- * any method; a reset before any response byte, a per-try timeout or a 503 only for
- * idempotent methods and for requests forwarded with Idempotency-Key (the services dedupe
- * it). Never after the client's answer started, never with a body that did not fit
- * the replay buffer, never past the deadline, never beyond the route's budget. */
+ * instance choice, the upstream request head (headers.c), the body streamed both ways
+ * with backpressure, timeouts, and the attempts. Which failure is retried is retry.c's
+ * decision; the access-log record of the attempts is exlog.c's. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "core/json.h"
 #include "core/log.h"
 #include "core/uri.h"
+#include "gateway/exlog.h"
 #include "gateway/guard.h"
 #include "gateway/headers.h"
+#include "gateway/retry.h"
 
 #define REPLAY_MAX (64 * 1024)  /* request bodies up to this are kept for a retry */
 #define BODY_HIGH  (256 * 1024) /* unsent request bytes that pause the client */
@@ -31,7 +26,6 @@
  * the route's deadline bounds the wait (then 503, as HAProxy's queue timeout). */
 enum tmode { T_OFF, T_CONNECT, T_TRY, T_BACKOFF, T_BODY, T_QUEUED };
 
-enum fail { F_CONNECT, F_RESET, F_TIMEOUT, F_503, F_PROTOCOL };
 static const char *const fail_name[] = {"connect", "reset", "timeout", "503", "protocol"};
 
 struct gw_exch {
@@ -68,7 +62,7 @@ struct gw_exch {
 };
 
 static void attempt_start(gw_exch_t *ex);
-static void attempt_failed(gw_exch_t *ex, enum fail why);
+static void attempt_failed(gw_exch_t *ex, gw_fail_t why);
 static void abort_stream(gw_exch_t *ex);
 static void on_timer(cm_timeout_t *t);
 static void on_deadline(cm_timeout_t *t);
@@ -151,42 +145,15 @@ void gw_exch_pool_free(gw_worker_t *w)
 
 static void log_attempt(gw_exch_t *ex, int status, const char *error, const char *retry)
 {
-    cm_buf_t *o = &ex->log;
-    if (!ex->req->logged)
-        return;
-    cm_buf_append_str(o, ex->log.len ? ",{\"upstream\":" : "{\"upstream\":");
-    cm_json_str(o, ex->inst ? ex->inst->url : "-", strlen(ex->inst ? ex->inst->url : "-"));
-    if (status) {
-        cm_buf_append_str(o, ",\"status\":");
-        cm_buf_append_u64(o, (unsigned long long)status);
-    }
-    if (error) {
-        cm_buf_append_str(o, ",\"error\":");
-        cm_json_str(o, error, strlen(error));
-    }
-    cm_buf_append_str(o, ",\"duration_us\":");
-    cm_buf_append_u64(o, (uv_hrtime() - ex->try_ns) / 1000);
-    if (retry) {
-        cm_buf_append_str(o, ",\"retry\":");
-        cm_json_str(o, retry, strlen(retry));
-    }
-    cm_buf_append(o, "}", 1);
+    if (ex->req->logged)
+        gw_exlog_attempt(&ex->log, ex->inst ? ex->inst->url : "-", status, error,
+                         (uv_hrtime() - ex->try_ns) / 1000, retry);
 }
 
 static void attach_log(gw_exch_t *ex, const char *refused)
 {
-    cm_buf_t *x = &ex->req->log_extra;
-    if (!ex->req->logged)
-        return;
-    cm_buf_append_str(x, ",\"route\":");
-    cm_json_str(x, ex->rt->cfg->name, strlen(ex->rt->cfg->name));
-    cm_buf_append_str(x, ",\"attempts\":[");
-    cm_buf_append(x, ex->log.data ? ex->log.data : "", ex->log.len);
-    cm_buf_append(x, "]", 1);
-    if (refused) {
-        cm_buf_append_str(x, ",\"retry_refused\":");
-        cm_json_str(x, refused, strlen(refused));
-    }
+    if (ex->req->logged)
+        gw_exlog_attach(&ex->req->log_extra, ex->rt->cfg->name, &ex->log, refused);
 }
 
 /* Ends the attempt's claim on its instance (in-flight count). */
@@ -223,71 +190,31 @@ static void fail_answer(gw_exch_t *ex, int status, const char *refused, const ch
 /* ------------------------------------------------------------------------- */
 /* retries                                                                    */
 
-static gw_budget_slot_t *budget_slot(gw_rt_t *rt, uint64_t now)
-{
-    uint64_t sec = now / 1000000000ULL;
-    gw_budget_slot_t *s = &rt->budget[sec % GW_BUDGET_SLOTS];
-    if (s->sec != sec)
-        *s = (gw_budget_slot_t){.sec = sec};
-    return s;
-}
-
-/* Retries stay within budget x requests (+ a floor per second) over the window. */
-static int budget_take(gw_rt_t *rt, uint64_t now)
-{
-    uint64_t sec = now / 1000000000ULL, req = 0, ret = 0;
-    for (int i = 0; i < GW_BUDGET_SLOTS; i++) {
-        const gw_budget_slot_t *s = &rt->budget[i];
-        if (s->sec + GW_BUDGET_SLOTS > sec) {
-            req += s->requests;
-            ret += s->retries;
-        }
-    }
-    double allowed =
-        rt->cfg->retry_budget * (double)req + (double)rt->cfg->retry_budget_min * GW_BUDGET_SLOTS;
-    if ((double)ret >= allowed)
-        return 0;
-    budget_slot(rt, now)->retries++;
-    return 1;
-}
-
 static uint64_t backoff_ms(gw_exch_t *ex)
 {
-    const gw_route_cfg_t *rc = ex->rt->cfg;
-    uint64_t cap = rc->backoff_base_ms << (ex->attempt > 8 ? 8 : ex->attempt - 1);
-    if (cap > rc->backoff_max_ms)
-        cap = rc->backoff_max_ms;
-    return cap ? rnd(ex->w) % (cap + 1) : 0; /* full jitter */
+    return gw_retry_backoff_ms(ex->rt->cfg, ex->attempt, rnd(ex->w));
 }
 
-/* Decides whether failure why may be retried; on yes the budget is charged and
+/* Decides whether failure why may be retried (retry.c); on yes the budget is charged and
  * the backoff returned in *wait_ms. *refused names the reason on no (or NULL). */
-static int may_retry(gw_exch_t *ex, enum fail why, uint64_t *wait_ms, const char **refused)
+static int may_retry(gw_exch_t *ex, gw_fail_t why, uint64_t *wait_ms, const char **refused)
 {
-    const gw_route_cfg_t *rc = ex->rt->cfg;
-    *refused = NULL;
-    if (ex->started || ex->attempt >= rc->attempts)
-        return 0;
-    if (why == F_PROTOCOL)
-        return 0;
-    if (why != F_CONNECT && !ex->retry_ok) {
-        *refused = "method not idempotent and no Idempotency-Key";
-        return 0;
-    }
-    if (ex->has_body && !ex->replayable) {
-        *refused = "body too large to replay";
-        return 0;
-    }
-    uint64_t now = uv_hrtime(), wait = backoff_ms(ex);
-    if (now + wait * 1000000ULL >= ex->start_ns + rc->timeout_ms * 1000000ULL) {
-        *refused = "deadline";
-        return 0;
-    }
-    if (!budget_take(ex->rt, now)) {
-        *refused = "budget";
+    uint64_t wait = backoff_ms(ex);
+    gw_retry_ask_t ask = {
+        .why = why,
+        .answered = ex->started,
+        .attempts = ex->attempt,
+        .method_safe = ex->retry_ok,
+        .body_lost = ex->has_body && !ex->replayable,
+        .now_ns = uv_hrtime(),
+        .start_ns = ex->start_ns,
+        .wait_ms = wait,
+    };
+    int rc = gw_retry_decide(ex->rt->cfg, &ex->rt->budget, &ask, refused);
+    if (rc == GW_RETRY_NO_BUDGET)
         gw_route_budget_exhausted(ex->rt->stats);
+    if (rc != GW_RETRY_YES)
         return 0;
-    }
     static const gw_retry_reason_t reason[] = {GW_RETRY_CONNECT, GW_RETRY_RESET, GW_RETRY_TIMEOUT,
                                                GW_RETRY_503, GW_RETRY_RESET};
     gw_route_retry(ex->rt->stats, reason[why]);
@@ -319,7 +246,7 @@ static void drop_conn(gw_exch_t *ex)
     }
 }
 
-static void attempt_failed(gw_exch_t *ex, enum fail why)
+static void attempt_failed(gw_exch_t *ex, gw_fail_t why)
 {
     static const char *const err[] = {"connect failed", "connection closed before a response",
                                       "try timed out", NULL, "invalid response"};
@@ -332,23 +259,23 @@ static void attempt_failed(gw_exch_t *ex, enum fail why)
         /* a failed try counts as slow as the try timeout for peak EWMA */
         gw_inst_result(in, 1, rtt > rc->try_timeout_ms * 1000 ? rtt : rc->try_timeout_ms * 1000,
                        now);
-        gw_up_observe(in->stats, why == F_503 ? 503 : 0, rtt);
+        gw_up_observe(in->stats, why == GW_FAIL_503 ? 503 : 0, rtt);
     }
     uint64_t wait = 0;
     const char *refused;
     int again = may_retry(ex, why, &wait, &refused);
-    log_attempt(ex, why == F_503 ? 503 : 0, err[why], again ? fail_name[why] : NULL);
+    log_attempt(ex, why == GW_FAIL_503 ? 503 : 0, err[why], again ? fail_name[why] : NULL);
     attempt_end(ex);
     if (again) {
         timer_set(ex, T_BACKOFF, wait);
         return;
     }
     cm_timeout_clear(&ex->timer);
-    if (why == F_TIMEOUT)
+    if (why == GW_FAIL_TIMEOUT)
         fail_answer(ex, 504, refused, "upstream did not answer in time%s", "");
-    else if (why == F_CONNECT)
+    else if (why == GW_FAIL_CONNECT)
         fail_answer(ex, 502, refused, "no upstream instance could be reached%s", "");
-    else if (why == F_503)
+    else if (why == GW_FAIL_503)
         fail_answer(ex, 503, refused, "upstream unavailable%s", "");
     else
         fail_answer(ex, 502, refused, "%s", err[why]);
@@ -458,7 +385,7 @@ static void on_client_body(cm_req_t *req, const char *data, size_t len, int last
         return;
     }
     if (ex->uc && send_body(ex) < 0) {
-        attempt_failed(ex, F_RESET);
+        attempt_failed(ex, GW_FAIL_RESET);
         return;
     }
     body_flow(ex);
@@ -558,7 +485,7 @@ static int on_headers_complete(void *arg, int status, int64_t content_length)
     if (status == 503) {
         uint64_t wait;
         const char *refused;
-        if (may_retry(ex, F_503, &wait, &refused)) {
+        if (may_retry(ex, GW_FAIL_503, &wait, &refused)) {
             ex->discard = 1; /* read it to the end (keeps the connection), then retry */
             return 0;
         }
@@ -652,7 +579,7 @@ void gw_exch_on_read(gw_exch_t *ex, const char *data, ssize_t nread)
     gw_uconn_t *uc = ex->uc;
     if (nread < 0) {
         if (!ex->head_done || ex->discard) {
-            attempt_failed(ex, ex->discard ? F_503 : F_RESET);
+            attempt_failed(ex, ex->discard ? GW_FAIL_503 : GW_FAIL_RESET);
             return;
         }
         if (nread == UV_EOF) { /* a body delimited by the close ends here */
@@ -677,7 +604,7 @@ void gw_exch_on_read(gw_exch_t *ex, const char *data, ssize_t nread)
         if (ex->started)
             abort_stream(ex);
         else
-            attempt_failed(ex, F_PROTOCOL);
+            attempt_failed(ex, GW_FAIL_PROTOCOL);
         return;
     }
     if (ex->started && ex->tmode == T_BODY)
@@ -690,7 +617,7 @@ void gw_exch_on_read(gw_exch_t *ex, const char *data, ssize_t nread)
 void gw_exch_on_conn(gw_exch_t *ex, gw_uconn_t *uc, int status)
 {
     if (status < 0 || !uc) {
-        attempt_failed(ex, F_CONNECT);
+        attempt_failed(ex, GW_FAIL_CONNECT);
         return;
     }
     ex->uc = uc;
@@ -707,7 +634,7 @@ void gw_exch_on_conn(gw_exch_t *ex, gw_uconn_t *uc, int status)
     else if (!ex->has_body)
         ex->req_sent = 1;
     if (rc < 0) {
-        attempt_failed(ex, uc->reused ? F_RESET : F_CONNECT);
+        attempt_failed(ex, uc->reused ? GW_FAIL_RESET : GW_FAIL_CONNECT);
         return;
     }
     gw_uconn_read_start(uc);
@@ -739,7 +666,7 @@ static void attempt_start(gw_exch_t *ex)
         attempt_end(ex);
         fail_answer(ex, 503, NULL, "upstream at its pending-request limit (circuit open)%s", "");
     } else if (rc < 0) {
-        attempt_failed(ex, F_CONNECT);
+        attempt_failed(ex, GW_FAIL_CONNECT);
     }
 }
 
@@ -755,10 +682,10 @@ static void on_timer(cm_timeout_t *t)
     case T_CONNECT:
         if (ex->uc) /* connected meanwhile: the try timer took over */
             break;
-        attempt_failed(ex, F_CONNECT);
+        attempt_failed(ex, GW_FAIL_CONNECT);
         break;
     case T_TRY:
-        attempt_failed(ex, F_TIMEOUT);
+        attempt_failed(ex, GW_FAIL_TIMEOUT);
         break;
     case T_BODY:
         abort_stream(ex);
@@ -826,22 +753,6 @@ static uint64_t hash_key(gw_exch_t *ex)
         v = v ? cookie_value(v, len, rc->hash_cookie, &vlen) : NULL;
     }
     return v ? gw_lb_hash(v, vlen) : rnd(ex->w);
-}
-
-/* idem_key: the upstream request carries Idempotency-Key (what is forwarded, not what the
- * client sent: the services dedupe only on what reaches them). */
-static int retry_safe(const cm_req_t *req, int idem_key)
-{
-    switch (req->method) {
-    case CM_GET:
-    case CM_HEAD:
-    case CM_PUT:
-    case CM_DELETE:
-    case CM_OPTIONS:
-        return 1;
-    default:
-        return idem_key;
-    }
 }
 
 /* The target the request is routed on and forwarded with, so the two cannot differ: the
@@ -918,7 +829,7 @@ static void proxy_target(gw_worker_t *w, cm_req_t *req, const gw_hdr_target_t *t
     ex->has_body = req->has_body;
     ex->chunked = req->has_body && req->content_length < 0;
     ex->key_hash = hash_key(ex);
-    budget_slot(rt, now)->requests++;
+    gw_budget_request(&rt->budget, now);
     /* for HTTP/1.0 clients without Host (HTTP/1.1 upstreams need one): "host:port" */
     const char *host = rt->insts[0]->url + strlen("http://");
     int idem_key;
@@ -927,7 +838,7 @@ static void proxy_target(gw_worker_t *w, cm_req_t *req, const gw_hdr_target_t *t
         fail_answer(ex, 503, NULL, "out of memory%s", "");
         return;
     }
-    ex->retry_ok = retry_safe(req, idem_key);
+    ex->retry_ok = gw_retry_method_safe(req->method, idem_key);
     cm_timeout_set(&ex->deadline, rt->cfg->timeout_ms);
     if (!ex->has_body) {
         ex->body_done = 1;
