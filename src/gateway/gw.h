@@ -155,7 +155,6 @@ struct gw_uconn {
     cm_resparse_t rp;       /* the exchange's response */
     uint64_t idle_since_ms; /* loop time */
     size_t wpending;        /* bytes handed to uv_write, not yet written */
-    int connected;
     int fd;     /* the socket's once connected: requests are sent with cm_sock_send */
     int reused; /* it served an earlier request */
     int closing;

@@ -3,6 +3,7 @@
  * instance choice, the upstream request head (headers.c), the body streamed both ways
  * with backpressure, timeouts, and the attempts. Which failure is retried is retry.c's
  * decision; the access-log record of the attempts is exlog.c's. */
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,11 +21,47 @@
 #define BODY_HIGH  (256 * 1024) /* unsent request bytes that pause the client */
 #define BODY_LOW   (64 * 1024)
 #define MAX_RHEAD  (64 * 1024) /* upstream response head bytes */
-#define EXCH_KEEP  256         /* idle exchange objects a worker keeps */
 
-/* T_QUEUED: waiting in the instance's queue for a connection slot; no timer of its own,
- * the route's deadline bounds the wait (then 503, as HAProxy's queue timeout). */
-enum tmode { T_OFF, T_CONNECT, T_TRY, T_BACKOFF, T_BODY, T_QUEUED };
+/* Where an exchange is. Besides the route's deadline (armed from the start until the
+ * answer starts), the one timer `timer` belongs to the state, as noted. */
+typedef enum ex_state {
+    EX_DONE,       /* not started, or answered: the object is (going) back to the worker's
+                    * free list; no timer -> EX_BODY_WAIT, EX_CONNECTING (a new request) */
+    EX_BODY_WAIT,  /* the first try waits for the client's whole body (or a full replay
+                    * buffer), so a broken body is a 400 with nothing sent upstream; no
+                    * timer -> EX_CONNECTING (attempt_start), EX_DONE */
+    EX_CONNECTING, /* a connection of the picked instance is asked for: connect timer ->
+                    * EX_QUEUED (at max_connections), EX_WAIT_HEAD (connected, request
+                    * written), EX_BACKOFF / EX_DONE (failed) */
+    EX_QUEUED,     /* in the instance's wait queue for a connection slot; no timer, the
+                    * deadline bounds it (then 503) -> EX_WAIT_HEAD, EX_BACKOFF, EX_DONE */
+    EX_WAIT_HEAD,  /* the request is (being) written; waits for the response head; try
+                    * timer -> EX_STREAMING, EX_DISCARD (a 503 to retry), EX_BACKOFF,
+                    * EX_DONE */
+    EX_DISCARD,    /* a 503 that will be retried is read to its end, so its connection can
+                    * be reused; try timer -> EX_BACKOFF, EX_DONE */
+    EX_BACKOFF,    /* between tries; backoff timer -> EX_CONNECTING, EX_DONE */
+    EX_STREAMING,  /* the client's answer started: body pieces forwarded; body idle timer
+                    * (try timeout) -> EX_DONE (complete, or aborted: both sides closed) */
+} ex_state_t;
+
+/* Transitions allowed from each state (asserted on every change). DONE -> DONE: a
+ * request refused before its first try (out of memory, circuit open). */
+#define B(s) (1u << (s))
+static const unsigned next_ok[] = {
+    [EX_DONE] = B(EX_BODY_WAIT) | B(EX_CONNECTING) | B(EX_DONE),
+    [EX_BODY_WAIT] = B(EX_CONNECTING) | B(EX_DONE),
+    [EX_CONNECTING] = B(EX_QUEUED) | B(EX_WAIT_HEAD) | B(EX_BACKOFF) | B(EX_DONE),
+    [EX_QUEUED] = B(EX_WAIT_HEAD) | B(EX_BACKOFF) | B(EX_DONE),
+    [EX_WAIT_HEAD] = B(EX_STREAMING) | B(EX_DISCARD) | B(EX_BACKOFF) | B(EX_DONE),
+    [EX_DISCARD] = B(EX_BACKOFF) | B(EX_DONE),
+    [EX_BACKOFF] = B(EX_CONNECTING) | B(EX_DONE),
+    [EX_STREAMING] = B(EX_DONE),
+};
+#undef B
+
+/* What else ends an exchange early, besides an attempt's gw_fail_t (exch_fail). */
+enum { EV_DEADLINE = 100, EV_CLIENT_BODY };
 
 static const char *const fail_name[] = {"connect", "reset", "timeout", "503", "protocol"};
 
@@ -38,8 +75,8 @@ struct gw_exch {
     gw_uconn_t *uc;
     gw_waiter_t wait;
     cm_timeout_t deadline;
-    cm_timeout_t timer; /* connect, per try, backoff, body idle (tmode) */
-    enum tmode tmode;
+    cm_timeout_t timer; /* the state's: connect, per try, backoff, body idle */
+    ex_state_t state;
     uint64_t start_ns, try_ns; /* uv_hrtime: latencies */
     uint64_t start_ms, try_ms; /* loop time: timeouts */
     int attempt;
@@ -52,20 +89,28 @@ struct gw_exch {
     cm_buf_t body;    /* every byte so far while replayable, else the unsent ones */
     size_t body_sent; /* bytes of body written on the current connection */
     int req_sent;     /* head and whole body written on the current connection */
-    /* response */
-    int got_bytes, head_done, discard, started, complete, info;
+    /* response (parser callbacks) */
+    int info;     /* inside a 1xx answer: not forwarded, the real head follows */
+    int complete; /* the parser saw this attempt's response end */
     int status;
     cm_buf_t rhead;
     gw_hdr_off_t rh[CM_MAX_HEADERS];
-    int nrh, in_value, rhead_bad;
+    int nrh, in_value;
     cm_buf_t log; /* the "attempts" array under construction */
 };
 
 static void attempt_start(gw_exch_t *ex);
 static void attempt_failed(gw_exch_t *ex, gw_fail_t why);
 static void abort_stream(gw_exch_t *ex);
+static void exch_fail(gw_exch_t *ex, int why);
 static void on_timer(cm_timeout_t *t);
 static void on_deadline(cm_timeout_t *t);
+
+static void set_state(gw_exch_t *ex, ex_state_t to)
+{
+    assert(next_ok[ex->state] & (1u << to));
+    ex->state = to;
+}
 
 static uint64_t rnd(gw_worker_t *w)
 {
@@ -96,11 +141,11 @@ static gw_exch_t *exch_get(gw_worker_t *w)
     ex->inst = NULL;
     ex->uc = NULL;
     ex->attempt = 0;
-    ex->tmode = T_OFF;
+    ex->state = EX_DONE;
     ex->has_body = ex->chunked = ex->body_done = ex->body_paused = 0;
     ex->replayable = 1;
     ex->body_sent = 0;
-    ex->started = ex->complete = 0;
+    ex->complete = ex->info = 0;
     ex->status = 0;
     ex->wait = (gw_waiter_t){0};
     return ex;
@@ -170,6 +215,7 @@ static void attempt_end(gw_exch_t *ex)
 static void finish(gw_exch_t *ex, int status)
 {
     attempt_end(ex);
+    set_state(ex, EX_DONE);
     gw_route_observe(ex->rt->stats, status, (uv_hrtime() - ex->start_ns) / 1000);
     gw_table_unref(ex->table);
     exch_put(ex);
@@ -202,7 +248,7 @@ static int may_retry(gw_exch_t *ex, gw_fail_t why, uint64_t *wait_ms, const char
     uint64_t wait = backoff_ms(ex);
     gw_retry_ask_t ask = {
         .why = why,
-        .answered = ex->started,
+        .answered = ex->state == EX_STREAMING,
         .attempts = ex->attempt,
         .method_safe = ex->retry_ok,
         .body_lost = ex->has_body && !ex->replayable,
@@ -222,9 +268,10 @@ static int may_retry(gw_exch_t *ex, gw_fail_t why, uint64_t *wait_ms, const char
     return 1;
 }
 
-static void timer_set(gw_exch_t *ex, enum tmode mode, uint64_t ms)
+/* Moves to state to with its timer due in ms. */
+static void timer_set(gw_exch_t *ex, ex_state_t to, uint64_t ms)
 {
-    ex->tmode = mode;
+    set_state(ex, to);
     cm_timeout_set(&ex->timer, ms);
 }
 
@@ -267,7 +314,7 @@ static void attempt_failed(gw_exch_t *ex, gw_fail_t why)
     log_attempt(ex, why == GW_FAIL_503 ? 503 : 0, err[why], again ? fail_name[why] : NULL);
     attempt_end(ex);
     if (again) {
-        timer_set(ex, T_BACKOFF, wait);
+        timer_set(ex, EX_BACKOFF, wait);
         return;
     }
     cm_timeout_clear(&ex->timer);
@@ -333,32 +380,15 @@ static int send_body(gw_exch_t *ex)
     return 0;
 }
 
-/* The client's body broke (bad chunk, too large): answer its error; an attempt under
- * way is abandoned (its upstream connection closed, so the partial request is void). */
-static void client_body_failed(gw_exch_t *ex)
-{
-    cm_req_t *req = ex->req;
-    ex->body_done = 1;
-    if (ex->started) {
-        abort_stream(ex);
-        return;
-    }
-    drop_conn(ex);
-    cm_timeout_clear(&ex->timer);
-    if (ex->inst)
-        log_attempt(ex, 0, "client body broke", NULL);
-    fail_answer(ex, req->body_error, NULL, "%s",
-                req->body_error_msg ? req->body_error_msg : "bad request body");
-}
-
 static void on_client_body(cm_req_t *req, const char *data, size_t len, int last, void *arg)
 {
     gw_exch_t *ex = arg;
     if (!data) {
-        client_body_failed(ex);
+        ex->body_done = 1;
+        exch_fail(ex, EV_CLIENT_BODY);
         return;
     }
-    if (ex->complete || ex->started) { /* answered already: the rest is not needed */
+    if (ex->state == EX_STREAMING || ex->state == EX_DONE) { /* the rest is not needed */
         if (last)
             ex->body_done = 1;
         return;
@@ -374,7 +404,7 @@ static void on_client_body(cm_req_t *req, const char *data, size_t len, int last
     cm_buf_append(&ex->body, data, len);
     if (last)
         ex->body_done = 1;
-    if (!ex->attempt) {
+    if (ex->state == EX_BODY_WAIT) {
         /* the first try waits for the whole body (or a full replay buffer): a body that
          * breaks is answered 400 with nothing sent upstream, and a retry can replay it */
         if (ex->body_done || !ex->replayable || ex->body.len >= REPLAY_MAX)
@@ -385,7 +415,7 @@ static void on_client_body(cm_req_t *req, const char *data, size_t len, int last
         return;
     }
     if (ex->uc && send_body(ex) < 0) {
-        attempt_failed(ex, GW_FAIL_RESET);
+        exch_fail(ex, GW_FAIL_RESET);
         return;
     }
     body_flow(ex);
@@ -402,10 +432,8 @@ void gw_exch_on_written(gw_exch_t *ex)
 
 static int rh_append(gw_exch_t *ex, const char *at, size_t len)
 {
-    if (ex->rhead.len + len > MAX_RHEAD || cm_buf_append(&ex->rhead, at, len) < 0) {
-        ex->rhead_bad = 1;
-        return -1;
-    }
+    if (ex->rhead.len + len > MAX_RHEAD || cm_buf_append(&ex->rhead, at, len) < 0)
+        return -1; /* reported as a protocol error by the parser's caller */
     return 0;
 }
 
@@ -422,10 +450,8 @@ static int on_header_field(void *arg, const char *at, size_t len)
 {
     gw_exch_t *ex = arg;
     if (ex->in_value || ex->nrh == 0) {
-        if (ex->nrh == CM_MAX_HEADERS) {
-            ex->rhead_bad = 1;
+        if (ex->nrh == CM_MAX_HEADERS)
             return -1;
-        }
         ex->rh[ex->nrh++] = (gw_hdr_off_t){.no = (uint32_t)ex->rhead.len};
         ex->in_value = 0;
     }
@@ -479,14 +505,13 @@ static int on_headers_complete(void *arg, int status, int64_t content_length)
         return 0;
     }
     ex->status = status;
-    ex->head_done = 1;
     uint64_t now = uv_hrtime();
     uint64_t rtt = (now - ex->try_ns) / 1000;
     if (status == 503) {
         uint64_t wait;
         const char *refused;
         if (may_retry(ex, GW_FAIL_503, &wait, &refused)) {
-            ex->discard = 1; /* read it to the end (keeps the connection), then retry */
+            set_state(ex, EX_DISCARD); /* read to its end (keeps the connection), then retry */
             return 0;
         }
     }
@@ -500,17 +525,16 @@ static int on_headers_complete(void *arg, int status, int64_t content_length)
     if (cl < 0 && (status == 204 || status == 304))
         cl = 0;
     attach_log(ex, NULL);
-    ex->started = 1;
     cm_res_start(req, status, cl);
     cm_res_on_drain(req, on_drain, ex);
-    timer_set(ex, T_BODY, ex->rt->cfg->try_timeout_ms);
+    timer_set(ex, EX_STREAMING, ex->rt->cfg->try_timeout_ms);
     return req->method == CM_HEAD ? 1 : 0; /* a HEAD answer has no body whatever it says */
 }
 
 static int on_body(void *arg, const char *at, size_t len)
 {
     gw_exch_t *ex = arg;
-    if (ex->discard || ex->info)
+    if (ex->state == EX_DISCARD || ex->info)
         return 0;
     int rc = cm_res_write(ex->req, at, len);
     if (rc < 0)
@@ -548,16 +572,14 @@ static void response_done(gw_exch_t *ex, int clean)
     ex->uc = NULL;
     int reusable = clean && cm_resparse_keep_alive(&uc->rp) && ex->req_sent;
     gw_uconn_release(uc, reusable); /* still reading: an idle close is seen at once */
-    if (ex->discard) {
-        ex->discard = 0;
-        ex->head_done = 0;
+    if (ex->state == EX_DISCARD) {
         gw_inst_t *in = ex->inst;
         uint64_t now = uv_hrtime();
         gw_inst_result(in, 1, (now - ex->try_ns) / 1000, now);
         gw_up_observe(in->stats, 503, (now - ex->try_ns) / 1000);
         log_attempt(ex, 503, NULL, "503");
         attempt_end(ex);
-        timer_set(ex, T_BACKOFF, backoff_ms(ex));
+        timer_set(ex, EX_BACKOFF, backoff_ms(ex));
         return;
     }
     int status = ex->status;
@@ -578,21 +600,16 @@ void gw_exch_on_read(gw_exch_t *ex, const char *data, ssize_t nread)
 {
     gw_uconn_t *uc = ex->uc;
     if (nread < 0) {
-        if (!ex->head_done || ex->discard) {
-            attempt_failed(ex, ex->discard ? GW_FAIL_503 : GW_FAIL_RESET);
-            return;
-        }
-        if (nread == UV_EOF) { /* a body delimited by the close ends here */
-            cm_resparse_eof(&uc->rp);
+        if (nread == UV_EOF && ex->state == EX_STREAMING) {
+            cm_resparse_eof(&uc->rp); /* a body delimited by the close ends here */
             if (ex->complete) {
                 response_done(ex, 0);
                 return;
             }
         }
-        abort_stream(ex);
+        exch_fail(ex, GW_FAIL_RESET);
         return;
     }
-    ex->got_bytes = 1;
     size_t n = 0;
     int e = cm_resparse_feed(&uc->rp, data, (size_t)nread, &n);
     if (ex->complete) {
@@ -601,14 +618,11 @@ void gw_exch_on_read(gw_exch_t *ex, const char *data, ssize_t nread)
         return;
     }
     if (e < 0) {
-        if (ex->started)
-            abort_stream(ex);
-        else
-            attempt_failed(ex, GW_FAIL_PROTOCOL);
+        exch_fail(ex, GW_FAIL_PROTOCOL);
         return;
     }
-    if (ex->started && ex->tmode == T_BODY)
-        timer_set(ex, T_BODY, ex->rt->cfg->try_timeout_ms);
+    if (ex->state == EX_STREAMING)
+        cm_timeout_set(&ex->timer, ex->rt->cfg->try_timeout_ms); /* the body is not idle */
 }
 
 /* ------------------------------------------------------------------------- */
@@ -617,24 +631,23 @@ void gw_exch_on_read(gw_exch_t *ex, const char *data, ssize_t nread)
 void gw_exch_on_conn(gw_exch_t *ex, gw_uconn_t *uc, int status)
 {
     if (status < 0 || !uc) {
-        attempt_failed(ex, GW_FAIL_CONNECT);
+        exch_fail(ex, GW_FAIL_CONNECT);
         return;
     }
     ex->uc = uc;
     uc->ex = ex;
     cm_resparse_begin(&uc->rp, &res_cbs, ex);
-    ex->got_bytes = ex->head_done = ex->discard = ex->info = 0;
-    ex->rhead_bad = 0;
+    ex->info = ex->complete = 0;
     ex->req_sent = 0;
     ex->body_sent = 0;
-    timer_set(ex, T_TRY, try_left_ms(ex, ex->rt->cfg->try_timeout_ms));
+    timer_set(ex, EX_WAIT_HEAD, try_left_ms(ex, ex->rt->cfg->try_timeout_ms));
     int rc = gw_uconn_write(uc, ex->head.data, ex->head.len);
     if (rc == 0 && ex->has_body)
         rc = send_body(ex);
     else if (!ex->has_body)
         ex->req_sent = 1;
     if (rc < 0) {
-        attempt_failed(ex, uc->reused ? GW_FAIL_RESET : GW_FAIL_CONNECT);
+        exch_fail(ex, uc->reused ? GW_FAIL_RESET : GW_FAIL_CONNECT);
         return;
     }
     gw_uconn_read_start(uc);
@@ -657,62 +670,92 @@ static void attempt_start(gw_exch_t *ex)
     ex->tried[ex->attempt++] = in->index;
     ex->try_ns = now;
     ex->try_ms = uv_now(ex->w->loop);
-    timer_set(ex, T_CONNECT, try_left_ms(ex, rt->cfg->connect_timeout_ms));
+    timer_set(ex, EX_CONNECTING, try_left_ms(ex, rt->cfg->connect_timeout_ms));
     int rc = gw_uconn_get(in, ex, &ex->wait); /* 1: queued, on_conn comes later */
     if (rc == 1) { /* the connect timeout starts when a slot does, not in the queue */
         cm_timeout_clear(&ex->timer);
-        ex->tmode = T_QUEUED;
+        set_state(ex, EX_QUEUED);
     } else if (rc == -EBUSY) {
         attempt_end(ex);
         fail_answer(ex, 503, NULL, "upstream at its pending-request limit (circuit open)%s", "");
     } else if (rc < 0) {
-        attempt_failed(ex, GW_FAIL_CONNECT);
+        exch_fail(ex, GW_FAIL_CONNECT);
     }
 }
 
 static void on_timer(cm_timeout_t *t)
 {
     gw_exch_t *ex = t->data;
-    enum tmode mode = ex->tmode;
-    ex->tmode = T_OFF;
-    switch (mode) {
-    case T_BACKOFF:
+    switch (ex->state) {
+    case EX_BACKOFF:
         attempt_start(ex);
         break;
-    case T_CONNECT:
-        if (ex->uc) /* connected meanwhile: the try timer took over */
-            break;
-        attempt_failed(ex, GW_FAIL_CONNECT);
+    case EX_CONNECTING:
+        exch_fail(ex, GW_FAIL_CONNECT);
         break;
-    case T_TRY:
-        attempt_failed(ex, GW_FAIL_TIMEOUT);
+    case EX_WAIT_HEAD:
+    case EX_DISCARD:
+    case EX_STREAMING: /* the body went idle */
+        exch_fail(ex, GW_FAIL_TIMEOUT);
         break;
-    case T_BODY:
-        abort_stream(ex);
-        break;
-    case T_OFF:
-    case T_QUEUED:
-        break;
+    case EX_DONE:
+    case EX_BODY_WAIT:
+    case EX_QUEUED:
+        break; /* no timer of their own */
     }
 }
 
 static void on_deadline(cm_timeout_t *t)
 {
-    gw_exch_t *ex = t->data;
-    if (ex->started)
+    exch_fail(t->data, EV_DEADLINE);
+}
+
+/* The one failure path: what ends an attempt or the exchange (why: a gw_fail_t from
+ * the upstream side, EV_DEADLINE, EV_CLIENT_BODY) means what the state says. */
+static void exch_fail(gw_exch_t *ex, int why)
+{
+    switch (ex->state) {
+    case EX_STREAMING: /* the answer started: nothing to say any more, close both sides */
+        abort_stream(ex);
         return;
-    if (ex->tmode == T_QUEUED) { /* no slot freed up in time: the instance is busy, not broken */
-        ex->tmode = T_OFF;
+    case EX_DONE:
+        assert(!"a failure reported for an exchange that ended");
+        return;
+    case EX_DISCARD: /* the 503 being read broke off: still that 503 */
+        if (why < EV_DEADLINE)
+            why = GW_FAIL_503;
+        break;
+    case EX_BODY_WAIT:
+    case EX_CONNECTING:
+    case EX_QUEUED:
+    case EX_WAIT_HEAD:
+    case EX_BACKOFF:
+        break;
+    }
+    if (why < EV_DEADLINE) {
+        attempt_failed(ex, (gw_fail_t)why); /* retried if retry.c allows, else answered */
+        return;
+    }
+    int queued = ex->state == EX_QUEUED;
+    drop_conn(ex);
+    cm_timeout_clear(&ex->timer);
+    if (why == EV_CLIENT_BODY) {
+        /* the client's body broke (bad chunk, too large): its error; an attempt under way
+         * is abandoned (its upstream connection closed, so the partial request is void) */
+        cm_req_t *req = ex->req;
+        if (ex->inst)
+            log_attempt(ex, 0, "client body broke", NULL);
+        fail_answer(ex, req->body_error, NULL, "%s",
+                    req->body_error_msg ? req->body_error_msg : "bad request body");
+    } else if (queued) { /* no slot freed up in time: the instance is busy, not broken */
         log_attempt(ex, 0, "queue timeout", NULL);
         fail_answer(ex, 503, NULL, "upstream busy: no connection slot within the route's timeout%s",
                     "");
-        return;
+    } else {
+        if (ex->inst)
+            log_attempt(ex, 0, "deadline", NULL);
+        fail_answer(ex, 504, NULL, "upstream did not answer within the route's timeout%s", "");
     }
-    drop_conn(ex);
-    cm_timeout_clear(&ex->timer);
-    if (ex->inst)
-        log_attempt(ex, 0, "deadline", NULL);
-    fail_answer(ex, 504, NULL, "upstream did not answer within the route's timeout%s", "");
 }
 
 /* ------------------------------------------------------------------------- */
@@ -845,6 +888,7 @@ static void proxy_target(gw_worker_t *w, cm_req_t *req, const gw_hdr_target_t *t
         attempt_start(ex);
         return;
     }
+    set_state(ex, EX_BODY_WAIT);
     cm_req_body_read(req, on_client_body, ex); /* the first try starts from on_client_body */
 }
 

@@ -9,8 +9,6 @@
 #include "core/sock.h"
 #include "gateway/gw.h"
 
-#define WRITE_HIGH (256 * 1024)
-
 typedef struct wreq {
     uv_write_t req;
     gw_uconn_t *uc;
@@ -153,7 +151,6 @@ static void on_connect(uv_connect_t *creq, int status)
         serve_pending(uc->inst);
         return;
     }
-    uc->connected = 1;
     uv_tcp_nodelay(&uc->tcp, 1);
     uv_os_fd_t fd;
     uc->fd = uv_fileno((uv_handle_t *)&uc->tcp, &fd) == 0 ? fd : -1;
