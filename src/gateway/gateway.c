@@ -269,6 +269,7 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
     uv_timer_init(loop, &w->sweep);
     w->sweep.data = w;
     uv_timer_start(&w->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+    gw_upstream_worker_init(w);
     pthread_mutex_lock(&g->mu);
     if (g->nworkers < GW_MAX_WORKERS)
         g->workers[g->nworkers++] = w;
@@ -281,7 +282,7 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
 static void worker_freed(uv_handle_t *h)
 {
     gw_worker_t *w = h->data;
-    if (--w->closing > 0) /* both handles closed (libuv gives no order) */
+    if (--w->closing > 0) /* every handle closed (libuv gives no order) */
         return;
     free(w->rbuf);
     free(w);
@@ -304,9 +305,10 @@ static void worker_free(void *state)
     gw_table_unref(t);
     cm_client_free(w->hc);
     gw_exch_pool_free(w);
-    w->closing = 2;
+    w->closing = 4;
     uv_close((uv_handle_t *)&w->wake, worker_freed);
     uv_close((uv_handle_t *)&w->sweep, worker_freed);
+    gw_upstream_worker_close(w, worker_freed);
 }
 
 /* ------------------------------------------------------------------------- */

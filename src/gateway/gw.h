@@ -30,6 +30,7 @@
 #include "gateway/balancer.h"
 #include "gateway/config.h"
 #include "gateway/gwmetrics.h"
+#include "gateway/headers.h"
 #include "gateway/ratelimit.h"
 #include "gateway/retry.h"
 
@@ -44,12 +45,38 @@ typedef struct gw_inst gw_inst_t;
 typedef struct gw_uconn gw_uconn_t;
 typedef struct gw_exch gw_exch_t;
 
-/* An exchange waiting for a connection slot of an instance (embedded in gw_exch_t). */
+/* What upstream.c tells the exchange that asked for a connection (gw_uconn_get). Each
+ * is called from the loop, never inside the upstream.c call that asked; none may be NULL;
+ * arg is the one handed down with the request. */
+typedef struct gw_up_cbs {
+    /* The connection is the caller's (uc), or none could be had (uc NULL, status a
+     * negative libuv error). */
+    void (*connected)(void *arg, gw_uconn_t *uc, int status);
+    /* The final response head (1xx ones are not passed on): the fields as offsets into
+     * head, borrowed for the call. Returns 0 (a body may follow), 1 (no body: the answer
+     * to a HEAD) or -1 (stop: reported through error). */
+    int (*head)(void *arg, int status, int64_t content_length, const char *head,
+                const gw_hdr_off_t *h, int nh);
+    /* A piece of the body, framing removed. 0, or -1 to stop (the client left). */
+    int (*body)(void *arg, const char *at, size_t len);
+    /* The response is whole; clean: nothing came after it (the connection may be kept). */
+    void (*done)(void *arg, int clean);
+    /* The connection broke (GW_FAIL_RESET) or the answer is not HTTP (GW_FAIL_PROTOCOL). */
+    void (*error)(void *arg, gw_fail_t why);
+    /* Writes that had to wait went out: the request body may flow again. */
+    void (*drained)(void *arg);
+} gw_up_cbs_t;
+
+/* An exchange's request for a connection of an instance (embedded in gw_exch_t). */
 typedef struct gw_waiter {
-    struct gw_waiter *next;
-    gw_exch_t *ex;
-    gw_uconn_t *connecting; /* the connection being opened for ex, if any */
+    struct gw_waiter *next; /* the instance's wait queue, or the worker's defer list */
+    const gw_up_cbs_t *cbs; /* the caller's, static */
+    void *arg;              /* for cbs */
+    gw_uconn_t *connecting; /* the connection being opened for it, if any */
+    gw_uconn_t *handed;     /* on the defer list: the connection it gets (NULL: status) */
+    int status;             /* on the defer list without a connection: why */
     int queued;             /* in the instance's wait queue */
+    int deferred;           /* on the worker's defer list */
 } gw_waiter_t;
 
 /* An immutable config with what is derived from it; refcounted across threads. */
@@ -95,6 +122,13 @@ struct gw_worker {
     cm_client_t *hc;   /* active health checks */
     char *rbuf;        /* upstream reads (64 KiB), one per worker */
     gw_exch_t *free_exch;
+    /* upstream.c's defer list: connections handed over inside a call, delivered from
+     * defer_check (after the iteration's I/O); defer_idle keeps the poll from blocking
+     * while it is not empty */
+    gw_waiter_t *deferred, *deferred_tail;
+    uv_check_t defer_check;
+    uv_idle_t defer_idle;
+    int defer_on;
     uint64_t rng;
     int stopping;
     int closing; /* handle close callbacks still to come before it is freed */
@@ -150,13 +184,19 @@ struct gw_uconn {
     uv_connect_t creq;
     gw_inst_t *inst;
     gw_uconn_t *next;       /* idle list */
-    gw_exch_t *ex;          /* the exchange using it; NULL when idle */
-    gw_waiter_t *wt;        /* while connecting: the waiter to clear when done */
+    const gw_up_cbs_t *cbs; /* of the exchange using it; NULL when idle */
+    void *arg;              /* for cbs */
+    gw_waiter_t *wt;        /* connecting for, or handed to (not yet delivered) */
     cm_resparse_t rp;       /* the exchange's response */
+    cm_buf_t rhead;         /* its head's bytes, rh[] the fields in them */
+    gw_hdr_off_t rh[CM_MAX_HEADERS];
+    int nrh, in_value;
+    int info;               /* inside a 1xx answer: not passed on, the real head follows */
+    int complete;           /* the parser saw the response end */
     uint64_t idle_since_ms; /* loop time */
     size_t wpending;        /* bytes handed to uv_write, not yet written */
-    int fd;     /* the socket's once connected: requests are sent with cm_sock_send */
-    int reused; /* it served an earlier request */
+    int fd;                 /* the socket's once connected: requests are sent with cm_sock_send */
+    int reused;             /* it served an earlier request */
     int closing;
     int reading;
 };
@@ -189,29 +229,34 @@ double gw_inst_slow_start(const gw_rt_t *rt, const gw_inst_t *in, uint64_t now_n
 void gw_inst_result(gw_inst_t *in, int failed, uint64_t rtt_us, uint64_t now_ns);
 
 /* upstream.c */
-/* Gets a connection to in for ex; gw_exch_on_conn() gets it: an idle one at once
- * (inside this call), a new one after connect (status 0 or a negative libuv error, from
- * the loop), or later when the instance is at max_connections and ex waits in wt.
- * Returns 0 (connecting or handed over), 1 (waiting), or -EBUSY (max_pending reached
- * too) / -ENOMEM / a libuv error (connect could not start), with no callback then. */
-int gw_uconn_get(gw_inst_t *in, gw_exch_t *ex, gw_waiter_t *wt);
+/* Asks for a connection to in for the caller of wt: cbs->connected(arg, ...) gets it from
+ * the loop: an idle one, a new one after connect, or one freed later when the instance is
+ * at max_connections and wt waits in its queue. Then the response goes to cbs. wt is the
+ * caller's until connected runs or gw_uconn_cancel_wait(). Returns 0 (on its way), 1
+ * (queued), or -EBUSY (max_pending waiting already) / -ENOMEM / a libuv error (connect
+ * could not start), with no callback then. */
+int gw_uconn_get(gw_inst_t *in, gw_waiter_t *wt, const gw_up_cbs_t *cbs, void *arg);
 /* Gives the connection back: pooled when reusable (keep-alive, response complete),
- * else closed. Hands it to a waiting exchange first. */
+ * else closed. A waiting exchange gets it first (from the loop). No callback of the
+ * caller's runs after this. */
 void gw_uconn_release(gw_uconn_t *uc, int reusable);
-/* The exchange gave up on its connection request: takes wt out of the wait queue, or
- * lets a connect in progress finish into the pool instead. */
+/* The caller gave up on its request wt: out of the queue or the defer list, or a connect
+ * in progress finishes into the pool instead. No-op when nothing is pending. */
 void gw_uconn_cancel_wait(gw_inst_t *in, gw_waiter_t *wt);
 /* Writes bytes (copied when they cannot be written at once). 0 or a libuv error. */
 int gw_uconn_write(gw_uconn_t *uc, const char *data, size_t len);
 void gw_uconn_read_start(gw_uconn_t *uc);
 void gw_uconn_read_stop(gw_uconn_t *uc);
+int gw_uconn_reused(const gw_uconn_t *uc);     /* it served an earlier request */
+size_t gw_uconn_pending(const gw_uconn_t *uc); /* bytes written but not yet sent */
+int gw_uconn_keep_alive(const gw_uconn_t *uc); /* the response allows another request */
 void gw_inst_close_idle(gw_inst_t *in, uint64_t older_than_ms); /* loop ms; 0 = all */
 void gw_uconn_close(gw_uconn_t *uc);
+/* The worker's defer handles: init at worker start; close calls done twice. */
+void gw_upstream_worker_init(gw_worker_t *w);
+void gw_upstream_worker_close(gw_worker_t *w, uv_close_cb done);
 
-/* proxy.c: called by upstream.c */
-void gw_exch_on_conn(gw_exch_t *ex, gw_uconn_t *uc, int status);
-void gw_exch_on_read(gw_exch_t *ex, const char *data, ssize_t nread);
-void gw_exch_on_written(gw_exch_t *ex); /* upstream writes drained a bit */
+/* proxy.c */
 /* The proxy handler (cm_service_t.fallback). */
 void gw_proxy_handle(cm_req_t *req);
 void gw_exch_pool_free(gw_worker_t *w);

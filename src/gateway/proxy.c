@@ -20,7 +20,6 @@
 #define REPLAY_MAX (64 * 1024)  /* request bodies up to this are kept for a retry */
 #define BODY_HIGH  (256 * 1024) /* unsent request bytes that pause the client */
 #define BODY_LOW   (64 * 1024)
-#define MAX_RHEAD  (64 * 1024) /* upstream response head bytes */
 
 /* Where an exchange is. Besides the route's deadline (armed from the start until the
  * answer starts), the one timer `timer` belongs to the state, as noted. */
@@ -89,14 +88,8 @@ struct gw_exch {
     cm_buf_t body;    /* every byte so far while replayable, else the unsent ones */
     size_t body_sent; /* bytes of body written on the current connection */
     int req_sent;     /* head and whole body written on the current connection */
-    /* response (parser callbacks) */
-    int info;     /* inside a 1xx answer: not forwarded, the real head follows */
-    int complete; /* the parser saw this attempt's response end */
-    int status;
-    cm_buf_t rhead;
-    gw_hdr_off_t rh[CM_MAX_HEADERS];
-    int nrh, in_value;
-    cm_buf_t log; /* the "attempts" array under construction */
+    int status;       /* the response's, once its head came */
+    cm_buf_t log;     /* the "attempts" array under construction */
 };
 
 static void attempt_start(gw_exch_t *ex);
@@ -135,7 +128,6 @@ static gw_exch_t *exch_get(gw_worker_t *w)
     }
     cm_buf_reset(&ex->head);
     cm_buf_reset(&ex->body);
-    cm_buf_reset(&ex->rhead);
     cm_buf_reset(&ex->log);
     ex->req = NULL;
     ex->inst = NULL;
@@ -145,7 +137,6 @@ static gw_exch_t *exch_get(gw_worker_t *w)
     ex->has_body = ex->chunked = ex->body_done = ex->body_paused = 0;
     ex->replayable = 1;
     ex->body_sent = 0;
-    ex->complete = ex->info = 0;
     ex->status = 0;
     ex->wait = (gw_waiter_t){0};
     return ex;
@@ -157,7 +148,6 @@ static void exch_put(gw_exch_t *ex)
     cm_timeout_clear(&ex->deadline);
     cm_timeout_clear(&ex->timer);
     cm_buf_shrink(&ex->body, REPLAY_MAX);
-    cm_buf_shrink(&ex->rhead, 4096);
     ex->next_free = w->free_exch;
     w->free_exch = ex;
 }
@@ -168,7 +158,6 @@ static void exch_free_closed(uv_handle_t *h)
     if (--ex->attempt == 0) { /* both timers closed (libuv gives no order) */
         cm_buf_free(&ex->head);
         cm_buf_free(&ex->body);
-        cm_buf_free(&ex->rhead);
         cm_buf_free(&ex->log);
         free(ex);
     }
@@ -333,7 +322,7 @@ static void attempt_failed(gw_exch_t *ex, gw_fail_t why)
 
 static void body_flow(gw_exch_t *ex)
 {
-    size_t pending = ex->uc ? ex->uc->wpending : ex->body.len - ex->body_sent;
+    size_t pending = ex->uc ? gw_uconn_pending(ex->uc) : ex->body.len - ex->body_sent;
     if (!ex->body_paused && pending > BODY_HIGH) {
         ex->body_paused = 1;
         cm_req_body_pause(ex->req);
@@ -421,72 +410,15 @@ static void on_client_body(cm_req_t *req, const char *data, size_t len, int last
     body_flow(ex);
 }
 
-void gw_exch_on_written(gw_exch_t *ex)
+static void on_up_drained(void *arg)
 {
+    gw_exch_t *ex = arg;
     if (ex->has_body)
         body_flow(ex);
 }
 
 /* ------------------------------------------------------------------------- */
 /* response: upstream -> client                                               */
-
-static int rh_append(gw_exch_t *ex, const char *at, size_t len)
-{
-    if (ex->rhead.len + len > MAX_RHEAD || cm_buf_append(&ex->rhead, at, len) < 0)
-        return -1; /* reported as a protocol error by the parser's caller */
-    return 0;
-}
-
-static int on_message_begin(void *arg)
-{
-    gw_exch_t *ex = arg;
-    cm_buf_reset(&ex->rhead);
-    ex->nrh = 0;
-    ex->in_value = 0;
-    return 0;
-}
-
-static int on_header_field(void *arg, const char *at, size_t len)
-{
-    gw_exch_t *ex = arg;
-    if (ex->in_value || ex->nrh == 0) {
-        if (ex->nrh == CM_MAX_HEADERS)
-            return -1;
-        ex->rh[ex->nrh++] = (gw_hdr_off_t){.no = (uint32_t)ex->rhead.len};
-        ex->in_value = 0;
-    }
-    ex->rh[ex->nrh - 1].nl += (uint32_t)len;
-    return rh_append(ex, at, len);
-}
-
-static int on_header_value(void *arg, const char *at, size_t len)
-{
-    gw_exch_t *ex = arg;
-    gw_hdr_off_t *h = &ex->rh[ex->nrh - 1];
-    if (!ex->in_value) {
-        h->vo = (uint32_t)ex->rhead.len;
-        ex->in_value = 1;
-    }
-    h->vl += (uint32_t)len;
-    return rh_append(ex, at, len);
-}
-
-/* RFC 9110 5.5: the value's trailing OWS is not part of it, so it is not forwarded. */
-static int on_header_value_done(void *arg)
-{
-    gw_exch_t *ex = arg;
-    if (ex->nrh == 0)
-        return 0;
-    gw_hdr_off_t *h = &ex->rh[ex->nrh - 1];
-    if (!ex->in_value) { /* an empty value: no value piece came */
-        h->vo = (uint32_t)ex->rhead.len;
-        ex->in_value = 1;
-    }
-    size_t vl = h->vl;
-    cm_ows_trim_end(ex->rhead.data + h->vo, &vl);
-    h->vl = (uint32_t)vl;
-    return 0;
-}
 
 static void on_drain(cm_req_t *req, void *arg)
 {
@@ -497,13 +429,11 @@ static void on_drain(cm_req_t *req, void *arg)
 }
 
 /* The upstream's head is in: retry on 503 when allowed, else start the client's answer. */
-static int on_headers_complete(void *arg, int status, int64_t content_length)
+static int on_up_head(void *arg, int status, int64_t content_length, const char *head,
+                      const gw_hdr_off_t *h, int nh)
 {
     gw_exch_t *ex = arg;
-    if (status >= 100 && status < 200) {
-        ex->info = 1; /* 100 Continue and friends: not forwarded, the real head follows */
-        return 0;
-    }
+    assert(ex->state == EX_WAIT_HEAD);
     ex->status = status;
     uint64_t now = uv_hrtime();
     uint64_t rtt = (now - ex->try_ns) / 1000;
@@ -520,7 +450,7 @@ static int on_headers_complete(void *arg, int status, int64_t content_length)
     log_attempt(ex, status, NULL, NULL);
     cm_timeout_clear(&ex->deadline);
     cm_req_t *req = ex->req;
-    gw_hdr_response_fields(&req->res_headers, ex->rhead.data, ex->rh, ex->nrh);
+    gw_hdr_response_fields(&req->res_headers, head, h, nh);
     int64_t cl = content_length;
     if (cl < 0 && (status == 204 || status == 304))
         cl = 0;
@@ -531,46 +461,27 @@ static int on_headers_complete(void *arg, int status, int64_t content_length)
     return req->method == CM_HEAD ? 1 : 0; /* a HEAD answer has no body whatever it says */
 }
 
-static int on_body(void *arg, const char *at, size_t len)
+static int on_up_body(void *arg, const char *at, size_t len)
 {
     gw_exch_t *ex = arg;
-    if (ex->state == EX_DISCARD || ex->info)
+    if (ex->state == EX_DISCARD)
         return 0;
     int rc = cm_res_write(ex->req, at, len);
     if (rc < 0)
-        return -1; /* the client left: stop parsing, the caller aborts */
+        return -1; /* the client left: stop parsing, the error callback aborts */
     if (rc == 1 && ex->uc)
         gw_uconn_read_stop(ex->uc);
+    cm_timeout_set(&ex->timer, ex->rt->cfg->try_timeout_ms); /* the body is not idle */
     return 0;
 }
 
-static int on_message_complete(void *arg)
+/* The response is complete: pool the connection, finish or retry. */
+static void on_up_done(void *arg, int clean)
 {
     gw_exch_t *ex = arg;
-    if (ex->info) {
-        ex->info = 0;
-        return 0;
-    }
-    ex->complete = 1;
-    return 1; /* stop here: bytes after it are not this exchange's */
-}
-
-static const cm_resparse_cbs_t res_cbs = {
-    .begin = on_message_begin,
-    .field = on_header_field,
-    .value = on_header_value,
-    .value_done = on_header_value_done,
-    .head = on_headers_complete,
-    .body = on_body,
-    .done = on_message_complete,
-};
-
-/* The response is complete: pool the connection, finish or retry. */
-static void response_done(gw_exch_t *ex, int clean)
-{
     gw_uconn_t *uc = ex->uc;
     ex->uc = NULL;
-    int reusable = clean && cm_resparse_keep_alive(&uc->rp) && ex->req_sent;
+    int reusable = clean && gw_uconn_keep_alive(uc) && ex->req_sent;
     gw_uconn_release(uc, reusable); /* still reading: an idle close is seen at once */
     if (ex->state == EX_DISCARD) {
         gw_inst_t *in = ex->inst;
@@ -596,48 +507,23 @@ static void abort_stream(gw_exch_t *ex)
     finish(ex, status);
 }
 
-void gw_exch_on_read(gw_exch_t *ex, const char *data, ssize_t nread)
+static void on_up_error(void *arg, gw_fail_t why)
 {
-    gw_uconn_t *uc = ex->uc;
-    if (nread < 0) {
-        if (nread == UV_EOF && ex->state == EX_STREAMING) {
-            cm_resparse_eof(&uc->rp); /* a body delimited by the close ends here */
-            if (ex->complete) {
-                response_done(ex, 0);
-                return;
-            }
-        }
-        exch_fail(ex, GW_FAIL_RESET);
-        return;
-    }
-    size_t n = 0;
-    int e = cm_resparse_feed(&uc->rp, data, (size_t)nread, &n);
-    if (ex->complete) {
-        /* bytes after the response: the connection is out of step, do not reuse it */
-        response_done(ex, n == (size_t)nread);
-        return;
-    }
-    if (e < 0) {
-        exch_fail(ex, GW_FAIL_PROTOCOL);
-        return;
-    }
-    if (ex->state == EX_STREAMING)
-        cm_timeout_set(&ex->timer, ex->rt->cfg->try_timeout_ms); /* the body is not idle */
+    exch_fail(arg, why);
 }
 
 /* ------------------------------------------------------------------------- */
 /* attempts                                                                   */
 
-void gw_exch_on_conn(gw_exch_t *ex, gw_uconn_t *uc, int status)
+static void on_up_connected(void *arg, gw_uconn_t *uc, int status)
 {
+    gw_exch_t *ex = arg;
+    assert(ex->state == EX_CONNECTING || ex->state == EX_QUEUED);
     if (status < 0 || !uc) {
         exch_fail(ex, GW_FAIL_CONNECT);
         return;
     }
     ex->uc = uc;
-    uc->ex = ex;
-    cm_resparse_begin(&uc->rp, &res_cbs, ex);
-    ex->info = ex->complete = 0;
     ex->req_sent = 0;
     ex->body_sent = 0;
     timer_set(ex, EX_WAIT_HEAD, try_left_ms(ex, ex->rt->cfg->try_timeout_ms));
@@ -647,13 +533,23 @@ void gw_exch_on_conn(gw_exch_t *ex, gw_uconn_t *uc, int status)
     else if (!ex->has_body)
         ex->req_sent = 1;
     if (rc < 0) {
-        exch_fail(ex, uc->reused ? GW_FAIL_RESET : GW_FAIL_CONNECT);
+        exch_fail(ex, gw_uconn_reused(uc) ? GW_FAIL_RESET : GW_FAIL_CONNECT);
         return;
     }
     gw_uconn_read_start(uc);
     if (ex->has_body)
         body_flow(ex);
 }
+
+/* What upstream.c calls back with, for every attempt. */
+static const gw_up_cbs_t up_cbs = {
+    .connected = on_up_connected,
+    .head = on_up_head,
+    .body = on_up_body,
+    .done = on_up_done,
+    .error = on_up_error,
+    .drained = on_up_drained,
+};
 
 static void attempt_start(gw_exch_t *ex)
 {
@@ -671,7 +567,7 @@ static void attempt_start(gw_exch_t *ex)
     ex->try_ns = now;
     ex->try_ms = uv_now(ex->w->loop);
     timer_set(ex, EX_CONNECTING, try_left_ms(ex, rt->cfg->connect_timeout_ms));
-    int rc = gw_uconn_get(in, ex, &ex->wait); /* 1: queued, on_conn comes later */
+    int rc = gw_uconn_get(in, &ex->wait, &up_cbs, ex); /* 1: queued */
     if (rc == 1) { /* the connect timeout starts when a slot does, not in the queue */
         cm_timeout_clear(&ex->timer);
         set_state(ex, EX_QUEUED);
