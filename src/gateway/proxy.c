@@ -3,6 +3,8 @@
  * instance choice, the upstream request head (headers.c), the body streamed both ways
  * with backpressure, timeouts, and the attempts. Which failure is retried is retry.c's
  * decision; the access-log record of the attempts is exlog.c's. */
+#include "gateway/proxy.h"
+
 #include <assert.h>
 #include <errno.h>
 #include <stdio.h>
@@ -11,15 +13,21 @@
 #include <strings.h>
 
 #include "core/log.h"
+#include "core/timeout.h"
 #include "core/uri.h"
 #include "gateway/exlog.h"
+#include "gateway/gateway_types.h"
 #include "gateway/guard.h"
 #include "gateway/headers.h"
 #include "gateway/retry.h"
+#include "gateway/snapshot.h"
+#include "gateway/table.h"
+#include "gateway/upstream.h"
 
-#define REPLAY_MAX (64 * 1024)  /* request bodies up to this are kept for a retry */
-#define BODY_HIGH  (256 * 1024) /* unsent request bytes that pause the client */
-#define BODY_LOW   (64 * 1024)
+#define GW_MAX_ATTEMPTS 10           /* tries per request: the most retries.attempts allows */
+#define REPLAY_MAX      (64 * 1024)  /* request bodies up to this are kept for a retry */
+#define BODY_HIGH       (256 * 1024) /* unsent request bytes that pause the client */
+#define BODY_LOW        (64 * 1024)
 
 /* Where an exchange is. Besides the route's deadline (armed from the start until the
  * answer starts), the one timer `timer` belongs to the state, as noted. */

@@ -6,14 +6,41 @@
  * decided inside a call (an idle connection handed over, a waiter served on release, a
  * connect that could not start for a waiter) is delivered from the worker's defer list,
  * which a uv_check handle runs after the iteration's I/O (as core/stream.c's kick list). */
+#include "gateway/upstream.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/http.h"
+#include "core/parser.h"
 #include "core/sock.h"
-#include "gateway/gw.h"
+#include "gateway/gateway_types.h"
 
 #define MAX_RHEAD (64 * 1024) /* upstream response head bytes */
+
+/* One keep-alive connection to an instance. */
+struct gw_uconn {
+    uv_tcp_t tcp; /* first: handle data is the uconn */
+    uv_connect_t creq;
+    gw_inst_t *inst;
+    gw_uconn_t *next;       /* idle list */
+    const gw_up_cbs_t *cbs; /* of the exchange using it; NULL when idle */
+    void *arg;              /* for cbs */
+    gw_waiter_t *wt;        /* connecting for, or handed to (not yet delivered) */
+    cm_resparse_t rp;       /* the exchange's response */
+    cm_buf_t rhead;         /* its head's bytes, rh[] the fields in them */
+    gw_hdr_off_t rh[CM_MAX_HEADERS];
+    int nrh, in_value;
+    int info;               /* inside a 1xx answer: not passed on, the real head follows */
+    int complete;           /* the parser saw the response end */
+    uint64_t idle_since_ms; /* loop time */
+    size_t wpending;        /* bytes handed to uv_write, not yet written */
+    int fd;                 /* the socket's once connected: requests are sent with cm_sock_send */
+    int reused;             /* it served an earlier request */
+    int closing;
+    int reading;
+};
 
 typedef struct wreq {
     uv_write_t req;
