@@ -1,4 +1,4 @@
-/* gateway/table.c: a worker's routing table for one config snapshot (see gw.h), the
+/* gateway/table.c: a worker's routing table for one config snapshot (table_types.h), the
  * instance state that survives reloads, and what decides an instance's availability:
  * active health, outlier ejection (with its cap), slow start. */
 #include "gateway/table.h"
