@@ -8,6 +8,8 @@
  * 0600: its owner; a loopback port: any local process), and with auth configured a token
  * with scope cmesh:admin on every request, GET too. Every change is logged with who made
  * it and the old and new upstreams. */
+#include "gateway/admin.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,9 +19,11 @@
 #include <jansson.h>
 
 #include "core/json.h"
+#include "gateway/gateway_types.h"
 #include "gateway/guard.h"
-#include "gateway/gw.h"
 #include "gateway/ratelimit.h"
+#include "gateway/snapshot.h"
+#include "gateway/table.h"
 
 #define ADMIN_PREFIX   "/_cmesh/"
 #define ADMIN_BODY_MAX (256 * 1024)

@@ -1007,8 +1007,8 @@ static const field_t outlier_rows[] = {
 };
 static const field_t limit_rows[] = {
     R("max_connections", V_INT, max_connections, .min = 1, .max = 1000000, .def = "1024"),
-    R("max_pending", V_INT, max_pending, .max = 1000000, .def = "1024"),
-    R("max_requests", V_INT, max_requests, .min = 1, .max = 1000000, .def = "1024"),
+    R("max_pending", V_INT, max_pending, .max = 1000000, .def = "100000"),
+    R("max_requests", V_INT, max_requests, .min = 1, .max = 1000000, .def = "100000"),
 };
 /* idle_timeout: below the services' 60 s idle close, so the gateway closes first */
 static const field_t pool_rows[] = {

@@ -1,6 +1,7 @@
-/* gateway/gateway.c: `cmesh gateway`: flags, the process-wide state (gw.h), config
- * snapshots and how they reach the workers (reload on SIGHUP, upstream replacement),
- * and the glue to the core server (streaming service with a fallback handler). */
+/* gateway/gateway.c: `cmesh gateway`: flags, the process-wide and per-worker state
+ * (gateway_types.h), building the config and reloading it on SIGHUP (snapshot.c makes
+ * it current), and the glue to the core server (streaming service with a fallback
+ * handler). */
 #include "gateway/gateway.h"
 
 #include <errno.h>
@@ -11,172 +12,16 @@
 #include "core/flags.h"
 #include "core/log.h"
 #include "core/server.h"
-#include "gateway/gw.h"
+#include "gateway/admin.h"
+#include "gateway/gateway_types.h"
+#include "gateway/proxy.h"
+#include "gateway/snapshot.h"
+#include "gateway/table.h"
+#include "gateway/upstream.h"
 
 #define RATE_KEYS_MAX 100000
 #define ERR_MAX       8192 /* a config's errors, one line each ("FILE:LINE: what") */
 #define SWEEP_MS      1000
-
-/* ------------------------------------------------------------------------- */
-/* snapshots                                                                  */
-
-static void snap_free(gw_snap_t *s)
-{
-    if (s->ustats)
-        for (int i = 0; i < s->cfg->nroutes; i++)
-            free(s->ustats[i]);
-    free(s->ustats);
-    free(s->rstats);
-    gw_auth_free(s->auth);
-    gw_config_free(s->cfg);
-    free(s);
-}
-
-void gw_snap_release(gw_snap_t *s)
-{
-    if (s && atomic_fetch_sub(&s->refs, 1) == 1)
-        snap_free(s);
-}
-
-gw_snap_t *gw_snap_acquire(gw_shared_t *g)
-{
-    pthread_mutex_lock(&g->mu);
-    gw_snap_t *s = g->snap;
-    atomic_fetch_add(&s->refs, 1);
-    pthread_mutex_unlock(&g->mu);
-    return s;
-}
-
-static int snap_new(gw_shared_t *g, gw_config_t *cfg, gw_snap_t **out, char *err, size_t cap)
-{
-    gw_snap_t *s = calloc(1, sizeof *s);
-    if (!s)
-        return -ENOMEM;
-    atomic_init(&s->refs, 1);
-    s->cfg = cfg;
-    int rc = 0;
-    if (cfg->auth.key_file[0] && (rc = gw_auth_new(&cfg->auth, &s->auth, err, cap)) < 0)
-        goto fail;
-    rc = -ENOMEM;
-    s->rstats = calloc((size_t)cfg->nroutes + 1, sizeof *s->rstats);
-    s->ustats = calloc((size_t)cfg->nroutes + 1, sizeof *s->ustats);
-    if (!s->rstats || !s->ustats)
-        goto fail;
-    for (int i = 0; i < cfg->nroutes; i++) {
-        const gw_route_cfg_t *r = &cfg->routes[i];
-        if (!(s->rstats[i] = gw_metrics_route(g->metrics, r->name)) ||
-            !(s->ustats[i] = calloc((size_t)r->nupstreams, sizeof *s->ustats[i])))
-            goto fail;
-        for (int j = 0; j < r->nupstreams; j++)
-            if (!(s->ustats[i][j] =
-                      gw_metrics_upstream(g->metrics, s->rstats[i], r->upstreams[j].url)))
-                goto fail;
-    }
-    *out = s;
-    return 0;
-fail:
-    if (rc == -ENOMEM)
-        snprintf(err, cap, "out of memory");
-    s->cfg = NULL; /* the caller keeps cfg on failure */
-    if (s->ustats)
-        for (int i = 0; i < cfg->nroutes; i++)
-            free(s->ustats[i]);
-    free(s->ustats);
-    free(s->rstats);
-    gw_auth_free(s->auth);
-    free(s);
-    return rc;
-}
-
-int gw_apply(gw_shared_t *g, gw_config_t *cfg, char *err, size_t cap)
-{
-    gw_snap_t *s;
-    int rc = snap_new(g, cfg, &s, err, cap);
-    if (rc < 0)
-        return rc;
-    pthread_mutex_lock(&g->mu);
-    gw_snap_t *old = g->snap;
-    g->snap = s;
-    for (int i = 0; i < g->nworkers; i++)
-        uv_async_send(&g->workers[i]->wake);
-    pthread_mutex_unlock(&g->mu);
-    gw_snap_release(old);
-    return 0;
-}
-
-/* "a, b, c" of the n URLs (cut short with "..." when out is full). */
-static void url_list(char *out, size_t cap, const gw_upstream_cfg_t *u, int n)
-{
-    size_t len = 0;
-    out[0] = '\0';
-    for (int i = 0; i < n && len < cap; i++) {
-        int k = snprintf(out + len, cap - len, "%s%s", i ? ", " : "", u[i].url);
-        if (k < 0 || (size_t)k >= cap - len) {
-            snprintf(out + (cap > 4 ? cap - 4 : 0), cap > 4 ? 4 : cap, "...");
-            break;
-        }
-        len += (size_t)k;
-    }
-}
-
-int gw_replace_upstreams(gw_shared_t *g, const char *name, char **urls, int n, const char *who,
-                         char *err, size_t cap)
-{
-    if (n < 1 || n > GW_LB_MAX_HOSTS) {
-        snprintf(err, cap, "give 1 to %d upstream URLs", GW_LB_MAX_HOSTS);
-        return -EINVAL;
-    }
-    gw_upstream_cfg_t *ups = calloc((size_t)n, sizeof *ups);
-    if (!ups)
-        return -ENOMEM;
-    for (int i = 0; i < n; i++) {
-        if (gw_upstream_parse(urls[i], &ups[i], err, cap) < 0) {
-            free(ups);
-            return -EINVAL;
-        }
-        for (int j = 0; j < i; j++)
-            if (strcmp(ups[j].url, ups[i].url) == 0) {
-                snprintf(err, cap, "upstream %s given twice", ups[i].url);
-                free(ups);
-                return -EINVAL;
-            }
-    }
-    /* one replacement at a time: read the current config, apply the edited copy */
-    static pthread_mutex_t edit = PTHREAD_MUTEX_INITIALIZER;
-    pthread_mutex_lock(&edit);
-    gw_snap_t *cur = gw_snap_acquire(g);
-    gw_config_t *cfg = gw_config_dup(cur->cfg);
-    gw_snap_release(cur);
-    int rc = cfg ? -ENOENT : -ENOMEM;
-    for (int i = 0; cfg && i < cfg->nroutes; i++) {
-        gw_route_cfg_t *r = &cfg->routes[i];
-        if (strcmp(r->name, name) != 0)
-            continue;
-        for (int j = 0; j < n; j++) /* an instance that stays keeps its weight */
-            for (int k = 0; k < r->nupstreams; k++)
-                if (strcmp(r->upstreams[k].url, ups[j].url) == 0)
-                    ups[j].weight = r->upstreams[k].weight;
-        char before[2048], after[2048];
-        url_list(before, sizeof before, r->upstreams, r->nupstreams);
-        url_list(after, sizeof after, ups, n);
-        free(r->upstreams);
-        r->upstreams = ups;
-        r->nupstreams = n;
-        ups = NULL;
-        rc = gw_apply(g, cfg, err, cap);
-        if (rc == 0) {
-            cfg = NULL;
-            cm_log_msg(CM_LOG_INFO,
-                       "gateway: admin: route %s: upstreams replaced by %s: [%s] -> [%s]", name,
-                       who, before, after);
-        }
-        break;
-    }
-    gw_config_free(cfg);
-    free(ups);
-    pthread_mutex_unlock(&edit);
-    return rc;
-}
 
 /* Builds the config from the file and/or the --route flags. */
 static int build_config(gw_shared_t *g, gw_config_t **out, char *err, size_t cap)
@@ -269,6 +114,7 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
     uv_timer_init(loop, &w->sweep);
     w->sweep.data = w;
     uv_timer_start(&w->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+    gw_upstream_worker_init(w);
     pthread_mutex_lock(&g->mu);
     if (g->nworkers < GW_MAX_WORKERS)
         g->workers[g->nworkers++] = w;
@@ -281,7 +127,7 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
 static void worker_freed(uv_handle_t *h)
 {
     gw_worker_t *w = h->data;
-    if (--w->closing > 0) /* both handles closed (libuv gives no order) */
+    if (--w->closing > 0) /* every handle closed (libuv gives no order) */
         return;
     free(w->rbuf);
     free(w);
@@ -304,9 +150,10 @@ static void worker_free(void *state)
     gw_table_unref(t);
     cm_client_free(w->hc);
     gw_exch_pool_free(w);
-    w->closing = 2;
+    w->closing = 4;
     uv_close((uv_handle_t *)&w->wake, worker_freed);
     uv_close((uv_handle_t *)&w->sweep, worker_freed);
+    gw_upstream_worker_close(w, worker_freed);
 }
 
 /* ------------------------------------------------------------------------- */

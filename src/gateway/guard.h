@@ -2,7 +2,13 @@
 #ifndef CMESH_GATEWAY_GUARD_H
 #define CMESH_GATEWAY_GUARD_H
 
-#include "gateway/gw.h"
+#include <stdint.h>
+
+#include "core/http.h"
+#include "gateway/auth.h"
+#include "gateway/ratelimit.h"
+#include "gateway/snapshot.h"
+#include "gateway/table_types.h"
 
 /* The first route (most specific first) whose host and prefix match, or NULL. host is the
  * name the request is for (cm_uri_host_parse(): no port, no trailing dot; empty when none),

@@ -1,11 +1,14 @@
 /* gateway/health.c: active health checks: GET <instance><health path> every interval
  * with a timeout; rise successes in a row make an instance healthy, fall failures
  * unhealthy. Runs per worker on its own loop (no locks), through the core HTTP client. */
+#include "gateway/health.h"
+
 #include <errno.h>
 #include <stdio.h>
 
 #include "core/log.h"
-#include "gateway/gw.h"
+#include "gateway/gateway_types.h"
+#include "gateway/table.h"
 
 static void on_check_timer(uv_timer_t *t);
 

@@ -1,35 +1,75 @@
 /* gateway/proxy.c: one client request through the gateway (an exchange): the target
  * routed on and forwarded (path normalized by core/uri, authority), guard checks,
- * instance choice, the upstream request head (hop-by-hop headers out, X-Forwarded-*,
- * Via, traceparent, X-Request-Id in), the body streamed both ways with backpressure,
- * timeouts, retries inside a budget, and the access-log record of every attempt.
- *
- * Retry rules: a connect failure (the request provably never left) may be retried for
- * any method; a reset before any response byte, a per-try timeout or a 503 only for
- * idempotent methods and for requests forwarded with Idempotency-Key (the services dedupe
- * it). Never after the client's answer started, never with a body that did not fit
- * the replay buffer, never past the deadline, never beyond the route's budget. */
+ * instance choice, the upstream request head (headers.c), the body streamed both ways
+ * with backpressure, timeouts, and the attempts. Which failure is retried is retry.c's
+ * decision; the access-log record of the attempts is exlog.c's. */
+#include "gateway/proxy.h"
+
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "core/json.h"
 #include "core/log.h"
+#include "core/timeout.h"
 #include "core/uri.h"
+#include "gateway/exlog.h"
+#include "gateway/gateway_types.h"
 #include "gateway/guard.h"
 #include "gateway/headers.h"
+#include "gateway/retry.h"
+#include "gateway/snapshot.h"
+#include "gateway/table.h"
+#include "gateway/upstream.h"
 
-#define REPLAY_MAX (64 * 1024)  /* request bodies up to this are kept for a retry */
-#define BODY_HIGH  (256 * 1024) /* unsent request bytes that pause the client */
-#define BODY_LOW   (64 * 1024)
-#define MAX_RHEAD  (64 * 1024) /* upstream response head bytes */
-#define EXCH_KEEP  256         /* idle exchange objects a worker keeps */
+#define GW_MAX_ATTEMPTS 10           /* tries per request: the most retries.attempts allows */
+#define REPLAY_MAX      (64 * 1024)  /* request bodies up to this are kept for a retry */
+#define BODY_HIGH       (256 * 1024) /* unsent request bytes that pause the client */
+#define BODY_LOW        (64 * 1024)
 
-enum tmode { T_OFF, T_CONNECT, T_TRY, T_BACKOFF, T_BODY };
+/* Where an exchange is. Besides the route's deadline (armed from the start until the
+ * answer starts), the one timer `timer` belongs to the state, as noted. */
+typedef enum ex_state {
+    EX_DONE,       /* not started, or answered: the object is (going) back to the worker's
+                    * free list; no timer -> EX_BODY_WAIT, EX_CONNECTING (a new request) */
+    EX_BODY_WAIT,  /* the first try waits for the client's whole body (or a full replay
+                    * buffer), so a broken body is a 400 with nothing sent upstream; no
+                    * timer -> EX_CONNECTING (attempt_start), EX_DONE */
+    EX_CONNECTING, /* a connection of the picked instance is asked for: connect timer ->
+                    * EX_QUEUED (at max_connections), EX_WAIT_HEAD (connected, request
+                    * written), EX_BACKOFF / EX_DONE (failed) */
+    EX_QUEUED,     /* in the instance's wait queue for a connection slot; no timer, the
+                    * deadline bounds it (then 503) -> EX_WAIT_HEAD, EX_BACKOFF, EX_DONE */
+    EX_WAIT_HEAD,  /* the request is (being) written; waits for the response head; try
+                    * timer -> EX_STREAMING, EX_DISCARD (a 503 to retry), EX_BACKOFF,
+                    * EX_DONE */
+    EX_DISCARD,    /* a 503 that will be retried is read to its end, so its connection can
+                    * be reused; try timer -> EX_BACKOFF, EX_DONE */
+    EX_BACKOFF,    /* between tries; backoff timer -> EX_CONNECTING, EX_DONE */
+    EX_STREAMING,  /* the client's answer started: body pieces forwarded; body idle timer
+                    * (try timeout) -> EX_DONE (complete, or aborted: both sides closed) */
+} ex_state_t;
 
-enum fail { F_CONNECT, F_RESET, F_TIMEOUT, F_503, F_PROTOCOL };
+/* Transitions allowed from each state (asserted on every change). DONE -> DONE: a
+ * request refused before its first try (out of memory, circuit open). */
+#define B(s) (1u << (s))
+static const unsigned next_ok[] = {
+    [EX_DONE] = B(EX_BODY_WAIT) | B(EX_CONNECTING) | B(EX_DONE),
+    [EX_BODY_WAIT] = B(EX_CONNECTING) | B(EX_DONE),
+    [EX_CONNECTING] = B(EX_QUEUED) | B(EX_WAIT_HEAD) | B(EX_BACKOFF) | B(EX_DONE),
+    [EX_QUEUED] = B(EX_WAIT_HEAD) | B(EX_BACKOFF) | B(EX_DONE),
+    [EX_WAIT_HEAD] = B(EX_STREAMING) | B(EX_DISCARD) | B(EX_BACKOFF) | B(EX_DONE),
+    [EX_DISCARD] = B(EX_BACKOFF) | B(EX_DONE),
+    [EX_BACKOFF] = B(EX_CONNECTING) | B(EX_DONE),
+    [EX_STREAMING] = B(EX_DONE),
+};
+#undef B
+
+/* What else ends an exchange early, besides an attempt's gw_fail_t (exch_fail). */
+enum { EV_DEADLINE = 100, EV_CLIENT_BODY };
+
 static const char *const fail_name[] = {"connect", "reset", "timeout", "503", "protocol"};
 
 struct gw_exch {
@@ -42,8 +82,8 @@ struct gw_exch {
     gw_uconn_t *uc;
     gw_waiter_t wait;
     cm_timeout_t deadline;
-    cm_timeout_t timer; /* connect, per try, backoff, body idle (tmode) */
-    enum tmode tmode;
+    cm_timeout_t timer; /* the state's: connect, per try, backoff, body idle */
+    ex_state_t state;
     uint64_t start_ns, try_ns; /* uv_hrtime: latencies */
     uint64_t start_ms, try_ms; /* loop time: timeouts */
     int attempt;
@@ -56,20 +96,22 @@ struct gw_exch {
     cm_buf_t body;    /* every byte so far while replayable, else the unsent ones */
     size_t body_sent; /* bytes of body written on the current connection */
     int req_sent;     /* head and whole body written on the current connection */
-    /* response */
-    int got_bytes, head_done, discard, started, complete, info;
-    int status;
-    cm_buf_t rhead;
-    gw_hdr_off_t rh[CM_MAX_HEADERS];
-    int nrh, in_value, rhead_bad;
-    cm_buf_t log; /* the "attempts" array under construction */
+    int status;       /* the response's, once its head came */
+    cm_buf_t log;     /* the "attempts" array under construction */
 };
 
 static void attempt_start(gw_exch_t *ex);
-static void attempt_failed(gw_exch_t *ex, enum fail why);
+static void attempt_failed(gw_exch_t *ex, gw_fail_t why);
 static void abort_stream(gw_exch_t *ex);
+static void exch_fail(gw_exch_t *ex, int why);
 static void on_timer(cm_timeout_t *t);
 static void on_deadline(cm_timeout_t *t);
+
+static void set_state(gw_exch_t *ex, ex_state_t to)
+{
+    assert(next_ok[ex->state] & (1u << to));
+    ex->state = to;
+}
 
 static uint64_t rnd(gw_worker_t *w)
 {
@@ -94,17 +136,15 @@ static gw_exch_t *exch_get(gw_worker_t *w)
     }
     cm_buf_reset(&ex->head);
     cm_buf_reset(&ex->body);
-    cm_buf_reset(&ex->rhead);
     cm_buf_reset(&ex->log);
     ex->req = NULL;
     ex->inst = NULL;
     ex->uc = NULL;
     ex->attempt = 0;
-    ex->tmode = T_OFF;
+    ex->state = EX_DONE;
     ex->has_body = ex->chunked = ex->body_done = ex->body_paused = 0;
     ex->replayable = 1;
     ex->body_sent = 0;
-    ex->started = ex->complete = 0;
     ex->status = 0;
     ex->wait = (gw_waiter_t){0};
     return ex;
@@ -116,7 +156,6 @@ static void exch_put(gw_exch_t *ex)
     cm_timeout_clear(&ex->deadline);
     cm_timeout_clear(&ex->timer);
     cm_buf_shrink(&ex->body, REPLAY_MAX);
-    cm_buf_shrink(&ex->rhead, 4096);
     ex->next_free = w->free_exch;
     w->free_exch = ex;
 }
@@ -127,7 +166,6 @@ static void exch_free_closed(uv_handle_t *h)
     if (--ex->attempt == 0) { /* both timers closed (libuv gives no order) */
         cm_buf_free(&ex->head);
         cm_buf_free(&ex->body);
-        cm_buf_free(&ex->rhead);
         cm_buf_free(&ex->log);
         free(ex);
     }
@@ -149,42 +187,15 @@ void gw_exch_pool_free(gw_worker_t *w)
 
 static void log_attempt(gw_exch_t *ex, int status, const char *error, const char *retry)
 {
-    cm_buf_t *o = &ex->log;
-    if (!ex->req->logged)
-        return;
-    cm_buf_append_str(o, ex->log.len ? ",{\"upstream\":" : "{\"upstream\":");
-    cm_json_str(o, ex->inst ? ex->inst->url : "-", strlen(ex->inst ? ex->inst->url : "-"));
-    if (status) {
-        cm_buf_append_str(o, ",\"status\":");
-        cm_buf_append_u64(o, (unsigned long long)status);
-    }
-    if (error) {
-        cm_buf_append_str(o, ",\"error\":");
-        cm_json_str(o, error, strlen(error));
-    }
-    cm_buf_append_str(o, ",\"duration_us\":");
-    cm_buf_append_u64(o, (uv_hrtime() - ex->try_ns) / 1000);
-    if (retry) {
-        cm_buf_append_str(o, ",\"retry\":");
-        cm_json_str(o, retry, strlen(retry));
-    }
-    cm_buf_append(o, "}", 1);
+    if (ex->req->logged)
+        gw_exlog_attempt(&ex->log, ex->inst ? ex->inst->url : "-", status, error,
+                         (uv_hrtime() - ex->try_ns) / 1000, retry);
 }
 
 static void attach_log(gw_exch_t *ex, const char *refused)
 {
-    cm_buf_t *x = &ex->req->log_extra;
-    if (!ex->req->logged)
-        return;
-    cm_buf_append_str(x, ",\"route\":");
-    cm_json_str(x, ex->rt->cfg->name, strlen(ex->rt->cfg->name));
-    cm_buf_append_str(x, ",\"attempts\":[");
-    cm_buf_append(x, ex->log.data ? ex->log.data : "", ex->log.len);
-    cm_buf_append(x, "]", 1);
-    if (refused) {
-        cm_buf_append_str(x, ",\"retry_refused\":");
-        cm_json_str(x, refused, strlen(refused));
-    }
+    if (ex->req->logged)
+        gw_exlog_attach(&ex->req->log_extra, ex->rt->cfg->name, &ex->log, refused);
 }
 
 /* Ends the attempt's claim on its instance (in-flight count). */
@@ -201,6 +212,7 @@ static void attempt_end(gw_exch_t *ex)
 static void finish(gw_exch_t *ex, int status)
 {
     attempt_end(ex);
+    set_state(ex, EX_DONE);
     gw_route_observe(ex->rt->stats, status, (uv_hrtime() - ex->start_ns) / 1000);
     gw_table_unref(ex->table);
     exch_put(ex);
@@ -221,71 +233,31 @@ static void fail_answer(gw_exch_t *ex, int status, const char *refused, const ch
 /* ------------------------------------------------------------------------- */
 /* retries                                                                    */
 
-static gw_budget_slot_t *budget_slot(gw_rt_t *rt, uint64_t now)
-{
-    uint64_t sec = now / 1000000000ULL;
-    gw_budget_slot_t *s = &rt->budget[sec % GW_BUDGET_SLOTS];
-    if (s->sec != sec)
-        *s = (gw_budget_slot_t){.sec = sec};
-    return s;
-}
-
-/* Retries stay within budget x requests (+ a floor per second) over the window. */
-static int budget_take(gw_rt_t *rt, uint64_t now)
-{
-    uint64_t sec = now / 1000000000ULL, req = 0, ret = 0;
-    for (int i = 0; i < GW_BUDGET_SLOTS; i++) {
-        const gw_budget_slot_t *s = &rt->budget[i];
-        if (s->sec + GW_BUDGET_SLOTS > sec) {
-            req += s->requests;
-            ret += s->retries;
-        }
-    }
-    double allowed =
-        rt->cfg->retry_budget * (double)req + (double)rt->cfg->retry_budget_min * GW_BUDGET_SLOTS;
-    if ((double)ret >= allowed)
-        return 0;
-    budget_slot(rt, now)->retries++;
-    return 1;
-}
-
 static uint64_t backoff_ms(gw_exch_t *ex)
 {
-    const gw_route_cfg_t *rc = ex->rt->cfg;
-    uint64_t cap = rc->backoff_base_ms << (ex->attempt > 8 ? 8 : ex->attempt - 1);
-    if (cap > rc->backoff_max_ms)
-        cap = rc->backoff_max_ms;
-    return cap ? rnd(ex->w) % (cap + 1) : 0; /* full jitter */
+    return gw_retry_backoff_ms(ex->rt->cfg, ex->attempt, rnd(ex->w));
 }
 
-/* Decides whether failure why may be retried; on yes the budget is charged and
+/* Decides whether failure why may be retried (retry.c); on yes the budget is charged and
  * the backoff returned in *wait_ms. *refused names the reason on no (or NULL). */
-static int may_retry(gw_exch_t *ex, enum fail why, uint64_t *wait_ms, const char **refused)
+static int may_retry(gw_exch_t *ex, gw_fail_t why, uint64_t *wait_ms, const char **refused)
 {
-    const gw_route_cfg_t *rc = ex->rt->cfg;
-    *refused = NULL;
-    if (ex->started || ex->attempt >= rc->attempts)
-        return 0;
-    if (why == F_PROTOCOL)
-        return 0;
-    if (why != F_CONNECT && !ex->retry_ok) {
-        *refused = "method not idempotent and no Idempotency-Key";
-        return 0;
-    }
-    if (ex->has_body && !ex->replayable) {
-        *refused = "body too large to replay";
-        return 0;
-    }
-    uint64_t now = uv_hrtime(), wait = backoff_ms(ex);
-    if (now + wait * 1000000ULL >= ex->start_ns + rc->timeout_ms * 1000000ULL) {
-        *refused = "deadline";
-        return 0;
-    }
-    if (!budget_take(ex->rt, now)) {
-        *refused = "budget";
+    uint64_t wait = backoff_ms(ex);
+    gw_retry_ask_t ask = {
+        .why = why,
+        .answered = ex->state == EX_STREAMING,
+        .attempts = ex->attempt,
+        .method_safe = ex->retry_ok,
+        .body_lost = ex->has_body && !ex->replayable,
+        .now_ns = uv_hrtime(),
+        .start_ns = ex->start_ns,
+        .wait_ms = wait,
+    };
+    int rc = gw_retry_decide(ex->rt->cfg, &ex->rt->budget, &ask, refused);
+    if (rc == GW_RETRY_NO_BUDGET)
         gw_route_budget_exhausted(ex->rt->stats);
+    if (rc != GW_RETRY_YES)
         return 0;
-    }
     static const gw_retry_reason_t reason[] = {GW_RETRY_CONNECT, GW_RETRY_RESET, GW_RETRY_TIMEOUT,
                                                GW_RETRY_503, GW_RETRY_RESET};
     gw_route_retry(ex->rt->stats, reason[why]);
@@ -293,9 +265,10 @@ static int may_retry(gw_exch_t *ex, enum fail why, uint64_t *wait_ms, const char
     return 1;
 }
 
-static void timer_set(gw_exch_t *ex, enum tmode mode, uint64_t ms)
+/* Moves to state to with its timer due in ms. */
+static void timer_set(gw_exch_t *ex, ex_state_t to, uint64_t ms)
 {
-    ex->tmode = mode;
+    set_state(ex, to);
     cm_timeout_set(&ex->timer, ms);
 }
 
@@ -317,7 +290,7 @@ static void drop_conn(gw_exch_t *ex)
     }
 }
 
-static void attempt_failed(gw_exch_t *ex, enum fail why)
+static void attempt_failed(gw_exch_t *ex, gw_fail_t why)
 {
     static const char *const err[] = {"connect failed", "connection closed before a response",
                                       "try timed out", NULL, "invalid response"};
@@ -330,23 +303,23 @@ static void attempt_failed(gw_exch_t *ex, enum fail why)
         /* a failed try counts as slow as the try timeout for peak EWMA */
         gw_inst_result(in, 1, rtt > rc->try_timeout_ms * 1000 ? rtt : rc->try_timeout_ms * 1000,
                        now);
-        gw_up_observe(in->stats, why == F_503 ? 503 : 0, rtt);
+        gw_up_observe(in->stats, why == GW_FAIL_503 ? 503 : 0, rtt);
     }
     uint64_t wait = 0;
     const char *refused;
     int again = may_retry(ex, why, &wait, &refused);
-    log_attempt(ex, why == F_503 ? 503 : 0, err[why], again ? fail_name[why] : NULL);
+    log_attempt(ex, why == GW_FAIL_503 ? 503 : 0, err[why], again ? fail_name[why] : NULL);
     attempt_end(ex);
     if (again) {
-        timer_set(ex, T_BACKOFF, wait);
+        timer_set(ex, EX_BACKOFF, wait);
         return;
     }
     cm_timeout_clear(&ex->timer);
-    if (why == F_TIMEOUT)
+    if (why == GW_FAIL_TIMEOUT)
         fail_answer(ex, 504, refused, "upstream did not answer in time%s", "");
-    else if (why == F_CONNECT)
+    else if (why == GW_FAIL_CONNECT)
         fail_answer(ex, 502, refused, "no upstream instance could be reached%s", "");
-    else if (why == F_503)
+    else if (why == GW_FAIL_503)
         fail_answer(ex, 503, refused, "upstream unavailable%s", "");
     else
         fail_answer(ex, 502, refused, "%s", err[why]);
@@ -357,7 +330,7 @@ static void attempt_failed(gw_exch_t *ex, enum fail why)
 
 static void body_flow(gw_exch_t *ex)
 {
-    size_t pending = ex->uc ? ex->uc->wpending : ex->body.len - ex->body_sent;
+    size_t pending = ex->uc ? gw_uconn_pending(ex->uc) : ex->body.len - ex->body_sent;
     if (!ex->body_paused && pending > BODY_HIGH) {
         ex->body_paused = 1;
         cm_req_body_pause(ex->req);
@@ -404,32 +377,15 @@ static int send_body(gw_exch_t *ex)
     return 0;
 }
 
-/* The client's body broke (bad chunk, too large): answer its error; an attempt under
- * way is abandoned (its upstream connection closed, so the partial request is void). */
-static void client_body_failed(gw_exch_t *ex)
-{
-    cm_req_t *req = ex->req;
-    ex->body_done = 1;
-    if (ex->started) {
-        abort_stream(ex);
-        return;
-    }
-    drop_conn(ex);
-    cm_timeout_clear(&ex->timer);
-    if (ex->inst)
-        log_attempt(ex, 0, "client body broke", NULL);
-    fail_answer(ex, req->body_error, NULL, "%s",
-                req->body_error_msg ? req->body_error_msg : "bad request body");
-}
-
 static void on_client_body(cm_req_t *req, const char *data, size_t len, int last, void *arg)
 {
     gw_exch_t *ex = arg;
     if (!data) {
-        client_body_failed(ex);
+        ex->body_done = 1;
+        exch_fail(ex, EV_CLIENT_BODY);
         return;
     }
-    if (ex->complete || ex->started) { /* answered already: the rest is not needed */
+    if (ex->state == EX_STREAMING || ex->state == EX_DONE) { /* the rest is not needed */
         if (last)
             ex->body_done = 1;
         return;
@@ -445,7 +401,7 @@ static void on_client_body(cm_req_t *req, const char *data, size_t len, int last
     cm_buf_append(&ex->body, data, len);
     if (last)
         ex->body_done = 1;
-    if (!ex->attempt) {
+    if (ex->state == EX_BODY_WAIT) {
         /* the first try waits for the whole body (or a full replay buffer): a body that
          * breaks is answered 400 with nothing sent upstream, and a retry can replay it */
         if (ex->body_done || !ex->replayable || ex->body.len >= REPLAY_MAX)
@@ -456,82 +412,21 @@ static void on_client_body(cm_req_t *req, const char *data, size_t len, int last
         return;
     }
     if (ex->uc && send_body(ex) < 0) {
-        attempt_failed(ex, F_RESET);
+        exch_fail(ex, GW_FAIL_RESET);
         return;
     }
     body_flow(ex);
 }
 
-void gw_exch_on_written(gw_exch_t *ex)
+static void on_up_drained(void *arg)
 {
+    gw_exch_t *ex = arg;
     if (ex->has_body)
         body_flow(ex);
 }
 
 /* ------------------------------------------------------------------------- */
 /* response: upstream -> client                                               */
-
-static int rh_append(gw_exch_t *ex, const char *at, size_t len)
-{
-    if (ex->rhead.len + len > MAX_RHEAD || cm_buf_append(&ex->rhead, at, len) < 0) {
-        ex->rhead_bad = 1;
-        return -1;
-    }
-    return 0;
-}
-
-static int on_message_begin(void *arg)
-{
-    gw_exch_t *ex = arg;
-    cm_buf_reset(&ex->rhead);
-    ex->nrh = 0;
-    ex->in_value = 0;
-    return 0;
-}
-
-static int on_header_field(void *arg, const char *at, size_t len)
-{
-    gw_exch_t *ex = arg;
-    if (ex->in_value || ex->nrh == 0) {
-        if (ex->nrh == CM_MAX_HEADERS) {
-            ex->rhead_bad = 1;
-            return -1;
-        }
-        ex->rh[ex->nrh++] = (gw_hdr_off_t){.no = (uint32_t)ex->rhead.len};
-        ex->in_value = 0;
-    }
-    ex->rh[ex->nrh - 1].nl += (uint32_t)len;
-    return rh_append(ex, at, len);
-}
-
-static int on_header_value(void *arg, const char *at, size_t len)
-{
-    gw_exch_t *ex = arg;
-    gw_hdr_off_t *h = &ex->rh[ex->nrh - 1];
-    if (!ex->in_value) {
-        h->vo = (uint32_t)ex->rhead.len;
-        ex->in_value = 1;
-    }
-    h->vl += (uint32_t)len;
-    return rh_append(ex, at, len);
-}
-
-/* RFC 9110 5.5: the value's trailing OWS is not part of it, so it is not forwarded. */
-static int on_header_value_done(void *arg)
-{
-    gw_exch_t *ex = arg;
-    if (ex->nrh == 0)
-        return 0;
-    gw_hdr_off_t *h = &ex->rh[ex->nrh - 1];
-    if (!ex->in_value) { /* an empty value: no value piece came */
-        h->vo = (uint32_t)ex->rhead.len;
-        ex->in_value = 1;
-    }
-    size_t vl = h->vl;
-    cm_ows_trim_end(ex->rhead.data + h->vo, &vl);
-    h->vl = (uint32_t)vl;
-    return 0;
-}
 
 static void on_drain(cm_req_t *req, void *arg)
 {
@@ -542,22 +437,19 @@ static void on_drain(cm_req_t *req, void *arg)
 }
 
 /* The upstream's head is in: retry on 503 when allowed, else start the client's answer. */
-static int on_headers_complete(void *arg, int status, int64_t content_length)
+static int on_up_head(void *arg, int status, int64_t content_length, const char *head,
+                      const gw_hdr_off_t *h, int nh)
 {
     gw_exch_t *ex = arg;
-    if (status >= 100 && status < 200) {
-        ex->info = 1; /* 100 Continue and friends: not forwarded, the real head follows */
-        return 0;
-    }
+    assert(ex->state == EX_WAIT_HEAD);
     ex->status = status;
-    ex->head_done = 1;
     uint64_t now = uv_hrtime();
     uint64_t rtt = (now - ex->try_ns) / 1000;
     if (status == 503) {
         uint64_t wait;
         const char *refused;
-        if (may_retry(ex, F_503, &wait, &refused)) {
-            ex->discard = 1; /* read it to the end (keeps the connection), then retry */
+        if (may_retry(ex, GW_FAIL_503, &wait, &refused)) {
+            set_state(ex, EX_DISCARD); /* read to its end (keeps the connection), then retry */
             return 0;
         }
     }
@@ -566,69 +458,47 @@ static int on_headers_complete(void *arg, int status, int64_t content_length)
     log_attempt(ex, status, NULL, NULL);
     cm_timeout_clear(&ex->deadline);
     cm_req_t *req = ex->req;
-    gw_hdr_response_fields(&req->res_headers, ex->rhead.data, ex->rh, ex->nrh);
+    gw_hdr_response_fields(&req->res_headers, head, h, nh);
     int64_t cl = content_length;
     if (cl < 0 && (status == 204 || status == 304))
         cl = 0;
     attach_log(ex, NULL);
-    ex->started = 1;
     cm_res_start(req, status, cl);
     cm_res_on_drain(req, on_drain, ex);
-    timer_set(ex, T_BODY, ex->rt->cfg->try_timeout_ms);
+    timer_set(ex, EX_STREAMING, ex->rt->cfg->try_timeout_ms);
     return req->method == CM_HEAD ? 1 : 0; /* a HEAD answer has no body whatever it says */
 }
 
-static int on_body(void *arg, const char *at, size_t len)
+static int on_up_body(void *arg, const char *at, size_t len)
 {
     gw_exch_t *ex = arg;
-    if (ex->discard || ex->info)
+    if (ex->state == EX_DISCARD)
         return 0;
     int rc = cm_res_write(ex->req, at, len);
     if (rc < 0)
-        return -1; /* the client left: stop parsing, the caller aborts */
+        return -1; /* the client left: stop parsing, the error callback aborts */
     if (rc == 1 && ex->uc)
         gw_uconn_read_stop(ex->uc);
+    cm_timeout_set(&ex->timer, ex->rt->cfg->try_timeout_ms); /* the body is not idle */
     return 0;
 }
 
-static int on_message_complete(void *arg)
+/* The response is complete: pool the connection, finish or retry. */
+static void on_up_done(void *arg, int clean)
 {
     gw_exch_t *ex = arg;
-    if (ex->info) {
-        ex->info = 0;
-        return 0;
-    }
-    ex->complete = 1;
-    return 1; /* stop here: bytes after it are not this exchange's */
-}
-
-static const cm_resparse_cbs_t res_cbs = {
-    .begin = on_message_begin,
-    .field = on_header_field,
-    .value = on_header_value,
-    .value_done = on_header_value_done,
-    .head = on_headers_complete,
-    .body = on_body,
-    .done = on_message_complete,
-};
-
-/* The response is complete: pool the connection, finish or retry. */
-static void response_done(gw_exch_t *ex, int clean)
-{
     gw_uconn_t *uc = ex->uc;
     ex->uc = NULL;
-    int reusable = clean && cm_resparse_keep_alive(&uc->rp) && ex->req_sent;
+    int reusable = clean && gw_uconn_keep_alive(uc) && ex->req_sent;
     gw_uconn_release(uc, reusable); /* still reading: an idle close is seen at once */
-    if (ex->discard) {
-        ex->discard = 0;
-        ex->head_done = 0;
+    if (ex->state == EX_DISCARD) {
         gw_inst_t *in = ex->inst;
         uint64_t now = uv_hrtime();
         gw_inst_result(in, 1, (now - ex->try_ns) / 1000, now);
         gw_up_observe(in->stats, 503, (now - ex->try_ns) / 1000);
         log_attempt(ex, 503, NULL, "503");
         attempt_end(ex);
-        timer_set(ex, T_BACKOFF, backoff_ms(ex));
+        timer_set(ex, EX_BACKOFF, backoff_ms(ex));
         return;
     }
     int status = ex->status;
@@ -645,73 +515,49 @@ static void abort_stream(gw_exch_t *ex)
     finish(ex, status);
 }
 
-void gw_exch_on_read(gw_exch_t *ex, const char *data, ssize_t nread)
+static void on_up_error(void *arg, gw_fail_t why)
 {
-    gw_uconn_t *uc = ex->uc;
-    if (nread < 0) {
-        if (!ex->head_done || ex->discard) {
-            attempt_failed(ex, ex->discard ? F_503 : F_RESET);
-            return;
-        }
-        if (nread == UV_EOF) { /* a body delimited by the close ends here */
-            cm_resparse_eof(&uc->rp);
-            if (ex->complete) {
-                response_done(ex, 0);
-                return;
-            }
-        }
-        abort_stream(ex);
-        return;
-    }
-    ex->got_bytes = 1;
-    size_t n = 0;
-    int e = cm_resparse_feed(&uc->rp, data, (size_t)nread, &n);
-    if (ex->complete) {
-        /* bytes after the response: the connection is out of step, do not reuse it */
-        response_done(ex, n == (size_t)nread);
-        return;
-    }
-    if (e < 0) {
-        if (ex->started)
-            abort_stream(ex);
-        else
-            attempt_failed(ex, F_PROTOCOL);
-        return;
-    }
-    if (ex->started && ex->tmode == T_BODY)
-        timer_set(ex, T_BODY, ex->rt->cfg->try_timeout_ms);
+    exch_fail(arg, why);
 }
 
 /* ------------------------------------------------------------------------- */
 /* attempts                                                                   */
 
-void gw_exch_on_conn(gw_exch_t *ex, gw_uconn_t *uc, int status)
+static void on_up_connected(void *arg, gw_uconn_t *uc, int status)
 {
+    gw_exch_t *ex = arg;
+    assert(ex->state == EX_CONNECTING || ex->state == EX_QUEUED);
     if (status < 0 || !uc) {
-        attempt_failed(ex, F_CONNECT);
+        exch_fail(ex, GW_FAIL_CONNECT);
         return;
     }
     ex->uc = uc;
-    uc->ex = ex;
-    cm_resparse_begin(&uc->rp, &res_cbs, ex);
-    ex->got_bytes = ex->head_done = ex->discard = ex->info = 0;
-    ex->rhead_bad = 0;
     ex->req_sent = 0;
     ex->body_sent = 0;
-    timer_set(ex, T_TRY, try_left_ms(ex, ex->rt->cfg->try_timeout_ms));
+    timer_set(ex, EX_WAIT_HEAD, try_left_ms(ex, ex->rt->cfg->try_timeout_ms));
     int rc = gw_uconn_write(uc, ex->head.data, ex->head.len);
     if (rc == 0 && ex->has_body)
         rc = send_body(ex);
     else if (!ex->has_body)
         ex->req_sent = 1;
     if (rc < 0) {
-        attempt_failed(ex, uc->reused ? F_RESET : F_CONNECT);
+        exch_fail(ex, gw_uconn_reused(uc) ? GW_FAIL_RESET : GW_FAIL_CONNECT);
         return;
     }
     gw_uconn_read_start(uc);
     if (ex->has_body)
         body_flow(ex);
 }
+
+/* What upstream.c calls back with, for every attempt. */
+static const gw_up_cbs_t up_cbs = {
+    .connected = on_up_connected,
+    .head = on_up_head,
+    .body = on_up_body,
+    .done = on_up_done,
+    .error = on_up_error,
+    .drained = on_up_drained,
+};
 
 static void attempt_start(gw_exch_t *ex)
 {
@@ -728,51 +574,92 @@ static void attempt_start(gw_exch_t *ex)
     ex->tried[ex->attempt++] = in->index;
     ex->try_ns = now;
     ex->try_ms = uv_now(ex->w->loop);
-    timer_set(ex, T_CONNECT, try_left_ms(ex, rt->cfg->connect_timeout_ms));
-    int rc = gw_uconn_get(in, ex, &ex->wait); /* 1: queued, on_conn comes later */
-    if (rc == -EBUSY) {
+    timer_set(ex, EX_CONNECTING, try_left_ms(ex, rt->cfg->connect_timeout_ms));
+    int rc = gw_uconn_get(in, &ex->wait, &up_cbs, ex); /* 1: queued */
+    if (rc == 1) { /* the connect timeout starts when a slot does, not in the queue */
+        cm_timeout_clear(&ex->timer);
+        set_state(ex, EX_QUEUED);
+    } else if (rc == -EBUSY) {
         attempt_end(ex);
         fail_answer(ex, 503, NULL, "upstream at its pending-request limit (circuit open)%s", "");
     } else if (rc < 0) {
-        attempt_failed(ex, F_CONNECT);
+        exch_fail(ex, GW_FAIL_CONNECT);
     }
 }
 
 static void on_timer(cm_timeout_t *t)
 {
     gw_exch_t *ex = t->data;
-    enum tmode mode = ex->tmode;
-    ex->tmode = T_OFF;
-    switch (mode) {
-    case T_BACKOFF:
+    switch (ex->state) {
+    case EX_BACKOFF:
         attempt_start(ex);
         break;
-    case T_CONNECT:
-        if (ex->uc) /* connected meanwhile: the try timer took over */
-            break;
-        attempt_failed(ex, F_CONNECT);
+    case EX_CONNECTING:
+        exch_fail(ex, GW_FAIL_CONNECT);
         break;
-    case T_TRY:
-        attempt_failed(ex, F_TIMEOUT);
+    case EX_WAIT_HEAD:
+    case EX_DISCARD:
+    case EX_STREAMING: /* the body went idle */
+        exch_fail(ex, GW_FAIL_TIMEOUT);
         break;
-    case T_BODY:
-        abort_stream(ex);
-        break;
-    case T_OFF:
-        break;
+    case EX_DONE:
+    case EX_BODY_WAIT:
+    case EX_QUEUED:
+        break; /* no timer of their own */
     }
 }
 
 static void on_deadline(cm_timeout_t *t)
 {
-    gw_exch_t *ex = t->data;
-    if (ex->started)
+    exch_fail(t->data, EV_DEADLINE);
+}
+
+/* The one failure path: what ends an attempt or the exchange (why: a gw_fail_t from
+ * the upstream side, EV_DEADLINE, EV_CLIENT_BODY) means what the state says. */
+static void exch_fail(gw_exch_t *ex, int why)
+{
+    switch (ex->state) {
+    case EX_STREAMING: /* the answer started: nothing to say any more, close both sides */
+        abort_stream(ex);
         return;
+    case EX_DONE:
+        assert(!"a failure reported for an exchange that ended");
+        return;
+    case EX_DISCARD: /* the 503 being read broke off: still that 503 */
+        if (why < EV_DEADLINE)
+            why = GW_FAIL_503;
+        break;
+    case EX_BODY_WAIT:
+    case EX_CONNECTING:
+    case EX_QUEUED:
+    case EX_WAIT_HEAD:
+    case EX_BACKOFF:
+        break;
+    }
+    if (why < EV_DEADLINE) {
+        attempt_failed(ex, (gw_fail_t)why); /* retried if retry.c allows, else answered */
+        return;
+    }
+    int queued = ex->state == EX_QUEUED;
     drop_conn(ex);
     cm_timeout_clear(&ex->timer);
-    if (ex->inst)
-        log_attempt(ex, 0, "deadline", NULL);
-    fail_answer(ex, 504, NULL, "upstream did not answer within the route's timeout%s", "");
+    if (why == EV_CLIENT_BODY) {
+        /* the client's body broke (bad chunk, too large): its error; an attempt under way
+         * is abandoned (its upstream connection closed, so the partial request is void) */
+        cm_req_t *req = ex->req;
+        if (ex->inst)
+            log_attempt(ex, 0, "client body broke", NULL);
+        fail_answer(ex, req->body_error, NULL, "%s",
+                    req->body_error_msg ? req->body_error_msg : "bad request body");
+    } else if (queued) { /* no slot freed up in time: the instance is busy, not broken */
+        log_attempt(ex, 0, "queue timeout", NULL);
+        fail_answer(ex, 503, NULL, "upstream busy: no connection slot within the route's timeout%s",
+                    "");
+    } else {
+        if (ex->inst)
+            log_attempt(ex, 0, "deadline", NULL);
+        fail_answer(ex, 504, NULL, "upstream did not answer within the route's timeout%s", "");
+    }
 }
 
 /* ------------------------------------------------------------------------- */
@@ -813,22 +700,6 @@ static uint64_t hash_key(gw_exch_t *ex)
         v = v ? cookie_value(v, len, rc->hash_cookie, &vlen) : NULL;
     }
     return v ? gw_lb_hash(v, vlen) : rnd(ex->w);
-}
-
-/* idem_key: the upstream request carries Idempotency-Key (what is forwarded, not what the
- * client sent: the services dedupe only on what reaches them). */
-static int retry_safe(const cm_req_t *req, int idem_key)
-{
-    switch (req->method) {
-    case CM_GET:
-    case CM_HEAD:
-    case CM_PUT:
-    case CM_DELETE:
-    case CM_OPTIONS:
-        return 1;
-    default:
-        return idem_key;
-    }
 }
 
 /* The target the request is routed on and forwarded with, so the two cannot differ: the
@@ -905,7 +776,7 @@ static void proxy_target(gw_worker_t *w, cm_req_t *req, const gw_hdr_target_t *t
     ex->has_body = req->has_body;
     ex->chunked = req->has_body && req->content_length < 0;
     ex->key_hash = hash_key(ex);
-    budget_slot(rt, now)->requests++;
+    gw_budget_request(&rt->budget, now);
     /* for HTTP/1.0 clients without Host (HTTP/1.1 upstreams need one): "host:port" */
     const char *host = rt->insts[0]->url + strlen("http://");
     int idem_key;
@@ -914,13 +785,14 @@ static void proxy_target(gw_worker_t *w, cm_req_t *req, const gw_hdr_target_t *t
         fail_answer(ex, 503, NULL, "out of memory%s", "");
         return;
     }
-    ex->retry_ok = retry_safe(req, idem_key);
+    ex->retry_ok = gw_retry_method_safe(req->method, idem_key);
     cm_timeout_set(&ex->deadline, rt->cfg->timeout_ms);
     if (!ex->has_body) {
         ex->body_done = 1;
         attempt_start(ex);
         return;
     }
+    set_state(ex, EX_BODY_WAIT);
     cm_req_body_read(req, on_client_body, ex); /* the first try starts from on_client_body */
 }
 

@@ -1,13 +1,16 @@
-/* gateway/table.c: a worker's routing table for one config snapshot (see gw.h), the
+/* gateway/table.c: a worker's routing table for one config snapshot (table_types.h), the
  * instance state that survives reloads, and what decides an instance's availability:
  * active health, outlier ejection (with its cap), slow start. */
+#include "gateway/table.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "core/log.h"
-#include "gateway/gw.h"
+#include "gateway/health.h"
+#include "gateway/upstream.h"
 
 #define SLOW_START_FLOOR 0.1 /* a returning instance starts at a tenth of its weight */
 

@@ -207,8 +207,8 @@ Test(gwconfig, minimal_route_gets_every_default)
     cr_assert_eq(r->panic_percent, 50);
     cr_assert_eq(r->slow_start_ms, 0);
     cr_assert_eq(r->max_connections, 1024);
-    cr_assert_eq(r->max_pending, 1024);
-    cr_assert_eq(r->max_requests, 1024);
+    cr_assert_eq(r->max_pending, 100000);
+    cr_assert_eq(r->max_requests, 100000);
     cr_assert_eq(r->pool_max_idle, 64);
     cr_assert_eq(r->pool_idle_timeout_ms, 30000);
     cr_assert_float_eq(r->rate_client.rate, 0.0, 1e-9);

@@ -1,0 +1,25 @@
+/* gateway/table.h: building a worker's table from a snapshot, instance availability
+ * (health, outlier ejection, slow start) and the pick (table.c). */
+#ifndef CMESH_GATEWAY_TABLE_H
+#define CMESH_GATEWAY_TABLE_H
+
+#include <stdint.h>
+
+#include "gateway/snapshot.h"
+#include "gateway/table_types.h"
+
+/* Builds the worker's table for snap, carrying over instances of old (may be NULL). */
+int gw_table_build(gw_worker_t *w, gw_snap_t *snap, gw_table_t *old, gw_table_t **out);
+void gw_table_unref(gw_table_t *t);
+/* Drops one reference; the last closes its idle connections and frees it. */
+void gw_inst_unref(gw_inst_t *in);
+/* Refreshes each host's availability and slow-start weight, then picks. */
+gw_inst_t *gw_rt_pick(gw_rt_t *rt, const int *avoid, int navoid, uint64_t key_hash,
+                      uint64_t now_ns);
+/* The share of its weight in gets now: ramps from 0.1 to 1 over the route's slow_start
+ * after it came back (health, ejection) or was added at run time; 1 otherwise. */
+double gw_inst_slow_start(const gw_rt_t *rt, const gw_inst_t *in, uint64_t now_ns);
+/* Outcome of one attempt, for outlier ejection and peak EWMA. */
+void gw_inst_result(gw_inst_t *in, int failed, uint64_t rtt_us, uint64_t now_ns);
+
+#endif

@@ -1,0 +1,74 @@
+/* gateway/table_types.h: a worker's routing table (table.c builds it):
+ *
+ *   gw_table_t   a worker's view of one snapshot: routes with their instances; held by
+ *                every exchange that started on it, so a reload never pulls an instance
+ *                from under a request in flight.
+ *   gw_rt_t      one route of it: its instances, balancer, retry budget.
+ *   gw_inst_t    one upstream instance of one route in one worker: connection pool
+ *                (upstream.c), health (health.c), outlier state, balancer slot. Carried
+ *                over to the next table when the new config still names it (same route,
+ *                same URL). */
+#ifndef CMESH_GATEWAY_TABLE_TYPES_H
+#define CMESH_GATEWAY_TABLE_TYPES_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <uv.h>
+
+#include "gateway/balancer.h"
+#include "gateway/config.h"
+#include "gateway/gateway_types.h"
+#include "gateway/gwmetrics.h"
+#include "gateway/retry.h"
+
+typedef struct gw_rt gw_rt_t;
+typedef struct gw_inst gw_inst_t;
+typedef struct gw_uconn gw_uconn_t;
+
+struct gw_rt {
+    const gw_route_cfg_t *cfg; /* in table->snap->cfg */
+    gw_route_stats_t *stats;
+    gw_inst_t **insts;
+    int n;
+    gw_lb_host_t *hosts; /* [n], balancer's view of insts[i] */
+    gw_lb_t *lb;
+    gw_budget_t budget; /* retries of this route in this worker */
+};
+
+struct gw_table {
+    int refs; /* the worker's pointer + exchanges started on it */
+    gw_worker_t *w;
+    gw_snap_t *snap;
+    gw_rt_t *routes;
+    int n;
+};
+
+struct gw_inst {
+    int refs; /* tables naming it */
+    gw_worker_t *w;
+    gw_rt_t *rt; /* the route of the newest table naming it */
+    int index;   /* its slot in rt->hosts */
+    char url[GW_URL_MAX];
+    char route_name[GW_NAME_MAX];
+    struct sockaddr_storage addr;
+    int weight;
+    gw_up_stats_t *stats;
+    /* pool */
+    gw_uconn_t *idle; /* most recently used first */
+    int nidle, nconns, inflight;
+    struct gw_waiter *pending, *pending_tail; /* waiting for a connection slot */
+    int npending;
+    /* health (active checks) */
+    int healthy;
+    int hc_ok, hc_fail;
+    int hc_busy;
+    uv_timer_t hc_timer;
+    /* outlier ejection */
+    int failures; /* consecutive */
+    int times_ejected;
+    uint64_t ejected_until_ns;   /* 0 = not ejected */
+    uint64_t available_since_ns; /* slow start counts from here */
+};
+
+#endif
