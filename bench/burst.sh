@@ -244,8 +244,12 @@ proxy_row burst-nginx "$NG_PORT" "$STARTED_PID" "$TMP/nginx/stderr.log"
 # ---- HAProxy
 if [ -x "$HAPROXY" ]; then
     HA_PORT=$(free_port)
+    # HAProxy refuses to start when maxconn needs more descriptors (two per connection)
+    # than it may open; the burst itself always fits (N <= (limit - 256) / 2).
+    HA_MAXCONN=$((N + 1000))
+    [ $((2 * HA_MAXCONN + 200)) -gt "$NOFILE" ] && HA_MAXCONN=$(((NOFILE - 200) / 2))
     render "$ROOT/bench/burst-haproxy.cfg.in" "$TMP/haproxy.cfg" PORT="$HA_PORT" \
-        UP="$UP_PORT" MAXCONN=$((N + 1000)) BACKLOG="$BACKLOG"
+        UP="$UP_PORT" MAXCONN="$HA_MAXCONN" BACKLOG="$BACKLOG"
     # -db: foreground, no daemon; -f only this file, never /etc/haproxy.
     start "$TMP/haproxy.log" "${SRV_PIN[@]}" "$HAPROXY" -db -f "$TMP/haproxy.cfg"
     proxy_row burst-haproxy "$HA_PORT" "$STARTED_PID" "$TMP/haproxy.log"
