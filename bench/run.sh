@@ -14,10 +14,14 @@
 #           idle keep-alive client connection (each after one answer), IDLE_CONNECTIONS (8000).
 # The server or proxy under test is pinned to cpu 0; wrk and the upstreams to cpu 1 (taskset).
 # Prints tables and the issue's targets; writes bench/results/bench-<UTC>.csv and latest.csv.
+#  burst    (bench/burst.sh) burst-{cmesh,nginx,haproxy}: BURST_REQUESTS (8000) simultaneous
+#           GETs through each proxy (1 worker/thread) to one `cmesh users`; ok, 503, other,
+#           seconds to the last answer, ok/requests.
 # Usage: bench/run.sh [path/to/cmesh]   env: BENCH_DURATION (10s) BENCH_WARMUP (2s)
 #        BENCH_CONNECTIONS (50) BENCH_THREADS (1) BENCH_KEEP=1 (keep the temp dir)
-#        BENCH_ROWS ("users proxy failover idle": the groups to run) FAILOVER_DURATION (8s)
-#        FAILOVER_KILL_AT (2, seconds) NGINX HAPROXY H2O (peer binaries)
+#        BENCH_ROWS ("users proxy failover idle burst": the groups to run)
+#        FAILOVER_DURATION (8s) FAILOVER_KILL_AT (2, seconds) IDLE_CONNECTIONS (8000)
+#        BURST_REQUESTS (8000) NGINX HAPROXY H2O (peer binaries)
 set -euo pipefail
 
 BIN=${1:-build/cmesh}
@@ -30,7 +34,7 @@ WARMUP=${BENCH_WARMUP:-2s}
 CONNS=${BENCH_CONNECTIONS:-50}
 THREADS=${BENCH_THREADS:-1}
 NGINX=${NGINX:-/usr/sbin/nginx}
-BENCH_ROWS=${BENCH_ROWS:-users proxy failover idle}
+BENCH_ROWS=${BENCH_ROWS:-users proxy failover idle burst}
 
 # The issue's targets (see the summary at the end).
 TARGET_RPS_RATIO=0.8
@@ -334,6 +338,11 @@ if want idle; then
     : >"$TMP/idle-rows"
     IDLE_ROWS_OUT="$TMP/idle-rows" bash "$ROOT/bench/idle.sh" "$BIN" || true
 fi
+if want burst; then
+    echo
+    : >"$TMP/burst-rows"
+    BURST_ROWS_OUT="$TMP/burst-rows" bash "$ROOT/bench/burst.sh" "$BIN" || true
+fi
 
 # ---- report --------------------------------------------------------------------------
 
@@ -413,6 +422,11 @@ if want proxy; then gateway_report "$TMP/proxy-rounds" "$TMP/proxy-mem" "$TMP/pr
 if want failover; then failover_report "$TMP/failover-rows" "$CSV"; fi
 if want idle; then # KiB per idle connection, in the note column: no other row has that unit
     awk '{ printf "%s,,,,,,,,,,,,,idle_kib_per_conn=%s\n", $1, $2 }' "$TMP/idle-rows" >>"$CSV"
+fi
+if want burst; then # requests and lost (not 2xx); the split and the time in the note column
+    awk 'NF >= 7 { printf "%s,,,,,,,,,,%s,%d,,ok=%s 503=%s other=%s seconds=%s ok_ratio=%s\n",
+                   $1, $2, $2 - $3, $3, $4, $5, $6, $7 }
+         NF < 7 { printf "%s,,,,,,,,,,,,,not measured\n", $1 }' "$TMP/burst-rows" >>"$CSV"
 fi
 cp "$CSV" "$ROOT/bench/results/latest.csv"
 echo
