@@ -14,6 +14,7 @@
 #include <sqlite3.h>
 #include <uv.h>
 
+#include "control/up.h"
 #include "core/client.h"
 #include "gateway/auth.h"
 #include "gateway/gateway.h"
@@ -28,6 +29,8 @@ static const char usage[] = "usage: cmesh COMMAND [flags]\n"
                             "  orders    serve the orders REST API       (cmesh orders --help)\n"
                             "  gateway   load-balancing reverse proxy    (cmesh gateway --help)\n"
                             "  token     print a signed gateway JWT      (cmesh token --help)\n"
+                            "  up        run the whole system of cmesh.yaml (cmesh up --help)\n"
+                            "  down      stop it gracefully              (cmesh down --help)\n"
                             "  version   print the versions of cmesh and its libraries\n"
                             "            (also cmesh --version)\n"
                             "\n"
@@ -80,6 +83,10 @@ int main(int argc, char **argv)
         return cm_orders_main(argc - 1, argv + 1);
     if (strcmp(cmd, "gateway") == 0)
         return gw_gateway_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "up") == 0)
+        return cm_up_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "down") == 0)
+        return cm_down_main(argc - 1, argv + 1);
     if (strcmp(cmd, "token") == 0)
         return gw_token_main(argc - 1, argv + 1);
     fprintf(stderr, "cmesh: unknown command '%s'; see cmesh --help\n", cmd);
