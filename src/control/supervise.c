@@ -35,6 +35,9 @@
 extern char **environ;
 
 #define MAINT_MS 2000 /* log size check and orphan reaping */
+#define MIN_UP_MS                                                                                  \
+    1000 /* without a readiness check, running this long is ready: a process                       \
+            that exits at once must not count as up (for --wait) */
 
 typedef enum { AFTER_STOP, AFTER_RESTART } after_t;
 
@@ -286,19 +289,26 @@ static void on_ready(cm_probe_t *p, int passing, void *data)
     }
 }
 
+static void on_min_up(uv_timer_t *t)
+{
+    inst_t *in = t->data;
+    if (!running(in) || in->state != CM_INST_STARTING)
+        return;
+    const cm_svc_spec_t *sp = in->svc->spec;
+    set_state(in, CM_INST_READY);
+    if (sp->live.path[0])
+        cm_probe_new(in->sup->loop, in->sup->client, &sp->live, sp->host, sp->port + in->index, 1,
+                     on_live, in, &in->live);
+}
+
 static void probes_start(inst_t *in)
 {
     const cm_svc_spec_t *sp = in->svc->spec;
-    if (sp->ready.path[0]) {
+    if (sp->ready.path[0])
         cm_probe_new(in->sup->loop, in->sup->client, &sp->ready, sp->host, sp->port + in->index, 0,
                      on_ready, in, &in->ready);
-    } else {
-        /* no readiness check: running is ready */
-        set_state(in, CM_INST_READY);
-        if (sp->live.path[0])
-            cm_probe_new(in->sup->loop, in->sup->client, &sp->live, sp->host, sp->port + in->index,
-                         1, on_live, in, &in->live);
-    }
+    else /* no readiness check: still running after MIN_UP_MS is ready */
+        uv_timer_start(&in->timer, on_min_up, in->adopted ? 0 : MIN_UP_MS, 0);
 }
 
 static void probes_stop(inst_t *in)
@@ -691,15 +701,17 @@ static void sweep_orphans(cm_sup_t *s, int kill_live)
     closedir(d);
 }
 
+/* Stage k of stop_all: the gateway first (when there is one), then the other services
+ * from the last in the file to the first (callers before what they call). */
 static svc_t *stage_svc(cm_sup_t *s, int stage, int *last)
 {
-    /* stage 0: the gateway (the last entry) when there is one; then the rest, last first */
     int gw = s->spec->has_gateway;
-    int order = gw ? stage : stage + 1;
-    *last = order >= s->nsvcs;
+    *last = stage >= s->nsvcs;
     if (*last)
         return NULL;
-    return order == 0 ? &s->svcs[s->nsvcs - 1] : &s->svcs[s->nsvcs - 1 - gw - (order - 1)];
+    if (gw && stage == 0)
+        return &s->svcs[s->nsvcs - 1];
+    return &s->svcs[s->nsvcs - 1 - gw - (gw ? stage - 1 : stage)];
 }
 
 static void stage_begin(cm_sup_t *s)

@@ -160,12 +160,14 @@ static void on_wait_timeout(uv_timer_t *t)
             const cm_reg_inst_t *in = cm_registry_instance(c->api.reg, name, j);
             if (in->state == CM_INST_READY || p - msg > 1500)
                 continue;
-            char *tail = cm_sup_log_tail(c->api.sup, name, in->index, 1);
-            if (tail && tail[0] && tail[strlen(tail) - 1] == '\n')
-                tail[strlen(tail) - 1] = '\0';
+            /* the instance's own last words, not the supervisor's notes about it */
+            char *tail = cm_sup_log_tail(c->api.sup, name, in->index, 8);
+            const char *why = "";
+            for (char *l = tail ? strtok(tail, "\n") : NULL; l; l = strtok(NULL, "\n"))
+                if (!strstr(l, " cmesh: "))
+                    why = l;
             p += snprintf(p, sizeof msg - (size_t)(p - msg), "\n  %s/%d %s (last exit %d): %.200s",
-                          name, in->index, cm_inst_state_name(in->state), in->last_exit,
-                          tail ? tail : "");
+                          name, in->index, cm_inst_state_name(in->state), in->last_exit, why);
             free(tail);
         }
     }
