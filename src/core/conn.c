@@ -58,6 +58,7 @@ void cm__req_free(cm_req_t *r)
 {
     cm_buf_free(&r->raw_head);
     cm_buf_free(&r->raw_body);
+    cm_buf_free(&r->path_dec);
     cm_buf_free(&r->res_headers);
     cm_buf_free(&r->res_body);
     cm_buf_free(&r->out);
@@ -166,6 +167,8 @@ static void render(worker_t *w, cm_req_t *r, int close)
     cm_buf_append(o, "\r\n", 2);
     if (close)
         cm_buf_append_str(o, "Connection: close\r\n");
+    else if (r->http_minor == 0) /* RFC 9112 9.3: a 1.0 client closes unless told so */
+        cm_buf_append_str(o, "Connection: keep-alive\r\n");
     cm_buf_append(o, r->res_headers.data ? r->res_headers.data : "", r->res_headers.len);
     cm_buf_append(o, "\r\n", 2);
     if (!no_body)
@@ -309,6 +312,10 @@ static void conn_linger(cm_conn_t *c)
 {
     if (c->lingering || c->closing)
         return;
+    if (c->peer_eof) { /* everything read and written: close() sends FIN, not RST */
+        cm__conn_close(c);
+        return;
+    }
     c->lingering = 1;
     if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
         cm__conn_close(c);
@@ -444,6 +451,21 @@ void cm__route(cm_conn_t *c, cm_req_t *r)
     int status = 0;
     char allow[64];
     cm_handler_fn h = cm_router_match(w->srv->router, r, &status, allow, sizeof allow);
+    if (!h && status == 204 && r->path.len == 1 && r->path.p[0] == '*' &&
+        w->srv->svc->fallback) /* the gateway: OPTIONS * is about it, not an upstream */
+        snprintf(allow, sizeof allow, "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS");
+    if (!h && status == 204) { /* OPTIONS: the methods of the path, or of the server */
+        cm_res_header(r, "Allow", "%s", allow);
+        cm_res_send(r, 204);
+        return;
+    }
+    if (!h && (status == 400 || status == 500)) {
+        cm_res_error(r, status, "%s",
+                     status == 400 ? "bad percent-encoding in the path: every % takes two hex "
+                                     "digits, and %00 is not allowed"
+                                   : "out of memory");
+        return;
+    }
     if (!h && w->srv->svc->fallback) { /* the gateway: every other path is the proxy's */
         r->route = cm_router_npatterns(w->srv->router);
         r->nparams = 0;
@@ -494,9 +516,32 @@ static void body_abandoned(cm_req_t *r)
     r->body_cb(r, NULL, 0, 1, r->body_arg);
 }
 
+/* True when a complete request on c still waits for (the rest of) its answer: the
+ * queue holds one (services), answer bytes wait to be written, or stream mode's current
+ * request has its whole body. */
+static int answer_owed(const cm_conn_t *c)
+{
+    if (c->stream && c->cur) /* one at a time; queued too until its answer starts */
+        return c->cur_done && c->cur->body_complete;
+    return c->head || c->writing || c->wbuf.len; /* answered but not yet written counts */
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     cm_conn_t *c = stream->data;
+    if (nread == UV_EOF && !c->lingering && !c->closing && answer_owed(c)) {
+        /* RFC 9112 9.6: a client that half-closes after a whole request has still
+         * asked; it gets its answers, then the connection closes. */
+        c->peer_eof = 1;
+        c->close_pending = 1;
+        if (c->reading) {
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            c->reading = 0;
+        }
+        if (!c->in_read)
+            cm__conn_flush(c);
+        return;
+    }
     if (nread < 0) {
         cm_req_t *r = c->cur; /* unanswered, or answering in pieces: it outlives the conn */
         int owed = r && r->body_cb && !r->body_done && (!r->status || r->streaming);
@@ -543,6 +588,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 
 void cm__start_read(cm_conn_t *c)
 {
+    if (c->peer_eof) /* the socket would report EOF again at once, on every iteration */
+        return;
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
         c->reading = 1;
 }

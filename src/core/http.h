@@ -78,6 +78,7 @@ struct cm_req {
     cm_req_t *next;    /* pipelined requests of one connection, in order */
     cm_buf_t raw_head; /* owns the bytes target and headers point into */
     cm_buf_t raw_body; /* owns the bytes body points into */
+    cm_buf_t path_dec; /* the router's: path percent-decoded, '/' as '\0' (only with a '%') */
     cm_buf_t out;      /* rendered response, waiting for its turn */
     int status;        /* 0 until answered */
     int route;         /* router index, for metrics */

@@ -191,6 +191,7 @@ struct cm_log {
     bool off;             /* target "off": no fd, no thread */
     int fd;               /* target; -1 when off */
     bool own_fd;          /* opened here, closed by cm_log_close */
+    char *path;           /* the file target, for cm_log_reopen; NULL for stderr/off */
     pthread_t thread;     /* the writer */
     pthread_mutex_t mu;   /* guards everything below */
     pthread_cond_t cv;    /* signalled when a batch is queued or stop is set */
@@ -331,6 +332,10 @@ int cm_log_open(const char *target, cm_log_t **out)
             goto fail;
         }
         log->own_fd = true;
+        if (!(log->path = strdup(target))) {
+            rc = -ENOMEM;
+            goto fail;
+        }
     }
     pthread_mutex_init(&log->mu, NULL);
     pthread_cond_init(&log->cv, NULL);
@@ -345,7 +350,23 @@ int cm_log_open(const char *target, cm_log_t **out)
 fail:
     if (log->own_fd)
         close(log->fd);
+    free(log->path);
     free(log);
+    return rc;
+}
+
+int cm_log_reopen(cm_log_t *log)
+{
+    if (!log || !log->path)
+        return 1;
+    int fd = open(log->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    /* dup3 swaps the file under the same descriptor number in one step, so the writer
+     * thread (which uses log->fd without the lock) never sees a closed or reused fd: a
+     * write under way finishes on the old file, the next one goes to the new file. */
+    int rc = dup3(fd, log->fd, O_CLOEXEC) < 0 ? -errno : 0;
+    close(fd);
     return rc;
 }
 
@@ -382,6 +403,7 @@ void cm_log_close(cm_log_t *log)
     if (log->own_fd)
         close(log->fd);
     cm_buf_free(&log->origin);
+    free(log->path);
     free(log);
 }
 

@@ -51,6 +51,11 @@ int cm_log_configure(cm_log_t *log, const cm_log_conf_t *conf);
  * (writer more than 8 MiB behind) or lost to write errors as one process message each.
  * Free every stream of this log first. NULL is a no-op. */
 void cm_log_close(cm_log_t *log);
+/* SIGHUP after logrotate moved the file: opens the target path again (created 0644) and
+ * writes every later batch there. Call from one thread at a time (the main thread).
+ * Returns 0, 1 when the target is not a file (off, stderr, NULL log: nothing to do), or
+ * the open(2)/dup3(2) error as -errno (the old file stays in use). */
+int cm_log_reopen(cm_log_t *log);
 
 /* log is borrowed and must outlive the stream. Caller owns *out; free with
  * cm_log_stream_free() (which hands over what is left; NULL is a no-op).

@@ -4,6 +4,7 @@
  * sequence two implementations could frame differently is refused. */
 #include "core/parser.h"
 
+#include <arpa/inet.h>
 #include <limits.h>
 #include <string.h>
 #include <strings.h>
@@ -124,10 +125,92 @@ static int check_framing(cm_parser_t *p)
     return 0;
 }
 
+static int is_unreserved_or_sub_delim(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           strchr("-._~!$&'()*+,;=", c) != NULL;
+}
+
+static int is_hex(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
+}
+
+/* RFC 9110 7.2 / RFC 3986 3.2.2: uri-host [ ":" port ], where uri-host is an IP-literal
+ * ("[" IPv6 "]"), an IPv4 address or a reg-name (unreserved, pct-encoded, sub-delims;
+ * IPv4 is a subset of it). An empty value is valid (a target without authority). */
+static int host_valid(const char *v, size_t len)
+{
+    size_t i = 0;
+    if (len && v[0] == '[') {
+        const char *close = memchr(v, ']', len);
+        char ip6[64];
+        size_t n = close ? (size_t)(close - v) - 1 : 0;
+        if (!close || n == 0 || n >= sizeof ip6)
+            return 0;
+        memcpy(ip6, v + 1, n);
+        ip6[n] = '\0';
+        struct in6_addr a;
+        if (inet_pton(AF_INET6, ip6, &a) != 1)
+            return 0;
+        i = n + 2;
+    } else {
+        for (; i < len && v[i] != ':'; i++) {
+            unsigned char c = (unsigned char)v[i];
+            if (c == '%') {
+                if (i + 2 >= len || !is_hex((unsigned char)v[i + 1]) ||
+                    !is_hex((unsigned char)v[i + 2]))
+                    return 0;
+                i += 2;
+            } else if (!is_unreserved_or_sub_delim(c)) {
+                return 0;
+            }
+        }
+    }
+    if (i == len)
+        return 1;
+    if (v[i] != ':' || len - i - 1 > 5)
+        return 0;
+    unsigned port = 0;
+    for (i++; i < len; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return 0;
+        port = port * 10 + (unsigned)(v[i] - '0');
+    }
+    return port <= 65535;
+}
+
+/* RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, with more
+ * than one, or with an invalid one; refused here so no service answers it and the
+ * gateway never forwards it. HTTP/1.0 may omit it (but not repeat or garble it). */
+static int check_host(cm_parser_t *p)
+{
+    const cm_hdr_off_t *host = NULL;
+    for (int i = 0; i < p->nhdr; i++) {
+        const cm_hdr_off_t *h = &p->hdr[i];
+        if (h->name_len != 4 || !name_is(p, h, "host"))
+            continue;
+        if (host)
+            return fail(p, 400, "more than one Host header");
+        host = h;
+    }
+    if (!host)
+        return p->hp.http_major == 1 && p->hp.http_minor == 0
+                   ? 0
+                   : fail(p, 400, "missing Host header (required in HTTP/1.1)");
+    const char *v = p->head.data + host->value_off;
+    size_t len = host->value_len;
+    while (len && (v[len - 1] == ' ' || v[len - 1] == '\t')) /* OWS; the front is stripped */
+        len--;
+    if (!host_valid(v, len))
+        return fail(p, 400, "invalid Host header; use host[:port]");
+    return 0;
+}
+
 static int on_headers_complete(http_parser *hp)
 {
     cm_parser_t *p = of(hp);
-    if (check_framing(p) < 0)
+    if (check_framing(p) < 0 || check_host(p) < 0)
         return -1;
     if (!(hp->flags & (F_CHUNKED | F_CONTENTLENGTH)))
         p->expect_continue = 0; /* nothing to continue with */

@@ -1,8 +1,9 @@
 /* core/parser.h: HTTP/1.1 request framing: bytes in, complete requests out.
  * The only module that knows http-parser (so it can be swapped for llhttp). It adds
  * the checks a parser alone does not make: size limits, bare LF, NUL, obs-fold,
- * whitespace before the colon, and every ambiguous Content-Length/Transfer-Encoding
- * combination, each refused rather than guessed. Used by server.c, one per connection. */
+ * whitespace before the colon, every ambiguous Content-Length/Transfer-Encoding
+ * combination, and a missing (HTTP/1.1), repeated or invalid Host (RFC 9112 3.2), each
+ * refused rather than guessed. Used by server.c, one per connection. */
 #ifndef CMESH_CORE_PARSER_H
 #define CMESH_CORE_PARSER_H
 

@@ -74,15 +74,18 @@ const char *cm_router_pattern(const cm_router_t *r, int i)
     return r->patterns[i];
 }
 
-/* Matches path against pattern; captures go to params. An empty capture never matches. */
-static int match_path(const char *pat, const char *path, size_t len, cm_str_t *params, int *np)
+/* Matches path against pattern; captures go to params. An empty capture never matches.
+ * sep is the path's segment separator: '/' for a raw path, '\0' for a decoded one (see
+ * decode_path), so a pattern '/' only ever meets a real segment boundary. */
+static int match_path(const char *pat, const char *path, size_t len, char sep, cm_str_t *params,
+                      int *np)
 {
     const char *end = path + len;
     *np = 0;
     while (*pat && path < end) {
         if (*pat == '{') {
             const char *close = strchr(pat, '}');
-            const char *seg_end = memchr(path, '/', (size_t)(end - path));
+            const char *seg_end = memchr(path, sep, (size_t)(end - path));
             if (!seg_end)
                 seg_end = end;
             if (seg_end == path)
@@ -90,7 +93,7 @@ static int match_path(const char *pat, const char *path, size_t len, cm_str_t *p
             params[(*np)++] = (cm_str_t){path, (size_t)(seg_end - path)};
             path = seg_end;
             pat = close + 1;
-        } else if (*pat == *path) {
+        } else if (*pat == '/' ? *path == sep : *pat == *path) {
             pat++;
             path++;
         } else {
@@ -100,18 +103,113 @@ static int match_path(const char *pat, const char *path, size_t len, cm_str_t *p
     return *pat == '\0' && path == end;
 }
 
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes the path into req->path_dec with every raw '/' written as '\0':
+ * decoding after the split, so "%2F" stays inside its segment. The buffer lives with
+ * the (pooled) request, so only paths with a '%' pay, and rarely for memory. Returns 0,
+ * -EINVAL for a malformed escape or an encoded NUL, -ENOMEM. */
+static int decode_path(cm_req_t *req)
+{
+    const char *p = req->path.p;
+    size_t len = req->path.len;
+    cm_buf_t *b = &req->path_dec;
+    cm_buf_reset(b);
+    if (cm_buf_reserve(b, len + 1) < 0)
+        return -ENOMEM;
+    char *out = b->data;
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = p[i];
+        if (c == '%') {
+            if (i + 2 >= len || hexval(p[i + 1]) < 0 || hexval(p[i + 2]) < 0)
+                return -EINVAL;
+            c = (char)(hexval(p[i + 1]) * 16 + hexval(p[i + 2]));
+            if (c == '\0')
+                return -EINVAL;
+            i += 2;
+        } else if (c == '/') {
+            c = '\0';
+        }
+        out[n++] = c;
+    }
+    b->len = n;
+    return 0;
+}
+
+static const char *const method_names[] = {"GET",    "HEAD",  "POST",   "PUT",
+                                           "DELETE", "PATCH", "OPTIONS"};
+
+/* Writes the methods of mask as an Allow value ("GET, HEAD, PUT, OPTIONS"): HEAD with
+ * GET (served by it) and OPTIONS (answered by the server) are always included. */
+static void render_allow(unsigned mask, char *allow, size_t cap)
+{
+    size_t len = 0;
+    if (mask & (1u << CM_GET))
+        mask |= 1u << CM_HEAD;
+    mask |= 1u << CM_OPTIONS;
+    if (!cap)
+        return;
+    allow[0] = '\0';
+    for (int m = 0; m < CM_METHOD_OTHER; m++) {
+        if (!(mask & (1u << m)))
+            continue;
+        size_t nl = strlen(method_names[m]), need = nl + (len ? 2 : 0);
+        if (len + need >= cap)
+            break;
+        if (len)
+            memcpy(allow + len, ", ", 2), len += 2;
+        memcpy(allow + len, method_names[m], nl);
+        len += nl;
+        allow[len] = '\0';
+    }
+}
+
 cm_handler_fn cm_router_match(const cm_router_t *r, cm_req_t *req, int *status, char *allow,
                               size_t allow_cap)
 {
     cm_str_t params[CM_MAX_PARAMS];
-    int np = 0, path_found = 0;
-    size_t allow_len = 0;
+    int np = 0;
+    unsigned mask = 0; /* methods of the path */
     cm_method_t want = req->method == CM_HEAD ? CM_GET : req->method;
     if (allow_cap)
         allow[0] = '\0';
+    req->route = r->npatterns; /* "no route" bucket unless a pattern matches */
+    const char *path = req->path.p;
+    size_t len = req->path.len;
+    char sep = '/';
+    if (req->method == CM_OPTIONS && len == 1 && path[0] == '*') {
+        for (int i = 0; i < r->n; i++) /* RFC 9110 9.3.7: the server as a whole */
+            if (r->entries[i].route.method < CM_METHOD_OTHER)
+                mask |= 1u << r->entries[i].route.method;
+        render_allow(mask, allow, allow_cap);
+        *status = 204;
+        return NULL;
+    }
+    if (memchr(path, '%', len)) {
+        int rc = decode_path(req);
+        if (rc < 0) {
+            *status = rc == -ENOMEM ? 500 : 400;
+            return NULL;
+        }
+        path = req->path_dec.data;
+        len = req->path_dec.len;
+        sep = '\0';
+    }
+    if (len > 1 && path[len - 1] == sep)
+        len--; /* "/users/" is "/users", as Express's non-strict routing and our gateway */
     for (int i = 0; i < r->n; i++) {
         const entry_t *e = &r->entries[i];
-        if (!match_path(e->route.pattern, req->path.p, req->path.len, params, &np))
+        if (!match_path(e->route.pattern, path, len, sep, params, &np))
             continue;
         req->route = e->pattern_index;
         if (e->route.method == want) {
@@ -119,23 +217,14 @@ cm_handler_fn cm_router_match(const cm_router_t *r, cm_req_t *req, int *status, 
             req->nparams = np;
             return e->route.handler;
         }
-        path_found = 1;
-        static const char *const names[] = {"GET",    "HEAD",  "POST",   "PUT",
-                                            "DELETE", "PATCH", "OPTIONS"};
-        if (e->route.method < CM_METHOD_OTHER) {
-            const char *name = names[e->route.method];
-            size_t need = strlen(name) + (allow_len ? 2 : 0);
-            if (allow_len + need < allow_cap) {
-                if (allow_len)
-                    memcpy(allow + allow_len, ", ", 2), allow_len += 2;
-                memcpy(allow + allow_len, name, strlen(name));
-                allow_len += strlen(name);
-                allow[allow_len] = '\0';
-            }
-        }
+        if (e->route.method < CM_METHOD_OTHER)
+            mask |= 1u << e->route.method;
     }
-    *status = path_found ? 405 : 404;
-    if (!path_found)
-        req->route = r->npatterns; /* "no route" bucket */
+    if (!mask) {
+        *status = 404;
+        return NULL;
+    }
+    render_allow(mask, allow, allow_cap);
+    *status = req->method == CM_OPTIONS ? 204 : 405;
     return NULL;
 }

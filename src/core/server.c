@@ -8,14 +8,17 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "core/flags.h"
+#include "core/json.h"
 #include "core/server_int.h"
 
 /* ------------------------------------------------------------------------- */
@@ -118,6 +121,15 @@ static void handle_readyz(cm_req_t *r)
         cm_res_send(r, 503);
         return;
     }
+    const cm_service_t *svc = server_of(r)->svc;
+    char why[512] = "";
+    if (svc->ready && svc->ready(svc->config, r->conn->w->state, why, sizeof why) < 0) {
+        cm_buf_append_str(&r->res_body, "{\"status\":\"not ready\",\"reason\":");
+        cm_json_str(&r->res_body, why, strlen(why));
+        cm_buf_append_str(&r->res_body, "}");
+        cm_res_send(r, 503);
+        return;
+    }
     cm_buf_append_str(&r->res_body, "{\"status\":\"ready\"}");
     cm_res_send(r, 200);
 }
@@ -209,26 +221,45 @@ static void worker_main(void *arg)
     uv_run(&w->loop, UV_RUN_DEFAULT);
 }
 
-static int listen_socket(const cm_server_opts_t *o, int port, int *fd_out, int *bound_port)
+static int resolve(const cm_server_opts_t *o, int port, struct addrinfo **ai)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *ai;
     char portstr[8];
     snprintf(portstr, sizeof portstr, "%d", port);
-    int rc = getaddrinfo(o->host, portstr, &hints, &ai);
+    int rc = getaddrinfo(o->host, portstr, &hints, ai);
     if (rc != 0) {
         cm_log_msg(CM_LOG_ERROR, "listen: cannot resolve '%s': %s", o->host, gai_strerror(rc));
         return -EINVAL;
     }
+    return 0;
+}
+
+static void log_in_use(const cm_server_opts_t *o, int port)
+{
+    cm_log_msg(CM_LOG_ERROR,
+               "listen: cannot bind %s:%d: address already in use (another process listens "
+               "there); stop it or choose another --listen",
+               o->host, port);
+}
+
+static int listen_socket(const cm_server_opts_t *o, int port, int *fd_out, int *bound_port)
+{
+    struct addrinfo *ai;
+    int rc = resolve(o, port, &ai);
+    if (rc < 0)
+        return rc;
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
         bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
         rc = -errno;
-        cm_log_msg(CM_LOG_ERROR, "listen: cannot bind %s:%d: %s", o->host, port, strerror(-rc));
+        if (rc == -EADDRINUSE)
+            log_in_use(o, port);
+        else
+            cm_log_msg(CM_LOG_ERROR, "listen: cannot bind %s:%d: %s", o->host, port, strerror(-rc));
         if (fd >= 0)
             close(fd);
         freeaddrinfo(ai);
@@ -244,7 +275,66 @@ static int listen_socket(const cm_server_opts_t *o, int port, int *fd_out, int *
     return 0;
 }
 
-static int worker_init(server_t *s, worker_t *w, int index, int port)
+/* SO_REUSEPORT is for our own workers only: with it, a second cmesh (same user) on the
+ * same port would bind too and the kernel would split the connections between the two.
+ * So before the first worker binds, a probe socket binds the address with SO_REUSEADDR
+ * but without SO_REUSEPORT: that bind fails with EADDRINUSE while any other socket
+ * listens on the port (with or without SO_REUSEPORT, on this address or a wildcard),
+ * yet succeeds past TIME_WAIT leftovers of an earlier run. Returns 0 or -errno (logged). */
+static int probe_port_free(const cm_server_opts_t *o, int port)
+{
+    struct addrinfo *ai;
+    int rc = resolve(o, port, &ai);
+    if (rc < 0)
+        return rc;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    rc = 0;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0)
+        rc = -errno;
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(ai);
+    if (rc == -EADDRINUSE)
+        log_in_use(o, port);
+    else if (rc < 0)
+        cm_log_msg(CM_LOG_ERROR, "listen: cannot bind %s:%d: %s", o->host, port, strerror(-rc));
+    return rc;
+}
+
+#define PORT_LOCK_WAIT_MS 10000 /* another cmesh's probe-to-listen window is milliseconds */
+
+/* The probe alone leaves a race: two cmesh starting at once may both probe before
+ * either listens, then both bind with SO_REUSEPORT. So the probe and the first listen
+ * run under a per-port lock: an abstract-namespace unix socket "cmesh-port-PORT",
+ * which has exactly the scope of TCP ports (one network namespace), needs no file and
+ * is released by the kernel when its process dies. The second process waits for the
+ * lock, then its probe sees the first one's listener. Returns the lock's fd or -errno. */
+static int port_lock(int port)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int n = snprintf(sa.sun_path + 1, sizeof sa.sun_path - 1, "cmesh-port-%d", port);
+    socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    for (int waited = 0;; waited += 10) {
+        if (bind(fd, (struct sockaddr *)&sa, len) == 0)
+            return fd;
+        int rc = -errno;
+        if (rc != -EADDRINUSE || waited >= PORT_LOCK_WAIT_MS) {
+            close(fd);
+            cm_log_msg(CM_LOG_ERROR, "listen: cannot take the start-up lock of port %d: %s", port,
+                       strerror(-rc));
+            return rc;
+        }
+        usleep(10 * 1000);
+    }
+}
+
+/* *lock_fd (the port lock, or -1) is closed once this worker listens. */
+static int worker_init(server_t *s, worker_t *w, int index, int port, int *lock_fd)
 {
     int rc, bound = 0;
     w->srv = s;
@@ -268,6 +358,10 @@ static int worker_init(server_t *s, worker_t *w, int index, int port)
         (rc = uv_listen((uv_stream_t *)&w->listener, BACKLOG, cm__on_connection)) < 0) {
         cm_log_msg(CM_LOG_ERROR, "listen: %s", uv_strerror(rc));
         return rc;
+    }
+    if (*lock_fd >= 0) { /* listening: from now on another cmesh's probe fails */
+        close(*lock_fd);
+        *lock_fd = -1;
     }
     uv_async_init(&w->loop, &w->wake, on_wake);
     w->wake.data = w;
@@ -294,8 +388,7 @@ static void on_signal(uv_signal_t *sig, int signum)
     /* the main loop holds just these two: stopping them lets it return */
     uv_signal_stop(&s->sigterm);
     uv_signal_stop(&s->sigint);
-    if (s->svc->on_sighup)
-        uv_signal_stop(&s->sighup);
+    uv_signal_stop(&s->sighup);
     if (atomic_exchange(&s->draining, 1))
         return;
     cm_log_msg(CM_LOG_INFO, "%s: %s received, draining (up to %llu ms)", s->svc->name,
@@ -305,11 +398,26 @@ static void on_signal(uv_signal_t *sig, int signum)
         uv_async_send(&s->workers[i].wake);
 }
 
+/* SIGHUP: every process reopens its access log file (logrotate moved it, then sent
+ * the signal), then the service does its own (the gateway reloads its config). */
 static void on_sighup(uv_signal_t *sig, int signum)
 {
     (void)signum;
     server_t *s = sig->data;
-    s->svc->on_sighup(s->svc->config);
+    int rc = cm_log_reopen(s->log);
+    if (rc == 0)
+        cm_log_msg(CM_LOG_INFO, "%s: SIGHUP received, access log reopened: %s", s->svc->name,
+                   s->opts->access_log);
+    else if (rc < 0)
+        cm_log_msg(CM_LOG_ERROR,
+                   "%s: SIGHUP received, cannot reopen access log %s: %s; "
+                   "lines go on to the old file",
+                   s->svc->name, s->opts->access_log, strerror(-rc));
+    else if (!s->svc->on_sighup)
+        cm_log_msg(CM_LOG_INFO, "%s: SIGHUP received, access log is %s: nothing to reopen",
+                   s->svc->name, s->opts->access_log);
+    if (s->svc->on_sighup)
+        s->svc->on_sighup(s->svc->config);
 }
 
 /* Builds the route table: built-ins first, then the service's. */
@@ -370,11 +478,23 @@ int cm_server_run(const cm_server_opts_t *o, const cm_service_t *svc)
         rc = -ENOMEM;
         goto out;
     }
-    int port = o->port;
+    int port = o->port, lock_fd = -1;
+    if (port) { /* port 0: the kernel picks a port nobody uses */
+        if ((lock_fd = port_lock(port)) < 0) {
+            rc = lock_fd;
+            goto out;
+        }
+        if ((rc = probe_port_free(o, port)) < 0) {
+            close(lock_fd);
+            goto out;
+        }
+    }
     for (; started < o->workers; started++) {
-        rc = worker_init(&s, &s.workers[started], started, port);
+        rc = worker_init(&s, &s.workers[started], started, port, &lock_fd);
         if (rc < 0) {
             started++;
+            if (lock_fd >= 0)
+                close(lock_fd);
             goto out;
         }
         port = rc; /* every later worker binds the port the first one got */
@@ -396,11 +516,9 @@ int cm_server_run(const cm_server_opts_t *o, const cm_service_t *svc)
     s.sigterm.data = s.sigint.data = &s;
     uv_signal_start(&s.sigterm, on_signal, SIGTERM);
     uv_signal_start(&s.sigint, on_signal, SIGINT);
-    if (svc->on_sighup) {
-        uv_signal_init(main_loop, &s.sighup);
-        s.sighup.data = &s;
-        uv_signal_start(&s.sighup, on_sighup, SIGHUP);
-    }
+    uv_signal_init(main_loop, &s.sighup);
+    s.sighup.data = &s;
+    uv_signal_start(&s.sighup, on_sighup, SIGHUP);
     for (int i = 0; i < o->workers; i++)
         uv_thread_create(&s.workers[i].thread, worker_main, &s.workers[i]);
     cm_log_msg(CM_LOG_INFO, "%s: listening on http://%s%s%s:%d (%d worker%s)", svc->name,
@@ -412,8 +530,7 @@ int cm_server_run(const cm_server_opts_t *o, const cm_service_t *svc)
         uv_thread_join(&s.workers[i].thread);
     uv_close((uv_handle_t *)&s.sigterm, NULL);
     uv_close((uv_handle_t *)&s.sigint, NULL);
-    if (svc->on_sighup)
-        uv_close((uv_handle_t *)&s.sighup, NULL);
+    uv_close((uv_handle_t *)&s.sighup, NULL);
     uv_run(main_loop, UV_RUN_DEFAULT);
     cm_log_msg(CM_LOG_INFO, "%s: drained, exiting", svc->name);
     rc = 0;

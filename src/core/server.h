@@ -50,14 +50,21 @@ typedef struct cm_service {
     /* Handlers run when the head is complete and read the body with cm_req_body_read()
      * (see http.h); one request at a time per connection (pipelined requests wait). */
     int stream;
-    /* On SIGHUP, called on the main thread (the gateway reloads its config). */
+    /* On SIGHUP, called on the main thread after the access log file was reopened (the
+     * gateway reloads its config). May be NULL. */
     void (*on_sighup)(void *config);
     /* Appends the service's own series to GET /metrics (Prometheus text). */
     void (*render_metrics)(void *config, cm_buf_t *out);
+    /* May be NULL. GET /readyz asks it on a worker's loop (state: that worker's); it
+     * returns 0 when the service can do its job, or a negative errno with why filled
+     * (a sentence), answered 503 {"status":"not ready","reason":why}. Must not block. */
+    int (*ready)(void *config, void *state, char *why, size_t why_cap);
 } cm_service_t;
 
-/* Runs until SIGTERM/SIGINT and the drain complete. Returns 0, or -errno when the
- * service could not start (bind failed, worker_init failed), logged already. */
+/* Runs until SIGTERM/SIGINT and the drain complete; SIGHUP reopens the access log file
+ * and calls on_sighup. Returns 0, or -errno when the service could not start (bind
+ * failed, worker_init failed), logged already: -EADDRINUSE when another process (cmesh
+ * or not) listens on the port, since SO_REUSEPORT is shared by our own workers only. */
 int cm_server_run(const cm_server_opts_t *o, const cm_service_t *svc);
 
 #endif

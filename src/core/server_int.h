@@ -55,6 +55,7 @@ struct cm_conn {
     int reading;       /* uv_read_start active */
     int close_pending; /* close once everything queued is written */
     int lingering;
+    int peer_eof; /* the client half-closed after a whole request: answer, then close */
     int closing;
     int handles_open;
     int fd; /* the socket's: answers are sent with send(2), see cm_sock_send */
@@ -112,7 +113,7 @@ struct server {
     atomic_int draining;
     atomic_int conns;
     uv_signal_t sigterm, sigint; /* on the main thread's loop */
-    uv_signal_t sighup;          /* only when the service has on_sighup */
+    uv_signal_t sighup;          /* access-log reopen, then the service's on_sighup */
 };
 
 /* conn.c: requests and connections */

@@ -300,6 +300,8 @@ static void append_stream_head(worker_t *w, cm_req_t *r, int64_t content_length,
     }
     if (close)
         cm_buf_append_str(o, "Connection: close\r\n");
+    else if (r->http_minor == 0) /* RFC 9112 9.3: a 1.0 client closes unless told so */
+        cm_buf_append_str(o, "Connection: keep-alive\r\n");
     cm_buf_append(o, "\r\n", 2);
 }
 
@@ -325,7 +327,7 @@ int cm_res_start(cm_req_t *r, int status, int64_t content_length)
         r->next = NULL;
     }
     int close_delimited = !r->res_nobody && content_length < 0 && !r->res_chunked;
-    int close = !r->keep_alive || w->draining || close_delimited;
+    int close = !r->keep_alive || w->draining || close_delimited || c->close_pending;
     c->close_after = close;
     size_t before = c->wbuf.len;
     append_stream_head(w, r, content_length, close);

@@ -13,6 +13,15 @@
  * share is within a fraction of a percent of its weight share (Maglev paper, 3.4). */
 #define MAGLEV_SIZE 65537
 #define EWMA_TAU_NS 10e9 /* ns: peak EWMA time constant (10 s) */
+/* ns: how fast the estimate of a host that is left alone decays toward zero (1 s: it
+ * halves every 0.7 s). Without it a host that was slow once keeps its old estimate for
+ * good, since only an answer moves it and P2C never sends it a request (two hosts: the
+ * other always wins). A host 100x slower than its peer is tried again ~4.6 s after it
+ * was left; one that is still slow costs one slow request per cycle, as its answer puts
+ * the peak back at once and only idle hosts decay. Finagle's PeakEwma decays the same
+ * way on read, with one time constant for both; here a busy host's average is not
+ * decayed (that would bias it by the sample rate), only a quiet host's is. */
+#define EWMA_IDLE_TAU_NS 1e9
 
 struct gw_lb {
     gw_lb_kind_t kind;
@@ -20,6 +29,7 @@ struct gw_lb {
     int n;
     int panic_percent;               /* 0..100 */
     uint64_t rng;                    /* splitmix64 state */
+    uint64_t now_ns;                 /* the current pick's clock (uv_hrtime) */
     int cursor;                      /* round robin: where the next scan starts */
     double current[GW_LB_MAX_HOSTS]; /* smooth WRR: each host's running credit */
     uint8_t *table;                  /* Maglev: MAGLEV_SIZE host indexes, hash only */
@@ -171,22 +181,34 @@ static int pick_least_request(gw_lb_t *lb, const uint8_t *ok, int count)
     return cheaper(lb, a, ha->inflight / weight_of(ha), b, hb->inflight / weight_of(hb));
 }
 
+/* The host's latency estimate as of now_ns: the peak EWMA decayed toward zero for the
+ * time since its last answer, while nothing is in flight to it. A request in flight is
+ * news yet to come: the estimate waits for it, so a decayed host gets one probe at a
+ * time, not a flood. 0 = no sample. */
+static double ewma_now(const gw_lb_host_t *h, uint64_t now_ns)
+{
+    if (h->ewma_us <= 0 || h->inflight > 0 || now_ns <= h->ewma_ns)
+        return h->ewma_us;
+    return h->ewma_us * exp(-(double)(now_ns - h->ewma_ns) / EWMA_IDLE_TAU_NS);
+}
+
 /* A host without a sample costs like the fastest known host: new hosts get tried,
  * but do not look free and take every request before their first answer. */
 static double unsampled_ewma(const gw_lb_t *lb)
 {
     double lowest = 0;
     for (int i = 0; i < lb->n; i++) {
-        double e = lb->hosts[i].ewma_us;
+        double e = ewma_now(&lb->hosts[i], lb->now_ns);
         if (e > 0 && (lowest == 0 || e < lowest))
             lowest = e;
     }
     return lowest > 0 ? lowest : 1;
 }
 
-static double ewma_cost(const gw_lb_host_t *h, double unsampled)
+static double ewma_cost(const gw_lb_host_t *h, double unsampled, uint64_t now_ns)
 {
-    double ewma = h->ewma_us > 0 ? h->ewma_us : unsampled;
+    double e = ewma_now(h, now_ns);
+    double ewma = e > 0 ? e : unsampled;
     return ewma * (h->inflight + 1) / weight_of(h);
 }
 
@@ -197,8 +219,8 @@ static int pick_peak_ewma(gw_lb_t *lb, const uint8_t *ok, int count)
     if (b < 0)
         return a;
     double unsampled = unsampled_ewma(lb);
-    return cheaper(lb, a, ewma_cost(&lb->hosts[a], unsampled), b,
-                   ewma_cost(&lb->hosts[b], unsampled));
+    return cheaper(lb, a, ewma_cost(&lb->hosts[a], unsampled, lb->now_ns), b,
+                   ewma_cost(&lb->hosts[b], unsampled, lb->now_ns));
 }
 
 /* The key's slot, or the first eligible host after it: keys of healthy hosts never
@@ -303,8 +325,9 @@ void gw_lb_free(gw_lb_t *lb)
     free(lb);
 }
 
-int gw_lb_pick(gw_lb_t *lb, const int *avoid, int navoid, uint64_t key_hash)
+int gw_lb_pick(gw_lb_t *lb, const int *avoid, int navoid, uint64_t key_hash, uint64_t now_ns)
 {
+    lb->now_ns = now_ns;
     uint8_t ok[GW_LB_MAX_HOSTS];
     int count = eligible_hosts(lb, avoid, navoid, ok);
     switch (lb->kind) {
@@ -325,12 +348,17 @@ int gw_lb_pick(gw_lb_t *lb, const int *avoid, int navoid, uint64_t key_hash)
 void gw_lb_observe(gw_lb_host_t *h, uint64_t rtt_us, uint64_t now_ns)
 {
     double rtt = (double)rtt_us;
-    if (h->ewma_us <= 0 || rtt > h->ewma_us) {
+    uint64_t gap = now_ns > h->ewma_ns ? now_ns - h->ewma_ns : 0;
+    /* the time before this request started, since the last answer: the host was left
+     * alone (as far as answers tell), so the estimate decayed as ewma_now() saw it */
+    uint64_t rtt_ns = rtt_us * 1000;
+    double idle = gap > rtt_ns ? (double)(gap - rtt_ns) : 0;
+    double base = h->ewma_us * exp(-idle / EWMA_IDLE_TAU_NS);
+    if (h->ewma_us <= 0 || rtt > base) {
         h->ewma_us = rtt; /* first sample, or a peak: believe it at once */
     } else {
-        double elapsed = now_ns > h->ewma_ns ? (double)(now_ns - h->ewma_ns) : 0;
-        double w = exp(-elapsed / EWMA_TAU_NS);
-        h->ewma_us = h->ewma_us * w + rtt * (1 - w);
+        double w = exp(-(double)gap / EWMA_TAU_NS);
+        h->ewma_us = base * w + rtt * (1 - w);
     }
     h->ewma_ns = now_ns;
 }

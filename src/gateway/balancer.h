@@ -34,11 +34,15 @@ void gw_lb_free(gw_lb_t *lb); /* NULL is a no-op */
 /* Returns the index of the host for the next attempt. avoid lists hosts already tried
  * for this request (navoid of them); they are skipped while any other eligible host
  * exists. key_hash is used by GW_LB_HASH only (gw_lb_hash of the key; a request
- * without a key should pass a random value). Never fails for n >= 1. */
-int gw_lb_pick(gw_lb_t *lb, const int *avoid, int navoid, uint64_t key_hash);
+ * without a key should pass a random value). now_ns (uv_hrtime) is the clock peak EWMA
+ * decays a quiet host's estimate by. Never fails for n >= 1. */
+int gw_lb_pick(gw_lb_t *lb, const int *avoid, int navoid, uint64_t key_hash, uint64_t now_ns);
 
 /* Records one response time for peak EWMA: a sample above the average replaces it at
- * once (peak), lower samples decay into it with a 10 s time constant. */
+ * once (peak), lower samples decay into it with a 10 s time constant. While a host has
+ * nothing in flight its estimate decays toward zero (1 s time constant), so a host that
+ * was slow once is tried again; a sample after such a quiet spell starts from the
+ * decayed estimate. */
 void gw_lb_observe(gw_lb_host_t *h, uint64_t rtt_us, uint64_t now_ns);
 
 /* A 64-bit hash of a key (a header or cookie value). */

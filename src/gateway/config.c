@@ -50,6 +50,48 @@ void gw_route_defaults(gw_route_cfg_t *r)
     r->rate_subject.burst = 1;
 }
 
+/* A name safe to write as one segment of an admin URL (/_cmesh/routes/NAME/upstreams)
+ * and as a metrics label: the prefix's segments joined by '-' ("/api/v1" -> "api-v1",
+ * "/" -> "root"), after "HOST-" for a host-specific route; a byte outside
+ * [A-Za-z0-9._~-] becomes '-'. */
+static int slug(const char *host, const char *prefix, char *out, size_t cap)
+{
+    const char *p = prefix;
+    while (*p == '/')
+        p++;
+    int n = snprintf(out, cap, "%s%s%s", host, host[0] ? "-" : "", *p ? p : "root");
+    if (n < 0 || (size_t)n >= cap)
+        return -ENAMETOOLONG;
+    for (char *c = out; *c; c++)
+        if (!isalnum((unsigned char)*c) && !strchr("._~-", *c))
+            *c = '-';
+    for (size_t len = strlen(out); len > 1 && out[len - 1] == '-';) /* "/a/" leaves none */
+        out[--len] = '\0';
+    return 0;
+}
+
+static int name_taken(const gw_config_t *cfg, int nbefore, const char *name)
+{
+    for (int i = 0; cfg && i < nbefore; i++)
+        if (strcmp(cfg->routes[i].name, name) == 0)
+            return 1;
+    return 0;
+}
+
+int gw_route_default_name(const gw_config_t *cfg, int nbefore, gw_route_cfg_t *r)
+{
+    char base[GW_NAME_MAX - 4]; /* room for "-999" */
+    if (slug(r->host, r->prefix, base, sizeof(base)) < 0)
+        return -ENAMETOOLONG;
+    snprintf(r->name, sizeof(r->name), "%s", base);
+    for (int k = 2; name_taken(cfg, nbefore, r->name); k++) {
+        if (k > 999)
+            return -ENAMETOOLONG;
+        snprintf(r->name, sizeof(r->name), "%s-%d", base, k);
+    }
+    return 0;
+}
+
 const char *gw_lb_name(gw_lb_kind_t k)
 {
     switch (k) {
@@ -292,9 +334,9 @@ static int flag_route(const char *value, const gw_config_t *cfg, gw_route_cfg_t 
     memcpy(r->prefix, value, plen);
     r->prefix[plen] = '\0';
     int rc = normalise_prefix(r->prefix, err, err_cap);
-    if (rc == 0 && strlen(r->prefix) >= sizeof(r->name)) {
+    if (rc == 0 && gw_route_default_name(cfg, cfg->nroutes, r) < 0) {
         snprintf(err, err_cap, "prefix is too long to name the route (%zu bytes at most)",
-                 sizeof(r->name) - 1);
+                 sizeof(r->name) - 5);
         rc = -EINVAL;
     }
     if (rc == 0)
@@ -304,7 +346,6 @@ static int flag_route(const char *value, const gw_config_t *cfg, gw_route_cfg_t 
         r->upstreams = NULL;
         return rc;
     }
-    memcpy(r->name, r->prefix, strlen(r->prefix) + 1); /* fits: checked above */
     r->auth = cfg->auth.key_file[0] != '\0';
     return 0;
 }

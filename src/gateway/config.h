@@ -32,7 +32,7 @@ typedef struct gw_rate_cfg {
 } gw_rate_cfg_t;
 
 typedef struct gw_route_cfg {
-    char name[GW_NAME_MAX];  /* default: the prefix ("/users") */
+    char name[GW_NAME_MAX];  /* default: gw_route_default_name() ("users") */
     char prefix[GW_URL_MAX]; /* path prefix, matched on segment boundaries ("/users"
                                 matches /users, /users/1, /users?x, not /usersx) */
     char host[GW_URL_MAX];   /* "" = any Host; else matched case-insensitively, port ignored */
@@ -108,8 +108,16 @@ typedef struct gw_config {
 /* Fills r with every default above (no name, prefix or upstreams). */
 void gw_route_defaults(gw_route_cfg_t *r);
 
+/* Names r after its prefix (and host) when no name is given: "/users" -> "users",
+ * "/api/v1" -> "api-v1", "/" -> "root", host "a.example" + "/users" ->
+ * "a.example-users"; "-2", "-3"... when one of the nbefore routes of cfg (may be NULL)
+ * has the name already. Returns 0, or -ENAMETOOLONG (the caller asks for a name:). */
+int gw_route_default_name(const gw_config_t *cfg, int nbefore, gw_route_cfg_t *r);
+
 /* Loads and validates a YAML file. On error returns -EINVAL (or -errno when it cannot be
- * read) with err set to "FILE:LINE: what is wrong" and *out untouched. Caller owns *out
+ * read) with err set to "FILE:LINE: what is wrong", one line per error found (every key
+ * is checked, not only up to the first error; lines that do not fit in err_cap are
+ * counted in a last "FILE: (and N more errors)"), and *out untouched. Caller owns *out
  * (gw_config_free). */
 int gw_config_load(const char *path, gw_config_t **out, char *err, size_t err_cap);
 

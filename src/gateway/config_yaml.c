@@ -21,10 +21,17 @@
 #define RATE_MAX 1e9                   /* tokens per second; far past any real limit */
 #define WHAT_MAX (GW_URL_MAX + 160)    /* "route 'NAME' rate_limit.per_subject" and the like */
 
+#define ERR_MORE_ROOM 48 /* bytes kept free in err for "(and N more errors)" */
+
+/* Every error found is reported, not only the first: each key's value is checked
+ * whatever became of the keys before it, one line per error in err. */
 typedef struct yctx {
     const char *file; /* as given to gw_config_load, for messages */
-    char *err;
+    char *err;        /* "FILE:LINE: what\n..." without the last newline */
     size_t err_cap;
+    size_t used; /* bytes of err written */
+    int nerr;    /* errors found */
+    int dropped; /* of them, those err had no room for */
 } yctx_t;
 
 /* ---------------------------------------------------------------------------------- */
@@ -34,14 +41,37 @@ typedef struct yctx {
 static int fail(yctx_t *y, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(yctx_t *y, int line, const char *fmt, ...)
 {
-    int n = snprintf(y->err, y->err_cap, "%s:%d: ", y->file, line);
-    if (n >= 0 && (size_t)n < y->err_cap) {
+    y->nerr++;
+    char msg[2048];
+    int n = snprintf(msg, sizeof(msg), "%s:%d: ", y->file, line);
+    if (n >= 0 && (size_t)n < sizeof(msg)) {
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(y->err + n, y->err_cap - (size_t)n, fmt, ap);
+        vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
         va_end(ap);
     }
+    /* the first error always goes in (cut to fit); later ones only whole, with room
+     * left for the count of those that did not fit */
+    size_t len = strlen(msg), sep = y->used ? 1 : 0;
+    if (y->used == 0) {
+        snprintf(y->err, y->err_cap, "%s", msg);
+        y->used = strlen(y->err);
+    } else if (y->used + sep + len + ERR_MORE_ROOM < y->err_cap) {
+        snprintf(y->err + y->used, y->err_cap - y->used, "\n%s", msg);
+        y->used += sep + len;
+    } else {
+        y->dropped++;
+    }
     return -EINVAL;
+}
+
+/* For loops over keys: the first error is what the caller returns, but the loop goes
+ * on to the next key; only running out of memory stops it. Returns 1 to stop. */
+static int note(int *first, int e)
+{
+    if (e < 0 && *first == 0)
+        *first = e;
+    return e < 0 && e != -EINVAL;
 }
 
 /* 1-based line of a node. libfyaml 0.7.12 exports marks only for tokens, so a mapping
@@ -266,6 +296,7 @@ static int walk_fields(yctx_t *y, struct fy_node *map, int line, const char *wha
     if (!fy_node_is_mapping(map))
         return fail(y, node_line(map, line), "%s must be a mapping with keys %s", what, keys);
     *given = 0;
+    int first = 0;
     void *it = NULL;
     struct fy_node_pair *p;
     while ((p = fy_node_mapping_iterate(map, &it))) {
@@ -275,17 +306,20 @@ static int walk_fields(yctx_t *y, struct fy_node *map, int line, const char *wha
         size_t i = 0;
         while (ks && i < nf && strcmp(ks, f[i].key) != 0)
             i++;
-        if (!ks || i == nf)
-            return fail(y, kline, "unknown key '%s' in %s; expected one of %s", ks ? ks : "?", what,
-                        keys);
+        if (!ks || i == nf) {
+            note(&first, fail(y, kline, "unknown key '%s' in %s; expected one of %s", ks ? ks : "?",
+                              what, keys));
+            continue;
+        }
         char full[WHAT_MAX + 64];
         snprintf(full, sizeof(full), "%s.%s", what, ks);
         int rc = set_field(y, &f[i], fy_node_pair_value(p), kline, full, base);
-        if (rc < 0)
+        if (note(&first, rc))
             return rc;
-        *given |= 1u << i;
+        if (rc == 0)
+            *given |= 1u << i;
     }
-    return 0;
+    return first;
 }
 
 #define ROUTE_FIELD(k, kind, member, min, max)                                                     \
@@ -471,6 +505,7 @@ static int on_rate_limit(yctx_t *y, route_ctx_t *rc, struct fy_node *v, int line
     block_name(rc, "rate_limit", what, sizeof(what));
     if (!fy_node_is_mapping(v))
         return fail(y, node_line(v, line), "%s must be a mapping {per_client, per_subject}", what);
+    int first = 0;
     void *it = NULL;
     struct fy_node_pair *p;
     while ((p = fy_node_mapping_iterate(v, &it))) {
@@ -485,10 +520,10 @@ static int on_rate_limit(yctx_t *y, route_ctx_t *rc, struct fy_node *v, int line
         } else
             e = fail(y, kline, "unknown key '%s' in %s; expected one of per_client, per_subject",
                      ks, what);
-        if (e < 0)
+        if (note(&first, e))
             return e;
     }
-    return 0;
+    return first;
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -647,21 +682,24 @@ static int on_upstreams(yctx_t *y, route_ctx_t *rc, struct fy_node *v, int line)
     r->upstreams = calloc((size_t)n, sizeof(*r->upstreams));
     if (!r->upstreams)
         return -ENOMEM;
+    int first = 0;
     void *it = NULL;
     struct fy_node *item;
     while ((item = fy_node_sequence_iterate(v, &it))) {
         gw_upstream_cfg_t *u = &r->upstreams[r->nupstreams];
+        memset(u, 0, sizeof(*u));
         int e = one_upstream(y, rc, item, u);
-        if (e < 0)
-            return e;
-        for (int i = 0; i < r->nupstreams; i++)
+        for (int i = 0; e == 0 && i < r->nupstreams; i++)
             if (r->upstreams[i].port == u->port && strcmp(r->upstreams[i].host, u->host) == 0)
-                return fail(y, node_line(item, line),
-                            "%s: upstream '%s' is listed twice (same address as '%s')", rc->label,
-                            u->url, r->upstreams[i].url);
-        r->nupstreams++;
+                e = fail(y, node_line(item, line),
+                         "%s: upstream '%s' is listed twice (same address as '%s')", rc->label,
+                         u->url, r->upstreams[i].url);
+        if (note(&first, e))
+            return e;
+        if (e == 0)
+            r->nupstreams++;
     }
-    return 0;
+    return first;
 }
 
 /* Appends the scope tokens of v (a list, or one space-separated string) to buf. */
@@ -767,6 +805,7 @@ static void route_label(struct fy_node *map, int index, char *buf, size_t cap)
 
 static int route_keys_walk(yctx_t *y, route_ctx_t *rc, struct fy_node *map)
 {
+    int first = 0;
     void *it = NULL;
     struct fy_node_pair *p;
     while ((p = fy_node_mapping_iterate(map, &it))) {
@@ -776,14 +815,13 @@ static int route_keys_walk(yctx_t *y, route_ctx_t *rc, struct fy_node *map)
         size_t i = 0, n = sizeof(route_keys) / sizeof(route_keys[0]);
         while (i < n && strcmp(ks, route_keys[i].key) != 0)
             i++;
-        if (i == n)
-            return fail(y, kline, "unknown key '%s' in %s; expected one of " ROUTE_KEYS, ks,
-                        rc->label);
-        int e = route_keys[i].fn(y, rc, fy_node_pair_value(p), kline);
-        if (e < 0)
+        int e = i == n ? fail(y, kline, "unknown key '%s' in %s; expected one of " ROUTE_KEYS, ks,
+                              rc->label)
+                       : route_keys[i].fn(y, rc, fy_node_pair_value(p), kline);
+        if (note(&first, e))
             return e;
     }
-    return 0;
+    return first;
 }
 
 /* Defaults that depend on other keys, and keys that must come together. */
@@ -808,10 +846,9 @@ static int route_complete(yctx_t *y, route_ctx_t *rc)
                     rc->label);
     if (!rc->name_given) {
         /* A host-specific route is named host + prefix so that the same prefix on two
-         * hosts does not collide on the default name. */
+         * hosts does not collide on the default name; no '/' in it (an admin URL). */
         rc->name_line = rc->prefix_line;
-        int n = snprintf(r->name, sizeof(r->name), "%s%s", r->host, r->prefix);
-        if (n < 0 || (size_t)n >= sizeof(r->name))
+        if (gw_route_default_name(rc->cfg, rc->cfg->nroutes - 1, r) < 0)
             return fail(y, rc->prefix_line,
                         "%s: prefix is too long to name the route; add name:", rc->label);
     }
@@ -862,16 +899,18 @@ static int parse_routes(yctx_t *y, gw_config_t *cfg, struct fy_node *v, int line
     int n = fy_node_sequence_item_count(v);
     cfg->routes = calloc(n > 0 ? (size_t)n : 1, sizeof(*cfg->routes));
     int *lines = calloc(n > 0 ? (size_t)n : 1, sizeof(int));
-    int e = cfg->routes && lines ? 0 : -ENOMEM;
+    int first = cfg->routes && lines ? 0 : -ENOMEM;
     void *it = NULL;
     struct fy_node *item;
-    while (e == 0 && (item = fy_node_sequence_iterate(v, &it))) {
-        e = parse_route(y, cfg, item, cfg->nroutes, line, &lines[cfg->nroutes]);
+    while (first != -ENOMEM && (item = fy_node_sequence_iterate(v, &it))) {
+        int e = parse_route(y, cfg, item, cfg->nroutes, line, &lines[cfg->nroutes]);
         if (e == 0)
             e = route_unique(y, cfg, lines);
+        if (note(&first, e))
+            break;
     }
     free(lines);
-    return e;
+    return first;
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -944,6 +983,7 @@ static int parse_auth(yctx_t *y, gw_config_t *cfg, struct fy_node *v, int line)
         return fail(y, node_line(v, line),
                     "auth must be a mapping with keys key_file, issuer, audience, leeway");
     bool iss = false, aud = false;
+    int first = 0;
     void *it = NULL;
     struct fy_node_pair *p;
     while ((p = fy_node_mapping_iterate(v, &it))) {
@@ -971,10 +1011,11 @@ static int parse_auth(yctx_t *y, gw_config_t *cfg, struct fy_node *v, int line)
                      "leeway",
                      ks);
         }
-        if (e < 0)
+        if (note(&first, e))
             return e;
     }
-    return auth_complete(y, cfg, line, iss, aud);
+    int e = auth_complete(y, cfg, line, iss, aud); /* reported with the others */
+    return first < 0 ? first : e;
 }
 
 /* Top-level keys are collected first: auth must be known before any route is read
@@ -986,6 +1027,7 @@ static int parse_root(yctx_t *y, gw_config_t *cfg, struct fy_node *root)
     int lines[3] = {1, 1, 1};
     if (!root || !fy_node_is_mapping(root))
         return fail(y, node_line(root, 1), "the file must be a mapping with listen, auth, routes");
+    int first = 0;
     void *it = NULL;
     struct fy_node_pair *p;
     while ((p = fy_node_mapping_iterate(root, &it))) {
@@ -996,20 +1038,24 @@ static int parse_root(yctx_t *y, gw_config_t *cfg, struct fy_node *root)
         size_t i = 0;
         while (i < 3 && strcmp(ks, keys[i]) != 0)
             i++;
-        if (i == 3)
-            return fail(y, node_line(k, 1),
-                        "unknown key '%s' at top level; expected listen, auth, routes or x-*", ks);
+        if (i == 3) {
+            note(&first,
+                 fail(y, node_line(k, 1),
+                      "unknown key '%s' at top level; expected listen, auth, routes or x-*", ks));
+            continue;
+        }
         val[i] = fy_node_pair_value(p);
         lines[i] = node_line(k, 1);
     }
-    int e = 0;
-    if (fy_node_mapping_lookup_pair_by_string(root, "listen", -1))
-        e = parse_listen(y, cfg, val[0], lines[0]);
-    if (e == 0 && fy_node_mapping_lookup_pair_by_string(root, "auth", -1))
-        e = parse_auth(y, cfg, val[1], lines[1]);
-    if (e == 0 && fy_node_mapping_lookup_pair_by_string(root, "routes", -1))
-        e = parse_routes(y, cfg, val[2], lines[2]);
-    return e;
+    if (fy_node_mapping_lookup_pair_by_string(root, "listen", -1) &&
+        note(&first, parse_listen(y, cfg, val[0], lines[0])))
+        return first;
+    if (fy_node_mapping_lookup_pair_by_string(root, "auth", -1) &&
+        note(&first, parse_auth(y, cfg, val[1], lines[1])))
+        return first;
+    if (fy_node_mapping_lookup_pair_by_string(root, "routes", -1))
+        note(&first, parse_routes(y, cfg, val[2], lines[2]));
+    return first;
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -1113,6 +1159,8 @@ int gw_config_load(const char *path, gw_config_t **out, char *err, size_t err_ca
         rc = parse_root(&y, cfg, fy_document_root(doc));
     if (rc == 0)
         rc = gw_config_finish(cfg, err, err_cap);
+    if (y.dropped > 0)
+        snprintf(err + y.used, err_cap - y.used, "\n%s: (and %d more errors)", path, y.dropped);
     fy_document_destroy(doc);
     free(text);
     if (rc < 0) {

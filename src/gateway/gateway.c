@@ -14,6 +14,7 @@
 #include "gateway/gw.h"
 
 #define RATE_KEYS_MAX 100000
+#define ERR_MAX       8192 /* a config's errors, one line each ("FILE:LINE: what") */
 #define SWEEP_MS      1000
 
 /* ------------------------------------------------------------------------- */
@@ -292,16 +293,52 @@ static void worker_free(void *state)
 /* ------------------------------------------------------------------------- */
 /* the command                                                                */
 
+#define DEFAULT_LISTEN "127.0.0.1:8080"
+
+/* A reload applies routes, auth and policies, but not a new listen: address: the
+ * listeners belong to core's workers (one SO_REUSEPORT socket each), opened once at
+ * start. Rather than ignore the change without a word, say what stays and what to do. */
+static void warn_listen_change(const gw_shared_t *g, const gw_config_t *cfg)
+{
+    if (g->listen_flag)
+        return; /* --listen wins over the file, now as at start */
+    const char *l = cfg->listen[0] ? cfg->listen : DEFAULT_LISTEN;
+    char host[256];
+    int port;
+    if (cm_parse_hostport(l, host, sizeof host, &port) == 0 && port == g->listen_port &&
+        strcmp(host, g->listen_host) == 0)
+        return;
+    cm_log_msg(CM_LOG_WARN,
+               "gateway: reload: listen changed from %s:%d to %s, which a reload cannot apply; "
+               "still listening on %s:%d (restart the gateway to move it)",
+               g->listen_host, g->listen_port, l, g->listen_host, g->listen_port);
+}
+
+/* One log line per error: a file with several errors reports them all. */
+static void log_refused(const char *err)
+{
+    const char *line = err;
+    do {
+        const char *nl = strchr(line, '\n');
+        int len = nl ? (int)(nl - line) : (int)strlen(line);
+        cm_log_msg(CM_LOG_ERROR, "gateway: reload refused, the running config stays: %.*s", len,
+                   line);
+        line = nl ? nl + 1 : NULL;
+    } while (line);
+}
+
 static void on_sighup(void *config)
 {
     gw_shared_t *g = config;
     gw_config_t *cfg;
-    char err[1024];
+    char err[ERR_MAX];
     int rc = build_config(g, &cfg, err, sizeof err);
+    if (rc == 0)
+        warn_listen_change(g, cfg);
     if (rc == 0 && (rc = gw_apply(g, cfg, err, sizeof err)) < 0)
         gw_config_free(cfg);
     if (rc < 0)
-        cm_log_msg(CM_LOG_ERROR, "gateway: reload refused, the running config stays: %s", err);
+        log_refused(err);
     else
         cm_log_msg(CM_LOG_INFO, "gateway: config reloaded (%d routes)", cfg->nroutes);
 }
@@ -444,14 +481,15 @@ static int gateway_run(gw_opts_t *op)
     gw_shared_t *g = &op->g;
     int rc;
     pthread_mutex_init(&g->mu, NULL);
-    char err[1024];
+    char err[ERR_MAX];
     gw_config_t *cfg;
     if (gw_metrics_new(&g->metrics) < 0 || gw_ratelimit_new(RATE_KEYS_MAX, &g->rl) < 0) {
         shared_free(g);
         return 1;
     }
     if ((rc = build_config(g, &cfg, err, sizeof err)) < 0) {
-        fprintf(stderr, "cmesh gateway: %s\n", err);
+        for (char *line = strtok(err, "\n"); line; line = strtok(NULL, "\n"))
+            fprintf(stderr, "cmesh gateway: %s\n", line);
         shared_free(g);
         return 2;
     }
@@ -464,6 +502,9 @@ static int gateway_run(gw_opts_t *op)
             return 2;
         }
     }
+    snprintf(g->listen_host, sizeof g->listen_host, "%s", op->server.host);
+    g->listen_port = op->server.port;
+    g->listen_flag = op->listen_given;
     if ((rc = gw_apply(g, cfg, err, sizeof err)) < 0) {
         fprintf(stderr, "cmesh gateway: %s\n", err);
         gw_config_free(cfg);

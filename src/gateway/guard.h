@@ -4,8 +4,10 @@
 
 #include "gateway/gw.h"
 
-/* The first route (most specific first) whose Host and prefix match, or NULL. */
-gw_rt_t *gw_guard_route(gw_table_t *t, const cm_req_t *req);
+/* The first route (most specific first) whose host and prefix match, or NULL. host is the
+ * name the request is for (cm_uri_host_parse(): no port, no trailing dot; empty when none),
+ * path the normalized path (cm_uri_normalize()): the one that is forwarded. */
+gw_rt_t *gw_guard_route(gw_table_t *t, const cm_str_t *host, const cm_str_t *path);
 /* 0, or -1 after answering 400 when the request repeats Authorization (which one
  * would count is anyone's guess). Runs first, for every request. */
 int gw_guard_headers(cm_req_t *req);

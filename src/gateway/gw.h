@@ -72,6 +72,10 @@ struct gw_shared {
     char auth_key[1024];
     char **flag_routes;
     int nflag_routes;
+    /* where the server listens (a reload cannot move it: core owns the listeners) */
+    char listen_host[256];
+    int listen_port;
+    int listen_flag; /* --listen was given: it wins over the file's listen: */
 };
 
 struct gw_worker {

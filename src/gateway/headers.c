@@ -27,6 +27,13 @@ enum hf {
     HF_X_FORWARDED_HOST,
     HF_X_REQUEST_ID,
     HF_TRACEPARENT,
+    HF_FORWARDED,
+    HF_X_REAL_IP,
+    HF_AUTHORIZATION,
+    HF_IDEMPOTENCY_KEY,
+    HF_UNDERSCORE, /* a name with '_': CGI-style upstreams read X_Forwarded_For as
+                      X-Forwarded-For, so it could pose as one we rewrite (nginx's
+                      underscores_in_headers off drops them too) */
 };
 
 #define HF_BIT(x) (1u << (x))
@@ -35,11 +42,18 @@ enum hf {
     (HF_BIT(HF_CONNECTION) | HF_BIT(HF_KEEP_ALIVE) | HF_BIT(HF_TE) | HF_BIT(HF_TRAILER) |          \
      HF_BIT(HF_TRANSFER_ENCODING) | HF_BIT(HF_UPGRADE) | HF_BIT(HF_PROXY) |                        \
      HF_BIT(HF_CONTENT_LENGTH))
-/* Dropped from the upstream request: rebuilt by us (the lists are joined and extended). */
+/* Dropped from the upstream request: rebuilt by us (the lists are joined and extended;
+ * Host is the authority the route was chosen on; the client's Forwarded and X-Real-IP are
+ * not trusted, X-Real-IP is set to the peer), and underscore names. */
 #define HF_REQ_DROP                                                                                \
     (HF_HOP | HF_BIT(HF_EXPECT) | HF_BIT(HF_VIA) | HF_BIT(HF_X_FORWARDED_FOR) |                    \
      HF_BIT(HF_X_FORWARDED_PROTO) | HF_BIT(HF_X_FORWARDED_HOST) | HF_BIT(HF_X_REQUEST_ID) |        \
-     HF_BIT(HF_TRACEPARENT))
+     HF_BIT(HF_TRACEPARENT) | HF_BIT(HF_HOST) | HF_BIT(HF_FORWARDED) | HF_BIT(HF_X_REAL_IP) |      \
+     HF_BIT(HF_UNDERSCORE))
+/* End-to-end fields the gateway itself writes or relies on: a Connection header listing
+ * them does not take them out (Host is the route's, Authorization was checked, the key is
+ * what makes a retried POST safe). Framing is rebuilt apart. */
+#define HF_NEVER_LISTED (HF_BIT(HF_HOST) | HF_BIT(HF_AUTHORIZATION) | HF_BIT(HF_IDEMPOTENCY_KEY))
 /* Dropped from the client's answer: the server writes its own Date and X-Request-Id. */
 #define HF_RES_DROP (HF_HOP | HF_BIT(HF_DATE) | HF_BIT(HF_X_REQUEST_ID))
 
@@ -67,13 +81,17 @@ static enum hf classify(const char *p, size_t n)
         {"x-forwarded-host", 16, HF_X_FORWARDED_HOST},
         {"x-request-id", 12, HF_X_REQUEST_ID},
         {"traceparent", 11, HF_TRACEPARENT},
+        {"forwarded", 9, HF_FORWARDED},
+        {"x-real-ip", 9, HF_X_REAL_IP},
+        {"authorization", 13, HF_AUTHORIZATION},
+        {"idempotency-key", 15, HF_IDEMPOTENCY_KEY},
     };
     if (n > 6 && (p[0] | 0x20) == 'p' && strncasecmp(p, "proxy-", 6) == 0)
         return HF_PROXY;
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         if (known[i].len == n && strncasecmp(p, known[i].name, n) == 0)
             return known[i].id;
-    return HF_OTHER;
+    return memchr(p, '_', n) ? HF_UNDERSCORE : HF_OTHER;
 }
 
 #define MAX_CONN_TOKENS 32 /* more are not looked at: their fields pass */
@@ -176,44 +194,63 @@ static void append_list(cm_buf_t *o, const cm_req_t *r, const uint8_t *cls, enum
     cm_buf_append(o, "\r\n", 2);
 }
 
-int gw_hdr_request_head(cm_buf_t *o, const cm_req_t *r, const char *default_host, int chunked,
-                        uint64_t *rng)
+/* "Host: name[:port]\r\n" (or X-Forwarded-Host) from the authority routed on. */
+static void append_host(cm_buf_t *o, const char *field, const cm_uri_host_t *h)
+{
+    cm_buf_append_str(o, field);
+    cm_buf_append(o, ": ", 2);
+    cm_buf_append(o, h->name.p, h->name.len);
+    if (h->port.len) {
+        cm_buf_append(o, ":", 1);
+        cm_buf_append(o, h->port.p, h->port.len);
+    }
+    cm_buf_append(o, "\r\n", 2);
+}
+
+int gw_hdr_request_head(cm_buf_t *o, const cm_req_t *r, const gw_hdr_target_t *tg,
+                        const char *default_host, int chunked, uint64_t *rng, int *idem_key)
 {
     uint8_t cls[CM_MAX_HEADERS] = {0};
     cm_str_t tok[MAX_CONN_TOKENS];
     int ntok = 0;
-    const cm_str_t *host = NULL, *trace = NULL;
+    const cm_str_t *trace = NULL;
     for (int i = 0; i < r->nheaders; i++) {
         const cm_header_t *h = &r->headers[i];
         cls[i] = (uint8_t)classify(h->name.p, h->name.len);
         if (cls[i] == HF_CONNECTION)
             ntok = connection_tokens(&h->value, tok, ntok);
-        else if (cls[i] == HF_HOST)
-            host = &h->value;
         else if (cls[i] == HF_TRACEPARENT)
             trace = &h->value;
     }
+    if (idem_key)
+        *idem_key = 0;
     cm_buf_reserve(o, r->raw_head.len + 512);
     cm_buf_append_str(o, r->method_name);
     cm_buf_append(o, " ", 1);
-    cm_buf_append(o, r->target.p, r->target.len);
+    cm_buf_append(o, tg->path.p, tg->path.len); /* origin-form, always (RFC 9112 3.2.1) */
+    cm_buf_append(o, tg->rest.p, tg->rest.len);
     cm_buf_append(o, " HTTP/1.1\r\n", 11);
     for (int i = 0; i < r->nheaders; i++) {
         const cm_header_t *h = &r->headers[i];
-        if ((HF_REQ_DROP & HF_BIT(cls[i])) || (ntok && listed(tok, ntok, h->name.p, h->name.len)))
+        if ((HF_REQ_DROP & HF_BIT(cls[i])) || (ntok && !(HF_NEVER_LISTED & HF_BIT(cls[i])) &&
+                                               listed(tok, ntok, h->name.p, h->name.len)))
             continue;
+        if (cls[i] == HF_IDEMPOTENCY_KEY && idem_key)
+            *idem_key = 1;
         cm_buf_append(o, h->name.p, h->name.len);
         cm_buf_append(o, ": ", 2);
         cm_buf_append(o, h->value.p, h->value.len);
         cm_buf_append(o, "\r\n", 2);
     }
-    if (!host) { /* HTTP/1.0 clients may omit it; HTTP/1.1 upstreams need one */
+    if (tg->host.name.len)
+        append_host(o, "Host", &tg->host);
+    else /* HTTP/1.0 clients may omit it; HTTP/1.1 upstreams need one */
         append_line(o, "Host", default_host, strcspn(default_host, "/")); /* "h:p/" allowed */
-    }
     append_list(o, r, cls, HF_X_FORWARDED_FOR, "X-Forwarded-For", r->peer);
     cm_buf_append_str(o, "X-Forwarded-Proto: http\r\n");
-    if (host)
-        append_line(o, "X-Forwarded-Host", host->p, host->len);
+    if (tg->host.name.len)
+        append_host(o, "X-Forwarded-Host", &tg->host);
+    append_line(o, "X-Real-IP", r->peer, strlen(r->peer));
     append_list(o, r, cls, HF_VIA, "Via", r->http_minor ? "1.1 cmesh" : "1.0 cmesh");
     add_traceparent(rng, o, trace);
     append_line(o, "X-Request-Id", r->request_id, strlen(r->request_id));

@@ -1,7 +1,8 @@
 /* gateway/headers.h: the header rewriting of a proxied exchange. Builds the head of the
- * upstream request (hop-by-hop fields out, X-Forwarded-For/-Proto/-Host and Via joined and
- * extended, W3C traceparent continued or started, X-Request-Id) and picks the fields of the
- * upstream's answer that go to the client. Called by gateway/proxy.c; knows no sockets. */
+ * upstream request (origin-form target and Host as routed on, hop-by-hop fields out,
+ * underscore names and client Forwarded / X-Real-IP out, X-Forwarded-For/-Proto/-Host,
+ * X-Real-IP and Via, W3C traceparent continued or started, X-Request-Id) and picks the fields of
+ * the upstream's answer that go to the client. Called by gateway/proxy.c; knows no sockets. */
 #ifndef CMESH_GATEWAY_HEADERS_H
 #define CMESH_GATEWAY_HEADERS_H
 
@@ -9,6 +10,7 @@
 
 #include "core/buf.h"
 #include "core/http.h"
+#include "core/uri.h"
 
 /* xorshift64: ids that need to be unique, not secret (trace and span ids, jitter). */
 static inline uint64_t gw_rand(uint64_t *state)
@@ -20,16 +22,29 @@ static inline uint64_t gw_rand(uint64_t *state)
     return *state = x;
 }
 
-/* Appends to o the upstream request head for r: the request line as HTTP/1.1; the client's
- * fields minus hop-by-hop ones (RFC 9110 7.6.1, with those its Connection lists), Proxy-*,
- * Expect and the ones rebuilt here; Host, from default_host ("host:port", up to any "/")
+/* What the gateway decided about the request's target (proxy.c): the request is forwarded
+ * for this and nothing else, so the route matched and what the upstream sees agree. */
+typedef struct gw_hdr_target {
+    cm_str_t path;      /* normalized path (cm_uri_normalize()), borrowed */
+    cm_str_t rest;      /* "?query" exactly as received, or empty; borrowed */
+    cm_uri_host_t host; /* the authority routed on (the absolute-form target's, else Host's);
+                           name empty when the client gave none */
+} gw_hdr_target_t;
+
+/* Appends to o the upstream request head for r: the request line as HTTP/1.1 in origin-form
+ * (tg->path and tg->rest); the client's fields minus hop-by-hop ones (RFC 9110 7.6.1, with
+ * those its Connection lists, except Host, Authorization and Idempotency-Key, which the
+ * gateway relies on end to end), Proxy-*, Expect, names holding '_', Forwarded, and the
+ * ones rebuilt here; Host from tg->host, or from default_host ("host:port", up to any "/")
  * when the client sent none; X-Forwarded-For (joined, the client's address appended),
- * X-Forwarded-Proto, X-Forwarded-Host, Via (joined, ours appended); traceparent (the
- * caller's trace id and flags with a new span id from rng, or a new trace); X-Request-Id
- * (r->request_id); Transfer-Encoding: chunked when chunked, else Content-Length when r
- * has one. Returns 0 or -ENOMEM. */
-int gw_hdr_request_head(cm_buf_t *o, const cm_req_t *r, const char *default_host, int chunked,
-                        uint64_t *rng);
+ * X-Forwarded-Proto, X-Forwarded-Host (tg->host), X-Real-IP (the client's address), Via
+ * (joined, ours appended); traceparent (the caller's trace id and flags with a new span id
+ * from rng, or a new trace); X-Request-Id (r->request_id); Transfer-Encoding: chunked when
+ * chunked, else Content-Length when r has one. *idem_key (may be NULL) is set to 1 when an
+ * Idempotency-Key field is among those forwarded, else 0: retries are decided on it.
+ * Returns 0 or -ENOMEM. */
+int gw_hdr_request_head(cm_buf_t *o, const cm_req_t *r, const gw_hdr_target_t *tg,
+                        const char *default_host, int chunked, uint64_t *rng, int *idem_key);
 
 /* One field of an upstream's response head: offsets and lengths into the head's bytes. */
 typedef struct gw_hdr_off {

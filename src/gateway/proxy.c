@@ -1,11 +1,12 @@
-/* gateway/proxy.c: one client request through the gateway (an exchange): guard checks,
+/* gateway/proxy.c: one client request through the gateway (an exchange): the target
+ * routed on and forwarded (path normalized by core/uri, authority), guard checks,
  * instance choice, the upstream request head (hop-by-hop headers out, X-Forwarded-*,
  * Via, traceparent, X-Request-Id in), the body streamed both ways with backpressure,
  * timeouts, retries inside a budget, and the access-log record of every attempt.
  *
  * Retry rules: a connect failure (the request provably never left) may be retried for
  * any method; a reset before any response byte, a per-try timeout or a 503 only for
- * idempotent methods and for requests carrying Idempotency-Key (the services dedupe
+ * idempotent methods and for requests forwarded with Idempotency-Key (the services dedupe
  * it). Never after the client's answer started, never with a body that did not fit
  * the replay buffer, never past the deadline, never beyond the route's budget. */
 #include <errno.h>
@@ -16,6 +17,7 @@
 
 #include "core/json.h"
 #include "core/log.h"
+#include "core/uri.h"
 #include "gateway/guard.h"
 #include "gateway/headers.h"
 
@@ -805,7 +807,9 @@ static uint64_t hash_key(gw_exch_t *ex)
     return v ? gw_lb_hash(v, vlen) : rnd(ex->w);
 }
 
-static int retry_safe(const cm_req_t *req)
+/* idem_key: the upstream request carries Idempotency-Key (what is forwarded, not what the
+ * client sent: the services dedupe only on what reaches them). */
+static int retry_safe(const cm_req_t *req, int idem_key)
 {
     switch (req->method) {
     case CM_GET:
@@ -815,19 +819,71 @@ static int retry_safe(const cm_req_t *req)
     case CM_OPTIONS:
         return 1;
     default:
-        return cm_req_header(req, "Idempotency-Key", NULL) != NULL;
+        return idem_key;
     }
 }
 
-void gw_proxy_handle(cm_req_t *req)
+/* The target the request is routed on and forwarded with, so the two cannot differ: the
+ * authority of an absolute-form target (it replaces Host, RFC 9112 3.2.2) or else the Host
+ * field; the path normalized (core/uri.h), copied into a buffer put in *norm (the caller
+ * frees it) only when it needs work; the query as received. Returns 0, or -EINVAL (400)
+ * or -ENOMEM with *why set. */
+static int request_target(const cm_req_t *req, gw_hdr_target_t *tg, char **norm, const char **why)
 {
-    gw_worker_t *w = req->state;
-    if (gw_guard_headers(req) < 0 || gw_admin_handle(w, req))
+    cm_str_t authority = {"", 0}, origin;
+    *norm = NULL;
+    int abs = cm_uri_split_absolute(&req->target, &authority, &origin, why);
+    if (abs < 0)
+        return abs;
+    if (abs) {
+        const char *q = memchr(origin.p, '?', origin.len);
+        size_t plen = q ? (size_t)(q - origin.p) : origin.len;
+        tg->path = plen ? (cm_str_t){origin.p, plen} : (cm_str_t){"/", 1};
+        tg->rest = (cm_str_t){origin.p + plen, origin.len - plen};
+    } else {
+        size_t len;
+        const char *h = cm_req_header(req, "Host", &len);
+        if (h)
+            authority = (cm_str_t){h, len};
+        tg->path = req->path;
+        tg->rest = (cm_str_t){req->target.p + req->path.len, req->target.len - req->path.len};
+    }
+    if (cm_uri_host_parse(&authority, &tg->host, why) < 0)
+        return -EINVAL;
+    if (tg->rest.len && cm_uri_query_check(tg->rest.p + 1, tg->rest.len - 1, why) < 0)
+        return -EINVAL;
+    int rc = cm_uri_path_scan(tg->path.p, tg->path.len, why);
+    if (rc <= 0)
+        return rc; /* the hot path: already normal, nothing copied */
+    char *buf = malloc(tg->path.len);
+    if (!buf) {
+        *why = "out of memory";
+        return -ENOMEM;
+    }
+    size_t n;
+    if (cm_uri_normalize(tg->path.p, tg->path.len, buf, &n, why) < 0) {
+        free(buf);
+        return -EINVAL;
+    }
+    tg->path = (cm_str_t){buf, n};
+    *norm = buf;
+    return 0;
+}
+
+static void proxy_target(gw_worker_t *w, cm_req_t *req, const gw_hdr_target_t *tg)
+{
+    static const char admin[] = "/_cmesh/";
+    if (tg->path.len >= sizeof admin - 1 && memcmp(tg->path.p, admin, sizeof admin - 1) == 0) {
+        /* another spelling of the gateway's own API (gw_admin_handle() saw the raw path):
+         * never proxied, or an upstream would answer for what the gateway guards */
+        cm_res_error(req, 404, "no route for %.*s; the admin API is at its plain path",
+                     (int)tg->path.len, tg->path.p);
         return;
+    }
     gw_table_t *t = w->table;
-    gw_rt_t *rt = t ? gw_guard_route(t, req) : NULL;
+    gw_rt_t *rt = t ? gw_guard_route(t, &tg->host.name, &tg->path) : NULL;
     if (!rt) {
-        cm_res_error(req, 404, "no route for %.*s", (int)req->path.len, req->path.p);
+        cm_res_error(req, 404, "no route for %.*s", (int)tg->path.len, tg->path.p);
         return;
     }
     uint64_t now = req->start_ns; /* taken by the server a moment ago */
@@ -846,17 +902,19 @@ void gw_proxy_handle(cm_req_t *req)
     ex->start_ns = now;
     ex->try_ns = now;
     ex->start_ms = uv_now(w->loop);
-    ex->retry_ok = retry_safe(req);
     ex->has_body = req->has_body;
     ex->chunked = req->has_body && req->content_length < 0;
     ex->key_hash = hash_key(ex);
     budget_slot(rt, now)->requests++;
     /* for HTTP/1.0 clients without Host (HTTP/1.1 upstreams need one): "host:port" */
     const char *host = rt->insts[0]->url + strlen("http://");
-    if (gw_hdr_request_head(&ex->head, req, host, ex->chunked, &w->rng) < 0) {
+    int idem_key;
+    if (gw_hdr_request_head(&ex->head, req, tg, host, ex->chunked, &w->rng, &idem_key) < 0) {
+        ex->retry_ok = 0;
         fail_answer(ex, 503, NULL, "out of memory%s", "");
         return;
     }
+    ex->retry_ok = retry_safe(req, idem_key);
     cm_timeout_set(&ex->deadline, rt->cfg->timeout_ms);
     if (!ex->has_body) {
         ex->body_done = 1;
@@ -864,4 +922,25 @@ void gw_proxy_handle(cm_req_t *req)
         return;
     }
     cm_req_body_read(req, on_client_body, ex); /* the first try starts from on_client_body */
+}
+
+void gw_proxy_handle(cm_req_t *req)
+{
+    gw_worker_t *w = req->state;
+    if (gw_guard_headers(req) < 0)
+        return;
+    gw_hdr_target_t tg;
+    char *norm;
+    const char *why;
+    int rc = request_target(req, &tg, &norm, &why);
+    if (rc < 0) {
+        cm_res_error(req, rc == -ENOMEM ? 503 : 400, "%s", why);
+        return;
+    }
+    if (gw_admin_handle(w, req)) {
+        free(norm);
+        return;
+    }
+    proxy_target(w, req, &tg);
+    free(norm); /* the upstream head holds its copy of the path now */
 }

@@ -196,7 +196,7 @@ gw_inst_t *gw_rt_pick(gw_rt_t *rt, const int *avoid, int navoid, uint64_t key_ha
         h->inflight = in->inflight;
         h->weight = in->weight * gw_inst_slow_start(rt, in, now);
     }
-    return rt->insts[gw_lb_pick(rt->lb, avoid, navoid, key_hash)];
+    return rt->insts[gw_lb_pick(rt->lb, avoid, navoid, key_hash, now)];
 }
 
 /* Ejects in for base x times ejected (capped), unless that would put more than the

@@ -9,6 +9,7 @@
 #include "service/rest.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,17 +20,31 @@
 #include "core/log.h"
 #include "orders/orders_store.h"
 
+/* Whether --users-url reaches the users service, shared by the workers. An answer to
+ * GET /users/{id} that the users service never gives (a 404 whose body is not its
+ * {"error":"User not found"}, or a 200 that is not that user) means the URL points at
+ * something else: the gateway's own 404 for a route it does not have, another server.
+ * Then "user does not exist" would be a lie that the client acts on, so writes get 503
+ * and /readyz reports not ready until a check is answered right again. */
+typedef struct users_state {
+    atomic_int bad_status; /* status of the last foreign answer; 0 = answers are right */
+    atomic_llong bad_user; /* the user id it was for: /readyz asks for it again */
+} users_state_t;
+
 typedef struct orders_opts {
     cm_svc_opts_t svc;
     char users_url[512];    /* base URL of the users service, no trailing slash */
     uint64_t users_timeout; /* ms for one existence check */
+    users_state_t *users;   /* process-wide, outlives the workers */
 } orders_opts_t;
 
 typedef struct orders_worker {
-    cm_db_t *db;
+    cm_db_t *db;       /* writes, in the batch's group */
+    cm_db_t *rdb;      /* reads: committed data only */
     cm_batch_t *batch; /* every write goes through it: group commit */
     cm_client_t *users;
     const orders_opts_t *opts;
+    int probing; /* a /readyz re-check of the users service is under way */
 } orders_worker_t;
 
 /* What a write carries across the asynchronous user check. */
@@ -147,9 +162,12 @@ static void orders_list(cm_req_t *req)
     if (cm_rest_page(req, &limit, &after) < 0)
         return;
     orders_worker_t *w = worker_of(req);
-    int rc = cm_batch_read(w->batch);
+    cm_db_t *rdb;
+    int rc = cm_batch_read(w->batch, req, orders_list, &rdb);
+    if (rc == 1)
+        return; /* called again after the commit */
     if (rc == 0)
-        rc = cm_orders_list(w->db, user_id, after, limit, &req->res_body, &last, &more);
+        rc = cm_orders_list(rdb, user_id, after, limit, &req->res_body, &last, &more);
     if (rc < 0) {
         cm_buf_reset(&req->res_body);
         cm_rest_db_error(req, rc);
@@ -168,74 +186,107 @@ static void orders_get(cm_req_t *req)
         return;
     }
     orders_worker_t *w = worker_of(req);
-    int rc = cm_batch_read(w->batch);
+    cm_db_t *rdb;
+    int rc = cm_batch_read(w->batch, req, orders_get, &rdb);
+    if (rc == 1)
+        return; /* called again after the commit */
     if (rc == 0)
-        rc = cm_orders_get(w->db, id, &req->res_body, NULL);
+        rc = cm_orders_get(rdb, id, &req->res_body, NULL);
     cm_rest_answer_item(req, rc, "Order not found");
 }
 
-/* Ends a unit that failed with rc: takes back its writes and answers. */
-static void undo_with(cm_req_t *req, cm_batch_t *b, int rc)
+/* Ends a unit that cannot go on: takes back its writes; the answer (404 or the store
+ * error) waits for the group like every answer decided in it. */
+static void refuse(cm_req_t *req, cm_batch_t *b, int rc)
 {
-    cm_batch_undo(b);
+    int status;
     cm_buf_reset(&req->res_body);
-    if (rc == -ENOENT)
-        not_found(req);
-    else
+    if (rc == -ENOENT) {
+        cm_res_error_body(req, NULL, "Order not found");
+        status = 404;
+    } else {
+        status = cm_rest_db_error_body(req, rc);
+    }
+    cm_batch_refuse(b, req, status);
+}
+
+/* Starts the unit of an unsafe request and answers a replayed Idempotency-Key in it
+ * (asked again inside the unit: another request may have stored the key meanwhile).
+ * Returns 0 to go on, 1 when req was answered (or its answer is held). */
+static int begin_write(cm_req_t *req, orders_worker_t *w, cm_rest_idem_t *idem)
+{
+    int rc, status;
+    if ((rc = cm_batch_begin(w->batch)) < 0) {
         cm_rest_db_error(req, rc);
+        return 1;
+    }
+    rc = cm_rest_idem_check(req, w->db, idem, &status);
+    if (rc == 1) {
+        cm_batch_answer(w->batch, req, status);
+        return 1;
+    }
+    if (rc < 0) {
+        refuse(req, w->batch, rc);
+        return 1;
+    }
+    return 0;
+}
+
+/* Ends a successful write: the key's record (status, Location, res_body) joins it. */
+static void end_write(cm_req_t *req, orders_worker_t *w, const cm_rest_idem_t *idem, int status,
+                      const char *location)
+{
+    int rc = cm_rest_idem_save(req, w->db, idem, status, location);
+    if (rc < 0) {
+        refuse(req, w->batch, rc);
+        return;
+    }
+    if (location)
+        cm_res_header_str(req, "Location", location);
+    if (req->method != CM_DELETE)
+        cm_rest_add_etag(req);
+    cm_batch_answer(w->batch, req, status);
 }
 
 static void finish_create(order_op_t *op)
 {
     cm_req_t *req = op->req;
     orders_worker_t *w = worker_of(req);
-    const char *key = NULL;
-    size_t key_len = 0;
-    char fp[65];
+    cm_rest_idem_t idem;
     int64_t id = 0;
-    int rc, status;
-    if ((rc = cm_batch_begin(w->batch)) < 0) {
-        cm_rest_db_error(req, rc);
+    if (begin_write(req, w, &idem))
+        return;
+    int rc = cm_orders_insert(w->db, op->user_id, op->status, &id, &req->res_body);
+    if (rc < 0) {
+        refuse(req, w->batch, rc);
         return;
     }
-    /* asked again inside the unit: another request may have stored the key meanwhile */
-    rc = cm_rest_idem_check(req, w->db, &key, &key_len, fp, &status);
-    if (rc == 1) {
-        cm_batch_answer(w->batch, req, status);
-        return;
-    }
-    if (rc == 0)
-        rc = cm_orders_insert(w->db, op->user_id, op->status, &id, &req->res_body);
     char location[48];
     snprintf(location, sizeof location, "/orders/%lld", (long long)id);
-    if (rc == 0 && key)
-        rc = cm_rest_idem_save(req, w->db, key, key_len, fp, 201, location);
-    if (rc < 0) {
-        undo_with(req, w->batch, rc);
-        return;
-    }
-    cm_res_header_str(req, "Location", location);
-    cm_rest_add_etag(req);
-    cm_batch_answer(w->batch, req, 201);
+    end_write(req, w, &idem, 201, location);
 }
 
-/* Inside a unit: loads the order's status and checks If-Match. Returns 0 to go on,
- * or 1 when the unit was undone and an answer (404/412/5xx) sent. */
+/* Inside a unit: loads the order's status and checks the preconditions. Returns 0 to go
+ * on, or 1 when the unit was refused (404/412/5xx held). */
 static int check_for_write(cm_req_t *req, orders_worker_t *w, int64_t id,
                            char status[CM_ORDER_STATUS_MAX])
 {
     int rc = cm_orders_get(w->db, id, &req->res_body, status);
     if (rc < 0) {
-        undo_with(req, w->batch, rc);
+        refuse(req, w->batch, rc);
         return 1;
     }
     char etag[20];
     cm_rest_etag(req->res_body.data, req->res_body.len, etag);
     cm_buf_reset(&req->res_body);
-    if (!cm_rest_if_match_fails(req, etag))
+    const char *failed = cm_rest_write_precondition(req, etag);
+    if (!failed)
         return 0;
-    cm_batch_undo(w->batch);
-    cm_res_error(req, 412, "If-Match does not match the order's current ETag %s", etag);
+    if (strcmp(failed, "If-Match") == 0)
+        cm_res_error_body(req, NULL, "If-Match does not match the order's current ETag %s", etag);
+    else
+        cm_res_error_body(req, NULL, "If-None-Match matches the order's current ETag %s", etag);
+    cm_batch_refuse(w->batch, req, 412);
     return 1;
 }
 
@@ -244,30 +295,24 @@ static void finish_update(order_op_t *op)
     cm_req_t *req = op->req;
     orders_worker_t *w = worker_of(req);
     char current[CM_ORDER_STATUS_MAX];
-    int rc;
-    if ((rc = cm_batch_begin(w->batch)) < 0) {
-        cm_rest_db_error(req, rc);
-        return;
-    }
-    if (check_for_write(req, w, op->id, current))
+    cm_rest_idem_t idem;
+    if (begin_write(req, w, &idem) || check_for_write(req, w, op->id, current))
         return;
     if (op->has_status && !transition_ok(current, op->status)) {
-        cm_batch_undo(w->batch);
         cm_buf_appendf(&req->res_body,
                        "{\"error\":\"cannot change status from %s to %s\",\"from\":\"%s\","
                        "\"to\":\"%s\"}",
                        current, op->status, current, op->status);
-        cm_res_send(req, 409);
+        cm_batch_refuse(w->batch, req, 409);
         return;
     }
-    rc = cm_orders_update(w->db, op->id, op->user_id, op->has_status ? op->status : NULL,
-                          &req->res_body);
+    int rc = cm_orders_update(w->db, op->id, op->user_id, op->has_status ? op->status : NULL,
+                              &req->res_body);
     if (rc < 0) {
-        undo_with(req, w->batch, rc);
+        refuse(req, w->batch, rc);
         return;
     }
-    cm_rest_add_etag(req);
-    cm_batch_answer(w->batch, req, 200);
+    end_write(req, w, &idem, 200, NULL);
 }
 
 static void finish(order_op_t *op)
@@ -279,19 +324,110 @@ static void finish(order_op_t *op)
     free(op);
 }
 
+/* ------------------------------------------------------------------------- */
+/* the users service's answers                                                */
+
+typedef enum {
+    USER_FOUND,     /* 200 with that user */
+    USER_NOT_FOUND, /* the users service's own 404 */
+    USER_FOREIGN,   /* 200 or 404 as the users service never answers: misconfigured */
+    USER_NO_ANSWER, /* no answer, or another status: unavailable */
+} user_answer_t;
+
+static user_answer_t classify(int status, const char *body, size_t len, int64_t user_id)
+{
+    if (status != 200 && status != 404)
+        return USER_NO_ANSWER;
+    json_t *o = json_loadb(body, len, 0, NULL);
+    int ours;
+    if (status == 200) {
+        json_t *id = json_object_get(o, "id");
+        ours = json_is_integer(id) && json_integer_value(id) == user_id;
+    } else {
+        const char *e = json_string_value(json_object_get(o, "error"));
+        ours = e && strcmp(e, "User not found") == 0;
+    }
+    json_decref(o);
+    if (!ours)
+        return USER_FOREIGN;
+    return status == 200 ? USER_FOUND : USER_NOT_FOUND;
+}
+
+/* Notes what an answer says about --users-url; logs only when that changes, so a
+ * misconfiguration under load is one error line, not one per request. */
+static void note_answer(const orders_opts_t *o, user_answer_t a, int status, const char *body,
+                        int64_t user_id)
+{
+    users_state_t *u = o->users;
+    if (a == USER_FOREIGN) {
+        atomic_store(&u->bad_user, (long long)user_id);
+        if (atomic_exchange(&u->bad_status, status) == 0)
+            cm_log_msg(CM_LOG_ERROR,
+                       "orders: users service misconfigured: GET %s/users/%lld answered %d "
+                       "with a body the users service never sends (%.100s); --users-url must "
+                       "point at the users service or at a gateway route to it. Writes get "
+                       "503 and /readyz is not ready until it answers right",
+                       o->users_url, (long long)user_id, status, body);
+    } else if (a != USER_NO_ANSWER && atomic_exchange(&u->bad_status, 0) != 0) {
+        cm_log_msg(CM_LOG_INFO, "orders: users service at %s answers right again", o->users_url);
+    }
+}
+
+static void on_probe(int status, const char *body, size_t len, void *data)
+{
+    orders_worker_t *w = data;
+    w->probing = 0;
+    int64_t id = (int64_t)atomic_load(&w->opts->users->bad_user);
+    note_answer(w->opts, classify(status, body, len, id), status, body, id);
+}
+
+/* GET /readyz: not ready while the database refuses writes, or while --users-url answers
+ * as the users service never does.
+ * Each call also asks again (one question per worker at a time), so the gateway's
+ * health checks, which send no orders while we are not ready, still see us recover. */
+static int orders_ready(void *config, void *state, char *why, size_t cap)
+{
+    const orders_opts_t *o = config;
+    orders_worker_t *w = state;
+    const char *db_problem = w ? cm_db_write_problem(w->db) : NULL;
+    if (db_problem) {
+        snprintf(why, cap, "%s", db_problem);
+        return -EIO;
+    }
+    int bad = atomic_load(&o->users->bad_status);
+    if (!bad)
+        return 0;
+    if (w && !w->probing) {
+        char url[640];
+        snprintf(url, sizeof url, "%s/users/%lld", o->users_url,
+                 (long long)atomic_load(&o->users->bad_user));
+        w->probing =
+            cm_client_get(w->users, url, (unsigned)o->users_timeout, NULL, on_probe, w) == 0;
+    }
+    snprintf(why, cap,
+             "users service misconfigured: %s/users/{id} answered %d with a body that is not "
+             "the users service's; check --users-url",
+             o->users_url, bad);
+    return -EPROTO;
+}
+
 /* The users service answered (or did not) whether op->user_id exists. */
 static void on_user_checked(int status, const char *body, size_t len, void *data)
 {
-    (void)body;
-    (void)len;
     order_op_t *op = data;
     cm_req_t *req = op->req;
-    if (status == 200) {
+    const orders_opts_t *o = worker_of(req)->opts;
+    user_answer_t a = classify(status, body, len, op->user_id);
+    note_answer(o, a, status, body, op->user_id);
+    if (a == USER_FOUND) {
         finish(op);
         return;
     }
-    if (status == 404) {
+    if (a == USER_NOT_FOUND) {
         cm_res_error_field(req, 422, "userId", "user %lld does not exist", (long long)op->user_id);
+    } else if (a == USER_FOREIGN) {
+        cm_res_header(req, "Retry-After", "5");
+        cm_res_error(req, 503, "users service misconfigured");
     } else {
         /* never accept an order we could not check: the client retries later */
         cm_res_header(req, "Retry-After", "1");
@@ -344,33 +480,35 @@ static order_op_t *op_from_body(cm_req_t *req, int create)
     return op;
 }
 
+/* A replayed key is answered before bothering the users service. It is read from
+ * committed data, so the answer goes out at once; a key stored by a group still open
+ * is found again inside the write's own unit. Returns 1 when req was answered. */
+static int replayed(cm_req_t *req, orders_worker_t *w)
+{
+    if (!cm_req_header(req, "Idempotency-Key", NULL))
+        return 0;
+    cm_rest_idem_t idem;
+    cm_db_t *rdb;
+    int status, rc = cm_batch_read(w->batch, req, NULL, &rdb);
+    if (rc == 0)
+        rc = cm_rest_idem_check(req, rdb, &idem, &status);
+    if (rc == 0)
+        return 0;
+    if (rc < 0)
+        cm_rest_db_error(req, rc);
+    else
+        cm_res_send(req, status);
+    return 1;
+}
+
 static void orders_create(cm_req_t *req)
 {
     order_op_t *op = op_from_body(req, 1);
     if (!op)
         return;
-    /* a replayed key is answered before bothering the users service; the answer
-     * waits for the batch like any write's, as it may stand on this batch's writes */
-    orders_worker_t *w = worker_of(req);
-    if (cm_req_header(req, "Idempotency-Key", NULL)) {
-        const char *key;
-        size_t key_len;
-        char fp[65];
-        int status, rc = cm_batch_begin(w->batch);
-        if (rc == 0) {
-            rc = cm_rest_idem_check(req, w->db, &key, &key_len, fp, &status);
-            if (rc == 1) {
-                cm_batch_answer(w->batch, req, status);
-                free(op);
-                return;
-            }
-            cm_batch_undo(w->batch);
-        }
-        if (rc < 0) {
-            cm_rest_db_error(req, rc);
-            free(op);
-            return;
-        }
+    if (replayed(req, worker_of(req))) {
+        free(op);
+        return;
     }
     check_user_then_finish(op);
 }
@@ -386,6 +524,10 @@ static void orders_update(cm_req_t *req)
     if (!op)
         return;
     op->id = id;
+    if (replayed(req, worker_of(req))) {
+        free(op);
+        return;
+    }
     check_user_then_finish(op);
 }
 
@@ -394,23 +536,20 @@ static void orders_delete(cm_req_t *req)
     int64_t id;
     orders_worker_t *w = worker_of(req);
     char current[CM_ORDER_STATUS_MAX];
-    int rc;
+    cm_rest_idem_t idem;
     if (cm_req_param_id(req, 0, &id) < 0) {
         not_found(req);
         return;
     }
-    if ((rc = cm_batch_begin(w->batch)) < 0) {
-        cm_rest_db_error(req, rc);
+    if (begin_write(req, w, &idem) || check_for_write(req, w, id, current))
         return;
-    }
-    if (check_for_write(req, w, id, current))
-        return;
-    if ((rc = cm_orders_delete(w->db, id)) < 0) {
-        undo_with(req, w->batch, rc);
+    int rc = cm_orders_delete(w->db, id);
+    if (rc < 0) {
+        refuse(req, w->batch, rc);
         return;
     }
     cm_buf_append_str(&req->res_body, "{\"message\":\"Order deleted\"}");
-    cm_batch_answer(w->batch, req, 200);
+    end_write(req, w, &idem, 200, NULL);
 }
 
 static const cm_route_t routes[] = {
@@ -431,11 +570,14 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
     w->opts = o;
     int rc = cm_svc_open_db(&o->svc, &w->db);
     if (rc == 0)
-        rc = cm_batch_new(loop, w->db, &w->batch);
+        rc = cm_db_open_reader(o->svc.db, &w->rdb);
+    if (rc == 0)
+        rc = cm_batch_new(loop, w->db, w->rdb, &w->batch);
     if (rc == 0)
         rc = cm_client_new(loop, &w->users);
     if (rc < 0) {
         cm_batch_free(w->batch);
+        cm_db_close(w->rdb);
         cm_db_close(w->db);
         free(w);
         return rc;
@@ -444,6 +586,7 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
     return 0;
 }
 
+/* GET /readyz: not ready while writes cannot be stored. */
 static void worker_free(void *state)
 {
     orders_worker_t *w = state;
@@ -451,6 +594,7 @@ static void worker_free(void *state)
         return;
     cm_client_free(w->users); /* pending checks answer 503 first; they still use db */
     cm_batch_free(w->batch);  /* commits and answers what it holds */
+    cm_db_close(w->rdb);
     cm_db_close(w->db);
     free(w);
 }
@@ -512,8 +656,10 @@ const cm_cmd_t cm_orders_cmd = {
 
 int cm_orders_main(int argc, char **argv)
 {
+    users_state_t users = {0};
     orders_opts_t o;
     opts_defaults(&o);
+    o.users = &users; /* process-wide, outlives the workers */
     int rc = cm_flags_parse(&cm_orders_cmd, argc, argv, &o);
     if (rc)
         return rc > 0 ? 0 : 2;
@@ -522,6 +668,7 @@ int cm_orders_main(int argc, char **argv)
                         .nroutes = sizeof routes / sizeof routes[0],
                         .worker_init = worker_init,
                         .worker_free = worker_free,
+                        .ready = orders_ready,
                         .config = &o};
     return cm_server_run(&o.svc.server, &svc) < 0 ? 1 : 0;
 }

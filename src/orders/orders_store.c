@@ -19,6 +19,7 @@ const cm_migration_t cm_orders_migrations[] = {
      " updated_at TEXT NOT NULL);"
      "CREATE INDEX orders_by_user ON orders(user_id, id);"},
     {CM_IDEM_MIGRATION},
+    {CM_IDEM_MIGRATION_SCOPE},
 };
 const int cm_orders_nmigrations = sizeof cm_orders_migrations / sizeof cm_orders_migrations[0];
 
@@ -96,8 +97,36 @@ int cm_orders_insert(cm_db_t *db, int64_t user_id, const char *status, int64_t *
     return cm_rows_one(st, &shape, id, out);
 }
 
+static const char sql_fields[] = "SELECT user_id, status FROM orders WHERE id = ?";
+
+/* 1 when the update would change nothing, 0 when it would, or the store's error. */
+static int is_no_op(cm_db_t *db, int64_t id, int64_t user_id, const char *status)
+{
+    cm_stmt_t *st = cm_db_stmt(db, sql_fields);
+    if (!st)
+        return -EIO;
+    cm_stmt_bind_int(st, 1, id);
+    int rc = cm_stmt_step(st);
+    if (rc == CM_DB_ROW) {
+        size_t len;
+        const char *s = cm_stmt_text(st, 1, &len);
+        rc = (user_id <= 0 || cm_stmt_int(st, 0) == user_id) &&
+             (!status || (s && len == strlen(status) && memcmp(s, status, len) == 0));
+    } else if (rc == CM_DB_DONE) {
+        rc = -ENOENT;
+    }
+    cm_stmt_reset(st);
+    return rc;
+}
+
 int cm_orders_update(cm_db_t *db, int64_t id, int64_t user_id, const char *status, cm_buf_t *out)
 {
+    /* a no-op (the same user, the status it has) leaves updatedAt and the ETag as they are */
+    int rc = is_no_op(db, id, user_id, status);
+    if (rc < 0)
+        return rc;
+    if (rc == 1)
+        return cm_orders_get(db, id, out, NULL);
     char now[32];
     cm_time_rfc3339(now);
     cm_stmt_t *st = cm_db_stmt(db, sql_update);

@@ -21,7 +21,8 @@ int cm_orders_get(cm_db_t *db, int64_t id, cm_buf_t *out, char status[CM_ORDER_S
 int cm_orders_list(cm_db_t *db, int64_t user_id, int64_t after, int limit, cm_buf_t *out,
                    int64_t *last, int *more);
 int cm_orders_insert(cm_db_t *db, int64_t user_id, const char *status, int64_t *id, cm_buf_t *out);
-/* user_id 0 and status NULL leave those columns as they are. */
+/* user_id 0 and status NULL leave those columns as they are. When nothing would change,
+ * nothing is written (updatedAt stays) and the order as it is goes to out. */
 int cm_orders_update(cm_db_t *db, int64_t id, int64_t user_id, const char *status, cm_buf_t *out);
 int cm_orders_delete(cm_db_t *db, int64_t id);
 

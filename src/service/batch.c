@@ -12,37 +12,56 @@ typedef struct held {
     int status;
 } held_t;
 
+typedef struct deferred {
+    cm_req_t *req;
+    cm_handler_fn again;
+} deferred_t;
+
 struct cm_batch {
     uv_check_t check;
-    cm_db_t *db;
+    cm_db_t *db;  /* writes: the group */
+    cm_db_t *rdb; /* reads: one snapshot per iteration */
     held_t *held; /* answers waiting for the commit */
     int nheld, cap;
-    int lost; /* the group was rolled back under us: held answers must not say 2xx */
+    deferred_t *reads; /* reads waiting for a held write of their connection */
+    int nreads, reads_cap;
 };
+
+static void answer_503(cm_req_t *req)
+{
+    cm_buf_reset(&req->res_headers);
+    req->content_type_set = 0;
+    cm_res_header(req, "Retry-After", "1");
+    cm_res_error(req, 503, "the write could not be committed; nothing was stored; retry");
+}
 
 static void answer_all(cm_batch_t *b, int ok)
 {
     for (int i = 0; i < b->nheld; i++) {
-        cm_req_t *req = b->held[i].req;
-        if (ok) {
-            cm_res_send(req, b->held[i].status);
-        } else {
-            cm_buf_reset(&req->res_headers);
-            req->content_type_set = 0;
-            cm_res_header(req, "Retry-After", "1");
-            cm_res_error(req, 503, "the write could not be committed; retry");
-        }
+        if (ok)
+            cm_res_send(b->held[i].req, b->held[i].status);
+        else
+            answer_503(b->held[i].req);
     }
     b->nheld = 0;
-    b->lost = 0;
 }
 
 static void commit_now(cm_batch_t *b)
 {
-    int rc = b->lost ? -EIO : cm_db_group_commit(b->db);
+    /* the snapshot first, so the commit's checkpoint is not held back by it */
+    cm_db_group_commit(b->rdb);
+    int rc = cm_db_group_commit(b->db); /* always ends the transaction */
     if (rc < 0 && b->nheld)
-        cm_log_msg(CM_LOG_ERROR, "batch: commit of %d writes failed: %s", b->nheld, strerror(-rc));
+        cm_log_msg(CM_LOG_ERROR, "batch: %d answers of a group that did not commit are 503: %s",
+                   b->nheld, strerror(-rc));
     answer_all(b, rc == 0);
+    /* reads that came after a write on their connection: from committed data now */
+    int n = b->nreads;
+    b->nreads = 0;
+    for (int i = 0; i < n; i++)
+        b->reads[i].again(b->reads[i].req);
+    if (n)
+        cm_db_group_commit(b->rdb); /* their snapshot must not wait for the next iteration */
     uv_check_stop(&b->check);
 }
 
@@ -51,12 +70,13 @@ static void on_check(uv_check_t *c)
     commit_now(c->data);
 }
 
-int cm_batch_new(uv_loop_t *loop, cm_db_t *db, cm_batch_t **out)
+int cm_batch_new(uv_loop_t *loop, cm_db_t *db, cm_db_t *rdb, cm_batch_t **out)
 {
     cm_batch_t *b = calloc(1, sizeof *b);
     if (!b)
         return -ENOMEM;
     b->db = db;
+    b->rdb = rdb;
     uv_check_init(loop, &b->check);
     b->check.data = b;
     *out = b;
@@ -67,6 +87,7 @@ static void on_closed(uv_handle_t *h)
 {
     cm_batch_t *b = h->data;
     free(b->held);
+    free(b->reads);
     free(b);
 }
 
@@ -80,47 +101,77 @@ void cm_batch_free(cm_batch_t *b)
 
 int cm_batch_begin(cm_batch_t *b)
 {
-    if (b->nheld && !cm_db_in_group(b->db))
-        b->lost = 1; /* SQLite ended the group by itself (I/O error, disk full) */
-    int rc = cm_db_unit_begin(b->db);
-    if (rc == 0)
-        uv_check_start(&b->check, on_check);
-    return rc;
+    /* before the begin: whatever it leaves open is ended in this iteration */
+    uv_check_start(&b->check, on_check);
+    return cm_db_unit_begin(b->db);
+}
+
+/* Room for one more held answer, made before the unit ends (it cannot be undone after). */
+static int reserve(cm_batch_t *b)
+{
+    if (b->nheld == b->cap) {
+        int cap = b->cap ? b->cap * 2 : 64;
+        held_t *h = realloc(b->held, sizeof *h * (size_t)cap);
+        if (!h)
+            return -ENOMEM;
+        b->held = h;
+        b->cap = cap;
+    }
+    return 0;
 }
 
 void cm_batch_answer(cm_batch_t *b, cm_req_t *req, int status)
 {
-    int rc = cm_db_unit_end(b->db);
-    if (rc == 0 && b->nheld == b->cap) {
-        int cap = b->cap ? b->cap * 2 : 64;
-        held_t *h = realloc(b->held, sizeof *h * (size_t)cap);
-        if (!h) {
-            rc = -ENOMEM;
-        } else {
-            b->held = h;
-            b->cap = cap;
-        }
+    if (reserve(b) < 0) {
+        cm_db_unit_undo(b->db);
+        answer_503(req);
+        return;
     }
-    if (rc < 0) {
-        b->lost = 1; /* the unit's writes may be in the group: nothing held may say 2xx */
-        cm_buf_reset(&req->res_headers);
-        req->content_type_set = 0;
-        cm_res_header(req, "Retry-After", "1");
-        cm_res_error(req, 503, "the write could not be committed; retry");
+    /* on failure the unit's writes are gone, or the whole group is: 503 now is true */
+    if (cm_db_unit_end(b->db) < 0) {
+        answer_503(req);
         return;
     }
     b->held[b->nheld++] = (held_t){req, status};
 }
 
-int cm_batch_read(cm_batch_t *b)
+void cm_batch_refuse(cm_batch_t *b, cm_req_t *req, int status)
 {
-    int rc = cm_db_read_begin(b->db);
+    /* a failed undo loses the group, so the held answer turns 503 at the commit */
+    cm_db_unit_undo(b->db);
+    if (reserve(b) < 0) {
+        answer_503(req);
+        return;
+    }
+    b->held[b->nheld++] = (held_t){req, status};
+}
+
+/* True when a held answer belongs to conn. A scan: only iterations with writes pay it. */
+static int holds_write_of(const cm_batch_t *b, const cm_conn_t *conn)
+{
+    for (int i = b->nheld - 1; i >= 0; i--)
+        if (b->held[i].req->conn == conn)
+            return 1;
+    return 0;
+}
+
+int cm_batch_read(cm_batch_t *b, cm_req_t *req, cm_handler_fn again, cm_db_t **rdb)
+{
+    *rdb = b->rdb;
+    if (again && req->conn && b->nheld && holds_write_of(b, req->conn)) {
+        if (b->nreads == b->reads_cap) {
+            int cap = b->reads_cap ? b->reads_cap * 2 : 16;
+            deferred_t *d = realloc(b->reads, sizeof *d * (size_t)cap);
+            if (!d)
+                return -ENOMEM;
+            b->reads = d;
+            b->reads_cap = cap;
+        }
+        b->reads[b->nreads++] = (deferred_t){req, again};
+        return 1;
+    }
+    int rc = cm_db_read_begin(b->rdb);
     if (rc == 0)
         uv_check_start(&b->check, on_check);
     return rc;
-}
-
-void cm_batch_undo(cm_batch_t *b)
-{
-    cm_db_unit_undo(b->db);
 }

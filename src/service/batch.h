@@ -2,35 +2,51 @@
  * iteration runs as a unit inside one shared transaction; after the iteration's I/O
  * (a uv_check handle) the batch commits once and only then sends each unit's answer,
  * so every 2xx is durable and concurrent creates share a single WAL append.
- * One batch per worker, on the worker's loop and database connection. */
+ * One batch per worker, on the worker's loop and its two database connections.
+ *
+ * What an answer promises (store/db.h has the rules the backend keeps):
+ * - an answer decided inside a unit (2xx, or 404/409/412/422 read from the group's
+ *   uncommitted state) is sent only after the group's COMMIT returned; if the group is
+ *   rolled back (disk full, I/O error, a moved file) every such answer is 503 with
+ *   Retry-After, and nothing of it is stored, then or later;
+ * - no transaction outlives the loop iteration that opened it;
+ * - reads (cm_batch_read) use the second connection and see committed data only.
+ * Units begin from I/O or timer callbacks, so the check phase of the same iteration
+ * ends them. */
 #ifndef CMESH_SERVICE_BATCH_H
 #define CMESH_SERVICE_BATCH_H
 
 #include <uv.h>
 
 #include "core/http.h"
+#include "core/router.h"
 #include "store/db.h"
 
 typedef struct cm_batch cm_batch_t; /* opaque */
 
-/* db is borrowed and must outlive the batch. Caller owns *out; free with
- * cm_batch_free(), which commits and answers what is held, then closes its handle
- * (the memory goes in the close callback: run the loop once more). Returns 0 or -ENOMEM. */
-int cm_batch_new(uv_loop_t *loop, cm_db_t *db, cm_batch_t **out);
+/* db (writes) and rdb (reads, cm_db_open_reader on the same file) are borrowed and
+ * must outlive the batch. Caller owns *out; free with cm_batch_free(), which commits
+ * and answers what is held, then closes its handle (the memory goes in the close
+ * callback: run the loop once more). Returns 0 or -ENOMEM. */
+int cm_batch_new(uv_loop_t *loop, cm_db_t *db, cm_db_t *rdb, cm_batch_t **out);
 void cm_batch_free(cm_batch_t *b); /* NULL is a no-op */
 
-/* Starts a unit of work. Returns 0, or -EBUSY / -EIO (then nothing was started). */
+/* Starts a unit of work on db. Returns 0, or a store error (then nothing was started
+ * and nothing of this request is in the group: the caller may answer 503 at once). */
 int cm_batch_begin(cm_batch_t *b);
 /* Ends the unit successfully: its writes stay in the batch, and req is answered with
  * status (res_body and headers as built) once the batch has committed; if the commit
  * fails it is answered 503 instead. req must not be touched afterwards. */
 void cm_batch_answer(cm_batch_t *b, cm_req_t *req, int status);
-/* Before a read: joins the open group, or opens a read-only one, so all reads of one
- * loop iteration share one snapshot (one lock round-trip, not one per request).
- * Reads inside a group with writes see those writes before they commit. Returns 0
- * or a store error. */
-int cm_batch_read(cm_batch_t *b);
-/* Ends the unit by taking back its writes; the caller answers req itself. */
-void cm_batch_undo(cm_batch_t *b);
+/* Ends the unit by taking back its writes; req's answer (built, not sent: e.g.
+ * cm_res_error_body) is held like cm_batch_answer's, as it was decided on the group's
+ * uncommitted state. req must not be touched afterwards. */
+void cm_batch_refuse(cm_batch_t *b, cm_req_t *req, int status);
+/* Before a read: joins or opens this iteration's read snapshot on the reader
+ * connection, which is written to *rdb. Committed data only. Returns 0 to read now, or
+ * a store error. When again is not NULL and req's connection has a write still held
+ * (a pipelined GET after a POST), returns 1 instead: again(req) is called after the
+ * commit, so a client reads its own writes in the order it sent them. */
+int cm_batch_read(cm_batch_t *b, cm_req_t *req, cm_handler_fn again, cm_db_t **rdb);
 
 #endif

@@ -111,8 +111,10 @@ void cm_rest_answer_item(cm_req_t *req, int rc, const char *not_found)
     cm_res_send(req, 200);
 }
 
-/* True when the comma-separated list in header name contains etag or "*". */
-static int header_lists(const cm_req_t *req, const char *name, const char *etag, int *present)
+/* True when the comma-separated list in header name contains etag or "*". weak: the
+ * weak comparison (W/ ignored, If-None-Match); else a weak tag never matches. */
+static int header_lists(const cm_req_t *req, const char *name, const char *etag, int weak,
+                        int *present)
 {
     size_t len;
     const char *v = cm_req_header(req, name, &len);
@@ -133,7 +135,9 @@ static int header_lists(const cm_req_t *req, const char *name, const char *etag,
         size_t tl = (size_t)(tend - tok);
         if (tl == 1 && *tok == '*')
             return 1;
-        if (tl >= 2 && tok[0] == 'W' && tok[1] == '/') { /* weak compare for If-None-Match */
+        if (tl >= 2 && tok[0] == 'W' && tok[1] == '/') {
+            if (!weak)
+                continue; /* RFC 9110 13.1.1: If-Match uses the strong comparison */
             tok += 2;
             tl -= 2;
         }
@@ -146,23 +150,31 @@ static int header_lists(const cm_req_t *req, const char *name, const char *etag,
 int cm_rest_none_match_hits(const cm_req_t *req, const char *etag)
 {
     int present;
-    return header_lists(req, "If-None-Match", etag, &present);
+    return header_lists(req, "If-None-Match", etag, 1, &present);
 }
 
 int cm_rest_if_match_fails(const cm_req_t *req, const char *etag)
 {
     int present;
-    int hit = header_lists(req, "If-Match", etag, &present);
+    int hit = header_lists(req, "If-Match", etag, 0, &present);
     return present && !hit;
 }
 
-int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key_len, char fp[65],
-                       int *status)
+const char *cm_rest_write_precondition(const cm_req_t *req, const char *etag)
+{
+    if (cm_rest_if_match_fails(req, etag))
+        return "If-Match";
+    if (cm_rest_none_match_hits(req, etag))
+        return "If-None-Match";
+    return NULL;
+}
+
+int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, cm_rest_idem_t *idem, int *status)
 {
     size_t len;
     const char *k = cm_req_header(req, "Idempotency-Key", &len);
-    *key = NULL;
-    *key_len = 0;
+    idem->key = NULL;
+    idem->key_len = 0;
     if (!k)
         return 0;
     if (len == 0 || len > 255) {
@@ -172,12 +184,13 @@ int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key
     }
     char path[256];
     snprintf(path, sizeof path, "%.*s", (int)req->path.len, req->path.p);
-    cm_idem_fingerprint(req->method_name, path, req->body.p, req->body.len, fp);
+    cm_idem_fingerprint(req->method_name, path, req->body.p, req->body.len, idem->fp);
+    cm_subject_scope(req, idem->scope);
     cm_idem_response_t prev = {0};
-    int rc = cm_idem_lookup(db, k, len, fp, &prev);
+    int rc = cm_idem_lookup(db, idem->scope, strlen(idem->scope), k, len, idem->fp, &prev);
     if (rc == -ENOENT) {
-        *key = k;
-        *key_len = len;
+        idem->key = k;
+        idem->key_len = len;
         return 0;
     }
     if (rc == -EEXIST) {
@@ -192,8 +205,8 @@ int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key
     cm_buf_append(&req->res_body, prev.body, prev.body_len);
     if (prev.location)
         cm_res_header(req, "Location", "%s", prev.location);
-    if (prev.status >= 200 && prev.status < 300) {
-        char etag[20];
+    if (prev.status >= 200 && prev.status < 300 && req->method != CM_DELETE) {
+        char etag[20]; /* the answer carried the item, and its ETag */
         cm_rest_etag(prev.body, prev.body_len, etag);
         cm_res_header_str(req, "ETag", etag);
     }
@@ -203,19 +216,46 @@ int cm_rest_idem_check(cm_req_t *req, cm_db_t *db, const char **key, size_t *key
     return 1;
 }
 
-int cm_rest_idem_save(cm_req_t *req, cm_db_t *db, const char *key, size_t key_len, const char *fp,
-                      int status, const char *location)
+int cm_rest_idem_save(cm_req_t *req, cm_db_t *db, const cm_rest_idem_t *idem, int status,
+                      const char *location)
 {
-    return cm_idem_store(db, key, key_len, fp, status, location, req->res_body.data,
-                         req->res_body.len);
+    if (!idem->key)
+        return 0;
+    return cm_idem_store(db, idem->scope, strlen(idem->scope), idem->key, idem->key_len, idem->fp,
+                         status, location, req->res_body.data, req->res_body.len);
+}
+
+int cm_rest_db_error_body(cm_req_t *req, int rc)
+{
+    const char *why;
+    switch (rc) {
+    case -EBUSY:
+        why = "database is busy";
+        break;
+    case -ENOSPC:
+        why = "database disk is full";
+        break;
+    case -EROFS:
+        why = "database is read-only";
+        break;
+    case -ESTALE:
+        why = "database file was moved or deleted";
+        break;
+    case -EIO:
+        why = "database error";
+        break;
+    default:
+        cm_res_error_body(req, NULL, "database error");
+        return 500;
+    }
+    /* nothing of the request was stored: saying so, and when to come back */
+    cm_res_header(req, "Retry-After", "1");
+    cm_res_error_body(req, NULL, "%s; retry", why);
+    return 503;
 }
 
 void cm_rest_db_error(cm_req_t *req, int rc)
 {
-    if (rc == -EBUSY) {
-        cm_res_header(req, "Retry-After", "1");
-        cm_res_error(req, 503, "database is busy; retry");
-        return;
-    }
-    cm_res_error(req, 500, "database error");
+    int status = cm_rest_db_error_body(req, rc);
+    cm_res_send(req, status);
 }

@@ -26,6 +26,16 @@ struct cm_stmt {
     cm_db_t *db;      /* owner, for error messages */
 };
 
+/* The connection's transaction as the group calls see it; one explicit state, so a
+ * group SQLite rolled back by itself can never be mistaken for "nothing to commit". */
+typedef enum {
+    TX_NONE,  /* autocommit; a begin goes to READ or WRITE */
+    TX_READ,  /* a read snapshot (BEGIN): cm_db_group_commit() ends it, back to NONE */
+    TX_WRITE, /* BEGIN IMMEDIATE, units as savepoints: group_commit COMMITs (or ROLLBACKs) */
+    TX_LOST,  /* the write group ended without COMMIT (SQLite's own rollback, or ours when
+               * a unit could not be undone): nothing runs until group_commit says -EIO */
+} tx_state_t;
+
 struct cm_db {
     sqlite3 *conn;
     char *path;             /* for error messages */
@@ -35,7 +45,7 @@ struct cm_db {
     sqlite3_stmt *begin; /* BEGIN IMMEDIATE, COMMIT, ROLLBACK: prepared once, hot path */
     sqlite3_stmt *commit;
     sqlite3_stmt *rollback;
-    int read_group; /* the open group only reads (BEGIN DEFERRED): a write must end it */
+    tx_state_t tx;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -55,6 +65,13 @@ static int map_rc(sqlite3 *conn, int rc, const char *what)
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
         return -EBUSY;
+    case SQLITE_FULL:
+        cm_log_msg(CM_LOG_ERROR, "db: %s failed: %s; free disk space", what, sqlite3_errmsg(conn));
+        return -ENOSPC;
+    case SQLITE_READONLY:
+        cm_log_msg(CM_LOG_ERROR, "db: %s failed: %s; make the file writable", what,
+                   sqlite3_errmsg(conn));
+        return -EROFS;
     default:
         cm_log_msg(CM_LOG_ERROR, "db: %s failed: %s (%s)", what, sqlite3_errmsg(conn),
                    sqlite3_errstr(rc));
@@ -263,6 +280,54 @@ fail:
     return err;
 }
 
+int cm_db_open_reader(const char *path, cm_db_t **out)
+{
+    *out = NULL;
+    cm_db_t *db = calloc(1, sizeof *db);
+    if (!db || !(db->path = strdup(path))) {
+        free(db);
+        return -ENOMEM;
+    }
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX; /* WAL readers write the -shm */
+    int rc = sqlite3_open_v2(path, &db->conn, flags, NULL);
+    int err = 0;
+    if (rc != SQLITE_OK) {
+        cm_log_msg(CM_LOG_ERROR, "db: cannot open %s for reads: %s", path,
+                   db->conn ? sqlite3_errmsg(db->conn) : sqlite3_errstr(rc));
+        err = -EIO;
+        goto fail;
+    }
+    sqlite3_extended_result_codes(db->conn, 1);
+    sqlite3_busy_timeout(db->conn, DB_BUSY_TIMEOUT_MS);
+    if ((err = exec_sql(db->conn, "PRAGMA query_only=ON; PRAGMA temp_store=MEMORY;"
+                                  " PRAGMA mmap_size=0;")) < 0 ||
+        (err = prepare_control(db)) < 0)
+        goto fail;
+    *out = db;
+    return 0;
+fail:
+    cm_db_close(db);
+    return err < 0 ? err : -EIO;
+}
+
+/* True when the file at db->path is no longer the one this connection writes to. */
+static int file_moved(cm_db_t *db)
+{
+    int moved = 0;
+    if (sqlite3_file_control(db->conn, "main", SQLITE_FCNTL_HAS_MOVED, &moved) != SQLITE_OK)
+        return 0; /* in-memory databases have no file to lose */
+    return moved;
+}
+
+const char *cm_db_write_problem(cm_db_t *db)
+{
+    if (sqlite3_db_readonly(db->conn, "main") == 1)
+        return "the database file is read-only";
+    if (file_moved(db))
+        return "the database file was moved or deleted";
+    return NULL;
+}
+
 void cm_db_close(cm_db_t *db)
 {
     if (!db)
@@ -383,13 +448,30 @@ int cm_stmt_bind_null(cm_stmt_t *st, int idx)
     return sqlite3_bind_null(st->st, idx) == SQLITE_OK ? 0 : -EINVAL;
 }
 
+/* After every step: SQLite may have rolled the whole transaction back by itself
+ * (SQLITE_FULL, an I/O error, even when a cache spill failed mid-statement), and
+ * sqlite3_get_autocommit() is the only way to learn it. */
+static void note_rollback(cm_db_t *db)
+{
+    if ((db->tx != TX_READ && db->tx != TX_WRITE) || !sqlite3_get_autocommit(db->conn))
+        return;
+    if (db->tx == TX_WRITE)
+        cm_log_msg(CM_LOG_ERROR, "db: %s: SQLite rolled back the open write group by itself",
+                   db->path);
+    db->tx = db->tx == TX_WRITE ? TX_LOST : TX_NONE;
+}
+
 int cm_stmt_step(cm_stmt_t *st)
 {
+    /* a lost group's statements would run in autocommit, each its own transaction */
+    if (st->db->tx == TX_LOST)
+        return -EIO;
     int rc = sqlite3_step(st->st);
     if (rc == SQLITE_ROW)
         return CM_DB_ROW;
     if (rc == SQLITE_DONE)
         return CM_DB_DONE;
+    note_rollback(st->db);
     sqlite3 *conn = st->db->conn;
     char what[160];
     snprintf(what, sizeof what, "%s: \"%.100s\"", st->db->path, st->sql);
@@ -438,13 +520,32 @@ static void reset_all(cm_db_t *db)
 
 int cm_db_begin(cm_db_t *db)
 {
-    return exec_prepared(db->conn, db->begin, "BEGIN IMMEDIATE");
+    if (db->tx == TX_LOST)
+        return -EIO;
+    if (sqlite3_db_readonly(db->conn, "main") == 1)
+        return -EROFS; /* SQLite would begin, then fail every write */
+    int rc = exec_prepared(db->conn, db->begin, "BEGIN IMMEDIATE");
+    if (rc == 0)
+        db->tx = TX_WRITE;
+    return rc;
 }
 
 int cm_db_commit(cm_db_t *db)
 {
     reset_all(db);
-    return exec_prepared(db->conn, db->commit, "COMMIT");
+    if (db->tx == TX_LOST || (db->tx != TX_NONE && sqlite3_get_autocommit(db->conn))) {
+        db->tx = TX_NONE;
+        return -EIO;
+    }
+    if (db->tx == TX_WRITE && file_moved(db)) {
+        cm_log_msg(CM_LOG_ERROR, "db: %s was moved or deleted; refusing to commit into it",
+                   db->path);
+        return -ESTALE; /* still open: the caller rolls back */
+    }
+    int rc = exec_prepared(db->conn, db->commit, "COMMIT");
+    if (sqlite3_get_autocommit(db->conn))
+        db->tx = TX_NONE;
+    return rc;
 }
 
 void cm_db_rollback(cm_db_t *db)
@@ -453,6 +554,7 @@ void cm_db_rollback(cm_db_t *db)
     /* SQLite may already have rolled back by itself (after SQLITE_FULL, IOERR...). */
     if (!sqlite3_get_autocommit(db->conn))
         exec_prepared(db->conn, db->rollback, "ROLLBACK");
+    db->tx = TX_NONE;
 }
 
 static const char sql_begin_read[] = "BEGIN";
@@ -470,61 +572,75 @@ static int exec_cached(cm_db_t *db, const char *sql)
     return rc < 0 ? rc : 0;
 }
 
+/* The group cannot be trusted any more: end it here, and fail it at the commit. */
+static void lose_group(cm_db_t *db)
+{
+    cm_db_rollback(db);
+    db->tx = TX_LOST;
+}
+
 int cm_db_in_group(cm_db_t *db)
 {
-    return !sqlite3_get_autocommit(db->conn);
+    return db->tx == TX_READ || db->tx == TX_WRITE;
 }
 
 int cm_db_read_begin(cm_db_t *db)
 {
-    if (cm_db_in_group(db))
-        return 0;
+    if (db->tx != TX_NONE)
+        return db->tx == TX_LOST ? -EIO : 0;
     int rc = exec_cached(db, sql_begin_read);
     if (rc == 0)
-        db->read_group = 1;
+        db->tx = TX_READ;
     return rc;
 }
 
 int cm_db_unit_begin(cm_db_t *db)
 {
-    if (db->read_group) {
+    note_rollback(db);
+    if (db->tx == TX_READ) {
         /* a read snapshot cannot always become a writer (another process may have
          * committed since): end it, its answers are already sent */
-        db->read_group = 0;
         int rc = cm_db_commit(db);
         if (rc < 0) {
             cm_db_rollback(db);
             return rc;
         }
     }
-    if (!cm_db_in_group(db)) {
+    if (db->tx == TX_NONE) {
         int rc = cm_db_begin(db);
         if (rc < 0)
             return rc;
     }
+    if (db->tx != TX_WRITE)
+        return -EIO; /* lost: stays lost until the batch hears it */
     return exec_cached(db, sql_savepoint);
 }
 
 int cm_db_unit_end(cm_db_t *db)
 {
     reset_all(db);
-    return exec_cached(db, sql_release);
+    int rc = exec_cached(db, sql_release);
+    if (rc < 0)
+        cm_db_unit_undo(db);
+    return rc;
 }
 
-void cm_db_unit_undo(cm_db_t *db)
+int cm_db_unit_undo(cm_db_t *db)
 {
     reset_all(db);
-    if (!cm_db_in_group(db))
-        return;
+    if (db->tx != TX_WRITE)
+        return -EIO;
     /* ROLLBACK TO keeps the savepoint open; RELEASE then drops it */
-    if (exec_cached(db, sql_rollback_to) == 0)
-        exec_cached(db, sql_release);
+    if (exec_cached(db, sql_rollback_to) == 0 && exec_cached(db, sql_release) == 0)
+        return 0;
+    if (db->tx == TX_WRITE)
+        lose_group(db); /* the unit's writes might stay in the group: none of it may commit */
+    return -EIO;
 }
 
 int cm_db_group_commit(cm_db_t *db)
 {
-    db->read_group = 0;
-    if (!cm_db_in_group(db))
+    if (db->tx == TX_NONE)
         return 0;
     int rc = cm_db_commit(db);
     if (rc < 0)

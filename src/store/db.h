@@ -41,6 +41,16 @@ int cm_db_open(const char *path, cm_db_sync_t sync, const cm_migration_t *migrat
                cm_db_t **out);
 void cm_db_close(cm_db_t *db); /* finalizes every statement; NULL is a no-op */
 
+/* Opens a second connection to a database another connection already opened (and
+ * migrated), for reads only (query_only): its snapshots never see the writes of a group
+ * open on the first connection. Caller owns *out. Returns 0 or -EIO. */
+int cm_db_open_reader(const char *path, cm_db_t **out);
+
+/* Why writes cannot be stored right now, or NULL: the file was opened read-only, or it
+ * was moved or deleted since it was opened (writes would go to a file nobody finds
+ * again). For readiness checks; costs one stat(2). */
+const char *cm_db_write_problem(cm_db_t *db);
+
 /* Replaces the 5 s busy timeout (ms; 0 fails at once with -EBUSY). Tests use a small
  * value so that a lock conflict is seen without waiting. */
 void cm_db_set_busy_timeout(cm_db_t *db, int ms);
@@ -57,9 +67,10 @@ int cm_stmt_bind_null(cm_stmt_t *st, int idx);
 
 /* Runs one step. Returns CM_DB_ROW, CM_DB_DONE, -EEXIST on a UNIQUE/constraint
  * failure (NOT NULL and foreign keys too), -EBUSY when the database stayed locked past
- * the busy timeout, -EIO else. Only -EIO is logged (with SQLite's message): -EEXIST
- * and -EBUSY are the caller's to answer (409, 503). After an error the statement is
- * already reset. */
+ * the busy timeout, -ENOSPC when the disk is full, -EROFS when the database is
+ * read-only, -EIO else. -EEXIST and -EBUSY are not logged (the caller answers 409,
+ * 503); the rest is, with SQLite's message. After an error the statement is already
+ * reset. On a connection whose write group was lost (see below) nothing runs: -EIO. */
 int cm_stmt_step(cm_stmt_t *st);
 /* Column accessors for the current row (0-based). Text is borrowed until the next
  * step or reset; NULL columns give 0 / NULL with *len 0. */
@@ -84,19 +95,33 @@ void cm_db_rollback(cm_db_t *db);
  * append) serves them all. cm_db_unit_begin() opens the group's transaction if none is
  * open (BEGIN IMMEDIATE) and a savepoint for this unit; cm_db_unit_end() keeps the
  * unit's writes in the group; cm_db_unit_undo() takes back only this unit's writes.
- * Nothing is durable until cm_db_group_commit(): answer a unit's client only after it
- * returned 0. cm_db_in_group() tells whether the group is open (SQLite may roll the
- * whole group back by itself after an I/O error: then it is no longer open).
- * Return 0, -EBUSY, or -EIO like the calls above. */
+ *
+ * The contract (every backend keeps it):
+ * - Nothing is durable until cm_db_group_commit() returned 0: answer a unit's client,
+ *   whatever the answer says (2xx, or a 404/409/412 decided on the group's state), only
+ *   after that.
+ * - A group is lost when the backend rolled it back by itself (SQLite does after
+ *   SQLITE_FULL or an I/O error, even in the middle of a statement: checked after every
+ *   step) or when a unit could not be taken back (then it is rolled back here). A lost
+ *   group stores nothing: no later unit joins it or starts a new transaction, no
+ *   statement runs, until cm_db_group_commit() reports the loss with -EIO; every
+ *   answer it held must then say 503.
+ * - cm_db_group_commit() always ends the transaction: COMMIT, or ROLLBACK when COMMIT
+ *   failed; a COMMIT into a file that was moved or deleted is refused (-ESTALE).
+ * Return 0, or -EBUSY / -ENOSPC / -EROFS / -ESTALE / -EIO. */
 int cm_db_unit_begin(cm_db_t *db);
-/* Opens a read-only group (BEGIN DEFERRED) unless a group is open: every read until
- * cm_db_group_commit() shares one snapshot and one set of file locks. A unit begun
- * later ends it first. */
+/* Opens a read group (BEGIN DEFERRED) unless a group is open: every read until
+ * cm_db_group_commit() shares one snapshot and one set of file locks. Use it on a
+ * reader connection (cm_db_open_reader): reads there see committed data only. A unit
+ * begun on the same connection ends the read group first. */
 int cm_db_read_begin(cm_db_t *db);
+/* On failure the unit's writes were taken back, or the group is lost. */
 int cm_db_unit_end(cm_db_t *db);
-void cm_db_unit_undo(cm_db_t *db);
+/* Returns 0 when the unit's writes are gone and the group goes on, -EIO when the group
+ * is lost (it was, or the savepoint could not be rolled back: the whole group then is). */
+int cm_db_unit_undo(cm_db_t *db);
 int cm_db_group_commit(cm_db_t *db);
-int cm_db_in_group(cm_db_t *db);
+int cm_db_in_group(cm_db_t *db); /* a read or write group is open (not lost) */
 
 /* Rows changed by the last INSERT/UPDATE/DELETE on this connection. */
 int cm_db_changes(cm_db_t *db);

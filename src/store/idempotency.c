@@ -12,9 +12,9 @@
 #include "core/timefmt.h"
 
 static const char SQL_LOOKUP[] =
-    "SELECT fingerprint, status, location, body FROM idempotency_keys WHERE key = ?";
-static const char SQL_STORE[] = "INSERT INTO idempotency_keys(key, fingerprint, status, location,"
-                                " body, created_at) VALUES (?, ?, ?, ?, ?, ?)";
+    "SELECT fingerprint, status, location, body FROM idempotency_keys WHERE scope = ? AND key = ?";
+static const char SQL_STORE[] = "INSERT INTO idempotency_keys(scope, key, fingerprint, status,"
+                                " location, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)";
 
 void cm_idem_fingerprint(const char *method, const char *path, const char *body, size_t len,
                          char out[65])
@@ -63,16 +63,17 @@ static char *dup_n(const char *s, size_t n)
     return p;
 }
 
-int cm_idem_lookup(cm_db_t *db, const char *key, size_t key_len, const char *fingerprint,
-                   cm_idem_response_t *out)
+int cm_idem_lookup(cm_db_t *db, const char *scope, size_t scope_len, const char *key,
+                   size_t key_len, const char *fingerprint, cm_idem_response_t *out)
 {
     memset(out, 0, sizeof *out);
-    if (!key || key_len == 0 || !fingerprint || !*fingerprint)
+    if (!key || key_len == 0 || !fingerprint || !*fingerprint || !scope)
         return -EINVAL;
     cm_stmt_t *st = cm_db_stmt(db, SQL_LOOKUP);
     if (!st)
         return -EIO;
-    if (cm_stmt_bind_text(st, 1, key, key_len) < 0)
+    if (cm_stmt_bind_text(st, 1, scope, scope_len) < 0 ||
+        cm_stmt_bind_text(st, 2, key, key_len) < 0)
         return -EINVAL;
     int rc = cm_stmt_step(st);
     if (rc == CM_DB_DONE) {
@@ -109,10 +110,11 @@ done:
     return err;
 }
 
-int cm_idem_store(cm_db_t *db, const char *key, size_t key_len, const char *fingerprint, int status,
-                  const char *location, const char *body, size_t body_len)
+int cm_idem_store(cm_db_t *db, const char *scope, size_t scope_len, const char *key, size_t key_len,
+                  const char *fingerprint, int status, const char *location, const char *body,
+                  size_t body_len)
 {
-    if (!key || key_len == 0 || !fingerprint || !*fingerprint || (!body && body_len))
+    if (!key || key_len == 0 || !fingerprint || !*fingerprint || (!body && body_len) || !scope)
         return -EINVAL;
     cm_stmt_t *st = cm_db_stmt(db, SQL_STORE);
     if (!st)
@@ -120,12 +122,13 @@ int cm_idem_store(cm_db_t *db, const char *key, size_t key_len, const char *fing
     char now[32];
     cm_time_rfc3339(now);
     /* body "" rather than NULL: the column is NOT NULL and a 201 may be empty. */
-    if (cm_stmt_bind_text(st, 1, key, key_len) < 0 ||
-        cm_stmt_bind_text(st, 2, fingerprint, strlen(fingerprint)) < 0 ||
-        cm_stmt_bind_int(st, 3, status) < 0 ||
-        cm_stmt_bind_text(st, 4, location, location ? strlen(location) : 0) < 0 ||
-        cm_stmt_bind_text(st, 5, body ? body : "", body_len) < 0 ||
-        cm_stmt_bind_text(st, 6, now, strlen(now)) < 0)
+    if (cm_stmt_bind_text(st, 1, scope, scope_len) < 0 ||
+        cm_stmt_bind_text(st, 2, key, key_len) < 0 ||
+        cm_stmt_bind_text(st, 3, fingerprint, strlen(fingerprint)) < 0 ||
+        cm_stmt_bind_int(st, 4, status) < 0 ||
+        cm_stmt_bind_text(st, 5, location, location ? strlen(location) : 0) < 0 ||
+        cm_stmt_bind_text(st, 6, body ? body : "", body_len) < 0 ||
+        cm_stmt_bind_text(st, 7, now, strlen(now)) < 0)
         return -EINVAL;
     int rc = cm_stmt_step(st);
     cm_stmt_reset(st);

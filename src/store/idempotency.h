@@ -1,4 +1,4 @@
-/* store/idempotency.h: Idempotency-Key records for POST replays.
+/* store/idempotency.h: Idempotency-Key records for replays of unsafe requests.
  * A service looks the key up and stores the response inside the same transaction
  * as the write it protects, so a crash can never keep one without the other.
  * Uses store/db only; the HTTP side (headers, 422) stays in the service. */
@@ -13,6 +13,17 @@
 #define CM_IDEM_MIGRATION                                                                          \
     "CREATE TABLE idempotency_keys(key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, "              \
     "status INTEGER NOT NULL, location TEXT, body TEXT NOT NULL, created_at TEXT NOT NULL);"
+
+/* The second step: keys are scoped to a client (scope, key), so one client's key never
+ * replays another's answer; existing records get the anonymous scope "". */
+#define CM_IDEM_MIGRATION_SCOPE                                                                    \
+    "CREATE TABLE idempotency_keys_scoped(scope TEXT NOT NULL, key TEXT NOT NULL, "                \
+    "fingerprint TEXT NOT NULL, status INTEGER NOT NULL, location TEXT, body TEXT NOT NULL, "      \
+    "created_at TEXT NOT NULL, PRIMARY KEY(scope, key));"                                          \
+    "INSERT INTO idempotency_keys_scoped SELECT '', key, fingerprint, status, location, body, "    \
+    "created_at FROM idempotency_keys;"                                                            \
+    "DROP TABLE idempotency_keys;"                                                                 \
+    "ALTER TABLE idempotency_keys_scoped RENAME TO idempotency_keys;"
 
 #define CM_IDEM_FINGERPRINT_LEN 64 /* lowercase hex chars of a SHA-256, without the NUL */
 
@@ -33,18 +44,20 @@ void cm_idem_fingerprint(const char *method, const char *path, const char *body,
 /* Frees the members and leaves the struct zeroed; NULL is a no-op. */
 void cm_idem_response_free(cm_idem_response_t *r);
 
-/* Call inside the caller's transaction (after cm_db_begin). On 0 the key was found
+/* scope (scope_len bytes, may be "" with 0) names the client the key belongs to.
+ * Call inside the caller's transaction (after cm_db_begin). On 0 the key was found
  * with this fingerprint and the caller owns out's members (cm_idem_response_free).
  * Otherwise out is zeroed. Returns 0, -ENOENT (not found), -EEXIST (found with
  * another fingerprint: the key was reused for a different request), -EINVAL (empty
  * key or fingerprint), -ENOMEM, -EBUSY or -EIO. */
-int cm_idem_lookup(cm_db_t *db, const char *key, size_t key_len, const char *fingerprint,
-                   cm_idem_response_t *out);
+int cm_idem_lookup(cm_db_t *db, const char *scope, size_t scope_len, const char *key,
+                   size_t key_len, const char *fingerprint, cm_idem_response_t *out);
 
 /* Records the response for key, stamped with the current time. Call in the same
  * transaction as the write. location may be NULL. Strings are copied.
  * Returns 0, -EEXIST (key already stored), -EINVAL, -EBUSY or -EIO. */
-int cm_idem_store(cm_db_t *db, const char *key, size_t key_len, const char *fingerprint, int status,
-                  const char *location, const char *body, size_t body_len);
+int cm_idem_store(cm_db_t *db, const char *scope, size_t scope_len, const char *key, size_t key_len,
+                  const char *fingerprint, int status, const char *location, const char *body,
+                  size_t body_len);
 
 #endif

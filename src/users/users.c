@@ -20,7 +20,8 @@
 #define EMAIL_MAX      254 /* RFC 5321 4.5.3.1.3, less the angle brackets */
 
 typedef struct users_worker {
-    cm_db_t *db;
+    cm_db_t *db;       /* writes, in the batch's group */
+    cm_db_t *rdb;      /* reads: committed data only */
     cm_batch_t *batch; /* every write goes through it: group commit */
 } users_worker_t;
 
@@ -137,10 +138,14 @@ static void users_list(cm_req_t *req)
     if (cm_rest_page(req, &limit, &after) < 0)
         return;
     users_worker_t *w = req->state;
-    int rc = cm_batch_read(w->batch);
+    cm_db_t *rdb;
+    int rc = cm_batch_read(w->batch, req, users_list, &rdb);
+    if (rc == 1)
+        return; /* called again after the commit */
     if (rc == 0)
-        rc = cm_users_list(w->db, after, limit, &req->res_body, &last, &more);
+        rc = cm_users_list(rdb, after, limit, &req->res_body, &last, &more);
     if (rc < 0) {
+        cm_buf_reset(&req->res_body);
         cm_rest_db_error(req, rc);
         return;
     }
@@ -157,10 +162,69 @@ static void users_get(cm_req_t *req)
         return;
     }
     users_worker_t *w = req->state;
-    int rc = cm_batch_read(w->batch);
+    cm_db_t *rdb;
+    int rc = cm_batch_read(w->batch, req, users_get, &rdb);
+    if (rc == 1)
+        return; /* called again after the commit */
     if (rc == 0)
-        rc = cm_users_get(w->db, id, &req->res_body);
+        rc = cm_users_get(rdb, id, &req->res_body);
     cm_rest_answer_item(req, rc, "User not found");
+}
+
+/* Ends a unit that cannot go on: takes back its writes; the answer (409 for a taken
+ * email, 404, or the store error) waits for the group like every answer decided in it. */
+static void refuse(cm_req_t *req, users_worker_t *w, int rc)
+{
+    int status;
+    cm_buf_reset(&req->res_body);
+    if (rc == -EEXIST) {
+        cm_res_error_body(req, "email", "a user with this email already exists");
+        status = 409;
+    } else if (rc == -ENOENT) {
+        cm_res_error_body(req, NULL, "User not found");
+        status = 404;
+    } else {
+        status = cm_rest_db_error_body(req, rc);
+    }
+    cm_batch_refuse(w->batch, req, status);
+}
+
+/* Starts the unit of an unsafe request and answers a replayed Idempotency-Key in it.
+ * Returns 0 to go on, 1 when req was answered (or its answer is held). */
+static int begin_write(cm_req_t *req, users_worker_t *w, cm_rest_idem_t *idem)
+{
+    int rc, status;
+    if ((rc = cm_batch_begin(w->batch)) < 0) {
+        cm_rest_db_error(req, rc);
+        return 1;
+    }
+    /* the key's record and the write commit together or not at all */
+    rc = cm_rest_idem_check(req, w->db, idem, &status);
+    if (rc == 1) {
+        cm_batch_answer(w->batch, req, status);
+        return 1;
+    }
+    if (rc < 0) {
+        refuse(req, w, rc);
+        return 1;
+    }
+    return 0;
+}
+
+/* Ends a successful write: the key's record (status, Location, res_body) joins it. */
+static void end_write(cm_req_t *req, users_worker_t *w, const cm_rest_idem_t *idem, int status,
+                      const char *location)
+{
+    int rc = cm_rest_idem_save(req, w->db, idem, status, location);
+    if (rc < 0) {
+        refuse(req, w, rc);
+        return;
+    }
+    if (location)
+        cm_res_header_str(req, "Location", location);
+    if (req->method != CM_DELETE)
+        cm_rest_add_etag(req);
+    cm_batch_answer(w->batch, req, status);
 }
 
 static void users_create(cm_req_t *req)
@@ -172,66 +236,43 @@ static void users_create(cm_req_t *req)
         return;
     users_worker_t *w = req->state;
     user_input_t in;
-    const char *key = NULL;
-    size_t key_len = 0;
-    char fp[65];
+    cm_rest_idem_t idem;
     int64_t id = 0;
-    int rc, status;
-    if (validate(req, o, 1, &in) < 0)
+    if (validate(req, o, 1, &in) < 0 || begin_write(req, w, &idem))
         goto done;
-    if ((rc = cm_batch_begin(w->batch)) < 0) {
-        cm_rest_db_error(req, rc);
-        goto done;
-    }
-    /* the key's record and the user commit together or not at all */
-    rc = cm_rest_idem_check(req, w->db, &key, &key_len, fp, &status);
-    if (rc == 1) {
-        cm_batch_answer(w->batch, req, status);
+    int rc =
+        cm_users_insert(w->db, in.name, in.name_len, in.email, in.email_len, &id, &req->res_body);
+    if (rc < 0) {
+        refuse(req, w, rc);
         goto done;
     }
-    if (rc == 0)
-        rc = cm_users_insert(w->db, in.name, in.name_len, in.email, in.email_len, &id,
-                             &req->res_body);
     char location[48];
     snprintf(location, sizeof location, "/users/%lld", (long long)id);
-    if (rc == 0 && key)
-        rc = cm_rest_idem_save(req, w->db, key, key_len, fp, 201, location);
-    if (rc < 0) {
-        cm_batch_undo(w->batch);
-        cm_buf_reset(&req->res_body);
-        if (rc == -EEXIST)
-            cm_res_error_field(req, 409, "email", "a user with this email already exists");
-        else
-            cm_rest_db_error(req, rc);
-        goto done;
-    }
-    cm_res_header_str(req, "Location", location);
-    cm_rest_add_etag(req);
-    cm_batch_answer(w->batch, req, 201);
+    end_write(req, w, &idem, 201, location);
 done:
     json_decref(o);
 }
 
-/* Inside a unit: checks that the user exists and that If-Match holds. Returns 0 to
- * go on, or 1 when the unit was undone and an answer (404/412/5xx) sent. */
+/* Inside a unit: checks that the user exists and that its preconditions hold. Returns 0
+ * to go on, or 1 when the unit was refused (404/412/5xx held). */
 static int check_for_write(cm_req_t *req, users_worker_t *w, int64_t id)
 {
     int rc = cm_users_get(w->db, id, &req->res_body);
-    char etag[20];
-    if (rc == 0) {
-        cm_rest_etag(req->res_body.data, req->res_body.len, etag);
-        cm_buf_reset(&req->res_body);
-        if (!cm_rest_if_match_fails(req, etag))
-            return 0;
+    if (rc < 0) {
+        refuse(req, w, rc);
+        return 1;
     }
-    cm_batch_undo(w->batch);
+    char etag[20];
+    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
     cm_buf_reset(&req->res_body);
-    if (rc == 0)
-        cm_res_error(req, 412, "If-Match does not match the user's current ETag %s", etag);
-    else if (rc == -ENOENT)
-        not_found(req);
+    const char *failed = cm_rest_write_precondition(req, etag);
+    if (!failed)
+        return 0;
+    if (strcmp(failed, "If-Match") == 0)
+        cm_res_error_body(req, NULL, "If-Match does not match the user's current ETag %s", etag);
     else
-        cm_rest_db_error(req, rc);
+        cm_res_error_body(req, NULL, "If-None-Match matches the user's current ETag %s", etag);
+    cm_batch_refuse(w->batch, req, 412);
     return 1;
 }
 
@@ -249,29 +290,16 @@ static void users_update(cm_req_t *req)
         return;
     users_worker_t *w = req->state;
     user_input_t in;
-    int rc;
-    if (validate(req, o, 0, &in) < 0)
+    cm_rest_idem_t idem;
+    if (validate(req, o, 0, &in) < 0 || begin_write(req, w, &idem) || check_for_write(req, w, id))
         goto done;
-    if ((rc = cm_batch_begin(w->batch)) < 0) {
-        cm_rest_db_error(req, rc);
-        goto done;
-    }
-    if (check_for_write(req, w, id))
-        goto done;
-    rc = cm_users_update(w->db, id, in.name, in.name_len, in.email, in.email_len, &req->res_body);
+    int rc =
+        cm_users_update(w->db, id, in.name, in.name_len, in.email, in.email_len, &req->res_body);
     if (rc < 0) {
-        cm_batch_undo(w->batch);
-        cm_buf_reset(&req->res_body);
-        if (rc == -EEXIST)
-            cm_res_error_field(req, 409, "email", "a user with this email already exists");
-        else if (rc == -ENOENT)
-            not_found(req);
-        else
-            cm_rest_db_error(req, rc);
+        refuse(req, w, rc);
         goto done;
     }
-    cm_rest_add_etag(req);
-    cm_batch_answer(w->batch, req, 200);
+    end_write(req, w, &idem, 200, NULL);
 done:
     json_decref(o);
 }
@@ -280,28 +308,20 @@ static void users_delete(cm_req_t *req)
 {
     int64_t id;
     users_worker_t *w = req->state;
-    int rc;
+    cm_rest_idem_t idem;
     if (cm_req_param_id(req, 0, &id) < 0) {
         not_found(req);
         return;
     }
-    if ((rc = cm_batch_begin(w->batch)) < 0) {
-        cm_rest_db_error(req, rc);
+    if (begin_write(req, w, &idem) || check_for_write(req, w, id))
         return;
-    }
-    if (check_for_write(req, w, id))
-        return;
-    rc = cm_users_delete(w->db, id);
+    int rc = cm_users_delete(w->db, id);
     if (rc < 0) {
-        cm_batch_undo(w->batch);
-        if (rc == -ENOENT)
-            not_found(req);
-        else
-            cm_rest_db_error(req, rc);
+        refuse(req, w, rc);
         return;
     }
     cm_buf_append_str(&req->res_body, "{\"message\":\"User deleted\"}");
-    cm_batch_answer(w->batch, req, 200);
+    end_write(req, w, &idem, 200, NULL);
 }
 
 static const cm_route_t routes[] = {
@@ -320,8 +340,11 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
         return -ENOMEM;
     int rc = cm_svc_open_db(config, &w->db);
     if (rc == 0)
-        rc = cm_batch_new(loop, w->db, &w->batch);
+        rc = cm_db_open_reader(((const cm_svc_opts_t *)config)->db, &w->rdb);
+    if (rc == 0)
+        rc = cm_batch_new(loop, w->db, w->rdb, &w->batch);
     if (rc < 0) {
+        cm_db_close(w->rdb);
         cm_db_close(w->db);
         free(w);
         return rc;
@@ -330,12 +353,26 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
     return 0;
 }
 
+/* GET /readyz: not ready while writes cannot be stored. */
+/* Not ready while the database refuses writes (read-only, moved or deleted file). */
+static int worker_ready(void *config, void *state, char *why, size_t cap)
+{
+    (void)config;
+    const users_worker_t *w = state;
+    const char *problem = w ? cm_db_write_problem(w->db) : NULL;
+    if (!problem)
+        return 0;
+    snprintf(why, cap, "%s", problem);
+    return -EIO;
+}
+
 static void worker_free(void *state)
 {
     users_worker_t *w = state;
     if (!w)
         return;
     cm_batch_free(w->batch); /* commits and answers what it holds */
+    cm_db_close(w->rdb);
     cm_db_close(w->db);
     free(w);
 }
@@ -373,6 +410,7 @@ int cm_users_main(int argc, char **argv)
                         .nroutes = sizeof routes / sizeof routes[0],
                         .worker_init = worker_init,
                         .worker_free = worker_free,
+                        .ready = worker_ready,
                         .config = &o};
     return cm_server_run(&o.server, &svc) < 0 ? 1 : 0;
 }

@@ -5,6 +5,7 @@
 #include "service/rows.h"
 
 #include <errno.h>
+#include <string.h>
 
 #include "core/timefmt.h"
 #include "store/idempotency.h"
@@ -17,6 +18,7 @@ const cm_migration_t cm_users_migrations[] = {
      " created_at TEXT NOT NULL,"
      " updated_at TEXT NOT NULL);"},
     {CM_IDEM_MIGRATION},
+    {CM_IDEM_MIGRATION_SCOPE},
 };
 const int cm_users_nmigrations = sizeof cm_users_migrations / sizeof cm_users_migrations[0];
 
@@ -30,6 +32,7 @@ static const char sql_update[] = "UPDATE users SET name = COALESCE(?, name),"
                                  " email = COALESCE(?, email), updated_at = ?"
                                  " WHERE id = ? RETURNING " COLS;
 static const char sql_delete[] = "DELETE FROM users WHERE id = ?";
+static const char sql_fields[] = "SELECT name, email FROM users WHERE id = ?";
 
 static const cm_col_t cols[] = {
     CM_COL("id", CM_COL_INT),         CM_COL("name", CM_COL_TEXT),
@@ -72,9 +75,42 @@ int cm_users_insert(cm_db_t *db, const char *name, size_t name_len, const char *
     return cm_rows_one(st, &shape, id, out);
 }
 
+/* True when value (NULL: not sent) is absent or equals column col byte for byte; the
+ * email compares exactly too, so a change of case is a change. */
+static int same(cm_stmt_t *st, int col, const char *value, size_t len)
+{
+    size_t have;
+    const char *s = cm_stmt_text(st, col, &have);
+    return !value || (s && have == len && memcmp(s, value, len) == 0);
+}
+
+/* 1 when the update would change nothing, 0 when it would, or the store's error. */
+static int is_no_op(cm_db_t *db, int64_t id, const char *name, size_t name_len, const char *email,
+                    size_t email_len)
+{
+    cm_stmt_t *st = cm_db_stmt(db, sql_fields);
+    if (!st)
+        return -EIO;
+    cm_stmt_bind_int(st, 1, id);
+    int rc = cm_stmt_step(st);
+    if (rc == CM_DB_ROW)
+        rc = same(st, 0, name, name_len) && same(st, 1, email, email_len);
+    else if (rc == CM_DB_DONE)
+        rc = -ENOENT;
+    cm_stmt_reset(st);
+    return rc;
+}
+
 int cm_users_update(cm_db_t *db, int64_t id, const char *name, size_t name_len, const char *email,
                     size_t email_len, cm_buf_t *out)
 {
+    /* a no-op changes nothing, updatedAt and so the ETag included: a client holding
+     * the ETag must not get 412 for it */
+    int rc = is_no_op(db, id, name, name_len, email, email_len);
+    if (rc < 0)
+        return rc;
+    if (rc == 1)
+        return cm_users_get(db, id, out);
     char now[32];
     cm_time_rfc3339(now);
     cm_stmt_t *st = cm_db_stmt(db, sql_update);

@@ -20,7 +20,8 @@ int cm_users_get(cm_db_t *db, int64_t id, cm_buf_t *out);
 int cm_users_list(cm_db_t *db, int64_t after, int limit, cm_buf_t *out, int64_t *last, int *more);
 int cm_users_insert(cm_db_t *db, const char *name, size_t name_len, const char *email,
                     size_t email_len, int64_t *id, cm_buf_t *out);
-/* NULL name/email leave the column as it is. */
+/* NULL name/email leave the column as it is. When nothing would change, nothing is
+ * written (updatedAt stays) and the row as it is goes to out. */
 int cm_users_update(cm_db_t *db, int64_t id, const char *name, size_t name_len, const char *email,
                     size_t email_len, cm_buf_t *out);
 int cm_users_delete(cm_db_t *db, int64_t id);

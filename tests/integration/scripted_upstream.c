@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -418,6 +419,10 @@ static void *accept_main(void *arg)
         int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0)
             continue;
+        /* the head and the body go out in two sends: without this, Nagle holds the body
+         * for the gateway's delayed ACK (40 ms), which would swamp any latency a test sets */
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         conn_t *c = calloc(1, sizeof *c);
         cr_assert_not_null(c);
         c->s = s;

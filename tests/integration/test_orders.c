@@ -667,3 +667,106 @@ Test(orders, etags_guard_updates_and_deletes)
     api_stop_clean(&e.orders);
     api_stop_clean(&e.users);
 }
+
+/* ------------------------------------------------------------------------- */
+/* preconditions, idempotent updates and deletes, no-op updates               */
+
+static void order_etag(const h_proc_t *o, const char *path, char *out, size_t cap)
+{
+    h_resp_t r = h_req(o, "GET", path, NULL, NULL);
+    cr_assert_eq(r.status, 200);
+    cr_assert_eq(h_header(&r, "ETag", out, cap), 0);
+    h_resp_free(&r);
+}
+
+Test(orders, weak_if_match_and_if_none_match_on_writes_are_412)
+{
+    env_t e;
+    start_env(&e);
+    json_int_t id = create_order_for(&e.orders, e.uid, NULL);
+    char path[64], etag[64], weak[96], inm[96];
+    snprintf(path, sizeof path, "/orders/%lld", (long long)id);
+    order_etag(&e.orders, path, etag, sizeof etag);
+    snprintf(weak, sizeof weak, "If-Match: W/%s", etag);
+    snprintf(inm, sizeof inm, "If-None-Match: %s", etag);
+    json_t *before = api_snapshot(&e.orders, "/orders");
+    api_expect_error(api_send(&e.orders, "PUT", path, "{\"status\":\"paid\"}", weak, NULL), 412,
+                     NULL);
+    api_expect_error(
+        api_send(&e.orders, "PUT", path, "{\"status\":\"paid\"}", "If-None-Match: *", NULL), 412,
+        NULL);
+    api_expect_error(api_send(&e.orders, "PUT", path, "{\"status\":\"paid\"}", inm, NULL), 412,
+                     NULL);
+    const char *wh[] = {weak, NULL}, *sh[] = {"If-None-Match: *", NULL};
+    api_expect_error(h_req(&e.orders, "DELETE", path, NULL, wh), 412, NULL);
+    api_expect_error(h_req(&e.orders, "DELETE", path, NULL, sh), 412, NULL);
+    api_assert_unchanged(&e.orders, "/orders", before);
+    api_stop_clean(&e.orders);
+    api_stop_clean(&e.users);
+}
+
+Test(orders, same_status_keeps_updated_at_and_etag)
+{
+    env_t e;
+    start_env(&e);
+    json_int_t id = create_order_for(&e.orders, e.uid, "paid");
+    char path[64], etag[64], im[96], body[96];
+    snprintf(path, sizeof path, "/orders/%lld", (long long)id);
+    order_etag(&e.orders, path, etag, sizeof etag);
+    json_t *before = api_get(&e.orders, path, 200);
+    snprintf(im, sizeof im, "If-Match: %s", etag);
+    snprintf(body, sizeof body, "{\"status\":\"paid\",\"userId\":%lld}", (long long)e.uid);
+    const char *bodies[] = {"{\"status\":\"paid\"}", "{}", body};
+    for (int i = 0; i < 3; i++) {
+        usleep(3000); /* past the millisecond a new updatedAt would show */
+        h_resp_t r = api_send(&e.orders, "PUT", path, bodies[i], im, NULL);
+        cr_assert_eq(r.status, 200, "PUT %s: %ld %s", bodies[i], r.status, r.body);
+        char now[64];
+        cr_assert_eq(h_header(&r, "ETag", now, sizeof now), 0);
+        cr_assert_str_eq(now, etag, "a no-op PUT %s changed the ETag", bodies[i]);
+        json_t *j = h_json(&r);
+        cr_assert(json_equal(j, before), "a no-op PUT %s changed the order: %s", bodies[i], r.body);
+        json_decref(j);
+        h_resp_free(&r);
+    }
+    json_decref(before);
+    api_stop_clean(&e.orders);
+    api_stop_clean(&e.users);
+}
+
+Test(orders, idempotency_key_replays_updates_and_deletes)
+{
+    env_t e;
+    start_env(&e);
+    json_int_t id = create_order_for(&e.orders, e.uid, NULL);
+    char path[64], rep[16];
+    snprintf(path, sizeof path, "/orders/%lld", (long long)id);
+    static const char *const pk = "Idempotency-Key: pay-1";
+    h_resp_t a = api_send(&e.orders, "PUT", path, "{\"status\":\"paid\"}", pk, NULL);
+    cr_assert_eq(a.status, 200, "%ld %s", a.status, a.body);
+    move(&e.orders, id, "shipped");
+    /* the retry of the first PUT hears its answer; it does not move the order back
+     * (nor answer 409 shipped -> paid) */
+    h_resp_t b = api_send(&e.orders, "PUT", path, "{\"status\":\"paid\"}", pk, NULL);
+    cr_assert_eq(b.status, 200, "%ld %s", b.status, b.body);
+    cr_assert_str_eq(b.body, a.body);
+    cr_assert_eq(h_header(&b, "Idempotent-Replayed", rep, sizeof rep), 0, "not a replay");
+    h_resp_free(&a);
+    h_resp_free(&b);
+    json_t *g = api_get(&e.orders, path, 200);
+    cr_assert_str_eq(api_str(g, "status"), "shipped");
+    json_decref(g);
+    api_expect_error(api_send(&e.orders, "PUT", path, "{\"status\":\"completed\"}", pk, NULL), 422,
+                     "Idempotency-Key");
+
+    const char *dh[] = {"Idempotency-Key: del-1", NULL};
+    a = h_req(&e.orders, "DELETE", path, NULL, dh);
+    cr_assert_eq(a.status, 200, "%ld %s", a.status, a.body);
+    b = h_req(&e.orders, "DELETE", path, NULL, dh);
+    cr_assert_eq(b.status, 200, "retried DELETE: %ld %s", b.status, b.body);
+    cr_assert_eq(h_header(&b, "Idempotent-Replayed", rep, sizeof rep), 0, "not a replay");
+    h_resp_free(&a);
+    h_resp_free(&b);
+    api_stop_clean(&e.orders);
+    api_stop_clean(&e.users);
+}

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <criterion/criterion.h>
 
@@ -996,4 +997,217 @@ Test(users, concurrent_repeats_of_one_idempotency_key_on_two_instances_create_on
     json_decref(l);
     api_stop_clean(&b);
     api_stop_clean(&a);
+}
+
+/* ------------------------------------------------------------------------- */
+/* preconditions, idempotent updates and deletes, no-op updates               */
+
+/* PUT path body with the extra header; returns the response. */
+static h_resp_t put_with(const h_proc_t *p, const char *path, const char *body, const char *hdr)
+{
+    return api_send(p, "PUT", path, body, hdr, NULL);
+}
+
+Test(users, if_match_with_a_weak_etag_never_matches_412)
+{
+    h_proc_t p;
+    start_users(&p);
+    json_int_t id = api_create_user(&p, "A", "a@x.org");
+    char path[64], etag[64], weak[96];
+    snprintf(path, sizeof path, "/users/%lld", (long long)id);
+    etag_of(&p, id, etag, sizeof etag);
+    /* RFC 9110 13.1.1: If-Match uses the strong comparison; W/ of the current tag fails */
+    snprintf(weak, sizeof weak, "If-Match: W/%s", etag);
+    json_t *before = api_snapshot(&p, "/users");
+    api_expect_error(put_with(&p, path, "{\"name\":\"B\"}", weak), 412, NULL);
+    const char *wh[] = {weak, NULL};
+    api_expect_error(h_req(&p, "DELETE", path, NULL, wh), 412, NULL);
+    api_assert_unchanged(&p, "/users", before);
+    /* the weak tag among others, with the strong one listed too: that one matches */
+    char both[200];
+    snprintf(both, sizeof both, "If-Match: W/%s, %s", etag, etag);
+    h_resp_t r = put_with(&p, path, "{\"name\":\"B\"}", both);
+    cr_assert_eq(r.status, 200, "%ld %s", r.status, r.body);
+    h_resp_free(&r);
+    api_stop_clean(&p);
+}
+
+Test(users, if_none_match_star_or_the_current_etag_on_put_and_delete_is_412)
+{
+    h_proc_t p;
+    start_users(&p);
+    json_int_t id = api_create_user(&p, "A", "a@x.org");
+    char path[64], etag[64], inm[96];
+    snprintf(path, sizeof path, "/users/%lld", (long long)id);
+    etag_of(&p, id, etag, sizeof etag);
+    snprintf(inm, sizeof inm, "If-None-Match: W/%s", etag); /* weak comparison here */
+    static const char *const star = "If-None-Match: *";
+    json_t *before = api_snapshot(&p, "/users");
+    /* RFC 9110 13.1.2: the resource exists, so "*" fails for a method other than GET */
+    api_expect_error(put_with(&p, path, "{\"name\":\"B\"}", star), 412, NULL);
+    api_expect_error(put_with(&p, path, "{\"name\":\"B\"}", inm), 412, NULL);
+    const char *sh[] = {star, NULL}, *ih[] = {inm, NULL};
+    api_expect_error(h_req(&p, "DELETE", path, NULL, sh), 412, NULL);
+    api_expect_error(h_req(&p, "DELETE", path, NULL, ih), 412, NULL);
+    api_assert_unchanged(&p, "/users", before);
+    /* another tag does not stop it; a missing user is still 404 */
+    h_resp_t r = put_with(&p, path, "{\"name\":\"B\"}", "If-None-Match: \"0123456789abcdef\"");
+    cr_assert_eq(r.status, 200, "%ld %s", r.status, r.body);
+    h_resp_free(&r);
+    api_expect_error(put_with(&p, "/users/999", "{\"name\":\"B\"}", star), 404, NULL);
+    api_stop_clean(&p);
+}
+
+Test(users, idempotency_key_replays_a_delete_and_refuses_a_put_with_another_body)
+{
+    h_proc_t p;
+    start_users(&p);
+    json_int_t id = api_create_user(&p, "A", "a@x.org");
+    char path[64];
+    snprintf(path, sizeof path, "/users/%lld", (long long)id);
+
+    static const char *const pk = "Idempotency-Key: put-1";
+    h_resp_t a = put_with(&p, path, "{\"name\":\"B\"}", pk);
+    cr_assert_eq(a.status, 200, "%ld %s", a.status, a.body);
+    h_resp_t b = put_with(&p, path, "{\"name\":\"B\"}", pk);
+    cr_assert_eq(b.status, 200, "%ld %s", b.status, b.body);
+    cr_assert_str_eq(b.body, a.body, "a replay carries the first answer");
+    char rep[16], e1[64], e2[64];
+    cr_assert_eq(h_header(&b, "Idempotent-Replayed", rep, sizeof rep), 0, "not a replay");
+    cr_assert_eq(h_header(&a, "ETag", e1, sizeof e1), 0);
+    cr_assert_eq(h_header(&b, "ETag", e2, sizeof e2), 0);
+    cr_assert_str_eq(e1, e2);
+    h_resp_free(&a);
+    h_resp_free(&b);
+    /* the same key with another body is not applied */
+    json_t *before = api_snapshot(&p, "/users");
+    api_expect_error(put_with(&p, path, "{\"name\":\"C\"}", pk), 422, "Idempotency-Key");
+    api_assert_unchanged(&p, "/users", before);
+
+    static const char *const dk = "Idempotency-Key: delete-1";
+    const char *dh[] = {dk, NULL};
+    a = h_req(&p, "DELETE", path, NULL, dh);
+    cr_assert_eq(a.status, 200, "%ld %s", a.status, a.body);
+    /* the retry of a delete that happened hears that it happened, not 404 */
+    b = h_req(&p, "DELETE", path, NULL, dh);
+    cr_assert_eq(b.status, 200, "retried DELETE: %ld %s", b.status, b.body);
+    cr_assert_str_eq(b.body, a.body);
+    cr_assert_eq(h_header(&b, "Idempotent-Replayed", rep, sizeof rep), 0, "not a replay");
+    cr_assert_neq(h_header(&b, "ETag", e2, sizeof e2), 0, "a delete's replay has no ETag");
+    h_resp_free(&a);
+    h_resp_free(&b);
+    json_decref(api_get(&p, path, 404));
+    api_stop_clean(&p);
+}
+
+/* base64url without padding of s; out has room for 4/3 of it plus 4. */
+static void b64url(const char *s, char *out)
+{
+    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t n = strlen(s), o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned char)s[i] << 16;
+        if (i + 1 < n)
+            v |= (unsigned char)s[i + 1] << 8;
+        if (i + 2 < n)
+            v |= (unsigned char)s[i + 2];
+        out[o++] = t[(v >> 18) & 63];
+        out[o++] = t[(v >> 12) & 63];
+        if (i + 1 < n)
+            out[o++] = t[(v >> 6) & 63];
+        if (i + 2 < n)
+            out[o++] = t[v & 63];
+    }
+    out[o] = '\0';
+}
+
+/* "Authorization: Bearer <JWT for sub>" as the gateway forwards it after verifying it
+ * (the service does not verify; "sig" stands for the signature). */
+static void bearer_for(const char *sub, int iat, char *out, size_t cap)
+{
+    char payload[128], h[64], pl[200];
+    snprintf(payload, sizeof payload, "{\"sub\":\"%s\",\"iat\":%d}", sub, iat);
+    b64url("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", h);
+    b64url(payload, pl);
+    snprintf(out, cap, "Authorization: Bearer %s.%s.c2ln", h, pl);
+}
+
+Test(users, idempotency_keys_are_scoped_to_the_token_subject)
+{
+    h_proc_t p;
+    start_users(&p);
+    char alice[400], alice2[400], bob[400];
+    bearer_for("alice", 1, alice, sizeof alice);
+    bearer_for("alice", 2, alice2, sizeof alice2); /* a refreshed token, same subject */
+    bearer_for("bob", 1, bob, sizeof bob);
+    static const char *const key = "Idempotency-Key: same-key";
+    static const char body[] = "{\"name\":\"Shared\",\"email\":\"a@x.org\"}";
+
+    h_resp_t a = api_send(&p, "POST", "/users", body, key, alice, NULL);
+    cr_assert_eq(a.status, 201, "%ld %s", a.status, a.body);
+    /* bob's request with alice's key is his own: never alice's answer (here: his create
+     * meets alice's email, 409, instead of a replay of her 201) */
+    h_resp_t b = api_send(&p, "POST", "/users", body, key, bob, NULL);
+    char rep[16];
+    cr_assert_neq(h_header(&b, "Idempotent-Replayed", rep, sizeof rep), 0,
+                  "bob got alice's answer: %s", b.body);
+    api_assert_error(&b, 409, "email");
+    h_resp_free(&b);
+    /* and his own key with his own body creates his user */
+    b = api_send(&p, "POST", "/users", "{\"name\":\"Bob\",\"email\":\"b@x.org\"}",
+                 "Idempotency-Key: same-key", bob, NULL);
+    cr_assert_eq(b.status, 201, "%ld %s", b.status, b.body);
+    h_resp_free(&b);
+    /* a client without a token is another client again */
+    b = api_send(&p, "POST", "/users", body, key, NULL);
+    cr_assert_neq(h_header(&b, "Idempotent-Replayed", rep, sizeof rep), 0);
+    h_resp_free(&b);
+    /* alice's retry, even with a refreshed token, replays her answer */
+    b = api_send(&p, "POST", "/users", body, key, alice2, NULL);
+    cr_assert_eq(b.status, 201, "%ld %s", b.status, b.body);
+    cr_assert_eq(h_header(&b, "Idempotent-Replayed", rep, sizeof rep), 0, "not replayed");
+    cr_assert_str_eq(b.body, a.body);
+    h_resp_free(&a);
+    h_resp_free(&b);
+    json_t *all = api_snapshot(&p, "/users");
+    cr_assert_eq(json_array_size(all), 2, "alice's and bob's users, nothing else");
+    json_decref(all);
+    api_stop_clean(&p);
+}
+
+Test(users, no_op_put_keeps_updated_at_and_etag)
+{
+    h_proc_t p;
+    start_users(&p);
+    json_int_t id = api_create_user(&p, "A", "Ada@x.org");
+    char path[64], etag[64], im[96];
+    snprintf(path, sizeof path, "/users/%lld", (long long)id);
+    etag_of(&p, id, etag, sizeof etag);
+    json_t *before = api_get(&p, path, 200);
+    snprintf(im, sizeof im, "If-Match: %s", etag);
+    static const char *const bodies[] = {"{}", "{\"name\":\"A\"}",
+                                         "{\"name\":\"A\",\"email\":\"Ada@x.org\"}"};
+    for (int i = 0; i < 3; i++) {
+        usleep(3000); /* past the millisecond a new updatedAt would show */
+        h_resp_t r = put_with(&p, path, bodies[i], im); /* the old ETag still holds */
+        cr_assert_eq(r.status, 200, "PUT %s: %ld %s", bodies[i], r.status, r.body);
+        char now[64];
+        cr_assert_eq(h_header(&r, "ETag", now, sizeof now), 0);
+        cr_assert_str_eq(now, etag, "a no-op PUT %s changed the ETag", bodies[i]);
+        json_t *j = h_json(&r);
+        cr_assert(json_equal(j, before), "a no-op PUT %s changed the user: %s", bodies[i], r.body);
+        json_decref(j);
+        h_resp_free(&r);
+    }
+    /* a change of case in the email is a change */
+    usleep(3000);
+    h_resp_t r = put_with(&p, path, "{\"email\":\"ada@x.org\"}", im);
+    cr_assert_eq(r.status, 200, "%ld %s", r.status, r.body);
+    json_t *j = h_json(&r);
+    cr_assert_str_eq(api_str(j, "email"), "ada@x.org");
+    cr_assert_str_neq(api_str(j, "updatedAt"), api_str(before, "updatedAt"));
+    json_decref(j);
+    h_resp_free(&r);
+    json_decref(before);
+    api_stop_clean(&p);
 }

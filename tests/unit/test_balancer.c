@@ -48,7 +48,7 @@ static void count_picks(gw_lb_t *lb, const int *avoid, int navoid, int picks, in
 {
     memset(counts, 0, sizeof *counts * (size_t)n);
     for (int k = 0; k < picks; k++) {
-        int i = gw_lb_pick(lb, avoid, navoid, key_hash(k));
+        int i = gw_lb_pick(lb, avoid, navoid, key_hash(k), 0);
         cr_assert(i >= 0 && i < n, "pick %d out of range", i);
         counts[i]++;
     }
@@ -58,7 +58,7 @@ static void count_picks(gw_lb_t *lb, const int *avoid, int navoid, int picks, in
 static void map_keys(gw_lb_t *lb, const gw_lb_host_t *h, int nkeys, const char **owner)
 {
     for (int k = 0; k < nkeys; k++)
-        owner[k] = h[gw_lb_pick(lb, NULL, 0, key_hash(k))].key;
+        owner[k] = h[gw_lb_pick(lb, NULL, 0, key_hash(k), 0)].key;
 }
 
 /* ---------------------------------------------------------------------------------
@@ -116,7 +116,7 @@ Test(balancer, weighted_round_robin_is_exact_and_smooth)
     gw_lb_t *lb = balancer(GW_LB_WEIGHTED_ROUND_ROBIN, h, 3, 0);
     int seq[6000], counts[3] = {0}, longest_run = 1, run = 1;
     for (int k = 0; k < 6000; k++) {
-        seq[k] = gw_lb_pick(lb, NULL, 0, 0);
+        seq[k] = gw_lb_pick(lb, NULL, 0, 0, 0);
         counts[seq[k]]++;
         run = k > 0 && seq[k] == seq[k - 1] ? run + 1 : 1;
         longest_run = run > longest_run ? run : longest_run;
@@ -231,12 +231,99 @@ Test(balancer, observe_takes_peaks_at_once_and_decays_with_10s_constant)
     gw_lb_observe(&h, 200, 1 * s); /* peak */
     cr_assert_float_eq(h.ewma_us, 200, 1e-9);
     gw_lb_observe(&h, 100, 1 * s); /* no time passed: no decay */
-    cr_assert_float_eq(h.ewma_us, 200, 1e-9);
-    gw_lb_observe(&h, 100, 11 * s); /* one time constant: 1/e of the gap remains */
-    cr_assert_float_eq(h.ewma_us, 100 + 100 * exp(-1), 1e-9);
+    cr_assert_float_eq(h.ewma_us, 100 + 100, 1e-9);
+    /* back-to-back 100 us answers (never idle) for 10 s: 1/e of the gap remains */
+    uint64_t t = 1 * s;
+    for (int i = 0; i < 100000; i++)
+        gw_lb_observe(&h, 100, t += 100000);
+    cr_assert_float_eq(h.ewma_us, 100 + 100 * exp(-1), 1e-6);
     cr_assert_eq(h.ewma_ns, 11 * s);
-    gw_lb_observe(&h, 100, 1000 * s); /* long quiet: the average forgets the peak */
-    cr_assert_float_eq(h.ewma_us, 100, 1e-6);
+}
+
+Test(balancer, observe_after_a_quiet_spell_starts_from_the_decayed_estimate)
+{
+    gw_lb_host_t h = {.weight = 1, .available = 1};
+    const uint64_t s = 1000000000ULL;
+    gw_lb_observe(&h, 50000, 1 * s); /* 50 ms: the host was slow */
+    /* 10 s later a 100 us answer to a request sent 100 us before: the 50 ms estimate
+     * had decayed for 10 s (1 s constant) to ~2 us, so the answer is a new peak */
+    gw_lb_observe(&h, 100, 11 * s);
+    cr_assert_float_eq(h.ewma_us, 100, 1e-9);
+}
+
+/* Two hosts, as the issue measured: one answered slowly for a while, then recovered.
+ * While it is left alone its estimate decays, so it is tried again; one probe at a time
+ * (a host with a request in flight does not decay); once its answers are fast it wins
+ * back its share. */
+Test(balancer, peak_ewma_tries_a_once_slow_host_again_as_time_passes)
+{
+    gw_lb_host_t h[2];
+    int counts[2];
+    const uint64_t ms = 1000000ULL, s = 1000 * ms;
+    make_hosts(h, 2, 0);
+    gw_lb_t *lb = balancer(GW_LB_PEAK_EWMA, h, 2, 0);
+    uint64_t t = 10 * s;
+    for (int i = 0; i < 20; i++) /* host 1 was slow: 200 ms answers, host 0 300 us */
+        gw_lb_observe(&h[1], 200000, t - 2 * s + (uint64_t)i * 100 * ms);
+    gw_lb_observe(&h[0], 300, t);
+
+    /* right after: host 1 is never picked, also with host 0 busy */
+    h[0].inflight = 3;
+    memset(counts, 0, sizeof counts);
+    for (int k = 0; k < 1000; k++)
+        counts[gw_lb_pick(lb, NULL, 0, 0, t)]++;
+    cr_assert_eq(counts[1], 0, "slow host picked %d times right after its slow spell", counts[1]);
+
+    /* host 0 keeps answering fast (its estimate stays fresh); host 1 is left alone.
+     * Within 10 s it is picked again. */
+    h[0].inflight = 0;
+    uint64_t probe_at = 0;
+    for (uint64_t now = t; now < t + 10 * s && !probe_at; now += 10 * ms) {
+        gw_lb_observe(&h[0], 300, now);
+        if (gw_lb_pick(lb, NULL, 0, 0, now) == 1)
+            probe_at = now;
+    }
+    cr_assert_neq(probe_at, 0, "the once-slow host was not tried again within 10 s");
+
+    /* its probe is in flight: it gets no second request until the answer comes */
+    h[1].inflight = 1;
+    memset(counts, 0, sizeof counts);
+    for (int k = 0; k < 1000; k++)
+        counts[gw_lb_pick(lb, NULL, 0, 0, probe_at + ms)]++;
+    cr_assert_eq(counts[1], 0, "a host with a probe in flight got %d more", counts[1]);
+
+    /* the probe answers fast: from then on the two share the traffic */
+    h[1].inflight = 0;
+    gw_lb_observe(&h[1], 300, probe_at + ms);
+    gw_lb_observe(&h[0], 300, probe_at + ms);
+    memset(counts, 0, sizeof counts);
+    for (int k = 0; k < 1000; k++)
+        counts[gw_lb_pick(lb, NULL, 0, 0, probe_at + ms)]++;
+    cr_assert(counts[1] > 300, "the recovered host got %d of 1000 picks", counts[1]);
+    gw_lb_free(lb);
+}
+
+/* A host that is still slow when probed takes its peak back at once and is left alone
+ * again: one slow request per decay cycle, not a share of the traffic. */
+Test(balancer, peak_ewma_a_still_slow_host_gets_one_probe_per_cycle)
+{
+    gw_lb_host_t h[2];
+    const uint64_t ms = 1000000ULL, s = 1000 * ms;
+    make_hosts(h, 2, 0);
+    gw_lb_t *lb = balancer(GW_LB_PEAK_EWMA, h, 2, 0);
+    uint64_t t = 10 * s;
+    gw_lb_observe(&h[1], 200000, t);
+    int probes = 0;
+    for (uint64_t now = t; now < t + 20 * s; now += 10 * ms) {
+        gw_lb_observe(&h[0], 300, now);
+        if (gw_lb_pick(lb, NULL, 0, 0, now) == 1) {
+            probes++;
+            gw_lb_observe(&h[1], 200000, now + 200 * ms); /* still slow */
+        }
+    }
+    cr_log_info("still-slow host: %d probes in 20 s", probes);
+    cr_assert(probes >= 1 && probes <= 10, "%d probes of a still-slow host in 20 s", probes);
+    gw_lb_free(lb);
 }
 
 /* ---------------------------------------------------------------------------------
@@ -250,7 +337,8 @@ Test(balancer, maglev_same_key_same_host_and_even_spread)
     make_hosts(h, 5, 0);
     gw_lb_t *lb = balancer(GW_LB_HASH, h, 5, 0);
     for (int k = 0; k < 100; k++)
-        cr_assert_eq(gw_lb_pick(lb, NULL, 0, key_hash(k)), gw_lb_pick(lb, NULL, 0, key_hash(k)));
+        cr_assert_eq(gw_lb_pick(lb, NULL, 0, key_hash(k), 0),
+                     gw_lb_pick(lb, NULL, 0, key_hash(k), 0));
     count_picks(lb, NULL, 0, 10000, counts, 5);
     cr_log_info("maglev 5 hosts 10000 keys: %d %d %d %d %d", counts[0], counts[1], counts[2],
                 counts[3], counts[4]);

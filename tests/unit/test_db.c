@@ -1,11 +1,14 @@
 /* tests/unit/test_db.c: store/db on real SQLite files in a fresh temp directory.
  * Covers migrations, the statement cache, error mapping, locking and durability. */
+#include "../common/mounts.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -442,4 +445,196 @@ Test(db, foreign_keys_are_enforced)
 Test(db, close_null_is_a_no_op)
 {
     cm_db_close(NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Group commit: what a unit's answer may promise                           */
+/* ------------------------------------------------------------------------ */
+
+/* The big row's text: far more pages than the 8-page cache below holds, so SQLite has to
+ * spill dirty pages to the WAL in the middle of the INSERT. */
+#define BIG_ROW (256 * 1024)
+
+static char tmpfs_dir[128];
+
+static void tmpfs_teardown(void)
+{
+    if (tmpfs_dir[0]) {
+        mounts_unmount(tmpfs_dir);
+        rmdir(tmpfs_dir);
+        tmpfs_dir[0] = '\0';
+    }
+    teardown();
+}
+
+/* A small tmpfs inside the test's directory with the database on it; skips the test
+ * when this machine lets it mount nothing. */
+static void open_on_tmpfs(cm_db_t **db)
+{
+    snprintf(tmpfs_dir, sizeof tmpfs_dir, "%s/fs", dir);
+    cr_assert_eq(mkdir(tmpfs_dir, 0755), 0);
+    int err = mounts_tmpfs(tmpfs_dir, 1024 * 1024);
+    if (err < 0)
+        cr_skip_test("cannot mount a tmpfs here (%s): needs root or user namespaces",
+                     strerror(-err));
+    snprintf(path, sizeof path, "%s/t.db", tmpfs_dir);
+    *db = open_ok(1);
+    cm_stmt_t *st = cm_db_stmt(*db, "PRAGMA cache_size=8"); /* pages */
+    cr_assert_eq(cm_stmt_step(st), CM_DB_DONE);
+}
+
+static int insert_big(cm_db_t *db, const char *email)
+{
+    static char big[BIG_ROW];
+    memset(big, 'x', sizeof big);
+    cm_stmt_t *st = cm_db_stmt(db, SQL_INSERT);
+    cr_assert_not_null(st);
+    cr_assert_eq(cm_stmt_bind_text(st, 1, big, sizeof big), 0);
+    cr_assert_eq(cm_stmt_bind_text(st, 2, email, strlen(email)), 0);
+    int rc = cm_stmt_step(st);
+    cm_stmt_reset(st);
+    return rc;
+}
+
+Test(db, group_sqlite_rolled_back_mid_statement_is_lost_and_its_commit_fails,
+     .fini = tmpfs_teardown)
+{
+    cm_db_t *db;
+    open_on_tmpfs(&db);
+    char filler[PATH_MAX + 16];
+    snprintf(filler, sizeof filler, "%s/filler", tmpfs_dir);
+    cr_assert_gt(mounts_fill(filler), 0);
+
+    /* unit 1 fits in the cache: it is kept in the group, nothing written yet */
+    cr_assert_eq(cm_db_unit_begin(db), 0);
+    cr_assert_eq(insert_user(db, "a", "a@x.io", NULL), CM_DB_ROW);
+    cr_assert_eq(cm_db_unit_end(db), 0);
+    /* unit 2 spills to the WAL mid-INSERT: the disk is full, SQLite rolls the whole
+     * transaction back, unit 1 included */
+    cr_assert_eq(cm_db_unit_begin(db), 0);
+    int rc = insert_big(db, "big@x.io");
+    cr_assert(rc == -ENOSPC || rc == -EIO, "the spill failed with %d", rc);
+    cr_assert_eq(cm_db_in_group(db), 0, "SQLite ended the group; it must be seen as lost");
+    cr_assert_eq(cm_db_unit_undo(db), -EIO);
+    /* a later unit of the same batch must neither join nor start a transaction, and no
+     * statement may run in autocommit meanwhile */
+    cr_assert_lt(cm_db_unit_begin(db), 0);
+    cr_assert_lt(insert_user(db, "c", "c@x.io", NULL), 0);
+    /* the group's answers (unit 1's 2xx) must not go out */
+    cr_assert_lt(cm_db_group_commit(db), 0);
+
+    /* space again: nothing of the lost group is there, and the next group works */
+    cr_assert_eq(unlink(filler), 0);
+    cr_assert_eq(query_int(db, SQL_COUNT), 0);
+    cr_assert_eq(cm_db_unit_begin(db), 0);
+    cr_assert_eq(insert_user(db, "d", "d@x.io", NULL), CM_DB_ROW);
+    cr_assert_eq(cm_db_unit_end(db), 0);
+    cr_assert_eq(cm_db_group_commit(db), 0);
+    cr_assert_eq(query_int(db, SQL_COUNT), 1);
+    cm_db_close(db);
+}
+
+Test(db, group_whose_last_unit_spills_on_a_full_disk_fails_its_commit, .fini = tmpfs_teardown)
+{
+    cm_db_t *db;
+    open_on_tmpfs(&db);
+    char filler[PATH_MAX + 16];
+    snprintf(filler, sizeof filler, "%s/filler", tmpfs_dir);
+    cr_assert_gt(mounts_fill(filler), 0);
+    cr_assert_eq(cm_db_unit_begin(db), 0);
+    cr_assert_eq(insert_user(db, "a", "a@x.io", NULL), CM_DB_ROW);
+    cr_assert_eq(cm_db_unit_end(db), 0);
+    cr_assert_eq(cm_db_unit_begin(db), 0);
+    cr_assert_lt(insert_big(db, "big@x.io"), 0);
+    cm_db_unit_undo(db);
+    /* no unit after it: the commit alone must notice that the group is gone, or unit
+     * 1's client hears 201 for a row that was rolled back */
+    cr_assert_lt(cm_db_group_commit(db), 0);
+    cr_assert_eq(unlink(filler), 0);
+    cr_assert_eq(query_int(db, SQL_COUNT), 0);
+    cm_db_close(db);
+}
+
+Test(db, group_whose_commit_hits_a_full_disk_stores_nothing_and_ends, .fini = tmpfs_teardown)
+{
+    cm_db_t *db;
+    open_on_tmpfs(&db);
+    char filler[PATH_MAX + 16];
+    snprintf(filler, sizeof filler, "%s/filler", tmpfs_dir);
+    cr_assert_gt(mounts_fill(filler), 0);
+    cm_stmt_t *st = cm_db_stmt(db, "PRAGMA cache_size=2000");
+    cr_assert_eq(cm_stmt_step(st), CM_DB_DONE);
+    for (int i = 0; i < 3; i++) {
+        char email[32];
+        snprintf(email, sizeof email, "big%d@x.io", i);
+        cr_assert_eq(cm_db_unit_begin(db), 0);
+        cr_assert_eq(insert_big(db, email), CM_DB_ROW);
+        cr_assert_eq(cm_db_unit_end(db), 0);
+    }
+    cr_assert_lt(cm_db_group_commit(db), 0);
+    cr_assert_eq(cm_db_in_group(db), 0, "a failed commit must not leave the transaction open");
+    cr_assert_eq(unlink(filler), 0);
+    /* another connection can write at once: no lock outlived the group */
+    cm_db_t *other = open_ok(1);
+    cm_db_set_busy_timeout(other, 0);
+    cr_assert_eq(cm_db_begin(other), 0);
+    cr_assert_eq(query_int(other, SQL_COUNT), 0);
+    cr_assert_eq(cm_db_commit(other), 0);
+    cm_db_close(other);
+    cm_db_close(db);
+}
+
+Test(db, unit_that_cannot_be_undone_loses_the_whole_group)
+{
+    cm_db_t *db = open_ok(1);
+    cr_assert_eq(cm_db_unit_begin(db), 0);
+    cr_assert_eq(insert_user(db, "a", "a@x.io", NULL), CM_DB_ROW);
+    cr_assert_eq(cm_db_unit_end(db), 0);
+    /* a unit whose savepoint is gone (here: released by hand) cannot be taken back */
+    cr_assert_eq(cm_db_unit_begin(db), 0);
+    cr_assert_eq(insert_user(db, "b", "b@x.io", NULL), CM_DB_ROW);
+    cm_stmt_t *st = cm_db_stmt(db, "RELEASE unit");
+    cr_assert_eq(cm_stmt_step(st), CM_DB_DONE);
+    cr_assert_eq(cm_db_unit_undo(db), -EIO);
+    cr_assert_lt(cm_db_group_commit(db), 0);
+    cr_assert_eq(query_int(db, SQL_COUNT), 0, "neither unit may be stored");
+    cm_db_close(db);
+}
+
+Test(db, reader_sees_only_committed_data_while_a_group_is_open)
+{
+    cm_db_t *db = open_ok(1);
+    cm_db_t *rdb = NULL;
+    cr_assert_eq(cm_db_open_reader(path, &rdb), 0);
+    cr_assert_eq(cm_db_unit_begin(db), 0);
+    cr_assert_eq(insert_user(db, "a", "a@x.io", NULL), CM_DB_ROW);
+    cr_assert_eq(cm_db_unit_end(db), 0);
+    cr_assert_eq(cm_db_read_begin(rdb), 0);
+    cr_assert_eq(query_int(rdb, SQL_COUNT), 0, "a read saw a write that is not committed");
+    cr_assert_eq(cm_db_group_commit(rdb), 0);
+    cr_assert_eq(cm_db_group_commit(db), 0);
+    cr_assert_eq(cm_db_read_begin(rdb), 0);
+    cr_assert_eq(query_int(rdb, SQL_COUNT), 1);
+    cr_assert_eq(cm_db_group_commit(rdb), 0);
+    /* and it never writes */
+    cr_assert_lt(insert_user(rdb, "b", "b@x.io", NULL), 0);
+    cm_db_close(rdb);
+    cm_db_close(db);
+}
+
+Test(db, commit_into_a_deleted_file_is_refused_and_named_as_the_write_problem)
+{
+    cm_db_t *db = open_ok(1);
+    cr_assert_null(cm_db_write_problem(db));
+    cr_assert_eq(cm_db_unit_begin(db), 0);
+    cr_assert_eq(insert_user(db, "a", "a@x.io", NULL), CM_DB_ROW);
+    cr_assert_eq(cm_db_unit_end(db), 0);
+    /* the file vanishes under the open connection: a COMMIT would succeed into an
+     * unlinked inode that nobody will ever open again */
+    teardown();
+    cr_assert_eq(cm_db_group_commit(db), -ESTALE);
+    cr_assert_eq(cm_db_in_group(db), 0);
+    const char *why = cm_db_write_problem(db);
+    cr_assert(why && strstr(why, "moved or deleted"), "write problem: %s", why ? why : "none");
+    cm_db_close(db);
 }

@@ -1,6 +1,7 @@
 /* Unit tests for gateway/config: YAML loading (every key, defaults, positioned errors),
  * --route flag routes, route order, deep copy. Each test writes its YAML to a file in
  * its own temporary directory. */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,7 +116,7 @@ Test(gwconfig, full_file_sets_every_field)
     cr_assert_eq(cfg->nroutes, 2);
 
     const gw_route_cfg_t *r = &cfg->routes[0]; /* "/orders" is longer than "/users" */
-    cr_assert_str_eq(r->name, "/orders");
+    cr_assert_str_eq(r->name, "orders");
     cr_assert_eq(r->auth, 0);
     cr_assert_str_eq(r->upstreams[0].url, "http://localhost:7003");
     cr_assert_eq(r->upstreams[0].port, 7003);
@@ -183,7 +184,7 @@ Test(gwconfig, minimal_route_gets_every_default)
     cr_assert_str_eq(cfg->listen, "");
     cr_assert_str_eq(cfg->auth.key_file, "");
     cr_assert_eq(cfg->auth.leeway_ms, 30000);
-    cr_assert_str_eq(r->name, "/users");
+    cr_assert_str_eq(r->name, "users");
     cr_assert_str_eq(r->host, "");
     cr_assert_eq(r->balancer, GW_LB_PEAK_EWMA);
     cr_assert_eq(r->connect_timeout_ms, 1000);
@@ -397,6 +398,65 @@ Test(gwconfig, yaml_syntax_error_is_positioned)
     refused_at("- a\n- b\n", 1, "must be a mapping");
 }
 
+/* A file with several mistakes gets them all back, each at its own line, in file order;
+ * the valid keys between them do not hide the later ones. */
+Test(gwconfig, several_errors_are_all_reported_each_at_its_line)
+{
+    gw_config_t *cfg;
+    int rc = load("listen: 127.0.0.1:8080\n"                 /* 1 */
+                  "lissen: 127.0.0.1:8081\n"                 /* 2: unknown key */
+                  "routes:\n"                                /* 3 */
+                  "  - prefix: /users\n"                     /* 4 */
+                  "    upstreams: [http://127.0.0.1:7001]\n" /* 5 */
+                  "    timeouts: { connect: 2x, try: 1s }\n" /* 6: bad duration */
+                  "    retries: { attempts: 99 }\n"          /* 7: out of range */
+                  "  - prefix: /orders\n"                    /* 8 */
+                  "    upstreams: [ftp://127.0.0.1:7002]\n"  /* 9: bad URL */
+                  "    balanser: round_robin\n"              /* 10: unknown key */
+                  "  - prefix: /users\n"                     /* 11: taken */
+                  "    upstreams: [http://127.0.0.1:7001]\n",
+                  &cfg);
+    cr_assert_eq(rc, -EINVAL);
+    cr_assert_null(cfg);
+    const struct {
+        int line;
+        const char *what;
+    } want[] = {{2, "unknown key 'lissen'"},    {6, "'2x' is not a duration"},
+                {7, "attempts '99'"},           {9, "ftp://127.0.0.1:7002"},
+                {10, "unknown key 'balanser'"}, {11, "same host and prefix"}};
+    size_t n = sizeof(want) / sizeof(want[0]);
+    const char *line = err;
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_not_null(line, "only %zu of %zu errors in:\n%s", i, n, err);
+        char prefix[600];
+        snprintf(prefix, sizeof(prefix), "%s:%d: ", path, want[i].line);
+        const char *nl = strchr(line, '\n');
+        size_t len = nl ? (size_t)(nl - line) : strlen(line);
+        char one[1024];
+        snprintf(one, sizeof(one), "%.*s", (int)len, line);
+        cr_assert(strncmp(one, prefix, strlen(prefix)) == 0, "error %zu: want '%s...', got '%s'", i,
+                  prefix, one);
+        cr_assert(strstr(one, want[i].what), "error %zu: want '%s' in '%s'", i, want[i].what, one);
+        line = nl ? nl + 1 : NULL;
+    }
+    cr_assert_null(line, "more errors than expected:\n%s", err);
+}
+
+/* More errors than the buffer holds: the ones that fit, then how many more there were. */
+Test(gwconfig, errors_past_the_buffer_are_counted)
+{
+    char text[8192] = "routes:\n  - prefix: /a\n    upstreams: [http://127.0.0.1:1]\n";
+    for (int i = 0; i < 60; i++)
+        snprintf(text + strlen(text), sizeof(text) - strlen(text), "    bad%d: 1\n", i);
+    write_at("gw.yaml", text);
+    gw_config_t *cfg = NULL;
+    char small[600];
+    cr_assert_eq(gw_config_load(path, &cfg, small, sizeof(small)), -EINVAL);
+    cr_assert(strstr(small, "unknown key 'bad0'"), "%s", small);
+    cr_assert(strstr(small, "more errors)"), "no count of the rest in:\n%s", small);
+    cr_assert(strlen(small) < sizeof(small));
+}
+
 Test(gwconfig, duplicate_route_name_is_refused)
 {
     refused_at("routes:\n"
@@ -458,7 +518,7 @@ Test(gwconfig, flag_route_gets_defaults)
     cr_assert_eq(gw_config_add_flag_route(&cfg, "/=http://127.0.0.1:3", err, sizeof(err)), 0);
     cr_assert_eq(cfg->nroutes, 2);
     const gw_route_cfg_t *r = &cfg->routes[0];
-    cr_assert_str_eq(r->name, "/users");
+    cr_assert_str_eq(r->name, "users");
     cr_assert_str_eq(r->prefix, "/users");
     cr_assert_eq(r->nupstreams, 2);
     cr_assert_eq(r->upstreams[1].port, 2);
@@ -493,7 +553,8 @@ Test(gwconfig, bad_flag_routes_are_refused)
     cr_assert_eq(gw_config_add_flag_route(&cfg, "/a=http://127.0.0.1:1", err, sizeof(err)), 0);
     cr_assert_eq(gw_config_add_flag_route(&cfg, "/a=http://127.0.0.1:2", err, sizeof(err)), 0);
     cr_assert_eq(gw_config_finish(cfg, err, sizeof(err)), -EINVAL);
-    cr_assert(strstr(err, "two routes are named '/a'") != NULL, "%s", err);
+    cr_assert(strstr(err, "routes 'a' and 'a-2' both match host '*' prefix '/a'") != NULL, "%s",
+              err);
     gw_config_free(cfg);
 }
 
@@ -517,7 +578,42 @@ Test(gwconfig, finish_sorts_most_specific_first)
         cr_assert_str_eq(cfg->routes[i].prefix, want[i][0], "route %d", i);
         cr_assert_str_eq(cfg->routes[i].host, want[i][1], "route %d", i);
     }
-    cr_assert_str_eq(cfg->routes[2].name, "x.example/a");
+    cr_assert_str_eq(cfg->routes[2].name, "x.example-a");
+    gw_config_free(cfg);
+}
+
+/* Default names fit one segment of an admin URL: no slashes, unique. */
+Test(gwconfig, default_names_have_no_slashes_and_are_unique)
+{
+    gw_config_t *cfg;
+    cr_assert_eq(load("routes:\n"
+                      "  - { prefix: /users, upstreams: [http://127.0.0.1:1] }\n"
+                      "  - { prefix: /api/v1/, upstreams: [http://127.0.0.1:1] }\n"
+                      "  - { prefix: /, upstreams: [http://127.0.0.1:1] }\n"
+                      "  - { prefix: /users, host: A.Example, upstreams: [http://127.0.0.1:1] }\n"
+                      "  - { name: orders, prefix: /o, upstreams: [http://127.0.0.1:1] }\n"
+                      "  - { prefix: /orders, upstreams: [http://127.0.0.1:1] }\n",
+                      &cfg),
+                 0, "%s", err);
+    cr_assert_eq(gw_config_add_flag_route(&cfg, "/api-v1=http://127.0.0.1:1", err, sizeof(err)), 0,
+                 "%s", err);
+    cr_assert_eq(gw_config_add_flag_route(&cfg, "/a/b=http://127.0.0.1:1", err, sizeof(err)), 0);
+    const char *want[][3] = {
+        {"/users", "", "users"},     {"/api/v1", "", "api-v1"},
+        {"/", "", "root"},           {"/users", "a.example", "a.example-users"},
+        {"/o", "", "orders"},        {"/orders", "", "orders-2"},
+        {"/api-v1", "", "api-v1-2"}, {"/a/b", "", "a-b"}};
+    cr_assert_eq(cfg->nroutes, 8);
+    for (int i = 0; i < 8; i++) {
+        const gw_route_cfg_t *r = NULL;
+        for (int k = 0; k < cfg->nroutes && !r; k++)
+            if (strcmp(cfg->routes[k].prefix, want[i][0]) == 0 &&
+                strcmp(cfg->routes[k].host, want[i][1]) == 0)
+                r = &cfg->routes[k];
+        cr_assert_not_null(r, "no route %s %s", want[i][1], want[i][0]);
+        cr_assert_str_eq(r->name, want[i][2], "route %s %s", want[i][1], want[i][0]);
+    }
+    cr_assert_eq(gw_config_finish(cfg, err, sizeof(err)), 0, "%s", err);
     gw_config_free(cfg);
 }
 
@@ -559,28 +655,57 @@ Test(gwconfig, upstream_parse_resolves_names_once)
     cr_assert_eq(gw_upstream_parse("http://127.0.0.1:1?x", &u, err, sizeof(err)), -EINVAL);
 }
 
-/* examples/gateway.yaml stays loadable: copied next to a key file, as a user would run it. */
-Test(gwconfig, example_file_loads)
+/* Every file in examples/ loads as it is, copied next to the key file it names (as a
+ * user makes it with `cmesh token --init`), and is a config against `make run`'s ports. */
+Test(gwconfig, every_example_file_loads)
 {
-    char src[512];
-    snprintf(src, sizeof(src), "%.*sexamples/gateway.yaml",
+    char exdir[512];
+    snprintf(exdir, sizeof(exdir), "%.*sexamples",
              (int)(strlen(__FILE__) - strlen("tests/unit/test_gwconfig.c")), __FILE__);
-    FILE *f = fopen(src, "r");
-    cr_assert_not_null(f, "%s", src);
-    static char text[16384];
-    size_t n = fread(text, 1, sizeof(text) - 1, f);
-    fclose(f);
-    text[n] = '\0';
-    char keys[600];
-    snprintf(keys, sizeof(keys), "%s/keys", dir);
-    cr_assert_eq(mkdir(keys, 0700), 0);
-    write_at("keys/jwt.key", "secret\n");
-    gw_config_t *cfg;
-    cr_assert_eq(load(text, &cfg), 0, "%s", err);
-    cr_assert_eq(cfg->nroutes, 2);
-    cr_assert_str_eq(cfg->routes[0].name, "/orders");
-    cr_assert_str_eq(cfg->routes[1].name, "users");
-    cr_assert_float_eq(cfg->routes[1].rate_subject.rate, 100.0, 1e-9);
-    cr_assert_str_eq(cfg->routes[1].read_scopes, "users:read");
-    gw_config_free(cfg);
+    DIR *d = opendir(exdir);
+    cr_assert_not_null(d, "%s", exdir);
+    int loaded = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len < 6 || strcmp(e->d_name + len - 5, ".yaml") != 0)
+            continue;
+        char src[1024];
+        snprintf(src, sizeof(src), "%s/%s", exdir, e->d_name);
+        FILE *f = fopen(src, "r");
+        cr_assert_not_null(f, "%s", src);
+        static char text[32768];
+        size_t n = fread(text, 1, sizeof(text) - 1, f);
+        fclose(f);
+        text[n] = '\0';
+        const char *kf = strstr(text, "key_file:");
+        if (kf) { /* the key it names, relative to the file */
+            char key[256];
+            cr_assert_eq(sscanf(kf, "key_file: %255s", key), 1);
+            write_at(key, "0123456789abcdef0123456789abcdef0123456789a\n");
+        }
+        gw_config_t *cfg;
+        cr_assert_eq(load(text, &cfg), 0, "%s: %s", e->d_name, err);
+        cr_assert_gt(cfg->nroutes, 0, "%s has no routes", e->d_name);
+        for (int i = 0; i < cfg->nroutes; i++) {
+            const gw_route_cfg_t *r = &cfg->routes[i];
+            /* users on 7001, orders on 7002 (or their second instances 7011/7012) */
+            const char *want = strcmp(r->prefix, "/users") == 0    ? "7001"
+                               : strcmp(r->prefix, "/orders") == 0 ? "7002"
+                                                                   : NULL;
+            cr_assert_not_null(want, "%s: route %s is neither /users nor /orders", e->d_name,
+                               r->prefix);
+            cr_assert_str_empty(r->host, "%s: route %s only matches Host %s", e->d_name, r->name,
+                                r->host);
+            for (int j = 0; j < r->nupstreams; j++)
+                cr_assert(r->upstreams[j].port == atoi(want) ||
+                              r->upstreams[j].port == atoi(want) + 10,
+                          "%s: route %s upstream %s is not on %s", e->d_name, r->name,
+                          r->upstreams[j].url, want);
+        }
+        gw_config_free(cfg);
+        loaded++;
+    }
+    closedir(d);
+    cr_assert_geq(loaded, 2, "only %d example files", loaded);
 }

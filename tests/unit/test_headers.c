@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <criterion/criterion.h>
 
@@ -29,13 +30,40 @@ static cm_req_t *request(const char *target, const char *const *fields)
     return r;
 }
 
-/* The upstream head for r as a string the caller frees. */
-static char *head_of(const cm_req_t *r, const char *default_host, int chunked)
+/* The upstream head for r forwarded as tg, as a string the caller frees; *idem_key gets
+ * what gw_hdr_request_head() said (may be NULL). */
+static char *head_for(const cm_req_t *r, const gw_hdr_target_t *tg, const char *default_host,
+                      int chunked, int *idem_key)
 {
     cm_buf_t o = CM_BUF_INIT;
     uint64_t rng = 0x9e3779b97f4a7c15ULL;
-    cr_assert_eq(gw_hdr_request_head(&o, r, default_host, chunked, &rng), 0);
+    cr_assert_eq(gw_hdr_request_head(&o, r, tg, default_host, chunked, &rng, idem_key), 0);
     return o.data;
+}
+
+/* The target as proxy.c decides it for an origin-form request: the path and query as
+ * given, the authority from the first Host field. */
+static gw_hdr_target_t target_of(const cm_req_t *r)
+{
+    gw_hdr_target_t tg = {0};
+    const char *q = memchr(r->target.p, '?', r->target.len);
+    size_t plen = q ? (size_t)(q - r->target.p) : r->target.len;
+    tg.path = (cm_str_t){r->target.p, plen};
+    tg.rest = (cm_str_t){r->target.p + plen, r->target.len - plen};
+    size_t hl = 0;
+    const char *h = NULL;
+    for (int i = 0; i < r->nheaders && !h; i++)
+        if (r->headers[i].name.len == 4 && strncasecmp(r->headers[i].name.p, "host", 4) == 0)
+            h = r->headers[i].value.p, hl = r->headers[i].value.len;
+    const char *why;
+    cr_assert_eq(cm_uri_host_parse(&(cm_str_t){h ? h : "", hl}, &tg.host, &why), 0);
+    return tg;
+}
+
+static char *head_of(const cm_req_t *r, const char *default_host, int chunked)
+{
+    gw_hdr_target_t tg = target_of(r);
+    return head_for(r, &tg, default_host, chunked, NULL);
 }
 
 /* The value of field name in head ("" when absent), case-sensitive on the name as the
@@ -202,4 +230,89 @@ Test(headers, answer_fields_drop_hop_by_hop_framing_date_and_request_id)
     gw_hdr_response_fields(&out, raw, h, N);
     cr_assert_str_eq(out.data, "Server: up\r\nContent-Type: text/plain\r\n");
     cm_buf_free(&out);
+}
+
+Test(headers, connection_cannot_take_out_host_authorization_or_idempotency_key)
+{
+    static const char *const f[] = {"Host",
+                                    "public.example",
+                                    "Connection",
+                                    "close, Host, Authorization, Idempotency-Key, X-Gone",
+                                    "Authorization",
+                                    "Bearer t",
+                                    "Idempotency-Key",
+                                    "k1",
+                                    "X-Gone",
+                                    "1",
+                                    NULL};
+    cm_req_t *r = request("/", f);
+    r->method = CM_POST;
+    r->method_name = "POST";
+    gw_hdr_target_t tg = target_of(r);
+    int key = -1;
+    char *h = head_for(r, &tg, "up:1", 0, &key);
+    char v[256];
+    cr_assert_str_eq(field(h, "Host", v, sizeof v), "public.example", "%s", h);
+    cr_assert_str_eq(field(h, "Authorization", v, sizeof v), "Bearer t", "%s", h);
+    cr_assert_str_eq(field(h, "Idempotency-Key", v, sizeof v), "k1", "%s", h);
+    cr_assert_str_empty(field(h, "X-Gone", v, sizeof v), "%s", h);
+    cr_assert_eq(key, 1, "the key was forwarded, retries may rely on it");
+    free(h);
+    static const char *const g[] = {"Host", "h", NULL};
+    free(r);
+    r = request("/", g);
+    tg = target_of(r);
+    h = head_for(r, &tg, "up:1", 0, &key);
+    cr_assert_eq(key, 0, "no key was forwarded");
+    free(h);
+    free(r);
+}
+
+Test(headers, underscore_names_and_client_forwarded_and_real_ip_are_dropped)
+{
+    static const char *const f[] = {"Host",
+                                    "h",
+                                    "X_Forwarded_For",
+                                    "6.6.6.6",
+                                    "X_Forwarded_Host",
+                                    "evil.example",
+                                    "Forwarded",
+                                    "for=6.6.6.6;host=evil.example",
+                                    "X-Real-IP",
+                                    "6.6.6.6",
+                                    "x-real-ip",
+                                    "7.7.7.7",
+                                    "X-Kept-Dash",
+                                    "yes",
+                                    NULL};
+    cm_req_t *r = request("/", f);
+    char *h = head_of(r, "up:1", 0);
+    char v[256];
+    cr_assert_null(strstr(h, "6.6.6.6"), "a client address claim reached the upstream:\n%s", h);
+    cr_assert_null(strstr(h, "evil.example"), "a client host claim reached the upstream:\n%s", h);
+    cr_assert_null(strchr(h, '_'), "an underscore name reached the upstream:\n%s", h);
+    cr_assert_str_eq(field(h, "X-Real-IP", v, sizeof v), "127.0.0.1");
+    cr_assert_str_eq(field(h, "X-Forwarded-For", v, sizeof v), "127.0.0.1");
+    cr_assert_str_eq(field(h, "X-Kept-Dash", v, sizeof v), "yes");
+    cr_assert_str_empty(field(h, "Forwarded", v, sizeof v));
+    free(h);
+    free(r);
+}
+
+Test(headers, request_line_and_host_are_the_routing_decision)
+{
+    static const char *const f[] = {"Host", "public.example", "host", "second.example", NULL};
+    cm_req_t *r = request("http://internal.example.:8080/x/../a?q=%zz", f);
+    gw_hdr_target_t tg = {.path = {"/a", 2}, .rest = {"?q=%zz", 6}};
+    const char *why;
+    cr_assert_eq(cm_uri_host_parse(&(cm_str_t){"internal.example.:8080", 22}, &tg.host, &why), 0);
+    char *h = head_for(r, &tg, "up:1", 0, NULL);
+    char v[256];
+    cr_assert(strncmp(h, "GET /a?q=%zz HTTP/1.1\r\n", 23) == 0, "%s", h);
+    cr_assert_str_eq(field(h, "Host", v, sizeof v), "internal.example:8080", "%s", h);
+    cr_assert_str_eq(field(h, "X-Forwarded-Host", v, sizeof v), "internal.example:8080");
+    cr_assert_null(strstr(h, "public.example"), "the client's Host reached the upstream:\n%s", h);
+    cr_assert_null(strstr(h, "second.example"), "a second Host reached the upstream:\n%s", h);
+    free(h);
+    free(r);
 }

@@ -17,14 +17,14 @@ static char dir[64];
 static char path[PATH_MAX];
 static cm_db_t *db;
 
-static const cm_migration_t M[] = {{CM_IDEM_MIGRATION}};
+static const cm_migration_t M[] = {{CM_IDEM_MIGRATION}, {CM_IDEM_MIGRATION_SCOPE}};
 
 static void setup(void)
 {
     snprintf(dir, sizeof dir, "/tmp/cmesh-test-idem-XXXXXX");
     cr_assert_not_null(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/t.db", dir);
-    cr_assert_eq(cm_db_open(path, CM_DB_SYNC_NORMAL, M, 1, &db), 0);
+    cr_assert_eq(cm_db_open(path, CM_DB_SYNC_NORMAL, M, 2, &db), 0);
 }
 
 static void teardown(void)
@@ -58,7 +58,7 @@ Test(idempotency, unknown_key_is_not_found)
     cm_idem_fingerprint("POST", "/users", BODY, strlen(BODY), fp);
     cm_idem_response_t r = {.status = 7};
     cr_assert_eq(cm_db_begin(db), 0);
-    cr_assert_eq(cm_idem_lookup(db, "k1", 2, fp, &r), -ENOENT);
+    cr_assert_eq(cm_idem_lookup(db, "", 0, "k1", 2, fp, &r), -ENOENT);
     cr_assert_eq(r.status, 0);
     cr_assert_null(r.body);
     cm_db_rollback(db);
@@ -69,12 +69,12 @@ Test(idempotency, stored_response_is_replayed_for_the_same_request)
     char fp[65];
     cm_idem_fingerprint("POST", "/users", BODY, strlen(BODY), fp);
     cr_assert_eq(cm_db_begin(db), 0);
-    cr_assert_eq(cm_idem_store(db, "k1", 2, fp, 201, "/users/1", RESP, strlen(RESP)), 0);
+    cr_assert_eq(cm_idem_store(db, "", 0, "k1", 2, fp, 201, "/users/1", RESP, strlen(RESP)), 0);
     cr_assert_eq(cm_db_commit(db), 0);
 
     cm_idem_response_t r;
     cr_assert_eq(cm_db_begin(db), 0);
-    cr_assert_eq(cm_idem_lookup(db, "k1", 2, fp, &r), 0);
+    cr_assert_eq(cm_idem_lookup(db, "", 0, "k1", 2, fp, &r), 0);
     cm_db_rollback(db);
     cr_assert_eq(r.status, 201);
     cr_assert_str_eq(r.location, "/users/1");
@@ -90,9 +90,9 @@ Test(idempotency, missing_location_comes_back_null)
 {
     char fp[65];
     cm_idem_fingerprint("POST", "/orders", "{}", 2, fp);
-    cr_assert_eq(cm_idem_store(db, "k", 1, fp, 422, NULL, "{\"error\":\"x\"}", 13), 0);
+    cr_assert_eq(cm_idem_store(db, "", 0, "k", 1, fp, 422, NULL, "{\"error\":\"x\"}", 13), 0);
     cm_idem_response_t r;
-    cr_assert_eq(cm_idem_lookup(db, "k", 1, fp, &r), 0);
+    cr_assert_eq(cm_idem_lookup(db, "", 0, "k", 1, fp, &r), 0);
     cr_assert_eq(r.status, 422);
     cr_assert_null(r.location);
     cr_assert_str_eq(r.body, "{\"error\":\"x\"}");
@@ -104,9 +104,9 @@ Test(idempotency, same_key_with_different_request_is_eexist)
     char fp1[65], fp2[65];
     cm_idem_fingerprint("POST", "/users", BODY, strlen(BODY), fp1);
     cm_idem_fingerprint("POST", "/users", "{}", 2, fp2);
-    cr_assert_eq(cm_idem_store(db, "k1", 2, fp1, 201, "/users/1", RESP, strlen(RESP)), 0);
+    cr_assert_eq(cm_idem_store(db, "", 0, "k1", 2, fp1, 201, "/users/1", RESP, strlen(RESP)), 0);
     cm_idem_response_t r = {0};
-    cr_assert_eq(cm_idem_lookup(db, "k1", 2, fp2, &r), -EEXIST);
+    cr_assert_eq(cm_idem_lookup(db, "", 0, "k1", 2, fp2, &r), -EEXIST);
     cr_assert_null(r.body);
     cr_assert_null(r.location);
 }
@@ -115,8 +115,28 @@ Test(idempotency, storing_a_key_twice_is_eexist)
 {
     char fp[65];
     cm_idem_fingerprint("POST", "/users", BODY, strlen(BODY), fp);
-    cr_assert_eq(cm_idem_store(db, "k1", 2, fp, 201, NULL, RESP, strlen(RESP)), 0);
-    cr_assert_eq(cm_idem_store(db, "k1", 2, fp, 201, NULL, RESP, strlen(RESP)), -EEXIST);
+    cr_assert_eq(cm_idem_store(db, "", 0, "k1", 2, fp, 201, NULL, RESP, strlen(RESP)), 0);
+    cr_assert_eq(cm_idem_store(db, "", 0, "k1", 2, fp, 201, NULL, RESP, strlen(RESP)), -EEXIST);
+}
+
+Test(idempotency, same_key_of_two_clients_is_two_records)
+{
+    char fp[65];
+    cm_idem_fingerprint("POST", "/users", BODY, strlen(BODY), fp);
+    cr_assert_eq(cm_idem_store(db, "sub:a", 5, "k1", 2, fp, 201, "/users/1", RESP, strlen(RESP)),
+                 0);
+    cm_idem_response_t r = {0};
+    /* another client, the anonymous one included, does not see it */
+    cr_assert_eq(cm_idem_lookup(db, "sub:b", 5, "k1", 2, fp, &r), -ENOENT);
+    cr_assert_eq(cm_idem_lookup(db, "", 0, "k1", 2, fp, &r), -ENOENT);
+    cr_assert_eq(cm_idem_store(db, "sub:b", 5, "k1", 2, fp, 201, "/users/2", RESP, strlen(RESP)),
+                 0);
+    cr_assert_eq(cm_idem_lookup(db, "sub:a", 5, "k1", 2, fp, &r), 0);
+    cr_assert_str_eq(r.location, "/users/1");
+    cm_idem_response_free(&r);
+    cr_assert_eq(cm_idem_lookup(db, "sub:b", 5, "k1", 2, fp, &r), 0);
+    cr_assert_str_eq(r.location, "/users/2");
+    cm_idem_response_free(&r);
 }
 
 Test(idempotency, key_length_is_honoured_not_nul)
@@ -124,11 +144,11 @@ Test(idempotency, key_length_is_honoured_not_nul)
     char fp[65];
     cm_idem_fingerprint("POST", "/users", BODY, strlen(BODY), fp);
     /* "abcdef" with length 3 is the key "abc". */
-    cr_assert_eq(cm_idem_store(db, "abcdef", 3, fp, 201, NULL, RESP, strlen(RESP)), 0);
+    cr_assert_eq(cm_idem_store(db, "", 0, "abcdef", 3, fp, 201, NULL, RESP, strlen(RESP)), 0);
     cm_idem_response_t r;
-    cr_assert_eq(cm_idem_lookup(db, "abc", 3, fp, &r), 0);
+    cr_assert_eq(cm_idem_lookup(db, "", 0, "abc", 3, fp, &r), 0);
     cm_idem_response_free(&r);
-    cr_assert_eq(cm_idem_lookup(db, "abcdef", 6, fp, &r), -ENOENT);
+    cr_assert_eq(cm_idem_lookup(db, "", 0, "abcdef", 6, fp, &r), -ENOENT);
 }
 
 Test(idempotency, rolled_back_store_leaves_no_record)
@@ -136,17 +156,17 @@ Test(idempotency, rolled_back_store_leaves_no_record)
     char fp[65];
     cm_idem_fingerprint("POST", "/users", BODY, strlen(BODY), fp);
     cr_assert_eq(cm_db_begin(db), 0);
-    cr_assert_eq(cm_idem_store(db, "k1", 2, fp, 201, "/users/1", RESP, strlen(RESP)), 0);
+    cr_assert_eq(cm_idem_store(db, "", 0, "k1", 2, fp, 201, "/users/1", RESP, strlen(RESP)), 0);
     cm_db_rollback(db);
     cm_idem_response_t r;
-    cr_assert_eq(cm_idem_lookup(db, "k1", 2, fp, &r), -ENOENT);
+    cr_assert_eq(cm_idem_lookup(db, "", 0, "k1", 2, fp, &r), -ENOENT);
 }
 
 Test(idempotency, record_has_rfc3339_created_at)
 {
     char fp[65];
     cm_idem_fingerprint("POST", "/users", BODY, strlen(BODY), fp);
-    cr_assert_eq(cm_idem_store(db, "k1", 2, fp, 201, NULL, RESP, strlen(RESP)), 0);
+    cr_assert_eq(cm_idem_store(db, "", 0, "k1", 2, fp, 201, NULL, RESP, strlen(RESP)), 0);
     cm_stmt_t *st = cm_db_stmt(db, "SELECT created_at FROM idempotency_keys WHERE key = 'k1'");
     cr_assert_eq(cm_stmt_step(st), CM_DB_ROW);
     size_t len = 0;
@@ -163,9 +183,9 @@ Test(idempotency, empty_key_or_fingerprint_is_einval)
     char fp[65];
     cm_idem_fingerprint("POST", "/users", BODY, strlen(BODY), fp);
     cm_idem_response_t r;
-    cr_assert_eq(cm_idem_store(db, "", 0, fp, 201, NULL, "", 0), -EINVAL);
-    cr_assert_eq(cm_idem_store(db, "k", 1, "", 201, NULL, "", 0), -EINVAL);
-    cr_assert_eq(cm_idem_lookup(db, "k", 1, "", &r), -EINVAL);
+    cr_assert_eq(cm_idem_store(db, "", 0, "", 0, fp, 201, NULL, "", 0), -EINVAL);
+    cr_assert_eq(cm_idem_store(db, "", 0, "k", 1, "", 201, NULL, "", 0), -EINVAL);
+    cr_assert_eq(cm_idem_lookup(db, "", 0, "k", 1, "", &r), -EINVAL);
 }
 
 Test(idempotency, fingerprint_is_stable_lowercase_sha256_hex)

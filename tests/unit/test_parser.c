@@ -1,5 +1,6 @@
 /* tests/unit/test_parser.c: request framing, one request at a time and pipelined,
  * and every ambiguous or oversized head refused with its status. */
+#include <stdio.h>
 #include <string.h>
 
 #include <criterion/criterion.h>
@@ -74,7 +75,8 @@ Test(parser, parses_method_path_query_headers_and_body)
 
 Test(parser, byte_at_a_time_gives_the_same_request)
 {
-    const char raw[] = "PUT /users/7 HTTP/1.1\r\nContent-Length: 11\r\nX-A: b\r\n\r\n{\"name\":1}x";
+    const char raw[] =
+        "PUT /users/7 HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nX-A: b\r\n\r\n{\"name\":1}x";
     cm_parser_t p;
     cm_req_t req = {0};
     int done = 0;
@@ -92,7 +94,8 @@ Test(parser, byte_at_a_time_gives_the_same_request)
 
 Test(parser, pipelined_requests_come_out_one_by_one)
 {
-    const char raw[] = "GET /a HTTP/1.1\r\n\r\nGET /bb HTTP/1.1\r\n\r\nGET /ccc HTTP/1.1\r\n\r\n";
+    const char raw[] = "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /bb HTTP/1.1\r\nHost: x\r\n\r\nGET "
+                       "/ccc HTTP/1.1\r\nHost: x\r\n\r\n";
     cm_parser_t p;
     cm_parser_init(&p, &limits);
     const char *s = raw;
@@ -121,7 +124,7 @@ Test(parser, pipelined_requests_come_out_one_by_one)
 
 Test(parser, chunked_body_is_reassembled)
 {
-    const char raw[] = "POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    const char raw[] = "POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                        "3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n";
     cm_parser_t p;
     cm_req_t req = {0};
@@ -138,7 +141,8 @@ Test(parser, chunked_body_is_reassembled)
 
 Test(parser, expect_100_continue_reports_the_head_first)
 {
-    const char raw[] = "POST /u HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n";
+    const char raw[] =
+        "POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n";
     cm_parser_t p;
     cm_parser_init(&p, &limits);
     size_t used;
@@ -149,48 +153,57 @@ Test(parser, expect_100_continue_reports_the_head_first)
 
 Test(parser, content_length_with_transfer_encoding_is_400)
 {
-    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: "
-                              "chunked\r\n\r\n0\r\n\r\n"),
-                 400);
-    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: "
-                              "3\r\n\r\n0\r\n\r\n"),
-                 400);
+    cr_assert_eq(
+        parse_status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: "
+                     "chunked\r\n\r\n0\r\n\r\n"),
+        400);
+    cr_assert_eq(
+        parse_status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: "
+                     "3\r\n\r\n0\r\n\r\n"),
+        400);
 }
 
 Test(parser, differing_content_lengths_are_400)
 {
     cr_assert_eq(
-        parse_status("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"), 400);
+        parse_status(
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"),
+        400);
 }
 
 Test(parser, transfer_encoding_other_than_chunked_is_400)
 {
-    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"), 400);
-    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 400);
-    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"),
+                 400);
+    cr_assert_eq(
+        parse_status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+        400);
+    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                               "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
                  400);
 }
 
 Test(parser, malformed_chunk_size_is_400)
 {
-    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"), 400);
-    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    cr_assert_eq(
+        parse_status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
+        400);
+    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                               "fffffffffffffffffff\r\n"),
                  400);
 }
 
 Test(parser, whitespace_before_colon_is_400)
 {
-    cr_assert_eq(parse_status("GET / HTTP/1.1\r\nHost : x\r\n\r\n"), 400);
+    cr_assert_eq(parse_status("GET / HTTP/1.1\r\nHost: x\r\nHost : x\r\n\r\n"), 400);
 }
 
 Test(parser, obs_fold_bare_lf_bare_cr_and_nul_are_400)
 {
-    cr_assert_eq(parse_status("GET / HTTP/1.1\r\nX-A: b\r\n  folded\r\n\r\n"), 400);
+    cr_assert_eq(parse_status("GET / HTTP/1.1\r\nHost: x\r\nX-A: b\r\n  folded\r\n\r\n"), 400);
     cr_assert_eq(parse_status("GET / HTTP/1.1\nHost: x\n\n"), 400);
-    cr_assert_eq(parse_status("GET / HTTP/1.1\r\nX-A: b\rc\r\n\r\n"), 400);
-    const char nul[] = "GET / HTTP/1.1\r\nX-A: b\0c\r\n\r\n";
+    cr_assert_eq(parse_status("GET / HTTP/1.1\r\nHost: x\r\nX-A: b\rc\r\n\r\n"), 400);
+    const char nul[] = "GET / HTTP/1.1\r\nHost: x\r\nX-A: b\0c\r\n\r\n";
     cm_parser_t p;
     cm_parser_init(&p, &limits);
     size_t used;
@@ -202,9 +215,9 @@ Test(parser, obs_fold_bare_lf_bare_cr_and_nul_are_400)
 Test(parser, long_request_line_is_414_and_large_head_is_431)
 {
     char raw[2048];
-    snprintf(raw, sizeof raw, "GET /%0300d HTTP/1.1\r\n\r\n", 0);
+    snprintf(raw, sizeof raw, "GET /%0300d HTTP/1.1\r\nHost: x\r\n\r\n", 0);
     cr_assert_eq(parse_status(raw), 414);
-    int n = snprintf(raw, sizeof raw, "GET / HTTP/1.1\r\n");
+    int n = snprintf(raw, sizeof raw, "GET / HTTP/1.1\r\nHost: x\r\n");
     for (int i = 0; i < 20; i++)
         n += snprintf(raw + n, sizeof raw - (size_t)n, "X-Pad-%02d: %060d\r\n", i, 0);
     snprintf(raw + n, sizeof raw - (size_t)n, "\r\n");
@@ -236,7 +249,7 @@ Test(parser, limits_fall_on_the_same_byte_fed_whole_or_bytewise)
     char raw[2048];
     int ok = 0, over = 0;
     for (int n = 240; n < 260; n++) { /* request line around max_uri (256) */
-        snprintf(raw, sizeof raw, "GET /%0*d HTTP/1.1\r\n\r\n", n - 16, 0);
+        snprintf(raw, sizeof raw, "GET /%0*d HTTP/1.1\r\nHost: x\r\n\r\n", n - 16, 0);
         int whole = parse_status(raw);
         cr_assert_eq(whole, parse_status_bytewise(raw), "line of %d bytes", n);
         ok += whole == 200;
@@ -245,13 +258,13 @@ Test(parser, limits_fall_on_the_same_byte_fed_whole_or_bytewise)
     cr_assert(ok > 0 && over > 0);
     ok = over = 0;
     for (int n = 960; n < 1000; n++) { /* one header value around max_header (1024) */
-        snprintf(raw, sizeof raw, "GET / HTTP/1.1\r\nX-Pad: %0*d\r\n\r\n", n, 0);
+        snprintf(raw, sizeof raw, "GET / HTTP/1.1\r\nHost: x\r\nX-Pad: %0*d\r\n\r\n", n, 0);
         int whole = parse_status(raw);
         cr_assert_eq(whole, parse_status_bytewise(raw), "value of %d bytes", n);
         ok += whole == 200;
         over += whole == 431;
         /* not terminated: the limit trips as the bytes come, not at the line's end */
-        snprintf(raw, sizeof raw, "GET / HTTP/1.1\r\nX-Pad: %0*d", n + 8, 0);
+        snprintf(raw, sizeof raw, "GET / HTTP/1.1\r\nHost: x\r\nX-Pad: %0*d", n + 8, 0);
         cr_assert_eq(parse_status(raw), parse_status_bytewise(raw), "open value of %d", n);
     }
     cr_assert(ok > 0 && over > 0);
@@ -261,16 +274,19 @@ Test(parser, limits_fall_on_the_same_byte_fed_whole_or_bytewise)
 
 Test(parser, body_over_limit_is_413_for_both_framings)
 {
-    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nContent-Length: 65\r\n\r\n"), 413);
+    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 65\r\n\r\n"), 413);
     char raw[512];
-    snprintf(raw, sizeof raw,
-             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n%064d\r\n1\r\nx\r\n", 0);
+    snprintf(
+        raw, sizeof raw,
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n%064d\r\n1\r\nx\r\n",
+        0);
     cr_assert_eq(parse_status(raw), 413);
 }
 
 Test(parser, unsupported_expect_is_417)
 {
-    cr_assert_eq(parse_status("POST / HTTP/1.1\r\nContent-Length: 1\r\nExpect: x\r\n\r\na"), 417);
+    cr_assert_eq(
+        parse_status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nExpect: x\r\n\r\na"), 417);
 }
 
 Test(parser, http10_without_keep_alive_is_not_keep_alive)
@@ -383,7 +399,7 @@ Test(parser, stream_reports_head_and_done_for_a_bodyless_request)
 
 Test(parser, stream_removes_chunked_framing)
 {
-    const char raw[] = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    const char raw[] = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                        "5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\n\r\n";
     for (size_t step = 1; step <= sizeof raw; step += 3) {
         cm_parser_t p;
@@ -404,8 +420,10 @@ Test(parser, stream_removes_chunked_framing)
 Test(parser, stream_still_refuses_bodies_over_max_body)
 {
     char raw[512];
-    snprintf(raw, sizeof raw,
-             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n%064d\r\n1\r\nx\r\n", 0);
+    snprintf(
+        raw, sizeof raw,
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n%064d\r\n1\r\nx\r\n",
+        0);
     cm_parser_t p;
     stream_log_t l = {0};
     cm_parser_init(&p, &stream_limits);
@@ -417,7 +435,7 @@ Test(parser, stream_still_refuses_bodies_over_max_body)
 
     stream_log_t l2 = {0};
     cm_parser_init(&p, &stream_limits);
-    const char big[] = "POST / HTTP/1.1\r\nContent-Length: 65\r\n\r\n";
+    const char big[] = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 65\r\n\r\n";
     stream_feed(&p, big, sizeof big - 1, sizeof big, &l2);
     cr_assert_eq(l2.heads, 0, "refused at the head");
     cr_assert_eq(l2.error, 413);
@@ -426,8 +444,8 @@ Test(parser, stream_still_refuses_bodies_over_max_body)
 
 Test(parser, stream_stops_at_the_end_of_the_first_pipelined_request)
 {
-    const char first[] = "POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc";
-    const char second[] = "GET /b HTTP/1.1\r\n\r\n";
+    const char first[] = "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc";
+    const char second[] = "GET /b HTTP/1.1\r\nHost: x\r\n\r\n";
     char raw[256];
     snprintf(raw, sizeof raw, "%s%s", first, second);
     cm_parser_t p;
@@ -446,4 +464,30 @@ Test(parser, stream_stops_at_the_end_of_the_first_pipelined_request)
     cr_assert_eq(memcmp(l2.req.path.p, "/b", 2), 0);
     stream_log_free(&l2);
     cm_parser_free(&p);
+}
+
+/* RFC 9112 3.2: Host is required in HTTP/1.1, once, and must be a valid host[:port]. */
+Test(parser, host_missing_repeated_or_invalid_is_400)
+{
+    cr_assert_eq(parse_status("GET / HTTP/1.1\r\n\r\n"), 400);
+    cr_assert_eq(parse_status("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n"), 400);
+    cr_assert_eq(parse_status("GET / HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n"), 400);
+    const char *bad[] = {"a b/c", "a/c",  "a@b",    "x:99999", "x:8o", "x:123456",
+                         "[zz]",  "[::1", "[::1]x", "%zz",     "a\"b"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char raw[128];
+        snprintf(raw, sizeof raw, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", bad[i]);
+        cr_assert_eq(parse_status(raw), 400, "Host: %s", bad[i]);
+    }
+    const char *good[] = {"",          "x",
+                          "x:80",      "127.0.0.1:8080",
+                          "[::1]",     "[::1]:80",
+                          "a-b.c_d~e", "%41pi.example",
+                          "x:",        "xn--bcher-kva.example"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        char raw[128];
+        snprintf(raw, sizeof raw, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", good[i]);
+        cr_assert_eq(parse_status(raw), 200, "Host: %s", good[i]);
+    }
+    cr_assert_eq(parse_status("GET / HTTP/1.0\r\n\r\n"), 200, "HTTP/1.0 may omit Host");
 }
