@@ -19,9 +19,13 @@ stop() {
 }
 trap stop INT TERM HUP
 
-# the control API answers /v1/ready with 200 once every instance is ready
-api=$(awk '/^control:/{c=1} c && /listen:/{print $2; exit}' "$config")
+# addresses from the file's control: and gateway: sections (their first listen: key)
+listen_of() { awk -v s="$1:" '$1 == s {c=1; next} /^[^ #]/ {c=0} c && $1 == "listen:" {print $2; exit}' "$config"; }
+api=$(listen_of control)
 api=${api:-127.0.0.1:9000}
+gw=$(listen_of gateway)
+gw=${gw:-127.0.0.1:8080}
+# the control API answers /v1/ready with 200 once every instance is ready
 for _ in $(seq 300); do
     if ! kill -0 "$up" 2>/dev/null; then
         rc=0
@@ -39,10 +43,10 @@ token=$("$bin" token --config "$config" --sub demo \
     --scope "users:read users:write orders:read orders:write" 2>/dev/null || true)
 cat <<MSG
 cmesh is up (Ctrl-C stops everything gracefully):
-  gateway  http://127.0.0.1:8080/users  http://127.0.0.1:8080/orders
+  gateway  http://$gw/users  http://$gw/orders
   control  http://$api/v1/services   (cmesh status, cmesh logs users/0, cmesh scale users 3)
   try:
-    curl -H "Authorization: Bearer $token" http://127.0.0.1:8080/users
+    curl -H "Authorization: Bearer $token" http://$gw/users
 MSG
 rc=0
 wait "$up" || rc=$?
