@@ -43,20 +43,20 @@ typedef struct sys {
 
 static sys_t *sys_current; /* the one a test's cleanup stops */
 
-static void ms_sleep(int ms)
+static inline void ms_sleep(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
 }
 
-static double now_s(void)
+static inline double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int port_free(int port)
+static inline int port_free(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
@@ -68,7 +68,7 @@ static int port_free(int port)
 
 /* Ports below the kernel's ephemeral range (32768+), so other suites' free ports
  * (bind to 0) never collide with a whole block picked here. */
-static void sys_ports(sys_t *s)
+static inline void sys_ports(sys_t *s)
 {
     for (int tries = 0; tries < 200; tries++) {
         uint32_t r;
@@ -93,7 +93,7 @@ static void sys_ports(sys_t *s)
 
 /* A system in a fresh temp dir; body is the services: and gateway: sections (after
  * control:), with %1$d = gateway port, %2$d..%5$d = the services' first ports. */
-static void sys_init(sys_t *s, const char *body_fmt)
+static inline void sys_init(sys_t *s, const char *body_fmt)
 {
     memset(s, 0, sizeof *s);
     h_tempdir(s->dir, sizeof s->dir);
@@ -111,7 +111,7 @@ static void sys_init(sys_t *s, const char *body_fmt)
 
 /* Runs `cmesh ARGS... --config YAML` and returns its exit status; out (may be NULL)
  * gets its stdout + stderr (caller frees). */
-static int sys_cmd(sys_t *s, char **out, const char *const *args)
+static inline int sys_cmd(sys_t *s, char **out, const char *const *args)
 {
     char path[400];
     snprintf(path, sizeof path, "%s/cmd.out", s->dir);
@@ -146,7 +146,7 @@ static int sys_cmd(sys_t *s, char **out, const char *const *args)
 }
 
 /* Starts `cmesh up --config YAML` in the foreground (a child of the test). */
-static void sys_start(sys_t *s)
+static inline void sys_start(sys_t *s)
 {
     pid_t pid = fork();
     cr_assert_geq(pid, 0);
@@ -160,14 +160,14 @@ static void sys_start(sys_t *s)
     s->up = pid;
 }
 
-static h_resp_t sys_get(sys_t *s, const char *path)
+static inline h_resp_t sys_get(sys_t *s, const char *path)
 {
     char url[512];
     snprintf(url, sizeof url, "%s%s", s->ctl, path);
     return h_http("GET", url, NULL, NULL);
 }
 
-static json_t *sys_json(sys_t *s, const char *path)
+static inline json_t *sys_json(sys_t *s, const char *path)
 {
     h_resp_t r = sys_get(s, path);
     json_t *j = r.status == 200 ? json_loadb(r.body, r.body_len, 0, NULL) : NULL;
@@ -176,7 +176,7 @@ static json_t *sys_json(sys_t *s, const char *path)
 }
 
 /* Waits until GET /v1/ready answers 200 (every instance ready). */
-static void sys_wait_ready(sys_t *s, int timeout_ms)
+static inline void sys_wait_ready(sys_t *s, int timeout_ms)
 {
     double until = now_s() + timeout_ms / 1000.0;
     while (now_s() < until) {
@@ -199,7 +199,7 @@ static void sys_wait_ready(sys_t *s, int timeout_ms)
 }
 
 /* The instance SERVICE/INDEX from /v1/services/SERVICE (a new reference), or NULL. */
-static json_t *sys_inst(sys_t *s, const char *service, int index)
+static inline json_t *sys_inst(sys_t *s, const char *service, int index)
 {
     char path[128];
     snprintf(path, sizeof path, "/v1/services/%s", service);
@@ -211,7 +211,7 @@ static json_t *sys_inst(sys_t *s, const char *service, int index)
     return found;
 }
 
-static int sys_pid(sys_t *s, const char *service, int index)
+static inline int sys_pid(sys_t *s, const char *service, int index)
 {
     json_t *in = sys_inst(s, service, index);
     int pid = in ? (int)json_integer_value(json_object_get(in, "pid")) : 0;
@@ -221,8 +221,8 @@ static int sys_pid(sys_t *s, const char *service, int index)
 
 /* Waits until instance SERVICE/INDEX is in state (and, when not 0, its pid differs from
  * not_pid); returns the instance (a new reference). */
-static json_t *sys_wait_state(sys_t *s, const char *service, int index, const char *state,
-                              int not_pid, int timeout_ms)
+static inline json_t *sys_wait_state(sys_t *s, const char *service, int index, const char *state,
+                                     int not_pid, int timeout_ms)
 {
     double until = now_s() + timeout_ms / 1000.0;
     json_t *in = NULL;
@@ -242,7 +242,7 @@ static json_t *sys_wait_state(sys_t *s, const char *service, int index, const ch
 
 /* Processes whose environment says they belong to state dir state (and, when not NULL,
  * are instance inst, "users/0"). The test process itself has neither. */
-static int sys_procs(const char *state, const char *inst, int kill_them)
+static inline int sys_procs(const char *state, const char *inst, int kill_them)
 {
     char want[400], want_inst[128];
     snprintf(want, sizeof want, "CMESH_STATE=%s", state);
@@ -297,7 +297,7 @@ static int sys_procs(const char *state, const char *inst, int kill_them)
 }
 
 /* SIGTERM to cmesh up and its exit status (-1 when it had to be killed). */
-static int sys_stop(sys_t *s, int timeout_ms)
+static inline int sys_stop(sys_t *s, int timeout_ms)
 {
     if (s->up <= 0)
         return 0;
@@ -316,7 +316,7 @@ static int sys_stop(sys_t *s, int timeout_ms)
     return -1;
 }
 
-static void sys_kill9_up(sys_t *s)
+static inline void sys_kill9_up(sys_t *s)
 {
     kill(s->up, SIGKILL);
     waitpid(s->up, NULL, 0);
@@ -324,7 +324,7 @@ static void sys_kill9_up(sys_t *s)
 }
 
 /* Cleanup for a test's .fini: stops cmesh up, kills whatever of the system is left. */
-static void sys_fini(void)
+static inline void sys_fini(void)
 {
     sys_t *s = sys_current;
     if (!s)
