@@ -573,7 +573,7 @@ int cm_spec_parse(const char *path, const char *text, size_t len, cm_spec_t **ou
         cm_spec_free(sp);
         return rc;
     }
-    snprintf(sp->dir, sizeof sp->dir, "%s", absdir);
+    memcpy(sp->dir, absdir, strlen(absdir) + 1); /* length checked above */
     snprintf(sp->control_host, sizeof sp->control_host, "127.0.0.1");
     sp->control_port = 9000;
     snprintf(sp->state_dir, sizeof sp->state_dir, "%.*s/data/state", (int)(sizeof sp->dir - 12),

@@ -966,6 +966,16 @@ int cm_sup_pid(const cm_sup_t *s, const char *service, int index)
     return 0;
 }
 
+int cm_sup_ready(const cm_sup_t *s, const char *service, int index)
+{
+    for (int i = 0; i < s->nsvcs; i++)
+        if (strcmp(s->svcs[i].spec->name, service) == 0 && index >= 0 && index < CM_SPEC_MAX_INST &&
+            s->svcs[i].inst[index])
+            return s->svcs[i].inst[index]->pid > 0 &&
+                   s->svcs[i].inst[index]->state == CM_INST_READY;
+    return 0;
+}
+
 char *cm_sup_log_tail(const cm_sup_t *s, const char *service, int index, int lines)
 {
     char p[4096];

@@ -62,6 +62,8 @@ void cm_sup_free(cm_sup_t *s);
 int cm_sup_urls(const cm_sup_t *s, const char *service, char ***urls, int *n);
 /* The pid of the gateway, 0 when it is not running. */
 int cm_sup_pid(const cm_sup_t *s, const char *service, int index);
+/* 1 when the instance is running and ready. */
+int cm_sup_ready(const cm_sup_t *s, const char *service, int index);
 /* The last lines of an instance's log (for a crash loop's status). Caller frees. */
 char *cm_sup_log_tail(const cm_sup_t *s, const char *service, int index, int lines);
 
