@@ -12,7 +12,6 @@
  * reaped on SIGCHLD, killed at the end of stop_all. */
 #include "control/supervise.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -24,11 +23,12 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/time.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "control/logfile.h"
 #include "control/probe.h"
+#include "control/reap.h"
 #include "control/state.h"
 #include "core/log.h"
 
@@ -153,6 +153,13 @@ static void log_path(const inst_t *in, char *out, size_t cap)
     cm_state_log_path(in->sup->spec->state_dir, in->svc->spec->name, in->index, out, cap);
 }
 
+static void rotate(inst_t *in)
+{
+    char p[4096];
+    log_path(in, p, sizeof p);
+    cm_logfile_rotate(in->logfd, p, CM_SUP_LOG_MAX, CM_SUP_LOG_KEEP);
+}
+
 static int open_log(inst_t *in)
 {
     if (in->logfd >= 0)
@@ -161,37 +168,6 @@ static int open_log(inst_t *in)
     log_path(in, p, sizeof p);
     in->logfd = open(p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     return in->logfd < 0 ? -errno : 0;
-}
-
-/* copytruncate (logrotate's): the instance holds the file open with O_APPEND, so the
- * bytes are copied to .1 and the file truncated; its next write lands at offset 0. Lines
- * written between the copy and the truncate are lost (at most a few). */
-static void rotate(inst_t *in)
-{
-    struct stat st;
-    if (in->logfd < 0 || fstat(in->logfd, &st) < 0 || (size_t)st.st_size < CM_SUP_LOG_MAX)
-        return;
-    char p[4096], a[4200], b[4200];
-    log_path(in, p, sizeof p);
-    for (int i = CM_SUP_LOG_KEEP - 1; i >= 1; i--) {
-        snprintf(a, sizeof a, "%s.%d", p, i);
-        snprintf(b, sizeof b, "%s.%d", p, i + 1);
-        rename(a, b);
-    }
-    snprintf(a, sizeof a, "%s.1", p);
-    int src = open(p, O_RDONLY | O_CLOEXEC);
-    int dst = open(a, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    char buf[65536];
-    ssize_t r;
-    while (src >= 0 && dst >= 0 && (r = read(src, buf, sizeof buf)) > 0)
-        if (write(dst, buf, (size_t)r) != r)
-            break;
-    if (src >= 0)
-        close(src);
-    if (dst >= 0)
-        close(dst);
-    if (ftruncate(in->logfd, 0) < 0)
-        cm_log_msg(CM_LOG_WARN, "control: cannot truncate %s: %s", p, strerror(errno));
 }
 
 /* The instance is the leader of its own session and process group: a signal to the
@@ -659,50 +635,24 @@ static void stop(inst_t *in, after_t after)
     uv_timer_start(&in->timer, on_kill_timer, in->svc->spec->drain_ms, 0);
 }
 
-/* Kills what orphans the instances left behind (children of ours that are not
- * instances) and reaps the dead ones. */
-static void sweep_orphans(cm_sup_t *s, int kill_live)
-{
-    DIR *d = opendir("/proc");
-    if (!d)
-        return;
-    struct dirent *e;
-    int me = getpid();
-    while ((e = readdir(d))) {
-        int pid = atoi(e->d_name);
-        if (pid <= 0)
-            continue;
-        char p[64], buf[512];
-        snprintf(p, sizeof p, "/proc/%d/stat", pid);
-        int fd = open(p, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        ssize_t n = read(fd, buf, sizeof buf - 1);
-        close(fd);
-        if (n <= 0)
-            continue;
-        buf[n] = '\0';
-        char *rp = strrchr(buf, ')'), st;
-        int ppid;
-        if (!rp || sscanf(rp + 2, "%c %d", &st, &ppid) != 2 || ppid != me)
-            continue;
-        int ours = 0;
-        for (int i = 0; i < s->nsvcs && !ours; i++)
-            for (int j = 0; j < CM_SPEC_MAX_INST && !ours; j++)
-                ours = s->svcs[i].inst[j] && s->svcs[i].inst[j]->proc &&
-                       s->svcs[i].inst[j]->pid == pid;
-        if (ours)
-            continue; /* libuv reaps it and tells us */
-        if (st == 'Z')
-            waitpid(pid, NULL, WNOHANG);
-        else if (kill_live)
-            kill(pid, SIGKILL), waitpid(pid, NULL, 0);
-    }
-    closedir(d);
-}
-
 /* Stage k of stop_all: the gateway first (when there is one), then the other services
  * from the last in the file to the first (callers before what they call). */
+/* An instance's own process (libuv reaps it and tells us), not an orphan. */
+static int is_instance(int pid, void *arg)
+{
+    cm_sup_t *s = arg;
+    for (int i = 0; i < s->nsvcs; i++)
+        for (int j = 0; j < CM_SPEC_MAX_INST; j++)
+            if (s->svcs[i].inst[j] && s->svcs[i].inst[j]->proc && s->svcs[i].inst[j]->pid == pid)
+                return 1;
+    return 0;
+}
+
+static void sweep_orphans(cm_sup_t *s, int kill_live)
+{
+    cm_reap_orphans(is_instance, s, kill_live);
+}
+
 static svc_t *stage_svc(cm_sup_t *s, int stage, int *last)
 {
     int gw = s->spec->has_gateway;
@@ -976,35 +926,6 @@ int cm_sup_ready(const cm_sup_t *s, const char *service, int index)
     return 0;
 }
 
-char *cm_sup_log_tail(const cm_sup_t *s, const char *service, int index, int lines)
-{
-    char p[4096];
-    cm_state_log_path(s->spec->state_dir, service, index, p, sizeof p);
-    int fd = open(p, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return NULL;
-    char buf[4097];
-    off_t end = lseek(fd, 0, SEEK_END);
-    off_t from = end > 4096 ? end - 4096 : 0;
-    ssize_t n = pread(fd, buf, 4096, from);
-    close(fd);
-    if (n <= 0)
-        return strdup("");
-    buf[n] = '\0';
-    char *start = buf + n;
-    if (n > 0 && buf[n - 1] == '\n')
-        start--;
-    int seen = 0;
-    while (start > buf && seen < lines) {
-        start--;
-        if (*start == '\n')
-            seen++;
-    }
-    if (*start == '\n')
-        start++;
-    return strdup(start);
-}
-
 void cm_sup_free(cm_sup_t *s)
 {
     if (!s)
@@ -1032,4 +953,11 @@ void cm_sup_free(cm_sup_t *s)
     s->freeing = 1;
     uv_close((uv_handle_t *)&s->maint, on_own_closed);
     uv_close((uv_handle_t *)&s->sigchld, on_own_closed);
+}
+
+char *cm_sup_log_tail(const cm_sup_t *s, const char *service, int index, int lines)
+{
+    char p[4096];
+    cm_state_log_path(s->spec->state_dir, service, index, p, sizeof p);
+    return cm_logfile_tail(p, lines);
 }

@@ -4,7 +4,11 @@
  * error, every acknowledged create is there exactly once, every killed instance is
  * replaced. The issue asks for 60 s; 20 s keeps `make test` fast and still kills 8
  * instances (the gateway itself is not killed: it is the one front door, and losing it
- * is the client-visible error the issue's part 2 addresses with a second gateway). */
+ * is the client-visible error the issue's part 2 addresses with a second gateway).
+ * orders checks users through the gateway ({url:gateway}), which retries that GET on
+ * the other users instance; with {url:users} (orders/i → users/i) a killed users
+ * instance fails its partner's creates until it is back, retried by the gateway on the
+ * other orders instance, which was seen not to cover every request (see the report). */
 #include "ctl_util.h"
 
 #include <pthread.h>
@@ -23,11 +27,11 @@ static const char spec[] =
     "services:\n"
     "  users:\n    command: users\n    instances: 2\n    listen: 127.0.0.1:%2$d\n"
     "    args: [--db, users.db, --access-log, 'off']\n"
-    "    readiness: { path: /readyz, interval: 200ms, timeout: 200ms, fall: 1 }\n"
+    "    readiness: { path: /readyz, interval: 500ms, timeout: 500ms, fall: 3 }\n"
     "    drain_timeout: 2s\n"
     "  orders:\n    command: orders\n    instances: 2\n    listen: 127.0.0.1:%3$d\n"
-    "    args: [--db, orders.db, --users-url, '{url:users}']\n"
-    "    readiness: { path: /readyz, interval: 200ms, timeout: 200ms, fall: 1 }\n"
+    "    args: [--db, orders.db, --users-url, '{url:gateway}', --access-log, 'off']\n"
+    "    readiness: { path: /readyz, interval: 500ms, timeout: 500ms, fall: 3 }\n"
     "    drain_timeout: 2s\n"
     "gateway:\n  listen: 127.0.0.1:%1$d\n  routes:\n"
     "    - { prefix: /users, service: users }\n"
@@ -172,6 +176,14 @@ Test(chaos, sigkill_under_load_loses_nothing_and_every_instance_is_replaced)
                 l.requests, l.nusers, l.norders, nkilled);
     cr_assert_gt(nkilled, 4);
     cr_assert_gt(l.nusers, 10, "the load ran");
+    /* CHAOS_KEEP=DIR keeps a failed run's system (logs, state, databases) for a look */
+    if (l.errors && getenv("CHAOS_KEEP")) {
+        char cmd[800];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'; cp -r '%s' '%s'", getenv("CHAOS_KEEP"), sys.dir,
+                 getenv("CHAOS_KEEP"));
+        if (system(cmd) != 0)
+            cr_log_warn("could not keep %s", sys.dir);
+    }
     json_t *g = sys_inst(&sys, "gateway", 0);
     char *gs = g ? json_dumps(g, 0) : NULL;
     json_decref(g);
