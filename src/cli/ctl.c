@@ -302,7 +302,7 @@ static const char scale_help[] = "usage: cmesh scale [--config FILE] SERVICE N\n
                                  "start, extra ones\n"
                                  "leave routing and stop gracefully, highest number first. The "
                                  "count survives a\n"
-                                 "restart of the control plane.\n"
+                                 "restart of the control plane (not a down).\n"
                                  "Exit status: 0 done, 1 refused or no control plane, 2 bad "
                                  "arguments.\n";
 

@@ -296,6 +296,13 @@ int cm_state_get_scale(const char *dir, const char *service, int *count)
     return rc;
 }
 
+int cm_state_clear_scale(const char *dir)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/scale.json", dir);
+    return unlink(p) < 0 && errno != ENOENT ? -errno : 0;
+}
+
 int cm_state_next_epoch(const char *dir, uint64_t *epoch)
 {
     char p[4096], *text = NULL;

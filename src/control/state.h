@@ -46,6 +46,9 @@ int cm_state_get_control(const char *dir, int *pid, uint64_t *start_ticks);
  * control plane). Returns 0, -ENOENT when none was set. */
 int cm_state_put_scale(const char *dir, const char *service, int count);
 int cm_state_get_scale(const char *dir, const char *service, int *count);
+/* Forgets every count set by scale: after a down, the next up starts from the file (as
+ * docker compose does). Returns 0 or -errno. */
+int cm_state_clear_scale(const char *dir);
 
 /* Reads, increments and writes back dir/epoch: every run of the control plane gets a
  * larger epoch than the last, so indexes built on it (epoch << 32 | counter) never go

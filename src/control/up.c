@@ -213,6 +213,7 @@ static void on_down_done(void *arg)
 {
     ctl_t *c = arg;
     c->down_done = 1;
+    cm_state_clear_scale(c->spec->state_dir); /* the next up starts from the file */
     cm_log_msg(CM_LOG_INFO, "control: every instance stopped");
     maybe_finish(c);
 }
@@ -664,6 +665,7 @@ int cm_down_main(int argc, char **argv)
         if (!cm_spec_service(s, recs[i].service))
             stopped += stop_recorded(s, recs[i].service, recs, n);
     free(recs);
+    cm_state_clear_scale(s->state_dir);
     if (stopped)
         printf("cmesh down: stopped %d instance%s (no control plane was running)\n", stopped,
                stopped == 1 ? "" : "s");

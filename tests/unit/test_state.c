@@ -98,6 +98,8 @@ Test(state, scale_survives_and_control_record_round_trips)
     cr_assert_eq(n, 3);
     cr_assert_eq(cm_state_get_scale(dir, "orders", &n), 0);
     cr_assert_eq(n, 0);
+    cr_assert_eq(cm_state_clear_scale(dir), 0);
+    cr_assert_eq(cm_state_get_scale(dir, "users", &n), -ENOENT, "a down forgets scale");
     int pid;
     uint64_t t;
     cr_assert_eq(cm_state_put_control(dir, 77, 88), 0);
