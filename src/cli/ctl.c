@@ -169,8 +169,8 @@ static void print_table(json_t *st, int wide)
             int pid = (int)json_integer_value(json_object_get(in, "pid"));
             json_t *le = json_object_get(in, "last_exit");
             snprintf(r[0], 128, "%s", name ? name : "?");
-            snprintf(r[1], 128, "%s/%d", name ? name : "?",
-                     (int)json_integer_value(json_object_get(in, "index")));
+            const char *id = json_string_value(json_object_get(in, "id"));
+            snprintf(r[1], 128, "%s", id ? id : "?");
             snprintf(r[2], 128, pid > 0 ? "%d" : "-", pid);
             snprintf(r[3], 128, "%s:%d", json_string_value(json_object_get(in, "address")),
                      (int)json_integer_value(json_object_get(in, "port")));

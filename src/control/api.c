@@ -72,7 +72,13 @@ static void render_instance(cm_buf_t *b, const char *name, const cm_reg_inst_t *
         iso_ms(in->started_ms, started);
     cm_buf_append_str(b, "{\"id\":\"");
     cm_json_escape(b, name, strlen(name));
-    cm_buf_appendf(b, "/%d\",\"service\":", in->index);
+    if (in->ext_id[0]) {
+        cm_buf_append_str(b, "/");
+        cm_json_escape(b, in->ext_id, strlen(in->ext_id));
+        cm_buf_append_str(b, "\"");
+    } else
+        cm_buf_appendf(b, "/%d\"", in->index);
+    cm_buf_append_str(b, ",\"service\":");
     cm_json_str(b, name, strlen(name));
     cm_buf_appendf(b, ",\"index\":%d,\"address\":", in->index);
     cm_json_str(b, in->host, strlen(in->host));
@@ -83,6 +89,8 @@ static void render_instance(cm_buf_t *b, const char *name, const cm_reg_inst_t *
                    in->port, v6 ? "[" : "", in->host, v6 ? "]" : "", in->port,
                    cm_inst_state_name(in->state), in->state == CM_INST_READY ? "true" : "false",
                    in->pid, in->restarts, in->adopted ? "true" : "false");
+    if (in->ext_id[0])
+        cm_buf_appendf(b, ",\"registered\":true,\"ttl_ms\":%lld", (long long)in->ttl_ms);
     if (in->last_exit >= 0)
         cm_buf_appendf(b, ",\"last_exit\":%d", in->last_exit);
     else
@@ -278,6 +286,95 @@ static void h_scale(cm_req_t *req)
     cm_res_send(req, 200);
 }
 
+/* An id of a hand-registered instance: 1..47 of a-z, 0-9, '-', '_', '.'. Copies capture
+ * 1 into out; answers 400 and returns -1 when it is not one. */
+static int ext_id_param(cm_req_t *req, char *out, size_t cap)
+{
+    cm_str_t s = req->params[1];
+    size_t ok = 0;
+    while (ok < s.len &&
+           (strchr("abcdefghijklmnopqrstuvwxyz0123456789-_.", s.p[ok]) && s.p[ok] != '\0'))
+        ok++;
+    if (s.len == 0 || s.len >= cap || ok != s.len) {
+        cm_res_error_field(req, 400, "id", "an instance id is 1..%zu of a-z, 0-9, '-', '_', '.'",
+                           cap - 1);
+        return -1;
+    }
+    memcpy(out, s.p, s.len);
+    out[s.len] = '\0';
+    return 0;
+}
+
+static void h_register(cm_req_t *req)
+{
+    cm_api_ctx_t *c = ctx_of(req);
+    char name[CM_SPEC_NAME_MAX], id[48], err[256];
+    if (!service_param(req, c, name, sizeof name) || ext_id_param(req, id, sizeof id) < 0)
+        return;
+    if (strcmp(name, CM_SPEC_GATEWAY) == 0) {
+        cm_res_error(req, 422, "the gateway is not a service instances register with");
+        return;
+    }
+    json_t *o = cm_json_parse_object(req->body.p, req->body.len, err, sizeof err);
+    if (!o) {
+        cm_res_error(req, 400, "%s", err);
+        return;
+    }
+    const char *addr = json_string_value(json_object_get(o, "address"));
+    json_t *port = json_object_get(o, "port"), *ttl = json_object_get(o, "ttl");
+    uint64_t ttl_ms = 0;
+    const char *bad = NULL;
+    if (!addr || !addr[0] || strlen(addr) > 255 || strpbrk(addr, " /\r\n"))
+        bad = "address";
+    else if (!json_is_integer(port) || json_integer_value(port) < 1 ||
+             json_integer_value(port) > 65535)
+        bad = "port";
+    else if (!json_is_string(ttl) || cm_parse_duration_ms(json_string_value(ttl), &ttl_ms) < 0 ||
+             ttl_ms < 100 || ttl_ms > CM_EXT_TTL_MAX_MS)
+        bad = "ttl";
+    if (bad) {
+        json_decref(o);
+        cm_res_error_field(req, 422, bad, "%s",
+                           strcmp(bad, "address") == 0 ? "address must be a host name or IP"
+                           : strcmp(bad, "port") == 0  ? "port must be a whole number in 1..65535"
+                                                       : "ttl must be a duration from 100ms to 1h");
+        return;
+    }
+    int rc = c->stopping
+                 ? -ESHUTDOWN
+                 : cm_ext_put(c->ext, name, id, addr, (int)json_integer_value(port), ttl_ms);
+    json_decref(o);
+    if (rc == -ESHUTDOWN) {
+        cm_res_error(req, 409, "the system is going down");
+        return;
+    }
+    if (rc < 0) {
+        cm_res_error(req, rc == -ENOSPC ? 507 : 422, "%s",
+                     rc == -ENOSPC ? "too many instances registered by hand"
+                                   : "the registration was refused");
+        return;
+    }
+    set_index(req, cm_registry_index(c->reg));
+    cm_buf_append_str(&req->res_body, "{\"id\":\"");
+    cm_json_escape(&req->res_body, name, strlen(name));
+    cm_buf_appendf(&req->res_body, "/%s\",\"ttl_ms\":%llu}", id, (unsigned long long)ttl_ms);
+    cm_res_send(req, 200);
+}
+
+static void h_deregister(cm_req_t *req)
+{
+    cm_api_ctx_t *c = ctx_of(req);
+    char name[CM_SPEC_NAME_MAX], id[48];
+    if (!service_param(req, c, name, sizeof name) || ext_id_param(req, id, sizeof id) < 0)
+        return;
+    if (cm_ext_del(c->ext, name, id) < 0) {
+        cm_res_error(req, 404, "no instance '%s' registered with %s", id, name);
+        return;
+    }
+    set_index(req, cm_registry_index(c->reg));
+    cm_res_send(req, 204);
+}
+
 /* Prometheus HTTP SD: [{"targets": ["h:p", ...], "labels": {...}}], one group per
  * service, instances with a process only. */
 static void h_targets(cm_req_t *req)
@@ -291,7 +388,7 @@ static void h_targets(cm_req_t *req)
         int n = cm_registry_ninstances(c->reg, name);
         for (int j = 0; j < n; j++) {
             const cm_reg_inst_t *in = cm_registry_instance(c->reg, name, j);
-            if (in->pid <= 0)
+            if (in->pid <= 0 && !in->ext_id[0])
                 continue;
             int v6 = strchr(in->host, ':') != NULL;
             cm_buf_appendf(b, "%s{\"targets\":[\"%s%s%s:%d\"],\"labels\":{\"job\":",
@@ -299,8 +396,12 @@ static void h_targets(cm_req_t *req)
             cm_json_str(b, name, strlen(name));
             cm_buf_appendf(b, ",\"service\":");
             cm_json_str(b, name, strlen(name));
-            cm_buf_appendf(b, ",\"instance_id\":\"%s/%d\",\"state\":\"%s\"}}", name, in->index,
-                           cm_inst_state_name(in->state));
+            if (in->ext_id[0])
+                cm_buf_appendf(b, ",\"instance_id\":\"%s/%s\",\"state\":\"%s\"}}", name, in->ext_id,
+                               cm_inst_state_name(in->state));
+            else
+                cm_buf_appendf(b, ",\"instance_id\":\"%s/%d\",\"state\":\"%s\"}}", name, in->index,
+                               cm_inst_state_name(in->state));
         }
     }
     cm_buf_append_str(b, "]");
@@ -359,6 +460,8 @@ const cm_route_t cm_api_routes[] = {
     {CM_GET, "/v1/services", h_services},
     {CM_GET, "/v1/services/{name}", h_service},
     {CM_PUT, "/v1/services/{name}/scale", h_scale},
+    {CM_PUT, "/v1/services/{name}/instances/{id}", h_register},
+    {CM_DELETE, "/v1/services/{name}/instances/{id}", h_deregister},
     {CM_GET, "/v1/targets", h_targets},
     {CM_GET, "/v1/status", h_status},
     {CM_GET, "/v1/ready", h_ready},

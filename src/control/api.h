@@ -6,6 +6,8 @@
  *       index passes N, or after wait: default 5m, at most 10m, plus up to wait/16 of
  *       jitter); the index is in the X-Cmesh-Index header of every answer
  *   PUT /v1/services/{name}/scale {"instances": N}
+ *   PUT /v1/services/{name}/instances/{id} {"address","port","ttl"}: registers an
+ *       instance started by hand (or, again, is its heartbeat); DELETE deregisters it
  *   GET /v1/targets               Prometheus HTTP service discovery
  *   GET /v1/status                everything `cmesh status` shows, with cpu, rss, log tails
  *   GET /v1/ready                 200 when every instance is ready, else 503 naming them
@@ -13,6 +15,7 @@
 #ifndef CMESH_CONTROL_API_H
 #define CMESH_CONTROL_API_H
 
+#include "control/external.h"
 #include "control/registry.h"
 #include "control/spec.h"
 #include "control/supervise.h"
@@ -26,7 +29,8 @@ typedef struct cm_api_ctx {
     const cm_spec_t *spec;
     cm_registry_t *reg;
     cm_sup_t *sup;
-    int stopping; /* down in progress: scale is refused (409) */
+    cm_ext_t *ext; /* instances registered by hand */
+    int stopping;  /* down in progress: scale is refused (409) */
 } cm_api_ctx_t;
 
 extern const cm_route_t cm_api_routes[];

@@ -34,7 +34,11 @@ typedef struct cm_reg_inst {
     int last_exit;      /* exit status of the last run (128+N for signal N), -1 none */
     int64_t started_ms; /* wall clock of the current (or last) spawn */
     int adopted;        /* 1: running since an earlier control plane */
+    char ext_id[48];    /* registered by hand (external.c): its id; "" = supervised */
+    int64_t ttl_ms;     /* registered by hand: a heartbeat within this or it is removed */
 } cm_reg_inst_t;
+
+#define CM_REG_EXT_BASE 1000 /* indexes of hand-registered instances start here */
 
 typedef struct cm_registry cm_registry_t; /* opaque */
 

@@ -22,6 +22,7 @@
 #include <uv.h>
 
 #include "control/api.h"
+#include "control/external.h"
 #include "control/registry.h"
 #include "control/spec.h"
 #include "control/state.h"
@@ -92,9 +93,12 @@ static void banner(ctl_t *c, FILE *out)
 /* The gateway's file                                                                 */
 /* ---------------------------------------------------------------------------------- */
 
+/* The gateway's instances of a service: the supervisor's and those registered by hand. */
 static int urls_of(const char *service, char ***urls, int *n, void *arg)
 {
-    return cm_sup_urls(arg, service, urls, n);
+    ctl_t *c = arg;
+    int rc = cm_sup_urls(c->api.sup, service, urls, n);
+    return rc < 0 ? rc : cm_ext_urls(c->api.ext, service, urls, n);
 }
 
 /* Writes state/gateway.yaml for the current routing set; when it changed and the
@@ -117,7 +121,7 @@ static void write_gateway(ctl_t *c)
     if (!c->spec->has_gateway || !c->api.sup)
         return;
     char *yaml = NULL, err[1024];
-    if (cm_spec_gateway_yaml(c->spec, urls_of, c->api.sup, &yaml, err, sizeof err) < 0) {
+    if (cm_spec_gateway_yaml(c->spec, urls_of, c, &yaml, err, sizeof err) < 0) {
         cm_log_msg(CM_LOG_ERROR, "control: gateway config not updated: %s", err);
         return;
     }
@@ -203,6 +207,7 @@ static void maybe_finish(ctl_t *c)
         uv_close((uv_handle_t *)&c->sig[i], NULL);
     uv_close((uv_handle_t *)&c->wait_timer, NULL);
     cm_sup_free(c->api.sup);
+    cm_ext_free(c->api.ext);
     cm_registry_free(c->api.reg);
     cm_client_free(c->client);
     c->api.sup = NULL;
@@ -258,6 +263,8 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
     }
     if ((rc = cm_registry_new(loop, epoch, &c->api.reg)) < 0 ||
         (rc = cm_client_new(loop, &c->client)) < 0)
+        return rc;
+    if ((rc = cm_ext_new(loop, c->api.reg, on_routing, c, &c->api.ext)) < 0)
         return rc;
     cm_sup_hooks_t hooks = {.on_routing = on_routing, .on_all_ready = on_all_ready, .arg = c};
     if ((rc = cm_sup_new(loop, c->spec, c->api.reg, c->client, c->self, &hooks, &c->api.sup)) < 0)

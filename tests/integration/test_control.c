@@ -421,3 +421,118 @@ Test(control, a_second_up_on_the_same_system_fails_with_address_in_use)
     free(out);
     cr_assert_eq(sys_procs(sys.state, NULL, 0), 3, "no second copy of anything");
 }
+
+static h_resp_t put_json(const char *url, const char *body)
+{
+    static const char *const hdr[] = {"Content-Type: application/json", NULL};
+    return h_http("PUT", url, body, hdr);
+}
+
+static int registered(sys_t *s, const char *id)
+{
+    json_t *arr = sys_json(s, "/v1/services/users"), *it;
+    size_t i;
+    int found = 0;
+    json_array_foreach(arr, i, it)
+    {
+        const char *v = json_string_value(json_object_get(it, "id"));
+        found |= v && strcmp(v, id) == 0 && json_is_true(json_object_get(it, "registered")) &&
+                 json_is_true(json_object_get(it, "ready"));
+    }
+    json_decref(arr);
+    return found;
+}
+
+static int gateway_file_has(sys_t *s, const char *what)
+{
+    char p[400], buf[8192];
+    snprintf(p, sizeof p, "%s/gateway.yaml", s->state);
+    FILE *f = fopen(p, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return strstr(buf, what) != NULL;
+}
+
+Test(control, an_instance_started_by_hand_registers_with_a_ttl_and_is_routed)
+{
+    sys_init(&sys, with_gw);
+    sys_start(&sys);
+    sys_wait_ready(&sys, 20000);
+    h_proc_t ext;
+    h_start(&ext, "users", "--db", "{dir}/ext.db", "--access-log", "off", NULL);
+    char url[256], body[256], mine[64];
+    snprintf(url, sizeof url, "%s/v1/services/users/instances/by-hand", sys.ctl);
+    snprintf(body, sizeof body, "{\"address\":\"127.0.0.1\",\"port\":%d,\"ttl\":\"1s\"}", ext.port);
+    snprintf(mine, sizeof mine, "http://127.0.0.1:%d", ext.port);
+    /* heartbeats (re-PUTs) keep it for longer than its TTL */
+    for (int i = 0; i < 8; i++) {
+        h_resp_t r = put_json(url, body);
+        cr_assert_eq(r.status, 200, "%s", r.body);
+        h_resp_free(&r);
+        ms_sleep(300);
+    }
+    cr_assert(registered(&sys, "users/by-hand"));
+    json_t *t = sys_json(&sys, "/v1/targets");
+    char *ts = json_dumps(t, 0);
+    cr_assert(strstr(ts, "users/by-hand"), "%s", ts);
+    free(ts);
+    json_decref(t);
+    /* routed: with the supervised users scaled away, the gateway sends users to it */
+    char *out;
+    const char *const scale[] = {"scale", "users", "0", NULL};
+    cr_assert_eq(sys_cmd(&sys, &out, scale), 0, "%s", out);
+    free(out);
+    double until = now_s() + 10;
+    char first[64];
+    snprintf(first, sizeof first, "http://127.0.0.1:%d", sys.port[0]);
+    while (now_s() < until && gateway_file_has(&sys, first))
+        ms_sleep(50);
+    cr_assert(gateway_file_has(&sys, mine) && !gateway_file_has(&sys, first));
+    /* the gateway applied it (its own view of the route, keeping the heartbeat going) */
+    h_resp_t r;
+    int applied = 0;
+    for (until = now_s() + 10; now_s() < until && !applied; ms_sleep(100)) {
+        r = put_json(url, body);
+        h_resp_free(&r);
+        r = via_gateway("GET", "/_cmesh/routes", NULL);
+        applied = r.status == 200 && strstr(r.body, mine) && !strstr(r.body, first);
+        h_resp_free(&r);
+    }
+    cr_assert(applied, "the gateway never routed users to the instance started by hand");
+    r = via_gateway("POST", "/users", "{\"name\":\"Hand\",\"email\":\"hand@x.io\"}");
+    cr_assert_eq(r.status, 201, "%s", r.body);
+    h_resp_free(&r);
+    r = h_req(&ext, "GET", "/users/1", NULL, NULL);
+    cr_assert_eq(r.status, 200, "the create went to the instance started by hand");
+    h_resp_free(&r);
+    /* no heartbeat: gone once its TTL passed */
+    until = now_s() + 10;
+    while (now_s() < until && registered(&sys, "users/by-hand"))
+        ms_sleep(100);
+    cr_assert(!registered(&sys, "users/by-hand"), "still registered without heartbeats");
+    /* bad registrations change nothing */
+    r = put_json(url, "{\"address\":\"127.0.0.1\",\"port\":0,\"ttl\":\"1s\"}");
+    cr_assert_eq(r.status, 422);
+    cr_assert(strstr(r.body, "\"field\":\"port\""), "%s", r.body);
+    h_resp_free(&r);
+    r = put_json(url, "{\"address\":\"127.0.0.1\",\"port\":1,\"ttl\":\"forever\"}");
+    cr_assert_eq(r.status, 422);
+    h_resp_free(&r);
+    snprintf(url, sizeof url, "%s/v1/services/users/instances/Bad%%20Id", sys.ctl);
+    r = put_json(url, body);
+    cr_assert_eq(r.status, 400);
+    h_resp_free(&r);
+    snprintf(url, sizeof url, "%s/v1/services/nope/instances/x", sys.ctl);
+    r = put_json(url, body);
+    cr_assert_eq(r.status, 404);
+    h_resp_free(&r);
+    snprintf(url, sizeof url, "%s/v1/services/users/instances/by-hand", sys.ctl);
+    r = h_http("DELETE", url, NULL, NULL);
+    cr_assert_eq(r.status, 404, "already gone");
+    h_resp_free(&r);
+    cr_assert(!registered(&sys, "users/by-hand"));
+    h_stop(&ext);
+}
