@@ -178,8 +178,16 @@ static void print_table(json_t *st, int wide)
             snprintf(r[5], 128, "%s", json_is_true(json_object_get(in, "ready")) ? "1/1" : "0/1");
             snprintf(r[6], 128, "%d", (int)json_integer_value(json_object_get(in, "restarts")));
             human_age(json_integer_value(json_object_get(in, "started_ms")), r[7], 128);
-            snprintf(r[8], 128, "-"); /* RPS and P99 need the instances' metrics: part 2 */
-            snprintf(r[9], 128, "-");
+            /* from the instance's own /metrics, scraped by the control plane every 2 s */
+            json_t *rps = json_object_get(in, "rps"), *p99 = json_object_get(in, "p99_ms");
+            if (rps)
+                snprintf(r[8], 128, "%.0f", json_number_value(rps));
+            else
+                snprintf(r[8], 128, "-");
+            if (p99)
+                snprintf(r[9], 128, "%.1fms", json_number_value(p99));
+            else
+                snprintf(r[9], 128, "-");
             json_t *cpu = json_object_get(in, "cpu_seconds");
             if (cpu)
                 snprintf(r[10], 128, "%.1fs", json_number_value(cpu));

@@ -100,6 +100,12 @@ static void render_instance(cm_buf_t *b, const char *name, const cm_reg_inst_t *
                        (long long)in->started_ms);
     if (extra) {
         uint64_t cpu = 0, rss = 0;
+        double rps, p99;
+        if (!in->ext_id[0] && cm_sup_load(c->sup, name, in->index, &rps, &p99) == 0) {
+            cm_buf_appendf(b, ",\"rps\":%.1f", rps);
+            if (p99 >= 0)
+                cm_buf_appendf(b, ",\"p99_ms\":%.2f", p99);
+        }
         if (in->pid > 0 && cm_proc_usage(in->pid, &cpu, &rss) == 0)
             cm_buf_appendf(b, ",\"cpu_seconds\":%.2f,\"rss_bytes\":%llu",
                            (double)cpu / (double)sysconf(_SC_CLK_TCK), (unsigned long long)rss);

@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "control/load.h"
 #include "control/logfile.h"
 #include "control/probe.h"
 #include "control/reap.h"
@@ -59,6 +60,12 @@ typedef struct inst {
     cm_probe_t *ready, *live;
     int restarts, streak, last_exit, adopted;
     int logfd;
+    int scraping;          /* a GET /metrics is outstanding */
+    cm_load_sample_t load; /* the last scrape (of this pid) */
+    uint64_t load_at;      /* loop time (ms) of that scrape */
+    int load_pid;          /* whose it was */
+    double rps, p99_ms;    /* between the last two scrapes; p99 -1 = no request */
+    int has_load;
 } inst_t;
 
 struct svc {
@@ -720,13 +727,49 @@ void cm_sup_stop_all(cm_sup_t *s, void (*done)(void *), void *arg)
 /* Life cycle                                                                         */
 /* ---------------------------------------------------------------------------------- */
 
+static void on_metrics(int status, const char *body, size_t len, void *data)
+{
+    inst_t *in = data;
+    in->scraping = 0;
+    if (in->sup->freeing || status != 200)
+        return;
+    cm_load_sample_t cur;
+    if (cm_load_parse(body, len, &cur) < 0)
+        return;
+    uint64_t now = uv_now(in->sup->loop);
+    if (in->load_pid == in->pid &&
+        cm_load_rate(&in->load, &cur, now - in->load_at, &in->rps, &in->p99_ms) == 0)
+        in->has_load = 1;
+    in->load = cur;
+    in->load_at = now;
+    in->load_pid = in->pid;
+}
+
+/* Every cmesh process serves /metrics: its counters give RPS and P99 for status. */
+static void scrape(inst_t *in)
+{
+    const cm_svc_spec_t *sp = in->svc->spec;
+    if (!sp->self || !running(in) || in->scraping)
+        return;
+    if (in->load_pid != in->pid)
+        in->has_load = 0;
+    char url[300];
+    int v6 = strchr(sp->host, ':') != NULL;
+    snprintf(url, sizeof url, "http://%s%s%s:%d/metrics", v6 ? "[" : "", sp->host, v6 ? "]" : "",
+             sp->port + in->index);
+    if (cm_client_get(in->sup->client, url, 1000, NULL, on_metrics, in) == 0)
+        in->scraping = 1;
+}
+
 static void on_maint(uv_timer_t *t)
 {
     cm_sup_t *s = t->data;
     for (int i = 0; i < s->nsvcs; i++)
         for (int j = 0; j < CM_SPEC_MAX_INST; j++)
-            if (s->svcs[i].inst[j])
+            if (s->svcs[i].inst[j]) {
                 rotate(s->svcs[i].inst[j]);
+                scrape(s->svcs[i].inst[j]);
+            }
     sweep_orphans(s, 0);
 }
 
@@ -914,6 +957,21 @@ int cm_sup_pid(const cm_sup_t *s, const char *service, int index)
             s->svcs[i].inst[index])
             return s->svcs[i].inst[index]->pid;
     return 0;
+}
+
+int cm_sup_load(const cm_sup_t *s, const char *service, int index, double *rps, double *p99_ms)
+{
+    for (int i = 0; i < s->nsvcs; i++)
+        if (strcmp(s->svcs[i].spec->name, service) == 0 && index >= 0 && index < CM_SPEC_MAX_INST &&
+            s->svcs[i].inst[index]) {
+            const inst_t *in = s->svcs[i].inst[index];
+            if (!in->has_load || in->load_pid != in->pid || !running(in))
+                return -ENOENT;
+            *rps = in->rps;
+            *p99_ms = in->p99_ms;
+            return 0;
+        }
+    return -ENOENT;
 }
 
 int cm_sup_ready(const cm_sup_t *s, const char *service, int index)

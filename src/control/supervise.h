@@ -62,6 +62,9 @@ void cm_sup_free(cm_sup_t *s);
 int cm_sup_urls(const cm_sup_t *s, const char *service, char ***urls, int *n);
 /* The pid of the gateway, 0 when it is not running. */
 int cm_sup_pid(const cm_sup_t *s, const char *service, int index);
+/* Requests per second and p99 latency (ms; -1 when it served none) of the instance
+ * between its last two /metrics scrapes (every 2 s). Returns 0, -ENOENT when not known. */
+int cm_sup_load(const cm_sup_t *s, const char *service, int index, double *rps, double *p99_ms);
 /* 1 when the instance is running and ready. */
 int cm_sup_ready(const cm_sup_t *s, const char *service, int index);
 /* The last lines of an instance's log (for a crash loop's status). Caller frees. */

@@ -401,6 +401,30 @@ Test(control, status_table_and_json_show_every_instance)
     cr_assert_eq(json_array_size(json_object_get(o, "services")), 2);
     json_decref(o);
     free(out);
+    /* RPS and P99 come from the instances' own /metrics: under some load they show */
+    double rps = 0, p99 = -1;
+    for (double until = now_s() + 15; now_s() < until && (rps <= 0 || p99 < 0);) {
+        for (int i = 0; i < 20; i++) {
+            h_resp_t r = via_gateway("GET", "/users", NULL);
+            h_resp_free(&r);
+        }
+        json_t *st = sys_json(&sys, "/v1/status");
+        json_t *u =
+                   json_object_get(json_array_get(json_object_get(st, "services"), 0), "instances"),
+               *in;
+        size_t i;
+        json_array_foreach(u, i, in)
+        {
+            if (json_number_value(json_object_get(in, "rps")) > rps)
+                rps = json_number_value(json_object_get(in, "rps"));
+            if (json_object_get(in, "p99_ms"))
+                p99 = json_number_value(json_object_get(in, "p99_ms"));
+        }
+        json_decref(st);
+        ms_sleep(200);
+    }
+    cr_assert_gt(rps, 0, "no RPS in /v1/status");
+    cr_assert_geq(p99, 0, "no P99 in /v1/status");
     const char *const bad[] = {"status", "-o", "yaml", NULL};
     cr_assert_eq(sys_cmd(&sys, &out, bad), 2);
     free(out);
