@@ -371,6 +371,51 @@ int cm_proc_same(int pid, uint64_t start_ticks)
     return t == start_ticks && st != 'Z' && st != 'X';
 }
 
+int cm_proc_find_instance(const char *dir, const char *id, int *pid, uint64_t *ticks)
+{
+    char want_state[4200], want_id[200];
+    snprintf(want_state, sizeof want_state, "CMESH_STATE=%s", dir);
+    snprintf(want_id, sizeof want_id, "CMESH_INSTANCE=%s", id);
+    DIR *d = opendir("/proc");
+    if (!d)
+        return -ENOENT;
+    static char env[1 << 16]; /* one environment at a time, on the one control loop */
+    struct dirent *e;
+    int found = -ENOENT;
+    while (found < 0 && (e = readdir(d))) {
+        int p = atoi(e->d_name);
+        if (p <= 0 || p == getpid())
+            continue;
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/environ", p);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        ssize_t n = read(fd, env, sizeof env - 1);
+        close(fd);
+        if (n <= 0)
+            continue;
+        env[n] = '\0';
+        int has_state = 0, has_id = 0;
+        for (char *v = env; v < env + n; v += strlen(v) + 1) {
+            has_state |= strcmp(v, want_state) == 0;
+            has_id |= strcmp(v, want_id) == 0;
+        }
+        char st;
+        uint64_t t;
+        /* the leader: a child it forked inherits the same environment, but its own
+         * session id is not its pid */
+        if (has_state && has_id && proc_stat(p, &st, NULL, &t) == 0 && st != 'Z' &&
+            getsid(p) == p) {
+            *pid = p;
+            *ticks = t;
+            found = 0;
+        }
+    }
+    closedir(d);
+    return found;
+}
+
 int cm_proc_usage(int pid, uint64_t *cpu_ticks, uint64_t *rss_bytes)
 {
     int rc = proc_stat(pid, NULL, cpu_ticks, NULL);

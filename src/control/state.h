@@ -59,6 +59,11 @@ int cm_state_next_epoch(const char *dir, uint64_t *epoch);
 int cm_proc_start_ticks(int pid, uint64_t *ticks);
 /* 1 when pid is alive and started at start_ticks (not a zombie), else 0. */
 int cm_proc_same(int pid, uint64_t start_ticks);
+/* Finds a live process whose environment holds CMESH_STATE=dir and CMESH_INSTANCE=id
+ * ("users/0"): every instance gets both, so an instance is found also when its record
+ * was never written (the control plane died between spawn and record) or was lost.
+ * Returns 0 with *pid and *ticks, or -ENOENT. */
+int cm_proc_find_instance(const char *dir, const char *id, int *pid, uint64_t *ticks);
 /* utime+stime (ticks) and RSS (bytes) of pid. Returns 0 or -ENOENT. */
 int cm_proc_usage(int pid, uint64_t *cpu_ticks, uint64_t *rss_bytes);
 

@@ -868,6 +868,20 @@ int cm_sup_start(cm_sup_t *s)
         svc_t *v = &s->svcs[i];
         for (int j = 0; j < CM_SPEC_MAX_INST; j++) {
             inst_t *in = v->inst[j];
+            /* no record, but maybe a process: the last control plane died between its
+             * spawn and its record. Found by the environment every instance carries. */
+            cm_inst_rec_t r = {.index = j, .port = v->spec->port + j};
+            char id[CM_SPEC_NAME_MAX + 16];
+            snprintf(id, sizeof id, "%s/%d", v->spec->name, j);
+            if (j < v->count && !(in && running(in)) &&
+                cm_proc_find_instance(s->spec->state_dir, id, &r.pid, &r.start_ticks) == 0 &&
+                (in = slot(s, v, j))) {
+                snprintf(r.service, sizeof r.service, "%s", v->spec->name);
+                r.started_ms = wall_ms();
+                adopt(in, &r);
+                record(in);
+                continue;
+            }
             if (j < v->count && !(in && running(in)) && (in = slot(s, v, j)))
                 spawn(in);
             else if (j >= v->count && in && running(in))

@@ -560,3 +560,21 @@ Test(control, an_instance_started_by_hand_registers_with_a_ttl_and_is_routed)
     cr_assert(!registered(&sys, "users/by-hand"));
     h_stop(&ext);
 }
+
+Test(control, an_instance_whose_record_was_lost_is_adopted_not_started_twice)
+{
+    sys_init(&sys, with_gw);
+    sys_start(&sys);
+    sys_wait_ready(&sys, 20000);
+    int u1 = sys_pid(&sys, "users", 1);
+    sys_kill9_up(&sys);
+    /* as if the control plane had died between spawning users/1 and recording it */
+    char rec[400];
+    snprintf(rec, sizeof rec, "%s/instances/users.1.json", sys.state);
+    cr_assert_eq(unlink(rec), 0);
+    sys_start(&sys);
+    sys_wait_ready(&sys, 20000);
+    cr_assert_eq(sys_pid(&sys, "users", 1), u1, "found by its environment and adopted");
+    cr_assert_eq(sys_procs(sys.state, "users/1", 0), 1, "no second copy");
+    cr_assert_eq(access(rec, F_OK), 0, "recorded again");
+}

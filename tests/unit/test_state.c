@@ -1,6 +1,7 @@
 /* Unit tests for control/state: records round-trip, atomic replacement, the lock, the
  * epoch that only grows, and /proc start times telling a live pid from a reused one. */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,4 +126,33 @@ Test(state, start_time_tells_a_live_pid_from_a_reused_one)
     uint64_t cpu, rss;
     cr_assert_eq(cm_proc_usage(getpid(), &cpu, &rss), 0);
     cr_assert_gt(rss, 0);
+}
+
+Test(state, an_instance_without_a_record_is_found_by_its_environment)
+{
+    int pid;
+    uint64_t t;
+    cr_assert_eq(cm_proc_find_instance(dir, "users/0", &pid, &t), -ENOENT);
+    pid_t child = fork();
+    if (child == 0) {
+        char st[400];
+        snprintf(st, sizeof st, "CMESH_STATE=%s", dir);
+        char *const env[] = {st, "CMESH_INSTANCE=users/0", NULL};
+        setsid(); /* as the supervisor spawns them: leader of its own session */
+        execle("/bin/sleep", "sleep", "30", (char *)NULL, env);
+        _exit(127);
+    }
+    int found = -ENOENT;
+    for (int i = 0; i < 200 && found < 0; i++) {
+        found = cm_proc_find_instance(dir, "users/0", &pid, &t);
+        if (found < 0)
+            usleep(10000);
+    }
+    cr_assert_eq(found, 0);
+    cr_assert_eq(pid, child);
+    cr_assert_eq(cm_proc_same(pid, t), 1);
+    cr_assert_eq(cm_proc_find_instance(dir, "users/1", &pid, &t), -ENOENT, "another instance");
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    cr_assert_eq(cm_proc_find_instance(dir, "users/0", &pid, &t), -ENOENT);
 }
