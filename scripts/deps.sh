@@ -9,7 +9,8 @@ debs=(
     # build
     build-essential cmake ninja-build pkg-config clang-format cppcheck
     # libraries (see DESIGN.md: Dependencies)
-    libuv1-dev libhttp-parser-dev libjansson-dev libsqlite3-dev libssl-dev
+    # node-llhttp: llhttp's C sources, compiled into the binary (CMakeLists.txt)
+    libuv1-dev node-llhttp libjansson-dev libsqlite3-dev libssl-dev
     libfyaml-dev libjwt-dev
     # tests: Criterion, libcurl as the independent client, promtool, node for contract tools
     libcriterion-dev libcurl4-openssl-dev prometheus nodejs npm curl sqlite3

@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include <curl/curl.h>
-#include <http_parser.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <sqlite3.h>
@@ -17,6 +16,7 @@
 #include "cli/ctl.h"
 #include "control/up.h"
 #include "core/client.h"
+#include "core/parser.h"
 #include "gateway/auth.h"
 #include "gateway/gateway.h"
 #include "orders/orders.h"
@@ -45,10 +45,9 @@ static const char usage[] = "usage: cmesh COMMAND [flags]\n"
 static int print_version(void)
 {
     const curl_version_info_data *curl = curl_version_info(CURLVERSION_NOW);
-    unsigned long hp = http_parser_version();
     printf("cmesh %s\n", CMESH_VERSION);
     printf("  libuv        %s\n", uv_version_string());
-    printf("  http-parser  %lu.%lu.%lu\n", (hp >> 16) & 255, (hp >> 8) & 255, hp & 255);
+    printf("  llhttp       %s (built in, strict mode)\n", cm_parser_version());
     printf("  SQLite       %s\n", sqlite3_libversion());
     printf("  jansson      %s\n", jansson_version_str());
     printf("  libcurl      %s\n", curl ? curl->version : "unknown");

@@ -450,6 +450,12 @@ void cm__route(cm_conn_t *c, cm_req_t *r)
     enqueue(c, r);
     int status = 0;
     char allow[64];
+    if (c->admin) { /* the admin listener serves the service's admin API and nothing else */
+        r->route = cm_router_npatterns(w->srv->router);
+        r->nparams = 0;
+        w->srv->svc->admin(r);
+        return;
+    }
     cm_handler_fn h = cm_router_match(w->srv->router, r, &status, allow, sizeof allow);
     if (!h && status == 204 && r->path.len == 1 && r->path.p[0] == '*' &&
         w->srv->svc->fallback) /* the gateway: OPTIONS * is about it, not an upstream */
@@ -635,6 +641,13 @@ static void conn_timer_update(cm_conn_t *c)
 
 static void set_peer(cm_conn_t *c)
 {
+    struct ucred cred;
+    socklen_t clen = sizeof cred;
+    if (c->admin && c->w->srv->svc->admin_socket &&
+        getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0) {
+        snprintf(c->peer, sizeof c->peer, "unix:uid=%u", (unsigned)cred.uid);
+        return;
+    }
     struct sockaddr_storage ss;
     int len = sizeof ss;
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) < 0)
@@ -656,6 +669,9 @@ void cm__on_connection(uv_stream_t *listener, int status)
     c->w = w;
     uv_tcp_init(&w->loop, &c->tcp);
     c->tcp.data = c;
+    /* libuv accepts a unix socket's connection into a tcp handle too: the stream calls
+     * are the same, and the rest of the connection code needs one handle type */
+    c->admin = listener == (uv_stream_t *)&w->admin;
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
         c->handles_open = 1;
         c->closing = 1;

@@ -8,6 +8,8 @@
 #include <strings.h>
 
 #include "core/json.h"
+#include "core/num.h"
+#include "core/uri.h"
 
 const char *cm_req_header(const cm_req_t *req, const char *name, size_t *len)
 {
@@ -23,15 +25,19 @@ const char *cm_req_header(const cm_req_t *req, const char *name, size_t *len)
     return NULL;
 }
 
-static int hexval(char c)
+const char *cm_req_bearer(const cm_req_t *req, size_t *len)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
+    size_t n;
+    const char *h = cm_req_header(req, "Authorization", &n);
+    if (!h || n < 7 || strncasecmp(h, "Bearer ", 7) != 0)
+        return NULL;
+    size_t i = 7;
+    while (i < n && h[i] == ' ')
+        i++;
+    if (i == n)
+        return NULL;
+    *len = n - i;
+    return h + i;
 }
 
 /* Percent-decodes src into out; '+' is a space (form encoding, as browsers send). */
@@ -40,10 +46,11 @@ static int decode(const char *src, size_t len, char *out, size_t cap)
     size_t n = 0;
     for (size_t i = 0; i < len; i++) {
         char c = src[i];
+        int v;
         if (c == '+') {
             c = ' ';
-        } else if (c == '%' && i + 2 < len && hexval(src[i + 1]) >= 0 && hexval(src[i + 2]) >= 0) {
-            c = (char)(hexval(src[i + 1]) * 16 + hexval(src[i + 2]));
+        } else if (c == '%' && (v = cm_uri_pct_value(src + i, len - i)) >= 0) {
+            c = (char)v; /* a malformed escape is kept as it is */
             i += 2;
         }
         if (n + 1 >= cap)
@@ -77,16 +84,7 @@ int cm_req_param_id(const cm_req_t *req, int i, int64_t *out)
     if (i >= req->nparams)
         return -EINVAL;
     const cm_str_t *s = &req->params[i];
-    if (s->len == 0 || s->len > 18 || s->p[0] == '0')
-        return -EINVAL;
-    int64_t v = 0;
-    for (size_t k = 0; k < s->len; k++) {
-        if (s->p[k] < '0' || s->p[k] > '9')
-            return -EINVAL;
-        v = v * 10 + (s->p[k] - '0');
-    }
-    *out = v;
-    return 0;
+    return cm_num_parse(s->p, s->len, 1, INT64_MAX, out) < 0 ? -EINVAL : 0;
 }
 
 int cm_res_header(cm_req_t *req, const char *name, const char *fmt, ...)

@@ -112,6 +112,10 @@ struct cm_req {
 
 /* Returns the first header called name (case-insensitive) or NULL; *len gets its length. */
 const char *cm_req_header(const cm_req_t *req, const char *name, size_t *len);
+/* The credentials of an `Authorization: Bearer TOKEN` header (the scheme matched without
+ * case, then 1*SP: RFC 9110 11.4), or NULL when there is none, another scheme, or no
+ * token; *len gets the token's length. */
+const char *cm_req_bearer(const cm_req_t *req, size_t *len);
 /* Copies the decoded query parameter name into out (NUL-terminated, at most cap-1 bytes).
  * Returns its length, -ENOENT when absent, -ENOSPC when it does not fit. */
 int cm_req_query(const cm_req_t *req, const char *name, char *out, size_t cap);

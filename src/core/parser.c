@@ -1,7 +1,9 @@
-/* core/parser.c: request framing over http-parser (see parser.h).
- * A small scanner looks at head bytes before http-parser does, because the parser
- * is lenient where a proxy in front of us might not be (bare LF, obs-fold): any byte
- * sequence two implementations could frame differently is refused. */
+/* core/parser.c: request framing over llhttp (see parser.h), and the gateway's response
+ * parsing. llhttp is compiled in strict mode with no lenient flag set, so chunk framing
+ * is exact (CRLF after chunk data and size lines, no bare LF in extensions or trailers).
+ * A small scanner still looks at head bytes before llhttp does, for the size limits and
+ * for errors that name the problem: any byte sequence two implementations could frame
+ * differently is refused. */
 #include "core/parser.h"
 
 #include <arpa/inet.h>
@@ -9,7 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
-static cm_parser_t *of(http_parser *hp)
+static cm_parser_t *of(llhttp_t *hp)
 {
     return (cm_parser_t *)hp->data;
 }
@@ -22,6 +24,22 @@ static int fail(cm_parser_t *p, int status, const char *msg)
     return -1;
 }
 
+/* Chunk extensions and trailers are read and dropped, but count against max_header so
+ * no client can keep a body going with them forever. */
+static int count_extra(cm_parser_t *p, size_t len)
+{
+    p->extra_seen += len;
+    if (p->extra_seen > p->limits.max_header)
+        return fail(p, 431, "chunk extensions or trailer fields too large");
+    return 0;
+}
+
+static int on_chunk_extension(llhttp_t *hp, const char *at, size_t len)
+{
+    (void)at;
+    return count_extra(of(hp), len);
+}
+
 static int append_head(cm_parser_t *p, const char *at, size_t len)
 {
     if (cm_buf_append(&p->head, at, len) < 0)
@@ -29,9 +47,10 @@ static int append_head(cm_parser_t *p, const char *at, size_t len)
     return 0;
 }
 
-static int on_message_begin(http_parser *hp)
+static int on_message_begin(llhttp_t *hp)
 {
     cm_parser_t *p = of(hp);
+    p->extra_seen = 0;
     cm_buf_reset(&p->head);
     cm_buf_reset(&p->body);
     p->target_len = 0;
@@ -42,16 +61,25 @@ static int on_message_begin(http_parser *hp)
     return 0;
 }
 
-static int on_url(http_parser *hp, const char *at, size_t len)
+static int on_url(llhttp_t *hp, const char *at, size_t len)
 {
     cm_parser_t *p = of(hp);
     p->target_len += len;
     return append_head(p, at, len);
 }
 
-static int on_header_field(http_parser *hp, const char *at, size_t len)
+/* RFC 9110 6.5.1: trailer fields are never merged into the header section; they are
+ * read (bounded) and dropped. */
+static int in_trailer(const llhttp_t *hp)
+{
+    return (hp->flags & F_TRAILING) != 0;
+}
+
+static int on_header_field(llhttp_t *hp, const char *at, size_t len)
 {
     cm_parser_t *p = of(hp);
+    if (in_trailer(hp))
+        return count_extra(p, len);
     if (p->in_value || p->nhdr == 0) {
         if (p->nhdr == CM_MAX_HEADERS)
             return fail(p, 431, "too many header fields");
@@ -66,9 +94,11 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
     return append_head(p, at, len);
 }
 
-static int on_header_value(http_parser *hp, const char *at, size_t len)
+static int on_header_value(llhttp_t *hp, const char *at, size_t len)
 {
     cm_parser_t *p = of(hp);
+    if (in_trailer(hp))
+        return count_extra(p, len);
     cm_hdr_off_t *h = &p->hdr[p->nhdr - 1];
     if (!p->in_value) {
         h->value_off = p->head.len;
@@ -76,6 +106,23 @@ static int on_header_value(http_parser *hp, const char *at, size_t len)
     }
     h->value_len += len;
     return append_head(p, at, len);
+}
+
+/* RFC 9110 5.5: OWS around a value is not part of it (llhttp drops the leading run).
+ * Trimmed here, once, so every consumer (auth, Idempotency-Key, framing checks, the
+ * gateway's forwarding) sees the same value. */
+static int on_header_value_complete(llhttp_t *hp)
+{
+    cm_parser_t *p = of(hp);
+    if (in_trailer(hp) || p->nhdr == 0)
+        return 0;
+    cm_hdr_off_t *h = &p->hdr[p->nhdr - 1];
+    if (!p->in_value) { /* an empty value: no value callback ran */
+        h->value_off = p->head.len;
+        p->in_value = 1;
+    }
+    cm_ows_trim_end(p->head.data + h->value_off, &h->value_len);
+    return 0;
 }
 
 static int name_is(const cm_parser_t *p, const cm_hdr_off_t *h, const char *name)
@@ -120,7 +167,7 @@ static int check_framing(cm_parser_t *p)
         return fail(p, 400, "Content-Length together with Transfer-Encoding");
     if (n_te > 1)
         return fail(p, 400, "repeated Transfer-Encoding");
-    if (p->hp.content_length != ULLONG_MAX && p->hp.content_length > p->limits.max_body)
+    if ((p->hp.flags & F_CONTENT_LENGTH) && p->hp.content_length > p->limits.max_body)
         return fail(p, 413, "request body too large");
     return 0;
 }
@@ -198,33 +245,58 @@ static int check_host(cm_parser_t *p)
         return p->hp.http_major == 1 && p->hp.http_minor == 0
                    ? 0
                    : fail(p, 400, "missing Host header (required in HTTP/1.1)");
-    const char *v = p->head.data + host->value_off;
-    size_t len = host->value_len;
-    while (len && (v[len - 1] == ' ' || v[len - 1] == '\t')) /* OWS; the front is stripped */
-        len--;
-    if (!host_valid(v, len))
+    if (!host_valid(p->head.data + host->value_off, host->value_len))
         return fail(p, 400, "invalid Host header; use host[:port]");
     return 0;
 }
 
-static int on_headers_complete(http_parser *hp)
+/* RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing as far as
+ * any 1.0 hop is concerned: it is served, then the connection closes. */
+static int keeps_alive(const cm_parser_t *p)
+{
+    if (p->hp.http_major == 1 && p->hp.http_minor == 0 && p->chunked)
+        return 0;
+    return llhttp_should_keep_alive(&p->hp);
+}
+
+static int on_headers_complete(llhttp_t *hp)
 {
     cm_parser_t *p = of(hp);
     if (check_framing(p) < 0 || check_host(p) < 0)
         return -1;
-    if (!(hp->flags & (F_CHUNKED | F_CONTENTLENGTH)))
+    if (hp->method == HTTP_CONNECT) /* a tunnel: nothing here serves one */
+        return fail(p, 501, "method CONNECT is not supported");
+    /* Upgrade is not supported: the request is served as an ordinary one (RFC 9110 7.8
+     * lets a server ignore it), and llhttp must not hand the rest to "another protocol". */
+    hp->upgrade = 0;
+    if (!(hp->flags & (F_CHUNKED | F_CONTENT_LENGTH)))
         p->expect_continue = 0; /* nothing to continue with */
     p->chunked = (hp->flags & F_CHUNKED) != 0;
-    p->content_length = (hp->flags & F_CONTENTLENGTH) ? (int64_t)hp->content_length : -1;
+    p->content_length = (hp->flags & F_CONTENT_LENGTH) ? (int64_t)hp->content_length : -1;
+    p->keep_alive = keeps_alive(p); /* read now: stream mode takes the request at its head */
     p->pending = CM_PARSE_HEAD;
     if (p->limits.stream)
-        http_parser_pause(hp, 1); /* the caller takes the head before any body byte */
+        return HPE_PAUSED; /* the caller takes the head before any body byte */
     return 0;
 }
 
-static int on_body(http_parser *hp, const char *at, size_t len)
+/* The last chunk's size line is in: what follows is the trailer section, which llhttp
+ * frames as loosely as it would a head in loose mode (a bare LF ends it even in strict
+ * mode), so the raw-byte scanner sees it first, exactly as it sees a head. */
+static int on_chunk_header(llhttp_t *hp)
 {
     cm_parser_t *p = of(hp);
+    if (hp->content_length != 0)
+        return 0;
+    p->trailers = 1;
+    return HPE_PAUSED;
+}
+
+static int on_body(llhttp_t *hp, const char *at, size_t len)
+{
+    cm_parser_t *p = of(hp);
+    if (len == 0)
+        return 0; /* llhttp may end a span on no bytes */
     if (p->limits.stream) {
         if (p->body_seen + len > p->limits.max_body)
             return fail(p, 413, "request body too large");
@@ -232,8 +304,7 @@ static int on_body(http_parser *hp, const char *at, size_t len)
         p->piece = at;
         p->piece_len = len;
         p->pending = CM_PARSE_BODY;
-        http_parser_pause(hp, 1); /* one piece per feed: the caller hands it on */
-        return 0;
+        return HPE_PAUSED; /* one piece per feed: the caller hands it on */
     }
     if (p->body.len + len > p->limits.max_body)
         return fail(p, 413, "request body too large");
@@ -242,20 +313,25 @@ static int on_body(http_parser *hp, const char *at, size_t len)
     return 0;
 }
 
-static int on_message_complete(http_parser *hp)
+static int on_message_complete(llhttp_t *hp)
 {
     cm_parser_t *p = of(hp);
     p->pending = CM_PARSE_DONE;
-    http_parser_pause(hp, 1);
-    return 0;
+    if (!p->keep_alive)
+        p->closed = 1;
+    return HPE_PAUSED;
 }
 
-static const http_parser_settings settings = {
+static const llhttp_settings_t settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,
     .on_header_field = on_header_field,
     .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
+    .on_chunk_extension_name = on_chunk_extension,
+    .on_chunk_extension_value = on_chunk_extension,
     .on_headers_complete = on_headers_complete,
+    .on_chunk_header = on_chunk_header,
     .on_body = on_body,
     .on_message_complete = on_message_complete,
 };
@@ -264,7 +340,7 @@ void cm_parser_init(cm_parser_t *p, const cm_parser_limits_t *limits)
 {
     memset(p, 0, sizeof *p);
     p->limits = *limits;
-    http_parser_init(&p->hp, HTTP_REQUEST);
+    llhttp_init(&p->hp, HTTP_REQUEST, &settings); /* no lenient flag: strict framing */
     p->hp.data = p;
     p->scanning = 1;
 }
@@ -277,7 +353,7 @@ void cm_parser_free(cm_parser_t *p)
 
 int cm_parser_mid_request(const cm_parser_t *p)
 {
-    return !p->scanning || p->head_seen > 0;
+    return !p->scanning || p->head_seen > 0 || p->trailers;
 }
 
 /* Scans head bytes up to the end of the head (or of data). Returns the bytes that
@@ -287,7 +363,7 @@ static long scan_head(cm_parser_t *p, const char *data, size_t len)
     size_t i = 0;
     for (; i < len && p->scanning; i++) {
         char c = data[i];
-        if (p->head_seen == 0 && p->line_len == 0 && (c == '\r' || c == '\n'))
+        if (p->line_no == 0 && p->head_seen == 0 && p->line_len == 0 && (c == '\r' || c == '\n'))
             continue; /* RFC 9112 2.2: empty lines before a request line are ignored */
         if ((unsigned char)c > '\r' && p->prev != '\r' && p->line_len > 0 &&
             (p->line_no == 0 || p->seen_colon)) {
@@ -356,6 +432,7 @@ static long scan_head(cm_parser_t *p, const char *data, size_t len)
 
 static void rearm_scanner(cm_parser_t *p)
 {
+    p->trailers = 0;
     p->scanning = 1;
     p->head_seen = 0;
     p->line_no = 0;
@@ -364,11 +441,9 @@ static void rearm_scanner(cm_parser_t *p)
     p->prev = 0;
 }
 
-static int status_for(enum http_errno e)
+static int status_for(llhttp_errno_t e)
 {
     switch (e) {
-    case HPE_HEADER_OVERFLOW:
-        return 431;
     case HPE_INVALID_METHOD:
         return 501;
     default:
@@ -376,52 +451,96 @@ static int status_for(enum http_errno e)
     }
 }
 
+/* Stream mode stopped at HEAD or BODY on the last byte of data. The message may already
+ * be over (a bodyless head, the last byte of a Content-Length body), and llhttp ends it
+ * only when run again, even on no bytes: run it now, and if it ends, leave the last byte
+ * unconsumed so the caller feeds it again and gets DONE (done_owed) for it. */
+static void peek_end(cm_parser_t *p, const char *end, size_t *used)
+{
+    cm_parse_event_t ev = p->pending;
+    llhttp_resume(&p->hp);
+    llhttp_execute(&p->hp, end, 0); /* an error stays in llhttp: the next feed reports it */
+    if (p->pending == CM_PARSE_DONE) {
+        p->done_owed = 1;
+        (*used)--;
+    }
+    p->pending = ev;
+}
+
 cm_parse_event_t cm_parser_feed(cm_parser_t *p, const char *data, size_t len, size_t *used)
 {
     size_t limit = len;
     p->pending = CM_PARSE_MORE;
+    if (p->done_owed) { /* llhttp ended the message with this byte; see below */
+        p->done_owed = 0;
+        *used = 1;
+        rearm_scanner(p);
+        return CM_PARSE_DONE;
+    }
+    if (p->closed) { /* RFC 9112 9.6: nothing after a close is processed */
+        *used = len;
+        return CM_PARSE_MORE;
+    }
     if (p->scanning) {
         long n = scan_head(p, data, len);
         if (n < 0) {
             *used = 0;
             return CM_PARSE_ERROR;
         }
-        limit = (size_t)n; /* http-parser sees no more than the scanner approved */
+        limit = (size_t)n; /* llhttp sees no more than the scanner approved */
     }
-    if (HTTP_PARSER_ERRNO(&p->hp) == HPE_PAUSED)
-        http_parser_pause(&p->hp, 0);
-    size_t n = http_parser_execute(&p->hp, &settings, data, limit);
+    if (llhttp_get_errno(&p->hp) == HPE_PAUSED)
+        llhttp_resume(&p->hp);
+    llhttp_errno_t e = llhttp_execute(&p->hp, data, limit);
+    /* paused: llhttp stopped at error_pos (after the byte that raised the event) */
+    size_t n = e == HPE_PAUSED ? (size_t)(llhttp_get_error_pos(&p->hp) - data) : limit;
     *used = n;
-    enum http_errno e = HTTP_PARSER_ERRNO(&p->hp);
     if (p->pending == CM_PARSE_ERROR)
         return CM_PARSE_ERROR;
     if (e != HPE_OK && e != HPE_PAUSED) {
         p->error_status = status_for(e);
-        p->error_msg = http_errno_description(e);
+        p->error_msg = llhttp_get_error_reason(&p->hp);
+        if (!p->error_msg)
+            p->error_msg = llhttp_errno_name(e);
         return CM_PARSE_ERROR;
     }
     if (p->pending == CM_PARSE_DONE) {
         rearm_scanner(p);
         return CM_PARSE_DONE;
     }
-    if (p->pending == CM_PARSE_BODY)
-        return CM_PARSE_BODY;
+    if (p->trailers == 1 && e == HPE_PAUSED) {
+        /* paused at the last chunk: scan the trailer section like a head (header lines) */
+        p->trailers = 2;
+        p->scanning = 1;
+        p->head_seen = 0;
+        p->line_no = 1;
+        p->line_len = 0;
+        p->seen_colon = 0;
+        p->prev = 0;
+        if (p->pending != CM_PARSE_MORE)
+            return p->pending; /* a head for 100-continue: the trailers wait for the next feed */
+        size_t more = 0;
+        cm_parse_event_t ev = n < len ? cm_parser_feed(p, data + n, len - n, &more) : CM_PARSE_MORE;
+        *used = n + more;
+        return ev;
+    }
+    if (p->pending == CM_PARSE_BODY || (p->pending == CM_PARSE_HEAD && p->limits.stream)) {
+        if (n == limit && n > 0)
+            peek_end(p, data + n, used);
+        return p->pending;
+    }
     if (p->pending == CM_PARSE_HEAD) {
-        if (p->limits.stream)
-            return CM_PARSE_HEAD;
-        /* http-parser went on into the body within this chunk; report the head first
+        /* llhttp went on into the body within this chunk; report the head first
          * only when the client waits for 100-continue, else the body follows. */
         if (p->expect_continue)
             return CM_PARSE_HEAD;
     }
-    if (n < limit && p->hp.upgrade)
-        return fail(p, 400, "protocol upgrade is not supported"), CM_PARSE_ERROR;
     return CM_PARSE_MORE;
 }
 
 static cm_method_t method_of(unsigned m, const char **name)
 {
-    *name = http_method_str((enum http_method)m);
+    *name = llhttp_method_name((llhttp_method_t)m);
     switch (m) {
     case HTTP_GET:
         return CM_GET;
@@ -470,9 +589,118 @@ void cm_parser_take(cm_parser_t *p, cm_req_t *req)
         req->headers[i].value = (cm_str_t){base + p->hdr[i].value_off, p->hdr[i].value_len};
     }
     req->body = (cm_str_t){req->raw_body.data ? req->raw_body.data : "", req->raw_body.len};
-    req->keep_alive = http_should_keep_alive(&p->hp);
+    req->keep_alive = p->keep_alive;
     req->http_minor = p->hp.http_minor;
     req->content_length = p->content_length;
     req->has_body = p->chunked || p->content_length > 0;
     p->nhdr = 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* responses                                                                  */
+
+static cm_resparse_t *rp_of(llhttp_t *hp)
+{
+    return hp->data;
+}
+
+static int rp_begin(llhttp_t *hp)
+{
+    cm_resparse_t *rp = rp_of(hp);
+    rp->keep_alive = 0;
+    return rp->cbs->begin(rp->arg);
+}
+
+static int rp_field(llhttp_t *hp, const char *at, size_t len)
+{
+    cm_resparse_t *rp = rp_of(hp);
+    return rp->cbs->field(rp->arg, at, len);
+}
+
+static int rp_value(llhttp_t *hp, const char *at, size_t len)
+{
+    cm_resparse_t *rp = rp_of(hp);
+    return rp->cbs->value(rp->arg, at, len);
+}
+
+static int rp_value_done(llhttp_t *hp)
+{
+    cm_resparse_t *rp = rp_of(hp);
+    return rp->cbs->value_done ? rp->cbs->value_done(rp->arg) : 0;
+}
+
+static int rp_head(llhttp_t *hp)
+{
+    cm_resparse_t *rp = rp_of(hp);
+    int64_t cl = -1;
+    if ((hp->flags & F_CONTENT_LENGTH) && !(hp->flags & F_CHUNKED))
+        cl = (int64_t)hp->content_length;
+    hp->upgrade = 0; /* a 101 is never asked for: its body is read as any other */
+    return rp->cbs->head(rp->arg, hp->status_code, cl);
+}
+
+static int rp_body(llhttp_t *hp, const char *at, size_t len)
+{
+    cm_resparse_t *rp = rp_of(hp);
+    return rp->cbs->body(rp->arg, at, len);
+}
+
+static int rp_done(llhttp_t *hp)
+{
+    cm_resparse_t *rp = rp_of(hp);
+    rp->keep_alive = llhttp_should_keep_alive(hp); /* before llhttp clears the flags */
+    int rc = rp->cbs->done(rp->arg);
+    return rc == 1 ? HPE_PAUSED : rc;
+}
+
+static const llhttp_settings_t res_settings = {
+    .on_message_begin = rp_begin,
+    .on_header_field = rp_field,
+    .on_header_value = rp_value,
+    .on_header_value_complete = rp_value_done,
+    .on_headers_complete = rp_head,
+    .on_body = rp_body,
+    .on_message_complete = rp_done,
+};
+
+void cm_resparse_begin(cm_resparse_t *rp, const cm_resparse_cbs_t *cbs, void *arg)
+{
+    llhttp_init(&rp->hp, HTTP_RESPONSE, &res_settings); /* strict, as for requests */
+    rp->hp.data = rp;
+    rp->cbs = cbs;
+    rp->arg = arg;
+    rp->keep_alive = 0;
+}
+
+int cm_resparse_feed(cm_resparse_t *rp, const char *data, size_t len, size_t *used)
+{
+    if (llhttp_get_errno(&rp->hp) == HPE_PAUSED)
+        llhttp_resume(&rp->hp);
+    llhttp_errno_t e = llhttp_execute(&rp->hp, data, len);
+    if (e == HPE_PAUSED) {
+        *used = (size_t)(llhttp_get_error_pos(&rp->hp) - data);
+        return 0;
+    }
+    *used = len;
+    return e == HPE_OK ? 0 : -1;
+}
+
+int cm_resparse_eof(cm_resparse_t *rp)
+{
+    if (llhttp_get_errno(&rp->hp) == HPE_PAUSED)
+        return 0; /* the message already ended */
+    return llhttp_finish(&rp->hp) == HPE_OK ? 0 : -1;
+}
+
+int cm_resparse_keep_alive(const cm_resparse_t *rp)
+{
+    return rp->keep_alive;
+}
+
+#define STR_(x) #x
+#define STR(x)  STR_(x)
+
+const char *cm_parser_version(void)
+{
+    return STR(LLHTTP_VERSION_MAJOR) "." STR(LLHTTP_VERSION_MINOR) "." STR(LLHTTP_VERSION_PATCH);
 }

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/uri.h"
+
 typedef struct entry {
     cm_route_t route;
     int pattern_index;
@@ -103,17 +105,6 @@ static int match_path(const char *pat, const char *path, size_t len, char sep, c
     return *pat == '\0' && path == end;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes the path into req->path_dec with every raw '/' written as '\0':
  * decoding after the split, so "%2F" stays inside its segment. The buffer lives with
  * the (pooled) request, so only paths with a '%' pay, and rarely for memory. Returns 0,
@@ -131,11 +122,10 @@ static int decode_path(cm_req_t *req)
     for (size_t i = 0; i < len; i++) {
         char c = p[i];
         if (c == '%') {
-            if (i + 2 >= len || hexval(p[i + 1]) < 0 || hexval(p[i + 2]) < 0)
+            int v = cm_uri_pct_value(p + i, len - i);
+            if (v <= 0) /* malformed, or an encoded NUL */
                 return -EINVAL;
-            c = (char)(hexval(p[i + 1]) * 16 + hexval(p[i + 2]));
-            if (c == '\0')
-                return -EINVAL;
+            c = (char)v;
             i += 2;
         } else if (c == '/') {
             c = '\0';

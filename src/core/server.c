@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -203,6 +204,8 @@ static void on_wake(uv_async_t *a)
         return;
     w->draining = 1;
     close_if_open((uv_handle_t *)&w->listener);
+    if (w->admin_on)
+        close_if_open((uv_handle_t *)&w->admin);
     uv_timer_start(&w->drain_deadline, on_drain_deadline, w->srv->opts->drain_timeout_ms, 0);
     /* idle connections go now; busy ones after their answers, which say Connection:
      * close because w->draining is set. Not close_pending here: on_read drops input once
@@ -221,45 +224,47 @@ static void worker_main(void *arg)
     uv_run(&w->loop, UV_RUN_DEFAULT);
 }
 
-static int resolve(const cm_server_opts_t *o, int port, struct addrinfo **ai)
+static int resolve(const char *host, int port, struct addrinfo **ai)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     char portstr[8];
     snprintf(portstr, sizeof portstr, "%d", port);
-    int rc = getaddrinfo(o->host, portstr, &hints, ai);
+    int rc = getaddrinfo(host, portstr, &hints, ai);
     if (rc != 0) {
-        cm_log_msg(CM_LOG_ERROR, "listen: cannot resolve '%s': %s", o->host, gai_strerror(rc));
+        cm_log_msg(CM_LOG_ERROR, "listen: cannot resolve '%s': %s", host, gai_strerror(rc));
         return -EINVAL;
     }
     return 0;
 }
 
-static void log_in_use(const cm_server_opts_t *o, int port)
+static void log_in_use(const char *host, int port)
 {
     cm_log_msg(CM_LOG_ERROR,
                "listen: cannot bind %s:%d: address already in use (another process listens "
                "there); stop it or choose another --listen",
-               o->host, port);
+               host, port);
 }
 
-static int listen_socket(const cm_server_opts_t *o, int port, int *fd_out, int *bound_port)
+/* reuseport: the workers' traffic listeners share the port; the admin listener must not,
+ * or it would take a share of the traffic port's connections if given the same port. */
+static int listen_socket(const char *host, int port, int reuseport, int *fd_out, int *bound_port)
 {
     struct addrinfo *ai;
-    int rc = resolve(o, port, &ai);
+    int rc = resolve(host, port, &ai);
     if (rc < 0)
         return rc;
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) ||
         bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
         rc = -errno;
         if (rc == -EADDRINUSE)
-            log_in_use(o, port);
+            log_in_use(host, port);
         else
-            cm_log_msg(CM_LOG_ERROR, "listen: cannot bind %s:%d: %s", o->host, port, strerror(-rc));
+            cm_log_msg(CM_LOG_ERROR, "listen: cannot bind %s:%d: %s", host, port, strerror(-rc));
         if (fd >= 0)
             close(fd);
         freeaddrinfo(ai);
@@ -284,7 +289,7 @@ static int listen_socket(const cm_server_opts_t *o, int port, int *fd_out, int *
 static int probe_port_free(const cm_server_opts_t *o, int port)
 {
     struct addrinfo *ai;
-    int rc = resolve(o, port, &ai);
+    int rc = resolve(o->host, port, &ai);
     if (rc < 0)
         return rc;
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -297,7 +302,7 @@ static int probe_port_free(const cm_server_opts_t *o, int port)
         close(fd);
     freeaddrinfo(ai);
     if (rc == -EADDRINUSE)
-        log_in_use(o, port);
+        log_in_use(o->host, port);
     else if (rc < 0)
         cm_log_msg(CM_LOG_ERROR, "listen: cannot bind %s:%d: %s", o->host, port, strerror(-rc));
     return rc;
@@ -333,6 +338,85 @@ static int port_lock(int port)
     }
 }
 
+/* A unix socket bound at path with mode 0600, so that only the owner (and root) can
+ * connect: the file's permissions are the admin API's access control. A socket file
+ * nobody listens on (a process that died) is replaced; a live one or any other file is
+ * not. */
+static int unix_socket(const char *path, int *fd_out)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path) {
+        cm_log_msg(CM_LOG_ERROR, "admin socket %s: path longer than %zu bytes", path,
+                   sizeof sa.sun_path - 1);
+        return -ENAMETOOLONG;
+    }
+    memcpy(sa.sun_path, path, strlen(path));
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        int probe = S_ISSOCK(st.st_mode) ? socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0) : -1;
+        int live = probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof sa) == 0;
+        int refused = probe >= 0 && !live && errno == ECONNREFUSED;
+        if (probe >= 0)
+            close(probe);
+        if (!refused) {
+            cm_log_msg(CM_LOG_ERROR, "admin socket %s: %s", path,
+                       live ? "another process is listening on it"
+                            : "the path exists and is not a stale socket; not replaced");
+            close(fd);
+            return -EADDRINUSE;
+        }
+        unlink(path);
+    }
+    /* mode at creation, not chmod() after bind: no moment where others could connect */
+    mode_t old = umask(0177);
+    int rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+    umask(old);
+    if (rc < 0 || chmod(path, 0600) < 0) {
+        rc = -errno;
+        cm_log_msg(CM_LOG_ERROR, "admin socket %s: %s", path, strerror(-rc));
+        close(fd);
+        return rc;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+/* Worker 0's admin listener (cm_service_t.admin). Returns 0 or -errno, logged. */
+static int admin_listen(server_t *s, worker_t *w)
+{
+    const cm_service_t *svc = s->svc;
+    int fd = -1, rc, bound = 0;
+    uv_stream_t *l = (uv_stream_t *)&w->admin;
+    if (svc->admin_socket) {
+        if ((rc = unix_socket(svc->admin_socket, &fd)) < 0)
+            return rc;
+        uv_pipe_init(&w->loop, &w->admin.pipe, 0);
+        rc = uv_pipe_open(&w->admin.pipe, fd);
+    } else {
+        if ((rc = listen_socket(svc->admin_host, svc->admin_port, 0, &fd, &bound)) < 0)
+            return rc;
+        uv_tcp_init(&w->loop, &w->admin.tcp);
+        rc = uv_tcp_open(&w->admin.tcp, fd);
+    }
+    w->admin_on = 1;
+    l->data = w;
+    if (rc < 0 || (rc = uv_listen(l, BACKLOG, cm__on_connection)) < 0) {
+        cm_log_msg(CM_LOG_ERROR, "admin listen: %s", uv_strerror(rc));
+        return rc;
+    }
+    int v6 = !svc->admin_socket && strchr(svc->admin_host, ':') != NULL;
+    if (svc->admin_socket)
+        cm_log_msg(CM_LOG_INFO, "%s: admin API on unix:%s (mode 0600)", svc->name,
+                   svc->admin_socket);
+    else
+        cm_log_msg(CM_LOG_INFO, "%s: admin API on http://%s%s%s:%d", svc->name, v6 ? "[" : "",
+                   svc->admin_host, v6 ? "]" : "", bound);
+    return 0;
+}
+
 /* *lock_fd (the port lock, or -1) is closed once this worker listens. */
 static int worker_init(server_t *s, worker_t *w, int index, int port, int *lock_fd)
 {
@@ -350,7 +434,7 @@ static int worker_init(server_t *s, worker_t *w, int index, int port, int *lock_
     w->loop.data = w; /* detached requests find their worker through their loop */
     if ((rc = cm_log_stream_new(s->log, &w->log)) < 0)
         return rc;
-    if ((rc = listen_socket(s->opts, port, &w->listen_fd, &bound)) < 0)
+    if ((rc = listen_socket(s->opts->host, port, 1, &w->listen_fd, &bound)) < 0)
         return rc;
     uv_tcp_init(&w->loop, &w->listener);
     w->listener.data = w;
@@ -363,6 +447,8 @@ static int worker_init(server_t *s, worker_t *w, int index, int port, int *lock_
         close(*lock_fd);
         *lock_fd = -1;
     }
+    if (index == 0 && s->svc->admin && (rc = admin_listen(s, w)) < 0)
+        return rc;
     uv_async_init(&w->loop, &w->wake, on_wake);
     w->wake.data = w;
     uv_timer_init(&w->loop, &w->tick);
@@ -537,6 +623,8 @@ int cm_server_run(const cm_server_opts_t *o, const cm_service_t *svc)
 out:
     for (int i = 0; i < started; i++)
         worker_teardown(&s.workers[i]);
+    if (started > 0 && s.workers[0].admin_on && svc->admin_socket)
+        unlink(svc->admin_socket); /* ours: unix_socket() never replaces a live one */
     free(s.workers);
     cm_log_close(s.log);
     cm_metrics_free(s.metrics);

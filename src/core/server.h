@@ -59,6 +59,16 @@ typedef struct cm_service {
      * returns 0 when the service can do its job, or a negative errno with why filled
      * (a sentence), answered 503 {"status":"not ready","reason":why}. Must not block. */
     int (*ready)(void *config, void *state, char *why, size_t why_cap);
+    /* May be NULL. The service's own API on a listener of its own (the gateway's admin
+     * API): every request accepted there goes to admin (no built-ins, routes or
+     * fallback), and no request on the traffic port ever does. Worker 0 listens on
+     * admin_socket when it is set (a unix socket path: created mode 0600, a stale socket
+     * left by a dead process replaced, removed at exit) or else on admin_host:admin_port.
+     * On the socket a request's peer is "unix:uid=N" (the client's uid, SO_PEERCRED). */
+    cm_handler_fn admin;
+    const char *admin_socket;
+    const char *admin_host;
+    int admin_port;
 } cm_service_t;
 
 /* Runs until SIGTERM/SIGINT and the drain complete; SIGHUP reopens the access log file

@@ -61,6 +61,7 @@ struct cm_conn {
     int fd; /* the socket's: answers are sent with send(2), see cm_sock_send */
     enum timer_mode mode;
     char peer[48]; /* the client's address, copied into each request */
+    int admin;     /* accepted on the admin listener: every request goes to svc->admin */
     /* stream mode only (cm_service_t.stream) */
     int stream;
     int kicked; /* on a kick list: the worker's, or the one on_kick_check runs */
@@ -78,6 +79,11 @@ struct worker {
     uv_loop_t loop;
     uv_tcp_t listener;
     int listen_fd;
+    union {
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } admin; /* worker 0 only, when the service has an admin listener (admin_on) */
+    int admin_on;
     uv_async_t wake; /* main thread: start draining */
     /* Connections asked to deliver, parse or flush from the loop rather than from inside
      * an API call (stream mode). The check handle runs them after this iteration's I/O

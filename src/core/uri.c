@@ -26,14 +26,22 @@ static int in_set(const uint32_t *set, unsigned char c)
     return c < 128 && (set[c >> 5] >> (c & 31) & 1u);
 }
 
-static int hexval(char c)
+int cm_uri_hexval(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
-    c = (char)(c | 0x20);
+    c = (char)(c | 0x20); /* 'A'-'F' -> 'a'-'f'; no other byte lands there */
     if (c >= 'a' && c <= 'f')
         return c - 'a' + 10;
     return -1;
+}
+
+int cm_uri_pct_value(const char *p, size_t n)
+{
+    if (n < 3)
+        return -1;
+    int hi = cm_uri_hexval(p[1]), lo = cm_uri_hexval(p[2]);
+    return hi < 0 || lo < 0 ? -1 : hi << 4 | lo;
 }
 
 static int bad_byte(unsigned char c, const char **why)
@@ -98,14 +106,13 @@ static int decode_escapes(const char *in, size_t n, char *out, size_t *out_len, 
             out[w++] = in[r];
             continue;
         }
-        int hi = r + 2 < n ? hexval(in[r + 1]) : -1;
-        int lo = r + 2 < n ? hexval(in[r + 2]) : -1;
-        if (hi < 0 || lo < 0) {
+        int e = cm_uri_pct_value(in + r, n - r);
+        if (e < 0) {
             *why = "a malformed percent-escape in the path; '%' must be followed by two hex "
                    "digits";
             return -EINVAL;
         }
-        unsigned char v = (unsigned char)(hi << 4 | lo);
+        unsigned char v = (unsigned char)e;
         if (v == 0) {
             *why = "an encoded NUL (%00) in the path";
             return -EINVAL;
@@ -223,7 +230,7 @@ int cm_uri_host_parse(const cm_str_t *v, cm_uri_host_t *out, const char **why)
     const char *q = p;
     if (*p == '[') { /* IP-literal: IPv6 (hex, ':', '.'); IPvFuture is not routed on */
         q++;
-        while (q < end && (hexval(*q) >= 0 || *q == ':' || *q == '.'))
+        while (q < end && (cm_uri_hexval(*q) >= 0 || *q == ':' || *q == '.'))
             q++;
         if (q == end || *q != ']' || q == p + 1) {
             *why = "a malformed IPv6 literal in the host";
@@ -236,7 +243,7 @@ int cm_uri_host_parse(const cm_str_t *v, cm_uri_host_t *out, const char **why)
         }
     } else {
         for (; q < end && *q != ':'; q++) {
-            if (*q == '%' && q + 2 < end && hexval(q[1]) >= 0 && hexval(q[2]) >= 0) {
+            if (*q == '%' && cm_uri_pct_value(q, (size_t)(end - q)) >= 0) {
                 q += 2;
             } else if (!in_set(regname_set, (unsigned char)*q)) {
                 *why = *q == '@' ? "userinfo ('@') in the host is not allowed"

@@ -11,6 +11,15 @@
 
 #include "core/http.h"
 
+/* The value of a hex digit ('0'-'9', 'a'-'f', 'A'-'F'), or -1 for any other byte. */
+int cm_uri_hexval(char c);
+
+/* The byte the escape "%XX" at p[0..n) stands for (p[0] is the '%', not checked): 0-255,
+ * or -1 when fewer than two bytes follow it or they are not both hex digits. The one
+ * percent-decoding step of core: each caller decides what a decoded byte means (the
+ * router refuses NUL, the query keeps it, normalization keeps only unreserved ones). */
+int cm_uri_pct_value(const char *p, size_t n);
+
 /* Checks that the path part of an origin-form target ("/..." up to '?') holds only bytes
  * RFC 3986 allows there (pchar and '/', '%' only as the start of an escape checked later)
  * and says whether it needs cm_uri_normalize(): 1 when it holds a '%', a "//" or a "." or

@@ -1,9 +1,13 @@
-/* gateway/admin.c: the gateway's own API under /_cmesh/, ahead of every route:
+/* gateway/admin.c: the gateway's own API, served only on the admin listener
+ * (--admin-listen / admin: in the config; never on the traffic port, where /_cmesh/ is a
+ * path like any other):
  *   GET /_cmesh/routes                       routes and this worker's view of instances
  *   PUT /_cmesh/routes/{name}/upstreams      {"upstreams": ["http://h:p", ...]} replaces
  *                                            the instance set at run time (control plane)
- * With auth configured it needs a token with scope cmesh:admin; without, only loopback
- * clients may use it. */
+ * Who may use it: whoever can reach the listener when auth is off (a unix socket is mode
+ * 0600: its owner; a loopback port: any local process), and with auth configured a token
+ * with scope cmesh:admin on every request, GET too. Every change is logged with who made
+ * it and the old and new upstreams. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,41 +17,70 @@
 #include <jansson.h>
 
 #include "core/json.h"
+#include "gateway/guard.h"
 #include "gateway/gw.h"
+#include "gateway/ratelimit.h"
 
 #define ADMIN_PREFIX   "/_cmesh/"
 #define ADMIN_BODY_MAX (256 * 1024)
+/* With auth on, every admin request costs a token of its client's bucket before the token
+ * is checked, as limit_req runs before auth on routes: guessing is limited like any other
+ * request. Generous for a control plane (it reads and writes a few times a second). */
+#define ADMIN_RATE  10.0
+#define ADMIN_BURST 50.0
 
 typedef struct admin_put {
     gw_worker_t *w;
     char route[GW_NAME_MAX];
+    char who[400];
     cm_buf_t body;
     int too_big;
 } admin_put_t;
 
-static int loopback(const char *peer)
+/* Who is asking, for the change log: the token's subject with auth, else the peer. */
+static void who_of(const cm_req_t *req, const gw_claims_t *claims, char *out, size_t cap)
 {
-    return strncmp(peer, "127.", 4) == 0 || strcmp(peer, "::1") == 0 ||
-           strncmp(peer, "::ffff:127.", 11) == 0;
+    if (claims && claims->sub[0])
+        snprintf(out, cap, "token subject %s (peer %s)", claims->sub, req->peer);
+    else if (strncmp(req->peer, "unix:uid=", 9) == 0)
+        snprintf(out, cap, "unix socket peer uid %s", req->peer + 9);
+    else
+        snprintf(out, cap, "peer %s", req->peer[0] ? req->peer : "?");
 }
 
-/* 0 when allowed; -1 after answering 401/403. */
-static int admin_allowed(gw_worker_t *w, cm_req_t *req)
+/* 0 when allowed (who filled); -1 after answering 401/403/429. */
+static int admin_allowed(gw_worker_t *w, cm_req_t *req, char *who, size_t who_cap)
 {
     gw_snap_t *snap = w->table ? w->table->snap : NULL;
     if (!snap || !snap->auth) {
-        if (loopback(req->peer))
-            return 0;
-        cm_res_error(req, 403, "the admin API answers loopback clients only when auth is off");
+        if (w->g->admin_public) { /* a reload took auth away: never open to the network */
+            cm_res_error(req, 403,
+                         "the admin API on a non-loopback address needs auth, which the "
+                         "running config has not");
+            return -1;
+        }
+        who_of(req, NULL, who, who_cap);
+        return 0;
+    }
+    gw_rate_cfg_t rc = {.rate = ADMIN_RATE, .burst = ADMIN_BURST};
+    gw_rate_result_t rate;
+    char key[300];
+    int klen = snprintf(key, sizeof key,
+                        "\x01"
+                        "admin\x01%s",
+                        req->peer);
+    if (gw_ratelimit_take(w->g->rl, key, (size_t)klen, &rc, uv_hrtime(), &rate) == 0 &&
+        !rate.allowed) {
+        cm_res_header(req, "Retry-After", "%ld", rate.retry_after_s);
+        cm_res_error(req, 429, "admin API rate limit exceeded; retry in %ld s", rate.retry_after_s);
         return -1;
     }
     size_t len;
-    const char *h = cm_req_header(req, "Authorization", &len);
+    const char *tok = cm_req_bearer(req, &len);
     gw_claims_t claims;
     char why[128] = "missing bearer token";
-    if (!h || len < 7 || strncasecmp(h, "Bearer ", 7) != 0 ||
-        gw_auth_verify(snap->auth, h + 7, len - 7, (int64_t)time(NULL), &claims, why, sizeof why) <
-            0) {
+    if (!tok ||
+        gw_auth_verify(snap->auth, tok, len, (int64_t)time(NULL), &claims, why, sizeof why) < 0) {
         cm_res_header_str(req, "WWW-Authenticate", "Bearer realm=\"cmesh\"");
         cm_res_error(req, 401, "%s", why);
         return -1;
@@ -59,6 +92,7 @@ static int admin_allowed(gw_worker_t *w, cm_req_t *req)
         cm_res_error(req, 403, "token lacks scope cmesh:admin");
         return -1;
     }
+    who_of(req, &claims, who, who_cap);
     return 0;
 }
 
@@ -141,7 +175,7 @@ static void on_put_body(cm_req_t *req, const char *data, size_t len, int last, v
         cm_res_error(req, 413, "admin request body too large");
     if (n > 0) {
         char err[512];
-        int rc = gw_replace_upstreams(p->w->g, p->route, urls, n, err, sizeof err);
+        int rc = gw_replace_upstreams(p->w->g, p->route, urls, n, p->who, err, sizeof err);
         if (rc == -ENOENT)
             cm_res_error(req, 404, "no route named %s", p->route);
         else if (rc < 0)
@@ -160,13 +194,17 @@ static void on_put_body(cm_req_t *req, const char *data, size_t len, int last, v
     free(p);
 }
 
-int gw_admin_handle(gw_worker_t *w, cm_req_t *req)
+void gw_admin_serve(cm_req_t *req)
 {
+    gw_worker_t *w = req->state;
+    char who[400];
+    if (gw_guard_headers(req) < 0 || admin_allowed(w, req, who, sizeof who) < 0)
+        return;
     size_t plen = strlen(ADMIN_PREFIX);
-    if (req->path.len < plen || memcmp(req->path.p, ADMIN_PREFIX, plen) != 0)
-        return 0;
-    if (admin_allowed(w, req) < 0)
-        return 1;
+    if (req->path.len < plen || memcmp(req->path.p, ADMIN_PREFIX, plen) != 0) {
+        cm_res_error(req, 404, "Not found; the admin API is under %s", ADMIN_PREFIX);
+        return;
+    }
     const char *rest = req->path.p + plen;
     size_t rlen = req->path.len - plen;
     if (rlen == 6 && memcmp(rest, "routes", 6) == 0) {
@@ -174,10 +212,10 @@ int gw_admin_handle(gw_worker_t *w, cm_req_t *req)
             cm_res_header_str(req, "Allow", "GET, HEAD");
             cm_res_error(req, 405, "method %s is not allowed here; allowed: GET, HEAD",
                          req->method_name);
-            return 1;
+            return;
         }
         list_routes(w, req);
-        return 1;
+        return;
     }
     static const char suffix[] = "/upstreams";
     size_t slen = sizeof suffix - 1;
@@ -187,19 +225,19 @@ int gw_admin_handle(gw_worker_t *w, cm_req_t *req)
         if (req->method != CM_PUT) {
             cm_res_header_str(req, "Allow", "PUT");
             cm_res_error(req, 405, "method %s is not allowed here; allowed: PUT", req->method_name);
-            return 1;
+            return;
         }
         admin_put_t *p = calloc(1, sizeof *p);
         if (!p || nlen >= sizeof p->route) {
             free(p);
             cm_res_error(req, 404, "no such route");
-            return 1;
+            return;
         }
         p->w = w;
         memcpy(p->route, rest + 7, nlen);
+        snprintf(p->who, sizeof p->who, "%s", who);
         cm_req_body_read(req, on_put_body, p);
-        return 1;
+        return;
     }
     cm_res_error(req, 404, "Not found");
-    return 1;
 }

@@ -1,7 +1,8 @@
-/* gateway/config.c: the gateway configuration model without YAML: route defaults,
+/* gateway/config.c: the gateway configuration model without YAML: route names,
  * upstream URL parsing (resolved once with getaddrinfo), --route flag routes, the
  * whole-config checks and sort (gw_config_finish), deep copy and free.
- * The YAML loader (gw_config_load) lives in config_yaml.c and builds on these. */
+ * The YAML loader (gw_config_load) lives in config_yaml.c and builds on these; its key
+ * tables hold every default (gw_route_defaults). */
 #include "gateway/config.h"
 
 #include <ctype.h>
@@ -13,42 +14,12 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "core/uri.h"
 #include "gateway/balancer.h"
 
 /* ---------------------------------------------------------------------------------- */
-/* Defaults and names                                                                 */
+/* Names                                                                              */
 /* ---------------------------------------------------------------------------------- */
-
-void gw_route_defaults(gw_route_cfg_t *r)
-{
-    memset(r, 0, sizeof(*r));
-    r->balancer = GW_LB_PEAK_EWMA;
-    r->connect_timeout_ms = 1000;
-    r->try_timeout_ms = 5000;
-    r->timeout_ms = 15000;
-    r->attempts = 3;
-    r->backoff_base_ms = 25;
-    r->backoff_max_ms = 250;
-    r->retry_budget = 0.2;
-    r->retry_budget_min = 3;
-    snprintf(r->health_path, sizeof(r->health_path), "/readyz");
-    r->health_interval_ms = 1000;
-    r->health_timeout_ms = 500;
-    r->health_rise = 2;
-    r->health_fall = 2;
-    r->outlier_failures = 5;
-    r->outlier_base_ms = 10000;
-    r->outlier_max_ms = 300000;
-    r->outlier_max_percent = 50;
-    r->panic_percent = 50;
-    r->max_connections = 1024;
-    r->max_pending = 1024;
-    r->max_requests = 1024;
-    r->pool_max_idle = 64;
-    r->pool_idle_timeout_ms = 30000; /* below the services' 60 s idle close: we close first */
-    r->rate_client.burst = 1;        /* max(rate, 1) with rate 0 (no limit) */
-    r->rate_subject.burst = 1;
-}
 
 /* A name safe to write as one segment of an admin URL (/_cmesh/routes/NAME/upstreams)
  * and as a metrics label: the prefix's segments joined by '-' ("/api/v1" -> "api-v1",
@@ -218,7 +189,7 @@ int gw_upstream_parse(const char *url, gw_upstream_cfg_t *u, char *err, size_t e
         snprintf(err, err_cap, "upstream '%s': port '%s' is not 1-65535", url, port);
         return -EINVAL;
     }
-    gw_upstream_cfg_t v = {.port = (int)p, .weight = 1};
+    gw_upstream_cfg_t v = {.port = (int)p, .weight = GW_WEIGHT_DEFAULT};
     rc = resolve_host(url, host, port, v.host, sizeof(v.host), err, err_cap);
     if (rc < 0)
         return rc;
@@ -235,7 +206,10 @@ int gw_upstream_parse(const char *url, gw_upstream_cfg_t *u, char *err, size_t e
 
 static gw_config_t *config_new(void)
 {
-    return calloc(1, sizeof(gw_config_t));
+    gw_config_t *cfg = calloc(1, sizeof(gw_config_t));
+    if (cfg)
+        gw_config_defaults(cfg);
+    return cfg;
 }
 
 /* Appends a copy of r (taking ownership of r->upstreams, even on failure). */
@@ -252,9 +226,7 @@ static int config_append(gw_config_t *cfg, gw_route_cfg_t *r)
     return 0;
 }
 
-/* Checks and normalises a prefix in place: starts with '/', no whitespace, query or
- * fragment, trailing slashes dropped except for "/" itself. */
-static int normalise_prefix(char *prefix, char *err, size_t err_cap)
+int gw_prefix_normalise(char *prefix, char *err, size_t err_cap)
 {
     if (prefix[0] != '/') {
         snprintf(err, err_cap, "prefix '%s' must start with '/'", prefix);
@@ -267,14 +239,31 @@ static int normalise_prefix(char *prefix, char *err, size_t err_cap)
             return -EINVAL;
         }
     }
+    /* requests are matched on their normalized path (core/uri), so the prefix is written
+     * in the same form, or "/%7Euser" and "/a/../b" could never match */
     size_t n = strlen(prefix);
-    while (n > 1 && prefix[n - 1] == '/')
+    const char *why;
+    int rc = cm_uri_path_scan(prefix, n, &why);
+    if (rc > 0) {
+        char *as_written = strdup(prefix); /* for the message: normalizing is in place */
+        if (!as_written)
+            return -ENOMEM;
+        rc = cm_uri_normalize(prefix, n, prefix, &n, &why);
+        if (rc < 0)
+            snprintf(err, err_cap, "prefix '%s': %s", as_written, why);
+        free(as_written);
+    } else if (rc < 0) {
+        snprintf(err, err_cap, "prefix '%s': %s", prefix, why);
+    }
+    if (rc < 0)
+        return rc;
+    prefix[n] = '\0';
+    while (n > 1 && prefix[n - 1] == '/') /* "/users/" means "/users" */
         prefix[--n] = '\0';
     return 0;
 }
 
-/* Whether two upstreams name the same instance (same resolved address and port). */
-static int same_instance(const gw_upstream_cfg_t *a, const gw_upstream_cfg_t *b)
+int gw_upstream_same(const gw_upstream_cfg_t *a, const gw_upstream_cfg_t *b)
 {
     return a->port == b->port && strcmp(a->host, b->host) == 0;
 }
@@ -299,7 +288,7 @@ static int flag_upstreams(const char *list, gw_route_cfg_t *r, char *err, size_t
         gw_upstream_cfg_t *u = &r->upstreams[r->nupstreams];
         rc = gw_upstream_parse(tok, u, err, err_cap);
         for (int i = 0; rc == 0 && i < r->nupstreams; i++) {
-            if (same_instance(&r->upstreams[i], u)) {
+            if (gw_upstream_same(&r->upstreams[i], u)) {
                 snprintf(err, err_cap, "upstream '%s' is listed twice (as '%s')", u->url,
                          r->upstreams[i].url);
                 rc = -EINVAL;
@@ -333,7 +322,7 @@ static int flag_route(const char *value, const gw_config_t *cfg, gw_route_cfg_t 
     }
     memcpy(r->prefix, value, plen);
     r->prefix[plen] = '\0';
-    int rc = normalise_prefix(r->prefix, err, err_cap);
+    int rc = gw_prefix_normalise(r->prefix, err, err_cap);
     if (rc == 0 && gw_route_default_name(cfg, cfg->nroutes, r) < 0) {
         snprintf(err, err_cap, "prefix is too long to name the route (%zu bytes at most)",
                  sizeof(r->name) - 5);
@@ -393,16 +382,26 @@ static int route_order(const void *pa, const void *pb)
     return c != 0 ? c : strcasecmp(a->host, b->host);
 }
 
+int gw_route_clash(const gw_route_cfg_t *a, const gw_route_cfg_t *b)
+{
+    if (strcmp(a->name, b->name) == 0)
+        return GW_CLASH_NAME;
+    if (strcmp(a->prefix, b->prefix) == 0 && strcasecmp(a->host, b->host) == 0)
+        return GW_CLASH_MATCH;
+    return 0;
+}
+
 static int check_pair(const gw_config_t *cfg, const gw_route_cfg_t *a, const gw_route_cfg_t *b,
                       char *err, size_t err_cap)
 {
     const char *file = cfg->path[0] ? cfg->path : "config";
-    if (strcmp(a->name, b->name) == 0) {
+    int clash = gw_route_clash(a, b);
+    if (clash == GW_CLASH_NAME) {
         snprintf(err, err_cap, "%s: two routes are named '%s'; names must be unique", file,
                  a->name);
         return -EINVAL;
     }
-    if (strcmp(a->prefix, b->prefix) == 0 && strcasecmp(a->host, b->host) == 0) {
+    if (clash == GW_CLASH_MATCH) {
         snprintf(err, err_cap, "%s: routes '%s' and '%s' both match host '%s' prefix '%s'", file,
                  a->name, b->name, a->host[0] ? a->host : "*", a->prefix);
         return -EINVAL;

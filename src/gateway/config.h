@@ -11,26 +11,31 @@
 #define GW_URL_MAX  256
 #define GW_NAME_MAX 64
 
+#define GW_WEIGHT_DEFAULT 1 /* an upstream's weight when not given (file or --route) */
+
 typedef enum {
     GW_LB_ROUND_ROBIN,
     GW_LB_WEIGHTED_ROUND_ROBIN,
     GW_LB_LEAST_REQUEST, /* power of two choices on in-flight requests */
     GW_LB_PEAK_EWMA,     /* power of two choices on peak-EWMA latency x (in-flight + 1) */
-    GW_LB_HASH,          /* consistent hashing (Maglev) on a header or cookie */
+    GW_LB_HASH,          /* consistent hashing (Maglev) on a header or cookie; the last:
+                            config_yaml.c reads names 0..GW_LB_HASH */
 } gw_lb_kind_t;
 
 typedef struct gw_upstream_cfg {
     char url[GW_URL_MAX];  /* "http://127.0.0.1:7001", as written (no trailing slash) */
     char host[GW_URL_MAX]; /* numeric address or name, resolved once when loaded */
     int port;
-    int weight; /* 1..1000, default 1 */
+    int weight; /* 1..1000, GW_WEIGHT_DEFAULT when not given */
 } gw_upstream_cfg_t;
 
 typedef struct gw_rate_cfg {
     double rate;  /* tokens per second; 0 = no limit */
-    double burst; /* bucket size; default = max(rate, 1) */
+    double burst; /* bucket size; not given: max(rate, 1) */
 } gw_rate_cfg_t;
 
+/* Durations are in ms. Every default is a row of the key tables in config_yaml.c
+ * (gw_route_defaults; docs/gateway-config.md lists them, checked by a unit test). */
 typedef struct gw_route_cfg {
     char name[GW_NAME_MAX];  /* default: gw_route_default_name() ("users") */
     char prefix[GW_URL_MAX]; /* path prefix, matched on segment boundaries ("/users"
@@ -39,38 +44,38 @@ typedef struct gw_route_cfg {
     gw_upstream_cfg_t *upstreams;
     int nupstreams; /* >= 1 */
 
-    gw_lb_kind_t balancer;         /* default GW_LB_PEAK_EWMA */
+    gw_lb_kind_t balancer;
     char hash_header[GW_NAME_MAX]; /* GW_LB_HASH: key from this header, or */
     char hash_cookie[GW_NAME_MAX]; /* from this cookie (exactly one is set) */
 
-    uint64_t connect_timeout_ms; /* default 1000 */
-    uint64_t try_timeout_ms;     /* per attempt, until the response head; default 5000 */
-    uint64_t timeout_ms;         /* whole request, until the response head; default 15000 */
+    uint64_t connect_timeout_ms;
+    uint64_t try_timeout_ms; /* per attempt, until the response head */
+    uint64_t timeout_ms;     /* whole request, until the response head */
 
-    int attempts;             /* tries in all, 1 = no retry; default 3 */
-    uint64_t backoff_base_ms; /* default 25: sleep rand(0, min(max, base * 2^n)) */
-    uint64_t backoff_max_ms;  /* default 250 */
-    double retry_budget;      /* retries <= this share of requests; default 0.2 */
-    int retry_budget_min;     /* plus this many retries per second always; default 3 */
+    int attempts;             /* tries in all, 1 = no retry */
+    uint64_t backoff_base_ms; /* sleep rand(0, min(max, base * 2^n)) */
+    uint64_t backoff_max_ms;
+    double retry_budget;  /* retries <= this share of requests (0..1) */
+    int retry_budget_min; /* plus this many retries per second always */
 
-    char health_path[GW_URL_MAX]; /* default "/readyz"; "" = active checks off */
-    uint64_t health_interval_ms;  /* default 1000 */
-    uint64_t health_timeout_ms;   /* default 500 */
-    int health_rise;              /* successes to become healthy; default 2 */
-    int health_fall;              /* failures to become unhealthy; default 2 */
+    char health_path[GW_URL_MAX]; /* "" = active checks off */
+    uint64_t health_interval_ms;
+    uint64_t health_timeout_ms;
+    int health_rise; /* successes to become healthy */
+    int health_fall; /* failures to become unhealthy */
 
-    int outlier_failures;     /* consecutive 5xx / connect failures to eject; default 5 */
-    uint64_t outlier_base_ms; /* ejected for base x times ejected; default 10000 */
-    uint64_t outlier_max_ms;  /* never longer; default 300000 */
-    int outlier_max_percent;  /* never more of the set ejected; default 50 */
-    int panic_percent;        /* below this share available, use all; default 50 */
-    uint64_t slow_start_ms;   /* weight ramp for a returning instance; default 0 = off */
+    int outlier_failures;     /* consecutive 5xx / connect failures to eject */
+    uint64_t outlier_base_ms; /* ejected for base x times ejected */
+    uint64_t outlier_max_ms;  /* never longer */
+    int outlier_max_percent;  /* never more of the set ejected */
+    int panic_percent;        /* below this share available, use all */
+    uint64_t slow_start_ms;   /* weight ramp for a returning instance; 0 = off */
 
-    int max_connections; /* per upstream instance and worker; default 1024 */
-    int max_pending;     /* requests waiting for a connection, per instance; default 1024 */
-    int max_requests;    /* in flight per instance; default 1024 */
-    int pool_max_idle;   /* idle keep-alive connections kept per instance; default 64 */
-    uint64_t pool_idle_timeout_ms; /* default 30000 */
+    int max_connections; /* per upstream instance and worker */
+    int max_pending;     /* requests waiting for a connection, per instance */
+    int max_requests;    /* in flight per instance */
+    int pool_max_idle;   /* idle keep-alive connections kept per instance */
+    uint64_t pool_idle_timeout_ms;
 
     gw_rate_cfg_t rate_client;  /* per client address */
     gw_rate_cfg_t rate_subject; /* per token subject (auth on) */
@@ -89,7 +94,7 @@ typedef struct gw_auth_cfg {
     char audience[256];  /* the aud required; "" = GW_AUTH_DEFAULT_AUDIENCE (likewise) */
     int any_issuer;      /* 1 = iss not checked ("issuer: any", an explicit opt-out) */
     int any_audience;    /* 1 = aud not checked ("audience: any") */
-    uint64_t leeway_ms;  /* clock skew allowed on exp/nbf; default 30000 */
+    uint64_t leeway_ms;  /* clock skew allowed on exp/nbf */
 } gw_auth_cfg_t;
 
 /* What tokens must carry when no issuer / audience is configured (--auth-key without a
@@ -100,13 +105,46 @@ typedef struct gw_auth_cfg {
 typedef struct gw_config {
     char path[1024];  /* the file it came from, "" for flags only */
     char listen[300]; /* "listen:" from the file, "" if absent (--listen wins) */
+    /* "admin:" from the file, as --admin-listen spells it: "HOST:PORT" (admin.listen) or
+     * "unix:PATH" (admin.socket, relative to the file's directory); "" if absent */
+    char admin[1100];
     gw_auth_cfg_t auth;
     gw_route_cfg_t *routes; /* most specific first: longest prefix, Host before none */
     int nroutes;
 } gw_config_t;
 
-/* Fills r with every default above (no name, prefix or upstreams). */
+/* Where the gateway listens when neither --listen nor the file's listen: says. */
+#define GW_LISTEN_DEFAULT "127.0.0.1:8080"
+
+/* Fills r with every default above (no name, prefix or upstreams), taken from the
+ * YAML loader's key tables (config_yaml.c), which hold each default once. */
 void gw_route_defaults(gw_route_cfg_t *r);
+
+/* Fills the top-level defaults of cfg (auth.leeway); routes are left alone. */
+void gw_config_defaults(gw_config_t *cfg);
+
+/* Calls fn once per key of every table of the file grammar, table by table (section is
+ * the table's heading in docs/gateway-config.md, e.g. "`timeouts`"); def is the default
+ * as a file would write it ("5s"), "required", or "" when it has none or it is computed.
+ * For the docs test: every default lives in the tables, and the doc must match them. */
+typedef void (*gw_describe_fn)(void *arg, const char *section, const char *key, const char *def);
+void gw_config_describe(gw_describe_fn fn, void *arg);
+
+/* The rules a file route and a --route share (config.c), so that each is written once. */
+
+/* Checks and normalises a prefix in place: starts with '/', no whitespace, query or
+ * fragment, trailing slashes dropped except for "/" itself. Returns 0 or -EINVAL with
+ * err ("prefix '...' must start with '/'"). */
+int gw_prefix_normalise(char *prefix, char *err, size_t err_cap);
+
+/* Whether two upstreams name the same instance (same resolved address and port). */
+int gw_upstream_same(const gw_upstream_cfg_t *a, const gw_upstream_cfg_t *b);
+
+/* Why two routes cannot both be in one config: GW_CLASH_NAME (same name), GW_CLASH_MATCH
+ * (same host and prefix), or 0 when they can. */
+#define GW_CLASH_NAME  1
+#define GW_CLASH_MATCH 2
+int gw_route_clash(const gw_route_cfg_t *a, const gw_route_cfg_t *b);
 
 /* Names r after its prefix (and host) when no name is given: "/users" -> "users",
  * "/api/v1" -> "api-v1", "/" -> "root", host "a.example" + "/users" ->

@@ -104,8 +104,23 @@ int gw_apply(gw_shared_t *g, gw_config_t *cfg, char *err, size_t cap)
     return 0;
 }
 
-int gw_replace_upstreams(gw_shared_t *g, const char *name, char **urls, int n, char *err,
-                         size_t cap)
+/* "a, b, c" of the n URLs (cut short with "..." when out is full). */
+static void url_list(char *out, size_t cap, const gw_upstream_cfg_t *u, int n)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    for (int i = 0; i < n && len < cap; i++) {
+        int k = snprintf(out + len, cap - len, "%s%s", i ? ", " : "", u[i].url);
+        if (k < 0 || (size_t)k >= cap - len) {
+            snprintf(out + (cap > 4 ? cap - 4 : 0), cap > 4 ? 4 : cap, "...");
+            break;
+        }
+        len += (size_t)k;
+    }
+}
+
+int gw_replace_upstreams(gw_shared_t *g, const char *name, char **urls, int n, const char *who,
+                         char *err, size_t cap)
 {
     if (n < 1 || n > GW_LB_MAX_HOSTS) {
         snprintf(err, cap, "give 1 to %d upstream URLs", GW_LB_MAX_HOSTS);
@@ -141,6 +156,9 @@ int gw_replace_upstreams(gw_shared_t *g, const char *name, char **urls, int n, c
             for (int k = 0; k < r->nupstreams; k++)
                 if (strcmp(r->upstreams[k].url, ups[j].url) == 0)
                     ups[j].weight = r->upstreams[k].weight;
+        char before[2048], after[2048];
+        url_list(before, sizeof before, r->upstreams, r->nupstreams);
+        url_list(after, sizeof after, ups, n);
         free(r->upstreams);
         r->upstreams = ups;
         r->nupstreams = n;
@@ -148,8 +166,9 @@ int gw_replace_upstreams(gw_shared_t *g, const char *name, char **urls, int n, c
         rc = gw_apply(g, cfg, err, cap);
         if (rc == 0) {
             cfg = NULL;
-            cm_log_msg(CM_LOG_INFO, "gateway: route %s: upstream set replaced (%d instances)", name,
-                       n);
+            cm_log_msg(CM_LOG_INFO,
+                       "gateway: admin: route %s: upstreams replaced by %s: [%s] -> [%s]", name,
+                       who, before, after);
         }
         break;
     }
@@ -314,6 +333,56 @@ static void warn_listen_change(const gw_shared_t *g, const gw_config_t *cfg)
                g->listen_host, g->listen_port, l, g->listen_host, g->listen_port);
 }
 
+/* The admin listener is fixed at start, as listen is: say so when a reload changes it. */
+static void warn_admin_change(const gw_shared_t *g, const gw_config_t *cfg)
+{
+    if (g->admin_arg[0] || strcmp(cfg->admin, g->admin_spec) == 0)
+        return;
+    cm_log_msg(CM_LOG_WARN,
+               "gateway: reload: admin changed from '%s' to '%s', which a reload cannot apply; "
+               "the admin API stays where it is (restart the gateway to move it)",
+               g->admin_spec, cfg->admin);
+}
+
+static int is_loopback(const char *host)
+{
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 ||
+           strcmp(host, "localhost") == 0;
+}
+
+/* Resolves where the admin API listens (--admin-listen, else the file's admin:) into g.
+ * A non-loopback address without auth is refused: the admin API replaces upstreams, so
+ * whoever reaches it can send the traffic anywhere. Returns 0 or -EINVAL (printed). */
+static int admin_setup(gw_shared_t *g, const gw_config_t *cfg)
+{
+    const char *spec = g->admin_arg[0] ? g->admin_arg : cfg->admin;
+    snprintf(g->admin_spec, sizeof g->admin_spec, "%s", spec);
+    if (!spec[0])
+        return 0;
+    if (strncmp(spec, "unix:", 5) == 0) {
+        if (!spec[5]) {
+            fprintf(stderr, "cmesh gateway: admin: 'unix:' needs a socket path\n");
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (cm_parse_hostport(spec, g->admin_host, sizeof g->admin_host, &g->admin_port) < 0) {
+        fprintf(stderr, "cmesh gateway: admin: '%s' is not HOST:PORT or unix:PATH\n", spec);
+        return -EINVAL;
+    }
+    g->admin_public = !is_loopback(g->admin_host);
+    if (g->admin_public && !cfg->auth.key_file[0]) {
+        fprintf(stderr,
+                "cmesh gateway: admin: %s is not a loopback address and auth is off: anyone "
+                "who reaches it could redirect every route. Configure auth (--auth-key or "
+                "auth: in the file; the admin API then needs scope cmesh:admin), or use "
+                "127.0.0.1:PORT or unix:PATH\n",
+                spec);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 /* One log line per error: a file with several errors reports them all. */
 static void log_refused(const char *err)
 {
@@ -333,8 +402,10 @@ static void on_sighup(void *config)
     gw_config_t *cfg;
     char err[ERR_MAX];
     int rc = build_config(g, &cfg, err, sizeof err);
-    if (rc == 0)
+    if (rc == 0) {
         warn_listen_change(g, cfg);
+        warn_admin_change(g, cfg);
+    }
     if (rc == 0 && (rc = gw_apply(g, cfg, err, sizeof err)) < 0)
         gw_config_free(cfg);
     if (rc < 0)
@@ -406,6 +477,10 @@ static const cm_flag_t gw_flags[] = {
                    "unless --auth-key is given"),
     CM_FLAG_STR("auth-key", "FILE", O, g.auth_key, 0,
                 "JWT key: HS256 secret, or RSA / EC P-256 PEM key"),
+    CM_FLAG_STR("admin-listen", "HOST:PORT|unix:PATH", O, g.admin_arg, 0,
+                "serve the admin API (/_cmesh/routes) here, and nowhere else; off when not "
+                "given (nor admin: in the config file). unix:PATH is a socket only its owner "
+                "can use (mode 0600); a non-loopback HOST needs auth"),
     {.name = "listen",
      .arg = "HOST:PORT",
      .type = &listen_type,
@@ -502,6 +577,11 @@ static int gateway_run(gw_opts_t *op)
             return 2;
         }
     }
+    if (admin_setup(g, cfg) < 0) {
+        gw_config_free(cfg);
+        shared_free(g);
+        return 2;
+    }
     snprintf(g->listen_host, sizeof g->listen_host, "%s", op->server.host);
     g->listen_port = op->server.port;
     g->listen_flag = op->listen_given;
@@ -521,6 +601,13 @@ static int gateway_run(gw_opts_t *op)
         .on_sighup = on_sighup,
         .render_metrics = render_metrics,
     };
+    if (g->admin_spec[0]) {
+        svc.admin = gw_admin_serve;
+        if (strncmp(g->admin_spec, "unix:", 5) == 0)
+            svc.admin_socket = g->admin_spec + 5;
+        svc.admin_host = g->admin_host;
+        svc.admin_port = g->admin_port;
+    }
     rc = cm_server_run(&op->server, &svc);
     shared_free(g);
     return rc < 0 ? 1 : 0;

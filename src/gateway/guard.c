@@ -140,14 +140,13 @@ static int guard_auth(const gw_snap_t *snap, gw_rt_t *rt, cm_req_t *req, gw_clai
     if (!rt->cfg->auth || !snap->auth)
         return 0;
     size_t len;
-    const char *h = cm_req_header(req, "Authorization", &len);
-    if (!h || len < 7 || strncasecmp(h, "Bearer ", 7) != 0) {
+    const char *tok = cm_req_bearer(req, &len);
+    if (!tok) {
         unauthorized(req, rt, NULL, rate);
         return -1;
     }
     char why[128];
-    if (gw_auth_verify(snap->auth, h + 7, len - 7, (int64_t)time(NULL), claims, why, sizeof why) <
-        0) {
+    if (gw_auth_verify(snap->auth, tok, len, (int64_t)time(NULL), claims, why, sizeof why) < 0) {
         unauthorized(req, rt, why, rate);
         return -1;
     }

@@ -19,12 +19,12 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include <http_parser.h>
 #include <uv.h>
 
 #include "core/buf.h"
 #include "core/client.h"
 #include "core/http.h"
+#include "core/parser.h"
 #include "core/timeout.h"
 #include "gateway/auth.h"
 #include "gateway/balancer.h"
@@ -76,6 +76,13 @@ struct gw_shared {
     char listen_host[256];
     int listen_port;
     int listen_flag; /* --listen was given: it wins over the file's listen: */
+    /* the admin API's own listener (admin.c), fixed at start like listen; off when
+     * admin_spec is "" */
+    char admin_arg[1100];  /* --admin-listen as given, "" when not */
+    char admin_spec[1100]; /* in use: "HOST:PORT" or "unix:PATH" (flag, else the file's) */
+    char admin_host[256];
+    int admin_port;
+    int admin_public; /* not loopback: a token with cmesh:admin on every request, always */
 };
 
 struct gw_worker {
@@ -147,10 +154,10 @@ struct gw_uconn {
     uv_tcp_t tcp; /* first: handle data is the uconn */
     uv_connect_t creq;
     gw_inst_t *inst;
-    gw_uconn_t *next; /* idle list */
-    gw_exch_t *ex;    /* the exchange using it; NULL when idle */
-    gw_waiter_t *wt;  /* while connecting: the waiter to clear when done */
-    http_parser hp;
+    gw_uconn_t *next;       /* idle list */
+    gw_exch_t *ex;          /* the exchange using it; NULL when idle */
+    gw_waiter_t *wt;        /* while connecting: the waiter to clear when done */
+    cm_resparse_t rp;       /* the exchange's response */
     uint64_t idle_since_ms; /* loop time */
     size_t wpending;        /* bytes handed to uv_write, not yet written */
     int connected;
@@ -166,9 +173,11 @@ void gw_snap_release(gw_snap_t *s);
 /* Builds a snapshot from cfg (takes ownership on success) and makes it current;
  * wakes every worker. Returns 0 or -errno with err set; cfg untouched on error. */
 int gw_apply(gw_shared_t *g, gw_config_t *cfg, char *err, size_t err_cap);
-/* Replaces the upstreams of route name (URLs, weight 1). 0, -ENOENT, -EINVAL (err). */
-int gw_replace_upstreams(gw_shared_t *g, const char *name, char **urls, int n, char *err,
-                         size_t err_cap);
+/* Replaces the upstreams of route name (URLs, weight 1) and logs who ("token subject
+ * S", "unix socket peer uid N", "peer ADDR") changed what (old -> new URLs). 0, -ENOENT,
+ * -EINVAL (err). */
+int gw_replace_upstreams(gw_shared_t *g, const char *name, char **urls, int n, const char *who,
+                         char *err, size_t err_cap);
 
 /* table.c */
 /* Builds the worker's table for snap, carrying over instances of old (may be NULL). */
@@ -218,6 +227,7 @@ void gw_health_start(gw_inst_t *in);
 void gw_health_stop(gw_inst_t *in, uv_close_cb done);
 
 /* admin.c */
-int gw_admin_handle(gw_worker_t *w, cm_req_t *req); /* 1 when the path was /_cmesh/... */
+/* The admin listener's handler (cm_service_t.admin): /_cmesh/... and 404 for the rest. */
+void gw_admin_serve(cm_req_t *req);
 
 #endif

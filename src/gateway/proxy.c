@@ -471,11 +471,6 @@ void gw_exch_on_written(gw_exch_t *ex)
 /* ------------------------------------------------------------------------- */
 /* response: upstream -> client                                               */
 
-static gw_exch_t *of(http_parser *hp)
-{
-    return hp->data;
-}
-
 static int rh_append(gw_exch_t *ex, const char *at, size_t len)
 {
     if (ex->rhead.len + len > MAX_RHEAD || cm_buf_append(&ex->rhead, at, len) < 0) {
@@ -485,18 +480,18 @@ static int rh_append(gw_exch_t *ex, const char *at, size_t len)
     return 0;
 }
 
-static int on_message_begin(http_parser *hp)
+static int on_message_begin(void *arg)
 {
-    gw_exch_t *ex = of(hp);
+    gw_exch_t *ex = arg;
     cm_buf_reset(&ex->rhead);
     ex->nrh = 0;
     ex->in_value = 0;
     return 0;
 }
 
-static int on_header_field(http_parser *hp, const char *at, size_t len)
+static int on_header_field(void *arg, const char *at, size_t len)
 {
-    gw_exch_t *ex = of(hp);
+    gw_exch_t *ex = arg;
     if (ex->in_value || ex->nrh == 0) {
         if (ex->nrh == CM_MAX_HEADERS) {
             ex->rhead_bad = 1;
@@ -509,9 +504,9 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
     return rh_append(ex, at, len);
 }
 
-static int on_header_value(http_parser *hp, const char *at, size_t len)
+static int on_header_value(void *arg, const char *at, size_t len)
 {
-    gw_exch_t *ex = of(hp);
+    gw_exch_t *ex = arg;
     gw_hdr_off_t *h = &ex->rh[ex->nrh - 1];
     if (!ex->in_value) {
         h->vo = (uint32_t)ex->rhead.len;
@@ -519,6 +514,23 @@ static int on_header_value(http_parser *hp, const char *at, size_t len)
     }
     h->vl += (uint32_t)len;
     return rh_append(ex, at, len);
+}
+
+/* RFC 9110 5.5: the value's trailing OWS is not part of it, so it is not forwarded. */
+static int on_header_value_done(void *arg)
+{
+    gw_exch_t *ex = arg;
+    if (ex->nrh == 0)
+        return 0;
+    gw_hdr_off_t *h = &ex->rh[ex->nrh - 1];
+    if (!ex->in_value) { /* an empty value: no value piece came */
+        h->vo = (uint32_t)ex->rhead.len;
+        ex->in_value = 1;
+    }
+    size_t vl = h->vl;
+    cm_ows_trim_end(ex->rhead.data + h->vo, &vl);
+    h->vl = (uint32_t)vl;
+    return 0;
 }
 
 static void on_drain(cm_req_t *req, void *arg)
@@ -530,10 +542,9 @@ static void on_drain(cm_req_t *req, void *arg)
 }
 
 /* The upstream's head is in: retry on 503 when allowed, else start the client's answer. */
-static int on_headers_complete(http_parser *hp)
+static int on_headers_complete(void *arg, int status, int64_t content_length)
 {
-    gw_exch_t *ex = of(hp);
-    int status = (int)hp->status_code;
+    gw_exch_t *ex = arg;
     if (status >= 100 && status < 200) {
         ex->info = 1; /* 100 Continue and friends: not forwarded, the real head follows */
         return 0;
@@ -556,10 +567,8 @@ static int on_headers_complete(http_parser *hp)
     cm_timeout_clear(&ex->deadline);
     cm_req_t *req = ex->req;
     gw_hdr_response_fields(&req->res_headers, ex->rhead.data, ex->rh, ex->nrh);
-    int64_t cl = -1;
-    if ((hp->flags & F_CONTENTLENGTH) && !(hp->flags & F_CHUNKED))
-        cl = (int64_t)hp->content_length;
-    else if (status == 204 || status == 304)
+    int64_t cl = content_length;
+    if (cl < 0 && (status == 204 || status == 304))
         cl = 0;
     attach_log(ex, NULL);
     ex->started = 1;
@@ -569,9 +578,9 @@ static int on_headers_complete(http_parser *hp)
     return req->method == CM_HEAD ? 1 : 0; /* a HEAD answer has no body whatever it says */
 }
 
-static int on_body(http_parser *hp, const char *at, size_t len)
+static int on_body(void *arg, const char *at, size_t len)
 {
-    gw_exch_t *ex = of(hp);
+    gw_exch_t *ex = arg;
     if (ex->discard || ex->info)
         return 0;
     int rc = cm_res_write(ex->req, at, len);
@@ -582,25 +591,25 @@ static int on_body(http_parser *hp, const char *at, size_t len)
     return 0;
 }
 
-static int on_message_complete(http_parser *hp)
+static int on_message_complete(void *arg)
 {
-    gw_exch_t *ex = of(hp);
+    gw_exch_t *ex = arg;
     if (ex->info) {
         ex->info = 0;
         return 0;
     }
     ex->complete = 1;
-    http_parser_pause(hp, 1);
-    return 0;
+    return 1; /* stop here: bytes after it are not this exchange's */
 }
 
-static const http_parser_settings res_settings = {
-    .on_message_begin = on_message_begin,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
+static const cm_resparse_cbs_t res_cbs = {
+    .begin = on_message_begin,
+    .field = on_header_field,
+    .value = on_header_value,
+    .value_done = on_header_value_done,
+    .head = on_headers_complete,
+    .body = on_body,
+    .done = on_message_complete,
 };
 
 /* The response is complete: pool the connection, finish or retry. */
@@ -608,7 +617,7 @@ static void response_done(gw_exch_t *ex, int clean)
 {
     gw_uconn_t *uc = ex->uc;
     ex->uc = NULL;
-    int reusable = clean && http_should_keep_alive(&uc->hp) && ex->req_sent;
+    int reusable = clean && cm_resparse_keep_alive(&uc->rp) && ex->req_sent;
     gw_uconn_release(uc, reusable); /* still reading: an idle close is seen at once */
     if (ex->discard) {
         ex->discard = 0;
@@ -645,7 +654,7 @@ void gw_exch_on_read(gw_exch_t *ex, const char *data, ssize_t nread)
             return;
         }
         if (nread == UV_EOF) { /* a body delimited by the close ends here */
-            http_parser_execute(&uc->hp, &res_settings, NULL, 0);
+            cm_resparse_eof(&uc->rp);
             if (ex->complete) {
                 response_done(ex, 0);
                 return;
@@ -655,14 +664,14 @@ void gw_exch_on_read(gw_exch_t *ex, const char *data, ssize_t nread)
         return;
     }
     ex->got_bytes = 1;
-    size_t n = http_parser_execute(&uc->hp, &res_settings, data, (size_t)nread);
-    enum http_errno e = HTTP_PARSER_ERRNO(&uc->hp);
+    size_t n = 0;
+    int e = cm_resparse_feed(&uc->rp, data, (size_t)nread, &n);
     if (ex->complete) {
         /* bytes after the response: the connection is out of step, do not reuse it */
         response_done(ex, n == (size_t)nread);
         return;
     }
-    if (e != HPE_OK) {
+    if (e < 0) {
         if (ex->started)
             abort_stream(ex);
         else
@@ -684,8 +693,7 @@ void gw_exch_on_conn(gw_exch_t *ex, gw_uconn_t *uc, int status)
     }
     ex->uc = uc;
     uc->ex = ex;
-    http_parser_init(&uc->hp, HTTP_RESPONSE);
-    uc->hp.data = ex;
+    cm_resparse_begin(&uc->rp, &res_cbs, ex);
     ex->got_bytes = ex->head_done = ex->discard = ex->info = 0;
     ex->rhead_bad = 0;
     ex->req_sent = 0;
@@ -872,14 +880,6 @@ static int request_target(const cm_req_t *req, gw_hdr_target_t *tg, char **norm,
 
 static void proxy_target(gw_worker_t *w, cm_req_t *req, const gw_hdr_target_t *tg)
 {
-    static const char admin[] = "/_cmesh/";
-    if (tg->path.len >= sizeof admin - 1 && memcmp(tg->path.p, admin, sizeof admin - 1) == 0) {
-        /* another spelling of the gateway's own API (gw_admin_handle() saw the raw path):
-         * never proxied, or an upstream would answer for what the gateway guards */
-        cm_res_error(req, 404, "no route for %.*s; the admin API is at its plain path",
-                     (int)tg->path.len, tg->path.p);
-        return;
-    }
     gw_table_t *t = w->table;
     gw_rt_t *rt = t ? gw_guard_route(t, &tg->host.name, &tg->path) : NULL;
     if (!rt) {
@@ -935,10 +935,6 @@ void gw_proxy_handle(cm_req_t *req)
     int rc = request_target(req, &tg, &norm, &why);
     if (rc < 0) {
         cm_res_error(req, rc == -ENOMEM ? 503 : 400, "%s", why);
-        return;
-    }
-    if (gw_admin_handle(w, req)) {
-        free(norm);
         return;
     }
     proxy_target(w, req, &tg);

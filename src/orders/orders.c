@@ -147,18 +147,12 @@ static void orders_list(cm_req_t *req)
 {
     int limit, more;
     int64_t after, last, user_id = 0;
-    char v[32], extra[48] = "";
-    int n = cm_req_query(req, "userId", v, sizeof v);
-    if (n != -ENOENT) {
-        char *end;
-        long long u = n > 0 ? strtoll(v, &end, 10) : 0;
-        if (n <= 0 || *end || u < 1) {
-            cm_res_error_field(req, 422, "userId", "userId must be a positive integer");
-            return;
-        }
-        user_id = u;
-        snprintf(extra, sizeof extra, "userId=%lld&", u);
-    }
+    char extra[48] = "";
+    int n = cm_rest_query_num(req, "userId", 1, INT64_MAX, &user_id);
+    if (n == -EINVAL)
+        return;
+    if (n == 0)
+        snprintf(extra, sizeof extra, "userId=%lld&", (long long)user_id);
     if (cm_rest_page(req, &limit, &after) < 0)
         return;
     orders_worker_t *w = worker_of(req);
@@ -195,57 +189,10 @@ static void orders_get(cm_req_t *req)
     cm_rest_answer_item(req, rc, "Order not found");
 }
 
-/* Ends a unit that cannot go on: takes back its writes; the answer (404 or the store
- * error) waits for the group like every answer decided in it. */
+/* Ends a unit that cannot go on (cm_rest_refuse_fn): 404 or the store error. */
 static void refuse(cm_req_t *req, cm_batch_t *b, int rc)
 {
-    int status;
-    cm_buf_reset(&req->res_body);
-    if (rc == -ENOENT) {
-        cm_res_error_body(req, NULL, "Order not found");
-        status = 404;
-    } else {
-        status = cm_rest_db_error_body(req, rc);
-    }
-    cm_batch_refuse(b, req, status);
-}
-
-/* Starts the unit of an unsafe request and answers a replayed Idempotency-Key in it
- * (asked again inside the unit: another request may have stored the key meanwhile).
- * Returns 0 to go on, 1 when req was answered (or its answer is held). */
-static int begin_write(cm_req_t *req, orders_worker_t *w, cm_rest_idem_t *idem)
-{
-    int rc, status;
-    if ((rc = cm_batch_begin(w->batch)) < 0) {
-        cm_rest_db_error(req, rc);
-        return 1;
-    }
-    rc = cm_rest_idem_check(req, w->db, idem, &status);
-    if (rc == 1) {
-        cm_batch_answer(w->batch, req, status);
-        return 1;
-    }
-    if (rc < 0) {
-        refuse(req, w->batch, rc);
-        return 1;
-    }
-    return 0;
-}
-
-/* Ends a successful write: the key's record (status, Location, res_body) joins it. */
-static void end_write(cm_req_t *req, orders_worker_t *w, const cm_rest_idem_t *idem, int status,
-                      const char *location)
-{
-    int rc = cm_rest_idem_save(req, w->db, idem, status, location);
-    if (rc < 0) {
-        refuse(req, w->batch, rc);
-        return;
-    }
-    if (location)
-        cm_res_header_str(req, "Location", location);
-    if (req->method != CM_DELETE)
-        cm_rest_add_etag(req);
-    cm_batch_answer(w->batch, req, status);
+    cm_rest_refuse(req, b, rc, "Order not found");
 }
 
 static void finish_create(order_op_t *op)
@@ -254,7 +201,7 @@ static void finish_create(order_op_t *op)
     orders_worker_t *w = worker_of(req);
     cm_rest_idem_t idem;
     int64_t id = 0;
-    if (begin_write(req, w, &idem))
+    if (cm_rest_write_begin(req, w->batch, w->db, &idem, refuse))
         return;
     int rc = cm_orders_insert(w->db, op->user_id, op->status, &id, &req->res_body);
     if (rc < 0) {
@@ -263,7 +210,7 @@ static void finish_create(order_op_t *op)
     }
     char location[48];
     snprintf(location, sizeof location, "/orders/%lld", (long long)id);
-    end_write(req, w, &idem, 201, location);
+    cm_rest_write_end(req, w->batch, w->db, &idem, refuse, 201, location);
 }
 
 /* Inside a unit: loads the order's status and checks the preconditions. Returns 0 to go
@@ -276,18 +223,7 @@ static int check_for_write(cm_req_t *req, orders_worker_t *w, int64_t id,
         refuse(req, w->batch, rc);
         return 1;
     }
-    char etag[20];
-    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
-    cm_buf_reset(&req->res_body);
-    const char *failed = cm_rest_write_precondition(req, etag);
-    if (!failed)
-        return 0;
-    if (strcmp(failed, "If-Match") == 0)
-        cm_res_error_body(req, NULL, "If-Match does not match the order's current ETag %s", etag);
-    else
-        cm_res_error_body(req, NULL, "If-None-Match matches the order's current ETag %s", etag);
-    cm_batch_refuse(w->batch, req, 412);
-    return 1;
+    return cm_rest_write_check_etag(req, w->batch, "order");
 }
 
 static void finish_update(order_op_t *op)
@@ -296,7 +232,8 @@ static void finish_update(order_op_t *op)
     orders_worker_t *w = worker_of(req);
     char current[CM_ORDER_STATUS_MAX];
     cm_rest_idem_t idem;
-    if (begin_write(req, w, &idem) || check_for_write(req, w, op->id, current))
+    if (cm_rest_write_begin(req, w->batch, w->db, &idem, refuse) ||
+        check_for_write(req, w, op->id, current))
         return;
     if (op->has_status && !transition_ok(current, op->status)) {
         cm_buf_appendf(&req->res_body,
@@ -312,7 +249,7 @@ static void finish_update(order_op_t *op)
         refuse(req, w->batch, rc);
         return;
     }
-    end_write(req, w, &idem, 200, NULL);
+    cm_rest_write_end(req, w->batch, w->db, &idem, refuse, 200, NULL);
 }
 
 static void finish(order_op_t *op)
@@ -541,7 +478,8 @@ static void orders_delete(cm_req_t *req)
         not_found(req);
         return;
     }
-    if (begin_write(req, w, &idem) || check_for_write(req, w, id, current))
+    if (cm_rest_write_begin(req, w->batch, w->db, &idem, refuse) ||
+        check_for_write(req, w, id, current))
         return;
     int rc = cm_orders_delete(w->db, id);
     if (rc < 0) {
@@ -549,7 +487,7 @@ static void orders_delete(cm_req_t *req)
         return;
     }
     cm_buf_append_str(&req->res_body, "{\"message\":\"Order deleted\"}");
-    end_write(req, w, &idem, 200, NULL);
+    cm_rest_write_end(req, w->batch, w->db, &idem, refuse, 200, NULL);
 }
 
 static const cm_route_t routes[] = {

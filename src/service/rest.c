@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "core/json.h"
+#include "core/num.h"
 #include "store/idempotency.h"
 
 int cm_rest_require_json(cm_req_t *req)
@@ -32,33 +33,33 @@ json_t *cm_rest_body_object(cm_req_t *req)
     return o;
 }
 
+int cm_rest_query_num(cm_req_t *req, const char *name, int64_t min, int64_t max, int64_t *out)
+{
+    char v[32]; /* INT64_MAX has 19 digits: a longer value is out of range or malformed */
+    int n = cm_req_query(req, name, v, sizeof v);
+    if (n == -ENOENT)
+        return -ENOENT;
+    if (n >= 0 && cm_num_parse(v, (size_t)n, min, max, out) == 0)
+        return 0;
+    /* one answer for malformed and out of range: decimal digits only (no sign, space,
+     * leading zero or anything after them), within the range */
+    cm_res_error_field(req, 422, name, "%s must be a decimal integer from %lld to %lld", name,
+                       (long long)min, (long long)max);
+    return -EINVAL;
+}
+
 int cm_rest_page(cm_req_t *req, int *limit, int64_t *after)
 {
-    char v[32];
-    char *end;
+    int64_t l;
     *limit = CM_REST_LIMIT_DEFAULT;
     *after = 0;
-    int n = cm_req_query(req, "limit", v, sizeof v);
-    if (n != -ENOENT) {
-        long l = n > 0 ? strtol(v, &end, 10) : 0;
-        if (n <= 0 || *end || l < 1 || l > CM_REST_LIMIT_MAX) {
-            cm_res_error_field(req, 422, "limit", "limit must be an integer from 1 to %d",
-                               CM_REST_LIMIT_MAX);
-            return -EINVAL;
-        }
+    int rc = cm_rest_query_num(req, "limit", 1, CM_REST_LIMIT_MAX, &l);
+    if (rc == -EINVAL)
+        return rc;
+    if (rc == 0)
         *limit = (int)l;
-    }
-    n = cm_req_query(req, "after", v, sizeof v);
-    if (n != -ENOENT) {
-        errno = 0;
-        long long a = n > 0 ? strtoll(v, &end, 10) : -1;
-        if (n <= 0 || *end || errno || a < 0) {
-            cm_res_error_field(req, 422, "after", "after must be a non-negative integer id");
-            return -EINVAL;
-        }
-        *after = a;
-    }
-    return 0;
+    rc = cm_rest_query_num(req, "after", 0, INT64_MAX, after);
+    return rc == -EINVAL ? rc : 0;
 }
 
 void cm_rest_link_next(cm_req_t *req, const char *path, const char *extra, int limit,
@@ -258,4 +259,69 @@ void cm_rest_db_error(cm_req_t *req, int rc)
 {
     int status = cm_rest_db_error_body(req, rc);
     cm_res_send(req, status);
+}
+
+void cm_rest_refuse(cm_req_t *req, cm_batch_t *b, int rc, const char *not_found)
+{
+    int status;
+    cm_buf_reset(&req->res_body);
+    if (rc == -ENOENT) {
+        cm_res_error_body(req, NULL, "%s", not_found);
+        status = 404;
+    } else {
+        status = cm_rest_db_error_body(req, rc);
+    }
+    cm_batch_refuse(b, req, status);
+}
+
+int cm_rest_write_begin(cm_req_t *req, cm_batch_t *b, cm_db_t *db, cm_rest_idem_t *idem,
+                        cm_rest_refuse_fn refuse)
+{
+    int rc, status;
+    if ((rc = cm_batch_begin(b)) < 0) {
+        cm_rest_db_error(req, rc);
+        return 1;
+    }
+    rc = cm_rest_idem_check(req, db, idem, &status);
+    if (rc == 1) {
+        cm_batch_answer(b, req, status);
+        return 1;
+    }
+    if (rc < 0) {
+        refuse(req, b, rc);
+        return 1;
+    }
+    return 0;
+}
+
+int cm_rest_write_check_etag(cm_req_t *req, cm_batch_t *b, const char *item)
+{
+    char etag[20];
+    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
+    cm_buf_reset(&req->res_body);
+    const char *failed = cm_rest_write_precondition(req, etag);
+    if (!failed)
+        return 0;
+    if (strcmp(failed, "If-Match") == 0)
+        cm_res_error_body(req, NULL, "If-Match does not match the %s's current ETag %s", item,
+                          etag);
+    else
+        cm_res_error_body(req, NULL, "If-None-Match matches the %s's current ETag %s", item, etag);
+    cm_batch_refuse(b, req, 412);
+    return 1;
+}
+
+void cm_rest_write_end(cm_req_t *req, cm_batch_t *b, cm_db_t *db, const cm_rest_idem_t *idem,
+                       cm_rest_refuse_fn refuse, int status, const char *location)
+{
+    int rc = cm_rest_idem_save(req, db, idem, status, location);
+    if (rc < 0) {
+        refuse(req, b, rc);
+        return;
+    }
+    if (location)
+        cm_res_header_str(req, "Location", location);
+    if (req->method != CM_DELETE)
+        cm_rest_add_etag(req);
+    cm_batch_answer(b, req, status);
 }

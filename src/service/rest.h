@@ -1,10 +1,12 @@
 /* service/rest.h: what a REST resource service needs beyond the HTTP core: JSON-only
  * writes (415), paging (?limit=&after= with a Link header), ETags with If-Match /
- * If-None-Match, and Idempotency-Key replay. Shared by users and orders; built on
- * core (HTTP) and store (idempotency records). */
+ * If-None-Match, Idempotency-Key replay, and the flow of one unsafe request's unit of
+ * work (begin with the replay, refuse, end). Shared by users and orders; built on core
+ * (HTTP), store (idempotency records) and service/batch (the units). */
 #ifndef CMESH_SERVICE_REST_H
 #define CMESH_SERVICE_REST_H
 
+#include "service/batch.h"
 #include "service/subject.h"
 
 #include <stdint.h>
@@ -25,6 +27,10 @@ int cm_rest_require_json(cm_req_t *req);
  * Caller owns the returned reference. */
 json_t *cm_rest_body_object(cm_req_t *req);
 
+/* Reads query parameter name as an integer from min to max with cm_num_parse() (decimal
+ * digits after percent-decoding, nothing else). Returns 0 with *out set, -ENOENT when
+ * absent, or -EINVAL after answering 422 naming the parameter. */
+int cm_rest_query_num(cm_req_t *req, const char *name, int64_t min, int64_t max, int64_t *out);
 /* Reads ?limit= and ?after=; answers 422 (field "limit"/"after") and returns
  * -EINVAL when either is bad. */
 int cm_rest_page(cm_req_t *req, int *limit, int64_t *after);
@@ -76,5 +82,40 @@ int cm_rest_idem_save(cm_req_t *req, cm_db_t *db, const cm_rest_idem_t *idem, in
 int cm_rest_db_error_body(cm_req_t *req, int rc);
 /* The same, sent. */
 void cm_rest_db_error(cm_req_t *req, int rc);
+
+/* The unit of work of an unsafe request, as users and orders run it (service/batch.h):
+ * cm_rest_write_begin, the service's own write, then cm_rest_write_end or a refusal. */
+
+/* Ends a unit that cannot go on for rc: builds the answer and holds it with
+ * cm_batch_refuse(b, req, status). Handed down by the service, which words its outcomes
+ * (users: 409 for a taken email) and leaves the rest to cm_rest_refuse. */
+typedef void (*cm_rest_refuse_fn)(cm_req_t *req, cm_batch_t *b, int rc);
+
+/* The refusal every service shares: res_body reset, then -ENOENT is 404 with not_found
+ * as the message and any other rc the store error's answer (cm_rest_db_error_body); the
+ * answer waits for the group like every answer decided in it. req must not be touched
+ * afterwards. */
+void cm_rest_refuse(cm_req_t *req, cm_batch_t *b, int rc, const char *not_found);
+
+/* Starts the unit of an unsafe request on b (db is b's write connection) and answers a
+ * replayed Idempotency-Key inside it (asked again inside the unit: another request may
+ * have stored the key meanwhile; the key's record and the write commit together or not
+ * at all). Returns 0 to go on (*idem set), or 1 when req was answered: the store error at
+ * once when no unit began, the replay or 422 held, or a store error refused via refuse. */
+int cm_rest_write_begin(cm_req_t *req, cm_batch_t *b, cm_db_t *db, cm_rest_idem_t *idem,
+                        cm_rest_refuse_fn refuse);
+
+/* Inside a unit, with res_body holding the item's current representation: checks the
+ * write's preconditions against its ETag (cm_rest_write_precondition), res_body reset.
+ * Returns 0 to go on, or 1 when they fail: 412 naming the header and the ETag of "the
+ * <item>'s" current representation, held with cm_batch_refuse. */
+int cm_rest_write_check_etag(cm_req_t *req, cm_batch_t *b, const char *item);
+
+/* Ends a successful write: the key's record (status, Location, res_body) joins the unit,
+ * then Location (when not NULL) and, but for DELETE, the ETag of res_body are set and the
+ * answer is held for the commit (cm_batch_answer); a store error saving the record
+ * refuses the unit via refuse instead. req must not be touched afterwards. */
+void cm_rest_write_end(cm_req_t *req, cm_batch_t *b, cm_db_t *db, const cm_rest_idem_t *idem,
+                       cm_rest_refuse_fn refuse, int status, const char *location);
 
 #endif

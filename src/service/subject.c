@@ -113,7 +113,9 @@ void cm_subject_scope(const cm_req_t *req, char out[CM_SUBJECT_MAX])
     out[0] = '\0';
     if (!h || len == 0)
         return;
-    if (len > 7 && strncasecmp(h, "Bearer ", 7) == 0 && jwt_subject(h + 7, len - 7, out) == 0)
+    size_t tlen;
+    const char *tok = cm_req_bearer(req, &tlen);
+    if (tok && jwt_subject(tok, tlen, out) == 0)
         return;
     hashed("cred:", h, len, NULL, 0, out);
 }

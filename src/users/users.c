@@ -171,60 +171,17 @@ static void users_get(cm_req_t *req)
     cm_rest_answer_item(req, rc, "User not found");
 }
 
-/* Ends a unit that cannot go on: takes back its writes; the answer (409 for a taken
- * email, 404, or the store error) waits for the group like every answer decided in it. */
-static void refuse(cm_req_t *req, users_worker_t *w, int rc)
+/* Ends a unit that cannot go on (cm_rest_refuse_fn): a taken email is 409 naming the
+ * field; the rest (404, the store error) is every service's refusal. */
+static void refuse(cm_req_t *req, cm_batch_t *b, int rc)
 {
-    int status;
-    cm_buf_reset(&req->res_body);
     if (rc == -EEXIST) {
+        cm_buf_reset(&req->res_body);
         cm_res_error_body(req, "email", "a user with this email already exists");
-        status = 409;
-    } else if (rc == -ENOENT) {
-        cm_res_error_body(req, NULL, "User not found");
-        status = 404;
-    } else {
-        status = cm_rest_db_error_body(req, rc);
-    }
-    cm_batch_refuse(w->batch, req, status);
-}
-
-/* Starts the unit of an unsafe request and answers a replayed Idempotency-Key in it.
- * Returns 0 to go on, 1 when req was answered (or its answer is held). */
-static int begin_write(cm_req_t *req, users_worker_t *w, cm_rest_idem_t *idem)
-{
-    int rc, status;
-    if ((rc = cm_batch_begin(w->batch)) < 0) {
-        cm_rest_db_error(req, rc);
-        return 1;
-    }
-    /* the key's record and the write commit together or not at all */
-    rc = cm_rest_idem_check(req, w->db, idem, &status);
-    if (rc == 1) {
-        cm_batch_answer(w->batch, req, status);
-        return 1;
-    }
-    if (rc < 0) {
-        refuse(req, w, rc);
-        return 1;
-    }
-    return 0;
-}
-
-/* Ends a successful write: the key's record (status, Location, res_body) joins it. */
-static void end_write(cm_req_t *req, users_worker_t *w, const cm_rest_idem_t *idem, int status,
-                      const char *location)
-{
-    int rc = cm_rest_idem_save(req, w->db, idem, status, location);
-    if (rc < 0) {
-        refuse(req, w, rc);
+        cm_batch_refuse(b, req, 409);
         return;
     }
-    if (location)
-        cm_res_header_str(req, "Location", location);
-    if (req->method != CM_DELETE)
-        cm_rest_add_etag(req);
-    cm_batch_answer(w->batch, req, status);
+    cm_rest_refuse(req, b, rc, "User not found");
 }
 
 static void users_create(cm_req_t *req)
@@ -238,17 +195,17 @@ static void users_create(cm_req_t *req)
     user_input_t in;
     cm_rest_idem_t idem;
     int64_t id = 0;
-    if (validate(req, o, 1, &in) < 0 || begin_write(req, w, &idem))
+    if (validate(req, o, 1, &in) < 0 || cm_rest_write_begin(req, w->batch, w->db, &idem, refuse))
         goto done;
     int rc =
         cm_users_insert(w->db, in.name, in.name_len, in.email, in.email_len, &id, &req->res_body);
     if (rc < 0) {
-        refuse(req, w, rc);
+        refuse(req, w->batch, rc);
         goto done;
     }
     char location[48];
     snprintf(location, sizeof location, "/users/%lld", (long long)id);
-    end_write(req, w, &idem, 201, location);
+    cm_rest_write_end(req, w->batch, w->db, &idem, refuse, 201, location);
 done:
     json_decref(o);
 }
@@ -259,21 +216,10 @@ static int check_for_write(cm_req_t *req, users_worker_t *w, int64_t id)
 {
     int rc = cm_users_get(w->db, id, &req->res_body);
     if (rc < 0) {
-        refuse(req, w, rc);
+        refuse(req, w->batch, rc);
         return 1;
     }
-    char etag[20];
-    cm_rest_etag(req->res_body.data, req->res_body.len, etag);
-    cm_buf_reset(&req->res_body);
-    const char *failed = cm_rest_write_precondition(req, etag);
-    if (!failed)
-        return 0;
-    if (strcmp(failed, "If-Match") == 0)
-        cm_res_error_body(req, NULL, "If-Match does not match the user's current ETag %s", etag);
-    else
-        cm_res_error_body(req, NULL, "If-None-Match matches the user's current ETag %s", etag);
-    cm_batch_refuse(w->batch, req, 412);
-    return 1;
+    return cm_rest_write_check_etag(req, w->batch, "user");
 }
 
 static void users_update(cm_req_t *req)
@@ -291,15 +237,16 @@ static void users_update(cm_req_t *req)
     users_worker_t *w = req->state;
     user_input_t in;
     cm_rest_idem_t idem;
-    if (validate(req, o, 0, &in) < 0 || begin_write(req, w, &idem) || check_for_write(req, w, id))
+    if (validate(req, o, 0, &in) < 0 || cm_rest_write_begin(req, w->batch, w->db, &idem, refuse) ||
+        check_for_write(req, w, id))
         goto done;
     int rc =
         cm_users_update(w->db, id, in.name, in.name_len, in.email, in.email_len, &req->res_body);
     if (rc < 0) {
-        refuse(req, w, rc);
+        refuse(req, w->batch, rc);
         goto done;
     }
-    end_write(req, w, &idem, 200, NULL);
+    cm_rest_write_end(req, w->batch, w->db, &idem, refuse, 200, NULL);
 done:
     json_decref(o);
 }
@@ -313,15 +260,15 @@ static void users_delete(cm_req_t *req)
         not_found(req);
         return;
     }
-    if (begin_write(req, w, &idem) || check_for_write(req, w, id))
+    if (cm_rest_write_begin(req, w->batch, w->db, &idem, refuse) || check_for_write(req, w, id))
         return;
     int rc = cm_users_delete(w->db, id);
     if (rc < 0) {
-        refuse(req, w, rc);
+        refuse(req, w->batch, rc);
         return;
     }
     cm_buf_append_str(&req->res_body, "{\"message\":\"User deleted\"}");
-    end_write(req, w, &idem, 200, NULL);
+    cm_rest_write_end(req, w->batch, w->db, &idem, refuse, 200, NULL);
 }
 
 static const cm_route_t routes[] = {

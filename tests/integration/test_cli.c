@@ -2,77 +2,16 @@
  * every command's --help, cmesh --version, unknown flags, and the access log's shape
  * (level by status, service and instance, health probes left out unless asked for,
  * the text format). */
+#include "h_util.h"
 #include "harness.h"
 
-#include <fcntl.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
 #include <jansson.h>
-
-/* ------------------------------------------------------------------------- */
-/* helpers                                                                    */
-
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f, "cannot open %s", path);
-    char *b = calloc(1, 1 << 20);
-    size_t n = fread(b, 1, (1 << 20) - 1, f);
-    b[n] = '\0';
-    fclose(f);
-    return b;
-}
-
-/* Runs `$CMESH_BIN args...` (NULL-terminated) to its exit (killed after 10 s); stdout
- * and stderr go to out/err (caller frees). Returns the exit status, -1 when killed. */
-static int run(char **out, char **err, ...)
-{
-    char dir[256], outp[300], errp[300];
-    h_tempdir(dir, sizeof dir);
-    snprintf(outp, sizeof outp, "%s/out", dir);
-    snprintf(errp, sizeof errp, "%s/err", dir);
-    const char *argv[32] = {getenv("CMESH_BIN")};
-    cr_assert_not_null(argv[0], "CMESH_BIN is not set");
-    va_list ap;
-    va_start(ap, err);
-    int n = 1;
-    for (const char *a; n < 31 && (a = va_arg(ap, const char *));)
-        argv[n++] = a;
-    va_end(ap);
-    argv[n] = NULL;
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        int o = open(outp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int e = open(errp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(o, 1);
-        dup2(e, 2);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    int status = -1, rc = -1;
-    for (int i = 0; i < 500; i++) {
-        if (waitpid(pid, &status, WNOHANG) == pid) {
-            rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-            break;
-        }
-        usleep(20 * 1000);
-    }
-    if (rc < 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-    }
-    *out = read_file(outp);
-    *err = read_file(errp);
-    return rc;
-}
 
 /* ------------------------------------------------------------------------- */
 /* --help, --version, unknown flags                                           */
@@ -85,7 +24,7 @@ static int run(char **out, char **err, ...)
 static void help_mentions(const char *cmd, const char *const *flags)
 {
     char *out, *err;
-    int rc = run(&out, &err, cmd, "--help", NULL);
+    int rc = h_run_cmesh(&out, &err, cmd, "--help", NULL);
     cr_assert_eq(rc, 0, "cmesh %s --help exit %d; stderr: %s", cmd, rc, err);
     cr_assert_eq(err[0], '\0', "cmesh %s --help wrote to stderr: %s", cmd, err);
     for (; *flags; flags++)
@@ -109,7 +48,7 @@ Test(cli, every_command_help_exits_0_and_mentions_every_flag)
 Test(cli, gateway_help_gives_one_listen_default_and_the_real_max_body)
 {
     char *out, *err;
-    cr_assert_eq(run(&out, &err, "gateway", "--help", NULL), 0);
+    cr_assert_eq(h_run_cmesh(&out, &err, "gateway", "--help", NULL), 0);
     int listens = 0;
     for (const char *p = out; (p = strstr(p, "\n  --listen ")); p++)
         listens++;
@@ -125,7 +64,7 @@ Test(cli, gateway_help_gives_one_listen_default_and_the_real_max_body)
 Test(cli, top_level_help_lists_version)
 {
     char *out, *err;
-    cr_assert_eq(run(&out, &err, "--help", NULL), 0);
+    cr_assert_eq(h_run_cmesh(&out, &err, "--help", NULL), 0);
     cr_assert_not_null(strstr(out, "\n  version "), "%s", out);
     free(out);
     free(err);
@@ -138,7 +77,7 @@ static void cmake_version(char *out, size_t cap)
     cr_assert_not_null(src, "CMESH_SRC is not set");
     char path[512];
     snprintf(path, sizeof path, "%s/CMakeLists.txt", src);
-    char *text = read_file(path);
+    char *text = h_read_required(path);
     const char *p = strstr(text, "project(cmesh VERSION ");
     cr_assert_not_null(p, "no project(cmesh VERSION ...) in %s", path);
     p += strlen("project(cmesh VERSION ");
@@ -153,12 +92,12 @@ static void version_output_is_complete(const char *arg)
 {
     char want[64], first[128], *out, *err;
     cmake_version(want, sizeof want);
-    cr_assert_eq(run(&out, &err, arg, NULL), 0, "cmesh %s; stderr: %s", arg, err);
+    cr_assert_eq(h_run_cmesh(&out, &err, arg, NULL), 0, "cmesh %s; stderr: %s", arg, err);
     snprintf(first, sizeof first, "cmesh %s\n", want);
     cr_assert_eq(strncmp(out, first, strlen(first)), 0, "cmesh %s: want '%s' first:\n%s", arg, want,
                  out);
-    static const char *const libs[] = {"libuv",   "http-parser", "SQLite",   "jansson",
-                                       "libcurl", "OpenSSL",     "libfyaml", "libjwt"};
+    static const char *const libs[] = {"libuv",   "llhttp",  "SQLite",   "jansson",
+                                       "libcurl", "OpenSSL", "libfyaml", "libjwt"};
     for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++) {
         const char *l = strstr(out, libs[i]);
         cr_assert_not_null(l, "cmesh %s does not name %s:\n%s", arg, libs[i], out);
@@ -181,7 +120,7 @@ Test(cli, unknown_flag_as_last_argument_is_unknown_not_missing_a_value)
     static const char *const cmds[] = {"users", "orders", "gateway", "token"};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         char *out, *err;
-        int rc = run(&out, &err, cmds[i], "--bogus", NULL);
+        int rc = h_run_cmesh(&out, &err, cmds[i], "--bogus", NULL);
         cr_assert_eq(rc, 2, "cmesh %s --bogus: exit %d", cmds[i], rc);
         cr_assert_not_null(strstr(err, "unknown flag '--bogus'"), "cmesh %s --bogus: %s", cmds[i],
                            err);
@@ -209,7 +148,7 @@ static json_t *access_lines(const h_proc_t *p)
 {
     char path[300];
     snprintf(path, sizeof path, "%s/access.log", p->dir);
-    char *log = read_file(path);
+    char *log = h_read_required(path);
     json_t *all = json_array();
     for (char *line = strtok(log, "\n"); line; line = strtok(NULL, "\n")) {
         json_error_t e;
@@ -308,13 +247,13 @@ Test(cli, log_format_text_writes_readable_lines)
     cr_assert_eq(h_stop(&p), 0);
     char path[300], want[128];
     snprintf(path, sizeof path, "%s/access.log", p.dir);
-    char *log = read_file(path);
+    char *log = h_read_required(path);
     snprintf(want, sizeof want, " WARN  users 127.0.0.1:%d GET /users/999 404 ", p.port);
     cr_assert_not_null(strstr(log, want), "no '%s' in:\n%s", want, log);
     cr_assert_null(strchr(log, '{'), "JSON in the text log:\n%s", log);
     free(log);
     /* process messages follow the flag too */
-    char *err = read_file(p.log);
+    char *err = h_read_required(p.log);
     cr_assert_not_null(strstr(err, "Z INFO  users: listening on http://"), "%s", err);
     free(err);
 }

@@ -4,17 +4,16 @@
  * 100 MB bodies streamed both ways in bounded memory, 404/502/504 JSON errors, JWT auth
  * (HS256, RS256, ES256), rate limits, config errors, the admin API, metrics and the
  * access log's attempts. */
+#include "gwadmin_util.h"
+#include "h_util.h"
 #include "harness.h"
 #include "scripted_upstream.h"
 
-#include <fcntl.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,125 +26,23 @@
     (64 * 1024) /* the gateway's peak RSS while 100 MB pass: far below the body size */
 
 /* ------------------------------------------------------------------------- */
-/* scratch files, child processes                                             */
+/* the gateway under test (scratch files, cmesh runs, tokens: h_util.h)         */
 
-/* One temp dir per test process (Criterion runs each test in its own process). */
-static const char *scratch(void)
-{
-    static char dir[256];
-    if (!dir[0])
-        h_tempdir(dir, sizeof dir);
-    return dir;
-}
-
-/* Writes text to a new file in the scratch dir; its path goes to out. */
-static void write_file(char *out, size_t cap, const char *name, const char *text)
-{
-    snprintf(out, cap, "%s/%s", scratch(), name);
-    FILE *f = fopen(out, "w");
-    cr_assert_not_null(f, "cannot write %s", out);
-    fputs(text, f);
-    fclose(f);
-}
-
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return strdup("");
-    char *data = NULL;
-    size_t len = 0, cap = 0, n;
-    char buf[8192];
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
-        if (len + n + 1 > cap) {
-            cap = (len + n + 1) * 2;
-            char *grown = realloc(data, cap);
-            cr_assert_not_null(grown);
-            data = grown;
-        }
-        memcpy(data + len, buf, n);
-        len += n;
-    }
-    fclose(f);
-    if (!data)
-        return strdup("");
-    data[len] = '\0';
-    return data;
-}
-
-/* Runs `$CMESH_BIN args...` (NULL-terminated) to its end, at most 15 s (then SIGKILL);
- * its stdout and stderr go to *out and *err (caller frees; either may be NULL). Returns
- * the exit status, or -1 when it had to be killed. */
-static int run_cmesh(char **out, char **err, const char *arg0, ...)
-{
-    static int seq;
-    const char *bin = getenv("CMESH_BIN");
-    cr_assert_not_null(bin, "CMESH_BIN is not set");
-    const char *argv[32];
-    int n = 0;
-    argv[n++] = bin;
-    argv[n++] = arg0;
-    va_list ap;
-    va_start(ap, arg0);
-    const char *a;
-    while ((a = va_arg(ap, const char *)) && n < 31)
-        argv[n++] = a;
-    va_end(ap);
-    argv[n] = NULL;
-    char out_path[300], err_path[300];
-    snprintf(out_path, sizeof out_path, "%s/run%d.out", scratch(), seq);
-    snprintf(err_path, sizeof err_path, "%s/run%d.err", scratch(), seq++);
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        int o = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int e = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (o < 0 || e < 0)
-            _exit(126);
-        dup2(o, 1);
-        dup2(e, 2);
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    int status = -1, rc = -1;
-    for (int waited = 0; waited < 15000; waited += 10) {
-        if (waitpid(pid, &status, WNOHANG) == pid) {
-            rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-            break;
-        }
-        usleep(10 * 1000);
-    }
-    if (rc == -1) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-    }
-    if (out)
-        *out = read_file(out_path);
-    if (err)
-        *err = read_file(err_path);
-    return rc;
-}
+/* The admin API of the gateway a test started with start_gateway() (each test runs in a
+ * process of its own, so one per test). */
+static h_proc_t g_admin;
 
 /* Starts the gateway (1 worker, no access log unless extra says so) on a config file
- * written from text. extra: up to 4 more arguments, NULL-terminated. */
+ * written from text, with its admin API on g_admin. extra: up to 4 more arguments,
+ * NULL-terminated. */
 static void start_gateway(h_proc_t *gw, const char *config_text, const char *const *extra)
 {
-    char path[300];
-    static int seq;
-    char name[32];
-    snprintf(name, sizeof name, "gateway%d.yaml", seq++);
-    write_file(path, sizeof path, name, config_text);
-    const char *x[5] = {0};
+    char admin[64];
+    adm_prepare(&g_admin, admin, sizeof admin);
+    const char *x[7] = {"--admin-listen", admin};
     for (int i = 0; extra && extra[i] && i < 4; i++)
-        x[i] = extra[i];
-    int has_log = 0;
-    for (int i = 0; x[i]; i++)
-        has_log |= strcmp(x[i], "--access-log") == 0;
-    if (has_log)
-        h_start(gw, "gateway", "--config", path, "--workers", "1", x[0], x[1], x[2], x[3], NULL);
-    else
-        h_start(gw, "gateway", "--config", path, "--workers", "1", "--access-log", "off", x[0],
-                x[1], x[2], x[3], NULL);
+        x[2 + i] = extra[i];
+    h_start_gateway(gw, config_text, NULL, 0, x);
 }
 
 /* A config with one public route NAME at /PREFIX to the given upstream URLs (a YAML
@@ -630,7 +527,7 @@ static long vm_hwm_kb(pid_t pid)
 {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    char *st = read_file(path);
+    char *st = h_read_file(path, NULL);
     const char *l = strstr(st, "VmHWM:");
     long kb = l ? strtol(l + 6, NULL, 10) : -1;
     free(st);
@@ -813,90 +710,20 @@ typedef enum { KEY_HS256, KEY_RS256, KEY_ES256 } key_kind_t;
 static void make_key(key_kind_t k, const char *name, char *path, size_t cap)
 {
     if (k == KEY_HS256) {
-        write_file(path, cap, name, strcmp(name, "other.key") ? HS_SECRET "\n" : OTHER_SECRET);
+        h_write_file(path, cap, name, strcmp(name, "other.key") ? HS_SECRET "\n" : OTHER_SECRET);
         return;
     }
-    snprintf(path, cap, "%s/%s", scratch(), name);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "openssl genpkey %s -out '%s' 2>/dev/null",
-             k == KEY_RS256 ? "-algorithm RSA -pkeyopt rsa_keygen_bits:2048"
-                            : "-algorithm EC -pkeyopt ec_paramgen_curve:P-256",
-             path);
-    cr_assert_eq(system(cmd), 0, "openssl genpkey failed: %s", cmd);
-}
-
-/* `cmesh token` output without the newline; caller frees. */
-static char *token(const char *key, const char *sub, const char *scope)
-{
-    char *out, *err;
-    int rc = run_cmesh(&out, &err, "token", "--sub", sub, "--scope", scope, "--ttl", "1h",
-                       "--auth-key", key, NULL);
-    cr_assert_eq(rc, 0, "cmesh token --auth-key %s exited %d: %s", key, rc, err);
-    free(err);
-    out[strcspn(out, "\r\n")] = '\0';
-    cr_assert(strlen(out) > 20, "cmesh token printed '%s'", out);
-    return out;
-}
-
-static void b64url(const unsigned char *in, size_t len, char *out)
-{
-    static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 3) {
-        unsigned v = (unsigned)in[i] << 16;
-        if (i + 1 < len)
-            v |= (unsigned)in[i + 1] << 8;
-        if (i + 2 < len)
-            v |= in[i + 2];
-        out[o++] = al[(v >> 18) & 63];
-        out[o++] = al[(v >> 12) & 63];
-        if (i + 1 < len)
-            out[o++] = al[(v >> 6) & 63];
-        if (i + 2 < len)
-            out[o++] = al[v & 63];
-    }
-    out[o] = '\0';
+    h_make_pem_key(path, cap, name, k == KEY_RS256 ? "RS256" : "ES256");
 }
 
 /* A JWT with the given claims, signed here with openssl dgst (HS256 with the test
  * secret, RS256 with key), or unsigned for alg "none". Caller frees. */
 static char *craft_token(const char *alg, const char *key, const char *claims)
 {
-    char header[64], h64[128], p64[1024];
+    char header[64];
     snprintf(header, sizeof header, "{\"alg\":\"%s\",\"typ\":\"JWT\"}", alg);
-    b64url((const unsigned char *)header, strlen(header), h64);
-    b64url((const unsigned char *)claims, strlen(claims), p64);
-    char *tok = malloc(4096);
-    cr_assert_not_null(tok);
-    snprintf(tok, 4096, "%s.%s.", h64, p64);
-    if (strcmp(alg, "none") == 0)
-        return tok;
-    char in[300], sig_path[300], cmd[1200];
-    *strrchr(tok, '.') = '\0';
-    write_file(in, sizeof in, "sign.in", tok);
-    snprintf(sig_path, sizeof sig_path, "%s/sign.out", scratch());
-    if (strcmp(alg, "HS256") == 0) {
-        char hex[2 * sizeof HS_SECRET + 1];
-        for (size_t i = 0; i < sizeof HS_SECRET - 1; i++)
-            snprintf(hex + 2 * i, 3, "%02x", (unsigned char)HS_SECRET[i]);
-        snprintf(cmd, sizeof cmd,
-                 "openssl dgst -sha256 -mac HMAC -macopt hexkey:%s -binary -out '%s' '%s'", hex,
-                 sig_path, in);
-    } else {
-        snprintf(cmd, sizeof cmd, "openssl dgst -sha256 -sign '%s' -binary -out '%s' '%s'", key,
-                 sig_path, in);
-    }
-    cr_assert_eq(system(cmd), 0, "openssl dgst failed: %s", cmd);
-    FILE *f = fopen(sig_path, "rb");
-    cr_assert_not_null(f);
-    unsigned char sig[1024];
-    size_t n = fread(sig, 1, sizeof sig, f);
-    fclose(f);
-    char s64[1400];
-    b64url(sig, n, s64);
-    size_t l = strlen(tok);
-    snprintf(tok + l, 4096 - l, ".%s", s64);
-    return tok;
+    int hs = strcmp(alg, "HS256") == 0, none = strcmp(alg, "none") == 0;
+    return h_jwt_sign(header, claims, hs ? HS_SECRET : NULL, hs || none ? NULL : key);
 }
 
 static h_resp_t with_token(const h_proc_t *gw, const char *method, const char *path,
@@ -957,9 +784,10 @@ static void check_auth(key_kind_t kind)
     h_proc_t gw;
     start_gateway(&gw, cfg, NULL);
 
-    char *reader = token(key, "alice", "users:read");
-    char *writer = token(key, "bob", "users:read users:write");
-    char *stranger = token(other, "mallory", "users:read users:write");
+    char *reader = h_token("alice", "users:read", "--ttl", "1h", "--auth-key", key, NULL);
+    char *writer = h_token("bob", "users:read users:write", "--ttl", "1h", "--auth-key", key, NULL);
+    char *stranger =
+        h_token("mallory", "users:read users:write", "--ttl", "1h", "--auth-key", other, NULL);
 
     expect_401(&gw, NULL, "no token");
     expect_401(&gw, "not-a-jwt", "garbage token");
@@ -1086,11 +914,11 @@ Test(gateway, rate_limit_per_client_answers_429_with_ratelimit_headers)
 static void expect_config_error(const char *text, int line, const char *what)
 {
     char path[300];
-    write_file(path, sizeof path, "bad.yaml", text);
+    h_write_file(path, sizeof path, "bad.yaml", text);
     char listen[64];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", h_free_port());
     char *err;
-    int rc = run_cmesh(NULL, &err, "gateway", "--listen", listen, "--config", path, NULL);
+    int rc = h_run_cmesh(NULL, &err, "gateway", "--listen", listen, "--config", path, NULL);
     cr_assert_eq(rc, 2, "%s: exit %d, stderr: %s", what, rc, err);
     char want[400];
     snprintf(want, sizeof want, "%s:", path);
@@ -1156,7 +984,8 @@ static const char *str_of(const json_t *o, const char *key)
 /* The admin view of route name (a new reference), asserting 200. */
 static json_t *admin_route(const h_proc_t *gw, const char *name, const char *tok)
 {
-    h_resp_t r = with_token(gw, "GET", "/_cmesh/routes", tok);
+    (void)gw;
+    h_resp_t r = with_token(&g_admin, "GET", "/_cmesh/routes", tok);
     cr_assert_eq(r.status, 200, "GET /_cmesh/routes: %ld %s", r.status, r.body);
     json_t *j = h_json(&r);
     h_resp_free(&r);
@@ -1193,7 +1022,8 @@ static h_resp_t put_upstreams(const h_proc_t *gw, const char *route, const char 
     snprintf(path, sizeof path, "/_cmesh/routes/%s/upstreams", route);
     snprintf(auth, sizeof auth, "Authorization: Bearer %s", tok ? tok : "");
     const char *hdrs[] = {"Content-Type: application/json", tok ? auth : NULL, NULL};
-    return h_req(gw, "PUT", path, body, hdrs);
+    (void)gw;
+    return h_req(&g_admin, "PUT", path, body, hdrs);
 }
 
 Test(gateway, admin_lists_routes_and_replaces_upstreams_from_loopback)
@@ -1249,13 +1079,13 @@ Test(gateway, admin_needs_a_cmesh_admin_token_when_auth_is_on)
              key, us_url(a));
     h_proc_t gw;
     start_gateway(&gw, cfg, NULL);
-    char *user = token(key, "alice", "users:read");
-    char *admin = token(key, "root", "cmesh:admin");
+    char *user = h_token("alice", "users:read", "--ttl", "1h", "--auth-key", key, NULL);
+    char *admin = h_token("root", "cmesh:admin", "--ttl", "1h", "--auth-key", key, NULL);
 
-    h_resp_t r = with_token(&gw, "GET", "/_cmesh/routes", NULL);
+    h_resp_t r = with_token(&g_admin, "GET", "/_cmesh/routes", NULL);
     assert_error_resp(&r, 401, "admin without token");
     h_resp_free(&r);
-    r = with_token(&gw, "GET", "/_cmesh/routes", user);
+    r = with_token(&g_admin, "GET", "/_cmesh/routes", user);
     assert_error_resp(&r, 403, "admin with a users:read token");
     h_resp_free(&r);
     char body[256];
@@ -1343,7 +1173,7 @@ static json_t *log_lines(const char *path, const char *route, size_t n)
     for (int tries = 0; tries < 100; tries++) {
         json_decref(out);
         out = json_array();
-        char *text = read_file(path);
+        char *text = h_read_file(path, NULL);
         for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
             json_t *j = json_loads(line, 0, NULL);
             const char *rt = json_string_value(json_object_get(j, "route"));
@@ -1448,7 +1278,7 @@ Test(gateway, client_leaving_mid_upload_ends_the_exchange_and_its_upstream_conne
 
     int conns = -1;
     for (int i = 0; i < 100 && conns != 0; i++) { /* the half-sent request's connection */
-        h_resp_t r = get(&gw, "/_cmesh/routes");
+        h_resp_t r = get(&g_admin, "/_cmesh/routes");
         json_t *doc = h_json(&r);
         json_t *up = json_array_get(
             json_object_get(json_array_get(json_object_get(doc, "routes"), 0), "upstreams"), 0);

@@ -4,6 +4,7 @@
  * a user and an order created and read through it; a key named by key_file is made with
  * `cmesh token --init`, as the example says, and tokens with `cmesh token --config`. */
 #include "api_util.h"
+#include "h_util.h"
 #include "harness.h"
 
 #include <dirent.h>
@@ -14,17 +15,6 @@
 #include <sys/wait.h>
 
 #include <criterion/criterion.h>
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f, "cannot read %s", path);
-    static char buf[65536];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    return strdup(buf);
-}
 
 /* text with every "from" replaced by "to"; caller frees. */
 static char *replace_all(const char *text, const char *from, const char *to)
@@ -80,11 +70,11 @@ static void init_key(const char *bin, const char *dir, const char *text)
     struct stat st;
     cr_assert_eq(stat(key, &st), 0);
     cr_assert_eq(st.st_mode & 0777, 0600, "key mode %o", (unsigned)(st.st_mode & 0777));
-    char *before = slurp(key);
+    char *before = h_read_required(key);
     cr_assert_geq(strlen(before), 33, "a %zu-byte secret", strlen(before));
     cr_assert_neq(run(out, sizeof out, "'%s' token --init '%s' 2>/dev/null", bin, key), 0,
                   "--init overwrote an existing key");
-    char *after = slurp(key);
+    char *after = h_read_required(key);
     cr_assert_str_eq(before, after, "the key changed");
     free(before);
     free(after);
@@ -128,7 +118,7 @@ static void run_example(const char *bin, const char *exdir, const char *file)
 
     char src[1024], dir[256], cfg_path[600], users_at[64], orders_at[64];
     snprintf(src, sizeof src, "%s/%s", exdir, file);
-    char *text = slurp(src);
+    char *text = h_read_required(src);
     snprintf(users_at, sizeof users_at, "127.0.0.1:%d", users.port);
     snprintf(orders_at, sizeof orders_at, "127.0.0.1:%d", orders.port);
     char *t1 = replace_all(text, "127.0.0.1:7001", users_at);

@@ -5,6 +5,8 @@
  * threads of this process (it counts what it receives, can be slow, fail or reset). Every wait is
  * bounded; the assertions are on counts and statuses, never on timings. */
 #include "api_util.h"
+#include "gwadmin_util.h"
+#include "h_util.h"
 #include "harness.h"
 
 #include <errno.h>
@@ -227,14 +229,7 @@ static void scripted_stop(scripted_t *s)
 /* gateway, config file and admin API                                          */
 
 static char cfg_path[300]; /* the running gateway's config file */
-
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f, "cannot write %s", path);
-    fputs(text, f);
-    cr_assert_eq(fclose(f), 0);
-}
+static h_proc_t g_admin;   /* its admin API (a listener of its own) */
 
 /* Writes yaml to a fresh config file and starts the gateway on it. */
 static void gw_start(h_proc_t *gw, const char *yaml, const char *workers)
@@ -242,8 +237,11 @@ static void gw_start(h_proc_t *gw, const char *yaml, const char *workers)
     char dir[256];
     h_tempdir(dir, sizeof dir);
     snprintf(cfg_path, sizeof cfg_path, "%s/gw.yaml", dir);
-    write_file(cfg_path, yaml);
-    h_start(gw, "gateway", "--config", cfg_path, "--access-log", "off", "--workers", workers, NULL);
+    h_write_text(cfg_path, yaml);
+    char admin[64];
+    adm_prepare(&g_admin, admin, sizeof admin);
+    h_start(gw, "gateway", "--config", cfg_path, "--access-log", "off", "--workers", workers,
+            "--admin-listen", admin, NULL);
 }
 
 /* Rewrites the running gateway's config and sends SIGHUP. */
@@ -251,7 +249,7 @@ static void gw_reload(h_proc_t *gw, const char *yaml)
 {
     char tmp[320];
     snprintf(tmp, sizeof tmp, "%s.tmp", cfg_path);
-    write_file(tmp, yaml);
+    h_write_text(tmp, yaml);
     cr_assert_eq(rename(tmp, cfg_path), 0);
     cr_assert_eq(kill(gw->pid, SIGHUP), 0);
 }
@@ -264,7 +262,8 @@ static int gw_alive(const h_proc_t *gw)
 /* GET /_cmesh/routes, the route named name (new reference), or NULL. */
 static json_t *admin_route(const h_proc_t *gw, const char *name)
 {
-    h_resp_t r = h_req(gw, "GET", "/_cmesh/routes", NULL, NULL);
+    (void)gw;
+    h_resp_t r = h_req(&g_admin, "GET", "/_cmesh/routes", NULL, NULL);
     cr_assert_eq(r.status, 200, "GET /_cmesh/routes: %ld %s", r.status, r.body);
     json_t *all = h_json(&r);
     h_resp_free(&r);
@@ -375,24 +374,6 @@ static double metric_sum_where(const h_proc_t *p, const char *name, const char *
 static double metric_sum(const h_proc_t *p, const char *name)
 {
     return metric_sum_where(p, name, NULL);
-}
-
-/* Polls the process's stderr log until it contains needle. */
-static int log_wait(const h_proc_t *p, const char *needle, int timeout_ms)
-{
-    for (int waited = 0; waited <= timeout_ms; waited += 100) {
-        FILE *f = fopen(p->log, "r");
-        char line[1024];
-        int found = 0;
-        while (f && !found && fgets(line, sizeof line, f))
-            found = strstr(line, needle) != NULL;
-        if (f)
-            fclose(f);
-        if (found)
-            return 1;
-        usleep(100 * 1000);
-    }
-    return 0;
 }
 
 /* ------------------------------------------------------------------------- */
@@ -928,7 +909,7 @@ Test(gwfault, slow_start_ramps_up_a_returning_and_an_added_instance)
 
     char body[256];
     snprintf(body, sizeof body, "{\"upstreams\":[\"%s\",\"%s\",\"%s\"]}", a->url, b->url, c->url);
-    h_resp_t r = api_send(&gw, "PUT", "/_cmesh/routes/w/upstreams", body, NULL);
+    h_resp_t r = api_send(&g_admin, "PUT", "/_cmesh/routes/w/upstreams", body, NULL);
     cr_assert(r.status >= 200 && r.status < 300, "PUT upstreams: %ld %s", r.status, r.body);
     h_resp_free(&r);
     got = share_of(&gw, "/w/x", 48, c);
@@ -1206,9 +1187,9 @@ Test(gwfault, sighup_reload_under_load_loses_nothing_and_bad_config_keeps_old)
     cr_assert_gt(metric_sum_where(&u[2], "cmesh_http_requests_total", "/users/{id}"), 0,
                  "the instance added by the reload got no requests");
 
-    write_file(cfg_path, "routes:\n  - prefix: /users\n    upstreams: [http://127.0.0.1:1\n");
+    h_write_text(cfg_path, "routes:\n  - prefix: /users\n    upstreams: [http://127.0.0.1:1\n");
     cr_assert_eq(kill(gw.pid, SIGHUP), 0);
-    cr_assert(log_wait(&gw, "gw.yaml", 5000), "the refused reload was not logged");
+    cr_assert(h_wait_for_text(gw.log, "gw.yaml", 5000, NULL), "the refused reload was not logged");
     cr_assert(load_wait_okays(ls, 100, 10000), "load stalled after the bad reload");
     load_stop_no_errors(ls, "GET during SIGHUP reloads");
     free(ls);
@@ -1234,7 +1215,7 @@ Test(gwfault, upstream_set_replaced_under_load_loses_nothing)
     cr_assert(load_wait_okays(ls, 200, 10000), "no load before the swap");
     char body[128];
     snprintf(body, sizeof body, "{\"upstreams\":[\"%s\"]}", b->url);
-    h_resp_t r = api_send(&gw, "PUT", "/_cmesh/routes/s/upstreams", body, NULL);
+    h_resp_t r = api_send(&g_admin, "PUT", "/_cmesh/routes/s/upstreams", body, NULL);
     cr_assert(r.status >= 200 && r.status < 300, "PUT upstreams: %ld %s", r.status, r.body);
     h_resp_free(&r);
     cr_assert(load_wait_okays(ls, 200, 10000), "load stalled after the swap");

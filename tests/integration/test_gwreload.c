@@ -2,6 +2,7 @@
  * a changed listen: cannot be applied (core opened the listeners), so the gateway says so
  * in its log, naming the old and the new address, and keeps serving on the old one while
  * the rest of the new config takes effect. */
+#include "h_util.h"
 #include "harness.h"
 
 #include <fcntl.h>
@@ -14,26 +15,6 @@
 #include <unistd.h>
 
 #include <criterion/criterion.h>
-
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f, "cannot write %s", path);
-    fputs(text, f);
-    fclose(f);
-}
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return strdup("");
-    static char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    return strdup(buf);
-}
 
 /* Starts `cmesh gateway --config PATH --workers 1` without --listen (the harness always
  * passes one, and --listen wins over the file), so the address comes from the file's
@@ -83,20 +64,6 @@ static void config_text(char *out, size_t cap, int listen_port, const char *pref
              listen_port, prefix);
 }
 
-/* Waits (up to 5 s) for the log to contain what; returns the log (caller frees). */
-static char *wait_log(const h_proc_t *p, const char *what)
-{
-    char *log = NULL;
-    for (int i = 0; i < 100; i++) {
-        free(log);
-        log = slurp(p->log);
-        if (strstr(log, what))
-            break;
-        usleep(50 * 1000);
-    }
-    return log;
-}
-
 Test(gwreload, changed_listen_is_named_in_a_warning_and_the_old_address_stays, .timeout = 30)
 {
     h_proc_t gw = {0};
@@ -105,14 +72,15 @@ Test(gwreload, changed_listen_is_named_in_a_warning_and_the_old_address_stays, .
     snprintf(path, sizeof path, "%s/gateway.yaml", gw.dir);
     int port = h_free_port(), new_port = h_free_port();
     config_text(cfg, sizeof cfg, port, "/a");
-    write_text(path, cfg);
+    h_write_text(path, cfg);
     start_from_file(&gw, path, port);
 
     /* the new file moves the gateway and renames its route */
     config_text(cfg, sizeof cfg, new_port, "/b");
-    write_text(path, cfg);
+    h_write_text(path, cfg);
     cr_assert_eq(kill(gw.pid, SIGHUP), 0);
-    char *log = wait_log(&gw, "config reloaded");
+    char *log;
+    h_wait_for_text(gw.log, "config reloaded", 5000, &log);
     cr_assert(strstr(log, "config reloaded"), "no reload in the log:\n%s", log);
     char want[200];
     snprintf(want, sizeof want, "listen changed from 127.0.0.1:%d to 127.0.0.1:%d", port, new_port);
@@ -130,10 +98,10 @@ Test(gwreload, changed_listen_is_named_in_a_warning_and_the_old_address_stays, .
 
     /* a reload that leaves listen: alone says nothing about it */
     config_text(cfg, sizeof cfg, port, "/c");
-    write_text(path, cfg);
+    h_write_text(path, cfg);
     truncate(gw.log, 0);
     cr_assert_eq(kill(gw.pid, SIGHUP), 0);
-    log = wait_log(&gw, "config reloaded");
+    h_wait_for_text(gw.log, "config reloaded", 5000, &log);
     cr_assert(strstr(log, "config reloaded"));
     cr_assert_null(strstr(log, "listen changed"), "a warning without a change:\n%s", log);
     free(log);

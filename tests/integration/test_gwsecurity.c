@@ -3,16 +3,13 @@
  * scopes, repeated Authorization headers, other spellings of a signature, crit headers,
  * tokens for another audience or issuer, token guessing against the per-client limit and
  * tokens without a subject. Every refusal is also checked to reach no upstream. */
+#include "h_util.h"
 #include "harness.h"
 #include "scripted_upstream.h"
 
-#include <fcntl.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,92 +21,7 @@
 #define AUDIENCE  "orders-api"
 
 /* ------------------------------------------------------------------------- */
-/* scratch files, child processes                                             */
-
-static const char *scratch(void)
-{
-    static char dir[256];
-    if (!dir[0])
-        h_tempdir(dir, sizeof dir);
-    return dir;
-}
-
-static void write_file(char *out, size_t cap, const char *name, const char *text)
-{
-    snprintf(out, cap, "%s/%s", scratch(), name);
-    FILE *f = fopen(out, "w");
-    cr_assert_not_null(f, "cannot write %s", out);
-    fputs(text, f);
-    fclose(f);
-}
-
-/* The whole file (caller frees); "" when it cannot be read. */
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *data = calloc(1, 65536);
-    cr_assert_not_null(data);
-    size_t n = f ? fread(data, 1, 65535, f) : 0;
-    if (f)
-        fclose(f);
-    data[n] = '\0';
-    if (len)
-        *len = n;
-    return data;
-}
-
-/* Runs `$CMESH_BIN args...` (NULL-terminated) to its end, at most 15 s (then SIGKILL);
- * stdout and stderr go to *out and *err (caller frees; either may be NULL). Returns the
- * exit status, or -1 when it had to be killed. */
-static int run_cmesh(char **out, char **err, const char *arg0, ...)
-{
-    static int seq;
-    const char *bin = getenv("CMESH_BIN");
-    cr_assert_not_null(bin, "CMESH_BIN is not set");
-    const char *argv[32];
-    int n = 0;
-    argv[n++] = bin;
-    argv[n++] = arg0;
-    va_list ap;
-    va_start(ap, arg0);
-    const char *a;
-    while ((a = va_arg(ap, const char *)) && n < 31)
-        argv[n++] = a;
-    va_end(ap);
-    argv[n] = NULL;
-    char out_path[300], err_path[300];
-    snprintf(out_path, sizeof out_path, "%s/run%d.out", scratch(), seq);
-    snprintf(err_path, sizeof err_path, "%s/run%d.err", scratch(), seq++);
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        int o = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int e = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (o < 0 || e < 0)
-            _exit(126);
-        dup2(o, 1);
-        dup2(e, 2);
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    int status = -1, rc = -1;
-    for (int waited = 0; waited < 15000; waited += 10) {
-        if (waitpid(pid, &status, WNOHANG) == pid) {
-            rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-            break;
-        }
-        usleep(10 * 1000);
-    }
-    if (rc == -1) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-    }
-    if (out)
-        *out = read_file(out_path, NULL);
-    if (err)
-        *err = read_file(err_path, NULL);
-    return rc;
-}
+/* keys and tokens (scratch files, cmesh runs, signing: h_util.h)             */
 
 typedef enum { KEY_HS256, KEY_RS256, KEY_ES256 } key_kind_t;
 
@@ -117,90 +29,10 @@ typedef enum { KEY_HS256, KEY_RS256, KEY_ES256 } key_kind_t;
 static void make_key(key_kind_t k, const char *name, char *path, size_t cap)
 {
     if (k == KEY_HS256) {
-        write_file(path, cap, name, HS_SECRET "\n");
+        h_write_file(path, cap, name, HS_SECRET "\n");
         return;
     }
-    snprintf(path, cap, "%s/%s", scratch(), name);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "openssl genpkey %s -out '%s' 2>/dev/null",
-             k == KEY_RS256 ? "-algorithm RSA -pkeyopt rsa_keygen_bits:2048"
-                            : "-algorithm EC -pkeyopt ec_paramgen_curve:P-256",
-             path);
-    cr_assert_eq(system(cmd), 0, "openssl genpkey failed: %s", cmd);
-}
-
-/* Writes the config text and starts the gateway on it (1 worker, no access log); the
- * config's path goes to cfg_path. */
-static void start_gateway(h_proc_t *gw, const char *text, char *cfg_path, size_t cap)
-{
-    static int seq;
-    char name[32];
-    snprintf(name, sizeof name, "gateway%d.yaml", seq++);
-    write_file(cfg_path, cap, name, text);
-    h_start(gw, "gateway", "--config", cfg_path, "--workers", "1", "--access-log", "off", NULL);
-}
-
-/* `cmesh token --config cfg --sub sub --scope scope` without the newline; caller frees. */
-static char *token(const char *cfg, const char *sub, const char *scope)
-{
-    char *out, *err;
-    int rc = run_cmesh(&out, &err, "token", "--sub", sub, "--scope", scope, "--config", cfg, NULL);
-    cr_assert_eq(rc, 0, "cmesh token --config %s exited %d: %s", cfg, rc, err);
-    free(err);
-    out[strcspn(out, "\r\n")] = '\0';
-    cr_assert(strlen(out) > 20, "cmesh token printed '%s'", out);
-    return out;
-}
-
-static void b64url(const unsigned char *in, size_t len, char *out)
-{
-    static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 3) {
-        unsigned v = (unsigned)in[i] << 16;
-        if (i + 1 < len)
-            v |= (unsigned)in[i + 1] << 8;
-        if (i + 2 < len)
-            v |= in[i + 2];
-        out[o++] = al[(v >> 18) & 63];
-        out[o++] = al[(v >> 12) & 63];
-        if (i + 1 < len)
-            out[o++] = al[(v >> 6) & 63];
-        if (i + 2 < len)
-            out[o++] = al[v & 63];
-    }
-    out[o] = '\0';
-}
-
-/* An HS256 JWT with this header and these claims (JSON), signed here with `openssl dgst`
- * and the test secret: for tokens `cmesh token` never makes. Caller frees. */
-static char *craft_hs256(const char *header, const char *claims)
-{
-    char *tok = malloc(4096);
-    cr_assert_not_null(tok);
-    char p64[1400];
-    b64url((const unsigned char *)header, strlen(header), tok);
-    b64url((const unsigned char *)claims, strlen(claims), p64);
-    size_t l = strlen(tok);
-    snprintf(tok + l, 4096 - l, ".%s", p64);
-    char in[300], sig_path[300], cmd[1200], hex[2 * sizeof HS_SECRET + 1];
-    write_file(in, sizeof in, "sign.in", tok);
-    snprintf(sig_path, sizeof sig_path, "%s/sign.out", scratch());
-    for (size_t i = 0; i < sizeof HS_SECRET - 1; i++)
-        snprintf(hex + 2 * i, 3, "%02x", (unsigned char)HS_SECRET[i]);
-    snprintf(cmd, sizeof cmd,
-             "openssl dgst -sha256 -mac HMAC -macopt hexkey:%s -binary -out '%s' '%s'", hex,
-             sig_path, in);
-    cr_assert_eq(system(cmd), 0, "openssl dgst failed: %s", cmd);
-    size_t n;
-    char *sig = read_file(sig_path, &n);
-    cr_assert_eq(n, 32, "HMAC-SHA-256 of %zu bytes", n);
-    char s64[64];
-    b64url((const unsigned char *)sig, n, s64);
-    free(sig);
-    l = strlen(tok);
-    snprintf(tok + l, 4096 - l, ".%s", s64);
-    return tok;
+    h_make_pem_key(path, cap, name, k == KEY_RS256 ? "RS256" : "ES256");
 }
 
 #define JWT_HEADER "{\"alg\":\"HS256\",\"typ\":\"JWT\"}"
@@ -294,14 +126,14 @@ Test(gwsecurity, required_scopes_of_255_256_and_511_bytes_are_enforced)
         add_route(cfg, sizeof cfg, name, us_url(s), extra);
     }
     h_proc_t gw;
-    start_gateway(&gw, cfg, cfg_path, sizeof cfg_path);
-    char *none = token(cfg_path, "alice", "users:read");
+    h_start_gateway(&gw, cfg, cfg_path, sizeof cfg_path, NULL);
+    char *none = h_token("alice", "users:read", "--config", cfg_path, NULL);
     for (int i = 0; i < 3; i++) {
         char path[32], what[64];
         snprintf(path, sizeof path, "/s%d/x", lens[i]);
         snprintf(what, sizeof what, "token without the %d-byte scope", lens[i]);
         expect(&gw, path, none, 403, "token lacks scope", what);
-        char *holder = token(cfg_path, "bob", scopes[i]);
+        char *holder = h_token("bob", scopes[i], "--config", cfg_path, NULL);
         snprintf(what, sizeof what, "token with the %d-byte scope", lens[i]);
         expect(&gw, path, holder, 200, NULL, what);
         for (int j = 0; j < 3; j++) { /* and it opens no other route */
@@ -346,8 +178,8 @@ Test(gwsecurity, duplicate_authorization_headers_get_400_and_reach_no_upstream)
     add_route(cfg, sizeof cfg, "secure", us_url(s), NULL);
     add_route(cfg, sizeof cfg, "pub", us_url(s), "    auth: public\n");
     h_proc_t gw;
-    start_gateway(&gw, cfg, cfg_path, sizeof cfg_path);
-    char *good = token(cfg_path, "alice", "cmesh:admin");
+    h_start_gateway(&gw, cfg, cfg_path, sizeof cfg_path, NULL);
+    char *good = h_token("alice", "cmesh:admin", "--config", cfg_path, NULL);
     static const char *const shapes[] = {
         "GET /secure/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer %s\r\n"
         "Authorization: Bearer forged\r\n\r\n",
@@ -392,8 +224,8 @@ static void check_signature_spellings(key_kind_t kind)
     auth_head(cfg, sizeof cfg, key);
     add_route(cfg, sizeof cfg, "secure", us_url(s), NULL);
     h_proc_t gw;
-    start_gateway(&gw, cfg, cfg_path, sizeof cfg_path);
-    char *tok = token(cfg_path, "alice", "");
+    h_start_gateway(&gw, cfg, cfg_path, sizeof cfg_path, NULL);
+    char *tok = h_token("alice", "", "--config", cfg_path, NULL);
     size_t len = strlen(tok);
     size_t sig = (size_t)(strrchr(tok, '.') + 1 - tok), slen = len - sig;
     static const char junk[] = "!*~%$+/= .";
@@ -454,7 +286,7 @@ static void start_hs_gateway(h_proc_t *gw, us_scripted_t *s, const char *auth_ex
     make_key(KEY_HS256, "gw.key", key, sizeof key);
     snprintf(cfg, sizeof cfg, "auth:\n  key_file: %s\n%sroutes:\n", key, auth_extra);
     add_route(cfg, sizeof cfg, "secure", us_url(s), NULL);
-    start_gateway(gw, cfg, cfg_path, sizeof cfg_path);
+    h_start_gateway(gw, cfg, cfg_path, sizeof cfg_path, NULL);
 }
 
 #define GOOD_CLAIMS ",\"sub\":\"alice\",\"iss\":\"" ISSUER "\",\"aud\":\"" AUDIENCE "\""
@@ -471,12 +303,12 @@ Test(gwsecurity, token_with_a_crit_header_is_refused)
         "{\"alg\":\"HS256\",\"crit\":[]}",
     };
     for (size_t i = 0; i < sizeof headers / sizeof headers[0]; i++) {
-        char *t = craft_hs256(headers[i], claims_with(c, sizeof c, GOOD_CLAIMS));
+        char *t = h_jwt_sign(headers[i], claims_with(c, sizeof c, GOOD_CLAIMS), HS_SECRET, NULL);
         expect(&gw, "/secure/x", t, 401, "crit", headers[i]);
         free(t);
     }
     cr_assert_eq(us_count(s), 0, "a token with crit reached the upstream");
-    char *t = craft_hs256(JWT_HEADER, claims_with(c, sizeof c, GOOD_CLAIMS));
+    char *t = h_jwt_sign(JWT_HEADER, claims_with(c, sizeof c, GOOD_CLAIMS), HS_SECRET, NULL);
     expect(&gw, "/secure/x", t, 200, NULL, "the same token without crit (control)");
     free(t);
     cr_assert_eq(h_stop(&gw), 0, "the gateway did not exit cleanly");
@@ -500,17 +332,19 @@ Test(gwsecurity, audience_and_issuer_are_required_and_must_match)
     };
     char c[512];
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        char *t = craft_hs256(JWT_HEADER, claims_with(c, sizeof c, bad[i].claims));
+        char *t = h_jwt_sign(JWT_HEADER, claims_with(c, sizeof c, bad[i].claims), HS_SECRET, NULL);
         expect(&gw, "/secure/x", t, 401, bad[i].why, bad[i].claims);
         free(t);
     }
     cr_assert_eq(us_count(s), 0, "a token for another audience or issuer reached the upstream");
-    char *t = craft_hs256(JWT_HEADER, claims_with(c, sizeof c, GOOD_CLAIMS));
+    char *t = h_jwt_sign(JWT_HEADER, claims_with(c, sizeof c, GOOD_CLAIMS), HS_SECRET, NULL);
     expect(&gw, "/secure/x", t, 200, NULL, "matching iss and aud (control)");
     free(t);
-    t = craft_hs256(JWT_HEADER, claims_with(c, sizeof c,
-                                            ",\"sub\":\"a\",\"iss\":\"" ISSUER
-                                            "\",\"aud\":[\"x\",\"" AUDIENCE "\"]"));
+    t = h_jwt_sign(JWT_HEADER,
+                   claims_with(c, sizeof c,
+                               ",\"sub\":\"a\",\"iss\":\"" ISSUER "\",\"aud\":[\"x\",\"" AUDIENCE
+                               "\"]"),
+                   HS_SECRET, NULL);
     expect(&gw, "/secure/x", t, 200, NULL, "aud array holding ours");
     free(t);
     cr_assert_eq(h_stop(&gw), 0, "the gateway did not exit cleanly");
@@ -523,10 +357,11 @@ Test(gwsecurity, any_issuer_and_audience_is_an_explicit_opt_out)
     h_proc_t gw;
     start_hs_gateway(&gw, s, "  issuer: any\n  audience: any\n");
     char c[512];
-    char *t = craft_hs256(JWT_HEADER, claims_with(c, sizeof c, ",\"sub\":\"a\""));
+    char *t = h_jwt_sign(JWT_HEADER, claims_with(c, sizeof c, ",\"sub\":\"a\""), HS_SECRET, NULL);
     expect(&gw, "/secure/x", t, 200, NULL, "no iss, no aud, both any");
     free(t);
-    t = craft_hs256(JWT_HEADER, claims_with(c, sizeof c, ",\"iss\":\"x\",\"aud\":\"y\""));
+    t = h_jwt_sign(JWT_HEADER, claims_with(c, sizeof c, ",\"iss\":\"x\",\"aud\":\"y\""), HS_SECRET,
+                   NULL);
     expect(&gw, "/secure/x", t, 200, NULL, "any iss, any aud");
     free(t);
     cr_assert_eq(h_stop(&gw), 0, "the gateway did not exit cleanly");
@@ -552,10 +387,10 @@ Test(gwsecurity, auth_block_without_issuer_or_audience_exits_2_naming_the_fix)
                  "auth:\n  key_file: %s\n%sroutes:\n  - prefix: /a\n"
                  "    upstreams: [http://127.0.0.1:9]\n",
                  key, cases[i].auth);
-        write_file(path, sizeof path, "bad.yaml", text);
+        h_write_file(path, sizeof path, "bad.yaml", text);
         snprintf(listen, sizeof listen, "127.0.0.1:%d", h_free_port());
         char *err;
-        int rc = run_cmesh(NULL, &err, "gateway", "--listen", listen, "--config", path, NULL);
+        int rc = h_run_cmesh(NULL, &err, "gateway", "--listen", listen, "--config", path, NULL);
         cr_assert_eq(rc, 2, "case %zu: exit %d: %s", i, rc, err);
         char at[400];
         snprintf(at, sizeof at, "%s:%d: ", path, cases[i].line);
@@ -564,7 +399,7 @@ Test(gwsecurity, auth_block_without_issuer_or_audience_exits_2_naming_the_fix)
                   cases[i].want, err);
         free(err);
         /* cmesh token --config refuses the same file the same way */
-        rc = run_cmesh(NULL, &err, "token", "--sub", "a", "--config", path, NULL);
+        rc = h_run_cmesh(NULL, &err, "token", "--sub", "a", "--config", path, NULL);
         cr_assert_eq(rc, 2, "token, case %zu: exit %d: %s", i, rc, err);
         where = strstr(err, at);
         cr_assert(where && strstr(where, cases[i].want), "token, case %zu: want '%s...%s' in: %s",
@@ -584,22 +419,23 @@ Test(gwsecurity, flag_auth_key_requires_the_default_issuer_and_audience_that_tok
     h_start(&gw, "gateway", "--route", route, "--auth-key", key, "--workers", "1", "--access-log",
             "off", NULL);
     char *out, *err;
-    int rc = run_cmesh(&out, &err, "token", "--sub", "alice", "--auth-key", key, NULL);
+    int rc = h_run_cmesh(&out, &err, "token", "--sub", "alice", "--auth-key", key, NULL);
     cr_assert_eq(rc, 0, "cmesh token --auth-key: %d %s", rc, err);
     out[strcspn(out, "\r\n")] = '\0';
     expect(&gw, "/secure/x", out, 200, NULL, "cmesh token --auth-key on a --auth-key gateway");
     char c[512];
-    char *t = craft_hs256(JWT_HEADER, claims_with(c, sizeof c, ",\"sub\":\"a\""));
+    char *t = h_jwt_sign(JWT_HEADER, claims_with(c, sizeof c, ",\"sub\":\"a\""), HS_SECRET, NULL);
     expect(&gw, "/secure/x", t, 401, "wrong issuer", "a token without iss and aud");
     free(t);
-    t = craft_hs256(
-        JWT_HEADER,
-        claims_with(c, sizeof c, ",\"sub\":\"a\",\"iss\":\"cmesh\",\"aud\":\"billing\""));
+    t = h_jwt_sign(JWT_HEADER,
+                   claims_with(c, sizeof c, ",\"sub\":\"a\",\"iss\":\"cmesh\",\"aud\":\"billing\""),
+                   HS_SECRET, NULL);
     expect(&gw, "/secure/x", t, 401, "wrong audience", "a token for another audience");
     free(t);
-    t = craft_hs256(
+    t = h_jwt_sign(
         JWT_HEADER,
-        claims_with(c, sizeof c, ",\"sub\":\"a\",\"iss\":\"cmesh\",\"aud\":\"cmesh-gateway\""));
+        claims_with(c, sizeof c, ",\"sub\":\"a\",\"iss\":\"cmesh\",\"aud\":\"cmesh-gateway\""),
+        HS_SECRET, NULL);
     expect(&gw, "/secure/x", t, 200, NULL, "the documented defaults");
     free(t);
     cr_assert_eq(us_count(s), 2);
@@ -622,8 +458,8 @@ Test(gwsecurity, requests_that_fail_auth_spend_the_per_client_budget)
     add_route(cfg, sizeof cfg, "secure", us_url(s),
               "    rate_limit: { per_client: { rate: 1/m, burst: 3 } }\n");
     h_proc_t gw;
-    start_gateway(&gw, cfg, cfg_path, sizeof cfg_path);
-    char *good = token(cfg_path, "alice", "");
+    h_start_gateway(&gw, cfg, cfg_path, sizeof cfg_path, NULL);
+    char *good = h_token("alice", "", "--config", cfg_path, NULL);
     expect(&gw, "/secure/x", NULL, 401, NULL, "guess 1: no token");
     expect(&gw, "/secure/x", "eyJhbGciOiJIUzI1NiJ9.e30.AAAA", 401, NULL, "guess 2");
     h_resp_t r = with_token(&gw, "GET", "/secure/x", "not-a-token");
@@ -653,7 +489,7 @@ Test(gwsecurity, token_without_subject_is_refused_where_a_subject_limit_applies)
               "    rate_limit: { per_subject: { rate: 1/m, burst: 2 } }\n");
     add_route(cfg, sizeof cfg, "open", us_url(s), NULL);
     h_proc_t gw;
-    start_gateway(&gw, cfg, cfg_path, sizeof cfg_path);
+    h_start_gateway(&gw, cfg, cfg_path, sizeof cfg_path, NULL);
     char c[512];
     static const char *const subless[] = {
         ",\"iss\":\"" ISSUER "\",\"aud\":\"" AUDIENCE "\"",
@@ -661,15 +497,15 @@ Test(gwsecurity, token_without_subject_is_refused_where_a_subject_limit_applies)
     };
     for (int round = 0; round < 3; round++) /* more than the burst: never one bucket */
         for (size_t i = 0; i < 2; i++) {
-            char *t = craft_hs256(JWT_HEADER, claims_with(c, sizeof c, subless[i]));
+            char *t = h_jwt_sign(JWT_HEADER, claims_with(c, sizeof c, subless[i]), HS_SECRET, NULL);
             expect(&gw, "/limited/x", t, 401, "token has no subject", subless[i]);
             free(t);
         }
     cr_assert_eq(us_count(s), 0, "a token without sub passed the per-subject limit");
-    char *t = craft_hs256(JWT_HEADER, claims_with(c, sizeof c, subless[0]));
+    char *t = h_jwt_sign(JWT_HEADER, claims_with(c, sizeof c, subless[0]), HS_SECRET, NULL);
     expect(&gw, "/open/x", t, 200, NULL, "no sub where no subject limit applies");
     free(t);
-    char *alice = token(cfg_path, "alice", "");
+    char *alice = h_token("alice", "", "--config", cfg_path, NULL);
     expect(&gw, "/limited/x", alice, 200, NULL, "alice 1");
     expect(&gw, "/limited/x", alice, 200, NULL, "alice 2");
     expect(&gw, "/limited/x", alice, 429, NULL, "alice 3, past her burst");

@@ -1,17 +1,16 @@
 /* tests/integration/test_lifecycle.c: a `cmesh users` process from start to exit:
  * draining on SIGTERM with requests in flight, the drain timeout, several workers,
  * flag errors and --help, and where the access log goes. */
+#include "h_util.h"
 #include "harness.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -43,56 +42,13 @@ static int wait_listener_closed(int port)
     return 0;
 }
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f, "cannot open %s", path);
-    char *b = calloc(1, 1 << 20);
-    size_t n = fread(b, 1, (1 << 20) - 1, f);
-    b[n] = '\0';
-    fclose(f);
-    return b;
-}
-
-/* Runs `$CMESH_BIN users args...` to its exit (killed after 10 s); stdout and stderr
- * go to out/err (caller frees). Returns the exit status, or -1 when it had to be killed. */
+/* `cmesh users args...` (args NULL-terminated) through h_run_cmesh_argv. */
 static int run_cli(const char *const *args, char **out, char **err)
 {
-    char dir[256], outp[300], errp[300];
-    h_tempdir(dir, sizeof dir);
-    snprintf(outp, sizeof outp, "%s/out", dir);
-    snprintf(errp, sizeof errp, "%s/err", dir);
-    const char *argv[32] = {getenv("CMESH_BIN"), "users"};
-    int n = 2;
-    for (; args[n - 2] && n < 31; n++)
-        argv[n] = args[n - 2];
-    argv[n] = NULL;
-    cr_assert_not_null(argv[0], "CMESH_BIN is not set");
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        int o = open(outp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int e = open(errp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(o, 1);
-        dup2(e, 2);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    int status = -1, rc = -1;
-    for (int i = 0; i < 500; i++) {
-        if (waitpid(pid, &status, WNOHANG) == pid) {
-            rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-            break;
-        }
-        usleep(20 * 1000);
-    }
-    if (rc < 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-    }
-    *out = read_file(outp);
-    *err = read_file(errp);
-    return rc;
+    const char *argv[32] = {"users"};
+    for (int n = 1; n < 31 && args[n - 1]; n++)
+        argv[n] = args[n - 1];
+    return h_run_cmesh_argv(out, err, argv);
 }
 
 static int count_lines(const char *s)
@@ -278,7 +234,7 @@ Test(lifecycle, access_log_file_has_one_json_line_per_request_with_its_request_i
     cr_assert_eq(h_stop(&p), 0);
     char path[300];
     snprintf(path, sizeof path, "%s/access.log", p.dir);
-    char *log = read_file(path);
+    char *log = h_read_required(path);
     int seen[N] = {0}, others = 0;
     for (char *line = strtok(log, "\n"); line; line = strtok(NULL, "\n")) {
         json_error_t e;
@@ -313,7 +269,7 @@ Test(lifecycle, access_log_file_has_one_json_line_per_request_with_its_request_i
     cr_assert_eq(others, 0, "%d lines of other requests (probes?) logged", others);
     free(log);
     /* and nothing of it on stderr */
-    char *err = read_file(p.log);
+    char *err = h_read_required(p.log);
     cr_assert_null(strstr(err, "\"request_id\""), "access lines on stderr: %s", err);
     free(err);
 }
@@ -328,7 +284,7 @@ Test(lifecycle, access_log_off_writes_no_access_lines_to_stderr)
         h_resp_free(&r);
     }
     cr_assert_eq(h_stop(&p), 0);
-    char *err = read_file(p.log);
+    char *err = h_read_required(p.log);
     cr_assert_not_null(strstr(err, "listening on http://"), "no start line on stderr: %s", err);
     cr_assert_null(strstr(err, "\"request_id\""), "access lines on stderr: %s", err);
     cr_assert_null(strstr(err, "\"/users\""), "access lines on stderr: %s", err);
@@ -345,7 +301,7 @@ Test(lifecycle, access_log_default_goes_to_stderr)
     cr_assert_eq(h_header(&r, "X-Request-Id", id, sizeof id), 0);
     h_resp_free(&r);
     cr_assert_eq(h_stop(&p), 0);
-    char *err = read_file(p.log);
+    char *err = h_read_required(p.log);
     cr_assert_not_null(strstr(err, id), "request %s not logged on stderr: %s", id, err);
     free(err);
 }

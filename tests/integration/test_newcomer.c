@@ -3,6 +3,7 @@
  * half-closed client gets its answer, the path is decoded and a trailing slash forgiven,
  * OPTIONS, Host is required and checked, HTTP/1.0 keep-alive. Each against a service
  * and through a gateway (`cmesh gateway --route`), with raw sockets where bytes matter. */
+#include "h_util.h"
 #include "harness.h"
 #include "scripted_upstream.h"
 
@@ -36,29 +37,6 @@ static void start_gateway(h_proc_t *gw, const char *url, const char *access_log)
     char route[160];
     snprintf(route, sizeof route, "/users=%s", url);
     h_start(gw, "gateway", "--route", route, "--workers", "1", "--access-log", access_log, NULL);
-}
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return strdup("");
-    char *data = NULL;
-    size_t len = 0;
-    char buf[8192];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
-        char *grown = realloc(data, len + n + 1);
-        cr_assert_not_null(grown);
-        data = grown;
-        memcpy(data + len, buf, n);
-        len += n;
-    }
-    fclose(f);
-    if (!data)
-        return strdup("");
-    data[len] = '\0';
-    return data;
 }
 
 /* Starts `$CMESH_BIN args...` (NULL-terminated) with stderr to err_path; returns the pid. */
@@ -150,7 +128,7 @@ static void assert_second_refused(const h_proc_t *first, const char *sub, const 
     int rc = wait_exit(pid, 10000);
     if (rc == -1)
         kill_wait(pid);
-    char *err = slurp(err_path);
+    char *err = h_read_file(err_path, NULL);
     cr_assert_neq(rc, -1, "a second %s on a port in use kept running: %s", sub, err);
     cr_assert_neq(rc, 0, "a second %s on a port in use exited 0", sub);
     cr_assert_not_null(strstr(err, "address already in use"), "no clear error: %s", err);
@@ -209,7 +187,7 @@ Test(newcomer, two_started_at_once_on_one_port_leave_exactly_one_listening)
             cr_assert_fail("round %d: both kept running on port %d", round, port);
         }
         cr_assert_neq(rc[exited], 0, "round %d: the refused one exited 0", round);
-        char *e = slurp(err[exited]);
+        char *e = h_read_file(err[exited], NULL);
         cr_assert_not_null(strstr(e, "address already in use"), "round %d: %s", round, e);
         free(e);
         cr_assert_eq(wait_exit(pid[other], 300), -1, "round %d: the other one died too", round);
@@ -245,14 +223,8 @@ static void assert_hup_reopens(h_proc_t *p)
     snprintf(q_after, sizeof q_after, "/users?%s", after);
     h_resp_t r = h_req(p, "GET", q_before, NULL, NULL);
     h_resp_free(&r);
-    char *old = NULL;
-    for (int i = 0; i < 250; i++) { /* lines reach the file within ~100 ms */
-        free(old);
-        old = slurp(log);
-        if (strstr(old, before))
-            break;
-        usleep(20 * 1000);
-    }
+    char *old;
+    h_wait_for_text(log, before, 5000, &old); /* lines reach the file within ~100 ms */
     cr_assert_not_null(strstr(old, before), "no access line before rotation");
     free(old);
     cr_assert_eq(rename(log, rotated), 0);
@@ -264,7 +236,7 @@ static void assert_hup_reopens(h_proc_t *p)
                      a.body ? a.body : "");
         h_resp_free(&a);
         free(now);
-        now = slurp(log);
+        now = h_read_file(log, NULL);
         if (strstr(now, after))
             break;
         usleep(20 * 1000);
@@ -272,7 +244,7 @@ static void assert_hup_reopens(h_proc_t *p)
     cr_assert_not_null(strstr(now, after), "no access line in the new file");
     cr_assert_null(strstr(now, before), "the new file holds old lines");
     free(now);
-    char *stderr_text = slurp(p->log);
+    char *stderr_text = h_read_file(p->log, NULL);
     cr_assert_not_null(strstr(stderr_text, "access log reopened"), "not logged: %s", stderr_text);
     free(stderr_text);
     cr_assert_eq(h_stop(p), 0, "the process did not drain and exit 0 after SIGHUP");
@@ -284,7 +256,7 @@ Test(newcomer, sighup_reopens_the_access_log_of_a_service_and_of_the_gateway)
     start_users(&users, "{dir}/access.log");
     start_gateway(&gw, users.url, "{dir}/access.log");
     assert_hup_reopens(&gw);
-    char *err = slurp(gw.log);
+    char *err = h_read_file(gw.log, NULL);
     cr_assert_not_null(strstr(err, "config reloaded"), "the gateway's reload is gone: %s", err);
     free(err);
     assert_hup_reopens(&users);
@@ -328,7 +300,7 @@ Test(newcomer, half_closed_client_gets_its_whole_answer_from_service_and_gateway
     cr_assert_eq(h_stop(&gw), 0); /* the access log is complete after the drain */
     char path[300];
     snprintf(path, sizeof path, "%s/access.log", gw.dir);
-    char *log = slurp(path);
+    char *log = h_read_file(path, NULL);
     int lines = 0;
     for (char *line = strtok(log, "\n"); line; line = strtok(NULL, "\n")) {
         if (!strstr(line, "\"/users\""))

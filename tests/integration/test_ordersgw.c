@@ -5,6 +5,7 @@
  * error log line, /readyz not ready naming the reason, nothing stored; and back to
  * normal once the URL answers as the users service does. */
 #include "api_util.h"
+#include "h_util.h"
 #include "harness.h"
 #include "scripted_upstream.h"
 
@@ -15,26 +16,6 @@
 #include <unistd.h>
 
 #include <criterion/criterion.h>
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return strdup("");
-    static char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    return strdup(buf);
-}
-
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f, "cannot write %s", path);
-    fputs(text, f);
-    fclose(f);
-}
 
 static void start_orders(h_proc_t *o, const char *users_url)
 {
@@ -131,7 +112,7 @@ Test(ordersgw, a_gateway_without_a_users_route_is_misconfigured_not_an_unknown_u
     h_tempdir(dir, sizeof dir);
     snprintf(cfg_path, sizeof cfg_path, "%s/gw.yaml", dir);
     snprintf(cfg, sizeof cfg, "routes:\n  - prefix: /people\n    upstreams: [%s]\n", users.url);
-    write_text(cfg_path, cfg);
+    h_write_text(cfg_path, cfg);
     h_start(&gw, "gateway", "--config", cfg_path, "--workers", "1", "--access-log", "off", NULL);
     start_orders(&orders, gw.url);
     cr_assert_eq(readyz_until(&orders, 200), 200, "not ready before any check");
@@ -141,7 +122,7 @@ Test(ordersgw, a_gateway_without_a_users_route_is_misconfigured_not_an_unknown_u
     expect_misconfigured(&orders, uid + 1000);
     expect_no_orders(&orders);
     expect_not_ready(&orders);
-    char *log = slurp(orders.log);
+    char *log = h_read_file(orders.log, NULL);
     cr_assert(strstr(log, "\"level\":\"error\"") && strstr(log, "users service misconfigured"),
               "no error line in the orders log:\n%s", log);
     cr_assert_eq(strstr(strstr(log, "users service misconfigured") + 1,
@@ -151,7 +132,7 @@ Test(ordersgw, a_gateway_without_a_users_route_is_misconfigured_not_an_unknown_u
 
     /* the gateway gets its /users route: /readyz's own re-check sees it, writes work */
     snprintf(cfg, sizeof cfg, "routes:\n  - prefix: /users\n    upstreams: [%s]\n", users.url);
-    write_text(cfg_path, cfg);
+    h_write_text(cfg_path, cfg);
     cr_assert_eq(kill(gw.pid, SIGHUP), 0);
     cr_assert_eq(readyz_until(&orders, 200), 200, "orders stayed not ready after the fix");
     post_order(&orders, uid, 201, NULL);

@@ -47,6 +47,21 @@ static void skip_unless_mounted(int err)
         cr_skip_test("cannot mount here (%s): needs root or user namespaces", strerror(-err));
 }
 
+/* A FS_SIZE tmpfs at mnt, in a new temp dir (the test is skipped where nothing can be
+ * mounted); the paths of the users database and of a filler file on it. */
+static void mount_small_disk(char *db, size_t db_cap, char *filler, size_t filler_cap)
+{
+    char dir[256];
+    h_tempdir(dir, sizeof dir);
+    make_dir(mnt, sizeof mnt, dir, "fs");
+    int err = mounts_tmpfs(mnt, FS_SIZE);
+    if (err < 0)
+        mnt[0] = '\0';
+    skip_unless_mounted(err);
+    snprintf(db, db_cap, "%s/users.db", mnt);
+    snprintf(filler, filler_cap, "%s/filler", mnt);
+}
+
 /* Long fields and a long key, so a few thousand creates dirty more pages than SQLite's
  * page cache holds and it must spill to the WAL in the middle of a statement. */
 static void create_request(char *out, size_t cap, int c, int i)
@@ -119,15 +134,8 @@ static void expect_503_retry(const char *resp, const char *what)
 Test(store, full_disk_under_a_large_group_commit_answers_only_what_is_stored)
 {
     h_proc_t p, q;
-    char dir[256], db[400], filler[400];
-    h_tempdir(dir, sizeof dir);
-    make_dir(mnt, sizeof mnt, dir, "fs");
-    int err = mounts_tmpfs(mnt, FS_SIZE);
-    if (err < 0)
-        mnt[0] = '\0';
-    skip_unless_mounted(err);
-    snprintf(db, sizeof db, "%s/users.db", mnt);
-    snprintf(filler, sizeof filler, "%s/filler", mnt);
+    char db[400], filler[400];
+    mount_small_disk(db, sizeof db, filler, sizeof filler);
     h_start(&p, "users", "--db", db, "--workers", "1", "--access-log", "off", NULL);
     /* a second instance on the same file: it must never wait for a lock the first keeps */
     h_start(&q, "users", "--db", db, "--workers", "1", "--access-log", "off", NULL);
@@ -336,15 +344,8 @@ Test(store, read_only_database_file_refuses_writes_with_503_and_is_not_ready)
 Test(store, order_is_never_accepted_for_a_user_whose_create_does_not_commit)
 {
     h_proc_t u, o;
-    char dir[256], db[400], filler[400];
-    h_tempdir(dir, sizeof dir);
-    make_dir(mnt, sizeof mnt, dir, "fs");
-    int err = mounts_tmpfs(mnt, FS_SIZE);
-    if (err < 0)
-        mnt[0] = '\0';
-    skip_unless_mounted(err);
-    snprintf(db, sizeof db, "%s/users.db", mnt);
-    snprintf(filler, sizeof filler, "%s/filler", mnt);
+    char db[400], filler[400];
+    mount_small_disk(db, sizeof db, filler, sizeof filler);
     h_start(&u, "users", "--db", db, "--workers", "1", "--access-log", "off", NULL);
     h_start(&o, "orders", "--db", "{dir}/orders.db", "--users-url", u.url, "--users-timeout", "20s",
             "--access-log", "off", NULL);

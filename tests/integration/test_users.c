@@ -2,6 +2,7 @@
  * `cmesh users` process: item shape, validation (each refusal stores nothing), paging,
  * conditional requests and Idempotency-Key, also across two instances sharing a db. */
 #include "api_util.h"
+#include "h_util.h"
 #include "harness.h"
 
 #include <pthread.h>
@@ -1100,35 +1101,15 @@ Test(users, idempotency_key_replays_a_delete_and_refuses_a_put_with_another_body
     api_stop_clean(&p);
 }
 
-/* base64url without padding of s; out has room for 4/3 of it plus 4. */
-static void b64url(const char *s, char *out)
-{
-    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t n = strlen(s), o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned char)s[i] << 16;
-        if (i + 1 < n)
-            v |= (unsigned char)s[i + 1] << 8;
-        if (i + 2 < n)
-            v |= (unsigned char)s[i + 2];
-        out[o++] = t[(v >> 18) & 63];
-        out[o++] = t[(v >> 12) & 63];
-        if (i + 1 < n)
-            out[o++] = t[(v >> 6) & 63];
-        if (i + 2 < n)
-            out[o++] = t[v & 63];
-    }
-    out[o] = '\0';
-}
-
 /* "Authorization: Bearer <JWT for sub>" as the gateway forwards it after verifying it
  * (the service does not verify; "sig" stands for the signature). */
 static void bearer_for(const char *sub, int iat, char *out, size_t cap)
 {
+    static const char header[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
     char payload[128], h[64], pl[200];
     snprintf(payload, sizeof payload, "{\"sub\":\"%s\",\"iat\":%d}", sub, iat);
-    b64url("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", h);
-    b64url(payload, pl);
+    h_b64url(header, strlen(header), h);
+    h_b64url(payload, strlen(payload), pl);
     snprintf(out, cap, "Authorization: Bearer %s.%s.c2ln", h, pl);
 }
 

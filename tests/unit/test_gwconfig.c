@@ -377,6 +377,29 @@ Test(gwconfig, missing_prefix_is_refused_at_the_route)
                "must start with '/'");
 }
 
+/* Requests are matched on their normalized path, so a prefix is normalized the same way
+ * (else "/%7Euser" or "/a/../b" could never match), and one that cannot be is refused. */
+Test(gwconfig, prefix_is_normalized_like_request_paths)
+{
+    static const char *const cases[][2] = {
+        {"/a/../b/", "/b"}, {"/%7euser", "/~user"}, {"//api//v1/", "/api/v1"}, {"/x/%2f", ""}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[256];
+        snprintf(text, sizeof text,
+                 "routes:\n  - prefix: \"%s\"\n    upstreams: [http://127.0.0.1:1]\n", cases[i][0]);
+        gw_config_t *cfg;
+        int rc = load(text, &cfg);
+        if (!cases[i][1][0]) {
+            cr_expect_lt(rc, 0, "prefix %s was accepted", cases[i][0]);
+            cr_expect_not_null(strstr(err, "encoded"), "%s", err);
+            continue;
+        }
+        cr_assert_eq(rc, 0, "%s: %s", cases[i][0], err);
+        cr_expect_str_eq(cfg->routes[0].prefix, cases[i][1], "prefix %s", cases[i][0]);
+        gw_config_free(cfg);
+    }
+}
+
 Test(gwconfig, empty_upstreams_are_refused)
 {
     refused_at("routes:\n  - prefix: /a\n\n    upstreams: []\n", 4, "non-empty list");
@@ -708,4 +731,207 @@ Test(gwconfig, every_example_file_loads)
     }
     closedir(d);
     cr_assert_geq(loaded, 2, "only %d example files", loaded);
+}
+
+Test(gwconfig, admin_listen_or_socket_spelled_as_the_flag)
+{
+    static const char routes[] = "routes:\n  - prefix: /u\n    upstreams: [http://127.0.0.1:9]\n";
+    char text[512];
+    gw_config_t *cfg;
+    snprintf(text, sizeof text, "admin: { listen: 127.0.0.1:9901 }\n%s", routes);
+    cr_assert_eq(load(text, &cfg), 0, "%s", err);
+    cr_assert_str_eq(cfg->admin, "127.0.0.1:9901");
+    gw_config_free(cfg);
+    snprintf(text, sizeof text, "admin:\n  socket: run/admin.sock\n%s", routes);
+    cr_assert_eq(load(text, &cfg), 0, "%s", err);
+    char want[700];
+    snprintf(want, sizeof want, "unix:%s/run/admin.sock", dir); /* next to the file */
+    cr_assert_str_eq(cfg->admin, want);
+    gw_config_free(cfg);
+    snprintf(text, sizeof text, "admin: { socket: /run/cmesh/admin.sock }\n%s", routes);
+    cr_assert_eq(load(text, &cfg), 0, "%s", err);
+    cr_assert_str_eq(cfg->admin, "unix:/run/cmesh/admin.sock");
+    gw_config_free(cfg);
+    snprintf(text, sizeof text, "%s", routes);
+    cr_assert_eq(load(text, &cfg), 0, "%s", err);
+    cr_assert_str_eq(cfg->admin, "", "admin is off unless configured");
+    gw_config_free(cfg);
+}
+
+Test(gwconfig, admin_errors_name_the_line)
+{
+    refused_at("admin: { listen: nowhere }\nroutes: []\n", 1, "admin.listen 'nowhere'");
+    refused_at("admin: { listen: 127.0.0.1:1, socket: a.sock }\nroutes: []\n", 1,
+               "exactly one of listen");
+    refused_at("admin: {}\nroutes: []\n", 1, "exactly one of listen");
+    refused_at("admin: 127.0.0.1:1\nroutes: []\n", 1, "admin must be a mapping");
+    refused_at("admin:\n  port: 1\nroutes: []\n", 2, "unknown key 'port' in admin");
+}
+
+/* Each range rule between two keys: the default of the one not given follows the other,
+ * an explicit value that breaks it is refused; burst only follows rate. */
+Test(gwconfig, partner_rules_follow_a_default_and_refuse_an_explicit_value)
+{
+    gw_config_t *cfg;
+    cr_assert_eq(load(ROUTE_HEAD "    health: { interval: 200ms }\n"
+                                 "    outlier: { base_ejection: 10m }\n"
+                                 "    rate_limit: { per_client: { rate: 0.5 } }\n",
+                      &cfg),
+                 0, "%s", err);
+    const gw_route_cfg_t *r = &cfg->routes[0];
+    cr_assert_eq(r->health_timeout_ms, 200);
+    cr_assert_eq(r->outlier_max_ms, 600000);
+    cr_assert_float_eq(r->rate_client.burst, 1.0, 1e-9);
+    gw_config_free(cfg);
+    cr_assert_eq(load(ROUTE_HEAD "    rate_limit: { per_client: { rate: 10, burst: 2 } }\n", &cfg),
+                 0, "%s", err);
+    cr_assert_float_eq(cfg->routes[0].rate_client.burst, 2.0, 1e-9);
+    gw_config_free(cfg);
+    refused_at(ROUTE_HEAD "    health: { interval: 1s, timeout: 2s }\n", 4,
+               "route '/users' health.timeout must be <= interval");
+    refused_at(ROUTE_HEAD "    retries: { backoff: 1s, backoff_max: 10ms }\n", 4,
+               "route '/users' retries.backoff_max must be >= backoff");
+    refused_at(ROUTE_HEAD "    outlier: { max_ejection: 1s }\n", 4,
+               "route '/users' outlier.max_ejection must be >= base_ejection");
+    refused_at(ROUTE_HEAD "    rate_limit: { per_client: { burst: 5 } }\n", 4,
+               "route '/users' rate_limit.per_client needs a rate");
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* The reference agrees with the key tables                                           */
+/* ---------------------------------------------------------------------------------- */
+
+#define KEYS_MAX 200
+
+typedef struct key_row {
+    char section[96]; /* the heading of its table, without a trailing " (...)" */
+    char key[64];
+    char def[512]; /* the default cell (doc) or the table's default (describe) */
+    int line;      /* in the doc; 0 for described rows */
+} key_row_t;
+
+typedef struct key_set {
+    key_row_t rows[KEYS_MAX];
+    int n;
+} key_set_t;
+
+static void add_row(key_set_t *set, const char *section, const char *key, const char *def, int line)
+{
+    cr_assert_lt(set->n, KEYS_MAX);
+    key_row_t *k = &set->rows[set->n++];
+    snprintf(k->section, sizeof(k->section), "%s", section);
+    snprintf(k->key, sizeof(k->key), "%s", key);
+    snprintf(k->def, sizeof(k->def), "%s", def);
+    k->line = line;
+}
+
+static void described(void *arg, const char *section, const char *key, const char *def)
+{
+    add_row(arg, section, key, def, 0);
+}
+
+static const key_row_t *find_row(const key_set_t *set, const char *section, const char *key)
+{
+    for (int i = 0; i < set->n; i++)
+        if (strcmp(set->rows[i].section, section) == 0 && strcmp(set->rows[i].key, key) == 0)
+            return &set->rows[i];
+    return NULL;
+}
+
+/* Splits a markdown table line "| a | b | |" into trimmed cells; returns their number. */
+static int cells(char *line, char *cell[], int max)
+{
+    int n = 0;
+    char *p = strchr(line, '|');
+    while (p && n < max) {
+        char *start = p + 1, *end = strchr(start, '|');
+        if (!end)
+            break;
+        *end = '\0';
+        while (*start == ' ')
+            start++;
+        for (char *e = end - 1; e >= start && *e == ' '; e--)
+            *e = '\0';
+        cell[n++] = start;
+        p = end;
+    }
+    return n;
+}
+
+/* Every "| `key` | ..." row of the doc's tables, with its heading and default cell. */
+static void read_doc(key_set_t *doc, const char *file)
+{
+    FILE *f = fopen(file, "r");
+    cr_assert_not_null(f, "%s", file);
+    char line[8192], section[96] = "", *cell[8];
+    int defcol = -1;
+    bool keytab = false;
+    for (int no = 1; fgets(line, sizeof(line), f); no++) {
+        line[strcspn(line, "\n")] = '\0';
+        if (line[0] == '#') {
+            const char *h = line + strspn(line, "#");
+            h += strspn(h, " ");
+            snprintf(section, sizeof(section), "%s", h);
+            char *paren = strstr(section, " (");
+            if (paren)
+                *paren = '\0';
+            defcol = -1;
+        } else if (strncmp(line, "| ", 2) == 0 && strncmp(line, "| `", 3) != 0) {
+            /* a table's header row: only "| key | ..." tables list keys */
+            keytab = strncmp(line, "| key |", 7) == 0;
+            if (!keytab)
+                continue;
+            int n = cells(line, cell, 8);
+            defcol = -1;
+            for (int i = 0; i < n; i++)
+                if (strcmp(cell[i], "default") == 0)
+                    defcol = i;
+        } else if (strncmp(line, "| `", 3) == 0 && keytab) {
+            int n = cells(line, cell, 8);
+            cr_assert(defcol >= 0 && defcol < n, "%s:%d: a key table without a default column",
+                      file, no);
+            char key[64];
+            cr_assert_eq(sscanf(cell[0], "`%63[^`]`", key), 1, "%s:%d", file, no);
+            add_row(doc, section, key, cell[defcol], no);
+        }
+    }
+    fclose(f);
+}
+
+/* docs/gateway-config.md lists exactly the keys of the loader's tables, under the same
+ * headings, each with the default the table holds (`5s`, **required**, or no literal
+ * default when the table has none): the defaults live in the tables, the doc follows. */
+Test(gwconfig, reference_lists_every_key_with_the_tables_default)
+{
+    static key_set_t tab, doc;
+    tab.n = doc.n = 0;
+    gw_config_describe(described, &tab);
+    char file[512];
+    snprintf(file, sizeof(file), "%.*sdocs/gateway-config.md",
+             (int)(strlen(__FILE__) - strlen("tests/unit/test_gwconfig.c")), __FILE__);
+    read_doc(&doc, file);
+    cr_assert_geq(tab.n, 40, "only %d keys described", tab.n);
+    for (int i = 0; i < tab.n; i++) {
+        const key_row_t *t = &tab.rows[i];
+        const key_row_t *d = find_row(&doc, t->section, t->key);
+        cr_assert_not_null(d, "%s has no row for `%s` under the heading %s", file, t->key,
+                           t->section);
+        char want[600];
+        if (strcmp(t->def, "required") == 0)
+            snprintf(want, sizeof(want), "**required**");
+        else
+            snprintf(want, sizeof(want), "`%s`", t->def);
+        if (t->def[0])
+            cr_assert(strncmp(d->def, want, strlen(want)) == 0,
+                      "%s:%d: %s `%s`: the default is %s, the doc says '%s'", file, d->line,
+                      t->section, t->key, want, d->def);
+        else
+            cr_assert(d->def[0] != '`',
+                      "%s:%d: %s `%s` has no literal default in the tables, the doc says '%s'",
+                      file, d->line, t->section, t->key, d->def);
+    }
+    for (int i = 0; i < doc.n; i++)
+        cr_assert_not_null(find_row(&tab, doc.rows[i].section, doc.rows[i].key),
+                           "%s:%d: `%s` under %s is no key of the config tables", file,
+                           doc.rows[i].line, doc.rows[i].key, doc.rows[i].section);
 }

@@ -491,3 +491,156 @@ Test(parser, host_missing_repeated_or_invalid_is_400)
     }
     cr_assert_eq(parse_status("GET / HTTP/1.0\r\n\r\n"), 200, "HTTP/1.0 may omit Host");
 }
+
+/* Feeds raw step bytes at a time (as reads would) and returns the status as parse_status
+ * does: the error's, 200 after a DONE, else 0. */
+static int parse_status_step(const char *raw, size_t step)
+{
+    cm_parser_t p;
+    cm_req_t req = {0};
+    int done = 0, status = 0;
+    size_t len = strlen(raw);
+    cm_parser_init(&p, &limits);
+    for (size_t off = 0; off < len && !status; off += step) {
+        size_t n = len - off < step ? len - off : step;
+        if (feed_all(&p, raw + off, n, &req, &done) == CM_PARSE_ERROR)
+            status = p.error_status;
+    }
+    if (!status && done)
+        status = 200;
+    cm_parser_free(&p);
+    cm_buf_free(&req.raw_head);
+    cm_buf_free(&req.raw_body);
+    return status;
+}
+
+#define CHUNKED_HEAD "POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+Test(parser, chunk_framing_deviations_are_400_whole_and_bytewise)
+{
+    static const char *const bad[] = {
+        CHUNKED_HEAD "5\r\nhelloXX0\r\n\r\n",            /* two bytes other than CRLF after data */
+        CHUNKED_HEAD "5\r\nhello\n0\r\n\r\n",            /* bare LF after data */
+        CHUNKED_HEAD "5\r\nhello\r0\r\n\r\n",            /* bare CR after data */
+        CHUNKED_HEAD "5\rXhello\r\n0\r\n\r\n",           /* a byte other than LF after a size CR */
+        CHUNKED_HEAD "5\nhello\r\n0\r\n\r\n",            /* bare LF ending a size line */
+        CHUNKED_HEAD "5;a=b\nhello\r\n0\r\n\r\n",        /* bare LF in an extension */
+        CHUNKED_HEAD "5 zz\r\nhello\r\n0\r\n\r\n",       /* garbage after the size */
+        CHUNKED_HEAD "5\r\nhello\r\n0\r\nT: 1\n\r\n",    /* bare LF in a trailer */
+        CHUNKED_HEAD "5\r\nhello\r\n0\r\n\n",            /* bare LF ending the trailers */
+        CHUNKED_HEAD "5\r\nhello\r\n0\r\n T: 1\r\n\r\n", /* obs-fold in the trailers */
+        CHUNKED_HEAD "5\r\nhello\r\n0\r\nT : 1\r\n\r\n", /* space before a trailer's colon */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_eq(parse_status(bad[i]), 400, "case %zu whole", i);
+        for (size_t step = 1; step <= 7; step++)
+            cr_assert_eq(parse_status_step(bad[i], step), 400, "case %zu, %zu bytes a time", i,
+                         step);
+    }
+    /* the exact framing, with an extension and a trailer, bytewise too */
+    const char *good = CHUNKED_HEAD "5;ext=\"v\"\r\nhello\r\n0\r\nT: 1\r\n\r\n";
+    for (size_t step = 1; step <= 7; step++)
+        cr_assert_eq(parse_status_step(good, step), 200, "%zu bytes a time", step);
+}
+
+Test(parser, field_values_are_trimmed_of_ows_at_both_ends)
+{
+    const char raw[] = "GET / HTTP/1.1\r\nHost: x \r\nX-A: \t v 1 \t\r\nX-B: \t \r\nX-C: c\r\n\r\n";
+    for (size_t step = 1; step <= sizeof raw; step += 3) {
+        cm_parser_t p;
+        cm_req_t req = {0};
+        int done = 0;
+        cm_parser_init(&p, &limits);
+        for (size_t off = 0; off < sizeof raw - 1; off += step)
+            feed_all(&p, raw + off, sizeof raw - 1 - off < step ? sizeof raw - 1 - off : step, &req,
+                     &done);
+        cr_assert_eq(done, 1);
+        size_t len;
+        const char *v = cm_req_header(&req, "X-A", &len);
+        cr_assert(v && len == 3 && memcmp(v, "v 1", 3) == 0, "X-A '%.*s'", (int)len, v);
+        v = cm_req_header(&req, "X-B", &len);
+        cr_assert(v && len == 0, "X-B is empty, not '%.*s'", (int)len, v);
+        v = cm_req_header(&req, "X-C", &len);
+        cr_assert(v && len == 1 && v[0] == 'c', "X-C stays its own field");
+        v = cm_req_header(&req, "Host", &len);
+        cr_assert(v && len == 1);
+        cm_parser_free(&p);
+        cm_buf_free(&req.raw_head);
+        cm_buf_free(&req.raw_body);
+    }
+}
+
+Test(parser, trailer_fields_are_dropped_not_merged_into_the_head)
+{
+    const char raw[] = CHUNKED_HEAD "5\r\nhello\r\n0\r\nAuthorization: Bearer x\r\n\r\n";
+    cm_parser_t p;
+    cm_req_t req = {0};
+    int done = 0;
+    cm_parser_init(&p, &limits);
+    feed_all(&p, raw, sizeof raw - 1, &req, &done);
+    cr_assert_eq(done, 1);
+    cr_assert_null(cm_req_header(&req, "Authorization", NULL));
+    cr_assert_eq(req.nheaders, 2);
+    cr_assert_eq(req.body.len, 5);
+    cm_parser_free(&p);
+    cm_buf_free(&req.raw_head);
+    cm_buf_free(&req.raw_body);
+}
+
+Test(parser, nothing_after_a_request_that_ends_the_connection_is_parsed)
+{
+    static const char *const closing[] = {
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/1.0\r\n\r\n",
+        "POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof closing / sizeof closing[0]; i++) {
+        char raw[512];
+        snprintf(raw, sizeof raw, "%sDELETE /x HTTP/1.1\r\nHost: x\r\n\r\n\n\n\x01garbage",
+                 closing[i]);
+        cm_parser_t p;
+        cm_req_t req = {0};
+        int done = 0;
+        cm_parser_init(&p, &limits);
+        cr_assert_neq(feed_all(&p, raw, strlen(raw), &req, &done), CM_PARSE_ERROR, "case %zu", i);
+        cr_assert_eq(done, 1, "case %zu: %d requests", i, done);
+        cr_assert_not(req.keep_alive, "case %zu", i);
+        cr_assert_not(cm_parser_mid_request(&p));
+        cm_parser_free(&p);
+        cm_buf_free(&req.raw_head);
+        cm_buf_free(&req.raw_body);
+    }
+}
+
+Test(parser, trailers_and_chunk_extensions_count_against_max_header)
+{
+    char raw[4096];
+    int n = snprintf(raw, sizeof raw, CHUNKED_HEAD "1;e=");
+    memset(raw + n, 'x', 1100);
+    n += 1100;
+    snprintf(raw + n, sizeof raw - (size_t)n, "\r\nh\r\n0\r\n\r\n");
+    cr_assert_eq(parse_status(raw), 431);
+    n = snprintf(raw, sizeof raw, CHUNKED_HEAD "1\r\nh\r\n0\r\nT: ");
+    memset(raw + n, 'x', 1100);
+    n += 1100;
+    snprintf(raw + n, sizeof raw - (size_t)n, "\r\n\r\n");
+    cr_assert_eq(parse_status(raw), 431);
+}
+
+Test(parser, connect_is_501_and_upgrade_is_served_as_an_ordinary_request)
+{
+    cr_assert_eq(parse_status("CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n"), 501);
+    /* RFC 9110 7.8: Upgrade may be ignored; what follows is the next request, not a tunnel */
+    const char raw[] = "GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: ws\r\n\r\n"
+                       "GET /2 HTTP/1.1\r\nHost: x\r\n\r\n";
+    cm_parser_t p;
+    cm_req_t req = {0};
+    int done = 0;
+    cm_parser_init(&p, &limits);
+    cr_assert_neq(feed_all(&p, raw, sizeof raw - 1, &req, &done), CM_PARSE_ERROR);
+    cr_assert_eq(done, 2);
+    cr_assert_eq(req.path.len, 2, "the second request is parsed as one");
+    cm_parser_free(&p);
+    cm_buf_free(&req.raw_head);
+    cm_buf_free(&req.raw_body);
+}

@@ -209,3 +209,23 @@ Test(uri, host_trimmed_trailing_dot_dropped_port_split)
     cr_expect_str_eq(host(".", b), "ERR");
     cr_expect_str_eq(host(":80", b), "ERR");
 }
+
+/* The one escape decoder the router, the query and normalization share. */
+Test(uri, pct_value_decodes_two_hex_digits_of_either_case)
+{
+    cr_expect_eq(cm_uri_pct_value("%2F", 3), '/');
+    cr_expect_eq(cm_uri_pct_value("%2f", 3), '/');
+    cr_expect_eq(cm_uri_pct_value("%aBz", 4), 0xab); /* only two digits are read */
+    cr_expect_eq(cm_uri_pct_value("%00", 3), 0);     /* NUL is a value; callers decide */
+    cr_expect_eq(cm_uri_pct_value("%FF", 3), 255);
+    cr_expect_eq(cm_uri_pct_value("%2F", 2), -1); /* cut short */
+    cr_expect_eq(cm_uri_pct_value("%", 1), -1);
+    cr_expect_eq(cm_uri_pct_value("%G0", 3), -1);
+    cr_expect_eq(cm_uri_pct_value("%0g", 3), -1);
+    cr_expect_eq(cm_uri_pct_value("%@`", 3), -1); /* the bytes next to 'A' and 'a' */
+    cr_expect_eq(cm_uri_hexval('9'), 9);
+    cr_expect_eq(cm_uri_hexval('F'), 15);
+    cr_expect_eq(cm_uri_hexval('f'), 15);
+    cr_expect_eq(cm_uri_hexval('G'), -1);
+    cr_expect_eq(cm_uri_hexval('g'), -1);
+}
