@@ -5,6 +5,7 @@
 #include "ctl_util.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 static sys_t sys;
 
@@ -259,6 +260,34 @@ static const char with_gw[] =
     "    readiness: { path: /readyz, interval: 200ms, timeout: 200ms }\n"
     "gateway:\n  listen: 127.0.0.1:%1$d\n  routes:\n    - { prefix: /users, service: users }\n";
 
+typedef struct bg_load {
+    atomic_int stop;
+    int requests, errors;
+} bg_load_t;
+
+/* GET and POST (with Idempotency-Key) through the gateway until told to stop. */
+static void *bg_load(void *p)
+{
+    bg_load_t *l = p;
+    static const char *const hdr[] = {"Content-Type: application/json", NULL};
+    char url[128], body[128], key[64];
+    for (int i = 0; !atomic_load(&l->stop); i++) {
+        h_resp_t r = via_gateway("GET", "/users", NULL);
+        l->requests++;
+        l->errors += r.status != 200;
+        h_resp_free(&r);
+        snprintf(url, sizeof url, "http://127.0.0.1:%d/users", sys.gw_port);
+        snprintf(body, sizeof body, "{\"name\":\"b%d\",\"email\":\"b%d@x.io\"}", i, i);
+        snprintf(key, sizeof key, "Idempotency-Key: bg-%d", i);
+        const char *h2[] = {hdr[0], key, NULL};
+        r = h_http("POST", url, body, h2);
+        l->requests++;
+        l->errors += r.status != 201;
+        h_resp_free(&r);
+    }
+    return NULL;
+}
+
 Test(control, a_sigkilled_control_plane_is_replaced_by_one_that_adopts_every_instance)
 {
     sys_init(&sys, with_gw);
@@ -271,15 +300,21 @@ Test(control, a_sigkilled_control_plane_is_replaced_by_one_that_adopts_every_ins
     cr_assert_eq(h_header(&r, "X-Cmesh-Index", idx, sizeof idx), 0);
     unsigned long long before = strtoull(idx, NULL, 10);
     h_resp_free(&r);
+    /* load through the gateway the whole time: the control plane is not on the path */
+    static bg_load_t bl;
+    memset(&bl, 0, sizeof bl);
+    pthread_t th;
+    pthread_create(&th, NULL, bg_load, &bl);
+    ms_sleep(300);
     sys_kill9_up(&sys);
-    /* instances outlive it, and keep serving */
-    for (int i = 0; i < 20; i++) {
-        r = via_gateway("GET", "/users", NULL);
-        cr_assert_eq(r.status, 200);
-        h_resp_free(&r);
-    }
+    ms_sleep(1000); /* away for a while; instances outlive it and keep serving */
     sys_start(&sys);
     sys_wait_ready(&sys, 20000);
+    atomic_store(&bl.stop, 1);
+    pthread_join(th, NULL);
+    cr_assert_gt(bl.requests, 10);
+    cr_assert_eq(bl.errors, 0, "%d of %d requests failed while the control plane was away",
+                 bl.errors, bl.requests);
     cr_assert_eq(sys_pid(&sys, "users", 0), u0);
     cr_assert_eq(sys_pid(&sys, "users", 1), u1);
     cr_assert_eq(sys_pid(&sys, "gateway", 0), gw);
@@ -480,9 +515,19 @@ static int gateway_file_has(sys_t *s, const char *what)
     return strstr(buf, what) != NULL;
 }
 
+/* with_gw plus the gateway's admin API (its own listener; off by default) on the 4th
+ * port block, to see what the gateway itself routes to */
+static const char with_gw_admin[] =
+    "services:\n"
+    "  users:\n    command: users\n    instances: 2\n    listen: 127.0.0.1:%2$d\n"
+    "    args: [--db, users.db, --access-log, 'off']\n"
+    "    readiness: { path: /readyz, interval: 200ms, timeout: 200ms }\n"
+    "gateway:\n  listen: 127.0.0.1:%1$d\n  admin: { listen: '127.0.0.1:%5$d' }\n"
+    "  routes:\n    - { prefix: /users, service: users }\n";
+
 Test(control, an_instance_started_by_hand_registers_with_a_ttl_and_is_routed)
 {
-    sys_init(&sys, with_gw);
+    sys_init(&sys, with_gw_admin);
     sys_start(&sys);
     sys_wait_ready(&sys, 20000);
     h_proc_t ext;
@@ -521,7 +566,9 @@ Test(control, an_instance_started_by_hand_registers_with_a_ttl_and_is_routed)
     for (until = now_s() + 10; now_s() < until && !applied; ms_sleep(100)) {
         r = put_json(url, body);
         h_resp_free(&r);
-        r = via_gateway("GET", "/_cmesh/routes", NULL);
+        char admin[128];
+        snprintf(admin, sizeof admin, "http://127.0.0.1:%d/_cmesh/routes", sys.port[3]);
+        r = h_http("GET", admin, NULL, NULL);
         applied = r.status == 200 && strstr(r.body, mine) && !strstr(r.body, first);
         h_resp_free(&r);
     }
