@@ -8,6 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define STARTUP_MS                                                                                 \
+    50 /* probe period until the first pass: a new instance is routed as soon                      \
+          as it answers, not up to a whole interval later */
+
 struct cm_probe {
     uv_loop_t *loop;
     cm_client_t *client;
@@ -63,6 +67,8 @@ static void on_closed(uv_handle_t *h)
     maybe_release(p);
 }
 
+static void on_tick(uv_timer_t *t);
+
 static void on_answer(int status, const char *body, size_t len, void *data)
 {
     (void)body, (void)len;
@@ -73,6 +79,8 @@ static void on_answer(int status, const char *body, size_t len, void *data)
         return;
     }
     int change = cm_probe_count(&p->counter, status >= 200 && status < 400);
+    if (change > 0 && uv_timer_get_repeat(&p->timer) != p->spec.interval_ms)
+        uv_timer_start(&p->timer, on_tick, p->spec.interval_ms, p->spec.interval_ms);
     if (change)
         p->cb(p, change > 0, p->data);
 }
@@ -104,7 +112,8 @@ int cm_probe_new(uv_loop_t *loop, cm_client_t *client, const cm_probe_spec_t *sp
     cm_probe_counter_init(&p->counter, spec->rise, spec->fall, passing);
     uv_timer_init(loop, &p->timer);
     p->timer.data = p;
-    uv_timer_start(&p->timer, on_tick, 0, spec->interval_ms);
+    uint64_t period = !passing && spec->interval_ms > STARTUP_MS ? STARTUP_MS : spec->interval_ms;
+    uv_timer_start(&p->timer, on_tick, 0, period);
     *out = p;
     return 0;
 }

@@ -30,7 +30,8 @@ typedef struct cm_probe cm_probe_t; /* opaque */
  * cm_probe_* call. */
 typedef void (*cm_probe_cb)(cm_probe_t *p, int passing, void *data);
 
-/* Probes http://host:port + spec->path every spec->interval_ms (the first at once).
+/* Probes http://host:port + spec->path every spec->interval_ms (the first at once; while
+ * the verdict has never passed, every 50 ms, so a new instance is ready when it answers).
  * client is borrowed and must outlive the probe. Caller owns *out (cm_probe_free).
  * Returns 0 or -ENOMEM. */
 int cm_probe_new(uv_loop_t *loop, cm_client_t *client, const cm_probe_spec_t *spec,
