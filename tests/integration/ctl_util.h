@@ -331,6 +331,23 @@ static inline void sys_fini(void)
         return;
     if (s->up > 0)
         sys_stop(s, 20000);
+    /* a control plane the test detached (up -d / --wait) is no child of ours: its record */
+    char rec[400], *text = NULL;
+    snprintf(rec, sizeof rec, "%s/control.json", s->state);
+    FILE *f = fopen(rec, "r");
+    if (f) {
+        text = calloc(1, 256);
+        size_t n = fread(text, 1, 255, f);
+        text[n] = '\0';
+        fclose(f);
+        json_t *o = json_loads(text, 0, NULL);
+        int pid = (int)json_integer_value(json_object_get(o, "pid"));
+        json_decref(o);
+        if (pid > 0 && kill(pid, SIGTERM) == 0)
+            for (int i = 0; i < 400 && kill(pid, 0) == 0; i++)
+                ms_sleep(50);
+        free(text);
+    }
     for (int i = 0; i < 50 && sys_procs(s->state, NULL, 1) > 0; i++)
         ms_sleep(20);
     sys_current = NULL;
