@@ -1,58 +1,54 @@
 #!/usr/bin/env bash
-# make run: until the control plane exists, starts one users and one orders instance in
-# the foreground on fixed ports with their databases under data/, waits until both
-# answer, prints their URLs, and stops both gracefully (SIGTERM, drain) on Ctrl-C, on
-# SIGTERM and on a terminal hangup (SIGHUP). Exits non-zero when either fails to start
-# (for example because its port is already in use) or dies.
+# make run: `cmesh up` with the shipped cmesh.yaml in the foreground (gateway :8080,
+# 2 users, 2 orders, control API :9000, data and state under data/). Waits until every
+# instance is ready, prints the URLs and a ready-to-paste curl with a token, and stops
+# everything gracefully on Ctrl-C, SIGTERM and a terminal hangup (SIGHUP): cmesh up
+# itself treats all three as `cmesh down`. Exits non-zero when the system cannot start
+# (a port already in use, a bad cmesh.yaml) or the control plane dies.
 set -euo pipefail
 bin=${1:-build/cmesh}
-users_port=${USERS_PORT:-7001}
-orders_port=${ORDERS_PORT:-7002}
-mkdir -p data
+config=${CMESH_CONFIG:-cmesh.yaml}
 
-users_pid= orders_pid=
+"$bin" up --config "$config" &
+up=$!
 stop() {
-    trap - INT TERM HUP EXIT
-    local pids=($users_pid $orders_pid)
-    [ ${#pids[@]} -gt 0 ] || return 0
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    wait "${pids[@]}" 2>/dev/null || true
+    trap - INT TERM HUP
+    kill -TERM "$up" 2>/dev/null || true
+    wait "$up" 2>/dev/null || true
+    exit 0
 }
-trap stop EXIT
-# a signal stops both, then exits 0: the user asked for it
-trap 'stop; exit 0' INT TERM HUP
+trap stop INT TERM HUP
 
-"$bin" users --listen "127.0.0.1:$users_port" --db data/users.db &
-users_pid=$!
-"$bin" orders --listen "127.0.0.1:$orders_port" --db data/orders.db \
-    --users-url "http://127.0.0.1:$users_port" &
-orders_pid=$!
-
-# wait until both answer (or one of them exits, e.g. its port is taken)
-for _ in $(seq 100); do
-    for pid in $users_pid $orders_pid; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            rc=0
-            wait "$pid" || rc=$?
-            echo "make run: a service exited at start (status $rc); see its message above" >&2
-            exit 1
-        fi
-    done
-    if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$users_port/healthz" 2>/dev/null &&
-        curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$orders_port/healthz" 2>/dev/null; then
+# addresses from the file's control: and gateway: sections (their first listen: key)
+listen_of() { awk -v s="$1:" '$1 == s {c=1; next} /^[^ #]/ {c=0} c && $1 == "listen:" {print $2; exit}' "$config"; }
+api=$(listen_of control)
+api=${api:-127.0.0.1:9000}
+gw=$(listen_of gateway)
+gw=${gw:-127.0.0.1:8080}
+# the control API answers /v1/ready with 200 once every instance is ready
+for _ in $(seq 300); do
+    if ! kill -0 "$up" 2>/dev/null; then
+        rc=0
+        wait "$up" || rc=$?
+        echo "make run: cmesh up exited at start (status $rc); see its message above" >&2
+        exit 1
+    fi
+    if curl -fsS -o /dev/null --max-time 1 "http://$api/v1/ready" 2>/dev/null; then
         break
     fi
     sleep 0.1
 done
 
+token=$("$bin" token --config "$config" --sub demo \
+    --scope "users:read users:write orders:read orders:write" 2>/dev/null || true)
 cat <<MSG
-cmesh is up (Ctrl-C stops it):
-  users   http://127.0.0.1:$users_port/users
-  orders  http://127.0.0.1:$orders_port/orders
-  health  /healthz /readyz /metrics on each
+cmesh is up (Ctrl-C stops everything gracefully):
+  gateway  http://$gw/users  http://$gw/orders
+  control  http://$api/v1/services   (cmesh status, cmesh logs users/0, cmesh scale users 3)
+  try:
+    curl -H "Authorization: Bearer $token" http://$gw/users
 MSG
-# runs until either service exits (then the other is stopped and the status is its)
 rc=0
-wait -n "$users_pid" "$orders_pid" || rc=$?
-echo "make run: a service exited (status $rc); stopping the other" >&2
-exit $((rc == 0 ? 1 : rc))
+wait "$up" || rc=$?
+trap - INT TERM HUP
+exit "$rc"

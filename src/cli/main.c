@@ -13,6 +13,8 @@
 #include <sqlite3.h>
 #include <uv.h>
 
+#include "cli/ctl.h"
+#include "control/up.h"
 #include "core/client.h"
 #include "core/parser.h"
 #include "gateway/auth.h"
@@ -28,6 +30,11 @@ static const char usage[] = "usage: cmesh COMMAND [flags]\n"
                             "  orders    serve the orders REST API       (cmesh orders --help)\n"
                             "  gateway   load-balancing reverse proxy    (cmesh gateway --help)\n"
                             "  token     print a signed gateway JWT      (cmesh token --help)\n"
+                            "  up        run the whole system of cmesh.yaml (cmesh up --help)\n"
+                            "  down      stop it gracefully              (cmesh down --help)\n"
+                            "  status    its instances, like kubectl get (cmesh status --help)\n"
+                            "  scale     set a service's instance count  (cmesh scale --help)\n"
+                            "  logs      an instance's output            (cmesh logs --help)\n"
                             "  version   print the versions of cmesh and its libraries\n"
                             "            (also cmesh --version)\n"
                             "\n"
@@ -79,8 +86,20 @@ int main(int argc, char **argv)
         return cm_orders_main(argc - 1, argv + 1);
     if (strcmp(cmd, "gateway") == 0)
         return gw_gateway_main(argc - 1, argv + 1);
-    if (strcmp(cmd, "token") == 0)
-        return gw_token_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "up") == 0)
+        return cm_up_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "down") == 0)
+        return cm_down_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "status") == 0)
+        return cm_ctl_status_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "scale") == 0)
+        return cm_ctl_scale_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "logs") == 0)
+        return cm_ctl_logs_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "token") == 0) {
+        int rc = cm_ctl_token_main(argc - 1, argv + 1); /* the running system's key */
+        return rc >= 0 ? rc : gw_token_main(argc - 1, argv + 1);
+    }
     fprintf(stderr, "cmesh: unknown command '%s'; see cmesh --help\n", cmd);
     return 2;
 }

@@ -159,6 +159,13 @@ int gw_route_default_name(const gw_config_t *cfg, int nbefore, gw_route_cfg_t *r
  * (gw_config_free). */
 int gw_config_load(const char *path, gw_config_t **out, char *err, size_t err_cap);
 
+/* The same for a mapping node that is part of a larger document (the control plane's
+ * cmesh.yaml `gateway:` section): errors name path and the node's own lines, and a
+ * relative key_file is relative to path's directory. root is borrowed. */
+struct fy_node;
+int gw_config_load_node(struct fy_node *root, const char *path, gw_config_t **out, char *err,
+                        size_t err_cap);
+
 /* Adds a route from a --route value "/prefix=http://h:p,http://h2:p2" to cfg (created
  * when *cfg is NULL), with every default and auth on when cfg->auth has a key. Returns
  * 0 or -EINVAL with err ("--route '...': what is wrong"). */

@@ -1346,3 +1346,28 @@ int gw_config_load(const char *path, gw_config_t **out, char *err, size_t err_ca
     *out = cfg;
     return 0;
 }
+
+int gw_config_load_node(struct fy_node *root, const char *path, gw_config_t **out, char *err,
+                        size_t err_cap)
+{
+    yctx_t y = {.file = path, .err = err, .err_cap = err_cap};
+    gw_config_t *cfg = calloc(1, sizeof(*cfg));
+    if (!cfg)
+        return -ENOMEM;
+    cfg->auth.leeway_ms = 30000;
+    if (strlen(path) >= sizeof(cfg->path)) {
+        free(cfg);
+        snprintf(err, err_cap, "%s: path is too long", path);
+        return -ENAMETOOLONG;
+    }
+    snprintf(cfg->path, sizeof(cfg->path), "%s", path);
+    int rc = parse_root(&y, cfg, root);
+    if (rc == 0)
+        rc = gw_config_finish(cfg, err, err_cap);
+    if (rc < 0) {
+        gw_config_free(cfg);
+        return rc;
+    }
+    *out = cfg;
+    return 0;
+}

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# tests/scripts/make_run.sh: `make run` (scripts/run.sh) for real: it waits until both
-# services answer, a terminal hangup (SIGHUP) stops both gracefully (each drains and
-# exits, the script exits 0), and a second copy on the same ports fails at once.
-# Env: CMESH_BIN, CMESH_SRC. Needs curl, python3.
+# tests/scripts/make_run.sh: `make run` (scripts/run.sh → cmesh up) for real, on the
+# shipped cmesh.yaml with its ports moved to free ones: it waits until every instance is
+# ready and prints a curl line whose token the gateway accepts; a second copy fails at
+# once with "address already in use" and leaves the first serving; a terminal hangup
+# (SIGHUP) stops everything gracefully and the script exits 0 with no process left.
+# Env: CMESH_BIN, CMESH_SRC. Needs curl.
 set -euo pipefail
 
 : "${CMESH_BIN:?CMESH_BIN is not set}"
@@ -17,6 +19,13 @@ cleanup() {
         proc_track "$p"
     done
     proc_cleanup
+    # whatever the system left (every instance carries CMESH_STATE=its state dir)
+    for e in /proc/[0-9]*/environ; do
+        if tr '\0' '\n' <"$e" 2>/dev/null | grep -qx "CMESH_STATE=$dir/data/state"; then
+            p=${e#/proc/}
+            kill -KILL "${p%/environ}" 2>/dev/null || true
+        fi
+    done
     rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -39,42 +48,66 @@ wait_exit() {
     wait "$pid" || rc=$?
 }
 
-users_port=$(free_port)
-orders_port=$(free_port)
-export USERS_PORT=$users_port ORDERS_PORT=$orders_port
+left() {
+    local n=0 e
+    for e in /proc/[0-9]*/environ; do
+        tr '\0' '\n' <"$e" 2>/dev/null | grep -qx "CMESH_STATE=$dir/data/state" && n=$((n + 1))
+    done
+    echo "$n"
+}
+
+# the shipped file with free ports: a block of 64 for each service, below the ephemeral
+# range so no other test's port lands in it
+block=$((20000 + (RANDOM % 40) * 320))
+sed -e "s/127.0.0.1:9000/127.0.0.1:$block/" -e "s/127.0.0.1:8080/127.0.0.1:$((block + 1))/" \
+    -e "s/127.0.0.1:7001/127.0.0.1:$((block + 64))/" -e "s/127.0.0.1:7101/127.0.0.1:$((block + 128))/" \
+    "$CMESH_SRC/cmesh.yaml" >"$dir/cmesh.yaml"
+gw=127.0.0.1:$((block + 1))
+export CMESH_CONFIG=$dir/cmesh.yaml
 cd "$dir"
 bash "$CMESH_SRC/scripts/run.sh" "$CMESH_BIN" >"$dir/first.out" 2>&1 &
 first=$!
 run_pids+=("$first")
-for _ in $(seq 100); do
-    grep -q 'cmesh is up' "$dir/first.out" && break
-    kill -0 "$first" 2>/dev/null || fail "run.sh exited before the services were up"
+for _ in $(seq 300); do
+    grep -q 'cmesh is up (Ctrl-C' "$dir/first.out" && break
+    kill -0 "$first" 2>/dev/null || fail "run.sh exited before the system was up"
     sleep 0.1
 done
-grep -q 'cmesh is up' "$dir/first.out" || fail "run.sh did not say it is up within 10 s"
-[ -f "$dir/data/users.db" ] || fail "no data/users.db under the working directory"
+grep -q 'cmesh is up (Ctrl-C' "$dir/first.out" || fail "run.sh did not say it is up within 30 s"
+[ -f "$dir/data/users.db" ] || fail "no data/users.db next to cmesh.yaml"
+[[ $(left) -eq 5 ]] || fail "expected 5 instances (2 users, 2 orders, the gateway), found $(left)"
 
+# the printed curl line works as it is, through the gateway with its token
+line=$(grep -o 'curl -H "Authorization: Bearer [^"]*" http://[^ ]*' "$dir/first.out") ||
+    fail "no curl line printed"
+token=$(sed -e 's/.*Bearer //' -e 's/".*//' <<<"$line")
 c() { curl -sS -o /dev/null --max-time 5 -w '%{http_code}' "$@"; }
-[[ $(c -X POST -H 'Content-Type: application/json' -d '{"name":"Ann","email":"ann@example.com"}' \
-    "http://127.0.0.1:$users_port/users") == 201 ]] || fail "POST /users through make run's users"
-[[ $(c -X POST -H 'Content-Type: application/json' -d '{"userId":1}' \
-    "http://127.0.0.1:$orders_port/orders") == 201 ]] || fail "POST /orders (orders -> users)"
+[[ $(eval "${line/curl /curl -sS -o /dev/null --max-time 5 -w '%{http_code}' }") == 200 ]] ||
+    fail "the printed curl line did not answer 200"
+[[ $(c -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    -d '{"name":"Ann","email":"ann@example.com"}' "http://$gw/users") == 201 ]] ||
+    fail "POST /users through the gateway"
+[[ $(c -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    -d '{"userId":1}' "http://$gw/orders") == 201 ]] || fail "POST /orders (orders -> users)"
+[[ $(c "http://$gw/users") == 401 ]] || fail "the shipped gateway must require a token"
 
-# a second copy on the same ports must fail at once, and leave the first serving
+# a second copy of the same system must fail at once, and leave the first serving
 bash "$CMESH_SRC/scripts/run.sh" "$CMESH_BIN" >"$dir/second.out" 2>&1 &
 second=$!
 run_pids+=("$second")
-wait_exit "$second" 15 || fail "a second make run on ports in use is still running"
-[[ $rc -ne 0 ]] || fail "a second make run on ports in use exited 0"
-grep -qi 'address already in use' "$dir/second.out" || fail "the second make run did not say why"
-[[ $(c "http://127.0.0.1:$users_port/users/1") == 200 ]] || fail "first users stopped serving"
+wait_exit "$second" 15 || fail "a second make run is still running"
+[[ $rc -ne 0 ]] || fail "a second make run exited 0"
+grep -qi 'address .*already in use' "$dir/second.out" || fail "the second make run did not say why"
+[[ $(c -H "Authorization: Bearer $token" "http://$gw/users/1") == 200 ]] ||
+    fail "the first system stopped serving"
+[[ $(left) -eq 5 ]] || fail "the second make run started or stopped instances"
 
-# a terminal hangup: both services drain and exit, the script exits 0
+# a terminal hangup: everything drains and exits, the script exits 0
 kill -HUP "$first"
-wait_exit "$first" 15 || fail "run.sh still running 15 s after SIGHUP"
+wait_exit "$first" 30 || fail "run.sh still running 30 s after SIGHUP"
 [[ $rc -eq 0 ]] || fail "run.sh exited $rc after SIGHUP"
-[[ $(grep -c 'drained, exiting' "$dir/first.out") -eq 2 ]] || fail "not both services drained"
-! curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$users_port/healthz" ||
-    fail "users still answers after the hangup"
+grep -q 'every instance stopped' "$dir/first.out" || fail "cmesh up did not stop its instances"
+[[ $(left) -eq 0 ]] || fail "$(left) processes left after the hangup"
+! curl -s -o /dev/null --max-time 1 "http://$gw/healthz" || fail "the gateway still answers"
 run_pids=()
 echo "make_run.sh: ok"

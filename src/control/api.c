@@ -1,0 +1,475 @@
+/* control/api.c: the /v1 routes (see api.h). Bodies are written straight into the answer
+ * buffer; a blocking query parks its request on a registry watch and answers from the
+ * watch's callback, on the same loop. */
+#include "control/api.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "control/state.h"
+#include "core/flags.h"
+#include "core/json.h"
+
+static cm_api_ctx_t *ctx_of(cm_req_t *req)
+{
+    return req->state;
+}
+
+static void set_index(cm_req_t *req, uint64_t index)
+{
+    cm_res_header(req, "X-Cmesh-Index", "%" PRIu64, index);
+}
+
+static void iso_ms(int64_t ms, char out[32])
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static int count_ready(const cm_registry_t *reg, const char *name)
+{
+    int n = cm_registry_ninstances(reg, name), r = 0;
+    for (int i = 0; i < n; i++)
+        r += cm_registry_instance(reg, name, i)->state == CM_INST_READY;
+    return r;
+}
+
+static int count_running(const cm_registry_t *reg, const char *name)
+{
+    int n = cm_registry_ninstances(reg, name), r = 0;
+    for (int i = 0; i < n; i++)
+        r += cm_registry_instance(reg, name, i)->pid > 0;
+    return r;
+}
+
+static void render_services(cm_api_ctx_t *c, cm_buf_t *b)
+{
+    cm_buf_append_str(b, "[");
+    for (int i = 0; i < c->spec->nsvcs; i++) {
+        const char *name = c->spec->svcs[i].name;
+        cm_buf_appendf(b, "%s{\"name\":", i ? "," : "");
+        cm_json_str(b, name, strlen(name));
+        cm_buf_appendf(b, ",\"desired\":%d,\"running\":%d,\"ready\":%d}",
+                       cm_sup_count(c->sup, name), count_running(c->reg, name),
+                       count_ready(c->reg, name));
+    }
+    cm_buf_append_str(b, "]");
+}
+
+static void render_instance(cm_buf_t *b, const char *name, const cm_reg_inst_t *in, int extra,
+                            cm_api_ctx_t *c)
+{
+    char started[32] = "";
+    if (in->started_ms)
+        iso_ms(in->started_ms, started);
+    cm_buf_append_str(b, "{\"id\":\"");
+    cm_json_escape(b, name, strlen(name));
+    if (in->ext_id[0]) {
+        cm_buf_append_str(b, "/");
+        cm_json_escape(b, in->ext_id, strlen(in->ext_id));
+        cm_buf_append_str(b, "\"");
+    } else
+        cm_buf_appendf(b, "/%d\"", in->index);
+    cm_buf_append_str(b, ",\"service\":");
+    cm_json_str(b, name, strlen(name));
+    cm_buf_appendf(b, ",\"index\":%d,\"address\":", in->index);
+    cm_json_str(b, in->host, strlen(in->host));
+    int v6 = strchr(in->host, ':') != NULL;
+    cm_buf_appendf(b,
+                   ",\"port\":%d,\"url\":\"http://%s%s%s:%d\",\"state\":\"%s\",\"ready\":%s,"
+                   "\"pid\":%d,\"restarts\":%d,\"adopted\":%s",
+                   in->port, v6 ? "[" : "", in->host, v6 ? "]" : "", in->port,
+                   cm_inst_state_name(in->state), in->state == CM_INST_READY ? "true" : "false",
+                   in->pid, in->restarts, in->adopted ? "true" : "false");
+    if (in->ext_id[0])
+        cm_buf_appendf(b, ",\"registered\":true,\"ttl_ms\":%lld", (long long)in->ttl_ms);
+    if (in->last_exit >= 0)
+        cm_buf_appendf(b, ",\"last_exit\":%d", in->last_exit);
+    else
+        cm_buf_append_str(b, ",\"last_exit\":null");
+    if (started[0])
+        cm_buf_appendf(b, ",\"started_at\":\"%s\",\"started_ms\":%lld", started,
+                       (long long)in->started_ms);
+    if (extra) {
+        uint64_t cpu = 0, rss = 0;
+        double rps, p99;
+        if (!in->ext_id[0] && cm_sup_load(c->sup, name, in->index, &rps, &p99) == 0) {
+            cm_buf_appendf(b, ",\"rps\":%.1f", rps);
+            if (p99 >= 0)
+                cm_buf_appendf(b, ",\"p99_ms\":%.2f", p99);
+        }
+        if (in->pid > 0 && cm_proc_usage(in->pid, &cpu, &rss) == 0)
+            cm_buf_appendf(b, ",\"cpu_seconds\":%.2f,\"rss_bytes\":%llu",
+                           (double)cpu / (double)sysconf(_SC_CLK_TCK), (unsigned long long)rss);
+        if (in->state == CM_INST_BACKOFF || in->state == CM_INST_CRASHLOOP ||
+            in->state == CM_INST_CRITICAL || in->state == CM_INST_STARTING) {
+            char *tail = cm_sup_log_tail(c->sup, name, in->index, 5);
+            if (tail) {
+                cm_buf_append_str(b, ",\"log_tail\":");
+                cm_json_str(b, tail, strlen(tail));
+                free(tail);
+            }
+        }
+    }
+    cm_buf_append_str(b, "}");
+}
+
+static void render_service(cm_api_ctx_t *c, const char *name, cm_buf_t *b, int extra)
+{
+    int n = cm_registry_ninstances(c->reg, name);
+    cm_buf_append_str(b, "[");
+    for (int i = 0; i < n; i++) {
+        if (i)
+            cm_buf_append_str(b, ",");
+        render_instance(b, name, cm_registry_instance(c->reg, name, i), extra, c);
+    }
+    cm_buf_append_str(b, "]");
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Blocking queries                                                                   */
+/* ---------------------------------------------------------------------------------- */
+
+typedef struct parked {
+    cm_req_t *req;
+    cm_api_ctx_t *ctx;
+    char service[CM_SPEC_NAME_MAX]; /* "" = the service list */
+} parked_t;
+
+static void answer(cm_api_ctx_t *c, cm_req_t *req, const char *service)
+{
+    if (service[0]) {
+        set_index(req, cm_registry_service_index(c->reg, service));
+        render_service(c, service, &req->res_body, 0);
+    } else {
+        set_index(req, cm_registry_index(c->reg));
+        render_services(c, &req->res_body);
+    }
+    cm_res_send(req, 200);
+}
+
+static void on_watch(int changed, void *data)
+{
+    (void)changed; /* either way the answer is the current set with its index */
+    parked_t *p = data;
+    answer(p->ctx, p->req, p->service);
+    free(p);
+}
+
+/* ?index=N&wait=DUR. Returns 1 when the request was parked, 0 to answer now, -1 after
+ * answering 400. */
+static int maybe_block(cm_api_ctx_t *c, cm_req_t *req, const char *service)
+{
+    char v[64];
+    int rc = cm_req_query(req, "index", v, sizeof v);
+    if (rc == -ENOENT)
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long long index = rc > 0 && v[0] >= '0' && v[0] <= '9' ? strtoull(v, &end, 10) : 0;
+    if (rc <= 0 || v[0] < '0' || v[0] > '9' || *end || errno) {
+        cm_res_error_field(req, 400, "index",
+                           "index must be a whole number (the X-Cmesh-Index "
+                           "of an earlier answer)");
+        return -1;
+    }
+    uint64_t wait = CM_API_WAIT_DEFAULT_MS;
+    rc = cm_req_query(req, "wait", v, sizeof v);
+    if (rc != -ENOENT && (rc <= 0 || cm_parse_duration_ms(v, &wait) < 0)) {
+        cm_res_error_field(req, 400, "wait", "wait must be a duration like 30s or 5m");
+        return -1;
+    }
+    if (wait > CM_API_WAIT_MAX_MS)
+        wait = CM_API_WAIT_MAX_MS;
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof r, GRND_NONBLOCK) != sizeof r)
+        r = (uint32_t)time(NULL);
+    /* jitter, as Consul: watchers that started together do not all come back together */
+    wait += wait >= 16 ? r % (wait / 16) : 0;
+    if (c->stopping)
+        return 0;
+    parked_t *p = calloc(1, sizeof *p);
+    if (!p) {
+        cm_res_error(req, 503, "out of memory");
+        return -1;
+    }
+    p->req = req;
+    p->ctx = c;
+    snprintf(p->service, sizeof p->service, "%s", service ? service : "");
+    rc = cm_registry_watch(c->reg, service, index, wait, on_watch, p);
+    if (rc < 0) {
+        free(p);
+        return 0; /* -EALREADY: it changed already */
+    }
+    return 1;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Handlers                                                                           */
+/* ---------------------------------------------------------------------------------- */
+
+/* Copies route capture 0 (a service name) into out; answers 404 when unknown. */
+static const cm_svc_spec_t *service_param(cm_req_t *req, cm_api_ctx_t *c, char *out, size_t cap)
+{
+    cm_str_t s = req->params[0];
+    if (s.len >= cap) {
+        cm_res_error(req, 404, "no such service");
+        return NULL;
+    }
+    memcpy(out, s.p, s.len);
+    out[s.len] = '\0';
+    const cm_svc_spec_t *sp = cm_spec_service(c->spec, out);
+    if (!sp)
+        cm_res_error(req, 404, "no service named '%s'", out);
+    return sp;
+}
+
+static void h_services(cm_req_t *req)
+{
+    cm_api_ctx_t *c = ctx_of(req);
+    if (maybe_block(c, req, NULL) != 0)
+        return;
+    answer(c, req, "");
+}
+
+static void h_service(cm_req_t *req)
+{
+    cm_api_ctx_t *c = ctx_of(req);
+    char name[CM_SPEC_NAME_MAX];
+    if (!service_param(req, c, name, sizeof name))
+        return;
+    if (maybe_block(c, req, name) != 0)
+        return;
+    answer(c, req, name);
+}
+
+static void h_scale(cm_req_t *req)
+{
+    cm_api_ctx_t *c = ctx_of(req);
+    char name[CM_SPEC_NAME_MAX], err[256];
+    if (!service_param(req, c, name, sizeof name))
+        return;
+    json_t *o = cm_json_parse_object(req->body.p, req->body.len, err, sizeof err);
+    if (!o) {
+        cm_res_error(req, 400, "%s", err);
+        return;
+    }
+    json_t *n = json_object_get(o, "instances");
+    json_int_t v = json_is_integer(n) ? json_integer_value(n) : -1;
+    json_decref(o);
+    if (v < 0 || v > CM_SPEC_MAX_INST) {
+        cm_res_error_field(req, 422, "instances", "instances must be a whole number in 0..%d",
+                           CM_SPEC_MAX_INST);
+        return;
+    }
+    if (strcmp(name, CM_SPEC_GATEWAY) == 0 && v != 1) {
+        cm_res_error_field(req, 422, "instances",
+                           "the gateway runs as exactly 1 instance (it "
+                           "owns its port)");
+        return;
+    }
+    if (c->stopping) {
+        cm_res_error(req, 409, "the system is going down");
+        return;
+    }
+    int rc = cm_sup_scale(c->sup, name, (int)v);
+    if (rc < 0) {
+        cm_res_error(req, 500, "scale failed: %s", strerror(-rc));
+        return;
+    }
+    set_index(req, cm_registry_index(c->reg));
+    cm_buf_append_str(&req->res_body, "{\"name\":");
+    cm_json_str(&req->res_body, name, strlen(name));
+    cm_buf_appendf(&req->res_body, ",\"desired\":%d}", (int)v);
+    cm_res_send(req, 200);
+}
+
+/* An id of a hand-registered instance: 1..47 of a-z, 0-9, '-', '_', '.'. Copies capture
+ * 1 into out; answers 400 and returns -1 when it is not one. */
+static int ext_id_param(cm_req_t *req, char *out, size_t cap)
+{
+    cm_str_t s = req->params[1];
+    size_t ok = 0;
+    while (ok < s.len &&
+           (strchr("abcdefghijklmnopqrstuvwxyz0123456789-_.", s.p[ok]) && s.p[ok] != '\0'))
+        ok++;
+    if (s.len == 0 || s.len >= cap || ok != s.len) {
+        cm_res_error_field(req, 400, "id", "an instance id is 1..%zu of a-z, 0-9, '-', '_', '.'",
+                           cap - 1);
+        return -1;
+    }
+    memcpy(out, s.p, s.len);
+    out[s.len] = '\0';
+    return 0;
+}
+
+static void h_register(cm_req_t *req)
+{
+    cm_api_ctx_t *c = ctx_of(req);
+    char name[CM_SPEC_NAME_MAX], id[48], err[256];
+    if (!service_param(req, c, name, sizeof name) || ext_id_param(req, id, sizeof id) < 0)
+        return;
+    if (strcmp(name, CM_SPEC_GATEWAY) == 0) {
+        cm_res_error(req, 422, "the gateway is not a service instances register with");
+        return;
+    }
+    json_t *o = cm_json_parse_object(req->body.p, req->body.len, err, sizeof err);
+    if (!o) {
+        cm_res_error(req, 400, "%s", err);
+        return;
+    }
+    const char *addr = json_string_value(json_object_get(o, "address"));
+    json_t *port = json_object_get(o, "port"), *ttl = json_object_get(o, "ttl");
+    uint64_t ttl_ms = 0;
+    const char *bad = NULL;
+    if (!addr || !addr[0] || strlen(addr) > 255 || strpbrk(addr, " /\r\n"))
+        bad = "address";
+    else if (!json_is_integer(port) || json_integer_value(port) < 1 ||
+             json_integer_value(port) > 65535)
+        bad = "port";
+    else if (!json_is_string(ttl) || cm_parse_duration_ms(json_string_value(ttl), &ttl_ms) < 0 ||
+             ttl_ms < 100 || ttl_ms > CM_EXT_TTL_MAX_MS)
+        bad = "ttl";
+    if (bad) {
+        json_decref(o);
+        cm_res_error_field(req, 422, bad, "%s",
+                           strcmp(bad, "address") == 0 ? "address must be a host name or IP"
+                           : strcmp(bad, "port") == 0  ? "port must be a whole number in 1..65535"
+                                                       : "ttl must be a duration from 100ms to 1h");
+        return;
+    }
+    int rc = c->stopping
+                 ? -ESHUTDOWN
+                 : cm_ext_put(c->ext, name, id, addr, (int)json_integer_value(port), ttl_ms);
+    json_decref(o);
+    if (rc == -ESHUTDOWN) {
+        cm_res_error(req, 409, "the system is going down");
+        return;
+    }
+    if (rc < 0) {
+        cm_res_error(req, rc == -ENOSPC ? 507 : 422, "%s",
+                     rc == -ENOSPC ? "too many instances registered by hand"
+                                   : "the registration was refused");
+        return;
+    }
+    set_index(req, cm_registry_index(c->reg));
+    cm_buf_append_str(&req->res_body, "{\"id\":\"");
+    cm_json_escape(&req->res_body, name, strlen(name));
+    cm_buf_appendf(&req->res_body, "/%s\",\"ttl_ms\":%llu}", id, (unsigned long long)ttl_ms);
+    cm_res_send(req, 200);
+}
+
+static void h_deregister(cm_req_t *req)
+{
+    cm_api_ctx_t *c = ctx_of(req);
+    char name[CM_SPEC_NAME_MAX], id[48];
+    if (!service_param(req, c, name, sizeof name) || ext_id_param(req, id, sizeof id) < 0)
+        return;
+    if (cm_ext_del(c->ext, name, id) < 0) {
+        cm_res_error(req, 404, "no instance '%s' registered with %s", id, name);
+        return;
+    }
+    set_index(req, cm_registry_index(c->reg));
+    cm_res_send(req, 204);
+}
+
+/* Prometheus HTTP SD: [{"targets": ["h:p", ...], "labels": {...}}], one group per
+ * service, instances with a process only. */
+static void h_targets(cm_req_t *req)
+{
+    cm_api_ctx_t *c = ctx_of(req);
+    cm_buf_t *b = &req->res_body;
+    cm_buf_append_str(b, "[");
+    int groups = 0;
+    for (int i = 0; i < c->spec->nsvcs; i++) {
+        const char *name = c->spec->svcs[i].name;
+        int n = cm_registry_ninstances(c->reg, name);
+        for (int j = 0; j < n; j++) {
+            const cm_reg_inst_t *in = cm_registry_instance(c->reg, name, j);
+            if (in->pid <= 0 && !in->ext_id[0])
+                continue;
+            int v6 = strchr(in->host, ':') != NULL;
+            cm_buf_appendf(b, "%s{\"targets\":[\"%s%s%s:%d\"],\"labels\":{\"job\":",
+                           groups++ ? "," : "", v6 ? "[" : "", in->host, v6 ? "]" : "", in->port);
+            cm_json_str(b, name, strlen(name));
+            cm_buf_appendf(b, ",\"service\":");
+            cm_json_str(b, name, strlen(name));
+            if (in->ext_id[0])
+                cm_buf_appendf(b, ",\"instance_id\":\"%s/%s\",\"state\":\"%s\"}}", name, in->ext_id,
+                               cm_inst_state_name(in->state));
+            else
+                cm_buf_appendf(b, ",\"instance_id\":\"%s/%d\",\"state\":\"%s\"}}", name, in->index,
+                               cm_inst_state_name(in->state));
+        }
+    }
+    cm_buf_append_str(b, "]");
+    set_index(req, cm_registry_index(c->reg));
+    cm_res_send(req, 200);
+}
+
+static void h_status(cm_req_t *req)
+{
+    cm_api_ctx_t *c = ctx_of(req);
+    cm_buf_t *b = &req->res_body;
+    cm_buf_appendf(b, "{\"index\":%" PRIu64 ",\"pid\":%d,\"stopping\":%s,\"services\":[",
+                   cm_registry_index(c->reg), (int)getpid(), c->stopping ? "true" : "false");
+    for (int i = 0; i < c->spec->nsvcs; i++) {
+        const char *name = c->spec->svcs[i].name;
+        cm_buf_appendf(b, "%s{\"name\":", i ? "," : "");
+        cm_json_str(b, name, strlen(name));
+        cm_buf_appendf(b, ",\"desired\":%d,\"instances\":", cm_sup_count(c->sup, name));
+        render_service(c, name, b, 1);
+        cm_buf_append_str(b, "}");
+    }
+    cm_buf_append_str(b, "]}");
+    set_index(req, cm_registry_index(c->reg));
+    cm_res_send(req, 200);
+}
+
+static void h_ready(cm_req_t *req)
+{
+    cm_api_ctx_t *c = ctx_of(req);
+    cm_buf_t *b = &req->res_body;
+    int all = !c->stopping, first = 1;
+    cm_buf_append_str(b, "{\"not_ready\":[");
+    for (int i = 0; i < c->spec->nsvcs; i++) {
+        const char *name = c->spec->svcs[i].name;
+        int want = cm_sup_count(c->sup, name);
+        for (int j = 0; j < want; j++) {
+            const cm_reg_inst_t *in = NULL;
+            int n = cm_registry_ninstances(c->reg, name);
+            for (int k = 0; k < n; k++)
+                if (cm_registry_instance(c->reg, name, k)->index == j)
+                    in = cm_registry_instance(c->reg, name, k);
+            if (in && in->state == CM_INST_READY)
+                continue;
+            all = 0;
+            cm_buf_appendf(b, "%s{\"id\":\"%s/%d\",\"state\":\"%s\"}", first ? "" : ",", name, j,
+                           in ? cm_inst_state_name(in->state) : "stopped");
+            first = 0;
+        }
+    }
+    cm_buf_appendf(b, "],\"ready\":%s}", all ? "true" : "false");
+    set_index(req, cm_registry_index(c->reg));
+    cm_res_send(req, all ? 200 : 503);
+}
+
+const cm_route_t cm_api_routes[] = {
+    {CM_GET, "/v1/services", h_services},
+    {CM_GET, "/v1/services/{name}", h_service},
+    {CM_PUT, "/v1/services/{name}/scale", h_scale},
+    {CM_PUT, "/v1/services/{name}/instances/{id}", h_register},
+    {CM_DELETE, "/v1/services/{name}/instances/{id}", h_deregister},
+    {CM_GET, "/v1/targets", h_targets},
+    {CM_GET, "/v1/status", h_status},
+    {CM_GET, "/v1/ready", h_ready},
+};
+const int cm_api_nroutes = (int)(sizeof cm_api_routes / sizeof cm_api_routes[0]);

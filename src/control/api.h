@@ -1,0 +1,39 @@
+/* control/api.h: the control plane's HTTP API on core/router, served by core/server on
+ * the control port:
+ *   GET /v1/services              services with desired / running / ready counts
+ *   GET /v1/services/{name}       its instances (address, state, pid, restarts, ...)
+ *       both take ?index=N&wait=DUR: Consul's blocking query (answer as soon as the
+ *       index passes N, or after wait: default 5m, at most 10m, plus up to wait/16 of
+ *       jitter); the index is in the X-Cmesh-Index header of every answer
+ *   PUT /v1/services/{name}/scale {"instances": N}
+ *   PUT /v1/services/{name}/instances/{id} {"address","port","ttl"}: registers an
+ *       instance started by hand (or, again, is its heartbeat); DELETE deregisters it
+ *   GET /v1/targets               Prometheus HTTP service discovery
+ *   GET /v1/status                everything `cmesh status` shows, with cpu, rss, log tails
+ *   GET /v1/ready                 200 when every instance is ready, else 503 naming them
+ * The handlers find their context in req->state: a cm_api_ctx_t. */
+#ifndef CMESH_CONTROL_API_H
+#define CMESH_CONTROL_API_H
+
+#include "control/external.h"
+#include "control/registry.h"
+#include "control/spec.h"
+#include "control/supervise.h"
+#include "core/router.h"
+
+#define CM_API_WAIT_DEFAULT_MS (5ull * 60 * 1000)
+#define CM_API_WAIT_MAX_MS     (10ull * 60 * 1000)
+
+/* What the handlers read; the first member of up.c's state, so req->state points to it. */
+typedef struct cm_api_ctx {
+    const cm_spec_t *spec;
+    cm_registry_t *reg;
+    cm_sup_t *sup;
+    cm_ext_t *ext; /* instances registered by hand */
+    int stopping;  /* down in progress: scale is refused (409) */
+} cm_api_ctx_t;
+
+extern const cm_route_t cm_api_routes[];
+extern const int cm_api_nroutes;
+
+#endif

@@ -1,0 +1,1035 @@
+/* control/supervise.c: the supervisor (see supervise.h). One slot per instance with an
+ * explicit state (registry.h's cm_inst_state_t):
+ *   STARTING  → READY      readiness passed (then liveness starts: a slow start is not
+ *                          a dead process, as Kubernetes' startupProbe)
+ *   READY    ⇄ CRITICAL    readiness failed / passed again
+ *   any running → DRAINING stop asked (scale, down, liveness): routing first, SIGTERM
+ *   DRAINING → STOPPED     exited (or → STARTING again when it was a restart)
+ *   running  → BACKOFF     exited unexpectedly; → CRASHLOOP when it keeps doing so
+ *   BACKOFF/CRASHLOOP → STARTING when its timer fires
+ * Exits come from libuv (our children) or from a pidfd (adopted instances, which are
+ * not our children). Orphans that instances leave behind are ours too (subreaper):
+ * reaped on SIGCHLD, killed at the end of stop_all. */
+#include "control/supervise.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/pidfd.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "control/load.h"
+#include "control/logfile.h"
+#include "control/probe.h"
+#include "control/reap.h"
+#include "control/state.h"
+#include "core/log.h"
+
+extern char **environ;
+
+#define MAINT_MS 2000 /* log size check and orphan reaping */
+#define MIN_UP_MS                                                                                  \
+    1000 /* without a readiness check, running this long is ready: a process                       \
+            that exits at once must not count as up (for --wait) */
+
+typedef enum { AFTER_STOP, AFTER_RESTART } after_t;
+
+typedef struct svc svc_t;
+typedef struct inst {
+    cm_sup_t *sup;
+    svc_t *svc;
+    int index;
+    cm_inst_state_t state;
+    after_t after; /* DRAINING: what its exit leads to */
+    int pid;       /* 0: no process */
+    uint64_t start_ticks;
+    int64_t started_ms;  /* wall clock */
+    uint64_t started_at; /* loop time (ms) of the spawn: how long it ran */
+    uv_process_t *proc;  /* our child; freed in its close callback */
+    uv_poll_t *poll;     /* adopted: readable pidfd when it exits */
+    int pidfd;
+    uv_timer_t timer; /* BACKOFF: restart; DRAINING: SIGKILL */
+    cm_probe_t *ready, *live;
+    int restarts, streak, last_exit, adopted;
+    int logfd;
+    int scraping;          /* a GET /metrics is outstanding */
+    cm_load_sample_t load; /* the last scrape (of this pid) */
+    uint64_t load_at;      /* loop time (ms) of that scrape */
+    int load_pid;          /* whose it was */
+    double rps, p99_ms;    /* between the last two scrapes; p99 -1 = no request */
+    int has_load;
+} inst_t;
+
+struct svc {
+    const cm_svc_spec_t *spec;
+    int count; /* desired */
+    inst_t *inst[CM_SPEC_MAX_INST];
+};
+
+struct cm_sup {
+    uv_loop_t *loop;
+    const cm_spec_t *spec;
+    cm_registry_t *reg;
+    cm_client_t *client;
+    char self[4096];
+    cm_sup_hooks_t hooks;
+    svc_t svcs[CM_SPEC_MAX_SVCS];
+    int nsvcs;
+    uv_timer_t maint;
+    uv_signal_t sigchld;
+    int open_handles; /* closing ones counted down by on_closed; freed at 0 */
+    int freeing;
+    int all_ready; /* on_all_ready was called and it is still true */
+    int stopping;  /* stop_all: stage in progress */
+    int stage;     /* 0 = the gateway, then services from the last to the first */
+    void (*stop_done)(void *);
+    void *stop_arg;
+};
+
+static void spawn(inst_t *in);
+static void stop(inst_t *in, after_t after);
+static void stage_check(cm_sup_t *s);
+
+/* ---------------------------------------------------------------------------------- */
+/* Low level: time, backoff, logs, signals                                            */
+/* ---------------------------------------------------------------------------------- */
+
+uint64_t cm_sup_backoff_ms(int failures, uint32_t rnd)
+{
+    if (failures <= 0)
+        return 0;
+    uint64_t d = CM_SUP_BACKOFF_BASE_MS;
+    for (int i = 1; i < failures && d < CM_SUP_BACKOFF_CAP_MS; i++)
+        d *= 2;
+    if (d > CM_SUP_BACKOFF_CAP_MS)
+        d = CM_SUP_BACKOFF_CAP_MS;
+    /* equal jitter: restarts of instances that died together spread out */
+    return d / 2 + rnd % (d / 2 + 1);
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint32_t rnd32(void)
+{
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof r, GRND_NONBLOCK) != sizeof r)
+        r = (uint32_t)wall_ms();
+    return r;
+}
+
+/* One line into the instance's log, so `cmesh logs` shows what the supervisor did. */
+static void log_note(inst_t *in, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void log_note(inst_t *in, const char *fmt, ...)
+{
+    if (in->logfd < 0)
+        return;
+    char buf[1024];
+    char ts[32];
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    int n = snprintf(buf, sizeof buf, "%s cmesh: %s/%d: ", ts, in->svc->spec->name, in->index);
+    va_list ap;
+    va_start(ap, fmt);
+    n += vsnprintf(buf + n, sizeof buf - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    if (n > (int)sizeof buf - 2)
+        n = (int)sizeof buf - 2;
+    buf[n++] = '\n';
+    if (write(in->logfd, buf, (size_t)n) < 0) {
+        /* a full disk: the note is lost, the instance runs on */
+    }
+}
+
+static void log_path(const inst_t *in, char *out, size_t cap)
+{
+    cm_state_log_path(in->sup->spec->state_dir, in->svc->spec->name, in->index, out, cap);
+}
+
+static void rotate(inst_t *in)
+{
+    char p[4096];
+    log_path(in, p, sizeof p);
+    cm_logfile_rotate(in->logfd, p, CM_SUP_LOG_MAX, CM_SUP_LOG_KEEP);
+}
+
+static int open_log(inst_t *in)
+{
+    if (in->logfd >= 0)
+        return 0;
+    char p[4096];
+    log_path(in, p, sizeof p);
+    in->logfd = open(p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    return in->logfd < 0 ? -errno : 0;
+}
+
+/* The instance is the leader of its own session and process group: a signal to the
+ * group reaches what it forked too (unless that made a session of its own). */
+static void signal_group(inst_t *in, int sig)
+{
+    if (in->pid > 0 && kill(-in->pid, sig) < 0 && errno == ESRCH)
+        kill(in->pid, sig);
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Publishing                                                                         */
+/* ---------------------------------------------------------------------------------- */
+
+static int running(const inst_t *in)
+{
+    return in->pid > 0;
+}
+
+static void publish(inst_t *in)
+{
+    cm_reg_inst_t r;
+    memset(&r, 0, sizeof r); /* the registry compares whole entries */
+    r.index = in->index;
+    snprintf(r.host, sizeof r.host, "%s", in->svc->spec->host);
+    r.port = in->svc->spec->port + in->index;
+    r.pid = in->pid;
+    r.state = in->state;
+    r.restarts = in->restarts;
+    r.last_exit = in->last_exit;
+    r.started_ms = in->started_ms;
+    r.adopted = in->adopted;
+    cm_registry_put(in->sup->reg, in->svc->spec->name, &r);
+    cm_sup_t *s = in->sup;
+    int all = !s->stopping;
+    for (int i = 0; all && i < s->nsvcs; i++)
+        for (int j = 0; all && j < s->svcs[i].count; j++)
+            all = s->svcs[i].inst[j] && s->svcs[i].inst[j]->state == CM_INST_READY;
+    if (all && !s->all_ready) {
+        s->all_ready = 1;
+        if (s->hooks.on_all_ready)
+            s->hooks.on_all_ready(s->hooks.arg);
+    } else if (!all)
+        s->all_ready = 0;
+}
+
+static void routing_changed(inst_t *in)
+{
+    if (in->sup->hooks.on_routing)
+        in->sup->hooks.on_routing(in->sup->hooks.arg, in->svc->spec->name);
+}
+
+static void set_state(inst_t *in, cm_inst_state_t st)
+{
+    int was_routed = in->state == CM_INST_READY;
+    in->state = st;
+    publish(in);
+    if (was_routed != (st == CM_INST_READY))
+        routing_changed(in);
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Probes                                                                             */
+/* ---------------------------------------------------------------------------------- */
+
+static void on_live(cm_probe_t *p, int passing, void *data)
+{
+    (void)p;
+    inst_t *in = data;
+    if (passing || !running(in) || in->state == CM_INST_DRAINING)
+        return;
+    log_note(in, "liveness %s failed %d times: restarting", in->svc->spec->live.path,
+             in->svc->spec->live.fall);
+    in->restarts++;
+    stop(in, AFTER_RESTART);
+}
+
+static void on_ready(cm_probe_t *p, int passing, void *data)
+{
+    (void)p;
+    inst_t *in = data;
+    if (!running(in) || in->state == CM_INST_DRAINING)
+        return;
+    if (passing) {
+        if (in->streak > 0 && uv_now(in->sup->loop) - in->started_at >= CM_SUP_STABLE_MS)
+            in->streak = 0;
+        set_state(in, CM_INST_READY);
+        const cm_svc_spec_t *sp = in->svc->spec;
+        if (!in->live && sp->live.path[0])
+            cm_probe_new(in->sup->loop, in->sup->client, &sp->live, sp->host, sp->port + in->index,
+                         1, on_live, in, &in->live);
+    } else if (in->state == CM_INST_READY) {
+        log_note(in, "readiness %s failed: out of routing", in->svc->spec->ready.path);
+        set_state(in, CM_INST_CRITICAL);
+    }
+}
+
+static void on_min_up(uv_timer_t *t)
+{
+    inst_t *in = t->data;
+    if (!running(in) || in->state != CM_INST_STARTING)
+        return;
+    const cm_svc_spec_t *sp = in->svc->spec;
+    set_state(in, CM_INST_READY);
+    if (sp->live.path[0])
+        cm_probe_new(in->sup->loop, in->sup->client, &sp->live, sp->host, sp->port + in->index, 1,
+                     on_live, in, &in->live);
+}
+
+static void probes_start(inst_t *in)
+{
+    const cm_svc_spec_t *sp = in->svc->spec;
+    if (sp->ready.path[0])
+        cm_probe_new(in->sup->loop, in->sup->client, &sp->ready, sp->host, sp->port + in->index, 0,
+                     on_ready, in, &in->ready);
+    else /* no readiness check: still running after MIN_UP_MS is ready */
+        uv_timer_start(&in->timer, on_min_up, in->adopted ? 0 : MIN_UP_MS, 0);
+}
+
+static void probes_stop(inst_t *in)
+{
+    cm_probe_free(in->ready);
+    cm_probe_free(in->live);
+    in->ready = in->live = NULL;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Exits                                                                              */
+/* ---------------------------------------------------------------------------------- */
+
+static void on_restart_timer(uv_timer_t *t)
+{
+    inst_t *in = t->data;
+    if (!running(in) && (in->state == CM_INST_BACKOFF || in->state == CM_INST_CRASHLOOP))
+        spawn(in);
+}
+
+static void inst_exited(inst_t *in, int code)
+{
+    cm_sup_t *s = in->sup;
+    /* whatever the instance forked into its group goes with it */
+    signal_group(in, SIGKILL);
+    probes_stop(in);
+    uv_timer_stop(&in->timer);
+    cm_state_del(s->spec->state_dir, in->svc->spec->name, in->index);
+    int was_draining = in->state == CM_INST_DRAINING;
+    uint64_t ran = uv_now(s->loop) - in->started_at;
+    in->pid = 0;
+    in->last_exit = code;
+    in->adopted = 0;
+    if (code >= 128)
+        log_note(in, "exited on signal %d", code - 128);
+    else if (code >= 0)
+        log_note(in, "exited with status %d", code);
+    else
+        log_note(in, "exited");
+    if (was_draining && in->after == AFTER_RESTART && !s->stopping) {
+        spawn(in);
+        return;
+    }
+    if (was_draining || s->stopping || in->index >= in->svc->count) {
+        set_state(in, CM_INST_STOPPED);
+        if (in->index >= in->svc->count)
+            cm_registry_remove(s->reg, in->svc->spec->name, in->index);
+        if (s->stopping)
+            stage_check(s);
+        return;
+    }
+    /* unexpected: at once the first time, then backoff; a stable run starts over */
+    if (ran >= CM_SUP_STABLE_MS)
+        in->streak = 0;
+    uint64_t delay = cm_sup_backoff_ms(in->streak, rnd32());
+    in->streak++;
+    in->restarts++;
+    log_note(in, "restarting in %llu ms (restart %d)", (unsigned long long)delay, in->restarts);
+    set_state(in, in->streak >= 3 ? CM_INST_CRASHLOOP : CM_INST_BACKOFF);
+    uv_timer_start(&in->timer, on_restart_timer, delay, 0);
+}
+
+static void handle_gone(cm_sup_t *s)
+{
+    s->open_handles--;
+    if (s->freeing && s->open_handles == 0)
+        free(s);
+}
+
+/* For handles allocated on their own (processes, polls): data is the supervisor. */
+static void on_handle_closed(uv_handle_t *h)
+{
+    cm_sup_t *s = h->data;
+    free(h);
+    handle_gone(s);
+}
+
+/* For a slot's embedded timer: the slot goes with it. */
+static void on_slot_closed(uv_handle_t *h)
+{
+    inst_t *in = h->data;
+    cm_sup_t *s = in->sup;
+    free(in);
+    handle_gone(s);
+}
+
+/* For the handles embedded in the supervisor itself. */
+static void on_own_closed(uv_handle_t *h)
+{
+    handle_gone(h->data);
+}
+
+static void on_proc_exit(uv_process_t *p, int64_t status, int sig)
+{
+    inst_t *in = p->data;
+    in->proc = NULL;
+    p->data = in->sup;
+    uv_close((uv_handle_t *)p, on_handle_closed);
+    inst_exited(in, sig ? 128 + sig : (int)status);
+}
+
+static void close_poll(inst_t *in)
+{
+    if (!in->poll)
+        return;
+    uv_poll_stop(in->poll);
+    in->poll->data = in->sup;
+    uv_close((uv_handle_t *)in->poll, on_handle_closed);
+    in->poll = NULL;
+    close(in->pidfd);
+    in->pidfd = -1;
+}
+
+static void on_pidfd(uv_poll_t *p, int status, int events)
+{
+    (void)status, (void)events;
+    inst_t *in = p->data;
+    close_poll(in);
+    inst_exited(in, -1); /* not our child: its status went to whoever reaps it */
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Spawning and adopting                                                              */
+/* ---------------------------------------------------------------------------------- */
+
+static int url_of(const char *service, int index, char *out, size_t cap, void *arg)
+{
+    cm_sup_t *s = arg;
+    for (int i = 0; i < s->nsvcs; i++) {
+        const svc_t *v = &s->svcs[i];
+        if (strcmp(v->spec->name, service) != 0)
+            continue;
+        /* instance i of a caller talks to instance i mod n of the service it calls:
+         * callers spread over the callees until the registry watch replaces this */
+        int n = v->count > 0 ? v->count : 1;
+        snprintf(out, cap, "http://%s:%d", v->spec->host, v->spec->port + index % n);
+        return 0;
+    }
+    return -ENOENT;
+}
+
+static int has_listen_placeholder(const cm_svc_spec_t *sp)
+{
+    for (int i = 0; i < sp->nargs; i++)
+        if (strstr(sp->args[i], "{addr}") || strstr(sp->args[i], "{port}"))
+            return 1;
+    return 0;
+}
+
+/* argv and envp of one instance, in one allocation each (freed by the caller). */
+static int build_argv(inst_t *in, char ***argv_out, char ***env_out)
+{
+    cm_sup_t *s = in->sup;
+    const cm_svc_spec_t *sp = in->svc->spec;
+    int n = 0, cap = sp->nargs + 8;
+    char **argv = calloc((size_t)cap, sizeof *argv);
+    int nenv = 0;
+    while (environ[nenv])
+        nenv++;
+    char **env = calloc((size_t)(nenv + sp->nenv + 4), sizeof *env);
+    if (!argv || !env) {
+        free(argv);
+        free(env);
+        return -ENOMEM;
+    }
+    char buf[4096];
+    if (sp->self) {
+        argv[n++] = strdup(s->self);
+        argv[n++] = strdup(sp->command);
+        if (strcmp(sp->name, CM_SPEC_GATEWAY) == 0) {
+            argv[n++] = strdup("--config");
+            snprintf(buf, sizeof buf, "%s/gateway.yaml", s->spec->state_dir);
+            argv[n++] = strdup(buf);
+        } else if (!has_listen_placeholder(sp)) {
+            argv[n++] = strdup("--listen");
+            snprintf(buf, sizeof buf, "%s:%d", sp->host, sp->port + in->index);
+            argv[n++] = strdup(buf);
+        }
+    } else
+        argv[n++] = strdup(sp->command);
+    int rc = 0;
+    for (int i = 0; i < sp->nargs && rc == 0; i++) {
+        rc = cm_spec_expand(sp, in->index, sp->args[i], url_of, s, buf, sizeof buf);
+        argv[n++] = strdup(buf);
+    }
+    int e = 0;
+    for (int i = 0; i < nenv; i++)
+        if (strncmp(environ[i], "CMESH_INSTANCE=", 15) != 0 &&
+            strncmp(environ[i], "CMESH_STATE=", 12) != 0)
+            env[e++] = strdup(environ[i]);
+    for (int i = 0; i < sp->nenv; i++)
+        env[e++] = strdup(sp->env[i]);
+    /* how a restarted control plane recognises its instances in /proc */
+    snprintf(buf, sizeof buf, "CMESH_INSTANCE=%s/%d", sp->name, in->index);
+    env[e++] = strdup(buf);
+    snprintf(buf, sizeof buf, "CMESH_STATE=%s", s->spec->state_dir);
+    env[e++] = strdup(buf);
+    *argv_out = argv;
+    *env_out = env;
+    return rc;
+}
+
+static void free_vec(char **v)
+{
+    for (int i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+static void watch_pid(inst_t *in)
+{
+    in->pidfd = pidfd_open(in->pid, 0);
+    if (in->pidfd < 0)
+        return;
+    in->poll = malloc(sizeof *in->poll);
+    if (!in->poll || uv_poll_init(in->sup->loop, in->poll, in->pidfd) < 0) {
+        free(in->poll);
+        in->poll = NULL;
+        close(in->pidfd);
+        in->pidfd = -1;
+        return;
+    }
+    in->sup->open_handles++;
+    in->poll->data = in;
+    uv_poll_start(in->poll, UV_READABLE, on_pidfd);
+}
+
+static void record(inst_t *in)
+{
+    cm_inst_rec_t r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.service, sizeof r.service, "%s", in->svc->spec->name);
+    r.index = in->index;
+    r.pid = in->pid;
+    r.start_ticks = in->start_ticks;
+    r.port = in->svc->spec->port + in->index;
+    r.started_ms = in->started_ms;
+    int rc = cm_state_put(in->sup->spec->state_dir, &r);
+    if (rc < 0)
+        cm_log_msg(CM_LOG_ERROR, "control: cannot record %s/%d: %s", r.service, r.index,
+                   strerror(-rc));
+}
+
+static void spawn(inst_t *in)
+{
+    cm_sup_t *s = in->sup;
+    open_log(in);
+    char **argv = NULL, **env = NULL;
+    int rc = build_argv(in, &argv, &env);
+    in->started_at = uv_now(s->loop);
+    in->started_ms = wall_ms();
+    if (rc == 0) {
+        uv_process_t *p = calloc(1, sizeof *p);
+        uv_stdio_container_t stdio[3] = {
+            {.flags = UV_IGNORE},
+            {.flags = in->logfd >= 0 ? UV_INHERIT_FD : UV_IGNORE, .data.fd = in->logfd},
+            {.flags = in->logfd >= 0 ? UV_INHERIT_FD : UV_IGNORE, .data.fd = in->logfd},
+        };
+        uv_process_options_t o = {
+            .exit_cb = on_proc_exit,
+            .file = argv[0],
+            .args = argv,
+            .env = env,
+            .cwd = s->spec->dir,
+            .flags = UV_PROCESS_DETACHED, /* setsid: its own session and group */
+            .stdio_count = 3,
+            .stdio = stdio,
+        };
+        rc = p ? uv_spawn(s->loop, p, &o) : -ENOMEM;
+        if (rc == 0) {
+            s->open_handles++;
+            p->data = in;
+            in->proc = p;
+            in->pid = p->pid;
+            if (cm_proc_start_ticks(in->pid, &in->start_ticks) < 0)
+                in->start_ticks = 0;
+        } else if (p) {
+            /* uv_spawn's handle must still be closed after a failed spawn */
+            p->data = s;
+            s->open_handles++;
+            uv_close((uv_handle_t *)p, on_handle_closed);
+        }
+    }
+    if (rc < 0) {
+        log_note(in, "cannot start %s: %s", argv && argv[0] ? argv[0] : "?", uv_strerror(rc));
+        free_vec(argv);
+        free_vec(env);
+        in->state = CM_INST_STARTING;
+        inst_exited(in, 127);
+        return;
+    }
+    log_note(in, "started pid %d: %s", in->pid, argv[0]);
+    free_vec(argv);
+    free_vec(env);
+    record(in);
+    set_state(in, CM_INST_STARTING);
+    probes_start(in);
+}
+
+static void adopt(inst_t *in, const cm_inst_rec_t *r)
+{
+    open_log(in);
+    in->pid = r->pid;
+    in->start_ticks = r->start_ticks;
+    in->started_ms = r->started_ms;
+    in->started_at = uv_now(in->sup->loop);
+    in->adopted = 1;
+    watch_pid(in);
+    log_note(in, "adopted pid %d", in->pid);
+    set_state(in, CM_INST_STARTING);
+    probes_start(in); /* adopted means running; ready means its readiness passed again */
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Stopping                                                                           */
+/* ---------------------------------------------------------------------------------- */
+
+static void on_kill_timer(uv_timer_t *t)
+{
+    inst_t *in = t->data;
+    if (!running(in))
+        return;
+    log_note(in, "still running after its drain timeout: SIGKILL");
+    signal_group(in, SIGKILL);
+}
+
+static void stop(inst_t *in, after_t after)
+{
+    if (!running(in)) {
+        uv_timer_stop(&in->timer);
+        if (in->state != CM_INST_STOPPED)
+            set_state(in, CM_INST_STOPPED);
+        return;
+    }
+    if (in->state == CM_INST_DRAINING) {
+        if (after == AFTER_STOP)
+            in->after = AFTER_STOP;
+        return;
+    }
+    in->after = after;
+    /* out of routing first: set_state tells the gateway before the SIGTERM goes */
+    set_state(in, CM_INST_DRAINING);
+    probes_stop(in);
+    log_note(in, "stopping: SIGTERM (SIGKILL in %llu ms)",
+             (unsigned long long)in->svc->spec->drain_ms);
+    signal_group(in, SIGTERM);
+    signal_group(in, SIGCONT); /* a stopped (SIGSTOP) process acts on the TERM only then */
+    uv_timer_start(&in->timer, on_kill_timer, in->svc->spec->drain_ms, 0);
+}
+
+/* Stage k of stop_all: the gateway first (when there is one), then the other services
+ * from the last in the file to the first (callers before what they call). */
+/* An instance's own process (libuv reaps it and tells us), not an orphan. */
+static int is_instance(int pid, void *arg)
+{
+    cm_sup_t *s = arg;
+    for (int i = 0; i < s->nsvcs; i++)
+        for (int j = 0; j < CM_SPEC_MAX_INST; j++)
+            if (s->svcs[i].inst[j] && s->svcs[i].inst[j]->proc && s->svcs[i].inst[j]->pid == pid)
+                return 1;
+    return 0;
+}
+
+static void sweep_orphans(cm_sup_t *s, int kill_live)
+{
+    cm_reap_orphans(is_instance, s, kill_live);
+}
+
+static svc_t *stage_svc(cm_sup_t *s, int stage, int *last)
+{
+    int gw = s->spec->has_gateway;
+    *last = stage >= s->nsvcs;
+    if (*last)
+        return NULL;
+    if (gw && stage == 0)
+        return &s->svcs[s->nsvcs - 1];
+    return &s->svcs[s->nsvcs - 1 - gw - (gw ? stage - 1 : stage)];
+}
+
+static void stage_begin(cm_sup_t *s)
+{
+    for (;;) {
+        int last;
+        svc_t *v = stage_svc(s, s->stage, &last);
+        if (last) {
+            s->stopping = 2;
+            sweep_orphans(s, 1);
+            if (s->stop_done)
+                s->stop_done(s->stop_arg);
+            return;
+        }
+        int busy = 0;
+        for (int j = 0; j < CM_SPEC_MAX_INST; j++)
+            if (v->inst[j]) {
+                stop(v->inst[j], AFTER_STOP);
+                busy |= running(v->inst[j]);
+            }
+        if (busy)
+            return; /* stage_check continues when the last exits */
+        s->stage++;
+    }
+}
+
+static void stage_check(cm_sup_t *s)
+{
+    if (s->stopping != 1)
+        return;
+    int last;
+    svc_t *v = stage_svc(s, s->stage, &last);
+    for (int j = 0; v && j < CM_SPEC_MAX_INST; j++)
+        if (v->inst[j] && running(v->inst[j]))
+            return;
+    s->stage++;
+    stage_begin(s);
+}
+
+void cm_sup_stop_all(cm_sup_t *s, void (*done)(void *), void *arg)
+{
+    if (s->stopping)
+        return;
+    s->stopping = 1;
+    s->stop_done = done;
+    s->stop_arg = arg;
+    s->stage = 0;
+    for (int i = 0; i < s->nsvcs; i++)
+        for (int j = 0; j < CM_SPEC_MAX_INST; j++)
+            if (s->svcs[i].inst[j])
+                uv_timer_stop(&s->svcs[i].inst[j]->timer); /* no restarts from here */
+    stage_begin(s);
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Life cycle                                                                         */
+/* ---------------------------------------------------------------------------------- */
+
+static void on_metrics(int status, const char *body, size_t len, void *data)
+{
+    inst_t *in = data;
+    in->scraping = 0;
+    if (in->sup->freeing || status != 200)
+        return;
+    cm_load_sample_t cur;
+    if (cm_load_parse(body, len, &cur) < 0)
+        return;
+    uint64_t now = uv_now(in->sup->loop);
+    if (in->load_pid == in->pid &&
+        cm_load_rate(&in->load, &cur, now - in->load_at, &in->rps, &in->p99_ms) == 0)
+        in->has_load = 1;
+    in->load = cur;
+    in->load_at = now;
+    in->load_pid = in->pid;
+}
+
+/* Every cmesh process serves /metrics: its counters give RPS and P99 for status. */
+static void scrape(inst_t *in)
+{
+    const cm_svc_spec_t *sp = in->svc->spec;
+    if (!sp->self || !running(in) || in->scraping)
+        return;
+    if (in->load_pid != in->pid)
+        in->has_load = 0;
+    char url[300];
+    int v6 = strchr(sp->host, ':') != NULL;
+    snprintf(url, sizeof url, "http://%s%s%s:%d/metrics", v6 ? "[" : "", sp->host, v6 ? "]" : "",
+             sp->port + in->index);
+    if (cm_client_get(in->sup->client, url, 1000, NULL, on_metrics, in) == 0)
+        in->scraping = 1;
+}
+
+static void on_maint(uv_timer_t *t)
+{
+    cm_sup_t *s = t->data;
+    for (int i = 0; i < s->nsvcs; i++)
+        for (int j = 0; j < CM_SPEC_MAX_INST; j++)
+            if (s->svcs[i].inst[j]) {
+                rotate(s->svcs[i].inst[j]);
+                scrape(s->svcs[i].inst[j]);
+            }
+    sweep_orphans(s, 0);
+}
+
+static void on_sigchld(uv_signal_t *h, int sig)
+{
+    (void)sig;
+    sweep_orphans(h->data, 0);
+}
+
+static inst_t *slot(cm_sup_t *s, svc_t *v, int index)
+{
+    if (v->inst[index])
+        return v->inst[index];
+    inst_t *in = calloc(1, sizeof *in);
+    if (!in)
+        return NULL;
+    in->sup = s;
+    in->svc = v;
+    in->index = index;
+    in->state = CM_INST_STOPPED;
+    in->last_exit = -1;
+    in->logfd = -1;
+    in->pidfd = -1;
+    uv_timer_init(s->loop, &in->timer);
+    in->timer.data = in;
+    v->inst[index] = in;
+    return in;
+}
+
+int cm_sup_new(uv_loop_t *loop, const cm_spec_t *spec, cm_registry_t *reg, cm_client_t *client,
+               const char *self, const cm_sup_hooks_t *hooks, cm_sup_t **out)
+{
+    cm_sup_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->loop = loop;
+    s->spec = spec;
+    s->reg = reg;
+    s->client = client;
+    snprintf(s->self, sizeof s->self, "%s", self);
+    if (hooks)
+        s->hooks = *hooks;
+    s->nsvcs = spec->nsvcs;
+    for (int i = 0; i < spec->nsvcs; i++) {
+        s->svcs[i].spec = &spec->svcs[i];
+        int c;
+        s->svcs[i].count = cm_state_get_scale(spec->state_dir, spec->svcs[i].name, &c) == 0 &&
+                                   c >= 0 && c <= CM_SPEC_MAX_INST
+                               ? c
+                               : spec->svcs[i].instances;
+    }
+    uv_timer_init(loop, &s->maint);
+    s->maint.data = s;
+    uv_signal_init(loop, &s->sigchld);
+    s->sigchld.data = s;
+    *out = s;
+    return 0;
+}
+
+static svc_t *find_svc(cm_sup_t *s, const char *name)
+{
+    for (int i = 0; i < s->nsvcs; i++)
+        if (strcmp(s->svcs[i].spec->name, name) == 0)
+            return &s->svcs[i];
+    return NULL;
+}
+
+int cm_sup_start(cm_sup_t *s)
+{
+    /* adopt first: what runs keeps running, and its port is never bound twice */
+    cm_inst_rec_t *recs;
+    int n;
+    int rc = cm_state_list(s->spec->state_dir, &recs, &n);
+    if (rc < 0)
+        return rc;
+    for (int i = 0; i < n; i++) {
+        cm_inst_rec_t *r = &recs[i];
+        svc_t *v = find_svc(s, r->service);
+        int alive = cm_proc_same(r->pid, r->start_ticks);
+        if (alive && v && r->index >= 0 && r->index < CM_SPEC_MAX_INST &&
+            r->port == v->spec->port + r->index) {
+            inst_t *in = slot(s, v, r->index);
+            if (in && !running(in)) {
+                adopt(in, r);
+                continue;
+            }
+        }
+        if (alive) { /* a service no longer in the file (or moved): stop it */
+            kill(-r->pid, SIGTERM);
+            kill(-r->pid, SIGCONT);
+        }
+        cm_state_del(s->spec->state_dir, r->service, r->index);
+    }
+    free(recs);
+    for (int i = 0; i < s->nsvcs; i++) {
+        svc_t *v = &s->svcs[i];
+        for (int j = 0; j < CM_SPEC_MAX_INST; j++) {
+            inst_t *in = v->inst[j];
+            /* no record, but maybe a process: the last control plane died between its
+             * spawn and its record. Found by the environment every instance carries. */
+            cm_inst_rec_t r = {.index = j, .port = v->spec->port + j};
+            char id[CM_SPEC_NAME_MAX + 16];
+            snprintf(id, sizeof id, "%s/%d", v->spec->name, j);
+            if (j < v->count && !(in && running(in)) &&
+                cm_proc_find_instance(s->spec->state_dir, id, &r.pid, &r.start_ticks) == 0 &&
+                (in = slot(s, v, j))) {
+                snprintf(r.service, sizeof r.service, "%s", v->spec->name);
+                r.started_ms = wall_ms();
+                adopt(in, &r);
+                record(in);
+                continue;
+            }
+            if (j < v->count && !(in && running(in)) && (in = slot(s, v, j)))
+                spawn(in);
+            else if (j >= v->count && in && running(in))
+                stop(in, AFTER_STOP);
+        }
+    }
+    uv_timer_start(&s->maint, on_maint, MAINT_MS, MAINT_MS);
+    uv_signal_start(&s->sigchld, on_sigchld, SIGCHLD);
+    return 0;
+}
+
+int cm_sup_scale(cm_sup_t *s, const char *service, int count)
+{
+    svc_t *v = find_svc(s, service);
+    if (!v)
+        return -ENOENT;
+    if (count < 0 || count > CM_SPEC_MAX_INST || s->stopping)
+        return -EINVAL;
+    int old = v->count;
+    v->count = count;
+    cm_state_put_scale(s->spec->state_dir, service, count);
+    for (int j = CM_SPEC_MAX_INST - 1; j >= count; j--)
+        if (v->inst[j] && v->inst[j]->state != CM_INST_STOPPED)
+            stop(v->inst[j], AFTER_STOP);
+        else if (v->inst[j] && j >= old)
+            cm_registry_remove(s->reg, service, j);
+    for (int j = 0; j < count; j++) {
+        inst_t *in = slot(s, v, j);
+        if (in && !running(in) && in->state == CM_INST_STOPPED)
+            spawn(in);
+    }
+    /* stopped slots above the count leave the registry */
+    for (int j = count; j < CM_SPEC_MAX_INST; j++)
+        if (v->inst[j] && v->inst[j]->state == CM_INST_STOPPED)
+            cm_registry_remove(s->reg, service, j);
+    return 0;
+}
+
+int cm_sup_count(const cm_sup_t *s, const char *service)
+{
+    for (int i = 0; i < s->nsvcs; i++)
+        if (strcmp(s->svcs[i].spec->name, service) == 0)
+            return s->svcs[i].count;
+    return -1;
+}
+
+int cm_sup_urls(const cm_sup_t *s, const char *service, char ***urls, int *n)
+{
+    const svc_t *v = NULL;
+    for (int i = 0; i < s->nsvcs; i++)
+        if (strcmp(s->svcs[i].spec->name, service) == 0)
+            v = &s->svcs[i];
+    *urls = NULL, *n = 0;
+    if (!v)
+        return -ENOENT;
+    char **l = calloc(CM_SPEC_MAX_INST, sizeof *l);
+    if (!l)
+        return -ENOMEM;
+    for (int pass = 0; pass < 2 && *n == 0; pass++)
+        for (int j = 0; j < CM_SPEC_MAX_INST; j++) {
+            const inst_t *in = v->inst[j];
+            if (!in || j >= v->count)
+                continue;
+            /* pass 0: ready ones; pass 1 (none ready): every slot that should run, so
+             * the file stays valid and the gateway's checks find the first to come up */
+            if (pass == 0 && in->state != CM_INST_READY)
+                continue;
+            char buf[300];
+            snprintf(buf, sizeof buf, "http://%s:%d", v->spec->host, v->spec->port + j);
+            l[(*n)++] = strdup(buf);
+        }
+    if (*n == 0 && v->count > 0) { /* not spawned yet: the addresses they will have */
+        for (int j = 0; j < v->count; j++) {
+            char buf[300];
+            snprintf(buf, sizeof buf, "http://%s:%d", v->spec->host, v->spec->port + j);
+            l[(*n)++] = strdup(buf);
+        }
+    }
+    *urls = l;
+    return 0;
+}
+
+int cm_sup_pid(const cm_sup_t *s, const char *service, int index)
+{
+    for (int i = 0; i < s->nsvcs; i++)
+        if (strcmp(s->svcs[i].spec->name, service) == 0 && index >= 0 && index < CM_SPEC_MAX_INST &&
+            s->svcs[i].inst[index])
+            return s->svcs[i].inst[index]->pid;
+    return 0;
+}
+
+int cm_sup_load(const cm_sup_t *s, const char *service, int index, double *rps, double *p99_ms)
+{
+    for (int i = 0; i < s->nsvcs; i++)
+        if (strcmp(s->svcs[i].spec->name, service) == 0 && index >= 0 && index < CM_SPEC_MAX_INST &&
+            s->svcs[i].inst[index]) {
+            const inst_t *in = s->svcs[i].inst[index];
+            if (!in->has_load || in->load_pid != in->pid || !running(in))
+                return -ENOENT;
+            *rps = in->rps;
+            *p99_ms = in->p99_ms;
+            return 0;
+        }
+    return -ENOENT;
+}
+
+int cm_sup_ready(const cm_sup_t *s, const char *service, int index)
+{
+    for (int i = 0; i < s->nsvcs; i++)
+        if (strcmp(s->svcs[i].spec->name, service) == 0 && index >= 0 && index < CM_SPEC_MAX_INST &&
+            s->svcs[i].inst[index])
+            return s->svcs[i].inst[index]->pid > 0 &&
+                   s->svcs[i].inst[index]->state == CM_INST_READY;
+    return 0;
+}
+
+void cm_sup_free(cm_sup_t *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < s->nsvcs; i++)
+        for (int j = 0; j < CM_SPEC_MAX_INST; j++) {
+            inst_t *in = s->svcs[i].inst[j];
+            if (!in)
+                continue;
+            probes_stop(in);
+            close_poll(in);
+            if (in->proc) { /* detach: it runs on, for the next control plane to adopt */
+                in->proc->data = s;
+                uv_close((uv_handle_t *)in->proc, on_handle_closed);
+                in->proc = NULL;
+            }
+            if (in->logfd >= 0)
+                close(in->logfd);
+            /* the timer is embedded in the slot: the slot is freed in its close cb */
+            s->open_handles++;
+            uv_close((uv_handle_t *)&in->timer, on_slot_closed);
+        }
+    s->open_handles += 2;
+    s->maint.data = s->sigchld.data = s;
+    s->freeing = 1;
+    uv_close((uv_handle_t *)&s->maint, on_own_closed);
+    uv_close((uv_handle_t *)&s->sigchld, on_own_closed);
+}
+
+char *cm_sup_log_tail(const cm_sup_t *s, const char *service, int index, int lines)
+{
+    char p[4096];
+    cm_state_log_path(s->spec->state_dir, service, index, p, sizeof p);
+    return cm_logfile_tail(p, lines);
+}

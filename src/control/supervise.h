@@ -1,0 +1,73 @@
+/* control/supervise.h: the supervisor. Runs each instance of each service as a child
+ * process in its own session (uv_spawn, detached) with its output appended to a log
+ * file per instance (rotated by size), restarts what exits with jittered exponential
+ * backoff, adopts instances an earlier control plane left running (state.c records:
+ * pid + /proc start time), probes them (probe.c) and publishes every instance's state
+ * to the registry. Stop is graceful: out of routing first, then SIGTERM to the
+ * instance's process group, SIGKILL after its drain timeout.
+ * Owned by up.c; one loop; knows nothing of HTTP beyond the probes. */
+#ifndef CMESH_CONTROL_SUPERVISE_H
+#define CMESH_CONTROL_SUPERVISE_H
+
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "control/registry.h"
+#include "control/spec.h"
+#include "core/client.h"
+
+#define CM_SUP_BACKOFF_BASE_MS 1000        /* the first delayed restart (the first is at once) */
+#define CM_SUP_BACKOFF_CAP_MS  30000       /* never longer between restarts */
+#define CM_SUP_STABLE_MS       10000       /* a run this long resets the backoff */
+#define CM_SUP_LOG_MAX         (10u << 20) /* bytes per log file before rotation (kubelet) */
+#define CM_SUP_LOG_KEEP        5           /* rotated files kept: .1 .. .5 */
+
+/* The delay before restart number `failures` (0 = the first unexpected exit: at once;
+ * then base·2^(n-1) capped, with "equal jitter": half fixed, half random from rnd).
+ * Pure: the supervisor passes a random number, tests pass fixed ones. */
+uint64_t cm_sup_backoff_ms(int failures, uint32_t rnd);
+
+typedef struct cm_sup cm_sup_t; /* opaque */
+
+typedef struct cm_sup_hooks {
+    /* The set of routable (ready) instances of service changed: up.c rewrites the
+     * gateway's file. May be NULL. */
+    void (*on_routing)(void *arg, const char *service);
+    /* Every instance is ready (once per time it becomes true), for --wait. May be NULL. */
+    void (*on_all_ready)(void *arg);
+    void *arg;
+} cm_sup_hooks_t;
+
+/* spec, reg and client are borrowed and must outlive the supervisor. self is this
+ * binary's path (instances of cmesh commands run it). Caller owns *out. */
+int cm_sup_new(uv_loop_t *loop, const cm_spec_t *spec, cm_registry_t *reg, cm_client_t *client,
+               const char *self, const cm_sup_hooks_t *hooks, cm_sup_t **out);
+/* Adopts every live instance recorded in the state directory and spawns the rest up to
+ * each service's count (scale.json, else the spec's). Returns 0 or -errno. */
+int cm_sup_start(cm_sup_t *s);
+/* Sets service's count; extra instances are stopped gracefully (highest index first),
+ * missing ones spawned. Returns 0, -ENOENT (no such service) or -EINVAL. */
+int cm_sup_scale(cm_sup_t *s, const char *service, int count);
+int cm_sup_count(const cm_sup_t *s, const char *service); /* desired, -1 unknown */
+/* Stops everything gracefully: the gateway first, then the services in reverse order
+ * of the file (orders before the users it calls); done(arg) once all exited. */
+void cm_sup_stop_all(cm_sup_t *s, void (*done)(void *arg), void *arg);
+/* Detaches without stopping anything (the instances keep running for the next control
+ * plane to adopt): closes handles; the loop must run once more. Frees s. */
+void cm_sup_free(cm_sup_t *s);
+
+/* The URLs of service's routable instances: ready ones, or when none is, every one
+ * with a process (the gateway's own health checks pick among them). Caller frees. */
+int cm_sup_urls(const cm_sup_t *s, const char *service, char ***urls, int *n);
+/* The pid of the gateway, 0 when it is not running. */
+int cm_sup_pid(const cm_sup_t *s, const char *service, int index);
+/* Requests per second and p99 latency (ms; -1 when it served none) of the instance
+ * between its last two /metrics scrapes (every 2 s). Returns 0, -ENOENT when not known. */
+int cm_sup_load(const cm_sup_t *s, const char *service, int index, double *rps, double *p99_ms);
+/* 1 when the instance is running and ready. */
+int cm_sup_ready(const cm_sup_t *s, const char *service, int index);
+/* The last lines of an instance's log (for a crash loop's status). Caller frees. */
+char *cm_sup_log_tail(const cm_sup_t *s, const char *service, int index, int lines);
+
+#endif

@@ -1,0 +1,71 @@
+/* Unit tests for control/load: /metrics text → sample; two samples → rps and p99 as
+ * Prometheus' rate() and histogram_quantile() compute them; probe routes left out. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "control/load.h"
+
+static void sample(cm_load_sample_t *s, int users, int fast, int slow, int probes)
+{
+    char text[4096];
+    /* users requests: fast ones under 1 ms, slow ones in (0.01, 0.025] */
+    snprintf(text, sizeof text,
+             "# HELP cmesh_http_requests_total requests\n"
+             "cmesh_http_requests_total{service=\"users\",route=\"/users\",method=\"GET\","
+             "code=\"200\"} %d\n"
+             "cmesh_http_requests_total{service=\"users\",route=\"/readyz\",method=\"GET\","
+             "code=\"200\"} %d\n"
+             "cmesh_http_request_duration_seconds_bucket{service=\"users\",route=\"/users\","
+             "le=\"0.001\"} %d\n"
+             "cmesh_http_request_duration_seconds_bucket{service=\"users\",route=\"/users\","
+             "le=\"0.01\"} %d\n"
+             "cmesh_http_request_duration_seconds_bucket{service=\"users\",route=\"/users\","
+             "le=\"0.025\"} %d\n"
+             "cmesh_http_request_duration_seconds_bucket{service=\"users\",route=\"/users\","
+             "le=\"+Inf\"} %d\n"
+             "cmesh_http_request_duration_seconds_bucket{service=\"users\",route=\"/readyz\","
+             "le=\"+Inf\"} %d\n"
+             "cmesh_http_requests_in_flight{service=\"users\"} 3\n"
+             "process_open_fds 12\n",
+             users, probes, fast, fast, fast + slow, fast + slow, probes);
+    cr_assert_eq(cm_load_parse(text, strlen(text), s), 0);
+}
+
+Test(load, rate_and_p99_between_two_scrapes)
+{
+    cm_load_sample_t a, b;
+    sample(&a, 100, 100, 0, 50);
+    sample(&b, 1100, 1090, 10, 5000);
+    cr_assert_eq(a.requests, 100, "probe traffic is not load");
+    cr_assert_eq(b.inflight, 3);
+    double rps, p99;
+    cr_assert_eq(cm_load_rate(&a, &b, 2000, &rps, &p99), 0);
+    cr_assert_float_eq(rps, 500.0, 1e-9);
+    /* 1000 new requests, rank 990 falls in the first bucket (990 of them below 1 ms) */
+    cr_assert(p99 > 0 && p99 <= 1.0, "p99 %f ms", p99);
+    cm_load_sample_t c;
+    sample(&c, 1200, 1090, 110, 5000);
+    cr_assert_eq(cm_load_rate(&b, &c, 1000, &rps, &p99), 0);
+    cr_assert_float_eq(rps, 100.0, 1e-9);
+    /* all 100 new ones were slow: p99 inside (10, 25] ms */
+    cr_assert(p99 > 10 && p99 <= 25, "p99 %f ms", p99);
+}
+
+Test(load, idle_and_restarted_instances)
+{
+    cm_load_sample_t a, b;
+    sample(&a, 100, 100, 0, 50);
+    sample(&b, 100, 100, 0, 80);
+    double rps, p99;
+    cr_assert_eq(cm_load_rate(&a, &b, 1000, &rps, &p99), 0);
+    cr_assert_eq(rps, 0);
+    cr_assert_eq(p99, -1, "no request: no p99");
+    sample(&b, 5, 5, 0, 1); /* counters went back: a new process */
+    cr_assert_eq(cm_load_rate(&a, &b, 1000, &rps, &p99), -EINVAL);
+    cm_load_sample_t none;
+    cr_assert_eq(cm_load_parse("process_open_fds 3\n", 19, &none), -EINVAL);
+}
