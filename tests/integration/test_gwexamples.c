@@ -1,6 +1,6 @@
 /* tests/integration/test_gwexamples.c: every file in examples/ runs as it is: a real
- * `cmesh gateway` started on each (its users/orders upstreams pointed at real `cmesh
- * users` and `cmesh orders` processes on free ports instead of make run's 7001/7002),
+ * `cmesh gateway` started on each (its upstreams pointed at two real `cmesh users` and
+ * two `cmesh orders` on free ports instead of make run's 7001/7002 and 7101/7102),
  * a user and an order created and read through it; a key named by key_file is made with
  * `cmesh token --init`, as the example says, and tokens with `cmesh token --config`. */
 #include "api_util.h"
@@ -111,18 +111,35 @@ static void walk_through(const h_proc_t *gw, const char *bearer, const char *fil
 
 static void run_example(const char *bin, const char *exdir, const char *file)
 {
-    h_proc_t users, orders, gw;
-    h_start(&users, "users", "--db", "{dir}/users.db", "--access-log", "off", NULL);
-    h_start(&orders, "orders", "--db", "{dir}/orders.db", "--users-url", users.url, "--access-log",
+    /* make run's layout: two users instances on one database, two orders instances */
+    h_proc_t users[2], orders[2], gw;
+    static const char *const ports[2][2] = {{"127.0.0.1:7001", "127.0.0.1:7002"},
+                                            {"127.0.0.1:7101", "127.0.0.1:7102"}};
+    h_start(&users[0], "users", "--db", "{dir}/users.db", "--access-log", "off", NULL);
+    char users_db[300];
+    snprintf(users_db, sizeof users_db, "%s/users.db", users[0].dir);
+    h_start(&users[1], "users", "--db", users_db, "--access-log", "off", NULL);
+    h_start(&orders[0], "orders", "--db", "{dir}/orders.db", "--users-url", users[0].url,
+            "--access-log", "off", NULL);
+    char orders_db[300];
+    snprintf(orders_db, sizeof orders_db, "%s/orders.db", orders[0].dir);
+    h_start(&orders[1], "orders", "--db", orders_db, "--users-url", users[1].url, "--access-log",
             "off", NULL);
 
-    char src[1024], dir[256], cfg_path[600], users_at[64], orders_at[64];
+    char src[1024], dir[256], cfg_path[600];
     snprintf(src, sizeof src, "%s/%s", exdir, file);
-    char *text = h_read_required(src);
-    snprintf(users_at, sizeof users_at, "127.0.0.1:%d", users.port);
-    snprintf(orders_at, sizeof orders_at, "127.0.0.1:%d", orders.port);
-    char *t1 = replace_all(text, "127.0.0.1:7001", users_at);
-    char *t2 = replace_all(t1, "127.0.0.1:7002", orders_at);
+    char *text = h_read_required(src), *t2 = strdup(text);
+    cr_assert_not_null(t2);
+    for (int k = 0; k < 2; k++) {
+        h_proc_t *set = k == 0 ? users : orders;
+        for (int i = 0; i < 2; i++) {
+            char at[64];
+            snprintf(at, sizeof at, "127.0.0.1:%d", set[i].port);
+            char *next = replace_all(t2, ports[k][i], at);
+            free(t2);
+            t2 = next;
+        }
+    }
     h_tempdir(dir, sizeof dir);
     snprintf(cfg_path, sizeof cfg_path, "%s/%s", dir, file);
     FILE *f = fopen(cfg_path, "w");
@@ -148,10 +165,11 @@ static void run_example(const char *bin, const char *exdir, const char *file)
     walk_through(&gw, auth ? bearer : NULL, file);
 
     api_stop_clean(&gw);
-    api_stop_clean(&orders);
-    api_stop_clean(&users);
+    for (int i = 0; i < 2; i++)
+        api_stop_clean(&orders[i]);
+    for (int i = 0; i < 2; i++)
+        api_stop_clean(&users[i]);
     free(text);
-    free(t1);
     free(t2);
 }
 

@@ -712,9 +712,9 @@ Test(gwconfig, every_example_file_loads)
         cr_assert_gt(cfg->nroutes, 0, "%s has no routes", e->d_name);
         for (int i = 0; i < cfg->nroutes; i++) {
             const gw_route_cfg_t *r = &cfg->routes[i];
-            /* users on 7001, orders on 7002 (or their second instances 7011/7012) */
+            /* make run's layout: users on 7001 and 7002, orders on 7101 and 7102 */
             const char *want = strcmp(r->prefix, "/users") == 0    ? "7001"
-                               : strcmp(r->prefix, "/orders") == 0 ? "7002"
+                               : strcmp(r->prefix, "/orders") == 0 ? "7101"
                                                                    : NULL;
             cr_assert_not_null(want, "%s: route %s is neither /users nor /orders", e->d_name,
                                r->prefix);
@@ -722,7 +722,7 @@ Test(gwconfig, every_example_file_loads)
                                 r->host);
             for (int j = 0; j < r->nupstreams; j++)
                 cr_assert(r->upstreams[j].port == atoi(want) ||
-                              r->upstreams[j].port == atoi(want) + 10,
+                              r->upstreams[j].port == atoi(want) + 1,
                           "%s: route %s upstream %s is not on %s", e->d_name, r->name,
                           r->upstreams[j].url, want);
         }
