@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run.sh: `make bench`. One wrk run per row, side by side on loopback. Three groups:
+# bench/run.sh: `make bench`. One wrk run per row, side by side on loopback. The groups:
 #  users    cmesh vs nginx: GET /users/{id} (cmesh, access log off) | the same body from
 #           nginx | cmesh with access log on | POST /users durable creates/s.
 #  proxy    (bench/gateway.sh) proxy-nginx, proxy-haproxy, proxy-h2o, proxy-cmesh: each proxy
@@ -17,11 +17,17 @@
 #  burst    (bench/burst.sh) burst-{cmesh,nginx,haproxy}: BURST_REQUESTS (8000) simultaneous
 #           GETs through each proxy (1 worker/thread) to one `cmesh users`; ok, 503, other,
 #           seconds to the last answer, ok/requests.
+#  control  (bench/control.sh) control-restart, control-fanout, control-idle, control-load:
+#           `cmesh up` of a small system: kill -9 of an instance to its replacement ready
+#           and serving (median, max of CONTROL_RESTARTS); CONTROL_WATCHERS (1000) blocking
+#           queries answered after one scale; then the shipped system: cpu and RSS of the
+#           cmesh up process idle and under wrk through the gateway (CONTROL_WINDOW s).
 # Usage: bench/run.sh [path/to/cmesh]   env: BENCH_DURATION (10s) BENCH_WARMUP (2s)
 #        BENCH_CONNECTIONS (50) BENCH_THREADS (1) BENCH_KEEP=1 (keep the temp dir)
-#        BENCH_ROWS ("users proxy failover idle burst": the groups to run)
+#        BENCH_ROWS ("users proxy failover idle burst control": the groups to run)
 #        FAILOVER_DURATION (8s) FAILOVER_KILL_AT (2, seconds) IDLE_CONNECTIONS (8000)
-#        BURST_REQUESTS (8000) NGINX HAPROXY H2O (peer binaries)
+#        BURST_REQUESTS (8000) CONTROL_RESTARTS (5) CONTROL_WATCHERS (1000)
+#        CONTROL_WINDOW (10, seconds) NGINX HAPROXY H2O (peer binaries)
 set -euo pipefail
 
 BIN=${1:-build/cmesh}
@@ -34,7 +40,7 @@ WARMUP=${BENCH_WARMUP:-2s}
 CONNS=${BENCH_CONNECTIONS:-50}
 THREADS=${BENCH_THREADS:-1}
 NGINX=${NGINX:-/usr/sbin/nginx}
-BENCH_ROWS=${BENCH_ROWS:-users proxy failover idle burst}
+BENCH_ROWS=${BENCH_ROWS:-users proxy failover idle burst control}
 
 # The issue's targets (see the summary at the end).
 TARGET_RPS_RATIO=0.8
@@ -343,6 +349,11 @@ if want burst; then
     : >"$TMP/burst-rows"
     BURST_ROWS_OUT="$TMP/burst-rows" bash "$ROOT/bench/burst.sh" "$BIN" || true
 fi
+if want control; then
+    echo
+    : >"$TMP/control-rows"
+    CONTROL_ROWS_OUT="$TMP/control-rows" bash "$ROOT/bench/control.sh" "$BIN" || true
+fi
 
 # ---- report --------------------------------------------------------------------------
 
@@ -427,6 +438,16 @@ if want burst; then # requests and lost (not 2xx); the split and the time in the
     awk 'NF >= 7 { printf "%s,,,,,,,,,,%s,%d,,ok=%s 503=%s other=%s seconds=%s ok_ratio=%s\n",
                    $1, $2, $2 - $3, $3, $4, $5, $6, $7 }
          NF < 7 { printf "%s,,,,,,,,,,,,,not measured\n", $1 }' "$TMP/burst-rows" >>"$CSV"
+fi
+if want control; then # times and cpu in the note column; RSS (and the gateway's rps) in theirs
+    awk '$2 == "-" { printf "%s,,,,,,,,,,,,,not measured\n", $1; next }
+         $1 == "control-restart" { printf "%s,,,,,,,,,,%s,,,ready_median_ms=%s ready_max_ms=%s serve_median_ms=%s serve_max_ms=%s\n",
+                                   $1, $6, $2, $3, $4, $5 }
+         $1 == "control-fanout" { printf "%s,,,,,,,,,,%s,%d,,first_median_ms=%s first_max_ms=%s total_ms=%s\n",
+                                  $1, $2, $2 - $3, $4, $5, $6 }
+         $1 == "control-idle" { printf "%s,,,,%s,,,,,,,,,cpu_pct=%s\n", $1, $3, $2 }
+         $1 == "control-load" { printf "%s,%s,,,%s,,,,,,,,,cpu_pct=%s (rps: through the gateway)\n", $1, $4, $3, $2 }' \
+        "$TMP/control-rows" >>"$CSV"
 fi
 cp "$CSV" "$ROOT/bench/results/latest.csv"
 echo
