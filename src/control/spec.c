@@ -79,7 +79,7 @@ static int scalar(yctx_t *y, struct fy_node *n, int line, const char *what, cons
 static int get_string(yctx_t *y, struct fy_node *n, int line, const char *what, char *buf,
                       size_t cap)
 {
-    const char *s;
+    const char *s = NULL; /* set by scalar() when it returns 0 (-O3 cannot see it) */
     int rc = scalar(y, n, line, what, &s);
     if (rc < 0)
         return rc;
@@ -92,7 +92,7 @@ static int get_string(yctx_t *y, struct fy_node *n, int line, const char *what, 
 static int get_int(yctx_t *y, struct fy_node *n, int line, const char *what, long min, long max,
                    int *out)
 {
-    const char *s;
+    const char *s = NULL; /* set by scalar() when it returns 0 (-O3 cannot see it) */
     long v;
     int rc = scalar(y, n, line, what, &s);
     if (rc < 0)
@@ -107,7 +107,7 @@ static int get_int(yctx_t *y, struct fy_node *n, int line, const char *what, lon
 static int get_duration(yctx_t *y, struct fy_node *n, int line, const char *what, uint64_t min,
                         uint64_t *out)
 {
-    const char *s;
+    const char *s = NULL; /* set by scalar() when it returns 0 (-O3 cannot see it) */
     uint64_t ms;
     int rc = scalar(y, n, line, what, &s);
     if (rc < 0)
@@ -125,7 +125,7 @@ static int get_duration(yctx_t *y, struct fy_node *n, int line, const char *what
 static int get_hostport(yctx_t *y, struct fy_node *n, int line, const char *what, char *host,
                         size_t hcap, int *port)
 {
-    const char *s;
+    const char *s = NULL; /* set by scalar() when it returns 0 (-O3 cannot see it) */
     int rc = scalar(y, n, line, what, &s);
     if (rc < 0)
         return rc;
@@ -154,7 +154,7 @@ static int get_list(yctx_t *y, struct fy_node *n, int line, const char *what, ch
                     int *nout)
 {
     if (n && fy_node_is_scalar(n)) {
-        const char *s;
+        const char *s = NULL;
         int rc = scalar(y, n, line, what, &s);
         if (rc < 0)
             return rc;

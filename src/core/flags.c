@@ -187,7 +187,7 @@ void cm_flags_help(const cm_cmd_t *cmd, const void *opts, FILE *out)
     for (const cm_flag_table_t *t = cmd->tables; t->rows; t++) {
         fprintf(out, "\n%s:\n", t->title);
         for (const cm_flag_t *f = t->rows; f->name; f++) {
-            size_t base;
+            size_t base = 0;
             if (cm_flags_find(cmd, f->name, strlen(f->name), &base) != f)
                 continue; /* shadowed by an earlier table's row */
             char head[64], def[256], text[1024];

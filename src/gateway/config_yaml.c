@@ -116,7 +116,7 @@ static int scalar(yctx_t *y, struct fy_node *n, int line, const char *what, cons
 static int get_string(yctx_t *y, struct fy_node *n, int line, const char *what, char *buf,
                       size_t cap)
 {
-    const char *s;
+    const char *s = NULL; /* set by scalar() when it returns 0 (-O3 cannot see it) */
     int rc = scalar(y, n, line, what, "a string", &s);
     if (rc < 0)
         return rc;
@@ -549,7 +549,7 @@ static int read_key(walk_t *w, const table_t *t, const field_t *f, struct fy_nod
     char full[WHAT_MAX + 64];
     snprintf(full, sizeof(full), "%s%s%s", what, !what[0] ? "" : t->spaced ? " " : ".", f->key);
     void *dst = (char *)base + f->off;
-    const char *s;
+    const char *s = NULL; /* set by scalar() when it returns 0 (-O3 cannot see it) */
     switch (f->kind) {
     case V_IGNORE:
         return 0;
@@ -799,7 +799,7 @@ static int on_hash(walk_t *w, const field_t *f, struct fy_node *v, int line, con
 static int upstream_url(walk_t *w, struct fy_node *v, int line, const char *what,
                         const char *expect_, gw_upstream_cfg_t *u)
 {
-    const char *s;
+    const char *s = NULL; /* set by scalar() when it returns 0 (-O3 cannot see it) */
     int e = scalar(w->y, v, line, what, expect_, &s);
     char why[1024];
     int weight = u->weight;
@@ -871,7 +871,7 @@ static int on_scopes(walk_t *w, const field_t *f, struct fy_node *v, int line, c
     void *it = NULL;
     struct fy_node *item = fy_node_is_sequence(v) ? fy_node_sequence_iterate(v, &it) : v;
     for (; item; item = fy_node_is_sequence(v) ? fy_node_sequence_iterate(v, &it) : NULL) {
-        const char *s;
+        const char *s = NULL;
         int e = scalar(w->y, item, line, what, "a list of scopes", &s);
         if (e < 0)
             return e;
