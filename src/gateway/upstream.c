@@ -465,7 +465,7 @@ int gw_uconn_get(gw_inst_t *in, gw_waiter_t *wt, const gw_up_cbs_t *cbs, void *a
         defer(in, wt, uc, 0);
         return 0;
     }
-    const gw_route_cfg_t *rc = in->rt->cfg;
+    const gw_route_cfg_t *rc = in->cfg;
     if (in->nconns < rc->max_connections)
         return uconn_connect(in, wt);
     if (in->npending >= rc->max_pending)
@@ -532,7 +532,7 @@ static gw_waiter_t *pending_pop(gw_inst_t *in)
 /* A connection slot opened up (one closed): the first waiters connect. */
 static void serve_pending(gw_inst_t *in)
 {
-    while (in->pending && in->nconns < in->rt->cfg->max_connections) {
+    while (in->pending && in->nconns < in->cfg->max_connections) {
         gw_waiter_t *wt = pending_pop(in);
         int rc = uconn_connect(in, wt);
         if (rc < 0)
@@ -565,7 +565,7 @@ void gw_uconn_release(gw_uconn_t *uc, int reusable)
     in->idle = uc;
     in->nidle++;
     gw_up_pool_add(in->stats, 1, -1);
-    if (in->nidle > in->rt->cfg->pool_max_idle) {
+    if (in->nidle > in->cfg->pool_max_idle) {
         /* drop the least recently used (the tail) */
         gw_uconn_t **p = &in->idle;
         while ((*p)->next)

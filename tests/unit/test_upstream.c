@@ -19,7 +19,6 @@ static uv_tcp_t *accepted[MAXC];
 static int naccepted;
 static gw_worker_t w;
 static gw_route_cfg_t cfg;
-static gw_rt_t rt;
 static gw_inst_t in;
 static gw_metrics_t *metrics;
 static int inside_call; /* set around the calls that must not call back */
@@ -89,11 +88,9 @@ static void setup(void)
     cfg.max_connections = 1;
     cfg.max_pending = 1;
     cr_assert_eq(gw_metrics_new(&metrics), 0);
-    memset(&rt, 0, sizeof rt);
-    rt.cfg = &cfg;
     memset(&in, 0, sizeof in);
     in.w = &w;
-    in.rt = &rt;
+    in.cfg = &cfg;
     in.stats = gw_metrics_upstream(metrics, gw_metrics_route(metrics, "r"), "http://x");
     int len = sizeof in.addr;
     cr_assert_eq(uv_tcp_getsockname(&listener, (struct sockaddr *)&in.addr, &len), 0);
