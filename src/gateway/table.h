@@ -15,8 +15,8 @@ void gw_table_unref(gw_table_t *t);
 void gw_inst_unref(gw_inst_t *in);
 /* Refreshes each host's availability and slow-start weight, then picks; its slot in rt
  * to *slot (when not NULL), for avoid lists and gw_inst_result. */
-gw_inst_t *gw_rt_pick(gw_rt_t *rt, const int *avoid, int navoid, uint64_t key_hash,
-                      uint64_t now_ns, int *slot);
+gw_inst_t *gw_rt_pick(gw_rt_t *rt, const int *avoid, int navoid, uint64_t key_hash, uint64_t now_ns,
+                      int *slot);
 /* The share of its weight in gets now: ramps from 0.1 to 1 over the route's slow_start
  * after it came back (health, ejection) or was added at run time; 1 otherwise. */
 double gw_inst_slow_start(const gw_rt_t *rt, const gw_inst_t *in, uint64_t now_ns);
