@@ -8,12 +8,15 @@
 #include "harness.h"
 #include "scripted_upstream.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -192,4 +195,61 @@ Test(gwreload, inflight_answers_survive_their_instance_moving_then_leaving, .tim
 Test(gwreload, inflight_health_checks_survive_their_instance_moving_then_leaving, .timeout = 60)
 {
     inflight_through_two_reloads("{ path: /healthz, interval: 50ms, timeout: 40ms }");
+}
+
+/* A listener on 127.0.0.1 whose accept queue is full (backlog 0, one connection the
+ * test made and never accepted): a further connect hangs (its SYNs are dropped) until
+ * the listener closes and the next retransmitted SYN is refused. Returns the listener;
+ * the filler connection to *filler. */
+static int stuck_listener(int *port, int *filler)
+{
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    cr_assert_eq(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(listen(l, 0), 0);
+    cr_assert_eq(getsockname(l, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    *filler = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_eq(connect(*filler, (struct sockaddr *)&a, sizeof a), 0);
+    return l;
+}
+
+/* A connect the exchange gave up on (connect timeout) goes on, to land in the pool;
+ * a reload then drops its instance, and nothing else holds it. When the connect ends
+ * (here: refused), the connection must still find its instance alive. */
+Test(gwreload, a_connect_given_up_on_survives_its_instance_leaving, .timeout = 60)
+{
+    int port, filler;
+    int l = stuck_listener(&port, &filler);
+    us_scripted_t *b = us_start();
+    us_set_reply(b, &(us_reply_t){.status = 200, .body = "fast"});
+    const char *route = "routes:\n  - prefix: /a\n    upstreams: [%s]\n    health: off\n"
+                        "    timeouts: { connect: 100ms }\n    retries: { attempts: 1 }\n";
+    char ups[100], cfg[1024], path[300];
+    snprintf(ups, sizeof ups, "http://127.0.0.1:%d", port);
+    snprintf(cfg, sizeof cfg, route, ups);
+    h_proc_t gw = {0};
+    h_start_gateway(&gw, cfg, path, sizeof path, NULL);
+
+    h_resp_t r = h_req(&gw, "GET", "/a/x", NULL, NULL);
+    cr_assert_eq(r.status, 502, "a connect that never completes: %ld", r.status);
+    h_resp_free(&r);
+    /* the only table naming the stuck instance goes: the instance is unreferenced */
+    snprintf(cfg, sizeof cfg, route, us_url(b));
+    reload(&gw, path, cfg);
+    /* the stuck connect is refused at its next SYN (about a second after the first) */
+    close(filler);
+    close(l);
+    usleep(1500 * 1000);
+
+    r = h_req(&gw, "GET", "/a/x", NULL, NULL);
+    if (r.status != 200) {
+        char *log = h_read_file(gw.log, NULL);
+        cr_assert_fail("the gateway after the refused connect: %ld; its log:\n%s", r.status, log);
+    }
+    cr_assert_str_eq(r.body, "fast");
+    h_resp_free(&r);
+    cr_assert_eq(h_stop(&gw), 0, "the gateway did not exit 0; see %s", gw.log);
+    us_stop(b);
 }
