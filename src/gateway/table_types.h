@@ -21,9 +21,10 @@
  *   - what needs a route (the balancer's slot, the sibling set for ejection) comes from
  *     the caller: the exchange's route, in the table it holds, and the slot it picked
  *     there (gw_rt_pick, gw_inst_result). An instance's slot differs between tables.
- *   - a pooled connection points at its instance (gw_uconn_t.inst); idle ones are
- *     closed when the instance's last reference goes, busy ones belong to an exchange,
- *     which holds the instance through its table. */
+ *   - a connection points at its instance (gw_uconn_t.inst): idle ones are closed when
+ *     the instance's last reference goes, busy ones belong to an exchange, which holds
+ *     the instance through its table, and a connect the exchange gave up on (it lands
+ *     in the pool) holds a reference of its own until it ends (upstream.c). */
 #ifndef CMESH_GATEWAY_TABLE_TYPES_H
 #define CMESH_GATEWAY_TABLE_TYPES_H
 
@@ -61,7 +62,7 @@ struct gw_table {
 };
 
 struct gw_inst {
-    int refs; /* tables naming it, and its health check in flight */
+    int refs; /* tables naming it, its health check in flight, abandoned connects */
     gw_worker_t *w;
     gw_snap_t *snap;           /* held: the snapshot of the newest table that named it */
     const gw_route_cfg_t *cfg; /* its route there (in snap->cfg): valid while snap is */
