@@ -189,6 +189,23 @@ Test(upstream, a_cancelled_waiter_is_never_called_and_the_connection_pools, .ini
     cr_assert_eq(b.calls, 0);
 }
 
+/* A connect given up on lands in the pool; until it ends it holds the instance (a reload
+ * may drop every table naming it meanwhile), and lets go once pooled. */
+Test(upstream, a_connect_given_up_on_holds_its_instance_until_it_ends, .init = setup,
+     .fini = teardown)
+{
+    in.refs = 1; /* a table's */
+    asker_t a = {0};
+    cr_assert_eq(get(&a), 0);
+    gw_uconn_cancel_wait(&in, &a.wt);
+    cr_assert_eq(in.refs, 2, "the connect in progress holds the instance");
+    for (int i = 0; i < 1000 && !in.nidle; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    cr_assert_eq(in.nidle, 1, "the connection went to the pool");
+    cr_assert_eq(in.refs, 1, "the connection let go of the instance");
+    cr_assert_eq(a.calls, 0);
+}
+
 Test(upstream, a_hand_over_cancelled_before_delivery_returns_to_the_pool, .init = setup,
      .fini = teardown)
 {
