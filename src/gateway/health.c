@@ -34,7 +34,7 @@ static void on_check_done(int status, const char *body, size_t len, void *data)
         gw_inst_unref(in);
         return;
     }
-    const gw_route_cfg_t *rc = in->rt->cfg;
+    const gw_route_cfg_t *rc = in->cfg;
     if (status >= 200 && status < 300) {
         in->hc_fail = 0;
         if (++in->hc_ok >= rc->health_rise)
@@ -50,7 +50,7 @@ static void on_check_done(int status, const char *body, size_t len, void *data)
 static void on_check_timer(uv_timer_t *t)
 {
     gw_inst_t *in = t->data;
-    const gw_route_cfg_t *rc = in->rt->cfg;
+    const gw_route_cfg_t *rc = in->cfg;
     if (in->hc_busy || !rc->health_path[0] || in->w->stopping)
         return;
     char url[GW_URL_MAX * 2];
@@ -65,7 +65,7 @@ static void on_check_timer(uv_timer_t *t)
 
 void gw_health_start(gw_inst_t *in)
 {
-    const gw_route_cfg_t *rc = in->rt->cfg;
+    const gw_route_cfg_t *rc = in->cfg;
     if (!rc->health_path[0] || !in->w->hc) {
         uv_timer_stop(&in->hc_timer);
         if (!in->healthy) /* checks off: nothing would ever bring it back */

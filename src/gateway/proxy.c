@@ -199,6 +199,14 @@ static void attach_log(gw_exch_t *ex, const char *refused)
         gw_exlog_attach(&ex->req->log_extra, ex->rt->cfg->name, &ex->log, refused);
 }
 
+/* The current attempt's outcome, told to its instance through the exchange's own route
+ * (in the table it holds) and the slot it picked there: never through the instance,
+ * whose newest table may be gone (table_types.h). */
+static void inst_result(gw_exch_t *ex, int failed, uint64_t rtt_us, uint64_t now)
+{
+    gw_inst_result(ex->rt, ex->tried[ex->attempt - 1], failed, rtt_us, now);
+}
+
 /* Ends the attempt's claim on its instance (in-flight count). */
 static void attempt_end(gw_exch_t *ex)
 {
@@ -302,8 +310,7 @@ static void attempt_failed(gw_exch_t *ex, gw_fail_t why)
     uint64_t rtt = (now - ex->try_ns) / 1000;
     if (in) {
         /* a failed try counts as slow as the try timeout for peak EWMA */
-        gw_inst_result(in, 1, rtt > rc->try_timeout_ms * 1000 ? rtt : rc->try_timeout_ms * 1000,
-                       now);
+        inst_result(ex, 1, rtt > rc->try_timeout_ms * 1000 ? rtt : rc->try_timeout_ms * 1000, now);
         gw_up_observe(in->stats, why == GW_FAIL_503 ? 503 : 0, rtt);
     }
     uint64_t wait = 0;
@@ -454,7 +461,7 @@ static int on_up_head(void *arg, int status, int64_t content_length, const char 
             return 0;
         }
     }
-    gw_inst_result(ex->inst, status >= 500, rtt, now);
+    inst_result(ex, status >= 500, rtt, now);
     gw_up_observe(ex->inst->stats, status, rtt);
     log_attempt(ex, status, NULL, NULL);
     cm_timeout_clear(&ex->deadline);
@@ -495,7 +502,7 @@ static void on_up_done(void *arg, int clean)
     if (ex->state == EX_DISCARD) {
         gw_inst_t *in = ex->inst;
         uint64_t now = uv_hrtime();
-        gw_inst_result(in, 1, (now - ex->try_ns) / 1000, now);
+        inst_result(ex, 1, (now - ex->try_ns) / 1000, now);
         gw_up_observe(in->stats, 503, (now - ex->try_ns) / 1000);
         log_attempt(ex, 503, NULL, "503");
         attempt_end(ex);
@@ -565,14 +572,15 @@ static void attempt_start(gw_exch_t *ex)
     gw_rt_t *rt = ex->rt;
     /* a first try without a body starts when the request did: no second clock read */
     uint64_t now = ex->attempt || ex->has_body ? uv_hrtime() : ex->start_ns;
-    gw_inst_t *in = gw_rt_pick(rt, ex->tried, ex->attempt, ex->key_hash, now);
+    int slot;
+    gw_inst_t *in = gw_rt_pick(rt, ex->tried, ex->attempt, ex->key_hash, now, &slot);
     if (in->inflight >= rt->cfg->max_requests) {
         fail_answer(ex, 503, NULL, "upstream at its in-flight limit (circuit open)%s", "");
         return;
     }
     ex->inst = in;
     in->inflight++;
-    ex->tried[ex->attempt++] = in->index;
+    ex->tried[ex->attempt++] = slot;
     ex->try_ns = now;
     ex->try_ms = uv_now(ex->w->loop);
     timer_set(ex, EX_CONNECTING, try_left_ms(ex, rt->cfg->connect_timeout_ms));

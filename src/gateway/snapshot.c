@@ -24,6 +24,11 @@ static void snap_free(gw_snap_t *s)
     free(s);
 }
 
+void gw_snap_hold(gw_snap_t *s)
+{
+    atomic_fetch_add(&s->refs, 1);
+}
+
 void gw_snap_release(gw_snap_t *s)
 {
     if (s && atomic_fetch_sub(&s->refs, 1) == 1)

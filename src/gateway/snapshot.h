@@ -23,6 +23,7 @@ struct gw_snap {
 };
 
 gw_snap_t *gw_snap_acquire(gw_shared_t *g); /* the current snapshot, ref taken */
+void gw_snap_hold(gw_snap_t *s);            /* one more reference on a snapshot already held */
 void gw_snap_release(gw_snap_t *s);
 /* Builds a snapshot from cfg (takes ownership on success) and makes it current;
  * wakes every worker. Returns 0 or -errno with err set; cfg untouched on error. */

@@ -16,7 +16,10 @@
 
 static void inst_freed(uv_handle_t *h)
 {
-    free(h->data);
+    gw_inst_t *in = h->data;
+    if (in->snap)
+        gw_snap_release(in->snap);
+    free(in);
 }
 
 void gw_inst_unref(gw_inst_t *in)
@@ -106,8 +109,13 @@ static int route_build(gw_worker_t *w, gw_table_t *t, int ri, gw_table_t *old)
             return -ENOMEM;
         in->refs++;
         rt->insts[j] = in;
-        in->rt = rt;
-        in->index = j;
+        if (in->snap != t->snap) { /* the newest config is the one it follows */
+            gw_snap_hold(t->snap);
+            if (in->snap)
+                gw_snap_release(in->snap);
+            in->snap = t->snap;
+        }
+        in->cfg = rc;
         in->weight = u->weight;
         in->stats = t->snap->ustats[ri][j];
         rt->hosts[j] = (gw_lb_host_t){.key = in->url, .weight = u->weight, .available = 1};
@@ -189,7 +197,8 @@ double gw_inst_slow_start(const gw_rt_t *rt, const gw_inst_t *in, uint64_t now)
     return f < SLOW_START_FLOOR ? SLOW_START_FLOOR : f;
 }
 
-gw_inst_t *gw_rt_pick(gw_rt_t *rt, const int *avoid, int navoid, uint64_t key_hash, uint64_t now)
+gw_inst_t *gw_rt_pick(gw_rt_t *rt, const int *avoid, int navoid, uint64_t key_hash, uint64_t now,
+                      int *slot)
 {
     for (int i = 0; i < rt->n; i++) {
         gw_inst_t *in = rt->insts[i];
@@ -199,14 +208,16 @@ gw_inst_t *gw_rt_pick(gw_rt_t *rt, const int *avoid, int navoid, uint64_t key_ha
         h->inflight = in->inflight;
         h->weight = in->weight * gw_inst_slow_start(rt, in, now);
     }
-    return rt->insts[gw_lb_pick(rt->lb, avoid, navoid, key_hash, now)];
+    int i = gw_lb_pick(rt->lb, avoid, navoid, key_hash, now);
+    if (slot)
+        *slot = i;
+    return rt->insts[i];
 }
 
 /* Ejects in for base x times ejected (capped), unless that would put more than the
  * allowed share of the set out: with one or two instances a route keeps at least one. */
-static void maybe_eject(gw_inst_t *in, uint64_t now)
+static void maybe_eject(gw_rt_t *rt, gw_inst_t *in, uint64_t now)
 {
-    gw_rt_t *rt = in->rt;
     const gw_route_cfg_t *rc = rt->cfg;
     int out = 0;
     for (int i = 0; i < rt->n; i++)
@@ -225,11 +236,10 @@ static void maybe_eject(gw_inst_t *in, uint64_t now)
                in->route_name, in->url, (unsigned long long)ms, rc->outlier_failures);
 }
 
-void gw_inst_result(gw_inst_t *in, int failed, uint64_t rtt_us, uint64_t now)
+void gw_inst_result(gw_rt_t *rt, int slot, int failed, uint64_t rtt_us, uint64_t now)
 {
-    gw_rt_t *rt = in->rt;
-    if (in->index < rt->n && rt->insts[in->index] == in)
-        gw_lb_observe(&rt->hosts[in->index], rtt_us, now);
+    gw_inst_t *in = rt->insts[slot];
+    gw_lb_observe(&rt->hosts[slot], rtt_us, now);
     if (!failed) {
         in->failures = 0;
         if (in->times_ejected && !in->ejected_until_ns && in->available_since_ns &&
@@ -239,5 +249,5 @@ void gw_inst_result(gw_inst_t *in, int failed, uint64_t rtt_us, uint64_t now)
     }
     if (rt->cfg->outlier_failures > 0 && ++in->failures >= rt->cfg->outlier_failures &&
         !in->ejected_until_ns)
-        maybe_eject(in, now);
+        maybe_eject(rt, in, now);
 }

@@ -13,13 +13,15 @@ int gw_table_build(gw_worker_t *w, gw_snap_t *snap, gw_table_t *old, gw_table_t 
 void gw_table_unref(gw_table_t *t);
 /* Drops one reference; the last closes its idle connections and frees it. */
 void gw_inst_unref(gw_inst_t *in);
-/* Refreshes each host's availability and slow-start weight, then picks. */
-gw_inst_t *gw_rt_pick(gw_rt_t *rt, const int *avoid, int navoid, uint64_t key_hash,
-                      uint64_t now_ns);
+/* Refreshes each host's availability and slow-start weight, then picks; its slot in rt
+ * to *slot (when not NULL), for avoid lists and gw_inst_result. */
+gw_inst_t *gw_rt_pick(gw_rt_t *rt, const int *avoid, int navoid, uint64_t key_hash, uint64_t now_ns,
+                      int *slot);
 /* The share of its weight in gets now: ramps from 0.1 to 1 over the route's slow_start
  * after it came back (health, ejection) or was added at run time; 1 otherwise. */
 double gw_inst_slow_start(const gw_rt_t *rt, const gw_inst_t *in, uint64_t now_ns);
-/* Outcome of one attempt, for outlier ejection and peak EWMA. */
-void gw_inst_result(gw_inst_t *in, int failed, uint64_t rtt_us, uint64_t now_ns);
+/* Outcome of one attempt on the instance in slot of rt (the route the attempt picked it
+ * from, in a table the caller holds), for outlier ejection and peak EWMA. */
+void gw_inst_result(gw_rt_t *rt, int slot, int failed, uint64_t rtt_us, uint64_t now_ns);
 
 #endif

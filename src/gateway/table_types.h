@@ -5,9 +5,26 @@
  *                from under a request in flight.
  *   gw_rt_t      one route of it: its instances, balancer, retry budget.
  *   gw_inst_t    one upstream instance of one route in one worker: connection pool
- *                (upstream.c), health (health.c), outlier state, balancer slot. Carried
- *                over to the next table when the new config still names it (same route,
- *                same URL). */
+ *                (upstream.c), health (health.c), outlier state. Carried over to the
+ *                next table when the new config still names it (same route, same URL).
+ *
+ * Who owns what, until when (one worker's loop; no locks):
+ *   - the worker holds its current table; every exchange holds the table it started on
+ *     until it finishes (gw_table_t.refs). A table holds its snapshot and each instance
+ *     it names (gw_inst_t.refs), and owns its routes (gw_rt_t): a route lives exactly as
+ *     long as its table.
+ *   - an instance may outlive the newest table that named it: a reload carries it into
+ *     T2, the next drops it and frees T2 while an exchange of T1 still holds T1, hence
+ *     the instance. So an instance points at no route and no table: what it needs of
+ *     its route's config (pool limits, health checks) it reads from cfg, inside the
+ *     snapshot snap, on which it holds a reference of its own until it is freed.
+ *   - what needs a route (the balancer's slot, the sibling set for ejection) comes from
+ *     the caller: the exchange's route, in the table it holds, and the slot it picked
+ *     there (gw_rt_pick, gw_inst_result). An instance's slot differs between tables.
+ *   - a connection points at its instance (gw_uconn_t.inst): idle ones are closed when
+ *     the instance's last reference goes, busy ones belong to an exchange, which holds
+ *     the instance through its table, and a connect the exchange gave up on (it lands
+ *     in the pool) holds a reference of its own until it ends (upstream.c). */
 #ifndef CMESH_GATEWAY_TABLE_TYPES_H
 #define CMESH_GATEWAY_TABLE_TYPES_H
 
@@ -45,10 +62,10 @@ struct gw_table {
 };
 
 struct gw_inst {
-    int refs; /* tables naming it */
+    int refs; /* tables naming it, its health check in flight, abandoned connects */
     gw_worker_t *w;
-    gw_rt_t *rt; /* the route of the newest table naming it */
-    int index;   /* its slot in rt->hosts */
+    gw_snap_t *snap;           /* held: the snapshot of the newest table that named it */
+    const gw_route_cfg_t *cfg; /* its route there (in snap->cfg): valid while snap is */
     char url[GW_URL_MAX];
     char route_name[GW_NAME_MAX];
     struct sockaddr_storage addr;

@@ -16,6 +16,7 @@
 #include "core/parser.h"
 #include "core/sock.h"
 #include "gateway/gateway_types.h"
+#include "gateway/table.h"
 
 #define MAX_RHEAD (64 * 1024) /* upstream response head bytes */
 
@@ -23,7 +24,9 @@
 struct gw_uconn {
     uv_tcp_t tcp; /* first: handle data is the uconn */
     uv_connect_t creq;
-    gw_inst_t *inst;
+    gw_inst_t *inst;        /* alive while the connection is idle (closed with it) or busy
+                               (its exchange holds it), or through holds_inst */
+    int holds_inst;         /* given up on while connecting: a reference until on_connect */
     gw_uconn_t *next;       /* idle list */
     const gw_up_cbs_t *cbs; /* of the exchange using it; NULL when idle */
     void *arg;              /* for cbs */
@@ -402,9 +405,8 @@ int gw_uconn_write(gw_uconn_t *uc, const char *data, size_t len)
 /* ------------------------------------------------------------------------- */
 /* getting a connection                                                       */
 
-static void on_connect(uv_connect_t *creq, int status)
+static void connect_done(gw_uconn_t *uc, int status)
 {
-    gw_uconn_t *uc = creq->data;
     gw_waiter_t *wt = uc->wt;
     if (wt) {
         wt->connecting = NULL;
@@ -429,6 +431,18 @@ static void on_connect(uv_connect_t *creq, int status)
     }
     take(uc, wt);
     wt->cbs->connected(wt->arg, uc, 0);
+}
+
+static void on_connect(uv_connect_t *creq, int status)
+{
+    gw_uconn_t *uc = creq->data;
+    gw_inst_t *in = uc->inst;
+    int held = uc->holds_inst;
+    uc->holds_inst = 0;
+    int stopping = in->w->stopping; /* the loop's handles are being closed by the walk */
+    connect_done(uc, status);
+    if (held && !stopping)
+        gw_inst_unref(in); /* the last one closes uc (pooled by now) and frees in */
 }
 
 static int uconn_connect(gw_inst_t *in, gw_waiter_t *wt)
@@ -465,7 +479,7 @@ int gw_uconn_get(gw_inst_t *in, gw_waiter_t *wt, const gw_up_cbs_t *cbs, void *a
         defer(in, wt, uc, 0);
         return 0;
     }
-    const gw_route_cfg_t *rc = in->rt->cfg;
+    const gw_route_cfg_t *rc = in->cfg;
     if (in->nconns < rc->max_connections)
         return uconn_connect(in, wt);
     if (in->npending >= rc->max_pending)
@@ -484,8 +498,13 @@ int gw_uconn_get(gw_inst_t *in, gw_waiter_t *wt, const gw_up_cbs_t *cbs, void *a
 void gw_uconn_cancel_wait(gw_inst_t *in, gw_waiter_t *wt)
 {
     if (wt->connecting) { /* it will land in the pool when the connect completes */
-        wt->connecting->wt = NULL;
+        gw_uconn_t *uc = wt->connecting;
+        uc->wt = NULL;
         wt->connecting = NULL;
+        if (!uc->holds_inst) { /* no exchange holds in for it now: a reload may drop in */
+            uc->holds_inst = 1;
+            in->refs++;
+        }
     }
     if (wt->deferred) {
         defer_unlink(in->w, wt);
@@ -532,7 +551,7 @@ static gw_waiter_t *pending_pop(gw_inst_t *in)
 /* A connection slot opened up (one closed): the first waiters connect. */
 static void serve_pending(gw_inst_t *in)
 {
-    while (in->pending && in->nconns < in->rt->cfg->max_connections) {
+    while (in->pending && in->nconns < in->cfg->max_connections) {
         gw_waiter_t *wt = pending_pop(in);
         int rc = uconn_connect(in, wt);
         if (rc < 0)
@@ -565,7 +584,7 @@ void gw_uconn_release(gw_uconn_t *uc, int reusable)
     in->idle = uc;
     in->nidle++;
     gw_up_pool_add(in->stats, 1, -1);
-    if (in->nidle > in->rt->cfg->pool_max_idle) {
+    if (in->nidle > in->cfg->pool_max_idle) {
         /* drop the least recently used (the tail) */
         gw_uconn_t **p = &in->idle;
         while ((*p)->next)

@@ -42,8 +42,7 @@ static void route(int n, gw_lb_kind_t kind)
         gw_inst_t *in = &fx.inst[i];
         snprintf(fx.keys[i], sizeof fx.keys[i], "http://10.0.0.%d:80", i + 1);
         snprintf(in->url, sizeof in->url, "%s", fx.keys[i]);
-        in->rt = &fx.rt;
-        in->index = i;
+        in->cfg = &fx.cfg;
         in->weight = 1;
         in->healthy = 1;
         in->stats = gw_metrics_upstream(fx.m, rs, in->url);
@@ -63,7 +62,7 @@ static int picks_of(int who, int tries, uint64_t now)
 {
     int n = 0;
     for (int i = 0; i < tries; i++)
-        if (gw_rt_pick(&fx.rt, NULL, 0, 0, now) == &fx.inst[who])
+        if (gw_rt_pick(&fx.rt, NULL, 0, 0, now, NULL) == &fx.inst[who])
             n++;
     return n;
 }
@@ -74,10 +73,10 @@ Test(table, consecutive_failures_eject_an_instance_for_the_base_time, .fini = do
     fx.cfg.outlier_failures = 3;
     fx.cfg.outlier_base_ms = 1000;
     uint64_t t = 100 * S;
-    gw_inst_result(&fx.inst[0], 1, 10, t);
-    gw_inst_result(&fx.inst[0], 1, 10, t);
+    gw_inst_result(&fx.rt, 0, 1, 10, t);
+    gw_inst_result(&fx.rt, 0, 1, 10, t);
     cr_assert_eq(fx.inst[0].ejected_until_ns, 0, "ejected before the third failure");
-    gw_inst_result(&fx.inst[0], 1, 10, t);
+    gw_inst_result(&fx.rt, 0, 1, 10, t);
     cr_assert_eq(fx.inst[0].ejected_until_ns, t + 1000 * MS);
     cr_assert_eq(picks_of(0, 30, t + 999 * MS), 0, "an ejected instance was picked");
     cr_assert_gt(picks_of(0, 30, t + 1000 * MS), 0, "not back after its ejection time");
@@ -88,9 +87,9 @@ Test(table, a_success_resets_the_failure_count, .fini = done)
     route(3, GW_LB_ROUND_ROBIN);
     fx.cfg.outlier_failures = 2;
     uint64_t t = 100 * S;
-    gw_inst_result(&fx.inst[1], 1, 10, t);
-    gw_inst_result(&fx.inst[1], 0, 10, t);
-    gw_inst_result(&fx.inst[1], 1, 10, t);
+    gw_inst_result(&fx.rt, 1, 1, 10, t);
+    gw_inst_result(&fx.rt, 1, 0, 10, t);
+    gw_inst_result(&fx.rt, 1, 1, 10, t);
     cr_assert_eq(fx.inst[1].ejected_until_ns, 0);
 }
 
@@ -103,7 +102,7 @@ Test(table, each_ejection_lasts_longer_up_to_the_max, .fini = done)
     uint64_t t = 100 * S;
     uint64_t want[] = {1000, 2000, 2500, 2500};
     for (int k = 0; k < 4; k++) {
-        gw_inst_result(&fx.inst[0], 1, 10, t);
+        gw_inst_result(&fx.rt, 0, 1, 10, t);
         cr_assert_eq(fx.inst[0].ejected_until_ns, t + want[k] * MS, "ejection %d", k + 1);
         t = fx.inst[0].ejected_until_ns;
         cr_assert_gt(picks_of(0, 30, t), 0); /* the pick notices it is back */
@@ -115,8 +114,8 @@ Test(table, ejection_never_takes_more_than_the_allowed_share, .fini = done)
     route(2, GW_LB_ROUND_ROBIN); /* max_ejected 50 %: one of two */
     fx.cfg.outlier_failures = 1;
     uint64_t t = 100 * S;
-    gw_inst_result(&fx.inst[0], 1, 10, t);
-    gw_inst_result(&fx.inst[1], 1, 10, t);
+    gw_inst_result(&fx.rt, 0, 1, 10, t);
+    gw_inst_result(&fx.rt, 1, 1, 10, t);
     cr_assert_neq(fx.inst[0].ejected_until_ns, 0);
     cr_assert_eq(fx.inst[1].ejected_until_ns, 0, "both of two instances ejected");
     cr_assert_eq(picks_of(1, 10, t + MS), 10);
@@ -142,7 +141,7 @@ Test(table, a_returning_instance_gets_a_share_that_grows_with_slow_start, .fini 
     fx.cfg.slow_start_ms = 10000;
     fx.cfg.outlier_failures = 1;
     uint64_t t = 100 * S;
-    gw_inst_result(&fx.inst[0], 1, 10, t);
+    gw_inst_result(&fx.rt, 0, 1, 10, t);
     uint64_t back = fx.inst[0].ejected_until_ns;
     int early = picks_of(0, 1000, back);         /* weight 0.1 of 1.1 */
     int late = picks_of(0, 1000, back + 5 * S);  /* 0.5 of 1.5 */
@@ -160,8 +159,8 @@ Test(table, pick_skips_unhealthy_and_instances_at_their_in_flight_limit, .fini =
     fx.cfg.max_requests = 2;
     fx.inst[1].inflight = 2;
     for (int i = 0; i < 40; i++) {
-        gw_inst_t *in = gw_rt_pick(&fx.rt, NULL, 0, 0, t);
-        cr_assert(in == &fx.inst[2] || in == &fx.inst[3], "picked instance %d", in->index);
+        gw_inst_t *in = gw_rt_pick(&fx.rt, NULL, 0, 0, t, NULL);
+        cr_assert(in == &fx.inst[2] || in == &fx.inst[3], "picked instance %s", in->url);
     }
     fx.inst[1].inflight = 1;
     cr_assert_gt(picks_of(1, 20, t), 0);
@@ -180,5 +179,5 @@ Test(table, pick_avoids_the_instances_already_tried, .fini = done)
     route(3, GW_LB_ROUND_ROBIN);
     int avoid[] = {0, 2};
     for (int i = 0; i < 10; i++)
-        cr_assert_eq(gw_rt_pick(&fx.rt, avoid, 2, 0, 100 * S), &fx.inst[1]);
+        cr_assert_eq(gw_rt_pick(&fx.rt, avoid, 2, 0, 100 * S, NULL), &fx.inst[1]);
 }

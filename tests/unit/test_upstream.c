@@ -19,7 +19,6 @@ static uv_tcp_t *accepted[MAXC];
 static int naccepted;
 static gw_worker_t w;
 static gw_route_cfg_t cfg;
-static gw_rt_t rt;
 static gw_inst_t in;
 static gw_metrics_t *metrics;
 static int inside_call; /* set around the calls that must not call back */
@@ -89,11 +88,9 @@ static void setup(void)
     cfg.max_connections = 1;
     cfg.max_pending = 1;
     cr_assert_eq(gw_metrics_new(&metrics), 0);
-    memset(&rt, 0, sizeof rt);
-    rt.cfg = &cfg;
     memset(&in, 0, sizeof in);
     in.w = &w;
-    in.rt = &rt;
+    in.cfg = &cfg;
     in.stats = gw_metrics_upstream(metrics, gw_metrics_route(metrics, "r"), "http://x");
     int len = sizeof in.addr;
     cr_assert_eq(uv_tcp_getsockname(&listener, (struct sockaddr *)&in.addr, &len), 0);
@@ -190,6 +187,23 @@ Test(upstream, a_cancelled_waiter_is_never_called_and_the_connection_pools, .ini
     for (int i = 0; i < 3; i++)
         uv_run(&loop, UV_RUN_NOWAIT);
     cr_assert_eq(b.calls, 0);
+}
+
+/* A connect given up on lands in the pool; until it ends it holds the instance (a reload
+ * may drop every table naming it meanwhile), and lets go once pooled. */
+Test(upstream, a_connect_given_up_on_holds_its_instance_until_it_ends, .init = setup,
+     .fini = teardown)
+{
+    in.refs = 1; /* a table's */
+    asker_t a = {0};
+    cr_assert_eq(get(&a), 0);
+    gw_uconn_cancel_wait(&in, &a.wt);
+    cr_assert_eq(in.refs, 2, "the connect in progress holds the instance");
+    for (int i = 0; i < 1000 && !in.nidle; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    cr_assert_eq(in.nidle, 1, "the connection went to the pool");
+    cr_assert_eq(in.refs, 1, "the connection let go of the instance");
+    cr_assert_eq(a.calls, 0);
 }
 
 Test(upstream, a_hand_over_cancelled_before_delivery_returns_to_the_pool, .init = setup,
