@@ -16,7 +16,7 @@
 #include "core/client.h"
 #include "core/log.h"
 
-#define WATCH_WAIT_DEFAULT 30000 /* ms; the server caps waits at 10 m and adds wait/16 */
+#define WATCH_WAIT_DEFAULT 10000 /* ms; also how stale the age gets in steady state */
 #define WATCH_SLACK_MS     5000  /* ms past wait + wait/16 before we call the query lost */
 #define BACKOFF_FIRST_MS   250
 #define BACKOFF_MAX_MS     10000 /* a control plane back from a restart is seen within 10 s */

@@ -23,7 +23,7 @@ typedef struct cm_watch cm_watch_t; /* opaque; lives on one loop */
 typedef void (*cm_watch_cb)(int i, const char *service, char **urls, int n, void *data);
 
 /* Starts one query loop per service (copied). base is "http://HOST:PORT" (a trailing /
- * is fine). wait_ms is the blocking query's wait (0: 30 s). Caller owns *out; free with
+ * is fine). wait_ms is the blocking query's wait (0: 10 s). Caller owns *out; free with
  * cm_watch_free(). Returns 0, -EINVAL (bad base, no or too many services), -ENOMEM. */
 int cm_watch_new(uv_loop_t *loop, const char *base, const char *const *services, int n,
                  unsigned wait_ms, cm_watch_cb cb, void *data, cm_watch_t **out);

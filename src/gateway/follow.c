@@ -1,0 +1,193 @@
+/* gateway/follow.c: the registry watch of `cmesh gateway --registry` (follow.h). It runs
+ * on a loop and thread of its own: the workers' loops belong to core's server, and
+ * gw_replace_upstreams may be called from any thread (it serialises edits and wakes
+ * every worker). The last set per service is kept so a SIGHUP reload, which rebuilds
+ * from the file, does not undo what the registry said. */
+#include "gateway/follow.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "core/log.h"
+#include "core/watch.h"
+#include "gateway/snapshot.h"
+
+typedef struct last {
+    char **urls; /* the last non-empty ready set, NULL before one came */
+    int n;
+} last_t;
+
+struct gw_follow {
+    gw_shared_t *g;
+    char base[512];
+    char who[600];
+    uv_loop_t loop;
+    uv_async_t stop;
+    pthread_t thread;
+    cm_watch_t *watch;
+    pthread_mutex_t mu; /* guards last[] */
+    int n;
+    char **names;
+    last_t *last;
+};
+
+static void free_set(char **u, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(u[i]);
+    free(u);
+}
+
+static void apply(gw_follow_t *f, int i, char **urls, int n)
+{
+    char err[512];
+    int rc = gw_replace_upstreams(f->g, f->names[i], urls, n, f->who, err, sizeof err);
+    if (rc < 0)
+        cm_log_msg(CM_LOG_WARN, "gateway: registry: route %s: new set refused: %s", f->names[i],
+                   rc == -ENOENT ? "the route is gone" : err);
+}
+
+static void on_set(int i, const char *service, char **urls, int n, void *data)
+{
+    gw_follow_t *f = data;
+    if (n == 0) {
+        /* An empty route answers 503 to everyone; the last set may still serve (its
+         * instances are health-checked and ejected by the gateway on its own). */
+        cm_log_msg(CM_LOG_WARN,
+                   "gateway: registry: service %s has no ready instance; route %s keeps its "
+                   "last upstreams",
+                   service, f->names[i]);
+        return;
+    }
+    char **copy = calloc((size_t)n, sizeof *copy);
+    for (int k = 0; copy && k < n; k++)
+        if (!(copy[k] = strdup(urls[k]))) {
+            free_set(copy, k);
+            copy = NULL;
+        }
+    if (copy) {
+        pthread_mutex_lock(&f->mu);
+        free_set(f->last[i].urls, f->last[i].n);
+        f->last[i].urls = copy;
+        f->last[i].n = n;
+        pthread_mutex_unlock(&f->mu);
+    }
+    apply(f, i, urls, n);
+}
+
+static void on_stop(uv_async_t *a)
+{
+    gw_follow_t *f = a->data;
+    cm_watch_free(f->watch); /* the pointer stays: the age is read until f is freed */
+    uv_close((uv_handle_t *)&f->stop, NULL);
+}
+
+static void *run(void *arg)
+{
+    gw_follow_t *f = arg;
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+static void follow_free(gw_follow_t *f)
+{
+    for (int i = 0; i < f->n; i++) {
+        free(f->names[i]);
+        free_set(f->last[i].urls, f->last[i].n);
+    }
+    free(f->names);
+    free(f->last);
+    pthread_mutex_destroy(&f->mu);
+    free(f);
+}
+
+int gw_follow_start(gw_shared_t *g, const char *base, gw_follow_t **out)
+{
+    gw_follow_t *f = calloc(1, sizeof *f);
+    if (!f)
+        return -ENOMEM;
+    pthread_mutex_init(&f->mu, NULL);
+    f->g = g;
+    snprintf(f->base, sizeof f->base, "%s", base);
+    snprintf(f->who, sizeof f->who, "registry %s", base);
+    gw_snap_t *s = gw_snap_acquire(g);
+    int n = s->cfg->nroutes;
+    f->names = calloc((size_t)n + 1, sizeof *f->names);
+    f->last = calloc((size_t)n + 1, sizeof *f->last);
+    int rc = f->names && f->last ? 0 : -ENOMEM;
+    for (int i = 0; rc == 0 && i < n; i++) {
+        if (!(f->names[i] = strdup(s->cfg->routes[i].name)))
+            rc = -ENOMEM;
+        else
+            f->n++;
+    }
+    gw_snap_release(s);
+    if (rc == 0 && (rc = uv_loop_init(&f->loop)) == 0) {
+        rc = cm_watch_new(&f->loop, base, (const char *const *)f->names, f->n, 0, on_set, f,
+                          &f->watch);
+        if (rc == 0) {
+            uv_async_init(&f->loop, &f->stop, on_stop);
+            f->stop.data = f;
+            rc = -pthread_create(&f->thread, NULL, run, f);
+            if (rc < 0) {
+                on_stop(&f->stop);
+                uv_run(&f->loop, UV_RUN_DEFAULT);
+            }
+        }
+        if (rc < 0)
+            uv_loop_close(&f->loop);
+    }
+    if (rc < 0) {
+        follow_free(f);
+        return rc;
+    }
+    cm_log_msg(CM_LOG_INFO, "gateway: following the registry at %s (%d routes)", base, f->n);
+    *out = f;
+    return 0;
+}
+
+void gw_follow_stop(gw_follow_t *f)
+{
+    if (!f)
+        return;
+    uv_async_send(&f->stop);
+    pthread_join(f->thread, NULL);
+    uv_loop_close(&f->loop);
+    follow_free(f);
+}
+
+void gw_follow_reapply(gw_follow_t *f)
+{
+    if (!f)
+        return;
+    for (int i = 0; i < f->n; i++) {
+        pthread_mutex_lock(&f->mu);
+        int n = f->last[i].n;
+        char **copy = n ? calloc((size_t)n, sizeof *copy) : NULL;
+        for (int k = 0; copy && k < n; k++)
+            copy[k] = strdup(f->last[i].urls[k]);
+        pthread_mutex_unlock(&f->mu);
+        int ok = copy != NULL;
+        for (int k = 0; ok && k < n; k++)
+            ok = copy[k] != NULL;
+        if (ok)
+            apply(f, i, copy, n);
+        free_set(copy, n);
+    }
+}
+
+void gw_follow_metrics(gw_follow_t *f, cm_buf_t *out)
+{
+    if (!f)
+        return;
+    cm_buf_append_str(out, "# HELP cmesh_gateway_registry_age_seconds Seconds since the registry "
+                           "last answered for the service (the set in use is that old)\n"
+                           "# TYPE cmesh_gateway_registry_age_seconds gauge\n");
+    for (int i = 0; i < f->n; i++)
+        cm_buf_appendf(out, "cmesh_gateway_registry_age_seconds{service=\"%s\"} %.3f\n",
+                       f->names[i], cm_watch_age_s(f->watch, i));
+}

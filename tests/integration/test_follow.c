@@ -1,0 +1,121 @@
+/* Integration tests for following the registry in memory: a real `cmesh up` holds the
+ * registry, a gateway started by the test with --registry (and a route whose only
+ * upstream is a dead port) learns the instances from it, follows a `cmesh scale`, and
+ * keeps serving its last set after the control plane is SIGKILLed (static stability),
+ * its age metric growing. */
+#include "ctl_util.h"
+
+static sys_t sys;
+static h_proc_t gw;
+
+static void fini(void)
+{
+    if (gw.pid > 0)
+        h_stop(&gw);
+    sys_fini();
+}
+
+TestSuite(follow, .fini = fini, .timeout = 120);
+
+/* users only, no gateway: the test's own gateway is the one that follows */
+static const char users_only[] =
+    "services:\n"
+    "  users:\n    command: users\n    instances: 1\n    listen: 127.0.0.1:%2$d\n"
+    "    args: [--db, users.db, --access-log, 'off']\n"
+    "    readiness: { path: /readyz, interval: 200ms, timeout: 200ms, fall: 1 }\n"
+    "    drain_timeout: 1s\n";
+
+/* The value of the first /metrics line of gw that starts with prefix, or -1. */
+static double metric(h_proc_t *p, const char *prefix)
+{
+    h_resp_t r = h_req(p, "GET", "/metrics", NULL, NULL);
+    double v = -1;
+    const char *at = r.body ? strstr(r.body, prefix) : NULL;
+    if (at)
+        v = strtod(at + strlen(prefix), NULL);
+    h_resp_free(&r);
+    return v;
+}
+
+/* Waits until GET /users/1 through the gateway answers 200 or 404 (reached users). */
+static void wait_routed(int timeout_ms)
+{
+    double until = now_s() + timeout_ms / 1000.0;
+    while (now_s() < until) {
+        h_resp_t r = h_req(&gw, "GET", "/users/1", NULL, NULL);
+        long st = r.status;
+        h_resp_free(&r);
+        if (st == 200 || st == 404)
+            return;
+        ms_sleep(50);
+    }
+    cr_assert_fail("the gateway never reached users through the registry");
+}
+
+static void start_gateway(void)
+{
+    char route[64];
+    snprintf(route, sizeof route, "/users=http://127.0.0.1:%d", h_free_port());
+    h_start(&gw, "gateway", "--route", route, "--registry", sys.ctl, "--access-log", "off",
+            (char *)NULL);
+}
+
+Test(follow, gateway_learns_instances_and_follows_a_scale)
+{
+    sys_init(&sys, users_only);
+    sys_start(&sys);
+    sys_wait_ready(&sys, 20000);
+    start_gateway();
+    wait_routed(10000); /* its only configured upstream is a dead port: the registry's */
+
+    char *out = NULL;
+    const char *const scale[] = {"scale", "users", "2", NULL};
+    cr_assert_eq(sys_cmd(&sys, &out, scale), 0, "%s", out);
+    free(out);
+    sys_wait_state(&sys, "users", 1, "ready", 0, 20000);
+    /* the new instance gets traffic within a bound: its series counts requests */
+    char series[160];
+    snprintf(series, sizeof series,
+             "cmesh_gateway_upstream_request_duration_seconds_count{route=\"users\","
+             "upstream=\"http://127.0.0.1:%d\"} ",
+             sys.port[0] + 1);
+    double until = now_s() + 15, got = -1;
+    while (now_s() < until && got <= 0) {
+        for (int i = 0; i < 10; i++) {
+            h_resp_t r = h_req(&gw, "GET", "/users/1", NULL, NULL);
+            cr_assert(r.status == 200 || r.status == 404, "%ld %s", r.status, r.body);
+            h_resp_free(&r);
+        }
+        got = metric(&gw, series);
+        if (got <= 0)
+            ms_sleep(100);
+    }
+    cr_assert_gt(got, 0, "users/1 (port %d) never got a request", sys.port[0] + 1);
+}
+
+Test(follow, gateway_keeps_serving_the_last_set_when_the_control_plane_dies)
+{
+    sys_init(&sys, users_only);
+    sys_start(&sys);
+    sys_wait_ready(&sys, 20000);
+    start_gateway();
+    wait_routed(10000);
+    const char *age = "cmesh_gateway_registry_age_seconds{service=\"users\"} ";
+    double a0 = metric(&gw, age);
+    cr_assert_geq(a0, 0, "the age metric is exported");
+
+    sys_kill9_up(&sys); /* the instances stay (their own process groups) */
+    /* serve through the outage: every request answered by users, none an error */
+    double until = now_s() + 3;
+    int n = 0;
+    while (now_s() < until) {
+        h_resp_t r = h_req(&gw, "GET", "/users/1", NULL, NULL);
+        cr_assert(r.status == 200 || r.status == 404, "request %d: %ld %s", n, r.status, r.body);
+        h_resp_free(&r);
+        n++;
+        ms_sleep(20);
+    }
+    double a1 = metric(&gw, age);
+    cr_assert_gt(a1, 2.0, "the set's age grows while the registry is away: %f", a1);
+    cr_assert_gt(a1, a0);
+}
