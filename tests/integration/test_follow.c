@@ -6,12 +6,14 @@
 #include "ctl_util.h"
 
 static sys_t sys;
-static h_proc_t gw;
+static h_proc_t gw, ord;
 
 static void fini(void)
 {
     if (gw.pid > 0)
         h_stop(&gw);
+    if (ord.pid > 0)
+        h_stop(&ord);
     sys_fini();
 }
 
@@ -118,4 +120,58 @@ Test(follow, gateway_keeps_serving_the_last_set_when_the_control_plane_dies)
     double a1 = metric(&gw, age);
     cr_assert_gt(a1, 2.0, "the set's age grows while the registry is away: %f", a1);
     cr_assert_gt(a1, a0);
+}
+
+/* two users instances sharing one database */
+static const char two_users[] =
+    "services:\n"
+    "  users:\n    command: users\n    instances: 2\n    listen: 127.0.0.1:%2$d\n"
+    "    args: [--db, users.db, --access-log, 'off']\n"
+    "    readiness: { path: /readyz, interval: 200ms, timeout: 200ms, fall: 1 }\n"
+    "    drain_timeout: 1s\n";
+
+static long post_order(const char *body)
+{
+    h_resp_t r = h_req(&ord, "POST", "/orders", body, NULL);
+    long st = r.status;
+    if (st != 201 && st != 503 && st != 422)
+        cr_log_error("POST /orders: %ld %s", st, r.body);
+    h_resp_free(&r);
+    return st;
+}
+
+Test(follow, orders_checks_users_through_the_watched_set_and_survives_a_dead_instance)
+{
+    sys_init(&sys, two_users);
+    sys_start(&sys);
+    sys_wait_ready(&sys, 20000);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/users", sys.port[0]);
+    static const char *const json_hdr[] = {"Content-Type: application/json", NULL};
+    h_resp_t r = h_http("POST", url, "{\"name\":\"Ann\",\"email\":\"ann@x.io\"}", json_hdr);
+    cr_assert_eq(r.status, 201, "%s", r.body);
+    h_resp_free(&r);
+    /* no --users-url: the users instances come from the registry only */
+    h_start(&ord, "orders", "--db", "{dir}/orders.db", "--users-registry", sys.ctl, "--access-log",
+            "off", (char *)NULL);
+    double until = now_s() + 10;
+    long st = 0;
+    while (now_s() < until && (st = post_order("{\"userId\":1}")) == 503)
+        ms_sleep(50);
+    cr_assert_eq(st, 201, "an order checked against a watched users instance");
+    cr_assert_eq(post_order("{\"userId\":99}"), 422, "unknown users are still refused");
+
+    /* the control plane goes (its set stays in orders), then users/0 dies: the set still
+     * names it, and every check falls through to users/1 */
+    sys_kill9_up(&sys);
+    cr_assert_eq(sys_procs(sys.state, "users/0", 1), 1, "users/0 SIGKILLed");
+    ms_sleep(100);
+    for (int i = 0; i < 20; i++)
+        cr_assert_eq(post_order("{\"userId\":1}"), 201, "order %d after users/0 died", i);
+    h_resp_t m = h_req(&ord, "GET", "/metrics", NULL, NULL);
+    const char *name = "\ncmesh_orders_registry_age_seconds ";
+    const char *age = m.body ? strstr(m.body, name) : NULL;
+    cr_assert_not_null(age, "the age metric is exported");
+    cr_assert_gt(strtod(age + strlen(name), NULL), 0.0);
+    h_resp_free(&m);
 }
