@@ -1,4 +1,5 @@
-/* gateway/follow.c: the registry watch of `cmesh gateway --registry` (follow.h). It runs
+/* gateway/follow.c: the registry watch of `cmesh gateway --registry` (follow.h): each
+ * route follows its `service:` (else the service of its name). It runs
  * on a loop and thread of its own: the workers' loops belong to core's server, and
  * gw_replace_upstreams may be called from any thread (it serialises edits and wakes
  * every worker). The last set per service is kept so a SIGHUP reload, which rebuilds
@@ -30,9 +31,12 @@ struct gw_follow {
     pthread_t thread;
     cm_watch_t *watch;
     pthread_mutex_t mu; /* guards last[] */
-    int n;
-    char **names;
-    last_t *last;
+    int n;              /* services watched (each once, however many routes follow it) */
+    char **names;       /* [n] the services */
+    last_t *last;       /* [n] */
+    int nroutes;
+    char **routes;  /* [nroutes] route names */
+    int *route_svc; /* [nroutes] the service index each follows */
 };
 
 static void free_set(char **u, int n)
@@ -42,13 +46,18 @@ static void free_set(char **u, int n)
     free(u);
 }
 
+/* Gives service i's set to every route that follows it. */
 static void apply(gw_follow_t *f, int i, char **urls, int n)
 {
-    char err[512];
-    int rc = gw_replace_upstreams(f->g, f->names[i], urls, n, f->who, err, sizeof err);
-    if (rc < 0)
-        cm_log_msg(CM_LOG_WARN, "gateway: registry: route %s: new set refused: %s", f->names[i],
-                   rc == -ENOENT ? "the route is gone" : err);
+    for (int r = 0; r < f->nroutes; r++) {
+        if (f->route_svc[r] != i)
+            continue;
+        char err[512];
+        int rc = gw_replace_upstreams(f->g, f->routes[r], urls, n, f->who, err, sizeof err);
+        if (rc < 0)
+            cm_log_msg(CM_LOG_WARN, "gateway: registry: route %s: new set refused: %s",
+                       f->routes[r], rc == -ENOENT ? "the route is gone" : err);
+    }
 }
 
 static void on_set(int i, const char *service, char **urls, int n, void *data)
@@ -58,9 +67,9 @@ static void on_set(int i, const char *service, char **urls, int n, void *data)
         /* An empty route answers 503 to everyone; the last set may still serve (its
          * instances are health-checked and ejected by the gateway on its own). */
         cm_log_msg(CM_LOG_WARN,
-                   "gateway: registry: service %s has no ready instance; route %s keeps its "
-                   "last upstreams",
-                   service, f->names[i]);
+                   "gateway: registry: service %s has no ready instance; its routes keep "
+                   "their last upstreams",
+                   service);
         return;
     }
     char **copy = calloc((size_t)n, sizeof *copy);
@@ -101,6 +110,10 @@ static void follow_free(gw_follow_t *f)
     }
     free(f->names);
     free(f->last);
+    for (int r = 0; r < f->nroutes; r++)
+        free(f->routes[r]);
+    free(f->routes);
+    free(f->route_svc);
     pthread_mutex_destroy(&f->mu);
     free(f);
 }
@@ -118,12 +131,24 @@ int gw_follow_start(gw_shared_t *g, const char *base, gw_follow_t **out)
     int n = s->cfg->nroutes;
     f->names = calloc((size_t)n + 1, sizeof *f->names);
     f->last = calloc((size_t)n + 1, sizeof *f->last);
-    int rc = f->names && f->last ? 0 : -ENOMEM;
-    for (int i = 0; rc == 0 && i < n; i++) {
-        if (!(f->names[i] = strdup(s->cfg->routes[i].name)))
-            rc = -ENOMEM;
-        else
+    f->routes = calloc((size_t)n + 1, sizeof *f->routes);
+    f->route_svc = calloc((size_t)n + 1, sizeof *f->route_svc);
+    int rc = f->names && f->last && f->routes && f->route_svc ? 0 : -ENOMEM;
+    for (int r = 0; rc == 0 && r < n; r++) {
+        const gw_route_cfg_t *rt = &s->cfg->routes[r];
+        const char *svc = rt->service[0] ? rt->service : rt->name;
+        int i = 0;
+        while (i < f->n && strcmp(f->names[i], svc) != 0)
+            i++;
+        if (i == f->n && (f->names[i] = strdup(svc)))
             f->n++;
+        if (!(f->routes[r] = strdup(rt->name)) || i == f->n) {
+            free(f->routes[r]);
+            rc = -ENOMEM;
+            break;
+        }
+        f->route_svc[r] = i;
+        f->nroutes++;
     }
     gw_snap_release(s);
     if (rc == 0 && (rc = uv_loop_init(&f->loop)) == 0) {
@@ -145,7 +170,8 @@ int gw_follow_start(gw_shared_t *g, const char *base, gw_follow_t **out)
         follow_free(f);
         return rc;
     }
-    cm_log_msg(CM_LOG_INFO, "gateway: following the registry at %s (%d routes)", base, f->n);
+    cm_log_msg(CM_LOG_INFO, "gateway: following the registry at %s (%d routes, %d services)", base,
+               f->nroutes, f->n);
     *out = f;
     return 0;
 }

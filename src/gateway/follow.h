@@ -1,7 +1,8 @@
-/* gateway/follow.h: `--registry URL`: every route follows the registry service of its
- * name (core/watch on a thread of its own), its upstreams replaced in memory through
- * gw_replace_upstreams with the ready instances; when the control plane is away the
- * last set stays. Exports cmesh_gateway_registry_age_seconds{service}. Used by gateway.c. */
+/* gateway/follow.h: `--registry URL`: every route follows the registry service its
+ * `service:` names, else the one of its name (core/watch on a thread of its own), its upstreams
+ * replaced in memory through gw_replace_upstreams with the ready instances; when the control plane
+ * is away the last set stays. Exports cmesh_gateway_registry_age_seconds{service}. Used by
+ * gateway.c. */
 #ifndef CMESH_GATEWAY_FOLLOW_H
 #define CMESH_GATEWAY_FOLLOW_H
 

@@ -328,8 +328,8 @@ static const cm_flag_t gw_flags[] = {
                    "unless --auth-key is given"),
     CM_FLAG_STR("registry", "URL", O, g.registry, 0,
                 "the control plane (http://HOST:PORT): every route follows the registry "
-                "service of its name (its ready instances, in memory); when the control plane "
-                "is away the last set stays"),
+                "service its service: names, else the one of its name (its ready instances, in "
+                "memory); when the control plane is away the last set stays"),
     CM_FLAG_STR("auth-key", "FILE", O, g.auth_key, 0,
                 "JWT key: HS256 secret, or RSA / EC P-256 PEM key"),
     CM_FLAG_STR("admin-listen", "HOST:PORT|unix:PATH", O, g.admin_arg, 0,

@@ -175,3 +175,96 @@ Test(follow, orders_checks_users_through_the_watched_set_and_survives_a_dead_ins
     cr_assert_gt(strtod(age + strlen(name), NULL), 0.0);
     h_resp_free(&m);
 }
+
+/* the whole system as cmesh.yaml ships it: the supervised gateway with --registry (no
+ * SIGHUP any more) and orders with --users-registry {registry} */
+static const char whole[] =
+    "services:\n"
+    "  users:\n    command: users\n    instances: 1\n    listen: 127.0.0.1:%2$d\n"
+    "    args: [--db, users.db, --access-log, 'off']\n"
+    "    readiness: { path: /readyz, interval: 200ms, timeout: 200ms, fall: 1 }\n"
+    "    drain_timeout: 1s\n"
+    "  orders:\n    command: orders\n    instances: 1\n    listen: 127.0.0.1:%3$d\n"
+    "    args: [--db, orders.db, --users-registry, '{registry}', --access-log, 'off']\n"
+    "    readiness: { path: /readyz, interval: 200ms, timeout: 200ms, fall: 1 }\n"
+    "    drain_timeout: 1s\n"
+    "gateway:\n  listen: 127.0.0.1:%1$d\n  routes:\n"
+    "    - { prefix: /users, service: users }\n"
+    "    - { prefix: /orders, service: orders }\n";
+
+static h_resp_t via_gw(const char *method, const char *path, const char *body)
+{
+    char url[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", sys.gw_port, path);
+    static const char *const json_hdr[] = {"Content-Type: application/json", NULL};
+    return h_http(method, url, body, body ? json_hdr : NULL);
+}
+
+static double gw_metric(const char *prefix)
+{
+    h_resp_t r = via_gw("GET", "/metrics", NULL);
+    double v = -1;
+    const char *at = r.body ? strstr(r.body, prefix) : NULL;
+    if (at)
+        v = strtod(at + strlen(prefix), NULL);
+    h_resp_free(&r);
+    return v;
+}
+
+Test(follow, cmesh_up_gateway_and_orders_follow_the_registry_and_outlive_it)
+{
+    sys_init(&sys, whole);
+    sys_start(&sys);
+    sys_wait_ready(&sys, 20000);
+    h_resp_t r = via_gw("POST", "/users", "{\"name\":\"Ann\",\"email\":\"ann@x.io\"}");
+    cr_assert_eq(r.status, 201, "%s", r.body);
+    h_resp_free(&r);
+    double until = now_s() + 10;
+    long st = 0;
+    while (now_s() < until) { /* orders' first answer from the registry may still come */
+        r = via_gw("POST", "/orders", "{\"userId\":1}");
+        st = r.status;
+        h_resp_free(&r);
+        if (st != 503)
+            break;
+        ms_sleep(50);
+    }
+    cr_assert_eq(st, 201, "orders checks users through the registry");
+
+    char *out = NULL;
+    const char *const scale[] = {"scale", "users", "2", NULL};
+    cr_assert_eq(sys_cmd(&sys, &out, scale), 0, "%s", out);
+    free(out);
+    sys_wait_state(&sys, "users", 1, "ready", 0, 20000);
+    char series[160];
+    snprintf(series, sizeof series,
+             "cmesh_gateway_upstream_request_duration_seconds_count{route=\"users\","
+             "upstream=\"http://127.0.0.1:%d\"} ",
+             sys.port[0] + 1);
+    until = now_s() + 15;
+    double got = -1;
+    while (now_s() < until && got <= 0) {
+        for (int i = 0; i < 10; i++) {
+            r = via_gw("GET", "/users/1", NULL);
+            cr_assert_eq(r.status, 200, "%s", r.body);
+            h_resp_free(&r);
+        }
+        if ((got = gw_metric(series)) <= 0)
+            ms_sleep(100);
+    }
+    cr_assert_gt(got, 0, "the supervised gateway follows the scale in memory");
+
+    sys_kill9_up(&sys);
+    until = now_s() + 2.5;
+    int n = 0;
+    while (now_s() < until) {
+        r = via_gw("GET", "/users/1", NULL);
+        cr_assert_eq(r.status, 200, "request %d without the control plane: %s", n, r.body);
+        h_resp_free(&r);
+        r = via_gw("POST", "/orders", "{\"userId\":1}");
+        cr_assert_eq(r.status, 201, "order %d without the control plane: %s", n, r.body);
+        h_resp_free(&r);
+        n++;
+    }
+    cr_assert_gt(gw_metric("cmesh_gateway_registry_age_seconds{service=\"users\"} "), 2.0);
+}
