@@ -95,12 +95,29 @@ Test(follow, gateway_learns_instances_and_follows_a_scale)
     cr_assert_gt(got, 0, "users/1 (port %d) never got a request", sys.port[0] + 1);
 }
 
+/* A gateway from a file whose route names the service with service: (its own name is
+ * another) and lists a dead port as its first set. */
+static void start_gateway_file(void)
+{
+    char file[400];
+    snprintf(file, sizeof file, "%s/gw.yaml", sys.dir);
+    FILE *f = fopen(file, "w");
+    cr_assert_not_null(f);
+    fprintf(f,
+            "routes:\n  - name: people\n    prefix: /users\n    service: users\n"
+            "    upstreams: [http://127.0.0.1:%d]\n",
+            h_free_port());
+    fclose(f);
+    h_start(&gw, "gateway", "--config", file, "--registry", sys.ctl, "--access-log", "off",
+            (char *)NULL);
+}
+
 Test(follow, gateway_keeps_serving_the_last_set_when_the_control_plane_dies)
 {
     sys_init(&sys, users_only);
     sys_start(&sys);
     sys_wait_ready(&sys, 20000);
-    start_gateway();
+    start_gateway_file();
     wait_routed(10000);
     const char *age = "cmesh_gateway_registry_age_seconds{service=\"users\"} ";
     double a0 = metric(&gw, age);
