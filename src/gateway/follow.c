@@ -30,7 +30,7 @@ struct gw_follow {
     uv_async_t stop;
     pthread_t thread;
     cm_watch_t *watch;
-    pthread_mutex_t mu; /* guards last[] */
+    pthread_mutex_t mu; /* guards last[]; held while a set or a reload is applied */
     int n;              /* services watched (each once, however many routes follow it) */
     char **names;       /* [n] the services */
     last_t *last;       /* [n] */
@@ -78,14 +78,14 @@ static void on_set(int i, const char *service, char **urls, int n, void *data)
             free_set(copy, k);
             copy = NULL;
         }
+    pthread_mutex_lock(&f->mu); /* a reload applies either before or after this set */
     if (copy) {
-        pthread_mutex_lock(&f->mu);
         free_set(f->last[i].urls, f->last[i].n);
         f->last[i].urls = copy;
         f->last[i].n = n;
-        pthread_mutex_unlock(&f->mu);
     }
     apply(f, i, urls, n);
+    pthread_mutex_unlock(&f->mu);
 }
 
 static void on_stop(uv_async_t *a)
@@ -186,24 +186,47 @@ void gw_follow_stop(gw_follow_t *f)
     follow_free(f);
 }
 
-void gw_follow_reapply(gw_follow_t *f)
+/* Replaces r's upstreams by set (n >= 1), keeping the weight of those that stay.
+ * 0, or -EINVAL / -ENOMEM with r untouched. */
+static int patch_route(gw_route_cfg_t *r, char **set, int n)
+{
+    char err[256];
+    gw_upstream_cfg_t *ups = calloc((size_t)n, sizeof *ups);
+    if (!ups)
+        return -ENOMEM;
+    for (int j = 0; j < n; j++) {
+        if (gw_upstream_parse(set[j], &ups[j], err, sizeof err) < 0) {
+            free(ups);
+            return -EINVAL;
+        }
+        for (int k = 0; k < r->nupstreams; k++)
+            if (strcmp(r->upstreams[k].url, ups[j].url) == 0)
+                ups[j].weight = r->upstreams[k].weight;
+    }
+    free(r->upstreams);
+    r->upstreams = ups;
+    r->nupstreams = n;
+    return 0;
+}
+
+int gw_follow_apply(gw_follow_t *f, gw_shared_t *g, gw_config_t *cfg, char *err, size_t cap)
 {
     if (!f)
-        return;
-    for (int i = 0; i < f->n; i++) {
-        pthread_mutex_lock(&f->mu);
-        int n = f->last[i].n;
-        char **copy = n ? calloc((size_t)n, sizeof *copy) : NULL;
-        for (int k = 0; copy && k < n; k++)
-            copy[k] = strdup(f->last[i].urls[k]);
-        pthread_mutex_unlock(&f->mu);
-        int ok = copy != NULL;
-        for (int k = 0; ok && k < n; k++)
-            ok = copy[k] != NULL;
-        if (ok)
-            apply(f, i, copy, n);
-        free_set(copy, n);
+        return gw_apply(g, cfg, err, cap);
+    /* held across the apply: a new set arriving meanwhile is applied after this one, not
+     * overwritten by the older set patched in here */
+    pthread_mutex_lock(&f->mu);
+    for (int i = 0; i < cfg->nroutes; i++) {
+        gw_route_cfg_t *r = &cfg->routes[i];
+        for (int k = 0; k < f->nroutes; k++) {
+            last_t *l = &f->last[f->route_svc[k]];
+            if (strcmp(f->routes[k], r->name) == 0 && l->n > 0)
+                patch_route(r, l->urls, l->n); /* on failure the file's set stays */
+        }
     }
+    int rc = gw_apply(g, cfg, err, cap);
+    pthread_mutex_unlock(&f->mu);
+    return rc;
 }
 
 void gw_follow_metrics(gw_follow_t *f, cm_buf_t *out)

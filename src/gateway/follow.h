@@ -6,7 +6,10 @@
 #ifndef CMESH_GATEWAY_FOLLOW_H
 #define CMESH_GATEWAY_FOLLOW_H
 
+#include <stddef.h>
+
 #include "core/buf.h"
+#include "gateway/config.h"
 #include "gateway/gateway_types.h"
 
 typedef struct gw_follow gw_follow_t; /* opaque */
@@ -16,8 +19,10 @@ typedef struct gw_follow gw_follow_t; /* opaque */
 int gw_follow_start(gw_shared_t *g, const char *base, gw_follow_t **out);
 /* Stops the thread and frees f; NULL is a no-op. */
 void gw_follow_stop(gw_follow_t *f);
-/* After a reload rebuilt the config from the file: puts the last sets learnt back. */
-void gw_follow_reapply(gw_follow_t *f);
+/* gw_apply for a reload that rebuilt cfg from the file: its followed routes get the
+ * last sets the registry gave first (the file's may be older). NULL f: plain gw_apply.
+ * Returns what gw_apply does (cfg owned by the snapshot on success). */
+int gw_follow_apply(gw_follow_t *f, gw_shared_t *g, gw_config_t *cfg, char *err, size_t cap);
 /* Appends the age metric (any thread). */
 void gw_follow_metrics(gw_follow_t *f, cm_buf_t *out);
 

@@ -254,14 +254,17 @@ static void on_sighup(void *config)
         warn_listen_change(g, cfg);
         warn_admin_change(g, cfg);
     }
-    if (rc == 0 && (rc = gw_apply(g, cfg, err, sizeof err)) < 0)
+    /* read before the apply: afterwards cfg is the snapshot's, which a registry update
+     * on the watch thread may replace and free at any time */
+    int nroutes = rc == 0 ? cfg->nroutes : 0;
+    /* the file's upstreams may be older than what the registry said since */
+    if (rc == 0 && (rc = gw_follow_apply(g->follow, g, cfg, err, sizeof err)) < 0)
         gw_config_free(cfg);
     if (rc < 0) {
         log_refused(err);
         return;
     }
-    cm_log_msg(CM_LOG_INFO, "gateway: config reloaded (%d routes)", cfg->nroutes);
-    gw_follow_reapply(g->follow); /* the file's upstreams are older than the registry's */
+    cm_log_msg(CM_LOG_INFO, "gateway: config reloaded (%d routes)", nroutes);
 }
 
 static void render_metrics(void *config, cm_buf_t *out)

@@ -4,6 +4,7 @@
  * keeps serving its last set after the control plane is SIGKILLed (static stability),
  * its age metric growing. */
 #include "ctl_util.h"
+#include "h_util.h"
 
 static sys_t sys;
 static h_proc_t gw, ord;
@@ -119,6 +120,16 @@ Test(follow, gateway_keeps_serving_the_last_set_when_the_control_plane_dies)
     sys_wait_ready(&sys, 20000);
     start_gateway_file();
     wait_routed(10000);
+    /* a reload re-reads the file (its dead port) and puts the registry's set back */
+    kill(gw.pid, SIGHUP);
+    char *text = NULL;
+    cr_assert_eq(h_wait_for_text(gw.log, "config reloaded", 5000, &text), 1, "no reload");
+    free(text);
+    for (int i = 0; i < 20; i++) {
+        h_resp_t r = h_req(&gw, "GET", "/users/1", NULL, NULL);
+        cr_assert(r.status == 200 || r.status == 404, "after the reload: %ld %s", r.status, r.body);
+        h_resp_free(&r);
+    }
     const char *age = "cmesh_gateway_registry_age_seconds{service=\"users\"} ";
     double a0 = metric(&gw, age);
     cr_assert_geq(a0, 0, "the age metric is exported");
