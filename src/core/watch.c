@@ -162,11 +162,17 @@ static void on_answer(int status, const char *body, size_t len, void *data)
     char **urls = NULL;
     int n = 0;
     if (!have || cm_watch_parse(body, len, &urls, &n) < 0) {
-        if (s->attempt == 0) /* once per outage, not once per retry */
+        if (s->attempt == 0 && status < 0) /* once per outage, not once per retry */
             cm_log_msg(CM_LOG_WARN,
-                       "watch: %s: registry at %s did not answer (%d); keeping the last set "
-                       "and retrying",
-                       s->name, w->base, status);
+                       "watch: %s: registry at %s is away (%s); keeping the last set and "
+                       "retrying",
+                       s->name, w->base, strerror(-status));
+        else if (s->attempt == 0)
+            cm_log_msg(CM_LOG_WARN,
+                       "watch: %s: registry at %s answered %d%s; keeping the last set and "
+                       "retrying",
+                       s->name, w->base, status,
+                       status == 404 ? " (no such service)" : " without a set");
         retry_later(s);
         return;
     }
