@@ -295,4 +295,25 @@ Test(follow, cmesh_up_gateway_and_orders_follow_the_registry_and_outlive_it)
         n++;
     }
     cr_assert_gt(gw_metric("cmesh_gateway_registry_age_seconds{service=\"users\"} "), 2.0);
+
+    /* a new control plane adopts the instances; the watch finds it again (backoff <= 10 s)
+     * and follows what it does: scaled back to 1, users/1 leaves the gateway's set */
+    sys_start(&sys);
+    sys_wait_ready(&sys, 20000);
+    const char *const scale1[] = {"scale", "users", "1", NULL};
+    cr_assert_eq(sys_cmd(&sys, &out, scale1), 0, "%s", out);
+    free(out);
+    /* series of a removed upstream stay on /metrics: its log line says what changed */
+    char glog[400], want[200], *text = NULL;
+    snprintf(glog, sizeof glog, "%s/logs/gateway.0.log", sys.state);
+    snprintf(want, sizeof want, "http://127.0.0.1:%d] -> [http://127.0.0.1:%d]", sys.port[0] + 1,
+             sys.port[0]);
+    cr_assert_eq(h_wait_for_text(glog, want, 30000, &text), 1,
+                 "users/1 never left the gateway's set:\n%s", text);
+    free(text);
+    cr_assert_lt(gw_metric("cmesh_gateway_registry_age_seconds{service=\"users\"} "), 12.0,
+                 "the registry answers again");
+    r = via_gw("GET", "/users/1", NULL);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    h_resp_free(&r);
 }
