@@ -505,7 +505,7 @@ static int parse_root(yctx_t *y, cm_spec_t *sp, struct fy_node *root)
             if (cm_spec_expand(a, 0, a->args[k], NULL, (void *)sp, out, sizeof out) < 0)
                 return fail(y, a->line,
                             "services.%s.args[%d] '%s': unknown placeholder; use "
-                            "{addr} {host} {port} {index} {url:SERVICE}",
+                            "{addr} {host} {port} {index} {url:SERVICE} {registry}",
                             a->name, k, a->args[k]);
         }
     }
@@ -677,7 +677,14 @@ int cm_spec_expand(const cm_svc_spec_t *svc, int index, const char *arg, cm_spec
                 n = snprintf(piece, sizeof piece, "%d", svc->port + index);
             else if (nlen == 5 && strncmp(name, "index", 5) == 0)
                 n = snprintf(piece, sizeof piece, "%d", index);
-            else if (nlen > 4 && nlen < CM_SPEC_NAME_MAX + 4 && strncmp(name, "url:", 4) == 0) {
+            else if (nlen == 8 && strncmp(name, "registry", 8) == 0) {
+                if (!url_of)
+                    n = snprintf(piece, sizeof piece, "http://x");
+                else if (url_of("", index, piece, sizeof piece, ctx) < 0)
+                    return -EINVAL;
+                else
+                    n = (int)strlen(piece);
+            } else if (nlen > 4 && nlen < CM_SPEC_NAME_MAX + 4 && strncmp(name, "url:", 4) == 0) {
                 char target[CM_SPEC_NAME_MAX];
                 snprintf(target, sizeof target, "%.*s", (int)nlen - 4, name + 4);
                 if (!url_of) { /* validating: the service must exist */
@@ -705,8 +712,8 @@ int cm_spec_expand(const cm_svc_spec_t *svc, int index, const char *arg, cm_spec
     return 0;
 }
 
-/* Replaces every route's `service:` with `upstreams:` and key_file by its absolute path,
- * in place. */
+/* Gives every route with `service:` its `upstreams:` (the service's instances now) and
+ * key_file its absolute path, in place. */
 static int rewrite_gateway(yctx_t *y, const cm_spec_t *sp, struct fy_document *doc,
                            struct fy_node *gw, cm_spec_urls_fn urls_of, void *arg)
 {
@@ -742,8 +749,10 @@ static int rewrite_gateway(yctx_t *y, const cm_spec_t *sp, struct fy_document *d
             free(urls[i]);
         }
         free(urls);
-        fy_node_pair_set_key(p, fy_node_create_scalar(doc, "upstreams", FY_NT));
-        fy_node_pair_set_value(p, seq);
+        /* service: stays: the gateway follows it in memory (--registry); upstreams:
+         * is its set until the registry's first answer */
+        if (fy_node_mapping_append(r, fy_node_create_scalar(doc, "upstreams", FY_NT), seq) < 0)
+            return -ENOMEM;
     }
     return 0;
 }

@@ -75,7 +75,9 @@ int cm_spec_gateway_yaml(const cm_spec_t *s, cm_spec_urls_fn urls_of, void *arg,
                          char *err, size_t cap);
 
 /* One argument of an instance with its placeholders replaced. url_of(SERVICE, index)
- * gives the URL for {url:SERVICE}. Returns 0 or -EINVAL (unknown placeholder, too long). */
+ * gives the URL for {url:SERVICE}; url_of("", index) the control API's for {registry}
+ * (what --registry / --users-registry want). Returns 0 or -EINVAL (unknown placeholder, too long).
+ */
 typedef int (*cm_spec_url_fn)(const char *service, int index, char *out, size_t cap, void *arg);
 int cm_spec_expand(const cm_svc_spec_t *svc, int index, const char *arg, cm_spec_url_fn url_of,
                    void *ctx, char *out, size_t cap);

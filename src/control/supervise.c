@@ -417,9 +417,20 @@ static void on_pidfd(uv_poll_t *p, int status, int events)
 /* Spawning and adopting                                                              */
 /* ---------------------------------------------------------------------------------- */
 
+static int control_url(const cm_sup_t *s, char *out, size_t cap)
+{
+    const char *h = s->spec->control_host;
+    int v6 = strchr(h, ':') != NULL;
+    int n = snprintf(out, cap, "http://%s%s%s:%d", v6 ? "[" : "", h, v6 ? "]" : "",
+                     s->spec->control_port);
+    return n < 0 || (size_t)n >= cap ? -EINVAL : 0;
+}
+
 static int url_of(const char *service, int index, char *out, size_t cap, void *arg)
 {
     cm_sup_t *s = arg;
+    if (!service[0]) /* {registry}: the control API, which serves the registry */
+        return control_url(s, out, cap);
     for (int i = 0; i < s->nsvcs; i++) {
         const svc_t *v = &s->svcs[i];
         if (strcmp(v->spec->name, service) != 0)
@@ -465,6 +476,12 @@ static int build_argv(inst_t *in, char ***argv_out, char ***env_out)
             argv[n++] = strdup("--config");
             snprintf(buf, sizeof buf, "%s/gateway.yaml", s->spec->state_dir);
             argv[n++] = strdup(buf);
+            /* the file gives the first sets; the registry watch keeps them current in
+             * memory, also while this control plane is away (static stability) */
+            if (control_url(s, buf, sizeof buf) == 0) {
+                argv[n++] = strdup("--registry");
+                argv[n++] = strdup(buf);
+            }
         } else if (!has_listen_placeholder(sp)) {
             argv[n++] = strdup("--listen");
             snprintf(buf, sizeof buf, "%s:%d", sp->host, sp->port + in->index);

@@ -48,7 +48,6 @@ typedef struct ctl {
     int foreground;
     int down_started, down_done, server_gone, finished;
     char *gw_last; /* the gateway file as last written */
-    int gw_stale;  /* written since the gateway was last told (SIGHUP) */
 } ctl_t;
 
 static const char *const sig_names[3] = {"SIGTERM", "SIGINT", "SIGHUP"};
@@ -101,21 +100,10 @@ static int urls_of(const char *service, char ***urls, int *n, void *arg)
     return rc < 0 ? rc : cm_ext_urls(c->api.ext, service, urls, n);
 }
 
-/* Writes state/gateway.yaml for the current routing set; when it changed and the
- * gateway runs, SIGHUP makes it reload (it keeps the old config if the new one fails).
- * The file, not the gateway's PUT API, is the truth: a gateway the supervisor restarts
- * reads it, and it needs no token when auth is on. */
-/* SIGHUP only to a ready gateway: one still starting may not have its SIGHUP handler
- * yet (the default action would kill it); it is told once it is ready. */
-static void tell_gateway(ctl_t *c)
-{
-    int pid = cm_sup_pid(c->api.sup, CM_SPEC_GATEWAY, 0);
-    if (!c->gw_stale || pid <= 0 || !cm_sup_ready(c->api.sup, CM_SPEC_GATEWAY, 0))
-        return;
-    c->gw_stale = 0;
-    kill(pid, SIGHUP);
-}
-
+/* Writes state/gateway.yaml for the current routing set. It is what a gateway reads
+ * when it (re)starts; from then on the gateway follows the registry in memory
+ * (--registry, given by supervise.c), so it is not signalled: a SIGHUP would only
+ * re-read sets the watch already applied. */
 static void write_gateway(ctl_t *c)
 {
     if (!c->spec->has_gateway || !c->api.sup)
@@ -139,8 +127,6 @@ static void write_gateway(ctl_t *c)
     }
     free(c->gw_last);
     c->gw_last = yaml;
-    c->gw_stale = 1;
-    tell_gateway(c);
 }
 
 static void on_routing(void *arg, const char *service)
@@ -148,8 +134,6 @@ static void on_routing(void *arg, const char *service)
     ctl_t *c = arg;
     if (strcmp(service, CM_SPEC_GATEWAY) != 0)
         write_gateway(c);
-    else
-        tell_gateway(c); /* it became ready (or left): a change it missed is told now */
 }
 
 static void on_all_ready(void *arg)

@@ -28,6 +28,7 @@ struct cm_client {
     unsigned nidle;    /* length of idle */
     unsigned nhandles; /* uv handles not yet closed: the struct lives while > 0 */
     int closing;       /* cm_client_free() was called */
+    CURL *answering;   /* the easy handle whose callback runs now (cm_client_header) */
 };
 
 struct req {
@@ -145,7 +146,10 @@ static void req_finish(req_t *r, int status)
         body = r->body.data;
         len = r->body.len;
     }
+    cm_client_t *c = r->c;
+    c->answering = status >= 0 ? r->easy : NULL;
     r->cb(status, body, len, r->data);
+    c->answering = NULL;
     req_recycle(r);
 }
 
@@ -452,4 +456,18 @@ fail:
     r->cb = NULL;
     req_recycle(r);
     return rc;
+}
+
+int cm_client_header(cm_client_t *c, const char *name, char *out, size_t cap)
+{
+    struct curl_header *h = NULL;
+    if (!c || !c->answering || !name || cap == 0)
+        return -ENOENT;
+    if (curl_easy_header(c->answering, name, 0, CURLH_HEADER, -1, &h) != CURLHE_OK || !h)
+        return -ENOENT;
+    size_t n = strlen(h->value);
+    if (n >= cap)
+        return -ENAMETOOLONG;
+    memcpy(out, h->value, n + 1);
+    return 0;
 }

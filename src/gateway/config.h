@@ -42,7 +42,9 @@ typedef struct gw_route_cfg {
                                 matches /users, /users/1, /users?x, not /usersx) */
     char host[GW_URL_MAX];   /* "" = any Host; else matched case-insensitively, port ignored */
     gw_upstream_cfg_t *upstreams;
-    int nupstreams; /* >= 1 */
+    int nupstreams;            /* >= 1 */
+    char service[GW_NAME_MAX]; /* with --registry, the registry service whose ready
+                                  instances replace upstreams; "" = the route's name */
 
     gw_lb_kind_t balancer;
     char hash_header[GW_NAME_MAX]; /* GW_LB_HASH: key from this header, or */

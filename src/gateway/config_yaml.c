@@ -757,6 +757,25 @@ static int on_name(walk_t *w, const field_t *f, struct fy_node *v, int line, con
     return e;
 }
 
+/* A registry service name: one URL path segment (it goes into /v1/services/NAME). */
+static int on_service(walk_t *w, const field_t *f, struct fy_node *v, int line, const char *what,
+                      void *base)
+{
+    (void)f;
+    gw_route_cfg_t *r = base;
+    int vline = node_line(v, line);
+    int e = get_string(w->y, v, line, what, r->service, sizeof(r->service));
+    if (e == 0 && r->service[0] == '\0')
+        e = fail(w->y, vline, "%s: service must not be empty", w->rc->label);
+    for (const char *c = r->service; e == 0 && *c; c++)
+        if (!isalnum((unsigned char)*c) && *c != '-' && *c != '_' && *c != '.')
+            e = fail(w->y, vline,
+                     "route service '%s': use letters, digits, '-', '_' and '.' (a registry "
+                     "service name)",
+                     r->service);
+    return e;
+}
+
 /* The rule is a --route's too (gw_prefix_normalise); here it gets a line. */
 static int on_prefix(walk_t *w, const field_t *f, struct fy_node *v, int line, const char *what,
                      void *base)
@@ -1060,6 +1079,7 @@ static const field_t route_rows[] = {
     R("host", V_FN, host, .fn = on_host),
     R("upstreams", V_FN, upstreams, .need = "upstreams (a list of http://HOST:PORT)",
       .sub = &upstream_table, .per_item = true, .fn = on_upstreams),
+    R("service", V_FN, service, .fn = on_service),
     R("balancer", V_BALANCER, balancer, .def = "peak_ewma"),
     R("hash", V_FN, hash_header, .sub = &hash_table, .fn = on_hash),
     {.key = "timeouts", .kind = V_BLOCK, .sub = &timeout_table},

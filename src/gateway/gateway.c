@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/server.h"
 #include "gateway/admin.h"
+#include "gateway/follow.h"
 #include "gateway/gateway_types.h"
 #include "gateway/proxy.h"
 #include "gateway/snapshot.h"
@@ -253,18 +254,24 @@ static void on_sighup(void *config)
         warn_listen_change(g, cfg);
         warn_admin_change(g, cfg);
     }
-    if (rc == 0 && (rc = gw_apply(g, cfg, err, sizeof err)) < 0)
+    /* read before the apply: afterwards cfg is the snapshot's, which a registry update
+     * on the watch thread may replace and free at any time */
+    int nroutes = rc == 0 ? cfg->nroutes : 0;
+    /* the file's upstreams may be older than what the registry said since */
+    if (rc == 0 && (rc = gw_follow_apply(g->follow, g, cfg, err, sizeof err)) < 0)
         gw_config_free(cfg);
-    if (rc < 0)
+    if (rc < 0) {
         log_refused(err);
-    else
-        cm_log_msg(CM_LOG_INFO, "gateway: config reloaded (%d routes)", cfg->nroutes);
+        return;
+    }
+    cm_log_msg(CM_LOG_INFO, "gateway: config reloaded (%d routes)", nroutes);
 }
 
 static void render_metrics(void *config, cm_buf_t *out)
 {
     gw_shared_t *g = config;
     gw_metrics_render(g->metrics, out);
+    gw_follow_metrics(g->follow, out);
 }
 
 typedef struct gw_opts {
@@ -322,6 +329,10 @@ static const cm_flag_t gw_flags[] = {
     CM_FLAG_CUSTOM("route", "/P=URL[,URL..]", route_type, O, g, CM_FLAG_REPEAT,
                    "a route from the command line, e.g. /users=http://127.0.0.1:7001; public "
                    "unless --auth-key is given"),
+    CM_FLAG_STR("registry", "URL", O, g.registry, 0,
+                "the control plane (http://HOST:PORT): every route follows the registry "
+                "service its service: names, else the one of its name (its ready instances, in "
+                "memory); when the control plane is away the last set stays"),
     CM_FLAG_STR("auth-key", "FILE", O, g.auth_key, 0,
                 "JWT key: HS256 secret, or RSA / EC P-256 PEM key"),
     CM_FLAG_STR("admin-listen", "HOST:PORT|unix:PATH", O, g.admin_arg, 0,
@@ -455,7 +466,15 @@ static int gateway_run(gw_opts_t *op)
         svc.admin_host = g->admin_host;
         svc.admin_port = g->admin_port;
     }
+    if (g->registry[0] && (rc = gw_follow_start(g, g->registry, &g->follow)) < 0) {
+        fprintf(stderr, "cmesh gateway: --registry %s: %s\n", g->registry,
+                rc == -EINVAL ? "not an http:// or https:// URL" : strerror(-rc));
+        shared_free(g);
+        return 2;
+    }
     rc = cm_server_run(&op->server, &svc);
+    gw_follow_stop(g->follow);
+    g->follow = NULL;
     shared_free(g);
     return rc < 0 ? 1 : 0;
 }

@@ -50,6 +50,9 @@ struct gw_shared {
     char admin_host[256];
     int admin_port;
     int admin_public; /* not loopback: a token with cmesh:admin on every request, always */
+    /* --registry: routes follow the control plane's registry (follow.c); NULL when off */
+    char registry[512];
+    struct gw_follow *follow;
 };
 
 struct gw_worker {

@@ -6,6 +6,7 @@
 
 #include "service/batch.h"
 #include "service/cmd.h"
+#include "service/regset.h"
 #include "service/rest.h"
 
 #include <errno.h>
@@ -33,9 +34,12 @@ typedef struct users_state {
 
 typedef struct orders_opts {
     cm_svc_opts_t svc;
-    char users_url[512];    /* base URL of the users service, no trailing slash */
-    uint64_t users_timeout; /* ms for one existence check */
-    users_state_t *users;   /* process-wide, outlives the workers */
+    char users_url[512];      /* base URL of the users service, no trailing slash */
+    uint64_t users_timeout;   /* ms for one existence check */
+    users_state_t *users;     /* process-wide, outlives the workers */
+    char users_registry[512]; /* --users-registry: the control plane's base URL, or "" */
+    cm_regset_t *regset;      /* its watched users set (NULL without the flag) */
+    char users_desc[640];     /* where users are asked, for messages */
 } orders_opts_t;
 
 typedef struct orders_worker {
@@ -54,6 +58,8 @@ typedef struct order_op {
     int64_t user_id; /* 0 when not sent (update) */
     char status[CM_ORDER_STATUS_MAX];
     int has_status;
+    unsigned ticket; /* round robin over the watched users set */
+    int tries;       /* instances that refused the connection so far */
 } order_op_t;
 
 /* ------------------------------------------------------------------------- */
@@ -304,10 +310,22 @@ static void note_answer(const orders_opts_t *o, user_answer_t a, int status, con
                        "with a body the users service never sends (%.100s); --users-url must "
                        "point at the users service or at a gateway route to it. Writes get "
                        "503 and /readyz is not ready until it answers right",
-                       o->users_url, (long long)user_id, status, body);
+                       o->users_desc, (long long)user_id, status, body);
     } else if (a != USER_NO_ANSWER && atomic_exchange(&u->bad_status, 0) != 0) {
-        cm_log_msg(CM_LOG_INFO, "orders: users service at %s answers right again", o->users_url);
+        cm_log_msg(CM_LOG_INFO, "orders: users service at %s answers right again", o->users_desc);
     }
+}
+
+/* The users base URL for try `tries` of a check: the watched set's instance (ticket +
+ * tries), else --users-url. 0, or -ENOENT when neither knows one. */
+static int users_base(const orders_opts_t *o, unsigned ticket, int tries, char *out, size_t cap)
+{
+    if (o->regset && cm_regset_pick(o->regset, ticket, tries, out, cap) == 0)
+        return 0;
+    if (!o->users_url[0])
+        return -ENOENT;
+    snprintf(out, cap, "%s", o->users_url);
+    return 0;
 }
 
 static void on_probe(int status, const char *body, size_t len, void *data)
@@ -334,9 +352,10 @@ static int orders_ready(void *config, void *state, char *why, size_t cap)
     int bad = atomic_load(&o->users->bad_status);
     if (!bad)
         return 0;
-    if (w && !w->probing) {
+    char base[512];
+    if (w && !w->probing && users_base(o, 0, 0, base, sizeof base) == 0) {
         char url[640];
-        snprintf(url, sizeof url, "%s/users/%lld", o->users_url,
+        snprintf(url, sizeof url, "%s/users/%lld", base,
                  (long long)atomic_load(&o->users->bad_user));
         w->probing =
             cm_client_get(w->users, url, (unsigned)o->users_timeout, NULL, on_probe, w) == 0;
@@ -344,9 +363,11 @@ static int orders_ready(void *config, void *state, char *why, size_t cap)
     snprintf(why, cap,
              "users service misconfigured: %s/users/{id} answered %d with a body that is not "
              "the users service's; check --users-url",
-             o->users_url, bad);
+             o->users_desc, bad);
     return -EPROTO;
 }
+
+static void ask_users(order_op_t *op);
 
 /* The users service answered (or did not) whether op->user_id exists. */
 static void on_user_checked(int status, const char *body, size_t len, void *data)
@@ -354,6 +375,14 @@ static void on_user_checked(int status, const char *body, size_t len, void *data
     order_op_t *op = data;
     cm_req_t *req = op->req;
     const orders_opts_t *o = worker_of(req)->opts;
+    /* a watched instance that refuses the connection (killed, not yet out of the
+     * registry): the next one may answer; nothing reached the dead one */
+    if ((status == -ECONNREFUSED || status == -EHOSTUNREACH) && o->regset &&
+        op->tries + 1 < cm_regset_count(o->regset)) {
+        op->tries++;
+        ask_users(op);
+        return;
+    }
     user_answer_t a = classify(status, body, len, op->user_id);
     note_answer(o, a, status, body, op->user_id);
     if (a == USER_FOUND) {
@@ -385,8 +414,26 @@ static void check_user_then_finish(order_op_t *op)
         finish(op);
         return;
     }
-    char url[640];
-    snprintf(url, sizeof url, "%s/users/%lld", w->opts->users_url, (long long)op->user_id);
+    if (w->opts->regset)
+        op->ticket = cm_regset_ticket(w->opts->regset);
+    ask_users(op);
+}
+
+/* One try of op's user check, at the instance its ticket and tries name. */
+static void ask_users(order_op_t *op)
+{
+    cm_req_t *req = op->req;
+    orders_worker_t *w = worker_of(req);
+    char base[512], url[640];
+    if (users_base(w->opts, op->ticket, op->tries, base, sizeof base) < 0) {
+        cm_res_header(req, "Retry-After", "1");
+        cm_res_error(req, 503,
+                     "users service unavailable: the registry lists no ready users instance "
+                     "(yet)");
+        free(op);
+        return;
+    }
+    snprintf(url, sizeof url, "%s/users/%lld", base, (long long)op->user_id);
     int rc = cm_client_get(w->users, url, (unsigned)w->opts->users_timeout, req->request_id,
                            on_user_checked, op);
     if (rc < 0)
@@ -560,8 +607,13 @@ static void url_show(const cm_flag_t *f, const void *field, char *out, size_t ca
 static const cm_flag_type_t users_url_type = {url_parse, url_show, 0, NULL};
 
 static const cm_flag_t orders_flags[] = {
-    CM_FLAG_CUSTOM("users-url", "URL", users_url_type, orders_opts_t, users_url, CM_FLAG_REQUIRED,
-                   "base URL of the users service"),
+    CM_FLAG_CUSTOM("users-url", "URL", users_url_type, orders_opts_t, users_url, 0,
+                   "base URL of the users service (or a gateway route to it); with "
+                   "--users-registry, used only while the registry lists no ready instance"),
+    CM_FLAG_CUSTOM("users-registry", "URL", users_url_type, orders_opts_t, users_registry, 0,
+                   "the control plane (http://HOST:PORT): ask the ready instances of its "
+                   "registry service users, round robin, followed in memory; the last set "
+                   "stays while the control plane is away"),
     CM_FLAG_DURATION("users-timeout", orders_opts_t, users_timeout, 1,
                      "limit for one user check; past it the write answers 503"),
     CM_FLAG_END,
@@ -584,13 +636,26 @@ static const cm_flag_table_t tables[] = {
 
 const cm_cmd_t cm_orders_cmd = {
     .name = "orders",
-    .usage = "cmesh orders --db PATH --users-url URL [flags]",
+    .usage = "cmesh orders --db PATH (--users-url URL | --users-registry URL) [flags]",
     .about = "Serves the orders REST API: GET|POST /orders (GET takes ?userId=N), "
              "GET|PUT|DELETE /orders/{id}, plus /healthz, /readyz and /metrics.",
     .tables = tables,
     .opts_size = sizeof(orders_opts_t),
     .defaults = opts_defaults,
 };
+
+static void render_metrics(void *config, cm_buf_t *out)
+{
+    const orders_opts_t *o = config;
+    if (!o->regset)
+        return;
+    cm_buf_appendf(out,
+                   "# HELP cmesh_orders_registry_age_seconds Seconds since the registry last "
+                   "answered for users (the set in use is that old)\n"
+                   "# TYPE cmesh_orders_registry_age_seconds gauge\n"
+                   "cmesh_orders_registry_age_seconds %.3f\n",
+                   cm_regset_age_s(o->regset));
+}
 
 int cm_orders_main(int argc, char **argv)
 {
@@ -601,12 +666,29 @@ int cm_orders_main(int argc, char **argv)
     int rc = cm_flags_parse(&cm_orders_cmd, argc, argv, &o);
     if (rc)
         return rc > 0 ? 0 : 2;
+    if (!o.users_url[0] && !o.users_registry[0]) {
+        fprintf(stderr, "cmesh orders: give --users-url URL or --users-registry URL (where the "
+                        "users service is)\n");
+        return 2;
+    }
+    if (o.users_registry[0])
+        snprintf(o.users_desc, sizeof o.users_desc, "the users instances of registry %s",
+                 o.users_registry);
+    else
+        snprintf(o.users_desc, sizeof o.users_desc, "%s", o.users_url);
+    if (o.users_registry[0] && (rc = cm_regset_start(o.users_registry, "users", &o.regset)) < 0) {
+        fprintf(stderr, "cmesh orders: --users-registry %s: %s\n", o.users_registry, strerror(-rc));
+        return 2;
+    }
     cm_service_t svc = {.name = "orders",
                         .routes = routes,
                         .nroutes = sizeof routes / sizeof routes[0],
                         .worker_init = worker_init,
                         .worker_free = worker_free,
                         .ready = orders_ready,
+                        .render_metrics = render_metrics,
                         .config = &o};
-    return cm_server_run(&o.svc.server, &svc) < 0 ? 1 : 0;
+    rc = cm_server_run(&o.svc.server, &svc) < 0 ? 1 : 0;
+    cm_regset_stop(o.regset);
+    return rc;
 }

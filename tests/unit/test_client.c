@@ -454,3 +454,32 @@ Test(client, many_concurrent_requests_all_complete)
         cr_assert_eq(r[i].status, i % 2 ? 200 : 404);
     }
 }
+
+typedef struct hdr_result {
+    int fired, found, absent;
+    char value[64];
+} hdr_result_t;
+
+static void on_header(int status, const char *body, size_t len, void *data)
+{
+    (void)body, (void)len;
+    hdr_result_t *r = data;
+    r->fired = 1;
+    cr_assert_eq(status, 200);
+    r->found = cm_client_header(client, "content-TYPE", r->value, sizeof r->value);
+    char v[8];
+    r->absent = cm_client_header(client, "X-Cmesh-Index", v, sizeof v);
+}
+
+Test(client, header_of_the_answer_is_read_inside_its_callback_only)
+{
+    hdr_result_t r = {0};
+    cr_assert_eq(cm_client_get(client, url("/ok"), 5000, NULL, on_header, &r), 0);
+    run_until(&r.fired);
+    cr_assert_eq(r.found, 0);
+    cr_assert_str_eq(r.value, "application/json");
+    cr_assert_eq(r.absent, -ENOENT);
+    char v[64];
+    cr_assert_eq(cm_client_header(client, "Content-Type", v, sizeof v), -ENOENT,
+                 "outside a callback there is no answer to read");
+}

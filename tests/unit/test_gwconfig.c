@@ -935,3 +935,25 @@ Test(gwconfig, reference_lists_every_key_with_the_tables_default)
                            "%s:%d: `%s` under %s is no key of the config tables", file,
                            doc.rows[i].line, doc.rows[i].key, doc.rows[i].section);
 }
+
+Test(gwconfig, route_service_names_the_registry_service_it_follows)
+{
+    gw_config_t *cfg;
+    cr_assert_eq(load("routes:\n  - prefix: /api/users\n    service: users\n"
+                      "    upstreams: [http://127.0.0.1:7001]\n"
+                      "  - prefix: /orders\n    upstreams: [http://127.0.0.1:7101]\n",
+                      &cfg),
+                 0, "%s", err);
+    cr_assert_str_eq(cfg->routes[0].service, "users");
+    cr_assert_str_eq(cfg->routes[1].service, "", "none given: the route's name is followed");
+    gw_config_t *dup = gw_config_dup(cfg);
+    cr_assert_str_eq(dup->routes[0].service, "users", "an admin edit keeps it");
+    gw_config_free(dup);
+    gw_config_free(cfg);
+    refused_at("routes:\n  - prefix: /u\n    service: 'us/ers'\n"
+               "    upstreams: [http://127.0.0.1:7001]\n",
+               3, "registry service name");
+    refused_at("routes:\n  - prefix: /u\n    service: ''\n"
+               "    upstreams: [http://127.0.0.1:7001]\n",
+               3, "must not be empty");
+}

@@ -1,0 +1,242 @@
+/* gateway/follow.c: the registry watch of `cmesh gateway --registry` (follow.h): each
+ * route follows its `service:` (else the service of its name). It runs
+ * on a loop and thread of its own: the workers' loops belong to core's server, and
+ * gw_replace_upstreams may be called from any thread (it serialises edits and wakes
+ * every worker). The last set per service is kept so a SIGHUP reload, which rebuilds
+ * from the file, does not undo what the registry said. */
+#include "gateway/follow.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "core/log.h"
+#include "core/watch.h"
+#include "gateway/snapshot.h"
+
+typedef struct last {
+    char **urls; /* the last non-empty ready set, NULL before one came */
+    int n;
+} last_t;
+
+struct gw_follow {
+    gw_shared_t *g;
+    char base[512];
+    char who[600];
+    uv_loop_t loop;
+    uv_async_t stop;
+    pthread_t thread;
+    cm_watch_t *watch;
+    pthread_mutex_t mu; /* guards last[]; held while a set or a reload is applied */
+    int n;              /* services watched (each once, however many routes follow it) */
+    char **names;       /* [n] the services */
+    last_t *last;       /* [n] */
+    int nroutes;
+    char **routes;  /* [nroutes] route names */
+    int *route_svc; /* [nroutes] the service index each follows */
+};
+
+static void free_set(char **u, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(u[i]);
+    free(u);
+}
+
+/* Gives service i's set to every route that follows it. */
+static void apply(gw_follow_t *f, int i, char **urls, int n)
+{
+    for (int r = 0; r < f->nroutes; r++) {
+        if (f->route_svc[r] != i)
+            continue;
+        char err[512];
+        int rc = gw_replace_upstreams(f->g, f->routes[r], urls, n, f->who, err, sizeof err);
+        if (rc < 0)
+            cm_log_msg(CM_LOG_WARN, "gateway: registry: route %s: new set refused: %s",
+                       f->routes[r], rc == -ENOENT ? "the route is gone" : err);
+    }
+}
+
+static void on_set(int i, const char *service, char **urls, int n, void *data)
+{
+    gw_follow_t *f = data;
+    if (n == 0) {
+        /* An empty route answers 503 to everyone; the last set may still serve (its
+         * instances are health-checked and ejected by the gateway on its own). */
+        cm_log_msg(CM_LOG_WARN,
+                   "gateway: registry: service %s has no ready instance; its routes keep "
+                   "their last upstreams",
+                   service);
+        return;
+    }
+    char **copy = calloc((size_t)n, sizeof *copy);
+    for (int k = 0; copy && k < n; k++)
+        if (!(copy[k] = strdup(urls[k]))) {
+            free_set(copy, k);
+            copy = NULL;
+        }
+    pthread_mutex_lock(&f->mu); /* a reload applies either before or after this set */
+    if (copy) {
+        free_set(f->last[i].urls, f->last[i].n);
+        f->last[i].urls = copy;
+        f->last[i].n = n;
+    }
+    apply(f, i, urls, n);
+    pthread_mutex_unlock(&f->mu);
+}
+
+static void on_stop(uv_async_t *a)
+{
+    gw_follow_t *f = a->data;
+    cm_watch_free(f->watch); /* the pointer stays: the age is read until f is freed */
+    uv_close((uv_handle_t *)&f->stop, NULL);
+}
+
+static void *run(void *arg)
+{
+    gw_follow_t *f = arg;
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+static void follow_free(gw_follow_t *f)
+{
+    for (int i = 0; i < f->n; i++) {
+        free(f->names[i]);
+        free_set(f->last[i].urls, f->last[i].n);
+    }
+    free(f->names);
+    free(f->last);
+    for (int r = 0; r < f->nroutes; r++)
+        free(f->routes[r]);
+    free(f->routes);
+    free(f->route_svc);
+    pthread_mutex_destroy(&f->mu);
+    free(f);
+}
+
+int gw_follow_start(gw_shared_t *g, const char *base, gw_follow_t **out)
+{
+    gw_follow_t *f = calloc(1, sizeof *f);
+    if (!f)
+        return -ENOMEM;
+    pthread_mutex_init(&f->mu, NULL);
+    f->g = g;
+    snprintf(f->base, sizeof f->base, "%s", base);
+    snprintf(f->who, sizeof f->who, "registry %s", base);
+    gw_snap_t *s = gw_snap_acquire(g);
+    int n = s->cfg->nroutes;
+    f->names = calloc((size_t)n + 1, sizeof *f->names);
+    f->last = calloc((size_t)n + 1, sizeof *f->last);
+    f->routes = calloc((size_t)n + 1, sizeof *f->routes);
+    f->route_svc = calloc((size_t)n + 1, sizeof *f->route_svc);
+    int rc = f->names && f->last && f->routes && f->route_svc ? 0 : -ENOMEM;
+    for (int r = 0; rc == 0 && r < n; r++) {
+        const gw_route_cfg_t *rt = &s->cfg->routes[r];
+        const char *svc = rt->service[0] ? rt->service : rt->name;
+        int i = 0;
+        while (i < f->n && strcmp(f->names[i], svc) != 0)
+            i++;
+        if (i == f->n && (f->names[i] = strdup(svc)))
+            f->n++;
+        if (!(f->routes[r] = strdup(rt->name)) || i == f->n) {
+            free(f->routes[r]);
+            rc = -ENOMEM;
+            break;
+        }
+        f->route_svc[r] = i;
+        f->nroutes++;
+    }
+    gw_snap_release(s);
+    if (rc == 0 && (rc = uv_loop_init(&f->loop)) == 0) {
+        rc = cm_watch_new(&f->loop, base, (const char *const *)f->names, f->n, 0, on_set, f,
+                          &f->watch);
+        if (rc == 0) {
+            uv_async_init(&f->loop, &f->stop, on_stop);
+            f->stop.data = f;
+            rc = -pthread_create(&f->thread, NULL, run, f);
+            if (rc < 0) {
+                on_stop(&f->stop);
+                uv_run(&f->loop, UV_RUN_DEFAULT);
+            }
+        }
+        if (rc < 0)
+            uv_loop_close(&f->loop);
+    }
+    if (rc < 0) {
+        follow_free(f);
+        return rc;
+    }
+    cm_log_msg(CM_LOG_INFO, "gateway: following the registry at %s (%d routes, %d services)", base,
+               f->nroutes, f->n);
+    *out = f;
+    return 0;
+}
+
+void gw_follow_stop(gw_follow_t *f)
+{
+    if (!f)
+        return;
+    uv_async_send(&f->stop);
+    pthread_join(f->thread, NULL);
+    uv_loop_close(&f->loop);
+    follow_free(f);
+}
+
+/* Replaces r's upstreams by set (n >= 1), keeping the weight of those that stay.
+ * 0, or -EINVAL / -ENOMEM with r untouched. */
+static int patch_route(gw_route_cfg_t *r, char **set, int n)
+{
+    char err[256];
+    gw_upstream_cfg_t *ups = calloc((size_t)n, sizeof *ups);
+    if (!ups)
+        return -ENOMEM;
+    for (int j = 0; j < n; j++) {
+        if (gw_upstream_parse(set[j], &ups[j], err, sizeof err) < 0) {
+            free(ups);
+            return -EINVAL;
+        }
+        for (int k = 0; k < r->nupstreams; k++)
+            if (strcmp(r->upstreams[k].url, ups[j].url) == 0)
+                ups[j].weight = r->upstreams[k].weight;
+    }
+    free(r->upstreams);
+    r->upstreams = ups;
+    r->nupstreams = n;
+    return 0;
+}
+
+int gw_follow_apply(gw_follow_t *f, gw_shared_t *g, gw_config_t *cfg, char *err, size_t cap)
+{
+    if (!f)
+        return gw_apply(g, cfg, err, cap);
+    /* held across the apply: a new set arriving meanwhile is applied after this one, not
+     * overwritten by the older set patched in here */
+    pthread_mutex_lock(&f->mu);
+    for (int i = 0; i < cfg->nroutes; i++) {
+        gw_route_cfg_t *r = &cfg->routes[i];
+        for (int k = 0; k < f->nroutes; k++) {
+            last_t *l = &f->last[f->route_svc[k]];
+            if (strcmp(f->routes[k], r->name) == 0 && l->n > 0)
+                patch_route(r, l->urls, l->n); /* on failure the file's set stays */
+        }
+    }
+    int rc = gw_apply(g, cfg, err, cap);
+    pthread_mutex_unlock(&f->mu);
+    return rc;
+}
+
+void gw_follow_metrics(gw_follow_t *f, cm_buf_t *out)
+{
+    if (!f)
+        return;
+    cm_buf_append_str(out, "# HELP cmesh_gateway_registry_age_seconds Seconds since the registry "
+                           "last answered for the service (the set in use is that old)\n"
+                           "# TYPE cmesh_gateway_registry_age_seconds gauge\n");
+    for (int i = 0; i < f->n; i++)
+        cm_buf_appendf(out, "cmesh_gateway_registry_age_seconds{service=\"%s\"} %.3f\n",
+                       f->names[i], cm_watch_age_s(f->watch, i));
+}
