@@ -3,8 +3,9 @@
  * FILE:LINE. The `gateway:` section is the gateway's own grammar (docs/gateway-config.md)
  * plus `service: NAME` on a route; it is validated and rendered through the gateway's
  * loader (gw_config_load_node), the one place that grammar lives. Called by up.c and the
- * CLI commands. The small YAML helpers below mirror gateway/config_yaml.c's on purpose:
- * sharing them would mean moving that file's internals while the gateway changes. */
+ * CLI commands. Node lines and the "FILE:LINE: " prefix come from core/yaml; fail() and
+ * the scalar readers stay here because their messages (and the one-error buffer) differ
+ * from gateway/config_yaml.c's. */
 #include "control/spec.h"
 
 #include <errno.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "core/flags.h"
+#include "core/yaml.h"
 #include "gateway/config.h"
 
 #define DAY_MS (24ull * 3600 * 1000) /* longest duration accepted: longer is a typo */
@@ -34,40 +36,17 @@ typedef struct yctx {
 static int fail(yctx_t *y, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(yctx_t *y, int line, const char *fmt, ...)
 {
-    int n = snprintf(y->err, y->cap, "%s:%d: ", y->file, line);
-    if (n >= 0 && (size_t)n < y->cap) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(y->err + n, y->cap - (size_t)n, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    cm_yaml_vmsg(y->err, y->cap, y->file, line, fmt, ap);
+    va_end(ap);
     return -EINVAL;
-}
-
-/* 1-based line of a node (libfyaml 0.7 has marks on tokens only: a collection is placed
- * at its first scalar, an empty one at fallback). */
-static int node_line(struct fy_node *n, int fallback)
-{
-    if (!n)
-        return fallback;
-    if (fy_node_is_scalar(n)) {
-        struct fy_token *t = fy_node_get_scalar_token(n);
-        const struct fy_mark *m = t ? fy_token_start_mark(t) : NULL;
-        return m ? m->line + 1 : fallback;
-    }
-    void *it = NULL;
-    if (fy_node_is_sequence(n)) {
-        struct fy_node *first = fy_node_sequence_iterate(n, &it);
-        return first ? node_line(first, fallback) : fallback;
-    }
-    struct fy_node_pair *p = fy_node_mapping_iterate(n, &it);
-    return p ? node_line(fy_node_pair_key(p), fallback) : fallback;
 }
 
 static int scalar(yctx_t *y, struct fy_node *n, int line, const char *what, const char **out)
 {
     if (n && !fy_node_is_scalar(n))
-        return fail(y, node_line(n, line), "%s must be a single value, not a %s", what,
+        return fail(y, cm_yaml_line(n, line), "%s must be a single value, not a %s", what,
                     fy_node_is_mapping(n) ? "mapping" : "list");
     const char *s = n ? fy_node_get_scalar0(n) : NULL;
     if (!s || (s[0] == '\0' && fy_node_get_style(n) == FYNS_PLAIN))
@@ -84,7 +63,7 @@ static int get_string(yctx_t *y, struct fy_node *n, int line, const char *what, 
     if (rc < 0)
         return rc;
     if (strlen(s) >= cap)
-        return fail(y, node_line(n, line), "%s is longer than %zu bytes", what, cap - 1);
+        return fail(y, cm_yaml_line(n, line), "%s is longer than %zu bytes", what, cap - 1);
     memcpy(buf, s, strlen(s) + 1);
     return 0;
 }
@@ -98,7 +77,7 @@ static int get_int(yctx_t *y, struct fy_node *n, int line, const char *what, lon
     if (rc < 0)
         return rc;
     if (cm_parse_int(s, min, max, &v) < 0)
-        return fail(y, node_line(n, line), "%s '%s' must be a whole number in %ld..%ld", what, s,
+        return fail(y, cm_yaml_line(n, line), "%s '%s' must be a whole number in %ld..%ld", what, s,
                     min, max);
     *out = (int)v;
     return 0;
@@ -113,10 +92,10 @@ static int get_duration(yctx_t *y, struct fy_node *n, int line, const char *what
     if (rc < 0)
         return rc;
     if (cm_parse_duration_ms(s, &ms) < 0)
-        return fail(y, node_line(n, line), "%s '%s' is not a duration; write 500ms, 2s, 1m or 1h",
-                    what, s);
+        return fail(y, cm_yaml_line(n, line),
+                    "%s '%s' is not a duration; write 500ms, 2s, 1m or 1h", what, s);
     if (ms < min || ms > DAY_MS)
-        return fail(y, node_line(n, line), "%s '%s' is out of range; use %llums..24h", what, s,
+        return fail(y, cm_yaml_line(n, line), "%s '%s' is out of range; use %llums..24h", what, s,
                     (unsigned long long)min);
     *out = ms;
     return 0;
@@ -130,8 +109,8 @@ static int get_hostport(yctx_t *y, struct fy_node *n, int line, const char *what
     if (rc < 0)
         return rc;
     if (cm_parse_hostport(s, host, hcap, port) < 0 || *port == 0)
-        return fail(y, node_line(n, line), "%s '%s' is not HOST:PORT with a port in 1..65535", what,
-                    s);
+        return fail(y, cm_yaml_line(n, line), "%s '%s' is not HOST:PORT with a port in 1..65535",
+                    what, s);
     return 0;
 }
 
@@ -144,7 +123,7 @@ static const char *key_of(struct fy_node_pair *p)
 static int want_mapping(yctx_t *y, struct fy_node *n, int line, const char *what)
 {
     if (!n || !fy_node_is_mapping(n))
-        return fail(y, node_line(n, line), "%s must be a mapping", what);
+        return fail(y, cm_yaml_line(n, line), "%s must be a mapping", what);
     return 0;
 }
 
@@ -167,7 +146,7 @@ static int get_list(yctx_t *y, struct fy_node *n, int line, const char *what, ch
         return 0;
     }
     if (!n || !fy_node_is_sequence(n))
-        return fail(y, node_line(n, line), "%s must be a list of strings", what);
+        return fail(y, cm_yaml_line(n, line), "%s must be a list of strings", what);
     int cnt = fy_node_sequence_item_count(n), i = 0;
     char **l = calloc((size_t)(cnt ? cnt : 1), sizeof *l);
     if (!l)
@@ -179,7 +158,7 @@ static int get_list(yctx_t *y, struct fy_node *n, int line, const char *what, ch
             for (int j = 0; j < i; j++)
                 free(l[j]);
             free(l);
-            return fail(y, node_line(item, line), "%s[%d] must be a string", what, i);
+            return fail(y, cm_yaml_line(item, line), "%s[%d] must be a string", what, i);
         }
         l[i++] = strdup(fy_node_get_scalar0(item));
     }
@@ -216,11 +195,11 @@ static int parse_probe(yctx_t *y, struct fy_node *n, int line, const char *what,
     while ((kv = fy_node_mapping_iterate(n, &it))) {
         const char *k = key_of(kv);
         struct fy_node *v = fy_node_pair_value(kv);
-        int kl = node_line(fy_node_pair_key(kv), line);
+        int kl = cm_yaml_line(fy_node_pair_key(kv), line);
         snprintf(w, sizeof w, "%s.%s", what, k);
         if (strcmp(k, "path") == 0) {
             if ((rc = get_string(y, v, kl, w, p->path, sizeof p->path)) == 0 && p->path[0] != '/')
-                rc = fail(y, node_line(v, kl), "%s must start with '/'", w);
+                rc = fail(y, cm_yaml_line(v, kl), "%s must start with '/'", w);
         } else if (strcmp(k, "interval") == 0)
             rc = get_duration(y, v, kl, w, 100, &p->interval_ms);
         else if (strcmp(k, "timeout") == 0)
@@ -255,7 +234,7 @@ static int parse_env(yctx_t *y, struct fy_node *n, int line, const char *what, c
     struct fy_node_pair *kv;
     while ((kv = fy_node_mapping_iterate(n, &it))) {
         const char *k = key_of(kv), *v;
-        int kl = node_line(fy_node_pair_key(kv), line);
+        int kl = cm_yaml_line(fy_node_pair_key(kv), line);
         if (!k[0] || strchr(k, '='))
             return fail(y, kl, "%s: '%s' is not a variable name", what, k);
         if ((rc = scalar(y, fy_node_pair_value(kv), kl, what, &v)) < 0)
@@ -305,7 +284,7 @@ static int parse_service(yctx_t *y, cm_svc_spec_t *s, const char *name, struct f
     while ((kv = fy_node_mapping_iterate(n, &it))) {
         const char *k = key_of(kv);
         struct fy_node *v = fy_node_pair_value(kv);
-        int kl = node_line(fy_node_pair_key(kv), line);
+        int kl = cm_yaml_line(fy_node_pair_key(kv), line);
         char w[CM_SPEC_NAME_MAX + 80];
         snprintf(w, sizeof w, "%s.%s", what, k);
         if (strcmp(k, "command") == 0)
@@ -350,7 +329,7 @@ static int parse_control(yctx_t *y, cm_spec_t *sp, struct fy_node *n, int line)
     while ((kv = fy_node_mapping_iterate(n, &it))) {
         const char *k = key_of(kv);
         struct fy_node *v = fy_node_pair_value(kv);
-        int kl = node_line(fy_node_pair_key(kv), line);
+        int kl = cm_yaml_line(fy_node_pair_key(kv), line);
         if (strcmp(k, "listen") == 0)
             rc = get_hostport(y, v, kl, "control.listen", sp->control_host, sizeof sp->control_host,
                               &sp->control_port);
@@ -388,7 +367,7 @@ static int parse_gateway(yctx_t *y, cm_spec_t *sp, struct fy_node *n, int line)
     struct fy_node *l = fy_node_mapping_lookup_by_string(n, "listen", -1);
     if (!l)
         return fail(y, line, "gateway needs listen: HOST:PORT");
-    if ((rc = get_hostport(y, l, node_line(l, line), "gateway.listen", g->host, sizeof g->host,
+    if ((rc = get_hostport(y, l, cm_yaml_line(l, line), "gateway.listen", g->host, sizeof g->host,
                            &g->port)) < 0)
         return rc;
     struct fy_node *auth = fy_node_mapping_lookup_by_string(n, "auth", -1);
@@ -400,7 +379,7 @@ static int parse_gateway(yctx_t *y, cm_spec_t *sp, struct fy_node *n, int line)
         if ((size_t)snprintf(sp->key_file, sizeof sp->key_file, "%s%s%s",
                              s[0] == '/' ? "" : sp->dir, s[0] == '/' ? "" : "/",
                              s) >= sizeof sp->key_file)
-            return fail(y, node_line(kf, line), "gateway.auth.key_file is too long");
+            return fail(y, cm_yaml_line(kf, line), "gateway.auth.key_file is too long");
     }
     struct fy_node *routes = fy_node_mapping_lookup_by_string(n, "routes", -1);
     void *it = NULL;
@@ -410,7 +389,7 @@ static int parse_gateway(yctx_t *y, cm_spec_t *sp, struct fy_node *n, int line)
             fy_node_is_mapping(r) ? fy_node_mapping_lookup_by_string(r, "service", -1) : NULL;
         if (!sv)
             continue;
-        int sl = node_line(sv, line);
+        int sl = cm_yaml_line(sv, line);
         const char *name;
         if ((rc = scalar(y, sv, sl, "route service", &name)) < 0)
             return rc;
@@ -427,7 +406,7 @@ static int parse_gateway(yctx_t *y, cm_spec_t *sp, struct fy_node *n, int line)
 static int parse_root(yctx_t *y, cm_spec_t *sp, struct fy_node *root)
 {
     if (!root || !fy_node_is_mapping(root))
-        return fail(y, node_line(root, 1),
+        return fail(y, cm_yaml_line(root, 1),
                     "the file must be a mapping with services, gateway, "
                     "control");
     struct fy_node *svcs = NULL, *gw = NULL, *ctl = NULL;
@@ -436,7 +415,7 @@ static int parse_root(yctx_t *y, cm_spec_t *sp, struct fy_node *root)
     struct fy_node_pair *kv;
     while ((kv = fy_node_mapping_iterate(root, &it))) {
         const char *k = key_of(kv);
-        int kl = node_line(fy_node_pair_key(kv), 1);
+        int kl = cm_yaml_line(fy_node_pair_key(kv), 1);
         if (strcmp(k, "services") == 0)
             svcs = fy_node_pair_value(kv), sline = kl;
         else if (strcmp(k, "gateway") == 0)
@@ -465,7 +444,7 @@ static int parse_root(yctx_t *y, cm_spec_t *sp, struct fy_node *root)
     it = NULL;
     while ((kv = fy_node_mapping_iterate(svcs, &it))) {
         const char *name = key_of(kv);
-        int kl = node_line(fy_node_pair_key(kv), sline);
+        int kl = cm_yaml_line(fy_node_pair_key(kv), sline);
         size_t len = strlen(name);
         if (len == 0 || len >= CM_SPEC_NAME_MAX ||
             strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789-") != len)
@@ -740,7 +719,7 @@ static int rewrite_gateway(yctx_t *y, const cm_spec_t *sp, struct fy_document *d
             return rc;
         if (n == 0) {
             free(urls);
-            return fail(y, node_line(v, 1), "route service '%s' has no instances to route to",
+            return fail(y, cm_yaml_line(v, 1), "route service '%s' has no instances to route to",
                         name);
         }
         struct fy_node *seq = fy_node_create_sequence(doc);

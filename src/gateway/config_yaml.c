@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "core/flags.h"
+#include "core/yaml.h"
 #include "gateway/balancer.h"
 #include "gateway/config.h"
 
@@ -47,13 +48,10 @@ static int fail(yctx_t *y, int line, const char *fmt, ...)
 {
     y->nerr++;
     char msg[2048];
-    int n = snprintf(msg, sizeof(msg), "%s:%d: ", y->file, line);
-    if (n >= 0 && (size_t)n < sizeof(msg)) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    cm_yaml_vmsg(msg, sizeof(msg), y->file, line, fmt, ap);
+    va_end(ap);
     /* the first error always goes in (cut to fit); later ones only whole, with room
      * left for the count of those that did not fit */
     size_t len = strlen(msg), sep = y->used ? 1 : 0;
@@ -78,33 +76,13 @@ static int note(int *first, int e)
     return e < 0 && e != -EINVAL;
 }
 
-/* 1-based line of a node. libfyaml 0.7.12 exports marks only for tokens, so a mapping
- * or sequence is placed at its first scalar; an empty one at fallback (its key's line). */
-static int node_line(struct fy_node *n, int fallback)
-{
-    if (!n)
-        return fallback;
-    if (fy_node_is_scalar(n)) {
-        struct fy_token *t = fy_node_get_scalar_token(n);
-        const struct fy_mark *m = t ? fy_token_start_mark(t) : NULL;
-        return m ? m->line + 1 : fallback;
-    }
-    void *it = NULL;
-    if (fy_node_is_sequence(n)) {
-        struct fy_node *first = fy_node_sequence_iterate(n, &it);
-        return first ? node_line(first, fallback) : fallback;
-    }
-    struct fy_node_pair *p = fy_node_mapping_iterate(n, &it);
-    return p ? node_line(fy_node_pair_key(p), fallback) : fallback;
-}
-
 /* The text of a scalar value, or an error saying what was expected. A missing value
  * ("key:" alone) counts as absent, not as "". */
 static int scalar(yctx_t *y, struct fy_node *n, int line, const char *what, const char *expect,
                   const char **out)
 {
     if (n && !fy_node_is_scalar(n))
-        return fail(y, node_line(n, line), "%s must be %s, not a %s", what, expect,
+        return fail(y, cm_yaml_line(n, line), "%s must be %s, not a %s", what, expect,
                     fy_node_is_mapping(n) ? "mapping" : "list");
     const char *s = n ? fy_node_get_scalar0(n) : NULL;
     if (!s || (s[0] == '\0' && fy_node_get_style(n) == FYNS_PLAIN))
@@ -121,7 +99,7 @@ static int get_string(yctx_t *y, struct fy_node *n, int line, const char *what, 
     if (rc < 0)
         return rc;
     if (strlen(s) >= cap)
-        return fail(y, node_line(n, line), "%s is longer than %zu bytes", what, cap - 1);
+        return fail(y, cm_yaml_line(n, line), "%s is longer than %zu bytes", what, cap - 1);
     memcpy(buf, s, strlen(s) + 1);
     return 0;
 }
@@ -472,7 +450,7 @@ static int key_line(struct fy_node *map, const char *key, int fallback)
 {
     struct fy_node_pair *p =
         map && fy_node_is_mapping(map) ? fy_node_mapping_lookup_pair_by_string(map, key, -1) : NULL;
-    return p ? node_line(fy_node_pair_key(p), fallback) : fallback;
+    return p ? cm_yaml_line(fy_node_pair_key(p), fallback) : fallback;
 }
 
 static void set_default(const field_t *f, void *dst)
@@ -517,14 +495,14 @@ static int settle(yctx_t *y, const table_t *t, struct fy_node *map, int line, co
             if (unset)
                 memcpy(dst, pdst, num_size(f)); /* only the partner given: follow it */
             else if (check && f->rel != REL_GE_UNSET)
-                note(&first, fail(y, node_line(map, line), "%s%s%s must be %s %s", what,
+                note(&first, fail(y, cm_yaml_line(map, line), "%s%s%s must be %s %s", what,
                                   t->spaced ? " " : ".", f->key,
                                   f->rel == REL_LE ? "<=" : ">=", f->partner));
         }
     }
     for (size_t i = 0; check && i < t->n; i++)
         if (t->f[i].need && !fy_node_mapping_lookup_pair_by_string(map, t->f[i].key, -1))
-            note(&first, fail(y, node_line(map, line), "%s needs %s", what, t->f[i].need));
+            note(&first, fail(y, cm_yaml_line(map, line), "%s needs %s", what, t->f[i].need));
     return first;
 }
 
@@ -560,7 +538,7 @@ static int read_key(walk_t *w, const table_t *t, const field_t *f, struct fy_nod
     default:
         if (scalar(w->y, v, line, full, expect[f->kind], &s) < 0)
             return -EINVAL;
-        return parse_text(w->y, f, s, node_line(v, line), what, full, dst);
+        return parse_text(w->y, f, s, cm_yaml_line(v, line), what, full, dst);
     }
 }
 
@@ -572,7 +550,7 @@ static int walk_table(walk_t *w, const table_t *t, struct fy_node *map, int line
     char keys[512];
     key_list(t, keys, sizeof(keys));
     if (!fy_node_is_mapping(map))
-        return fail(w->y, node_line(map, line), "%s must be a mapping with keys %s", what, keys);
+        return fail(w->y, cm_yaml_line(map, line), "%s must be a mapping with keys %s", what, keys);
     unset_table(t, base);
     int first = 0;
     void *it = NULL;
@@ -581,7 +559,7 @@ static int walk_table(walk_t *w, const table_t *t, struct fy_node *map, int line
         struct fy_node *k = fy_node_pair_key(p);
         const char *ks = fy_node_is_scalar(k) ? fy_node_get_scalar0(k) : NULL;
         const field_t *f = ks ? find(t, ks) : NULL;
-        int kline = node_line(k, line);
+        int kline = cm_yaml_line(k, line);
         if (!f)
             note(&first, fail(w->y, kline, "unknown key '%s' %s%s; expected one of %s",
                               ks ? ks : "?", what[0] ? "in " : "at top level", what, keys));
@@ -593,7 +571,7 @@ static int walk_table(walk_t *w, const table_t *t, struct fy_node *map, int line
         const field_t *f = &t->f[i];
         p = f->kind == V_IGNORE ? NULL : fy_node_mapping_lookup_pair_by_string(map, f->key, -1);
         if (p && note(&first, read_key(w, t, f, fy_node_pair_value(p),
-                                       node_line(fy_node_pair_key(p), line), what, base)))
+                                       cm_yaml_line(fy_node_pair_key(p), line), what, base)))
             return first;
     }
     note(&first, settle(w->y, t, map, line, what, base, first == 0));
@@ -615,7 +593,8 @@ static int on_listen(walk_t *w, const field_t *f, struct fy_node *v, int line, c
     char host[256];
     int port;
     if (e == 0 && cm_parse_hostport(dst, host, sizeof(host), &port) < 0)
-        return fail(w->y, node_line(v, line), "%s '%s' is not HOST:PORT (port 0-65535)", what, dst);
+        return fail(w->y, cm_yaml_line(v, line), "%s '%s' is not HOST:PORT (port 0-65535)", what,
+                    dst);
     return e;
 }
 
@@ -627,7 +606,8 @@ static int on_admin_listen(walk_t *w, const field_t *f, struct fy_node *v, int l
     int port;
     int e = get_string(w->y, v, line, what, raw, sizeof(raw));
     if (e == 0 && cm_parse_hostport(raw, host, sizeof(host), &port) < 0)
-        return fail(w->y, node_line(v, line), "%s '%s' is not HOST:PORT (port 0-65535)", what, raw);
+        return fail(w->y, cm_yaml_line(v, line), "%s '%s' is not HOST:PORT (port 0-65535)", what,
+                    raw);
     if (e == 0)
         snprintf(dst, (size_t)f->max, "%s", raw);
     return e;
@@ -640,7 +620,7 @@ static int on_admin_socket(walk_t *w, const field_t *f, struct fy_node *v, int l
     char *dst = (char *)base + f->off, raw[1024];
     int e = get_string(w->y, v, line, what, raw, sizeof(raw));
     if (e == 0 && !raw[0])
-        return fail(w->y, node_line(v, line), "%s must be a path", what);
+        return fail(w->y, cm_yaml_line(v, line), "%s must be a path", what);
     const char *path = w->cfg->path, *slash = strrchr(path, '/');
     int dirlen = raw[0] != '/' && slash ? (int)(slash - path) + 1 : 0;
     if (e == 0)
@@ -655,7 +635,7 @@ static int admin_complete(walk_t *w, struct fy_node *map, void *base, int line, 
     int n = (fy_node_mapping_lookup_pair_by_string(map, "listen", -1) != NULL) +
             (fy_node_mapping_lookup_pair_by_string(map, "socket", -1) != NULL);
     if (clean && n != 1)
-        return fail(w->y, node_line(map, line),
+        return fail(w->y, cm_yaml_line(map, line),
                     "admin needs exactly one of listen (HOST:PORT) or socket (PATH)");
     return 0;
 }
@@ -677,7 +657,7 @@ static int on_key_file(walk_t *w, const field_t *f, struct fy_node *v, int line,
     int e = get_string(w->y, v, line, what, raw, sizeof(raw));
     if (e < 0)
         return e;
-    line = node_line(v, line);
+    line = cm_yaml_line(v, line);
     const char *slash = strrchr(cfg->path, '/');
     int dirlen = raw[0] != '/' && slash ? (int)(slash - cfg->path) + 1 : 0;
     int n = snprintf(a->key_file, sizeof(a->key_file), "%.*s%s", dirlen, cfg->path, raw);
@@ -699,7 +679,7 @@ static int claim_name(walk_t *w, const field_t *f, struct fy_node *v, int line, 
     if (*any)
         buf[0] = '\0';
     else if (buf[0] == '\0')
-        return fail(w->y, node_line(v, line),
+        return fail(w->y, cm_yaml_line(v, line),
                     "%s must not be empty; write %s: any to accept every one", what, f->key);
     return 0;
 }
@@ -747,7 +727,7 @@ static int on_name(walk_t *w, const field_t *f, struct fy_node *v, int line, con
 {
     (void)f;
     gw_route_cfg_t *r = base;
-    int vline = node_line(v, line);
+    int vline = cm_yaml_line(v, line);
     int e = get_string(w->y, v, line, what, r->name, sizeof(r->name));
     if (e == 0 && r->name[0] == '\0')
         e = fail(w->y, vline, "%s: name must not be empty", w->rc->label);
@@ -763,7 +743,7 @@ static int on_service(walk_t *w, const field_t *f, struct fy_node *v, int line, 
 {
     (void)f;
     gw_route_cfg_t *r = base;
-    int vline = node_line(v, line);
+    int vline = cm_yaml_line(v, line);
     int e = get_string(w->y, v, line, what, r->service, sizeof(r->service));
     if (e == 0 && r->service[0] == '\0')
         e = fail(w->y, vline, "%s: service must not be empty", w->rc->label);
@@ -785,7 +765,7 @@ static int on_prefix(walk_t *w, const field_t *f, struct fy_node *v, int line, c
     char why[GW_URL_MAX + 80];
     int e = get_string(w->y, v, line, what, r->prefix, sizeof(r->prefix));
     if (e == 0 && gw_prefix_normalise(r->prefix, why, sizeof(why)) < 0)
-        return fail(w->y, node_line(v, line), "%s: %s", w->rc->label, why);
+        return fail(w->y, cm_yaml_line(v, line), "%s: %s", w->rc->label, why);
     return e;
 }
 
@@ -797,8 +777,8 @@ static int on_host(walk_t *w, const field_t *f, struct fy_node *v, int line, con
     int e = get_string(w->y, v, line, what, r->host, sizeof(r->host));
     for (char *c = r->host; e == 0 && *c; c++) {
         if (!isalnum((unsigned char)*c) && !strchr(".-_[]:", *c))
-            return fail(w->y, node_line(v, line), "%s: host '%s' is not a host name", w->rc->label,
-                        r->host);
+            return fail(w->y, cm_yaml_line(v, line), "%s: host '%s' is not a host name",
+                        w->rc->label, r->host);
         *c = (char)tolower((unsigned char)*c); /* matched case-insensitively anyway */
     }
     return e;
@@ -808,7 +788,7 @@ static int on_hash(walk_t *w, const field_t *f, struct fy_node *v, int line, con
                    void *base)
 {
     if (!fy_node_is_mapping(v) || fy_node_mapping_item_count(v) != 1)
-        return fail(w->y, node_line(v, line), "%s must be { header: NAME } or { cookie: NAME }",
+        return fail(w->y, cm_yaml_line(v, line), "%s must be { header: NAME } or { cookie: NAME }",
                     what);
     return walk_table(w, f->sub, v, line, what, base);
 }
@@ -823,7 +803,7 @@ static int upstream_url(walk_t *w, struct fy_node *v, int line, const char *what
     char why[1024];
     int weight = u->weight;
     if (e == 0 && gw_upstream_parse(s, u, why, sizeof(why)) < 0)
-        return fail(w->y, node_line(v, line), "%s: %s", w->rc->label, why);
+        return fail(w->y, cm_yaml_line(v, line), "%s: %s", w->rc->label, why);
     u->weight = weight;
     return e;
 }
@@ -842,10 +822,10 @@ static int on_upstreams(walk_t *w, const field_t *f, struct fy_node *v, int line
     gw_route_cfg_t *r = base;
     const char *label = w->rc->label;
     if (!fy_node_is_sequence(v) || fy_node_sequence_item_count(v) == 0)
-        return fail(w->y, node_line(v, line), "%s: upstreams must be a non-empty list", label);
+        return fail(w->y, cm_yaml_line(v, line), "%s: upstreams must be a non-empty list", label);
     int n = fy_node_sequence_item_count(v);
     if (n > GW_LB_MAX_HOSTS)
-        return fail(w->y, node_line(v, line), "%s: %d upstreams; at most %d", label, n,
+        return fail(w->y, cm_yaml_line(v, line), "%s: %d upstreams; at most %d", label, n,
                     GW_LB_MAX_HOSTS);
     free(r->upstreams); /* a duplicate key is refused by libfyaml, but stay leak-free */
     r->nupstreams = 0;
@@ -860,7 +840,7 @@ static int on_upstreams(walk_t *w, const field_t *f, struct fy_node *v, int line
     while ((item = fy_node_sequence_iterate(v, &it))) {
         gw_upstream_cfg_t *u = &r->upstreams[r->nupstreams];
         memset(u, 0, sizeof(*u));
-        int iline = node_line(item, line);
+        int iline = cm_yaml_line(item, line);
         int e;
         if (fy_node_is_mapping(item)) {
             e = walk_table(w, f->sub, item, iline, item_what, u);
@@ -896,11 +876,12 @@ static int on_scopes(walk_t *w, const field_t *f, struct fy_node *v, int line, c
             return e;
         for (const char *c = s; *c; c++) /* RFC 6749 3.3 scope-token, space-separated */
             if (*c != ' ' && (*c < 0x21 || *c > 0x7e || *c == '"' || *c == '\\'))
-                return fail(w->y, node_line(item, line), "%s: '%s' is not a valid scope", what, s);
+                return fail(w->y, cm_yaml_line(item, line), "%s: '%s' is not a valid scope", what,
+                            s);
         size_t used = strlen(buf);
         if ((size_t)snprintf(buf + used, cap - used, "%s%s", used ? " " : "", s) >= cap - used)
-            return fail(w->y, node_line(item, line), "%s: scopes are longer than %zu bytes", what,
-                        cap - 1);
+            return fail(w->y, cm_yaml_line(item, line), "%s: scopes are longer than %zu bytes",
+                        what, cap - 1);
     }
     return 0;
 }
@@ -910,7 +891,7 @@ static int on_route_auth(walk_t *w, const field_t *f, struct fy_node *v, int lin
 {
     gw_route_cfg_t *r = base;
     const char *label = w->rc->label;
-    int aline = node_line(v, line);
+    int aline = cm_yaml_line(v, line);
     char keys[256];
     if (v && fy_node_is_scalar(v)) {
         const char *s = fy_node_get_scalar0(v);
@@ -944,7 +925,7 @@ static int on_health(walk_t *w, const field_t *f, struct fy_node *v, int line, c
             return 0;
         }
         char keys[256];
-        return fail(w->y, node_line(v, line), "%s must be 'off' or a mapping {%s}", what,
+        return fail(w->y, cm_yaml_line(v, line), "%s must be 'off' or a mapping {%s}", what,
                     key_list(f->sub, keys, sizeof(keys)));
     }
     return walk_table(w, f->sub, v, line, what, base);
@@ -1182,7 +1163,7 @@ static int parse_route(walk_t *w, const table_t *t, struct fy_node *map, int ind
 {
     gw_config_t *cfg = w->cfg;
     gw_route_cfg_t *r = &cfg->routes[cfg->nroutes];
-    route_ctx_t rc = {.r = r, .line = node_line(map, line)};
+    route_ctx_t rc = {.r = r, .line = cm_yaml_line(map, line)};
     gw_route_defaults(r);
     r->auth = cfg->auth.key_file[0] != '\0'; /* a key makes every route private by default */
     cfg->nroutes++;                          /* counted now so that free sees its upstreams */
@@ -1220,7 +1201,7 @@ static int parse_routes(walk_t *w, const table_t *t, struct fy_node *v, int line
 {
     gw_config_t *cfg = w->cfg;
     if (!fy_node_is_sequence(v))
-        return fail(w->y, node_line(v, line), "routes must be a list of route mappings");
+        return fail(w->y, cm_yaml_line(v, line), "routes must be a list of route mappings");
     int n = fy_node_sequence_item_count(v);
     cfg->routes = calloc(n > 0 ? (size_t)n : 1, sizeof(*cfg->routes));
     int *lines = calloc(n > 0 ? (size_t)n : 1, sizeof(int));
@@ -1246,7 +1227,7 @@ static int parse_root(yctx_t *y, gw_config_t *cfg, struct fy_node *root)
 {
     char keys[256];
     if (!root || !fy_node_is_mapping(root))
-        return fail(y, node_line(root, 1), "the file must be a mapping with keys %s",
+        return fail(y, cm_yaml_line(root, 1), "the file must be a mapping with keys %s",
                     key_list(&root_table, keys, sizeof(keys)));
     walk_t w = {.y = y, .cfg = cfg};
     return walk_table(&w, &root_table, root, 1, "", cfg);
