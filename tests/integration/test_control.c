@@ -173,19 +173,20 @@ Test(control, hung_instance_is_detected_and_replaced)
     cr_assert_eq(sys_procs(sys.state, "users/1", 0), 1);
 }
 
-static const char stubborn[] = "services:\n"
-                               "  stubborn:\n    command: /bin/sh\n    listen: 127.0.0.1:%2$d\n"
-                               "    args: [-c, 'trap \"\" TERM; while :; do sleep 0.1; done']\n"
-                               "    drain_timeout: 500ms\n";
+/* a service deaf to SIGTERM: only the SIGKILL after its drain timeout ends it */
+static const char deaf_to_term[] = "services:\n"
+                                   "  deaf:\n    command: /bin/sh\n    listen: 127.0.0.1:%2$d\n"
+                                   "    args: [-c, 'trap \"\" TERM; while :; do sleep 0.1; done']\n"
+                                   "    drain_timeout: 500ms\n";
 
 Test(control, an_instance_ignoring_sigterm_is_killed_after_its_drain_timeout)
 {
-    sys_init(&sys, stubborn);
+    sys_init(&sys, deaf_to_term);
     sys_start(&sys);
     sys_wait_ready(&sys, 10000);
-    int pid = sys_pid(&sys, "stubborn", 0);
+    int pid = sys_pid(&sys, "deaf", 0);
     char url[128];
-    snprintf(url, sizeof url, "%s/v1/services/stubborn/scale", sys.ctl);
+    snprintf(url, sizeof url, "%s/v1/services/deaf/scale", sys.ctl);
     static const char *const hdr[] = {"Content-Type: application/json", NULL};
     h_resp_t r = h_http("PUT", url, "{\"instances\":0}", hdr);
     cr_assert_eq(r.status, 200, "%s", r.body);
@@ -195,11 +196,11 @@ Test(control, an_instance_ignoring_sigterm_is_killed_after_its_drain_timeout)
         ms_sleep(50);
     cr_assert_eq(sys_procs(sys.state, NULL, 0), 0, "SIGKILL after the drain timeout");
     cr_assert(kill(pid, 0) < 0);
-    json_t *arr = sys_json(&sys, "/v1/services/stubborn");
+    json_t *arr = sys_json(&sys, "/v1/services/deaf");
     cr_assert_eq(json_array_size(arr), 0, "scaled away: out of the registry");
     json_decref(arr);
     char *out;
-    const char *const logs[] = {"logs", "stubborn/0", NULL};
+    const char *const logs[] = {"logs", "deaf/0", NULL};
     cr_assert_eq(sys_cmd(&sys, &out, logs), 0);
     cr_assert(strstr(out, "SIGKILL"), "%s", out);
     free(out);
