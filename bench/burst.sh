@@ -73,22 +73,6 @@ if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
     CLI_PIN=(taskset -c 1)
 fi
 
-# render TEMPLATE OUT KEY=VALUE...: writes TEMPLATE to OUT with every @KEY@ replaced.
-render()
-{
-    python3 - "$@" <<'PY'
-import sys
-tpl, out, *pairs = sys.argv[1:]
-text = open(tpl, encoding="utf-8").read()
-for pair in pairs:
-    key, _, val = pair.partition("=")
-    text = text.replace("@" + key + "@", val)
-if "@" in "".join(l for l in text.splitlines() if not l.lstrip().startswith("#")):
-    sys.exit("burst: %s: a placeholder was left unrendered" % out)
-open(out, "w", encoding="utf-8").write(text)
-PY
-}
-
 # start LOG CMD...: starts CMD in the background; sets STARTED_PID.
 start()
 {

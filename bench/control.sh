@@ -129,18 +129,7 @@ start_system()
     "$BIN" up --config "$dir/cmesh.yaml" >>"$dir/up.log" 2>&1 &
     UP_PID=$!
     proc_track "$UP_PID"
-    for _ in $(seq 600); do
-        if ! kill -0 "$UP_PID" 2>/dev/null; then
-            echo "control: cmesh up exited; last lines:" >&2
-            tail -n 20 "$dir/up.log" >&2 || true
-            return 1
-        fi
-        curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$port/v1/ready" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "control: not ready within 60 s; last lines:" >&2
-    tail -n 20 "$dir/up.log" >&2 || true
-    return 1
+    wait_http "http://127.0.0.1:$port/v1/ready" "$UP_PID" "$dir/up.log" 60
 }
 
 # ---- restart and fan-out: a small system ---------------------------------------------

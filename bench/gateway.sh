@@ -15,22 +15,6 @@ TARGET_GW_RPS_VS_HAPROXY=1.1
 GW_ROUNDS=${BENCH_PROXY_ROUNDS:-5}
 GW_SLICE=${BENCH_PROXY_SLICE:-4s}
 
-# render TEMPLATE OUT KEY=VALUE...: writes TEMPLATE to OUT with every @KEY@ replaced.
-render()
-{
-    python3 - "$@" <<'PY'
-import sys
-tpl, out, *pairs = sys.argv[1:]
-text = open(tpl, encoding="utf-8").read()
-for pair in pairs:
-    key, _, val = pair.partition("=")
-    text = text.replace("@" + key + "@", val)
-if "@" in "".join(l for l in text.splitlines() if not l.lstrip().startswith("#")):
-    sys.exit("bench: %s: a placeholder was left unrendered" % out)
-open(out, "w", encoding="utf-8").write(text)
-PY
-}
-
 # start_proxy KIND VARIANT PORT U1 U2: starts proxy KIND on the server cpu, listening on
 # 127.0.0.1:PORT in front of the upstreams on ports U1 and U2; waits until /healthz answers
 # through it. Sets PROXY_PID. Returns 1 (with the reason on stderr) when it did not come up.

@@ -1,5 +1,6 @@
 # scripts/proc.sh: process plumbing for the shell scripts that start servers (bench,
-# contract and metrics tests). Source it; it defines functions and the PIDS array.
+# contract and metrics tests), and the bench's template renderer for peer configs. Source
+# it; it defines functions and the PIDS array.
 # Every process started with proc_track is stopped by proc_cleanup (call it from a trap).
 
 PIDS=() # processes this script started
@@ -46,12 +47,12 @@ proc_cleanup()
     done
 }
 
-# wait_http URL PID LOG: polls URL until it answers 2xx (0); returns 1, showing the end
-# of LOG, when PID exits first or 10 s pass.
+# wait_http URL PID LOG [SECONDS]: polls URL until it answers 2xx (0); returns 1, showing
+# the end of LOG, when PID exits first or SECONDS (10) pass.
 wait_http()
 {
-    local url=$1 pid=$2 log=$3
-    for _ in $(seq 100); do
+    local url=$1 pid=$2 log=$3 secs=${4:-10}
+    for _ in $(seq $((secs * 10))); do
         if ! kill -0 "$pid" 2>/dev/null; then
             echo "$url: the server exited before answering; last stderr:" >&2
             tail -n 20 "$log" >&2 || true
@@ -60,7 +61,23 @@ wait_http()
         curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
         sleep 0.1
     done
-    echo "$url: no answer within 10 s; last stderr:" >&2
+    echo "$url: no answer within $secs s; last stderr:" >&2
     tail -n 20 "$log" >&2 || true
     return 1
+}
+
+# render TEMPLATE OUT KEY=VALUE...: writes TEMPLATE to OUT with every @KEY@ replaced.
+render()
+{
+    python3 - "$@" <<'PY'
+import sys
+tpl, out, *pairs = sys.argv[1:]
+text = open(tpl, encoding="utf-8").read()
+for pair in pairs:
+    key, _, val = pair.partition("=")
+    text = text.replace("@" + key + "@", val)
+if "@" in "".join(l for l in text.splitlines() if not l.lstrip().startswith("#")):
+    sys.exit("%s: a placeholder was left unrendered" % out)
+open(out, "w", encoding="utf-8").write(text)
+PY
 }
