@@ -529,7 +529,11 @@ static int format_json(cm_buf_t *b, cm_log_stream_t *s, const cm_access_t *rec)
     if (rc == 0)
         rc = append_ts(b, &s->tc);
     if (rc == 0)
-        rc = cm_buf_appendf(b, "\",\"level\":\"%s\"", level_name(level_of(rec->status)));
+        rc = cm_buf_append_str(b, "\",\"level\":\"");
+    if (rc == 0)
+        rc = cm_buf_append_str(b, level_name(level_of(rec->status)));
+    if (rc == 0)
+        rc = cm_buf_append(b, "\"", 1);
     if (rc == 0 && s->log->origin.len)
         rc = cm_buf_append(b, s->log->origin.data, s->log->origin.len);
     if (rc == 0)

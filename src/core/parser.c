@@ -591,13 +591,9 @@ cm_parse_event_t cm_parser_feed(cm_parser_t *p, const char *data, size_t len, si
     }
     if (p->trailers == 1 && e == HPE_PAUSED) {
         /* paused at the last chunk: scan the trailer section like a head (header lines) */
+        rearm_scanner(p);
         p->trailers = 2;
-        p->scanning = 1;
-        p->head_seen = 0;
-        p->line_no = 1;
-        p->line_len = 0;
-        p->seen_colon = 0;
-        p->prev = 0;
+        p->line_no = 1; /* past the request line: every line is a field line */
         if (p->pending != CM_PARSE_MORE)
             return p->pending; /* a head for 100-continue: the trailers wait for the next feed */
         size_t more = 0;

@@ -122,7 +122,8 @@ static void on_defer_check(uv_check_t *h)
             wt->cbs->connected(wt->arg, NULL, wt->status);
         }
     }
-    if (w->defer_on) {
+    if (w->defer_on) { /* both run only while something is deferred */
+        uv_check_stop(&w->defer_check);
         uv_idle_stop(&w->defer_idle);
         w->defer_on = 0;
     }
@@ -144,6 +145,7 @@ static void defer(gw_inst_t *in, gw_waiter_t *wt, gw_uconn_t *uc, int status)
         w->deferred = wt;
     w->deferred_tail = wt;
     if (!w->defer_on) {
+        uv_check_start(&w->defer_check, on_defer_check);
         uv_idle_start(&w->defer_idle, on_defer_idle);
         w->defer_on = 1;
     }
@@ -171,7 +173,6 @@ void gw_upstream_worker_init(gw_worker_t *w)
 {
     uv_check_init(w->loop, &w->defer_check);
     w->defer_check.data = w;
-    uv_check_start(&w->defer_check, on_defer_check);
     uv_idle_init(w->loop, &w->defer_idle);
     w->defer_idle.data = w;
 }

@@ -20,8 +20,10 @@ static void hashed(const char *prefix, const char *a, size_t alen, const char *b
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int n = 0;
     static const char nul = '\0';
-    int ok = EVP_Digest(a, alen, md, &n, EVP_sha256(), NULL);
-    if (b) {
+    int ok;
+    if (!b) {
+        ok = EVP_Digest(a, alen, md, &n, EVP_sha256(), NULL);
+    } else {
         EVP_MD_CTX *ctx = EVP_MD_CTX_new();
         ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) && EVP_DigestUpdate(ctx, a, alen) &&
              EVP_DigestUpdate(ctx, &nul, 1) && EVP_DigestUpdate(ctx, b, blen) &&
