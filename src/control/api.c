@@ -15,6 +15,7 @@
 #include "control/state.h"
 #include "core/flags.h"
 #include "core/json.h"
+#include "core/num.h"
 
 static cm_api_ctx_t *ctx_of(cm_req_t *req)
 {
@@ -462,6 +463,26 @@ static void h_ready(cm_req_t *req)
     cm_res_send(req, all ? 200 : 503);
 }
 
+/* GET /v1/events?after=N&limit=M: the recent events after id N (0: from the oldest kept). */
+static void h_events(cm_req_t *req)
+{
+    cm_api_ctx_t *c = ctx_of(req);
+    char v[32];
+    int64_t after = 0, limit = CM_EVENTS_KEEP;
+    int rc = cm_req_query(req, "after", v, sizeof v);
+    if (rc != -ENOENT && (rc <= 0 || cm_num_parse(v, (size_t)rc, 0, INT64_MAX, &after) < 0)) {
+        cm_res_error_field(req, 400, "after", "after must be an event id (a whole number)");
+        return;
+    }
+    rc = cm_req_query(req, "limit", v, sizeof v);
+    if (rc != -ENOENT && (rc <= 0 || cm_num_parse(v, (size_t)rc, 1, CM_EVENTS_KEEP, &limit) < 0)) {
+        cm_res_error_field(req, 400, "limit", "limit must be a whole number from 1 to 512");
+        return;
+    }
+    cm_events_render(c->events, (uint64_t)after, (int)limit, &req->res_body);
+    cm_res_send(req, 200);
+}
+
 const cm_route_t cm_api_routes[] = {
     {CM_GET, "/v1/services", h_services},
     {CM_GET, "/v1/services/{name}", h_service},
@@ -471,5 +492,6 @@ const cm_route_t cm_api_routes[] = {
     {CM_GET, "/v1/targets", h_targets},
     {CM_GET, "/v1/status", h_status},
     {CM_GET, "/v1/ready", h_ready},
+    {CM_GET, "/v1/events", h_events},
 };
 const int cm_api_nroutes = (int)(sizeof cm_api_routes / sizeof cm_api_routes[0]);

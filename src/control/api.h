@@ -11,10 +11,12 @@
  *   GET /v1/targets               Prometheus HTTP service discovery
  *   GET /v1/status                everything `cmesh status` shows, with cpu, rss, log tails
  *   GET /v1/ready                 200 when every instance is ready, else 503 naming them
+ *   GET /v1/events?after=N        recent events (restarts, scale decisions, rollouts)
  * The handlers find their context in req->state: a cm_api_ctx_t. */
 #ifndef CMESH_CONTROL_API_H
 #define CMESH_CONTROL_API_H
 
+#include "control/events.h"
 #include "control/external.h"
 #include "control/registry.h"
 #include "control/spec.h"
@@ -30,6 +32,7 @@ typedef struct cm_api_ctx {
     cm_registry_t *reg;
     cm_sup_t *sup;
     cm_ext_t *ext; /* instances registered by hand */
+    cm_events_t *events; /* recent events, for /v1/events */
     int stopping;  /* down in progress: scale is refused (409) */
 } cm_api_ctx_t;
 

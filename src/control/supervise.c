@@ -248,6 +248,9 @@ static void on_live(cm_probe_t *p, int passing, void *data)
         return;
     log_note(in, "liveness %s failed %d times: restarting", in->svc->spec->live.path,
              in->svc->spec->live.fall);
+    cm_events_add(in->sup->hooks.events, "restart", in->svc->spec->name, in->index, NULL,
+                  "liveness %s failed %d times: restarting", in->svc->spec->live.path,
+                  in->svc->spec->live.fall);
     in->restarts++;
     stop(in, AFTER_RESTART);
 }
@@ -350,6 +353,9 @@ static void inst_exited(inst_t *in, int code)
     in->streak++;
     in->restarts++;
     log_note(in, "restarting in %llu ms (restart %d)", (unsigned long long)delay, in->restarts);
+    cm_events_add(s->hooks.events, "restart", in->svc->spec->name, in->index, NULL,
+                  "exited (status %d): restarting in %llu ms (restart %d)", in->last_exit,
+                  (unsigned long long)delay, in->restarts);
     set_state(in, in->streak >= 3 ? CM_INST_CRASHLOOP : CM_INST_BACKOFF);
     uv_timer_start(&in->timer, on_restart_timer, delay, 0);
 }

@@ -13,6 +13,7 @@
 
 #include <uv.h>
 
+#include "control/events.h"
 #include "control/registry.h"
 #include "control/spec.h"
 #include "core/client.h"
@@ -37,6 +38,7 @@ typedef struct cm_sup_hooks {
     /* Every instance is ready (once per time it becomes true), for --wait. May be NULL. */
     void (*on_all_ready)(void *arg);
     void *arg;
+    cm_events_t *events; /* where restarts are recorded; may be NULL */
 } cm_sup_hooks_t;
 
 /* spec, reg and client are borrowed and must outlive the supervisor. self is this

@@ -193,7 +193,9 @@ static void maybe_finish(ctl_t *c)
     cm_sup_free(c->api.sup);
     cm_ext_free(c->api.ext);
     cm_registry_free(c->api.reg);
+    cm_events_free(c->api.events);
     cm_client_free(c->client);
+    c->api.events = NULL;
     c->api.sup = NULL;
     c->api.reg = NULL;
 }
@@ -248,9 +250,11 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
     if ((rc = cm_registry_new(loop, epoch, &c->api.reg)) < 0 ||
         (rc = cm_client_new(loop, &c->client)) < 0)
         return rc;
-    if ((rc = cm_ext_new(loop, c->api.reg, on_routing, c, &c->api.ext)) < 0)
+    if ((rc = cm_ext_new(loop, c->api.reg, on_routing, c, &c->api.ext)) < 0 ||
+        (rc = cm_events_new(&c->api.events)) < 0)
         return rc;
-    cm_sup_hooks_t hooks = {.on_routing = on_routing, .on_all_ready = on_all_ready, .arg = c};
+    cm_sup_hooks_t hooks = {
+        .on_routing = on_routing, .on_all_ready = on_all_ready, .arg = c, .events = c->api.events};
     if ((rc = cm_sup_new(loop, c->spec, c->api.reg, c->client, c->self, &hooks, &c->api.sup)) < 0)
         return rc;
     for (int i = 0; i < 3; i++) {
