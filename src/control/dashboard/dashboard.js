@@ -1,12 +1,15 @@
 // The cmesh dashboard: polls the control plane's own API (the one `cmesh status` reads)
 // and draws what it answers. /v1/status every second (services, instances and their
-// state), /v1/history?after=N every 2 s (the charts' points: the control plane keeps the
-// last 15 minutes, so a page opened late has them), /v1/events?after=N every second.
+// state), and at once when a blocking query on /v1/services?index=N says the registry
+// changed (an instance that died and came back within a second is still seen);
+// /v1/history?after=N every 2 s (the charts' points: the control plane keeps the last 15
+// minutes, so a page opened late has them); /v1/events?after=N every second.
 // Plain JS, no library; the charts are drawn on <canvas> here. Every text from the API
 // goes into the page as a text node, never as HTML.
 'use strict';
 (() => {
   const STATUS_MS = 1000, HISTORY_MS = 2000, EVENTS_MS = 1000, TIMEOUT_MS = 5000;
+  const WATCH_WAIT = '30s', WATCH_TIMEOUT_MS = 40000; // a blocking query's wait, and ours
   const KEEP_MS = 16 * 60 * 1000;   // points older than the longest range are dropped
   const EVENTS_SHOWN = 300;
   const st = {
@@ -65,32 +68,60 @@
     return Math.round(b / 1024) + ' KiB';
   }
 
-  async function getJSON(url) {
+  async function getJSON(url, ms = TIMEOUT_MS, head = null) {
     const ctl = new AbortController();
-    const t = setTimeout(() => ctl.abort(), TIMEOUT_MS);
+    const t = setTimeout(() => ctl.abort(), ms);
     try {
       const r = await fetch(url, { signal: ctl.signal, cache: 'no-store' });
       // the server's clock, for uptimes; only a real difference counts (Date has 1 s steps)
       const d = Date.parse(r.headers.get('Date') || '');
       if (!Number.isNaN(d)) st.skew = Math.abs(d - Date.now()) > 2500 ? d - Date.now() : 0;
       if (!r.ok && r.status !== 503) throw new Error(`${url}: ${r.status}`);
+      if (head) head(r.headers);
       return await r.json();
     } finally {
       clearTimeout(t);
     }
   }
 
-  // every poller runs on its own; a failure marks the connection down until one succeeds
-  async function loop(fn, ms) {
-    for (;;) {
-      try {
-        await fn();
-        st.lastOk = Date.now();
-        setConn(st.status && st.status.stopping ? 'stopping' : 'live');
-      } catch (e) {
-        setConn('down');
+  // every poller runs on its own; a failure marks the connection down until one succeeds.
+  // Returns a function that cuts the current wait short (poll now).
+  function loop(fn, ms) {
+    let wake = null;
+    (async () => {
+      for (;;) {
+        try {
+          await fn();
+          st.lastOk = Date.now();
+          setConn(st.status && st.status.stopping ? 'stopping' : 'live');
+        } catch (e) {
+          setConn('down');
+        }
+        await new Promise((r) => {
+          wake = r;
+          setTimeout(r, ms);
+        });
       }
-      await sleep(ms);
+    })();
+    return () => wake && wake();
+  }
+
+  // Consul-style blocking query: answers when the registry's index passes ours (or after
+  // WATCH_WAIT); every change polls the status at once.
+  async function watch(kick) {
+    let index = 0;
+    for (;;) {
+      let next = index;
+      try {
+        await getJSON(`/v1/services?index=${index}&wait=${WATCH_WAIT}`, WATCH_TIMEOUT_MS, (hd) => {
+          next = Number(hd.get('X-Cmesh-Index')) || 0;
+        });
+      } catch (e) {
+        await sleep(2000); // away: the pollers say so; try again gently
+        continue;
+      }
+      if (next !== index && index !== 0) kick();
+      index = next < index ? 0 : next; // smaller: a new registry, start over
     }
   }
 
@@ -106,12 +137,17 @@
   // ---- charts -----------------------------------------------------------------------
   // A nice axis for values up to v: [top, rows], the top 1, 2, 2.5 or 5 times a power of
   // ten at or above v, split in rows whose lines fall on round numbers.
-  function niceAxis(v) {
-    if (!(v > 0)) return [1, 4];
+  // A short chart (compact) gets two or three lines.
+  const AXES = [[1, 4], [2, 4], [2.5, 5], [5, 5], [10, 5]];
+  const AXES_COMPACT = [[1, 2], [2, 2], [3, 3], [4, 2], [5, 2], [6, 3], [8, 2], [10, 2]];
+  function niceAxis(v, compact) {
+    const table = compact ? AXES_COMPACT : AXES;
+    if (!(v > 0)) return [table[0][0], table[0][1]];
     const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const [m, rows] of [[1, 4], [2, 4], [2.5, 5], [5, 5], [10, 5]]) if (m * p >= v * 0.9999) return [m * p, rows];
-    return [10 * p, 5];
+    for (const [m, rows] of table) if (m * p >= v * 0.9999) return [m * p, rows];
+    return [10 * p, 2];
   }
+  const TICKS = [10, 15, 30, 60, 120, 300, 600, 1800].map((s) => s * 1000);
 
   // draw(canvas, t[], lines[{v[], color, fill, step}], {fmt, min}): the last `range`
   // seconds, a gap where a value is null or the points are far apart (the control plane
@@ -127,7 +163,10 @@
     const g = cv.getContext('2d');
     g.setTransform(dpr, 0, 0, dpr, 0, 0);
     g.clearRect(0, 0, W, H);
-    const t1 = now(), t0 = t1 - st.range * 1000;
+    // the range asked for, or less while the history is shorter (a system just started):
+    // from its first point, a minute at least
+    const t1 = now();
+    const t0 = Math.max(t1 - st.range * 1000, Math.min(t.length ? t[0] : 0, t1 - 60000));
     let lo = t.length;
     while (lo > 0 && t[lo - 1] >= t0) lo--;
     let max = 0, points = 0;
@@ -141,10 +180,9 @@
     let rows;
     if (opt.integer) {
       max = Math.max(1, Math.ceil(max * 1.15));
-      rows = max <= 4 ? max : 2;
+      rows = max <= (H < 90 ? 3 : 4) ? max : 2;
     } else {
-      [max, rows] = niceAxis(Math.max(max * 1.1, opt.min || 0));
-      if (H < 90 && rows === 4) rows = 2; // a small chart: fewer lines
+      [max, rows] = niceAxis(Math.max(max * 1.1, opt.min || 0), H < 90);
     }
     g.font = '10px system-ui, sans-serif';
     let L = 0;                                   // the left margin fits the widest label
@@ -167,11 +205,16 @@
     }
     g.textAlign = 'center';
     g.textBaseline = 'alphabetic';
-    const step = st.range <= 300 ? 60000 : 300000;
+    // time ticks: the finest step whose labels do not touch
+    let step = TICKS[TICKS.length - 1];
+    for (const s of TICKS) {
+      if ((s / (t1 - t0)) * pw >= (s < 60000 ? 62 : 44)) { step = s; break; }
+    }
+    const label = step < 60000 ? clock : hm;
     for (let tt = Math.ceil(t0 / step) * step; tt <= t1; tt += step) {
       const xx = x(tt);
-      if (xx < L + 14 || xx > W - R - 14) continue;
-      g.fillText(hm(tt), xx, H - 3);
+      if (xx < L + 16 || xx > W - R - 16) continue;
+      g.fillText(label(tt), xx, H - 3);
     }
     if (!points) {
       g.fillStyle = '#56606f';
@@ -416,7 +459,11 @@
     cancelAnimationFrame(resizing);
     resizing = requestAnimationFrame(drawCharts);
   });
-  loop(pollStatus, STATUS_MS);
+  const kickStatus = loop(pollStatus, STATUS_MS);
   loop(pollHistory, HISTORY_MS);
-  loop(pollEvents, EVENTS_MS);
+  const kickEvents = loop(pollEvents, EVENTS_MS);
+  watch(() => {
+    kickStatus();
+    kickEvents();
+  });
 })();
