@@ -157,8 +157,13 @@ try {
       lis.map((li) => li.textContent).find((t) => t.includes(id)) || null, KILL));
   check(!!event, `restart event shown: ${event}`);
 
-  // let the charts draw the dip and the return (two more rounds of history)
+  // let the charts draw the dip and the return (two more rounds of history), then point
+  // at the users' instance chart: the crosshair reads the values at that time
   await page.waitForTimeout(4500);
+  const inst = page.locator('canvas[data-service="users"][data-chart="inst"]');
+  const box = await inst.boundingBox();
+  await page.mouse.move(box.x + box.width * 0.9, box.y + box.height / 2);
+  await page.waitForTimeout(300);
   const laptopShot = join(ART, 'dashboard-laptop.png');
   await page.screenshot({ path: laptopShot, fullPage: true });
   console.log(`screenshot (laptop, 1440x900): ${laptopShot}`);

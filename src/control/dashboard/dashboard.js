@@ -14,7 +14,7 @@
   const EVENTS_SHOWN = 300;
   const st = {
     status: null, skew: 0, range: 300, conn: 'connecting', lastOk: 0,
-    hist: new Map(), histLast: 0, interval: 2000,
+    hist: new Map(), histLast: 0, interval: 2000, hover: null,
     events: [], evLast: 0, evSeen: false,
     cards: new Map(),
   };
@@ -265,7 +265,56 @@
       }
     }
     g.restore();
+    cv.geom = { L, pw, t0, t1 };
     cv.dataset.points = String(points);
+    if (st.hover && st.hover.service === cv.dataset.service) crosshair(g, t, lo, lines, opt, x, y, T, ph, W, gap);
+  }
+
+  // The values at the time pointed at (st.hover, shared by a service's charts): a line,
+  // a dot per series, and a label.
+  function crosshair(g, t, lo, lines, opt, x, y, T, ph, W, gap) {
+    let best = -1, bd = Infinity;
+    for (let i = lo; i < t.length; i++) {
+      const d = Math.abs(t[i] - st.hover.t);
+      if (d < bd) { bd = d; best = i; }
+    }
+    if (best < 0 || bd > gap) return;
+    const xx = Math.round(x(t[best])) + 0.5;
+    g.setLineDash([]);
+    g.lineWidth = 1;
+    g.strokeStyle = 'rgba(216,222,233,.35)';
+    g.beginPath(); g.moveTo(xx, T); g.lineTo(xx, T + ph); g.stroke();
+    const parts = [];
+    for (const ln of lines) {
+      const v = ln.v[best];
+      if (v === null || v === undefined) continue;
+      g.fillStyle = ln.color;
+      g.beginPath(); g.arc(xx, y(v), 2.5, 0, 2 * Math.PI); g.fill();
+      parts.push((lines.length > 1 ? ln.label + ' ' : '') + opt.fmt(v));
+    }
+    const text = `${clock(t[best])}  ${parts.length ? parts.join(' · ') : 'no requests'}`;
+    g.font = '11px system-ui, sans-serif';
+    const tw = g.measureText(text).width + 10;
+    const bx = xx + 8 + tw < W ? xx + 8 : Math.max(0, xx - 8 - tw);
+    g.fillStyle = 'rgba(13,17,23,.92)';
+    g.fillRect(bx, T, tw, 17);
+    g.fillStyle = '#d8dee9';
+    g.textAlign = 'left';
+    g.textBaseline = 'middle';
+    g.fillText(text, bx + 5, T + 9);
+  }
+
+  function onPointer(ev) {
+    const cv = ev.currentTarget;
+    if (!cv.geom) return;
+    const { L, pw, t0, t1 } = cv.geom;
+    const px = ev.clientX - cv.getBoundingClientRect().left;
+    st.hover = px < L ? null : { service: cv.dataset.service, t: t0 + ((px - L) / pw) * (t1 - t0) };
+    drawCharts();
+  }
+  function onLeave() {
+    st.hover = null;
+    drawCharts();
   }
 
   // ---- service cards ----------------------------------------------------------------
@@ -296,6 +345,9 @@
         ? h('span', { class: 'legend' }, d.lines.map(([col]) => [h('i', { class: `sw-${col}` }), col]))
         : null;
       c.charts[d.key] = { def: d, cv, v };
+      cv.addEventListener('pointermove', onPointer);
+      cv.addEventListener('pointerdown', onPointer); // a tap on a phone
+      cv.addEventListener('pointerleave', onLeave);
       return h('div', { class: 'chart' }, h('div', { class: 'chart-head' }, h('span', {}, d.title, legend), v), cv);
     });
     c.el = h('article', { class: 'svc', 'data-service': name },
@@ -329,7 +381,7 @@
       const n = hs.t.length;
       for (const key of Object.keys(c.charts)) {
         const { def, cv, v } = c.charts[key];
-        draw(cv, hs.t, def.lines.map(([col, color, fill, step, dash]) => ({ v: hs[col], color, fill, step, dash })), def);
+        draw(cv, hs.t, def.lines.map(([col, color, fill, step, dash]) => ({ v: hs[col], label: col, color, fill, step, dash })), def);
         const last = (col) => (n ? hs[col][n - 1] : null);
         if (key === 'inst') v.textContent = n ? `${last('ready')} / ${last('desired')}` : '–';
         else v.textContent = def.fmt(last(def.lines[0][0]));
