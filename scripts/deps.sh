@@ -14,6 +14,8 @@ debs=(
     libfyaml-dev libjwt-dev
     # tests: Criterion, libcurl as the independent client, promtool, node for contract tools
     libcriterion-dev libcurl4-openssl-dev prometheus nodejs npm curl sqlite3
+    # the dashboard's browser test: Debian's Chromium, driven by npm playwright-core
+    chromium
     # bench peers and load
     wrk nginx-light haproxy h2o
 )
@@ -54,5 +56,11 @@ fi
 if [ -f tests/contract/package.json ] && [ ! -d tests/contract/node_modules ]; then
     echo "deps: npm ci in tests/contract"
     (cd tests/contract && npm ci --no-audit --no-fund --loglevel=error)
+fi
+# playwright-core for the dashboard's browser test (it drives /usr/bin/chromium; it never
+# downloads a browser of its own).
+if [ -f tests/browser/package.json ] && [ ! -d tests/browser/node_modules ]; then
+    echo "deps: npm ci in tests/browser"
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
 echo "deps: ok"

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "control/dashboard.h"
 #include "control/state.h"
 #include "core/flags.h"
 #include "core/json.h"
@@ -107,6 +108,11 @@ static void render_instance(cm_buf_t *b, const char *name, const cm_reg_inst_t *
             if (p99 >= 0)
                 cm_buf_appendf(b, ",\"p99_ms\":%.2f", p99);
         }
+        cm_load_sample_t w;
+        uint64_t dt;
+        if (!in->ext_id[0] && cm_sup_window(c->sup, name, in->index, &w, &dt) == 0 &&
+            cm_load_window_errors(&w) >= 0)
+            cm_buf_appendf(b, ",\"error_rate\":%.4f", cm_load_window_errors(&w));
         if (in->pid > 0 && cm_proc_usage(in->pid, &cpu, &rss) == 0)
             cm_buf_appendf(b, ",\"cpu_seconds\":%.2f,\"rss_bytes\":%llu",
                            (double)cpu / (double)sysconf(_SC_CLK_TCK), (unsigned long long)rss);
@@ -483,6 +489,23 @@ static void h_events(cm_req_t *req)
     cm_res_send(req, 200);
 }
 
+/* GET /v1/history?after=N: the charts' points after id N (0: every one kept). */
+static void h_history(cm_req_t *req)
+{
+    cm_api_ctx_t *c = ctx_of(req);
+    char v[32];
+    int64_t after = 0;
+    int rc = cm_req_query(req, "after", v, sizeof v);
+    if (rc != -ENOENT && (rc <= 0 || cm_num_parse(v, (size_t)rc, 0, INT64_MAX, &after) < 0)) {
+        cm_res_error_field(req, 400, "after",
+                           "after must be a point id (a whole number: the \"last\" of an "
+                           "earlier answer)");
+        return;
+    }
+    cm_history_render(c->history, (uint64_t)after, &req->res_body);
+    cm_res_send(req, 200);
+}
+
 const cm_route_t cm_api_routes[] = {
     {CM_GET, "/v1/services", h_services},
     {CM_GET, "/v1/services/{name}", h_service},
@@ -493,5 +516,10 @@ const cm_route_t cm_api_routes[] = {
     {CM_GET, "/v1/status", h_status},
     {CM_GET, "/v1/ready", h_ready},
     {CM_GET, "/v1/events", h_events},
+    {CM_GET, "/v1/history", h_history},
+    {CM_GET, "/", cm_dash_page},
+    {CM_GET, "/dashboard.css", cm_dash_css},
+    {CM_GET, "/dashboard.js", cm_dash_js},
+    {CM_GET, "/favicon.svg", cm_dash_icon},
 };
 const int cm_api_nroutes = (int)(sizeof cm_api_routes / sizeof cm_api_routes[0]);

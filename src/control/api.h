@@ -12,12 +12,16 @@
  *   GET /v1/status                everything `cmesh status` shows, with cpu, rss, log tails
  *   GET /v1/ready                 200 when every instance is ready, else 503 naming them
  *   GET /v1/events?after=N        recent events (restarts, scale decisions, rollouts)
+ *   GET /v1/history?after=N       per service, a point per 2 s round (rps, p99, error
+ *                                 rate, instance counts): the dashboard's charts
+ *   GET /  (and /dashboard.js, /dashboard.css, /favicon.svg): the dashboard
  * The handlers find their context in req->state: a cm_api_ctx_t. */
 #ifndef CMESH_CONTROL_API_H
 #define CMESH_CONTROL_API_H
 
 #include "control/events.h"
 #include "control/external.h"
+#include "control/history.h"
 #include "control/registry.h"
 #include "control/spec.h"
 #include "control/supervise.h"
@@ -31,9 +35,10 @@ typedef struct cm_api_ctx {
     const cm_spec_t *spec;
     cm_registry_t *reg;
     cm_sup_t *sup;
-    cm_ext_t *ext; /* instances registered by hand */
-    cm_events_t *events; /* recent events, for /v1/events */
-    int stopping;  /* down in progress: scale is refused (409) */
+    cm_ext_t *ext;         /* instances registered by hand */
+    cm_events_t *events;   /* recent events, for /v1/events */
+    cm_history_t *history; /* the charts' points, for /v1/history */
+    int stopping;          /* down in progress: scale is refused (409) */
 } cm_api_ctx_t;
 
 extern const cm_route_t cm_api_routes[];

@@ -1,8 +1,9 @@
 /* control/load.h: an instance's load from its own /metrics (Prometheus text, as every
- * cmesh process serves it): requests per second and the p99 latency between two
- * scrapes, computed from the counters and the latency histogram as Prometheus' rate()
- * and histogram_quantile() would. Probe and scrape routes (/healthz, /readyz, /metrics)
- * are left out: they are the control plane's own traffic. Pure functions, no I/O; the
+ * cmesh process serves it): requests per second, the p99 latency and the error rate (5xx
+ * share) between two scrapes, computed from the counters and the latency histogram as
+ * Prometheus' rate() and histogram_quantile() would; windows of several instances add up
+ * to a service's (histogram_quantile over sum by (le)). Probe and scrape routes (/healthz, /readyz,
+ * /metrics) are left out: they are the control plane's own traffic. Pure functions, no I/O; the
  * supervisor scrapes, `cmesh status` shows RPS and P99 (and the autoscaler will read
  * them). */
 #ifndef CMESH_CONTROL_LOAD_H
@@ -15,6 +16,7 @@
 
 typedef struct cm_load_sample {
     double requests;                /* cmesh_http_requests_total, summed */
+    double errors;                  /* of those, code="5xx" (the server failed) */
     int nb;                         /* bounds seen, ascending */
     double le[CM_LOAD_BUCKETS];     /* upper bounds in seconds (+Inf last) */
     double bucket[CM_LOAD_BUCKETS]; /* cumulative counts, summed over routes */
@@ -29,5 +31,18 @@ int cm_load_parse(const char *text, size_t len, cm_load_sample_t *out);
  * -EINVAL when the samples do not fit (a restart reset the counters, dt 0). */
 int cm_load_rate(const cm_load_sample_t *prev, const cm_load_sample_t *cur, uint64_t dt_ms,
                  double *rps, double *p99_ms);
+
+/* The window between two samples: out = cur - prev (counters and buckets). Returns 0, or
+ * -EINVAL when they do not fit (a restart reset the counters, other bucket bounds). */
+int cm_load_window(const cm_load_sample_t *prev, const cm_load_sample_t *cur,
+                   cm_load_sample_t *out);
+/* Adds window w into acc (acc zeroed first, or an earlier sum): a service's windows from
+ * its instances, so its p99 is the merged histogram's. Every cmesh process has the same
+ * bounds; a bound missing from acc is inserted. */
+void cm_load_window_add(cm_load_sample_t *acc, const cm_load_sample_t *w);
+/* A window's p99 latency in ms, -1 when it has no request (or no histogram). */
+double cm_load_window_p99(const cm_load_sample_t *w);
+/* A window's error rate: errors / requests in 0..1, -1 when it has no request. */
+double cm_load_window_errors(const cm_load_sample_t *w);
 
 #endif

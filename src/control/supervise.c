@@ -65,6 +65,8 @@ typedef struct inst {
     uint64_t load_at;      /* loop time (ms) of that scrape */
     int load_pid;          /* whose it was */
     double rps, p99_ms;    /* between the last two scrapes; p99 -1 = no request */
+    cm_load_sample_t win;  /* the same window: its requests, 5xx and latency buckets */
+    uint64_t win_ms;       /* its length */
     int has_load;
 } inst_t;
 
@@ -761,8 +763,12 @@ static void on_metrics(int status, const char *body, size_t len, void *data)
         return;
     uint64_t now = uv_now(in->sup->loop);
     if (in->load_pid == in->pid &&
-        cm_load_rate(&in->load, &cur, now - in->load_at, &in->rps, &in->p99_ms) == 0)
+        cm_load_rate(&in->load, &cur, now - in->load_at, &in->rps, &in->p99_ms) == 0) {
         in->has_load = 1;
+        in->win_ms = now - in->load_at;
+        if (cm_load_window(&in->load, &cur, &in->win) < 0)
+            in->win.valid = 0;
+    }
     in->load = cur;
     in->load_at = now;
     in->load_pid = in->pid;
@@ -787,6 +793,8 @@ static void scrape(inst_t *in)
 static void on_maint(uv_timer_t *t)
 {
     cm_sup_t *s = t->data;
+    if (s->hooks.on_tick) /* the last round's answers are in; the next round starts below */
+        s->hooks.on_tick(s->hooks.arg);
     for (int i = 0; i < s->nsvcs; i++)
         for (int j = 0; j < CM_SPEC_MAX_INST; j++)
             if (s->svcs[i].inst[j]) {
@@ -1006,6 +1014,22 @@ int cm_sup_load(const cm_sup_t *s, const char *service, int index, double *rps, 
                 return -ENOENT;
             *rps = in->rps;
             *p99_ms = in->p99_ms;
+            return 0;
+        }
+    return -ENOENT;
+}
+
+int cm_sup_window(const cm_sup_t *s, const char *service, int index, cm_load_sample_t *w,
+                  uint64_t *dt_ms)
+{
+    for (int i = 0; i < s->nsvcs; i++)
+        if (strcmp(s->svcs[i].spec->name, service) == 0 && index >= 0 && index < CM_SPEC_MAX_INST &&
+            s->svcs[i].inst[index]) {
+            const inst_t *in = s->svcs[i].inst[index];
+            if (!in->has_load || !in->win.valid || in->load_pid != in->pid || !running(in))
+                return -ENOENT;
+            *w = in->win;
+            *dt_ms = in->win_ms;
             return 0;
         }
     return -ENOENT;

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "control/events.h"
+#include "control/load.h"
 #include "control/registry.h"
 #include "control/spec.h"
 #include "core/client.h"
@@ -37,6 +38,9 @@ typedef struct cm_sup_hooks {
     void (*on_routing)(void *arg, const char *service);
     /* Every instance is ready (once per time it becomes true), for --wait. May be NULL. */
     void (*on_all_ready)(void *arg);
+    /* Every 2 s, before the round of /metrics scrapes starts: the windows of the last
+     * round are in (up.c records the dashboard's history). May be NULL. */
+    void (*on_tick)(void *arg);
     void *arg;
     cm_events_t *events; /* where restarts are recorded; may be NULL */
 } cm_sup_hooks_t;
@@ -67,6 +71,11 @@ int cm_sup_pid(const cm_sup_t *s, const char *service, int index);
 /* Requests per second and p99 latency (ms; -1 when it served none) of the instance
  * between its last two /metrics scrapes (every 2 s). Returns 0, -ENOENT when not known. */
 int cm_sup_load(const cm_sup_t *s, const char *service, int index, double *rps, double *p99_ms);
+/* The same window as counters: requests, 5xx answers and latency buckets between the
+ * last two scrapes (*w), and its length (*dt_ms), for error rates and a service's merged
+ * p99. Returns 0, -ENOENT when not known. */
+int cm_sup_window(const cm_sup_t *s, const char *service, int index, cm_load_sample_t *w,
+                  uint64_t *dt_ms);
 /* 1 when the instance is running and ready. */
 int cm_sup_ready(const cm_sup_t *s, const char *service, int index);
 /* The last lines of an instance's log (for a crash loop's status). Caller frees. */

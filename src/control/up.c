@@ -24,6 +24,7 @@
 #include "control/api.h"
 #include "control/external.h"
 #include "control/registry.h"
+#include "control/sample.h"
 #include "control/spec.h"
 #include "control/state.h"
 #include "control/supervise.h"
@@ -194,8 +195,10 @@ static void maybe_finish(ctl_t *c)
     cm_ext_free(c->api.ext);
     cm_registry_free(c->api.reg);
     cm_events_free(c->api.events);
+    cm_history_free(c->api.history);
     cm_client_free(c->client);
     c->api.events = NULL;
+    c->api.history = NULL;
     c->api.sup = NULL;
     c->api.reg = NULL;
 }
@@ -237,6 +240,16 @@ static void on_signal(uv_signal_t *h, int signum)
 /* The API server's worker: the control plane's loop                                  */
 /* ---------------------------------------------------------------------------------- */
 
+/* The supervisor's 2 s round: a point per service for the dashboard's charts. */
+static void on_tick(void *arg)
+{
+    ctl_t *c = arg;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    cm_sample_round(c->api.history, c->spec, c->api.sup, c->api.reg,
+                    (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
 static int worker_init(uv_loop_t *loop, void *config, void **state)
 {
     ctl_t *c = config;
@@ -251,10 +264,13 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
         (rc = cm_client_new(loop, &c->client)) < 0)
         return rc;
     if ((rc = cm_ext_new(loop, c->api.reg, on_routing, c, &c->api.ext)) < 0 ||
-        (rc = cm_events_new(&c->api.events)) < 0)
+        (rc = cm_events_new(&c->api.events)) < 0 || (rc = cm_history_new(&c->api.history)) < 0)
         return rc;
-    cm_sup_hooks_t hooks = {
-        .on_routing = on_routing, .on_all_ready = on_all_ready, .arg = c, .events = c->api.events};
+    cm_sup_hooks_t hooks = {.on_routing = on_routing,
+                            .on_all_ready = on_all_ready,
+                            .on_tick = on_tick,
+                            .arg = c,
+                            .events = c->api.events};
     if ((rc = cm_sup_new(loop, c->spec, c->api.reg, c->client, c->self, &hooks, &c->api.sup)) < 0)
         return rc;
     for (int i = 0; i < 3; i++) {
