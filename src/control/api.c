@@ -200,7 +200,9 @@ static int maybe_block(cm_api_ctx_t *c, cm_req_t *req, const char *service)
         r = (uint32_t)time(NULL);
     /* jitter, as Consul: watchers that started together do not all come back together */
     wait += wait >= 16 ? r % (wait / 16) : 0;
-    if (c->stopping)
+    /* index=0 (a watcher's first query) answers at once, as with Consul: also for a service
+     * whose index is still 0 (it never had an instance, e.g. one that starts at zero) */
+    if (c->stopping || index == 0)
         return 0;
     parked_t *p = calloc(1, sizeof *p);
     if (!p) {
