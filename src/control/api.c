@@ -333,8 +333,7 @@ static void h_wake(cm_req_t *req)
     set_index(req, cm_registry_index(c->reg));
     cm_buf_append_str(&req->res_body, "{\"name\":");
     cm_json_str(&req->res_body, name, strlen(name));
-    cm_buf_appendf(&req->res_body, ",\"desired\":%d,\"woken\":%s}", want,
-                   woke ? "true" : "false");
+    cm_buf_appendf(&req->res_body, ",\"desired\":%d,\"woken\":%s}", want, woke ? "true" : "false");
     cm_res_send(req, woke ? 202 : 200);
 }
 

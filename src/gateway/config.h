@@ -55,6 +55,11 @@ typedef struct gw_route_cfg {
     uint64_t timeout_ms;     /* whole request, until the response head */
     uint64_t cold_start_ms;  /* longest a request is held while its service, scaled to
                                 zero, starts (then 503); not counted in timeout_ms */
+    /* run-time state, never from a file: with --registry, the route's service is scaled
+     * to zero on purpose (the registry's desired count is 0 and it has no ready instance)
+     * and no ready set came since; requests are held and the service is woken (follow.c).
+     * Next to timeout_ms: the proxy reads both per request, from one cache line. */
+    int scaled_to_zero;
 
     int attempts;             /* tries in all, 1 = no retry */
     uint64_t backoff_base_ms; /* sleep rand(0, min(max, base * 2^n)) */
@@ -88,11 +93,6 @@ typedef struct gw_route_cfg {
     char scopes[512];       /* space-separated scopes every request needs ("" = none) */
     char read_scopes[512];  /* added for GET, HEAD, OPTIONS */
     char write_scopes[512]; /* added for every other method */
-
-    /* run-time state, never from a file: with --registry, the route's service is scaled
-     * to zero on purpose (the registry's desired count is 0 and it has no ready instance)
-     * and no ready set came since; requests are held and the service is woken (follow.c) */
-    int scaled_to_zero;
 } gw_route_cfg_t;
 
 typedef struct gw_auth_cfg {

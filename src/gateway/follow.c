@@ -32,7 +32,7 @@ typedef enum wake {
 typedef struct last {
     char **urls; /* the last non-empty ready set, NULL before one came */
     int n;
-    int zero;  /* scaled to zero on purpose (desired 0, none ready), no ready set since */
+    int zero; /* scaled to zero on purpose (desired 0, none ready), no ready set since */
     wake_t wake;
 } last_t;
 
@@ -44,16 +44,16 @@ struct gw_follow {
     uv_async_t stop;
     pthread_t thread;
     cm_watch_t *watch;
-    cm_client_t *hc;   /* the wakes */
-    uv_async_t kick;   /* a worker held a request: see whether a wake is due */
-    uv_timer_t retry;  /* a wake that failed is asked again */
+    cm_client_t *hc;    /* the wakes */
+    uv_async_t kick;    /* a worker held a request: see whether a wake is due */
+    uv_timer_t retry;   /* a wake that failed is asked again */
     pthread_mutex_t mu; /* guards last[]; held while a set or a reload is applied */
     int n;              /* services watched (each once, however many routes follow it) */
     char **names;       /* [n] the services */
     last_t *last;       /* [n] */
     int nroutes;
-    char **routes;  /* [nroutes] route names */
-    int *route_svc; /* [nroutes] the service index each follows */
+    char **routes;             /* [nroutes] route names */
+    int *route_svc;            /* [nroutes] the service index each follows */
     gw_route_stats_t **rstats; /* [nroutes] their held-request gauges */
 };
 
@@ -113,8 +113,8 @@ static void on_woken(int status, const char *body, size_t len, void *data)
         l->wake = ok ? WAKE_ASKED : WAKE_NONE;
     pthread_mutex_unlock(&f->mu);
     if (ok) {
-        cm_log_msg(CM_LOG_INFO, "gateway: registry: service %s: wake asked (%d): %.*s",
-                   f->names[i], status, (int)(len > 200 ? 200 : len), body);
+        cm_log_msg(CM_LOG_INFO, "gateway: registry: service %s: wake asked (%d): %.*s", f->names[i],
+                   status, (int)(len > 200 ? 200 : len), body);
         return;
     }
     cm_log_msg(CM_LOG_WARN,
@@ -186,8 +186,8 @@ static void set_zero(gw_follow_t *f, int i, int on)
 {
     for (int r = 0; r < f->nroutes; r++)
         if (f->route_svc[r] == i && gw_set_scaled_to_zero(f->g, f->routes[r], on) < 0)
-            cm_log_msg(CM_LOG_WARN, "gateway: registry: route %s: cannot mark it %s",
-                       f->routes[r], on ? "scaled to zero" : "serving");
+            cm_log_msg(CM_LOG_WARN, "gateway: registry: route %s: cannot mark it %s", f->routes[r],
+                       on ? "scaled to zero" : "serving");
 }
 
 static void on_set(int i, const char *service, char **urls, int n, void *data)

@@ -54,7 +54,7 @@ struct gw_route_stats {
     _Atomic int64_t held;                              /* requests held (scaled to zero) */
     _Atomic uint64_t cold_since_ns; /* the first held request of this cold start; 0 = none */
     cm_metrics_hist_t cold_start;   /* per cold start: first held request to its dispatch */
-    gw_up_stats_t *ups;                                /* upstreams, in creation order */
+    gw_up_stats_t *ups;             /* upstreams, in creation order */
 };
 
 struct gw_metrics {

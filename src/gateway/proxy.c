@@ -165,8 +165,8 @@ static gw_exch_t *exch_get(gw_worker_t *w)
     ex->replayable = 1;
     ex->body_sent = 0;
     ex->status = 0;
-    ex->wait = (gw_waiter_t){0};
-    ex->held = (gw_held_t){0};
+    ex->wait = (gw_waiter_t){0}; /* ex->held needs no reset: every way out of EX_HELD
+                                  * unqueues it */
     return ex;
 }
 

@@ -205,8 +205,8 @@ Test(gwmetrics, one_cold_start_observation_from_the_first_held_request_to_the_fi
     gw_metrics_t *m = new_metrics();
     gw_route_stats_t *r = gw_metrics_route(m, "users");
     const uint64_t S = 1000000000ULL;
-    gw_route_hold(r, 10 * S);     /* the first held request of the cold start */
-    gw_route_hold(r, 11 * S);     /* another worker's, later */
+    gw_route_hold(r, 10 * S); /* the first held request of the cold start */
+    gw_route_hold(r, 11 * S); /* another worker's, later */
     cr_assert_eq(gw_route_held(r), 2);
     gw_route_unhold(r, 1, 12 * S); /* first dispatch: 2 s from the first held */
     gw_route_unhold(r, 1, 13 * S); /* the rest of the same cold start: not observed */

@@ -1,7 +1,8 @@
 /* Unit tests for gateway/hold: the queue of requests held while a route's service is
  * scaled to zero: its bound, FIFO order, removal from anywhere, the move to a new table. */
-#include <criterion/criterion.h>
 #include <errno.h>
+
+#include <criterion/criterion.h>
 
 #include "gateway/hold.h"
 
