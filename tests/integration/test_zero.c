@@ -29,7 +29,7 @@ static const char broken_at_zero[] =
     "services:\n"
     "  broken:\n    command: /bin/sh\n    instances: 0\n    listen: 127.0.0.1:%2$d\n"
     "    args: [-c, 'echo cannot-start >&2; exit 3']\n"
-    "gateway:\n  listen: 127.0.0.1:%1$d\n  routes:\n"
+    "gateway:\n  listen: 127.0.0.1:%1$d\n  admin: { listen: '127.0.0.1:%3$d' }\n  routes:\n"
     "    - { prefix: /broken, service: broken, timeouts: { cold_start: 1s } }\n"
     "    - { prefix: /patient, service: broken, timeouts: { cold_start: 60s } }\n";
 
@@ -211,6 +211,23 @@ Test(zero, a_service_that_cannot_start_gets_its_held_requests_503_with_retry_aft
                   "%s", c[i].error);
     }
     cr_assert_eq(events_of("wake", "broken"), 1, "woken once for the cold start");
+    /* the admin view says why: the route is still at zero (no ready set came) */
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/_cmesh/routes", sys.port[1]);
+    h_resp_t r = h_http("GET", url, NULL, NULL);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    json_t *j = h_json(&r), *rt;
+    size_t i;
+    int seen = 0;
+    json_array_foreach(json_object_get(j, "routes"), i, rt)
+    {
+        cr_assert(json_is_true(json_object_get(rt, "scaled_to_zero")), "%s", r.body);
+        cr_assert_eq(json_integer_value(json_object_get(rt, "held")), 0);
+        seen++;
+    }
+    cr_assert_eq(seen, 2);
+    json_decref(j);
+    h_resp_free(&r);
     cr_assert_eq(gw_metric("cmesh_gateway_held_requests{route=\"broken\"}"), 0);
     cr_assert_eq(gw_metric("cmesh_gateway_cold_start_seconds_count{route=\"broken\"}"), -1,
                  "no cold start ended");
