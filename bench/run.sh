@@ -22,12 +22,15 @@
 #           and serving (median, max of CONTROL_RESTARTS); CONTROL_WATCHERS (1000) blocking
 #           queries answered after one scale; then the shipped system: cpu and RSS of the
 #           cmesh up process idle and under wrk through the gateway (CONTROL_WINDOW s).
+#  coldstart (bench/coldstart.sh) coldstart: scale from zero, the first request through the
+#           gateway to users at 0 instances (held, the service woken, then answered):
+#           median and max of COLDSTART_ROUNDS, beside Knative's activator + pod start.
 # Usage: bench/run.sh [path/to/cmesh]   env: BENCH_DURATION (10s) BENCH_WARMUP (2s)
 #        BENCH_CONNECTIONS (50) BENCH_THREADS (1) BENCH_KEEP=1 (keep the temp dir)
-#        BENCH_ROWS ("users proxy failover idle burst control": the groups to run)
+#        BENCH_ROWS ("users proxy failover idle burst control coldstart": the groups)
 #        FAILOVER_DURATION (8s) FAILOVER_KILL_AT (2, seconds) IDLE_CONNECTIONS (8000)
 #        BURST_REQUESTS (8000) CONTROL_RESTARTS (5) CONTROL_WATCHERS (1000)
-#        CONTROL_WINDOW (10, seconds) NGINX HAPROXY H2O (peer binaries)
+#        CONTROL_WINDOW (10, seconds) COLDSTART_ROUNDS (5) NGINX HAPROXY H2O (peer binaries)
 set -euo pipefail
 
 BIN=${1:-build/cmesh}
@@ -40,7 +43,7 @@ WARMUP=${BENCH_WARMUP:-2s}
 CONNS=${BENCH_CONNECTIONS:-50}
 THREADS=${BENCH_THREADS:-1}
 NGINX=${NGINX:-/usr/sbin/nginx}
-BENCH_ROWS=${BENCH_ROWS:-users proxy failover idle burst control}
+BENCH_ROWS=${BENCH_ROWS:-users proxy failover idle burst control coldstart}
 
 # The issue's targets (see the summary at the end).
 TARGET_RPS_RATIO=0.8
@@ -354,6 +357,11 @@ if want control; then
     : >"$TMP/control-rows"
     CONTROL_ROWS_OUT="$TMP/control-rows" bash "$ROOT/bench/control.sh" "$BIN" || true
 fi
+if want coldstart; then
+    echo
+    : >"$TMP/coldstart-rows"
+    COLDSTART_ROWS_OUT="$TMP/coldstart-rows" bash "$ROOT/bench/coldstart.sh" "$BIN" || true
+fi
 
 # ---- report --------------------------------------------------------------------------
 
@@ -448,6 +456,11 @@ if want control; then # times and cpu in the note column; RSS (and the gateway's
          $1 == "control-idle" { printf "%s,,,,%s,,,,,,,,,cpu_pct=%s\n", $1, $3, $2 }
          $1 == "control-load" { printf "%s,%s,,,%s,,,,,,,,,cpu_pct=%s (rps: through the gateway)\n", $1, $4, $3, $2 }' \
         "$TMP/control-rows" >>"$CSV"
+fi
+if want coldstart; then # times in the note column
+    awk '$2 == "-" { printf "%s,,,,,,,,,,,,,not measured\n", $1; next }
+         { printf "%s,,,,,,,,,,%s,,,first_median_ms=%s first_max_ms=%s gateway_mean_ms=%s warm_ms=%s anchor_knative_ms=4000\n",
+                  $1, $6, $2, $3, $4, $5 }' "$TMP/coldstart-rows" >>"$CSV"
 fi
 cp "$CSV" "$ROOT/bench/results/latest.csv"
 echo

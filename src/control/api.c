@@ -155,6 +155,11 @@ static void answer(cm_api_ctx_t *c, cm_req_t *req, const char *service)
 {
     if (service[0]) {
         set_index(req, cm_registry_service_index(c->reg, service));
+        /* the desired count: lets a gateway tell "scaled to zero on purpose" (hold its
+         * requests and wake the service) from "no instance ready" (keep its last set) */
+        int want = cm_sup_count(c->sup, service);
+        if (want >= 0)
+            cm_res_header(req, "X-Cmesh-Desired", "%d", want);
         render_service(c, service, &req->res_body, 0);
     } else {
         set_index(req, cm_registry_index(c->reg));
@@ -201,7 +206,9 @@ static int maybe_block(cm_api_ctx_t *c, cm_req_t *req, const char *service)
         r = (uint32_t)time(NULL);
     /* jitter, as Consul: watchers that started together do not all come back together */
     wait += wait >= 16 ? r % (wait / 16) : 0;
-    if (c->stopping)
+    /* index=0 (a watcher's first query) answers at once, as with Consul: also for a service
+     * whose index is still 0 (it never had an instance, e.g. one that starts at zero) */
+    if (c->stopping || index == 0)
         return 0;
     parked_t *p = calloc(1, sizeof *p);
     if (!p) {
@@ -297,6 +304,43 @@ static void h_scale(cm_req_t *req)
     cm_json_str(&req->res_body, name, strlen(name));
     cm_buf_appendf(&req->res_body, ",\"desired\":%d}", (int)v);
     cm_res_send(req, 200);
+}
+
+/* POST /v1/services/NAME/wake: a gateway holds requests for a service scaled to zero and
+ * asks for one instance. 202 when this call started it, 200 when the service already
+ * wants instances (waking or running: asking again changes nothing), 404 unknown. */
+static void h_wake(cm_req_t *req)
+{
+    cm_api_ctx_t *c = ctx_of(req);
+    char name[CM_SPEC_NAME_MAX];
+    if (!service_param(req, c, name, sizeof name))
+        return;
+    if (strcmp(name, CM_SPEC_GATEWAY) == 0) {
+        cm_res_error(req, 422, "the gateway is not a service that scales to zero");
+        return;
+    }
+    if (c->stopping) {
+        cm_res_error(req, 409, "the system is going down");
+        return;
+    }
+    int want = cm_sup_count(c->sup, name), woke = 0;
+    if (want == 0) {
+        /* the autoscaler's wake (cm_autoscale_wake) replaces this at the merge */
+        int rc = cm_sup_scale(c->sup, name, 1);
+        if (rc < 0) {
+            cm_res_error(req, 500, "wake failed: %s", strerror(-rc));
+            return;
+        }
+        want = 1;
+        woke = 1;
+        cm_events_add(c->events, "wake", name, -1, NULL,
+                      "control: %s: woken from zero to 1 instance (asked by %s)", name, req->peer);
+    }
+    set_index(req, cm_registry_index(c->reg));
+    cm_buf_append_str(&req->res_body, "{\"name\":");
+    cm_json_str(&req->res_body, name, strlen(name));
+    cm_buf_appendf(&req->res_body, ",\"desired\":%d,\"woken\":%s}", want, woke ? "true" : "false");
+    cm_res_send(req, woke ? 202 : 200);
 }
 
 /* An id of a hand-registered instance: 1..47 of a-z, 0-9, '-', '_', '.'. Copies capture
@@ -510,6 +554,7 @@ const cm_route_t cm_api_routes[] = {
     {CM_GET, "/v1/services", h_services},
     {CM_GET, "/v1/services/{name}", h_service},
     {CM_PUT, "/v1/services/{name}/scale", h_scale},
+    {CM_POST, "/v1/services/{name}/wake", h_wake},
     {CM_PUT, "/v1/services/{name}/instances/{id}", h_register},
     {CM_DELETE, "/v1/services/{name}/instances/{id}", h_deregister},
     {CM_GET, "/v1/targets", h_targets},

@@ -4,8 +4,11 @@
  *   GET /v1/services/{name}       its instances (address, state, pid, restarts, ...)
  *       both take ?index=N&wait=DUR: Consul's blocking query (answer as soon as the
  *       index passes N, or after wait: default 5m, at most 10m, plus up to wait/16 of
- *       jitter); the index is in the X-Cmesh-Index header of every answer
+ *       jitter); the index is in the X-Cmesh-Index header of every answer, and a
+ *       service's desired instance count in X-Cmesh-Desired (0: scaled to zero)
  *   PUT /v1/services/{name}/scale {"instances": N}
+ *   POST /v1/services/{name}/wake  one instance for a service at zero (202), or nothing
+ *       to do (200: it already wants instances)
  *   PUT /v1/services/{name}/instances/{id} {"address","port","ttl"}: registers an
  *       instance started by hand (or, again, is its heartbeat); DELETE deregisters it
  *   GET /v1/targets               Prometheus HTTP service discovery

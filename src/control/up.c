@@ -93,12 +93,29 @@ static void banner(ctl_t *c, FILE *out)
 /* The gateway's file                                                                 */
 /* ---------------------------------------------------------------------------------- */
 
-/* The gateway's instances of a service: the supervisor's and those registered by hand. */
+/* The gateway's instances of a service: the supervisor's and those registered by hand.
+ * A service scaled to zero has none: the address its first instance will have keeps the
+ * file valid (the gateway holds that route's requests until the registry's set comes). */
 static int urls_of(const char *service, char ***urls, int *n, void *arg)
 {
     ctl_t *c = arg;
     int rc = cm_sup_urls(c->api.sup, service, urls, n);
-    return rc < 0 ? rc : cm_ext_urls(c->api.ext, service, urls, n);
+    if (rc == 0)
+        rc = cm_ext_urls(c->api.ext, service, urls, n);
+    const cm_svc_spec_t *sp = cm_spec_service(c->spec, service);
+    if (rc == 0 && *n == 0 && sp && cm_sup_count(c->api.sup, service) == 0) {
+        char buf[300];
+        snprintf(buf, sizeof buf, "http://%s:%d", sp->host, sp->port);
+        char **l = realloc(*urls, sizeof *l);
+        if (!l || !(l[0] = strdup(buf))) {
+            free(l ? l : *urls);
+            *urls = NULL;
+            return -ENOMEM;
+        }
+        *urls = l;
+        *n = 1;
+    }
+    return rc;
 }
 
 /* Writes state/gateway.yaml for the current routing set. It is what a gateway reads

@@ -397,8 +397,23 @@ static req_t *req_take(cm_client_t *c)
     return r;
 }
 
+static int start(cm_client_t *c, int post, const char *url, unsigned timeout_ms,
+                 const char *request_id, cm_client_cb cb, void *data);
+
 int cm_client_get(cm_client_t *c, const char *url, unsigned timeout_ms, const char *request_id,
                   cm_client_cb cb, void *data)
+{
+    return start(c, 0, url, timeout_ms, request_id, cb, data);
+}
+
+int cm_client_post(cm_client_t *c, const char *url, unsigned timeout_ms, cm_client_cb cb,
+                   void *data)
+{
+    return start(c, 1, url, timeout_ms, NULL, cb, data);
+}
+
+static int start(cm_client_t *c, int post, const char *url, unsigned timeout_ms,
+                 const char *request_id, cm_client_cb cb, void *data)
 {
     if (!c || !url || !cb || timeout_ms == 0)
         return -EINVAL;
@@ -424,7 +439,12 @@ int cm_client_get(cm_client_t *c, const char *url, unsigned timeout_ms, const ch
     CURLcode set = CURLE_OK;
     /* OR-ing the codes is enough: each is 0 on success and we only ask "all fine?". */
     set |= curl_easy_setopt(e, CURLOPT_URL, url);
-    set |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    if (post) { /* an empty body: the URL says it all */
+        set |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
+        set |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, 0L);
+    } else {
+        set |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L); /* also undoes an earlier POST */
+    }
     set |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     set |= curl_easy_setopt(e, CURLOPT_PROXY, ""); /* ignore http_proxy & co. */
     set |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);

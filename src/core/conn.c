@@ -48,6 +48,7 @@ cm_req_t *cm__req_get(cm_conn_t *c)
     r->streaming = 0;
     r->drain_wanted = 0;
     r->drain_cb = NULL;
+    r->gone_cb = NULL;
     r->res_bytes = 0;
     cm_buf_reset(&r->log_extra);
     cm_buf_reset(&r->res_headers);
@@ -653,10 +654,20 @@ static int answer_owed(const cm_conn_t *c)
     return c->head || c->writing || c->wbuf.len; /* answered but not yet written counts */
 }
 
+/* The stream-mode handler of c's current request asked to hear of the client leaving
+ * (cm_req_on_gone) and has not started answering. */
+static cm_req_t *gone_wanted(const cm_conn_t *c)
+{
+    cm_req_t *r = c->stream ? c->cur : NULL;
+    return r && r->gone_cb && !r->status && !r->streaming ? r : NULL;
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     cm_conn_t *c = stream->data;
-    if (nread == UV_EOF && !c->lingering && !c->closing && answer_owed(c)) {
+    /* a request whose handler waits on the client's behalf (gone_wanted) takes an EOF as
+     * the client leaving, as nginx does while it waits for an upstream */
+    if (nread == UV_EOF && !c->lingering && !c->closing && answer_owed(c) && !gone_wanted(c)) {
         /* RFC 9112 9.6: a client that half-closes after a whole request has still
          * asked; it gets its answers, then the connection closes. */
         c->peer_eof = 1;
@@ -672,9 +683,12 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     if (nread < 0) {
         cm_req_t *r = c->cur; /* unanswered, or answering in pieces: it outlives the conn */
         int owed = r && r->body_cb && !r->body_done && (!r->status || r->streaming);
+        cm_req_t *gone = owed ? NULL : gone_wanted(c);
         cm__conn_close(c);
         if (owed)
             body_abandoned(r);
+        else if (gone)
+            gone->gone_cb(gone, gone->gone_arg);
         return;
     }
     if (nread == 0 || c->lingering || c->close_pending)

@@ -53,6 +53,10 @@ typedef struct cm_req cm_req_t;
 typedef void (*cm_body_cb)(cm_req_t *req, const char *data, size_t len, int last, void *arg);
 /* Called once when the bytes queued by cm_res_write() fell below the low-water mark. */
 typedef void (*cm_drain_cb)(cm_req_t *req, void *arg);
+/* Called once, from a loop callback, when the client's connection went away (closed,
+ * reset, or an EOF after the whole request) before the answer started; the request is
+ * detached then: answering it only counts and logs it (499). */
+typedef void (*cm_gone_cb)(cm_req_t *req, void *arg);
 struct cm_req {
     /* --- the request; every pointer is borrowed until the response is sent --- */
     cm_method_t method;
@@ -107,6 +111,8 @@ struct cm_req {
     int64_t res_left;  /* Content-Length bytes still to write, or -1 when not counted */
     cm_drain_cb drain_cb;
     void *drain_arg;
+    cm_gone_cb gone_cb; /* cm_req_on_gone */
+    void *gone_arg;
     uint64_t res_bytes; /* written to the client so far, head and framing included */
 };
 
@@ -165,6 +171,12 @@ int cm_res_start(cm_req_t *req, int status, int64_t content_length);
  * client is gone (stop; the request is finished by cm_res_end as usual). */
 int cm_res_write(cm_req_t *req, const char *data, size_t len);
 void cm_res_on_drain(cm_req_t *req, cm_drain_cb cb, void *arg);
+/* Asks to hear through cb when the client leaves before the answer starts (a handler
+ * that waits on its behalf, e.g. the gateway holding it); cb NULL stops it. While it is
+ * set, an EOF from the client counts as leaving (not as a half-close still owed an
+ * answer). A body still being read reports its end through the body callback (499)
+ * instead; the socket is read only while the body is (or there is none left). */
+void cm_req_on_gone(cm_req_t *req, cm_gone_cb cb, void *arg);
 /* Ends the streamed answer (chunked terminator, metrics, access log). If the answer is
  * shorter than its Content-Length, or ok is 0 (the upstream broke mid-body), the client
  * connection is closed instead so the client sees a truncated message, never a wrong

@@ -261,6 +261,12 @@ void cm_req_body_read(cm_req_t *r, cm_body_cb cb, void *arg)
     cm__conn_kick(c);
 }
 
+void cm_req_on_gone(cm_req_t *r, cm_gone_cb cb, void *arg)
+{
+    r->gone_cb = cb;
+    r->gone_arg = arg;
+}
+
 void cm_req_body_pause(cm_req_t *r)
 {
     cm_conn_t *c = r->conn;

@@ -32,6 +32,7 @@ typedef struct svc {
     uv_timer_t timer;          /* backoff before the next query */
     _Atomic uint64_t ok_ms;    /* CLOCK_MONOTONIC ms of the last 200; 0 = never */
     _Atomic uint64_t start_ms; /* when the watch started */
+    _Atomic int desired;       /* the answer's X-Cmesh-Desired; -1 = not given */
 } svc_t;
 
 struct cm_watch {
@@ -180,8 +181,15 @@ static void on_answer(int status, const char *body, size_t len, void *data)
         cm_log_msg(CM_LOG_INFO, "watch: %s: registry at %s answers again", s->name, w->base);
     s->attempt = 0;
     atomic_store(&s->ok_ms, mono_ms());
+    int desired = -1;
+    if (cm_client_header(w->hc, "X-Cmesh-Desired", hdr, sizeof hdr) == 0) {
+        long d = strtol(hdr, &end, 10);
+        desired = end != hdr && *end == '\0' && d >= 0 && d <= 1000000 ? (int)d : -1;
+    }
+    /* a new desired count is news too (a scale to zero before the set changed) */
+    int moved = atomic_exchange(&s->desired, desired) != desired;
     uint64_t next;
-    if (cm_watch_index_rule(s->index, got, &next))
+    if (cm_watch_index_rule(s->index, got, &next) || moved)
         w->cb(s->i, s->name, urls, n, w->data);
     s->index = next;
     for (int k = 0; k < n; k++)
@@ -246,6 +254,7 @@ int cm_watch_new(uv_loop_t *loop, const char *base, const char *const *services,
         s->i = i;
         snprintf(s->name, sizeof s->name, "%s", services[i]);
         atomic_store(&s->start_ms, now);
+        atomic_store(&s->desired, -1);
         uv_timer_init(loop, &s->timer);
         s->timer.data = s;
         w->open++;
@@ -287,4 +296,9 @@ double cm_watch_age_s(const cm_watch_t *w, int i)
 int cm_watch_answered(const cm_watch_t *w, int i)
 {
     return w && i >= 0 && i < w->n && atomic_load(&w->svcs[i].ok_ms) != 0;
+}
+
+int cm_watch_desired(const cm_watch_t *w, int i)
+{
+    return w && i >= 0 && i < w->n ? atomic_load(&w->svcs[i].desired) : -1;
 }

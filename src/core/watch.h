@@ -37,6 +37,11 @@ double cm_watch_age_s(const cm_watch_t *w, int i);
 /* Whether service i had a successful answer yet. Safe from any thread. */
 int cm_watch_answered(const cm_watch_t *w, int i);
 
+/* The desired instance count of service i from its last answer (X-Cmesh-Desired; 0:
+ * scaled to zero on purpose), -1 when none said it. Read it in the callback to tell an
+ * empty set that is meant from one that is not. Safe from any thread. */
+int cm_watch_desired(const cm_watch_t *w, int i);
+
 /* ---- pure parts (exported for tests) ------------------------------------------------ */
 
 /* Parses an answer body (a JSON array of instances with "url" and "ready") into the

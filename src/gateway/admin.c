@@ -114,6 +114,8 @@ static void list_routes(gw_worker_t *w, cm_req_t *req)
         cm_json_str(o, rt->cfg->prefix, strlen(rt->cfg->prefix));
         cm_buf_append_str(o, ",\"balancer\":");
         cm_json_str(o, gw_lb_name(rt->cfg->balancer), strlen(gw_lb_name(rt->cfg->balancer)));
+        cm_buf_appendf(o, ",\"scaled_to_zero\":%s,\"held\":%d",
+                       rt->cfg->scaled_to_zero ? "true" : "false", rt->held.n);
         cm_buf_append_str(o, ",\"upstreams\":[");
         for (int j = 0; j < rt->n; j++) {
             const gw_inst_t *in = rt->insts[j];

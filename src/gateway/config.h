@@ -53,6 +53,13 @@ typedef struct gw_route_cfg {
     uint64_t connect_timeout_ms;
     uint64_t try_timeout_ms; /* per attempt, until the response head */
     uint64_t timeout_ms;     /* whole request, until the response head */
+    uint64_t cold_start_ms;  /* longest a request is held while its service, scaled to
+                                zero, starts (then 503); not counted in timeout_ms */
+    /* run-time state, never from a file: with --registry, the route's service is scaled
+     * to zero on purpose (the registry's desired count is 0 and it has no ready instance)
+     * and no ready set came since; requests are held and the service is woken (follow.c).
+     * Next to timeout_ms: the proxy reads both per request, from one cache line. */
+    int scaled_to_zero;
 
     int attempts;             /* tries in all, 1 = no retry */
     uint64_t backoff_base_ms; /* sleep rand(0, min(max, base * 2^n)) */

@@ -980,6 +980,7 @@ static const field_t timeout_rows[] = {
     R("connect", V_DURATION, connect_timeout_ms, .min = 1, .def = "1s"),
     R("try", V_DURATION, try_timeout_ms, .min = 1, .def = "5s", .rel = REL_LE, .partner = "total"),
     R("total", V_DURATION, timeout_ms, .min = 1, .def = "15s"),
+    R("cold_start", V_DURATION, cold_start_ms, .min = 1, .def = "30s"),
 };
 static const field_t retry_rows[] = {
     R("attempts", V_INT, attempts, .min = 1, .max = 10, .def = "3"),

@@ -73,7 +73,8 @@ static void worker_take_snapshot(gw_worker_t *w)
     }
     gw_table_t *old = w->table;
     w->table = t;
-    gw_table_unref(old); /* freed once the exchanges started on it are done */
+    gw_proxy_retable(w, old, t); /* held requests follow their route (and may go now) */
+    gw_table_unref(old);         /* freed once the exchanges started on it are done */
 }
 
 static void on_wake(uv_async_t *a)
@@ -146,6 +147,7 @@ static void worker_free(void *state)
             g->workers[i] = g->workers[--g->nworkers];
     pthread_mutex_unlock(&g->mu);
     w->stopping = 1;
+    gw_proxy_drop_held(w);
     gw_table_t *t = w->table;
     w->table = NULL;
     gw_table_unref(t);

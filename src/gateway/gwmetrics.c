@@ -51,7 +51,10 @@ struct gw_route_stats {
     _Atomic uint64_t budget_exhausted;                 /* retries the budget refused */
     _Atomic uint64_t rate_limited;                     /* 429s from the rate limiter */
     _Atomic uint64_t auth_failures[CM_METRICS_NCODES]; /* 401 / 403 */
-    gw_up_stats_t *ups;                                /* upstreams, in creation order */
+    _Atomic int64_t held;                              /* requests held (scaled to zero) */
+    _Atomic uint64_t cold_since_ns; /* the first held request of this cold start; 0 = none */
+    cm_metrics_hist_t cold_start;   /* per cold start: first held request to its dispatch */
+    gw_up_stats_t *ups;             /* upstreams, in creation order */
 };
 
 struct gw_metrics {
@@ -218,6 +221,30 @@ void gw_route_auth_failed(gw_route_stats_t *r, int status)
     ADD(&r->auth_failures[cm_metrics_code_index(status)], 1);
 }
 
+void gw_route_hold(gw_route_stats_t *r, uint64_t now_ns)
+{
+    ADD(&r->held, 1);
+    uint64_t none = 0; /* only the first held request of a cold start, of any worker */
+    atomic_compare_exchange_strong(&r->cold_since_ns, &none, now_ns);
+}
+
+void gw_route_unhold(gw_route_stats_t *r, int dispatched, uint64_t now_ns)
+{
+    int64_t left = atomic_fetch_sub_explicit(&r->held, 1, RELAXED) - 1;
+    if (dispatched) { /* the first dispatch of any worker ends the cold start */
+        uint64_t since = atomic_exchange(&r->cold_since_ns, 0);
+        if (since && now_ns > since)
+            cm_metrics_hist_observe(&r->cold_start, (now_ns - since) / 1000);
+    } else if (left == 0) { /* nobody waits any more: the next held request starts anew */
+        atomic_store(&r->cold_since_ns, 0);
+    }
+}
+
+int64_t gw_route_held(gw_route_stats_t *r)
+{
+    return LOAD(&r->held);
+}
+
 void gw_up_observe(gw_up_stats_t *u, int status, uint64_t duration_us)
 {
     ADD(&u->requests[status == 0 ? CODE_NONE : cm_metrics_code_index(status)], 1);
@@ -321,6 +348,21 @@ static int render_routes(gw_metrics_t *m, cm_buf_t *out)
     for (r = m->routes; rc == 0 && r; r = r->next)
         rc = render_codes(out, "auth_failures_total", r->labels, r->auth_failures,
                           CM_METRICS_NCODES);
+
+    if (rc == 0)
+        rc = help_type(out, "cold_start_seconds",
+                       "Per cold start of a route's service scaled to zero: time from the "
+                       "first held request to its dispatch.",
+                       "histogram");
+    for (r = m->routes; rc == 0 && r; r = r->next)
+        rc = cm_metrics_hist_render(&r->cold_start, PREFIX "cold_start_seconds", r->labels, out);
+
+    if (rc == 0)
+        rc = help_type(out, "held_requests",
+                       "Requests held now while the route's service, scaled to zero, starts.",
+                       "gauge");
+    for (r = m->routes; rc == 0 && r; r = r->next)
+        rc = render_i64(out, "held_requests", r->labels, LOAD(&r->held));
     return rc;
 }
 

@@ -38,6 +38,13 @@ void gw_route_budget_exhausted(gw_route_stats_t *r); /* a retry the budget refus
 void gw_route_rate_limited(gw_route_stats_t *r);
 void gw_route_auth_failed(gw_route_stats_t *r, int status); /* 401 or 403 */
 
+/* A request held while the route's service is scaled to zero (now: uv_hrtime), and its
+ * end: dispatched (the first dispatch of a cold start observes the cold start histogram,
+ * from the first request held) or not (expired, client gone). Any worker. */
+void gw_route_hold(gw_route_stats_t *r, uint64_t now_ns);
+void gw_route_unhold(gw_route_stats_t *r, int dispatched, uint64_t now_ns);
+int64_t gw_route_held(gw_route_stats_t *r); /* requests held now, all workers */
+
 /* One attempt on an upstream: status 100..599 of its response, or 0 when none came
  * (connect failure, reset, timeout), with the attempt's duration. */
 void gw_up_observe(gw_up_stats_t *u, int status, uint64_t duration_us);
@@ -53,6 +60,8 @@ void gw_up_pool_add(gw_up_stats_t *u, int idle_delta, int active_delta);
  *  cmesh_gateway_retry_budget_exhausted_total{route}                counter
  *  cmesh_gateway_rate_limited_total{route}                          counter
  *  cmesh_gateway_auth_failures_total{route,code}                    counter
+ *  cmesh_gateway_cold_start_seconds{route}                          histogram
+ *  cmesh_gateway_held_requests{route}                               gauge
  *  cmesh_gateway_upstream_requests_total{route,upstream,code}       counter (code "none"
  *                                                                     when no response)
  *  cmesh_gateway_upstream_request_duration_seconds{route,upstream}  histogram

@@ -7,6 +7,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "core/timeout.h"
 #include "core/uri.h"
 #include "gateway/exlog.h"
+#include "gateway/follow.h"
 #include "gateway/gateway_types.h"
 #include "gateway/guard.h"
 #include "gateway/headers.h"
@@ -50,13 +52,17 @@ typedef enum ex_state {
     EX_BACKOFF,    /* between tries; backoff timer -> EX_CONNECTING, EX_DONE */
     EX_STREAMING,  /* the client's answer started: body pieces forwarded; body idle timer
                     * (try timeout) -> EX_DONE (complete, or aborted: both sides closed) */
+    EX_HELD,       /* the route's service is scaled to zero: in the route's hold queue
+                    * (ex->held), its body read meanwhile, no deadline yet; cold start
+                    * timer -> EX_CONNECTING / EX_BODY_WAIT (a ready set came: dispatch),
+                    * EX_DONE (503 past the bound, the client left, the route went) */
 } ex_state_t;
 
 /* Transitions allowed from each state (asserted on every change). DONE -> DONE: a
  * request refused before its first try (out of memory, circuit open). */
 #define B(s) (1u << (s))
 static const unsigned next_ok[] = {
-    [EX_DONE] = B(EX_BODY_WAIT) | B(EX_CONNECTING) | B(EX_DONE),
+    [EX_DONE] = B(EX_BODY_WAIT) | B(EX_CONNECTING) | B(EX_HELD) | B(EX_DONE),
     [EX_BODY_WAIT] = B(EX_CONNECTING) | B(EX_DONE),
     [EX_CONNECTING] = B(EX_QUEUED) | B(EX_WAIT_HEAD) | B(EX_BACKOFF) | B(EX_DONE),
     [EX_QUEUED] = B(EX_WAIT_HEAD) | B(EX_BACKOFF) | B(EX_DONE),
@@ -64,11 +70,19 @@ static const unsigned next_ok[] = {
     [EX_DISCARD] = B(EX_BACKOFF) | B(EX_DONE),
     [EX_BACKOFF] = B(EX_CONNECTING) | B(EX_DONE),
     [EX_STREAMING] = B(EX_DONE),
+    [EX_HELD] = B(EX_CONNECTING) | B(EX_BODY_WAIT) | B(EX_DONE),
 };
 #undef B
 
 /* What else ends an exchange early, besides an attempt's gw_fail_t (exch_fail). */
-enum { EV_DEADLINE = 100, EV_CLIENT_BODY };
+enum {
+    EV_DEADLINE = 100,
+    EV_CLIENT_BODY,
+    EV_HOLD_EXPIRED, /* held past the route's cold_start bound */
+    EV_CLIENT_GONE,  /* the client left while held */
+    EV_ROUTE_GONE,   /* a reload removed the route while held */
+    EV_STOPPING,     /* the worker stops with requests still held */
+};
 
 static const char *const fail_name[] = {"connect", "reset", "timeout", "503", "protocol"};
 
@@ -81,6 +95,7 @@ struct gw_exch {
     gw_inst_t *inst; /* this attempt's instance (inflight counted) */
     gw_uconn_t *uc;
     gw_waiter_t wait;
+    gw_held_t held; /* EX_HELD: in rt->held */
     cm_timeout_t deadline;
     cm_timeout_t timer; /* the state's: connect, per try, backoff, body idle */
     ex_state_t state;
@@ -106,6 +121,9 @@ static void abort_stream(gw_exch_t *ex);
 static void exch_fail(gw_exch_t *ex, int why);
 static void on_timer(cm_timeout_t *t);
 static void on_deadline(cm_timeout_t *t);
+static void unhold(gw_exch_t *ex, int dispatched);
+static const char *held_service(const gw_rt_t *rt);
+static void on_client_body(cm_req_t *req, const char *data, size_t len, int last, void *arg);
 
 static void set_state(gw_exch_t *ex, ex_state_t to)
 {
@@ -147,7 +165,8 @@ static gw_exch_t *exch_get(gw_worker_t *w)
     ex->replayable = 1;
     ex->body_sent = 0;
     ex->status = 0;
-    ex->wait = (gw_waiter_t){0};
+    ex->wait = (gw_waiter_t){0}; /* ex->held needs no reset: every way out of EX_HELD
+                                  * unqueues it */
     return ex;
 }
 
@@ -570,8 +589,9 @@ static const gw_up_cbs_t up_cbs = {
 static void attempt_start(gw_exch_t *ex)
 {
     gw_rt_t *rt = ex->rt;
-    /* a first try without a body starts when the request did: no second clock read */
-    uint64_t now = ex->attempt || ex->has_body ? uv_hrtime() : ex->start_ns;
+    /* a first try without a body starts when the request was sent on (try_ns: when it
+     * arrived, unless it was held): no second clock read */
+    uint64_t now = ex->attempt || ex->has_body ? uv_hrtime() : ex->try_ns;
     int slot;
     gw_inst_t *in = gw_rt_pick(rt, ex->tried, ex->attempt, ex->key_hash, now, &slot);
     if (in->inflight >= rt->cfg->max_requests) {
@@ -611,6 +631,9 @@ static void on_timer(cm_timeout_t *t)
     case EX_STREAMING: /* the body went idle */
         exch_fail(ex, GW_FAIL_TIMEOUT);
         break;
+    case EX_HELD:
+        exch_fail(ex, EV_HOLD_EXPIRED);
+        break;
     case EX_DONE:
     case EX_BODY_WAIT:
     case EX_QUEUED:
@@ -638,6 +661,9 @@ static void exch_fail(gw_exch_t *ex, int why)
         if (why < EV_DEADLINE)
             why = GW_FAIL_503;
         break;
+    case EX_HELD: /* out of the queue; what to answer is why's (below) */
+        unhold(ex, 0);
+        break;
     case EX_BODY_WAIT:
     case EX_CONNECTING:
     case EX_QUEUED:
@@ -660,6 +686,22 @@ static void exch_fail(gw_exch_t *ex, int why)
             log_attempt(ex, 0, "client body broke", NULL);
         fail_answer(ex, req->body_error, NULL, "%s",
                     req->body_error_msg ? req->body_error_msg : "bad request body");
+    } else if (why == EV_HOLD_EXPIRED) {
+        char msg[GW_NAME_MAX + 128];
+        snprintf(msg, sizeof msg,
+                 "service %s is scaled to zero and did not start within %llu ms (the route's "
+                 "cold_start timeout)",
+                 held_service(ex->rt), (unsigned long long)ex->rt->cfg->cold_start_ms);
+        fail_answer(ex, 503, NULL, "%s", msg);
+    } else if (why == EV_CLIENT_GONE) { /* detached: counted and logged only */
+        attach_log(ex, NULL);
+        cm_res_error(ex->req, 499, "the client closed the connection while its request was held");
+        finish(ex, 499);
+    } else if (why == EV_ROUTE_GONE) {
+        fail_answer(ex, 503, NULL, "route %s was removed while the request was held",
+                    ex->rt->cfg->name);
+    } else if (why == EV_STOPPING) {
+        fail_answer(ex, 503, NULL, "the gateway is stopping%s", "");
     } else if (queued) { /* no slot freed up in time: the instance is busy, not broken */
         log_attempt(ex, 0, "queue timeout", NULL);
         fail_answer(ex, 503, NULL, "upstream busy: no connection slot within the route's timeout%s",
@@ -668,6 +710,119 @@ static void exch_fail(gw_exch_t *ex, int why)
         if (ex->inst)
             log_attempt(ex, 0, "deadline", NULL);
         fail_answer(ex, 504, NULL, "upstream did not answer within the route's timeout%s", "");
+    }
+}
+
+/* ------------------------------------------------------------------------- */
+/* scale to zero: held requests                                               */
+
+static const char *held_service(const gw_rt_t *rt)
+{
+    return rt->cfg->service[0] ? rt->cfg->service : rt->cfg->name;
+}
+
+static gw_exch_t *exch_of_held(gw_held_t *h)
+{
+    return (gw_exch_t *)((char *)h - offsetof(gw_exch_t, held));
+}
+
+/* Takes a held exchange out of its route's queue (dispatched: on to an instance). */
+static void unhold(gw_exch_t *ex, int dispatched)
+{
+    gw_holdq_remove(&ex->rt->held, &ex->held);
+    gw_route_unhold(ex->rt->stats, dispatched, uv_hrtime());
+    cm_req_on_gone(ex->req, NULL, NULL);
+}
+
+static void on_client_gone(cm_req_t *req, void *arg)
+{
+    (void)req;
+    gw_exch_t *ex = arg;
+    assert(ex->state == EX_HELD);
+    exch_fail(ex, EV_CLIENT_GONE);
+}
+
+/* The route is at zero: the request waits in its queue (bounded by max_pending) for the
+ * service's first ready set, up to cold_start; its body is read meanwhile (a hang-up
+ * mid-body is seen at once, and the first try can start with the body in). The first
+ * request a worker holds has the follow thread wake the service. */
+static void hold(gw_exch_t *ex)
+{
+    gw_rt_t *rt = ex->rt;
+    int first = rt->held.n == 0;
+    if (gw_holdq_push(&rt->held, &ex->held, rt->cfg->max_pending, ex->start_ns) < 0) {
+        fail_answer(ex, 503, NULL,
+                    "service %s is scaled to zero and starting; this route holds its limit "
+                    "of requests already (max_pending)",
+                    held_service(rt));
+        return;
+    }
+    gw_route_hold(rt->stats, ex->start_ns);
+    timer_set(ex, EX_HELD, rt->cfg->cold_start_ms);
+    cm_req_on_gone(ex->req, on_client_gone, ex);
+    if (ex->has_body)
+        cm_req_body_read(ex->req, on_client_body, ex);
+    else
+        ex->body_done = 1;
+    if (first)
+        gw_follow_demand(ex->w->g->follow);
+}
+
+/* A ready set came: the held request goes on, its timeouts counted from now. */
+static void held_dispatch(gw_exch_t *ex)
+{
+    assert(ex->state == EX_HELD);
+    unhold(ex, 1);
+    cm_timeout_clear(&ex->timer);
+    ex->start_ms = uv_now(ex->w->loop);
+    ex->try_ns = uv_hrtime();
+    cm_timeout_set(&ex->deadline, ex->rt->cfg->timeout_ms);
+    if (ex->body_done || !ex->replayable || ex->body.len >= REPLAY_MAX)
+        attempt_start(ex);
+    else
+        set_state(ex, EX_BODY_WAIT); /* on_client_body starts the try */
+}
+
+void gw_proxy_retable(gw_worker_t *w, gw_table_t *old, gw_table_t *t)
+{
+    (void)w;
+    for (int i = 0; old && i < old->n; i++) {
+        gw_rt_t *ort = &old->routes[i], *nrt = NULL;
+        if (!ort->held.n)
+            continue;
+        for (int k = 0; k < t->n && !nrt; k++)
+            if (strcmp(t->routes[k].cfg->name, ort->cfg->name) == 0)
+                nrt = &t->routes[k];
+        if (!nrt) {
+            gw_held_t *h;
+            while ((h = ort->held.head))
+                exch_fail(exch_of_held(h), EV_ROUTE_GONE);
+            continue;
+        }
+        /* the exchanges follow their queue into t (the caller still holds old) */
+        for (gw_held_t *h = ort->held.head; h; h = h->next) {
+            gw_exch_t *ex = exch_of_held(h);
+            ex->rt = nrt;
+            ex->table = t;
+            t->refs++;
+            old->refs--;
+        }
+        gw_holdq_move(&nrt->held, &ort->held);
+    }
+    for (int k = 0; k < t->n; k++) {
+        gw_rt_t *rt = &t->routes[k];
+        gw_held_t *h;
+        while (!rt->cfg->scaled_to_zero && (h = rt->held.head)) /* in arrival order */
+            held_dispatch(exch_of_held(h));
+    }
+}
+
+void gw_proxy_drop_held(gw_worker_t *w)
+{
+    for (int k = 0; w->table && k < w->table->n; k++) {
+        gw_held_t *h;
+        while ((h = w->table->routes[k].held.head))
+            exch_fail(exch_of_held(h), EV_STOPPING);
     }
 }
 
@@ -795,6 +950,10 @@ static void proxy_target(gw_worker_t *w, cm_req_t *req, const gw_hdr_target_t *t
         return;
     }
     ex->retry_ok = gw_retry_method_safe(req->method, idem_key);
+    if (rt->cfg->scaled_to_zero) {
+        hold(ex);
+        return;
+    }
     cm_timeout_set(&ex->deadline, rt->cfg->timeout_ms);
     if (!ex->has_body) {
         ex->body_done = 1;

@@ -116,6 +116,34 @@ static void url_list(char *out, size_t cap, const gw_upstream_cfg_t *u, int n)
     }
 }
 
+/* one edit at a time: read the current config, apply the edited copy */
+static pthread_mutex_t edit = PTHREAD_MUTEX_INITIALIZER;
+
+int gw_set_scaled_to_zero(gw_shared_t *g, const char *name, int on)
+{
+    pthread_mutex_lock(&edit);
+    gw_snap_t *cur = gw_snap_acquire(g);
+    int rc = -ENOENT, found = -1;
+    for (int i = 0; i < cur->cfg->nroutes; i++)
+        if (strcmp(cur->cfg->routes[i].name, name) == 0)
+            found = i;
+    if (found >= 0 && cur->cfg->routes[found].scaled_to_zero == !!on)
+        rc = 0; /* already so: no new snapshot, no worker woken */
+    gw_config_t *cfg = found >= 0 && rc < 0 ? gw_config_dup(cur->cfg) : NULL;
+    gw_snap_release(cur);
+    if (cfg) {
+        cfg->routes[found].scaled_to_zero = !!on;
+        char err[256];
+        rc = gw_apply(g, cfg, err, sizeof err);
+        if (rc < 0)
+            gw_config_free(cfg);
+    } else if (found >= 0 && rc < 0) {
+        rc = -ENOMEM;
+    }
+    pthread_mutex_unlock(&edit);
+    return rc;
+}
+
 int gw_replace_upstreams(gw_shared_t *g, const char *name, char **urls, int n, const char *who,
                          char *err, size_t cap)
 {
@@ -138,8 +166,6 @@ int gw_replace_upstreams(gw_shared_t *g, const char *name, char **urls, int n, c
                 return -EINVAL;
             }
     }
-    /* one replacement at a time: read the current config, apply the edited copy */
-    static pthread_mutex_t edit = PTHREAD_MUTEX_INITIALIZER;
     pthread_mutex_lock(&edit);
     gw_snap_t *cur = gw_snap_acquire(g);
     gw_config_t *cfg = gw_config_dup(cur->cfg);
@@ -159,6 +185,7 @@ int gw_replace_upstreams(gw_shared_t *g, const char *name, char **urls, int n, c
         free(r->upstreams);
         r->upstreams = ups;
         r->nupstreams = n;
+        r->scaled_to_zero = 0; /* a set to route to: its held requests go now */
         ups = NULL;
         rc = gw_apply(g, cfg, err, cap);
         if (rc == 0) {

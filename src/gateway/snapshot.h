@@ -34,4 +34,8 @@ int gw_apply(gw_shared_t *g, gw_config_t *cfg, char *err, size_t err_cap);
 int gw_replace_upstreams(gw_shared_t *g, const char *name, char **urls, int n, const char *who,
                          char *err, size_t err_cap);
 
+/* Marks route name as scaled to zero (on: its requests are held) or not, keeping its
+ * upstreams; a replacement of the upstreams ends it too. 0, -ENOENT, -ENOMEM. */
+int gw_set_scaled_to_zero(gw_shared_t *g, const char *name, int on);
+
 #endif

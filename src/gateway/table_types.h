@@ -37,6 +37,7 @@
 #include "gateway/config.h"
 #include "gateway/gateway_types.h"
 #include "gateway/gwmetrics.h"
+#include "gateway/hold.h"
 #include "gateway/retry.h"
 
 typedef struct gw_rt gw_rt_t;
@@ -51,6 +52,8 @@ struct gw_rt {
     gw_lb_host_t *hosts; /* [n], balancer's view of insts[i] */
     gw_lb_t *lb;
     gw_budget_t budget; /* retries of this route in this worker */
+    gw_holdq_t held;    /* requests held while its service is scaled to zero (proxy.c);
+                           moved to the route of the same name in the worker's next table */
 };
 
 struct gw_table {

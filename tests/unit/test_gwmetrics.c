@@ -200,6 +200,31 @@ Test(gwmetrics, gauges_sum_their_deltas)
     gw_metrics_free(m);
 }
 
+Test(gwmetrics, one_cold_start_observation_from_the_first_held_request_to_the_first_dispatch)
+{
+    gw_metrics_t *m = new_metrics();
+    gw_route_stats_t *r = gw_metrics_route(m, "users");
+    const uint64_t S = 1000000000ULL;
+    gw_route_hold(r, 10 * S); /* the first held request of the cold start */
+    gw_route_hold(r, 11 * S); /* another worker's, later */
+    cr_assert_eq(gw_route_held(r), 2);
+    gw_route_unhold(r, 1, 12 * S); /* first dispatch: 2 s from the first held */
+    gw_route_unhold(r, 1, 13 * S); /* the rest of the same cold start: not observed */
+    cr_assert_eq(gw_route_held(r), 0);
+    /* a cold start whose requests all expire is not observed, and the next one starts anew */
+    gw_route_hold(r, 20 * S);
+    gw_route_unhold(r, 0, 50 * S);
+    gw_route_hold(r, 60 * S);
+    gw_route_unhold(r, 1, 60 * S + S / 2);
+    char *page = render(m);
+    assert_line(page, "cmesh_gateway_cold_start_seconds_count{route=\"users\"} 2");
+    assert_line(page, "cmesh_gateway_cold_start_seconds_sum{route=\"users\"} 2.500000");
+    assert_line(page, "cmesh_gateway_cold_start_seconds_bucket{route=\"users\",le=\"1\"} 1");
+    assert_line(page, "cmesh_gateway_held_requests{route=\"users\"} 0");
+    free(page);
+    gw_metrics_free(m);
+}
+
 Test(gwmetrics, empty_registry_still_has_every_help_and_type)
 {
     gw_metrics_t *m = new_metrics();
@@ -211,6 +236,8 @@ Test(gwmetrics, empty_registry_still_has_every_help_and_type)
         "retry_budget_exhausted_total counter",
         "rate_limited_total counter",
         "auth_failures_total counter",
+        "cold_start_seconds histogram",
+        "held_requests gauge",
         "upstream_requests_total counter",
         "upstream_request_duration_seconds histogram",
         "upstream_ejections_total counter",
@@ -222,7 +249,7 @@ Test(gwmetrics, empty_registry_still_has_every_help_and_type)
         snprintf(line, sizeof line, "# TYPE cmesh_gateway_%s", families[i]);
         assert_line(page, line);
     }
-    cr_assert_eq(count_substr(page, "# HELP cmesh_gateway_"), 11);
+    cr_assert_eq(count_substr(page, "# HELP cmesh_gateway_"), 13);
     cr_assert_eq(count_substr(page, "\ncmesh_gateway_"), 0, "series in an empty page:\n%s", page);
     free(page);
     gw_metrics_free(m);
