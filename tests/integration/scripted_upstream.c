@@ -41,6 +41,8 @@ struct us_scripted {
     pthread_t conns[MAX_CONNS];
     int nconns;
     us_reply_t reply; /* strings owned (strdup) */
+    char *path_prefix; /* requests whose target starts with it get path_reply */
+    us_reply_t path_reply;
     us_request_t *reqs;
     int nreqs;
     int nreqs_total;
@@ -349,6 +351,9 @@ static int answer(conn_t *c, int head_only)
     }
     pthread_mutex_lock(&s->mu);
     us_reply_t r = s->reply;
+    const char *sp = c->req.head ? strchr(c->req.head, ' ') : NULL;
+    if (s->path_prefix && sp && strncmp(sp + 1, s->path_prefix, strlen(s->path_prefix)) == 0)
+        r = s->path_reply;
     char *headers = strdup(r.headers ? r.headers : "");
     char *body = r.body ? strdup(r.body) : NULL;
     pthread_mutex_unlock(&s->mu);
@@ -488,6 +493,8 @@ void us_stop(us_scripted_t *s)
         pthread_join(s->conns[i], NULL);
     us_clear(s);
     free_reply_strings(&s->reply);
+    free_reply_strings(&s->path_reply);
+    free(s->path_prefix);
     close(s->stop_pipe[0]);
     close(s->stop_pipe[1]);
     pthread_mutex_destroy(&s->mu);
@@ -504,6 +511,18 @@ int us_port(const us_scripted_t *s)
 const char *us_url(const us_scripted_t *s)
 {
     return s->url;
+}
+
+void us_set_path_reply(us_scripted_t *s, const char *prefix, const us_reply_t *r)
+{
+    pthread_mutex_lock(&s->mu);
+    free(s->path_prefix);
+    free_reply_strings(&s->path_reply);
+    s->path_prefix = strdup(prefix);
+    s->path_reply = *r;
+    s->path_reply.headers = r->headers ? strdup(r->headers) : NULL;
+    s->path_reply.body = r->body ? strdup(r->body) : NULL;
+    pthread_mutex_unlock(&s->mu);
 }
 
 void us_set_reply(us_scripted_t *s, const us_reply_t *r)
