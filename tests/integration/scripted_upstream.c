@@ -342,7 +342,7 @@ static int send_stream(conn_t *c, uint64_t size)
 
 /* Answers the request just read per the scripted upstream's reply; returns 1 to keep the
  * connection, 0 to close it. */
-static int answer(conn_t *c, int head_only)
+static int answer(conn_t *c, int head_only, const char *line)
 {
     us_scripted_t *s = c->s;
     if (!c->record) {
@@ -351,7 +351,7 @@ static int answer(conn_t *c, int head_only)
     }
     pthread_mutex_lock(&s->mu);
     us_reply_t r = s->reply;
-    const char *sp = c->req.head ? strchr(c->req.head, ' ') : NULL;
+    const char *sp = line ? strchr(line, ' ') : NULL; /* the request line's target */
     if (s->path_prefix && sp && strncmp(sp + 1, s->path_prefix, strlen(s->path_prefix)) == 0)
         r = s->path_reply;
     char *headers = strdup(r.headers ? r.headers : "");
@@ -390,6 +390,8 @@ static void *conn_main(void *arg)
         char conn_hdr[128];
         int close_after = us_head_header(c->req.head, "Connection", conn_hdr, sizeof conn_hdr) &&
                           strcasestr(conn_hdr, "close");
+        char line[256]; /* the request line, for the per-path reply: recording takes c->req */
+        snprintf(line, sizeof line, "%s", c->req.head);
         if (c->record)
             record_request(c->s, &c->req);
         else {
@@ -397,7 +399,7 @@ static void *conn_main(void *arg)
             free(c->req.body);
             memset(&c->req, 0, sizeof c->req);
         }
-        if (!answer(c, head_only) || close_after)
+        if (!answer(c, head_only, line) || close_after)
             break;
     }
     /* bytes of a request the scripted upstream could not frame still count as received */
