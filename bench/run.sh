@@ -22,9 +22,12 @@
 #           and serving (median, max of CONTROL_RESTARTS); CONTROL_WATCHERS (1000) blocking
 #           queries answered after one scale; then the shipped system: cpu and RSS of the
 #           cmesh up process idle and under wrk through the gateway (CONTROL_WINDOW s).
+#  feed     (bench/feed.sh) feed-follower, feed-orders: wrk POST /users while a client and
+#           a real orders follow users' GET /events: events/s, cursor lag when the load
+#           ended, ms until orders caught up.
 # Usage: bench/run.sh [path/to/cmesh]   env: BENCH_DURATION (10s) BENCH_WARMUP (2s)
 #        BENCH_CONNECTIONS (50) BENCH_THREADS (1) BENCH_KEEP=1 (keep the temp dir)
-#        BENCH_ROWS ("users proxy failover idle burst control": the groups to run)
+#        BENCH_ROWS ("users proxy failover idle burst control feed": the groups to run)
 #        FAILOVER_DURATION (8s) FAILOVER_KILL_AT (2, seconds) IDLE_CONNECTIONS (8000)
 #        BURST_REQUESTS (8000) CONTROL_RESTARTS (5) CONTROL_WATCHERS (1000)
 #        CONTROL_WINDOW (10, seconds) NGINX HAPROXY H2O (peer binaries)
@@ -40,7 +43,7 @@ WARMUP=${BENCH_WARMUP:-2s}
 CONNS=${BENCH_CONNECTIONS:-50}
 THREADS=${BENCH_THREADS:-1}
 NGINX=${NGINX:-/usr/sbin/nginx}
-BENCH_ROWS=${BENCH_ROWS:-users proxy failover idle burst control}
+BENCH_ROWS=${BENCH_ROWS:-users proxy failover idle burst control feed}
 
 # The issue's targets (see the summary at the end).
 TARGET_RPS_RATIO=0.8
@@ -354,6 +357,11 @@ if want control; then
     : >"$TMP/control-rows"
     CONTROL_ROWS_OUT="$TMP/control-rows" bash "$ROOT/bench/control.sh" "$BIN" || true
 fi
+if want feed; then
+    echo
+    : >"$TMP/feed-rows"
+    FEED_ROWS_OUT="$TMP/feed-rows" bash "$ROOT/bench/feed.sh" "$BIN" || true
+fi
 
 # ---- report --------------------------------------------------------------------------
 
@@ -448,6 +456,10 @@ if want control; then # times and cpu in the note column; RSS (and the gateway's
          $1 == "control-idle" { printf "%s,,,,%s,,,,,,,,,cpu_pct=%s\n", $1, $3, $2 }
          $1 == "control-load" { printf "%s,%s,,,%s,,,,,,,,,cpu_pct=%s (rps: through the gateway)\n", $1, $4, $3, $2 }' \
         "$TMP/control-rows" >>"$CSV"
+fi
+if want feed; then # events/s in rps; lag, catch-up and the write load in the note column
+    awk '{ printf "%s,%s,,,,,,,,,,,,lag_at_end=%s catchup_ms=%s creates_per_s=%s\n", $1, $2, $3, $4, $5 }' \
+        "$TMP/feed-rows" >>"$CSV"
 fi
 cp "$CSV" "$ROOT/bench/results/latest.csv"
 echo
