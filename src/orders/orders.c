@@ -32,8 +32,8 @@
  * Then "user does not exist" would be a lie that the client acts on, so writes get 503
  * and /readyz reports not ready until a check is answered right again. */
 typedef struct users_state {
-    atomic_int bad_status; /* status of the last foreign answer; 0 = answers are right */
-    atomic_llong bad_user; /* the user id it was for: /readyz asks for it again */
+    atomic_int bad_status;  /* status of the last foreign answer; 0 = answers are right */
+    atomic_llong bad_user;  /* the user id it was for: /readyz asks for it again */
     atomic_llong feed_head; /* the users feed's newest event id last seen */
 } users_state_t;
 
@@ -641,8 +641,7 @@ static void orders_consistency(cm_req_t *req)
 }
 
 static const cm_route_t routes[] = {
-    {CM_GET, "/events", orders_events},
-    {CM_GET, "/orders/consistency", orders_consistency},
+    {CM_GET, "/events", orders_events},         {CM_GET, "/orders/consistency", orders_consistency},
     {CM_GET, "/orders", orders_list},           {CM_POST, "/orders", orders_create},
     {CM_GET, "/orders/{id}", orders_get},       {CM_PUT, "/orders/{id}", orders_update},
     {CM_DELETE, "/orders/{id}", orders_delete},
@@ -661,8 +660,7 @@ static int feed_base(void *data, int tries, char *out, size_t cap)
 
 /* One users event inside the page's unit (cm_sub_apply_fn): created/updated → known;
  * deleted → gone, its open orders cancelled. */
-static int apply_user_event(void *data, cm_db_t *db, int64_t id, const char *type,
-                            json_t *payload)
+static int apply_user_event(void *data, cm_db_t *db, int64_t id, const char *type, json_t *payload)
 {
     orders_worker_t *w = data;
     json_t *uid = json_object_get(payload, "id");

@@ -11,7 +11,7 @@ void cm_svc_opts_default(cm_svc_opts_t *o, const cm_migration_t *migrations, int
     memset(o, 0, sizeof *o);
     cm_server_opts_default(&o->server);
     o->sync = CM_DB_SYNC_NORMAL;
-    o->key_retention_ms = 24ull * 3600 * 1000;      /* as payment APIs keep keys */
+    o->key_retention_ms = 24ull * 3600 * 1000;       /* as payment APIs keep keys */
     o->event_retention_ms = 7ull * 24 * 3600 * 1000; /* a week for consumers to catch up */
     o->migrations = migrations;
     o->nmigrations = n;

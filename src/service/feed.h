@@ -13,11 +13,12 @@
 #ifndef CMESH_SERVICE_FEED_H
 #define CMESH_SERVICE_FEED_H
 
+#include "service/batch.h"
+
 #include <uv.h>
 
 #include "core/http.h"
 #include "core/router.h"
-#include "service/batch.h"
 
 #define CM_FEED_WAIT_MAX_MS 60000
 

@@ -8,11 +8,12 @@
 #ifndef CMESH_SERVICE_RETENTION_H
 #define CMESH_SERVICE_RETENTION_H
 
+#include "service/batch.h"
+
 #include <stdint.h>
 
 #include <uv.h>
 
-#include "service/batch.h"
 #include "store/db.h"
 
 #define CM_RETENTION_BATCH   500  /* rows of each kind per tick */

@@ -8,8 +8,8 @@
 #include "core/client.h"
 #include "core/log.h"
 
-#define LIMIT      200
-#define BACKOFF_MS 250
+#define LIMIT          200
+#define BACKOFF_MS     250
 #define BACKOFF_MAX_MS 5000
 
 struct cm_sub {
@@ -18,7 +18,7 @@ struct cm_sub {
     cm_batch_t *batch;
     cm_db_t *db; /* the batch's write connection */
     cm_sub_cfg_t cfg;
-    int64_t cursor; /* committed; -1 until read */
+    int64_t cursor;  /* committed; -1 until read */
     int64_t pending; /* the cursor a kept page will commit */
     unsigned backoff_ms;
     int tries;
@@ -78,8 +78,7 @@ static void on_kept(void *data, int ok)
 {
     cm_sub_t *s = data;
     if (!ok) {
-        cm_log_msg(CM_LOG_WARN, "subscribe %s: a page did not commit; asked again",
-                   s->cfg.name);
+        cm_log_msg(CM_LOG_WARN, "subscribe %s: a page did not commit; asked again", s->cfg.name);
         failed(s);
         return;
     }
@@ -151,8 +150,7 @@ static void on_page(int status, const char *body, size_t len, void *data)
     json_t *head = json_object_get(o, "head");
     if (!json_is_array(events) || !json_is_integer(head)) {
         if (s->backoff_ms == 0)
-            cm_log_msg(CM_LOG_WARN, "subscribe %s: no page (%d); retrying", s->cfg.name,
-                       status);
+            cm_log_msg(CM_LOG_WARN, "subscribe %s: no page (%d); retrying", s->cfg.name, status);
         json_decref(o);
         failed(s);
         return;
@@ -160,9 +158,10 @@ static void on_page(int status, const char *body, size_t len, void *data)
     atomic_store(s->cfg.head, (long long)json_integer_value(head));
     if (json_integer_value(head) < s->cursor) {
         /* the feed is behind our cursor: another database, or restored from a backup */
-        cm_log_msg(CM_LOG_ERROR, "subscribe %s: the feed's newest event %lld is before our "
-                   "cursor %lld; waiting for it", s->cfg.name,
-                   (long long)json_integer_value(head), (long long)s->cursor);
+        cm_log_msg(CM_LOG_ERROR,
+                   "subscribe %s: the feed's newest event %lld is before our "
+                   "cursor %lld; waiting for it",
+                   s->cfg.name, (long long)json_integer_value(head), (long long)s->cursor);
         json_decref(o);
         failed(s);
         return;
@@ -199,8 +198,8 @@ static void poll_now(uv_timer_t *t)
         failed(s);
         return;
     }
-    snprintf(url, sizeof url, "%s/events?after=%lld&limit=%d&wait=%ums", base,
-             (long long)s->cursor, LIMIT, s->cfg.wait_ms);
+    snprintf(url, sizeof url, "%s/events?after=%lld&limit=%d&wait=%ums", base, (long long)s->cursor,
+             LIMIT, s->cfg.wait_ms);
     int rc = cm_client_get(s->client, url, s->cfg.wait_ms + 5000, NULL, on_page, s);
     if (rc < 0) {
         failed(s);

@@ -11,13 +11,14 @@
 #ifndef CMESH_SERVICE_SUBSCRIBE_H
 #define CMESH_SERVICE_SUBSCRIBE_H
 
+#include "service/batch.h"
+
 #include <stdatomic.h>
 #include <stdint.h>
 
 #include <jansson.h>
 #include <uv.h>
 
-#include "service/batch.h"
 #include "store/db.h"
 
 /* A step for the consuming service's migration list: one row per followed feed. */
@@ -35,9 +36,9 @@ typedef struct cm_sub_cfg {
     const char *name; /* the feed's row in feed_cursors, e.g. "users" */
     cm_sub_base_fn base;
     cm_sub_apply_fn apply;
-    void *data;            /* for base and apply */
-    unsigned wait_ms;      /* the long-poll's wait */
-    atomic_llong *head;    /* process-wide: the feed's newest id last seen (any worker reads) */
+    void *data;         /* for base and apply */
+    unsigned wait_ms;   /* the long-poll's wait */
+    atomic_llong *head; /* process-wide: the feed's newest id last seen (any worker reads) */
 } cm_sub_cfg_t;
 
 typedef struct cm_sub cm_sub_t; /* opaque */

@@ -23,10 +23,10 @@
 #define EMAIL_MAX      254 /* RFC 5321 4.5.3.1.3, less the angle brackets */
 
 typedef struct users_worker {
-    cm_db_t *db;       /* writes, in the batch's group */
-    cm_db_t *rdb;      /* reads: committed data only */
-    cm_batch_t *batch; /* every write goes through it: group commit */
-    cm_feed_t *feed;   /* GET /events */
+    cm_db_t *db;               /* writes, in the batch's group */
+    cm_db_t *rdb;              /* reads: committed data only */
+    cm_batch_t *batch;         /* every write goes through it: group commit */
+    cm_feed_t *feed;           /* GET /events */
     cm_retention_t *retention; /* NULL but on the worker that prunes */
 } users_worker_t;
 
@@ -292,9 +292,9 @@ static void users_events(cm_req_t *req)
 }
 
 static const cm_route_t routes[] = {
-    {CM_GET, "/events", users_events},        {CM_GET, "/users", users_list},           {CM_POST, "/users", users_create},
-    {CM_GET, "/users/{id}", users_get},       {CM_PUT, "/users/{id}", users_update},
-    {CM_DELETE, "/users/{id}", users_delete},
+    {CM_GET, "/events", users_events},     {CM_GET, "/users", users_list},
+    {CM_POST, "/users", users_create},     {CM_GET, "/users/{id}", users_get},
+    {CM_PUT, "/users/{id}", users_update}, {CM_DELETE, "/users/{id}", users_delete},
 };
 
 /* ------------------------------------------------------------------------- */
@@ -314,8 +314,8 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
         rc = cm_feed_new(loop, w->batch, &w->feed);
     const cm_svc_opts_t *o = config;
     if (rc == 0)
-        rc = cm_retention_start(loop, w->batch, w->db, o->key_retention_ms,
-                                o->event_retention_ms, &w->retention);
+        rc = cm_retention_start(loop, w->batch, w->db, o->key_retention_ms, o->event_retention_ms,
+                                &w->retention);
     if (rc < 0) {
         cm_feed_free(w->feed);
         cm_batch_free(w->batch);

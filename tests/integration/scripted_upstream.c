@@ -40,7 +40,7 @@ struct us_scripted {
     pthread_mutex_t mu; /* guards everything below */
     pthread_t conns[MAX_CONNS];
     int nconns;
-    us_reply_t reply; /* strings owned (strdup) */
+    us_reply_t reply;  /* strings owned (strdup) */
     char *path_prefix; /* requests whose target starts with it get path_reply */
     us_reply_t path_reply;
     us_request_t *reqs;

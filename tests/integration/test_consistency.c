@@ -27,8 +27,8 @@ static void start_users(h_proc_t *u)
 
 static void start_orders(h_proc_t *o, const char *users_url)
 {
-    h_start(o, "orders", "--db", "{dir}/orders.db", "--users-url", users_url, "--access-log",
-            "off", NULL);
+    h_start(o, "orders", "--db", "{dir}/orders.db", "--users-url", users_url, "--access-log", "off",
+            NULL);
 }
 
 static json_int_t feed_head(const h_proc_t *p)
@@ -231,16 +231,17 @@ Test(consistency, a_delete_that_lands_while_the_user_check_is_in_flight_refuses_
     (void)post_order_5;
     us_scripted_t *s = us_start();
     us_set_reply(s, &(us_reply_t){.status = 200,
-                                   .headers = "Content-Type: application/json\r\n",
-                                   .body = "{\"id\":5,\"name\":\"Five\",\"email\":\"5@x.org\","
-                                           "\"createdAt\":\"2026-12-01T00:00:00.000Z\","
-                                           "\"updatedAt\":\"2026-12-01T00:00:00.000Z\"}",
-                                   .delay_ms = 4000});
+                                  .headers = "Content-Type: application/json\r\n",
+                                  .body = "{\"id\":5,\"name\":\"Five\",\"email\":\"5@x.org\","
+                                          "\"createdAt\":\"2026-12-01T00:00:00.000Z\","
+                                          "\"updatedAt\":\"2026-12-01T00:00:00.000Z\"}",
+                                  .delay_ms = 4000});
     /* the feed: nothing yet (slowly, as a parked long-poll would) */
-    us_set_path_reply(s, "/events", &(us_reply_t){.status = 200,
-                                                   .headers = "Content-Type: application/json\r\n",
-                                                   .body = "{\"events\":[],\"last\":0,\"head\":0}",
-                                                   .delay_ms = 100});
+    us_set_path_reply(s, "/events",
+                      &(us_reply_t){.status = 200,
+                                    .headers = "Content-Type: application/json\r\n",
+                                    .body = "{\"events\":[],\"last\":0,\"head\":0}",
+                                    .delay_ms = 100});
     static race_t x;
     memset(&x, 0, sizeof x);
     h_start(&x.o, "orders", "--db", "{dir}/orders.db", "--users-url", us_url(s), "--users-timeout",
@@ -362,8 +363,8 @@ Test(consistency, orders_killed_while_users_are_deleted_cancels_every_open_order
         usleep(10 * 1000);
     h_kill9(&o); /* mid-stream: some deletes applied, some not yet */
     usleep(200 * 1000);
-    h_restart(&o, "orders", "--db", "{dir}/orders.db", "--users-url", u.url, "--access-log",
-              "off", NULL);
+    h_restart(&o, "orders", "--db", "{dir}/orders.db", "--users-url", u.url, "--access-log", "off",
+              NULL);
     pthread_join(td, NULL);
     atomic_store(&w.stop, 1);
     pthread_join(tw, NULL);
@@ -532,8 +533,7 @@ Test(consistency, users_killed_mid_stream_loses_repeats_and_reorders_no_event, .
     size_t n = json_array_size(r.seen);
     cr_assert_eq((json_int_t)n, head, "read %zu events, the feed has %lld", n, (long long)head);
     json_t *users = api_get(&u, "/users?limit=1000", 200);
-    cr_assert_eq(json_array_size(users), n, "%zu users but %zu events", json_array_size(users),
-                 n);
+    cr_assert_eq(json_array_size(users), n, "%zu users but %zu events", json_array_size(users), n);
     size_t i;
     json_t *e;
     json_array_foreach(r.seen, i, e)
@@ -547,8 +547,8 @@ Test(consistency, users_killed_mid_stream_loses_repeats_and_reorders_no_event, .
     /* every acknowledged create has its event */
     for (int k = 0; k < acked; k++) {
         int found = 0;
-        json_array_foreach(r.seen, i, e) found |= api_int(json_object_get(e, "data"), "id") ==
-                                                   w.acks[k];
+        json_array_foreach(r.seen, i, e) found |=
+            api_int(json_object_get(e, "data"), "id") == w.acks[k];
         cr_assert(found, "acknowledged user %lld has no event", (long long)w.acks[k]);
     }
     cr_log_info("%d acknowledged creates, %zu events read across the kill", acked, n);

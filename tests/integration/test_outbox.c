@@ -57,9 +57,9 @@ Test(events, every_committed_change_writes_one_event_and_nothing_else_does)
     h_start(&u, "users", "--db", "{dir}/users.db", "--access-log", "off", NULL);
     json_int_t a = api_create_user(&u, "Ann", "ann@x.org");
     /* refused writes: a taken email (409), a bad body (422), an unknown id (404) */
-    api_expect_error(api_send(&u, "POST", "/users", "{\"name\":\"B\",\"email\":\"ann@x.org\"}",
-                              NULL),
-                     409, "email");
+    api_expect_error(
+        api_send(&u, "POST", "/users", "{\"name\":\"B\",\"email\":\"ann@x.org\"}", NULL), 409,
+        "email");
     api_expect_error(api_send(&u, "POST", "/users", "{\"name\":\"\"}", NULL), 422, "name");
     api_expect_error(api_send(&u, "DELETE", "/users/999", NULL, NULL), 404, NULL);
     char path[64];
@@ -106,10 +106,17 @@ Test(events, bad_parameters_are_422_naming_the_parameter)
     h_proc_t u;
     h_start(&u, "users", "--db", "{dir}/users.db", "--access-log", "off", NULL);
     static const char *const bad[][2] = {
-        {"after=-1", "after"},  {"after=01", "after"},   {"after=1x", "after"},
-        {"after=%2B1", "after"}, {"after=99999999999999999999", "after"},
-        {"limit=0", "limit"},   {"limit=1001", "limit"}, {"limit=", "limit"},
-        {"wait=soon", "wait"},  {"wait=-1s", "wait"},    {"wait=5y", "wait"},
+        {"after=-1", "after"},
+        {"after=01", "after"},
+        {"after=1x", "after"},
+        {"after=%2B1", "after"},
+        {"after=99999999999999999999", "after"},
+        {"limit=0", "limit"},
+        {"limit=1001", "limit"},
+        {"limit=", "limit"},
+        {"wait=soon", "wait"},
+        {"wait=-1s", "wait"},
+        {"wait=5y", "wait"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char path[96];

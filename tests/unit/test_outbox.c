@@ -1,6 +1,8 @@
 /* tests/unit/test_outbox.c: service/outbox on a real SQLite file inside the group commit's
  * units: ids gap-free when a unit is taken back, in commit order across two connections
  * (two instances) on one file, the page's JSON, and pruning that keeps the newest. */
+#include "service/outbox.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +12,6 @@
 #include <criterion/criterion.h>
 
 #include "core/buf.h"
-#include "service/outbox.h"
 #include "store/db.h"
 
 static char dir[64], path[128];
@@ -64,7 +65,8 @@ Test(outbox, a_unit_taken_back_leaves_no_gap)
     cr_assert_eq(cm_outbox_page(db, 0, 10, &out, &last, &n), 0);
     cr_assert_eq(n, 2);
     cr_assert_eq(last, 2);
-    cr_assert(strstr(out.data, "\"id\":1,\"type\":\"a\"") && strstr(out.data, "\"id\":2,\"type\":\"b\""),
+    cr_assert(strstr(out.data, "\"id\":1,\"type\":\"a\"") &&
+                  strstr(out.data, "\"id\":2,\"type\":\"b\""),
               "%.*s", (int)out.len, out.data);
     cr_assert_null(strstr(out.data, "refused"));
     cm_buf_free(&out);
