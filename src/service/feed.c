@@ -31,6 +31,7 @@ struct cm_feed {
     cm_batch_t *batch;
     parked_t *parked;
     int closing;
+    int open_handles; /* the memory goes when both timers are closed */
 };
 
 /* Answers req with the page past after (read on the committed snapshot). */
@@ -104,6 +105,7 @@ int cm_feed_new(uv_loop_t *loop, cm_batch_t *b, cm_feed_t **out)
     uv_timer_init(loop, &f->tick);
     uv_timer_init(loop, &f->kick);
     f->tick.data = f->kick.data = f;
+    f->open_handles = 2;
     cm_batch_on_commit(b, on_commit, f);
     *out = f;
     return 0;
@@ -111,8 +113,8 @@ int cm_feed_new(uv_loop_t *loop, cm_batch_t *b, cm_feed_t **out)
 
 static void on_closed(uv_handle_t *h)
 {
-    cm_feed_t *f = h->data;
-    if (h == (uv_handle_t *)&f->kick) /* the second of the two */
+    cm_feed_t *f = h->data; /* libuv runs close callbacks in no promised order */
+    if (--f->open_handles == 0)
         free(f);
 }
 

@@ -8,8 +8,9 @@
 #include "core/timefmt.h"
 
 /* MAX(id) + 1 under the group's write lock: gap-free, in commit order (outbox.h). */
-static const char sql_add[] = "INSERT INTO events(id, type, time, data)"
-                              " SELECT COALESCE(MAX(id), 0) + 1, ?, ?, ? FROM events RETURNING id";
+static const char sql_add[] =
+    "INSERT INTO events(id, type, time, data)"
+    " VALUES((SELECT COALESCE(MAX(id), 0) + 1 FROM events), ?, ?, ?) RETURNING id";
 static const char sql_page[] =
     "SELECT id, type, time, data FROM events WHERE id > ? ORDER BY id LIMIT ?";
 static const char sql_head[] = "SELECT COALESCE(MAX(id), 0) FROM events";
