@@ -765,8 +765,10 @@ static const cm_flag_type_t users_url_type = {url_parse, url_show, 0, NULL};
 
 static const cm_flag_t orders_flags[] = {
     CM_FLAG_CUSTOM("users-url", "URL", users_url_type, orders_opts_t, users_url, 0,
-                   "base URL of the users service (or a gateway route to it); with "
-                   "--users-registry, used only while the registry lists no ready instance"),
+                   "base URL of the users service (or a gateway route to it): user checks, and "
+                   "its GET /events feed, followed to know users and cancel a deleted user's "
+                   "orders; with --users-registry, used only while the registry lists no ready "
+                   "instance"),
     CM_FLAG_CUSTOM("users-registry", "URL", users_url_type, orders_opts_t, users_registry, 0,
                    "the control plane (http://HOST:PORT): ask the ready instances of its "
                    "registry service users, round robin, followed in memory; the last set "
