@@ -25,9 +25,12 @@
 #  coldstart (bench/coldstart.sh) coldstart: scale from zero, the first request through the
 #           gateway to users at 0 instances (held, the service woken, then answered):
 #           median and max of COLDSTART_ROUNDS, beside Knative's activator + pod start.
+#  feed     (bench/feed.sh) feed-follower, feed-orders: wrk POST /users while a client and
+#           a real orders follow users' GET /events: events/s, cursor lag when the load
+#           ended, ms until orders caught up.
 # Usage: bench/run.sh [path/to/cmesh]   env: BENCH_DURATION (10s) BENCH_WARMUP (2s)
 #        BENCH_CONNECTIONS (50) BENCH_THREADS (1) BENCH_KEEP=1 (keep the temp dir)
-#        BENCH_ROWS ("users proxy failover idle burst control coldstart": the groups)
+#        BENCH_ROWS ("users proxy failover idle burst control coldstart feed": the groups)
 #        FAILOVER_DURATION (8s) FAILOVER_KILL_AT (2, seconds) IDLE_CONNECTIONS (8000)
 #        BURST_REQUESTS (8000) CONTROL_RESTARTS (5) CONTROL_WATCHERS (1000)
 #        CONTROL_WINDOW (10, seconds) COLDSTART_ROUNDS (5) NGINX HAPROXY H2O (peer binaries)
@@ -43,7 +46,7 @@ WARMUP=${BENCH_WARMUP:-2s}
 CONNS=${BENCH_CONNECTIONS:-50}
 THREADS=${BENCH_THREADS:-1}
 NGINX=${NGINX:-/usr/sbin/nginx}
-BENCH_ROWS=${BENCH_ROWS:-users proxy failover idle burst control coldstart}
+BENCH_ROWS=${BENCH_ROWS:-users proxy failover idle burst control coldstart feed}
 
 # The issue's targets (see the summary at the end).
 TARGET_RPS_RATIO=0.8
@@ -362,6 +365,11 @@ if want coldstart; then
     : >"$TMP/coldstart-rows"
     COLDSTART_ROWS_OUT="$TMP/coldstart-rows" bash "$ROOT/bench/coldstart.sh" "$BIN" || true
 fi
+if want feed; then
+    echo
+    : >"$TMP/feed-rows"
+    FEED_ROWS_OUT="$TMP/feed-rows" bash "$ROOT/bench/feed.sh" "$BIN" || true
+fi
 
 # ---- report --------------------------------------------------------------------------
 
@@ -461,6 +469,10 @@ if want coldstart; then # times in the note column
     awk '$2 == "-" { printf "%s,,,,,,,,,,,,,not measured\n", $1; next }
          { printf "%s,,,,,,,,,,%s,,,first_median_ms=%s first_max_ms=%s gateway_mean_ms=%s warm_ms=%s anchor_knative_ms=4000\n",
                   $1, $6, $2, $3, $4, $5 }' "$TMP/coldstart-rows" >>"$CSV"
+fi
+if want feed; then # events/s in rps; lag, catch-up and the write load in the note column
+    awk '{ printf "%s,%s,,,,,,,,,,,,lag_at_end=%s catchup_ms=%s creates_per_s=%s\n", $1, $2, $3, $4, $5 }' \
+        "$TMP/feed-rows" >>"$CSV"
 fi
 cp "$CSV" "$ROOT/bench/results/latest.csv"
 echo

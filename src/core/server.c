@@ -109,6 +109,12 @@ static server_t *server_of(cm_req_t *r)
     return r->conn->w->srv;
 }
 
+int cm_server_draining(const cm_req_t *req)
+{
+    /* a request whose client left has nobody to wait for either */
+    return !req->conn || atomic_load(&req->conn->w->srv->draining);
+}
+
 static void handle_healthz(cm_req_t *r)
 {
     cm_buf_append_str(&r->res_body, "{\"status\":\"ok\"}");

@@ -77,4 +77,8 @@ typedef struct cm_service {
  * or not) listens on the port, since SO_REUSEPORT is shared by our own workers only. */
 int cm_server_run(const cm_server_opts_t *o, const cm_service_t *svc);
 
+/* True once the server of req's worker is draining (SIGTERM): a handler holding a
+ * request (a long-poll) answers it now. */
+int cm_server_draining(const cm_req_t *req);
+
 #endif

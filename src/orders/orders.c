@@ -6,8 +6,12 @@
 
 #include "service/batch.h"
 #include "service/cmd.h"
+#include "service/feed.h"
+#include "service/outbox.h"
 #include "service/regset.h"
 #include "service/rest.h"
+#include "service/retention.h"
+#include "service/subscribe.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -28,8 +32,9 @@
  * Then "user does not exist" would be a lie that the client acts on, so writes get 503
  * and /readyz reports not ready until a check is answered right again. */
 typedef struct users_state {
-    atomic_int bad_status; /* status of the last foreign answer; 0 = answers are right */
-    atomic_llong bad_user; /* the user id it was for: /readyz asks for it again */
+    atomic_int bad_status;  /* status of the last foreign answer; 0 = answers are right */
+    atomic_llong bad_user;  /* the user id it was for: /readyz asks for it again */
+    atomic_llong feed_head; /* the users feed's newest event id last seen */
 } users_state_t;
 
 typedef struct orders_opts {
@@ -47,6 +52,10 @@ typedef struct orders_worker {
     cm_db_t *rdb;      /* reads: committed data only */
     cm_batch_t *batch; /* every write goes through it: group commit */
     cm_client_t *users;
+    cm_feed_t *feed;           /* GET /events */
+    cm_retention_t *retention; /* NULL but on the worker that prunes */
+    cm_sub_t *sub;             /* the users feed; NULL but on the worker that follows it */
+    cm_buf_t scratch;          /* representations of orders a user's delete cancels */
     const orders_opts_t *opts;
     int probing; /* a /readyz re-check of the users service is under way */
 } orders_worker_t;
@@ -201,15 +210,44 @@ static void refuse(cm_req_t *req, cm_batch_t *b, int rc)
     cm_rest_refuse(req, b, rc, "Order not found");
 }
 
+static void answer_user_gone(cm_req_t *req, int64_t user_id)
+{
+    cm_res_error_body(req, "userId", "user %lld does not exist (deleted)", (long long)user_id);
+}
+
+/* Inside the unit: refuses (422, held) an order for a user the users feed said is gone.
+ * The delete may have been applied while this request's user check was in flight: this
+ * check and the delete's unit both hold the write lock, so one sees the other (the
+ * delete applied after an order cancels it). Returns 1 when refused. */
+static int refuse_if_gone(cm_req_t *req, orders_worker_t *w, int64_t user_id)
+{
+    if (!user_id)
+        return 0;
+    int st = cm_orders_user_state(w->db, user_id);
+    if (st < 0) {
+        refuse(req, w->batch, st);
+        return 1;
+    }
+    if (st != CM_USER_GONE)
+        return 0;
+    cm_buf_reset(&req->res_body);
+    answer_user_gone(req, user_id);
+    cm_batch_refuse(w->batch, req, 422);
+    return 1;
+}
+
 static void finish_create(order_op_t *op)
 {
     cm_req_t *req = op->req;
     orders_worker_t *w = worker_of(req);
     cm_rest_idem_t idem;
     int64_t id = 0;
-    if (cm_rest_write_begin(req, w->batch, w->db, &idem, refuse))
+    if (cm_rest_write_begin(req, w->batch, w->db, &idem, refuse) ||
+        refuse_if_gone(req, w, op->user_id))
         return;
     int rc = cm_orders_insert(w->db, op->user_id, op->status, &id, &req->res_body);
+    if (rc == 0)
+        rc = cm_outbox_add(w->db, "order.created", req->res_body.data, req->res_body.len, NULL);
     if (rc < 0) {
         refuse(req, w->batch, rc);
         return;
@@ -239,7 +277,7 @@ static void finish_update(order_op_t *op)
     char current[CM_ORDER_STATUS_MAX];
     cm_rest_idem_t idem;
     if (cm_rest_write_begin(req, w->batch, w->db, &idem, refuse) ||
-        check_for_write(req, w, op->id, current))
+        check_for_write(req, w, op->id, current) || refuse_if_gone(req, w, op->user_id))
         return;
     if (op->has_status && !transition_ok(current, op->status)) {
         cm_buf_appendf(&req->res_body,
@@ -251,6 +289,12 @@ static void finish_update(order_op_t *op)
     }
     int rc = cm_orders_update(w->db, op->id, op->user_id, op->has_status ? op->status : NULL,
                               &req->res_body);
+    if (rc == 0) /* 1: a no-op, which writes no event */
+        rc = cm_outbox_add(w->db,
+                           op->has_status && strcmp(current, op->status) != 0
+                               ? "order.status_changed"
+                               : "order.updated",
+                           req->res_body.data, req->res_body.len, NULL);
     if (rc < 0) {
         refuse(req, w->batch, rc);
         return;
@@ -414,6 +458,22 @@ static void check_user_then_finish(order_op_t *op)
         finish(op);
         return;
     }
+    /* the local set first: a user the users feed told of needs no question (and is
+     * accepted while users is down); only an unseen one is asked about */
+    cm_db_t *rdb;
+    int st = cm_batch_read(w->batch, req, NULL, &rdb);
+    if (st == 0)
+        st = cm_orders_user_state(rdb, op->user_id);
+    if (st == CM_USER_KNOWN) {
+        finish(op);
+        return;
+    }
+    if (st == CM_USER_GONE) {
+        answer_user_gone(req, op->user_id);
+        cm_res_send(req, 422);
+        free(op);
+        return;
+    }
     if (w->opts->regset)
         op->ticket = cm_regset_ticket(w->opts->regset);
     ask_users(op);
@@ -529,6 +589,11 @@ static void orders_delete(cm_req_t *req)
         check_for_write(req, w, id, current))
         return;
     int rc = cm_orders_delete(w->db, id);
+    if (rc == 0) {
+        char data[48];
+        int n = snprintf(data, sizeof data, "{\"id\":%lld}", (long long)id);
+        rc = cm_outbox_add(w->db, "order.deleted", data, (size_t)n, NULL);
+    }
     if (rc < 0) {
         refuse(req, w->batch, rc);
         return;
@@ -537,11 +602,82 @@ static void orders_delete(cm_req_t *req)
     cm_rest_write_end(req, w->batch, w->db, &idem, refuse, 200, NULL);
 }
 
+static void orders_events(cm_req_t *req)
+{
+    cm_feed_get(worker_of(req)->feed, req, orders_events);
+}
+
+/* GET /orders/consistency: how far the users feed is applied and what is still to mend:
+ * the stored cursor, the feed's newest id last seen, the lag between them, and the open
+ * (pending, paid) orders whose user is gone, which is zero once the lag is. */
+static void orders_consistency(cm_req_t *req)
+{
+    orders_worker_t *w = worker_of(req);
+    cm_db_t *rdb;
+    int64_t cursor = 0, count = 0;
+    cm_buf_t ids = {0};
+    int rc = cm_batch_read(w->batch, req, orders_consistency, &rdb);
+    if (rc == 1)
+        return; /* called again after the commit */
+    if (rc == 0)
+        rc = cm_sub_cursor(rdb, "users", &cursor);
+    if (rc == 0)
+        rc = cm_orders_gone_open(rdb, 100, &ids, &count);
+    if (rc < 0) {
+        cm_buf_free(&ids);
+        cm_rest_db_error(req, rc);
+        return;
+    }
+    long long head = atomic_load(&w->opts->users->feed_head);
+    if (head < cursor) /* another instance applied what this one has not seen yet */
+        head = cursor;
+    cm_buf_appendf(&req->res_body,
+                   "{\"cursor\":%lld,\"feedLast\":%lld,\"lag\":%lld,"
+                   "\"openOrdersOfGoneUsers\":%lld,\"orderIds\":%.*s}",
+                   (long long)cursor, head, head - (long long)cursor, (long long)count,
+                   (int)ids.len, ids.data);
+    cm_buf_free(&ids);
+    cm_res_send(req, 200);
+}
+
 static const cm_route_t routes[] = {
+    {CM_GET, "/events", orders_events},         {CM_GET, "/orders/consistency", orders_consistency},
     {CM_GET, "/orders", orders_list},           {CM_POST, "/orders", orders_create},
     {CM_GET, "/orders/{id}", orders_get},       {CM_PUT, "/orders/{id}", orders_update},
     {CM_DELETE, "/orders/{id}", orders_delete},
 };
+
+/* ------------------------------------------------------------------------- */
+/* the users feed                                                             */
+
+/* The users base for a page of the feed (cm_sub_base_fn): round robin over the set. */
+static int feed_base(void *data, int tries, char *out, size_t cap)
+{
+    const orders_opts_t *o = ((const orders_worker_t *)data)->opts;
+    unsigned ticket = o->regset ? cm_regset_ticket(o->regset) : 0;
+    return users_base(o, ticket, tries, out, cap);
+}
+
+/* One users event inside the page's unit (cm_sub_apply_fn): created/updated → known;
+ * deleted → gone, its open orders cancelled. */
+static int apply_user_event(void *data, cm_db_t *db, int64_t id, const char *type, json_t *payload)
+{
+    orders_worker_t *w = data;
+    json_t *uid = json_object_get(payload, "id");
+    (void)id;
+    if (!json_is_integer(uid))
+        return 0; /* not an event about one user: nothing for us */
+    int64_t user = json_integer_value(uid);
+    if (strcmp(type, "user.created") == 0 || strcmp(type, "user.updated") == 0)
+        return cm_orders_user_seen(db, user);
+    if (strcmp(type, "user.deleted") != 0)
+        return 0;
+    int n = cm_orders_user_gone(db, user, &w->scratch);
+    if (n > 0)
+        cm_log_msg(CM_LOG_INFO, "orders: user %lld deleted: %d open orders cancelled",
+                   (long long)user, n);
+    return n < 0 ? n : 0;
+}
 
 /* ------------------------------------------------------------------------- */
 /* command                                                                    */
@@ -560,7 +696,24 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
         rc = cm_batch_new(loop, w->db, w->rdb, &w->batch);
     if (rc == 0)
         rc = cm_client_new(loop, &w->users);
+    if (rc == 0)
+        rc = cm_feed_new(loop, w->batch, &w->feed);
+    if (rc == 0)
+        rc = cm_retention_start(loop, w->batch, w->db, o->svc.key_retention_ms,
+                                o->svc.event_retention_ms, &w->retention);
+    cm_sub_cfg_t sub = {.name = "users",
+                        .base = feed_base,
+                        .apply = apply_user_event,
+                        .data = w,
+                        .wait_ms = 20000,
+                        .head = &o->users->feed_head};
+    if (rc == 0)
+        rc = cm_sub_start(loop, w->batch, w->db, &sub, &w->sub);
     if (rc < 0) {
+        cm_sub_free(w->sub);
+        cm_retention_free(w->retention);
+        cm_feed_free(w->feed);
+        cm_client_free(w->users);
         cm_batch_free(w->batch);
         cm_db_close(w->rdb);
         cm_db_close(w->db);
@@ -577,8 +730,12 @@ static void worker_free(void *state)
     orders_worker_t *w = state;
     if (!w)
         return;
+    cm_sub_free(w->sub);      /* its poll in flight is cancelled */
     cm_client_free(w->users); /* pending checks answer 503 first; they still use db */
+    cm_feed_free(w->feed);    /* answers the parked long-polls */
     cm_batch_free(w->batch);  /* commits and answers what it holds */
+    cm_retention_free(w->retention);
+    cm_buf_free(&w->scratch);
     cm_db_close(w->rdb);
     cm_db_close(w->db);
     free(w);
@@ -608,8 +765,10 @@ static const cm_flag_type_t users_url_type = {url_parse, url_show, 0, NULL};
 
 static const cm_flag_t orders_flags[] = {
     CM_FLAG_CUSTOM("users-url", "URL", users_url_type, orders_opts_t, users_url, 0,
-                   "base URL of the users service (or a gateway route to it); with "
-                   "--users-registry, used only while the registry lists no ready instance"),
+                   "base URL of the users service (or a gateway route to it): user checks, and "
+                   "its GET /events feed, followed to know users and cancel a deleted user's "
+                   "orders; with --users-registry, used only while the registry lists no ready "
+                   "instance"),
     CM_FLAG_CUSTOM("users-registry", "URL", users_url_type, orders_opts_t, users_registry, 0,
                    "the control plane (http://HOST:PORT): ask the ready instances of its "
                    "registry service users, round robin, followed in memory; the last set "
@@ -638,7 +797,8 @@ const cm_cmd_t cm_orders_cmd = {
     .name = "orders",
     .usage = "cmesh orders --db PATH (--users-url URL | --users-registry URL) [flags]",
     .about = "Serves the orders REST API: GET|POST /orders (GET takes ?userId=N), "
-             "GET|PUT|DELETE /orders/{id}, plus /healthz, /readyz and /metrics.",
+             "GET|PUT|DELETE /orders/{id}, the event feed GET /events, GET /orders/consistency, "
+             "plus /healthz, /readyz and /metrics.",
     .tables = tables,
     .opts_size = sizeof(orders_opts_t),
     .defaults = opts_defaults,

@@ -8,8 +8,10 @@
 #include "core/log.h"
 
 typedef struct held {
-    cm_req_t *req;
+    cm_req_t *req; /* NULL for a unit of the service's own (cm_batch_keep) */
     int status;
+    cm_batch_done_fn done; /* with req NULL: told whether the unit committed */
+    void *data;
 } held_t;
 
 typedef struct deferred {
@@ -25,6 +27,9 @@ struct cm_batch {
     int nheld, cap;
     deferred_t *reads; /* reads waiting for a held write of their connection */
     int nreads, reads_cap;
+    cm_batch_done_fn committed; /* after every commit that kept units (the event feed) */
+    void *committed_data;
+    int kept; /* units kept in the open group */
 };
 
 static void answer_503(cm_req_t *req)
@@ -38,7 +43,9 @@ static void answer_503(cm_req_t *req)
 static void answer_all(cm_batch_t *b, int ok)
 {
     for (int i = 0; i < b->nheld; i++) {
-        if (ok)
+        if (!b->held[i].req)
+            b->held[i].done(b->held[i].data, ok);
+        else if (ok)
             cm_res_send(b->held[i].req, b->held[i].status);
         else
             answer_503(b->held[i].req);
@@ -55,6 +62,10 @@ static void commit_now(cm_batch_t *b)
         cm_log_msg(CM_LOG_ERROR, "batch: %d answers of a group that did not commit are 503: %s",
                    b->nheld, strerror(-rc));
     answer_all(b, rc == 0);
+    int kept = b->kept;
+    b->kept = 0;
+    if (rc == 0 && kept && b->committed)
+        b->committed(b->committed_data, 1);
     /* reads that came after a write on their connection: from committed data now */
     int n = b->nreads;
     b->nreads = 0;
@@ -132,7 +143,34 @@ void cm_batch_answer(cm_batch_t *b, cm_req_t *req, int status)
         answer_503(req);
         return;
     }
-    b->held[b->nheld++] = (held_t){req, status};
+    b->kept++;
+    b->held[b->nheld++] = (held_t){req, status, NULL, NULL};
+}
+
+void cm_batch_keep(cm_batch_t *b, cm_batch_done_fn done, void *data)
+{
+    if (reserve(b) < 0) {
+        cm_db_unit_undo(b->db);
+        done(data, 0);
+        return;
+    }
+    if (cm_db_unit_end(b->db) < 0) {
+        done(data, 0);
+        return;
+    }
+    b->kept++;
+    b->held[b->nheld++] = (held_t){NULL, 0, done, data};
+}
+
+void cm_batch_undo(cm_batch_t *b)
+{
+    cm_db_unit_undo(b->db);
+}
+
+void cm_batch_on_commit(cm_batch_t *b, cm_batch_done_fn fn, void *data)
+{
+    b->committed = fn;
+    b->committed_data = data;
 }
 
 void cm_batch_refuse(cm_batch_t *b, cm_req_t *req, int status)
@@ -143,7 +181,7 @@ void cm_batch_refuse(cm_batch_t *b, cm_req_t *req, int status)
         answer_503(req);
         return;
     }
-    b->held[b->nheld++] = (held_t){req, status};
+    b->held[b->nheld++] = (held_t){req, status, NULL, NULL};
 }
 
 /* True when a held answer belongs to conn. A scan: only iterations with writes pay it. */

@@ -42,6 +42,19 @@ void cm_batch_answer(cm_batch_t *b, cm_req_t *req, int status);
  * cm_res_error_body) is held like cm_batch_answer's, as it was decided on the group's
  * uncommitted state. req must not be touched afterwards. */
 void cm_batch_refuse(cm_batch_t *b, cm_req_t *req, int status);
+/* Told after the commit whether a unit (or, for cm_batch_on_commit, the group) was
+ * stored: ok 1, or 0 when nothing of it was. */
+typedef void (*cm_batch_done_fn)(void *data, int ok);
+/* Ends a unit of the service's own (no request: the feed consumer, retention) keeping
+ * its writes; done(data, ok) is called once, after the commit (or at once with 0 when
+ * the unit could not be kept). */
+void cm_batch_keep(cm_batch_t *b, cm_batch_done_fn done, void *data);
+/* Ends a unit of the service's own by taking its writes back. */
+void cm_batch_undo(cm_batch_t *b);
+/* fn(data, 1) after every commit that stored at least one unit (one hook per batch):
+ * the event feed wakes its long-polls there. */
+void cm_batch_on_commit(cm_batch_t *b, cm_batch_done_fn fn, void *data);
+
 /* Before a read: joins or opens this iteration's read snapshot on the reader
  * connection, which is written to *rdb. Committed data only. Returns 0 to read now, or
  * a store error. When again is not NULL and req's connection has a write still held

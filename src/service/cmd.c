@@ -11,6 +11,8 @@ void cm_svc_opts_default(cm_svc_opts_t *o, const cm_migration_t *migrations, int
     memset(o, 0, sizeof *o);
     cm_server_opts_default(&o->server);
     o->sync = CM_DB_SYNC_NORMAL;
+    o->key_retention_ms = 24ull * 3600 * 1000;       /* as payment APIs keep keys */
+    o->event_retention_ms = 7ull * 24 * 3600 * 1000; /* a week for consumers to catch up */
     o->migrations = migrations;
     o->nmigrations = n;
 }
@@ -25,6 +27,12 @@ const cm_flag_t cm_svc_flags[] = {
     CM_FLAG_CHOICE("sync", "normal|full", cm_svc_opts_t, sync, syncs,
                    "normal: a 201 survives kill -9 of the process; full: it also survives power "
                    "loss"),
+    CM_FLAG_DURATION("key-retention", cm_svc_opts_t, key_retention_ms, 1000,
+                     "Idempotency-Key records older than this are deleted in the background (a "
+                     "retry after it is a new request)"),
+    CM_FLAG_DURATION("event-retention", cm_svc_opts_t, event_retention_ms, 1000,
+                     "events of GET /events older than this are deleted in the background (the "
+                     "newest always stays)"),
     CM_FLAG_END,
 };
 

@@ -16,6 +16,8 @@ static void write_row(cm_stmt_t *st, const cm_row_shape_t *shape, cm_buf_t *out)
         cm_buf_append_str(out, c->key);
         if (c->type == CM_COL_INT) {
             cm_buf_append_u64(out, (unsigned long long)cm_stmt_int(st, i));
+        } else if (c->type == CM_COL_BOOL) {
+            cm_buf_append_str(out, cm_stmt_int(st, i) ? "true" : "false");
         } else {
             size_t len;
             const char *s = cm_stmt_text(st, i, &len);

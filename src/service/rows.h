@@ -9,7 +9,7 @@
 #include "core/buf.h"
 #include "store/db.h"
 
-typedef enum { CM_COL_INT, CM_COL_TEXT } cm_col_type_t;
+typedef enum { CM_COL_INT, CM_COL_TEXT, CM_COL_BOOL /* an integer, 0 false */ } cm_col_type_t;
 
 typedef struct cm_col {
     const char *key; /* "\"createdAt\":" as written; column i of the SELECT */

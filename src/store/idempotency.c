@@ -16,6 +16,22 @@ static const char SQL_LOOKUP[] =
 static const char SQL_STORE[] = "INSERT INTO idempotency_keys(scope, key, fingerprint, status,"
                                 " location, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)";
 
+static const char SQL_PRUNE[] =
+    "DELETE FROM idempotency_keys WHERE (scope, key) IN (SELECT scope, key FROM idempotency_keys"
+    " WHERE created_at < ? ORDER BY created_at LIMIT ?)";
+
+int cm_idem_prune(cm_db_t *db, const char *cutoff, int max)
+{
+    cm_stmt_t *st = cm_db_stmt(db, SQL_PRUNE);
+    if (!st)
+        return -EIO;
+    cm_stmt_bind_text(st, 1, cutoff, strlen(cutoff));
+    cm_stmt_bind_int(st, 2, max);
+    int rc = cm_stmt_step(st);
+    cm_stmt_reset(st);
+    return rc < 0 ? rc : cm_db_changes(db);
+}
+
 void cm_idem_fingerprint(const char *method, const char *path, const char *body, size_t len,
                          char out[65])
 {

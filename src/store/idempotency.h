@@ -25,6 +25,11 @@
     "DROP TABLE idempotency_keys;"                                                                 \
     "ALTER TABLE idempotency_keys_scoped RENAME TO idempotency_keys;"
 
+/* The third step: an index by age, so that pruning (cm_idem_prune) looks only at the
+ * records it deletes. */
+#define CM_IDEM_MIGRATION_BY_TIME                                                                  \
+    "CREATE INDEX idempotency_keys_by_time ON idempotency_keys(created_at);"
+
 #define CM_IDEM_FINGERPRINT_LEN 64 /* lowercase hex chars of a SHA-256, without the NUL */
 
 /* A stored response. Members are owned by whoever holds the struct. */
@@ -59,5 +64,10 @@ int cm_idem_lookup(cm_db_t *db, const char *scope, size_t scope_len, const char 
 int cm_idem_store(cm_db_t *db, const char *scope, size_t scope_len, const char *key, size_t key_len,
                   const char *fingerprint, int status, const char *location, const char *body,
                   size_t body_len);
+
+/* Deletes at most max records stored before cutoff (an RFC 3339 text, core/timefmt.h),
+ * oldest first: a retried request past the retention is a new request. Call inside a
+ * unit. Returns the number deleted or the store's error. */
+int cm_idem_prune(cm_db_t *db, const char *cutoff, int max);
 
 #endif

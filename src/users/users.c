@@ -5,7 +5,10 @@
 
 #include "service/batch.h"
 #include "service/cmd.h"
+#include "service/feed.h"
+#include "service/outbox.h"
 #include "service/rest.h"
+#include "service/retention.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -20,9 +23,11 @@
 #define EMAIL_MAX      254 /* RFC 5321 4.5.3.1.3, less the angle brackets */
 
 typedef struct users_worker {
-    cm_db_t *db;       /* writes, in the batch's group */
-    cm_db_t *rdb;      /* reads: committed data only */
-    cm_batch_t *batch; /* every write goes through it: group commit */
+    cm_db_t *db;               /* writes, in the batch's group */
+    cm_db_t *rdb;              /* reads: committed data only */
+    cm_batch_t *batch;         /* every write goes through it: group commit */
+    cm_feed_t *feed;           /* GET /events */
+    cm_retention_t *retention; /* NULL but on the worker that prunes */
 } users_worker_t;
 
 typedef struct user_input {
@@ -199,6 +204,8 @@ static void users_create(cm_req_t *req)
         goto done;
     int rc =
         cm_users_insert(w->db, in.name, in.name_len, in.email, in.email_len, &id, &req->res_body);
+    if (rc == 0) /* the event in the same unit: it exists iff the user does */
+        rc = cm_outbox_add(w->db, "user.created", req->res_body.data, req->res_body.len, NULL);
     if (rc < 0) {
         refuse(req, w->batch, rc);
         goto done;
@@ -242,6 +249,8 @@ static void users_update(cm_req_t *req)
         goto done;
     int rc =
         cm_users_update(w->db, id, in.name, in.name_len, in.email, in.email_len, &req->res_body);
+    if (rc == 0) /* 1: a no-op, which changes nothing and so tells nobody */
+        rc = cm_outbox_add(w->db, "user.updated", req->res_body.data, req->res_body.len, NULL);
     if (rc < 0) {
         refuse(req, w->batch, rc);
         goto done;
@@ -263,6 +272,11 @@ static void users_delete(cm_req_t *req)
     if (cm_rest_write_begin(req, w->batch, w->db, &idem, refuse) || check_for_write(req, w, id))
         return;
     int rc = cm_users_delete(w->db, id);
+    if (rc == 0) {
+        char data[48];
+        int n = snprintf(data, sizeof data, "{\"id\":%lld}", (long long)id);
+        rc = cm_outbox_add(w->db, "user.deleted", data, (size_t)n, NULL);
+    }
     if (rc < 0) {
         refuse(req, w->batch, rc);
         return;
@@ -271,10 +285,16 @@ static void users_delete(cm_req_t *req)
     cm_rest_write_end(req, w->batch, w->db, &idem, refuse, 200, NULL);
 }
 
+static void users_events(cm_req_t *req)
+{
+    users_worker_t *w = req->state;
+    cm_feed_get(w->feed, req, users_events);
+}
+
 static const cm_route_t routes[] = {
-    {CM_GET, "/users", users_list},           {CM_POST, "/users", users_create},
-    {CM_GET, "/users/{id}", users_get},       {CM_PUT, "/users/{id}", users_update},
-    {CM_DELETE, "/users/{id}", users_delete},
+    {CM_GET, "/events", users_events},     {CM_GET, "/users", users_list},
+    {CM_POST, "/users", users_create},     {CM_GET, "/users/{id}", users_get},
+    {CM_PUT, "/users/{id}", users_update}, {CM_DELETE, "/users/{id}", users_delete},
 };
 
 /* ------------------------------------------------------------------------- */
@@ -290,7 +310,15 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
         rc = cm_db_open_reader(((const cm_svc_opts_t *)config)->db, &w->rdb);
     if (rc == 0)
         rc = cm_batch_new(loop, w->db, w->rdb, &w->batch);
+    if (rc == 0)
+        rc = cm_feed_new(loop, w->batch, &w->feed);
+    const cm_svc_opts_t *o = config;
+    if (rc == 0)
+        rc = cm_retention_start(loop, w->batch, w->db, o->key_retention_ms, o->event_retention_ms,
+                                &w->retention);
     if (rc < 0) {
+        cm_feed_free(w->feed);
+        cm_batch_free(w->batch);
         cm_db_close(w->rdb);
         cm_db_close(w->db);
         free(w);
@@ -318,7 +346,9 @@ static void worker_free(void *state)
     users_worker_t *w = state;
     if (!w)
         return;
+    cm_feed_free(w->feed);   /* answers the parked long-polls */
     cm_batch_free(w->batch); /* commits and answers what it holds */
+    cm_retention_free(w->retention);
     cm_db_close(w->rdb);
     cm_db_close(w->db);
     free(w);
@@ -338,8 +368,8 @@ static const cm_flag_table_t tables[] = {
 const cm_cmd_t cm_users_cmd = {
     .name = "users",
     .usage = "cmesh users --db PATH [flags]",
-    .about = "Serves the users REST API: GET|POST /users, GET|PUT|DELETE /users/{id}, plus "
-             "/healthz, /readyz and /metrics.",
+    .about = "Serves the users REST API: GET|POST /users, GET|PUT|DELETE /users/{id}, the "
+             "event feed GET /events, plus /healthz, /readyz and /metrics.",
     .tables = tables,
     .opts_size = sizeof(cm_svc_opts_t),
     .defaults = opts_defaults,

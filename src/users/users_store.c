@@ -2,6 +2,7 @@
  * made here, not in SQL, so the same statements run on SQLite and PostgreSQL. */
 #include "users/users_store.h"
 
+#include "service/outbox.h"
 #include "service/rows.h"
 
 #include <errno.h>
@@ -19,6 +20,8 @@ const cm_migration_t cm_users_migrations[] = {
      " updated_at TEXT NOT NULL);"},
     {CM_IDEM_MIGRATION},
     {CM_IDEM_MIGRATION_SCOPE},
+    {CM_OUTBOX_MIGRATION},
+    {CM_IDEM_MIGRATION_BY_TIME},
 };
 const int cm_users_nmigrations = sizeof cm_users_migrations / sizeof cm_users_migrations[0];
 
@@ -109,8 +112,10 @@ int cm_users_update(cm_db_t *db, int64_t id, const char *name, size_t name_len, 
     int rc = is_no_op(db, id, name, name_len, email, email_len);
     if (rc < 0)
         return rc;
-    if (rc == 1)
-        return cm_users_get(db, id, out);
+    if (rc == 1) {
+        rc = cm_users_get(db, id, out);
+        return rc < 0 ? rc : 1;
+    }
     char now[32];
     cm_time_rfc3339(now);
     cm_stmt_t *st = cm_db_stmt(db, sql_update);

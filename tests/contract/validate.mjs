@@ -717,11 +717,40 @@ async function limits() {
     }, 400);
 }
 
+// The event feeds of both services and the orders side of consistency.
+async function events() {
+    for (const [name, base, kind] of [['users', USERS, 'user.'], ['orders', ORDERS, 'order.']]) {
+        const E = { base, method: 'GET' };
+        const all = await step(`${name}: GET /events lists the changes in id order`, 'getEvents', { ...E, path: '/events?after=0&limit=1000' }, 200, (r, need) => {
+            need(r.json.events.length > 0, 'no events');
+            need(r.json.events.every((e, i) => e.id === i + 1), 'ids not gap-free from 1');
+            need(r.json.events.every((e) => e.type.startsWith(kind)), `a type without ${kind}`);
+            need(r.json.last === r.json.events[r.json.events.length - 1]?.id, `last ${r.json.last}`);
+        });
+        if (all) {
+            const head = all.json.head;
+            await step(`${name}: GET /events?after=head&wait=100ms is empty`, 'getEvents', { ...E, path: `/events?after=${head}&wait=100ms` }, 200, (r, need) => {
+                need(r.json.events.length === 0 && r.json.last === head, `${r.text.slice(0, 120)}`);
+            });
+            await step(`${name}: GET /events past the head answers at once`, 'getEvents', { ...E, path: `/events?after=${head + 1000}&wait=30s` }, 200, (r, need) => {
+                need(r.json.events.length === 0 && r.json.last === head + 1000 && r.json.head === head, `${r.text.slice(0, 120)}`);
+            });
+        }
+        for (const [q, field] of [['after=-1', 'after'], ['after=01', 'after'], ['limit=0', 'limit'], ['limit=1001', 'limit'], ['wait=soon', 'wait'], ['wait=-1s', 'wait']]) {
+            await step(`${name}: GET /events?${q} is 422 field ${field}`, 'getEvents', { ...E, path: `/events?${q}` }, 422, fieldIs(field));
+        }
+    }
+    await step('orders: GET /orders/consistency', 'getOrdersConsistency', { base: ORDERS, method: 'GET', path: '/orders/consistency' }, 200, (r, need) => {
+        need(r.json.lag === r.json.feedLast - r.json.cursor, `lag ${r.json.lag}`);
+    });
+}
+
 async function main() {
     await probes();
     const u = await users();
     if (u) await orders(u);
     else plain('orders: skipped, the users setup failed', ['no users to order for']);
+    await events();
     await limits();
     const missing = [...operations.keys()].filter((op) => !exercised.has(op));
     plain('every operation in the contract was exercised', missing.length ? [`not exercised: ${missing.join(', ')}`] : []);

@@ -40,7 +40,9 @@ struct us_scripted {
     pthread_mutex_t mu; /* guards everything below */
     pthread_t conns[MAX_CONNS];
     int nconns;
-    us_reply_t reply; /* strings owned (strdup) */
+    us_reply_t reply;  /* strings owned (strdup) */
+    char *path_prefix; /* requests whose target starts with it get path_reply */
+    us_reply_t path_reply;
     us_request_t *reqs;
     int nreqs;
     int nreqs_total;
@@ -340,7 +342,7 @@ static int send_stream(conn_t *c, uint64_t size)
 
 /* Answers the request just read per the scripted upstream's reply; returns 1 to keep the
  * connection, 0 to close it. */
-static int answer(conn_t *c, int head_only)
+static int answer(conn_t *c, int head_only, const char *line)
 {
     us_scripted_t *s = c->s;
     if (!c->record) {
@@ -349,6 +351,9 @@ static int answer(conn_t *c, int head_only)
     }
     pthread_mutex_lock(&s->mu);
     us_reply_t r = s->reply;
+    const char *sp = line ? strchr(line, ' ') : NULL; /* the request line's target */
+    if (s->path_prefix && sp && strncmp(sp + 1, s->path_prefix, strlen(s->path_prefix)) == 0)
+        r = s->path_reply;
     char *headers = strdup(r.headers ? r.headers : "");
     char *body = r.body ? strdup(r.body) : NULL;
     pthread_mutex_unlock(&s->mu);
@@ -385,6 +390,8 @@ static void *conn_main(void *arg)
         char conn_hdr[128];
         int close_after = us_head_header(c->req.head, "Connection", conn_hdr, sizeof conn_hdr) &&
                           strcasestr(conn_hdr, "close");
+        char line[256]; /* the request line, for the per-path reply: recording takes c->req */
+        snprintf(line, sizeof line, "%s", c->req.head);
         if (c->record)
             record_request(c->s, &c->req);
         else {
@@ -392,7 +399,7 @@ static void *conn_main(void *arg)
             free(c->req.body);
             memset(&c->req, 0, sizeof c->req);
         }
-        if (!answer(c, head_only) || close_after)
+        if (!answer(c, head_only, line) || close_after)
             break;
     }
     /* bytes of a request the scripted upstream could not frame still count as received */
@@ -488,6 +495,8 @@ void us_stop(us_scripted_t *s)
         pthread_join(s->conns[i], NULL);
     us_clear(s);
     free_reply_strings(&s->reply);
+    free_reply_strings(&s->path_reply);
+    free(s->path_prefix);
     close(s->stop_pipe[0]);
     close(s->stop_pipe[1]);
     pthread_mutex_destroy(&s->mu);
@@ -504,6 +513,18 @@ int us_port(const us_scripted_t *s)
 const char *us_url(const us_scripted_t *s)
 {
     return s->url;
+}
+
+void us_set_path_reply(us_scripted_t *s, const char *prefix, const us_reply_t *r)
+{
+    pthread_mutex_lock(&s->mu);
+    free(s->path_prefix);
+    free_reply_strings(&s->path_reply);
+    s->path_prefix = strdup(prefix);
+    s->path_reply = *r;
+    s->path_reply.headers = r->headers ? strdup(r->headers) : NULL;
+    s->path_reply.body = r->body ? strdup(r->body) : NULL;
+    pthread_mutex_unlock(&s->mu);
 }
 
 void us_set_reply(us_scripted_t *s, const us_reply_t *r)

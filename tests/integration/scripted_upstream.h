@@ -41,6 +41,10 @@ const char *us_url(const us_scripted_t *s); /* "http://127.0.0.1:PORT", borrowed
 /* Sets the answer for the requests that arrive from now on; the strings are copied. */
 void us_set_reply(us_scripted_t *s, const us_reply_t *r);
 
+/* Sets the answer for requests whose target starts with prefix (one such prefix; a new
+ * call replaces it); the others keep us_set_reply's. Strings are copied. */
+void us_set_path_reply(us_scripted_t *s, const char *prefix, const us_reply_t *r);
+
 /* Requests recorded so far (health checks excluded). */
 int us_count(us_scripted_t *s);
 /* Raw bytes received so far outside health checks, including bytes of requests the scripted
