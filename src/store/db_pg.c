@@ -150,6 +150,15 @@ static int session_setup(pg_db_t *db)
     return rc;
 }
 
+/* The server's notices (a WARNING before an immediate shutdown): one log line each,
+ * not libpq's default stderr text. */
+static void on_notice(void *arg, const char *msg)
+{
+    (void)arg;
+    char line[512];
+    cm_log_msg(CM_LOG_WARN, "db: postgres says: %s", one_line(msg, line, sizeof line));
+}
+
 /* 0 with a connection, or -EIO (logged once per try) while the server is away. */
 static int ensure_conn(pg_db_t *db, int quiet)
 {
@@ -170,6 +179,7 @@ static int ensure_conn(pg_db_t *db, int quiet)
         schedule_retry(db);
         return -EIO;
     }
+    PQsetNoticeProcessor(c, on_notice, NULL);
     db->conn = c; /* tx stays as it is: a lost group is lost until group_commit says so */
     db->gen++;
     if (session_setup(db) < 0) {
@@ -195,8 +205,10 @@ static int map_result(pg_db_t *db, PGresult *res, const char *what)
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     if (!state)
         state = "";
-    if (!db->conn || PQstatus(db->conn) == CONNECTION_BAD || strncmp(state, "08", 2) == 0 ||
-        strncmp(state, "57P", 3) == 0) {
+    /* no SQLSTATE: libpq's own error (the server closed the socket before libpq marked the
+     * connection bad): the connection cannot be trusted either */
+    if (!db->conn || PQstatus(db->conn) == CONNECTION_BAD || !*state ||
+        strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0) {
         note_loss(db, db->conn ? PQerrorMessage(db->conn) : "no connection");
         return -EIO;
     }
@@ -649,16 +661,26 @@ static void pg_reset(cm_stmt_t *h)
 /* Transactions and groups                                                  */
 /* ------------------------------------------------------------------------ */
 
+/* Opens a transaction. A connection found dead at BEGIN (the server restarted while it
+ * sat idle) had nothing of ours in flight: one new connection is tried at once. */
+static int begin_tx(pg_db_t *db, const char *sql)
+{
+    if (ensure_conn(db, 0) < 0)
+        return -EIO;
+    int rc = exec_cmd(db, sql);
+    if (rc < 0 && !db->conn && ensure_conn(db, 0) == 0)
+        rc = exec_cmd(db, sql);
+    return rc;
+}
+
 static int pg_begin(cm_db_t *h)
 {
     pg_db_t *db = (pg_db_t *)h;
     if (db->tx == TX_LOST)
         return -EIO;
-    if (ensure_conn(db, 0) < 0)
-        return -EIO;
     char sql[96];
     snprintf(sql, sizeof sql, "BEGIN; SELECT pg_advisory_xact_lock(%" PRId64 ")", db->lock_key);
-    int rc = exec_cmd(db, sql);
+    int rc = begin_tx(db, sql);
     if (rc == 0) {
         db->tx = TX_WRITE;
     } else if (db->conn) {
@@ -716,9 +738,7 @@ static int pg_read_begin(cm_db_t *h)
     pg_db_t *db = (pg_db_t *)h;
     if (db->tx != TX_NONE)
         return db->tx == TX_LOST ? -EIO : 0;
-    if (ensure_conn(db, 0) < 0)
-        return -EIO;
-    int rc = exec_cmd(db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    int rc = begin_tx(db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
     if (rc == 0)
         db->tx = TX_READ;
     return rc;

@@ -17,12 +17,4 @@ void h_pg_url_for(const char *path, char *url, size_t cap);
 void h_pg_server_stop(const char *mode);
 void h_pg_server_start(void);
 
-/* In a test that is SQLite's by nature (file modes, the file on disk): skipped on
- * PostgreSQL, saying why. */
-#define H_SQLITE_ONLY(why)                                                                         \
-    do {                                                                                           \
-        if (h_pg_on())                                                                             \
-            cr_skip_test("SQLite only: %s", why);                                                  \
-    } while (0)
-
 #endif
