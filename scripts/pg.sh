@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/pg.sh: a throw-away PostgreSQL server for tests and benches, sourced.
-# pg_start DIR: initdb + pg_ctl start in DIR (created, owned by nobody: PostgreSQL
+# pg_start DIR: initdb + pg_ctl start in DIR (created, owned by nobody, whose parents
+#   nobody must be able to enter: PostgreSQL
 #   refuses to run as root), listening only on a unix socket in DIR, superuser cmesh,
 #   trust auth, fsync off (no test crashes the machine; a killed or restarted server
 #   still recovers from the WAL in the page cache). Bounded: 60 s to start.
