@@ -18,7 +18,10 @@
  * A lost connection is reopened on a later call, no sooner than a jittered, bounded
  * backoff (50 ms doubling to 2 s); until then every call fails with -EIO (503).
  *
- * The calls are synchronous: a worker's loop waits for each round trip. */
+ * The calls are synchronous: a worker's loop waits for each round trip (not yet issue
+ * 16's "the event loop never blocks"). The waits are bounded: connect_timeout 2 s, TCP
+ * keepalives and tcp_user_timeout for a dead network, lock_timeout 5 s, statement_timeout
+ * 10 s (then 503). */
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
@@ -33,9 +36,12 @@
 
 #define PG_CONNECT_TIMEOUT "2"  /* s: libpq's connect_timeout unless the target sets one */
 #define PG_LOCK_TIMEOUT_MS 5000 /* ms: like SQLite's busy timeout, then -EBUSY */
-#define PG_BACKOFF_MIN_MS  50
-#define PG_BACKOFF_MAX_MS  2000
-#define PG_PROBE_MS        500 /* ms between /readyz round trips on an idle connection */
+/* ms: the longest a worker's loop waits for one statement (then 503); with the TCP
+ * keepalives and user timeout below, also how long a dead network can hold it */
+#define PG_STATEMENT_TIMEOUT_MS 10000
+#define PG_BACKOFF_MIN_MS       50
+#define PG_BACKOFF_MAX_MS       2000
+#define PG_PROBE_MS             500 /* ms between /readyz round trips on an idle connection */
 
 typedef struct pg_db pg_db_t;
 
@@ -141,7 +147,8 @@ static int exec_cmd(pg_db_t *db, const char *sql);
 static int session_setup(pg_db_t *db)
 {
     char sql[160];
-    snprintf(sql, sizeof sql, "SET lock_timeout = %d%s", db->lock_timeout_ms,
+    snprintf(sql, sizeof sql, "SET lock_timeout = %d; SET statement_timeout = %d%s",
+             db->lock_timeout_ms, PG_STATEMENT_TIMEOUT_MS,
              db->reader ? "; SET default_transaction_read_only = on" : "");
     int rc = exec_cmd(db, sql);
     /* --sync full: a 2xx survives the server's power loss, whatever the server's default */
@@ -167,8 +174,10 @@ static int ensure_conn(pg_db_t *db, int quiet)
     if (now_ms() < db->retry_at)
         return -EIO;
     /* the target is expanded as dbname; its own connect_timeout overrides ours */
-    const char *keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-    const char *vals[] = {PG_CONNECT_TIMEOUT, "cmesh", db->target, NULL};
+    const char *keys[] = {
+        "connect_timeout",  "application_name", "keepalives_idle", "keepalives_interval",
+        "keepalives_count", "tcp_user_timeout", "dbname",          NULL};
+    const char *vals[] = {PG_CONNECT_TIMEOUT, "cmesh", "5", "2", "3", "10000", db->target, NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (!c || PQstatus(c) != CONNECTION_OK) {
         char line[512];
@@ -214,7 +223,9 @@ static int map_result(pg_db_t *db, PGresult *res, const char *what)
     }
     if (strncmp(state, "23", 2) == 0)
         return -EEXIST;
-    if (strcmp(state, "55P03") == 0 || strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)
+    /* lock or statement timeout, serialization failure, deadlock: busy, retry */
+    if (strcmp(state, "55P03") == 0 || strcmp(state, "57014") == 0 || strcmp(state, "40001") == 0 ||
+        strcmp(state, "40P01") == 0)
         return -EBUSY;
     char line[512];
     const char *msg = one_line(PQresultErrorMessage(res), line, sizeof line);
@@ -277,8 +288,13 @@ static int64_t schema_key(const cm_migration_t *m, int n)
 
 static int migrate(pg_db_t *db, const cm_migration_t *m, int n)
 {
-    char lock[96];
-    snprintf(lock, sizeof lock, "BEGIN; SELECT pg_advisory_xact_lock(%" PRId64 ")", db->lock_key);
+    char lock[192];
+    /* a long migration (an index on a big table) may take its time, and an instance
+     * starting beside the one that runs it waits for it: no timeouts here */
+    snprintf(lock, sizeof lock,
+             "BEGIN; SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0;"
+             " SELECT pg_advisory_xact_lock(%" PRId64 ")",
+             db->lock_key);
     int rc = exec_cmd(db, lock);
     if (rc < 0)
         return rc;
