@@ -18,13 +18,14 @@
  * A lost connection is reopened on a later call, no sooner than a jittered, bounded
  * backoff (50 ms doubling to 2 s); until then every call fails with -EIO (503).
  *
- * The calls are synchronous: a worker's loop waits for each round trip (not yet issue
- * 16's "the event loop never blocks"). The waits are bounded: connect_timeout 2 s, TCP
- * keepalives and tcp_user_timeout for a dead network, lock_timeout 5 s, statement_timeout
- * 10 s (then 503). */
+ * The calls are synchronous: a worker's loop waits for each statement's round trip (not
+ * yet issue 16's "the event loop never blocks"). Every wait is bounded: a reconnect runs
+ * without blocking (at most 50 ms of it per call, given up after 2 s), TCP keepalives and
+ * tcp_user_timeout for a dead network, lock_timeout 5 s, statement_timeout 10 s (503). */
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,8 +35,9 @@
 #include "store/db.h"
 #include "store/db_int.h"
 
-#define PG_CONNECT_TIMEOUT "2"  /* s: libpq's connect_timeout unless the target sets one */
-#define PG_LOCK_TIMEOUT_MS 5000 /* ms: like SQLite's busy timeout, then -EBUSY */
+#define PG_CONNECT_TIMEOUT_MS 2000 /* ms: a connect (the whole handshake) given up after */
+#define PG_CONNECT_WAIT_MS    50   /* ms: the most one call waits for a reconnect's handshake */
+#define PG_LOCK_TIMEOUT_MS    5000 /* ms: like SQLite's busy timeout, then -EBUSY */
 /* ms: the longest a worker's loop waits for one statement (then 503); with the TCP
  * keepalives and user timeout below, also how long a dead network can hold it */
 #define PG_STATEMENT_TIMEOUT_MS 10000
@@ -68,8 +70,11 @@ typedef struct pg_stmt {
 typedef enum { TX_NONE, TX_READ, TX_WRITE, TX_LOST } tx_state_t;
 
 struct pg_db {
-    cm_db_t base; /* first: the backend table */
-    PGconn *conn; /* NULL while disconnected */
+    cm_db_t base;       /* first: the backend table */
+    PGconn *conn;       /* NULL while disconnected */
+    PGconn *connecting; /* a connect on its way (non-blocking), or NULL */
+    PostgresPollingStatusType polling;
+    uint64_t connect_by; /* ms, monotonic: the connect on its way is given up then */
     char *target;
     int reader;
     cm_db_sync_t sync;
@@ -166,28 +171,75 @@ static void on_notice(void *arg, const char *msg)
     cm_log_msg(CM_LOG_WARN, "db: postgres says: %s", one_line(msg, line, sizeof line));
 }
 
-/* 0 with a connection, or -EIO (logged once per try) while the server is away. */
-static int ensure_conn(pg_db_t *db, int quiet)
+static void connect_failed(pg_db_t *db, int quiet, const char *why)
+{
+    char line[512];
+    if (!quiet)
+        cm_log_msg(CM_LOG_ERROR, "db: cannot connect to postgres: %s",
+                   one_line(why, line, sizeof line));
+    PQfinish(db->connecting);
+    db->connecting = NULL;
+    schedule_retry(db);
+}
+
+/* 0 with a connection, or -EIO while the server is away (logged unless quiet). A new
+ * connection is made without blocking (PQconnectStart/PQconnectPoll), waiting at most
+ * wait_ms in this call: a handshake that takes longer goes on at the next call, which
+ * answers -EIO (503) meanwhile, so a server that is slow to reach stalls the worker's loop
+ * for wait_ms at a time, not for a whole connect timeout. (Host names are resolved by
+ * libpq synchronously: give an address or a socket directory for a loop that never waits
+ * on DNS.) */
+static int ensure_conn(pg_db_t *db, int quiet, int wait_ms)
 {
     if (db->conn)
         return 0;
-    if (now_ms() < db->retry_at)
-        return -EIO;
-    /* the target is expanded as dbname; its own connect_timeout overrides ours */
-    const char *keys[] = {
-        "connect_timeout",  "application_name", "keepalives_idle", "keepalives_interval",
-        "keepalives_count", "tcp_user_timeout", "dbname",          NULL};
-    const char *vals[] = {PG_CONNECT_TIMEOUT, "cmesh", "5", "2", "3", "10000", db->target, NULL};
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
-    if (!c || PQstatus(c) != CONNECTION_OK) {
-        char line[512];
-        if (!quiet)
-            cm_log_msg(CM_LOG_ERROR, "db: cannot connect to postgres: %s",
-                       one_line(c ? PQerrorMessage(c) : "out of memory", line, sizeof line));
-        PQfinish(c);
-        schedule_retry(db);
-        return -EIO;
+    uint64_t now = now_ms();
+    if (!db->connecting) {
+        if (now < db->retry_at)
+            return -EIO;
+        const char *keys[] = {"application_name",
+                              "keepalives_idle",
+                              "keepalives_interval",
+                              "keepalives_count",
+                              "tcp_user_timeout",
+                              "dbname",
+                              NULL};
+        const char *vals[] = {"cmesh", "5", "2", "3", "10000", db->target, NULL};
+        db->connecting = PQconnectStartParams(keys, vals, 1);
+        if (!db->connecting || PQstatus(db->connecting) == CONNECTION_BAD) {
+            connect_failed(db, quiet,
+                           db->connecting ? PQerrorMessage(db->connecting) : "out of memory");
+            return -EIO;
+        }
+        db->polling = PGRES_POLLING_WRITING; /* as if PQconnectPoll had said so */
+        db->connect_by = now + PG_CONNECT_TIMEOUT_MS;
     }
+    uint64_t until = now + (uint64_t)wait_ms;
+    while (db->polling != PGRES_POLLING_OK) {
+        if (db->polling == PGRES_POLLING_FAILED) {
+            connect_failed(db, quiet, PQerrorMessage(db->connecting));
+            return -EIO;
+        }
+        now = now_ms();
+        if (now >= db->connect_by) {
+            connect_failed(db, quiet, "timed out");
+            return -EIO;
+        }
+        struct pollfd p = {PQsocket(db->connecting),
+                           db->polling == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0};
+        int left = now < until ? (int)(until - now) : 0;
+        int r = poll(&p, 1, left);
+        if (r < 0 && errno != EINTR) {
+            connect_failed(db, quiet, strerror(errno));
+            return -EIO;
+        }
+        if (r == 0)
+            return -EIO; /* still on its way: the next call goes on with it */
+        if (r > 0)
+            db->polling = PQconnectPoll(db->connecting);
+    }
+    PGconn *c = db->connecting;
+    db->connecting = NULL;
     PQsetNoticeProcessor(c, on_notice, NULL);
     db->conn = c; /* tx stays as it is: a lost group is lost until group_commit says so */
     db->gen++;
@@ -370,7 +422,7 @@ static int pg_open(const char *target, cm_db_sync_t sync, const cm_migration_t *
         return -ENOMEM;
     db->sync = sync;
     db->lock_key = schema_key(m, n);
-    int rc = ensure_conn(db, 0);
+    int rc = ensure_conn(db, 0, PG_CONNECT_TIMEOUT_MS); /* at start: wait for it */
     if (rc == 0)
         rc = migrate(db, m, n);
     if (rc < 0) {
@@ -387,7 +439,7 @@ static int pg_open_reader(const char *target, cm_db_t **out)
     pg_db_t *db = db_new(target, 1);
     if (!db)
         return -ENOMEM;
-    int rc = ensure_conn(db, 0);
+    int rc = ensure_conn(db, 0, PG_CONNECT_TIMEOUT_MS);
     if (rc < 0) {
         pg_close(&db->base);
         return rc;
@@ -415,6 +467,7 @@ static void pg_close(cm_db_t *h)
     free(db->stmts);
     if (db->conn)
         PQfinish(db->conn);
+    PQfinish(db->connecting);
     free(db->target);
     free(db);
 }
@@ -428,7 +481,7 @@ static const char *pg_write_problem(cm_db_t *h)
         db->probed_at = now_ms();
         exec_cmd(db, "");
     }
-    if (ensure_conn(db, 1) < 0)
+    if (ensure_conn(db, 1, PG_CONNECT_WAIT_MS) < 0)
         return "the database server is unreachable";
     return NULL;
 }
@@ -609,7 +662,7 @@ static int pg_step(cm_stmt_t *h)
     /* a lost group's statements would run in autocommit, each its own transaction */
     if (db->tx == TX_LOST)
         return -EIO;
-    if (ensure_conn(db, 0) < 0)
+    if (ensure_conn(db, 0, PG_CONNECT_WAIT_MS) < 0)
         return -EIO;
     int rc = prepare(st);
     if (rc < 0) {
@@ -681,10 +734,10 @@ static void pg_reset(cm_stmt_t *h)
  * sat idle) had nothing of ours in flight: one new connection is tried at once. */
 static int begin_tx(pg_db_t *db, const char *sql)
 {
-    if (ensure_conn(db, 0) < 0)
+    if (ensure_conn(db, 0, PG_CONNECT_WAIT_MS) < 0)
         return -EIO;
     int rc = exec_cmd(db, sql);
-    if (rc < 0 && !db->conn && ensure_conn(db, 0) == 0)
+    if (rc < 0 && !db->conn && ensure_conn(db, 0, PG_CONNECT_WAIT_MS) == 0)
         rc = exec_cmd(db, sql);
     return rc;
 }

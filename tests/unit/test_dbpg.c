@@ -208,3 +208,29 @@ Test(dbpg, the_reader_sees_committed_data_only_one_snapshot_per_read_group)
     cm_db_close(rdb);
     cm_db_close(db);
 }
+
+/* The server dropped an idle connection (a restart, an administrator): the next read
+ * group opens a new one at once instead of failing its first request. */
+Test(dbpg, a_connection_the_server_dropped_is_reopened_at_the_next_read_group)
+{
+    need_server();
+    cm_db_t *db = open_ok();
+    cm_db_t *rdb = NULL;
+    cr_assert_eq(cm_db_open_reader(url, &rdb), 0);
+    int64_t pid = count(rdb, "SELECT pg_backend_pid()");
+    char admin[300], sql[128];
+    snprintf(admin, sizeof admin, "host=%s user=cmesh dbname=postgres", getenv("CMESH_TEST_PG"));
+    PGconn *c = PQconnectdb(admin);
+    cr_assert(PQstatus(c) == CONNECTION_OK);
+    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%lld, 5000)", (long long)pid);
+    PGresult *r = PQexec(c, sql);
+    cr_assert_str_eq(PQgetvalue(r, 0, 0), "t", "the backend did not end");
+    PQclear(r);
+    PQfinish(c);
+    cr_assert_eq(cm_db_read_begin(rdb), 0, "a dead idle connection was not replaced");
+    cr_assert_eq(count(rdb, sql_count_t), 0);
+    cr_assert_neq(count(rdb, "SELECT pg_backend_pid()"), pid);
+    cr_assert_eq(cm_db_group_commit(rdb), 0);
+    cm_db_close(rdb);
+    cm_db_close(db);
+}
