@@ -85,6 +85,7 @@ struct pg_db {
     size_t nstmts, cap;
     tx_state_t tx;
     int in_unit;
+    int release_pending; /* a unit ended: its RELEASE goes with the next command */
     int changes;
     int lock_timeout_ms;
     uint64_t retry_at; /* ms, monotonic: no connect before */
@@ -134,6 +135,7 @@ static void note_loss(pg_db_t *db, const char *why)
     else if (db->tx == TX_READ)
         db->tx = TX_NONE;
     db->in_unit = 0;
+    db->release_pending = 0;
 }
 
 static void schedule_retry(pg_db_t *db)
@@ -664,6 +666,13 @@ static int pg_step(cm_stmt_t *h)
         return -EIO;
     if (ensure_conn(db, 0, PG_CONNECT_WAIT_MS) < 0)
         return -EIO;
+    if (db->release_pending) { /* a statement between units: the unit ends first */
+        db->release_pending = 0;
+        if (exec_cmd(db, "RELEASE unit") < 0) {
+            after_error(db);
+            return -EIO;
+        }
+    }
     int rc = prepare(st);
     if (rc < 0) {
         after_error(db);
@@ -742,13 +751,14 @@ static int begin_tx(pg_db_t *db, const char *sql)
     return rc;
 }
 
-static int pg_begin(cm_db_t *h)
+/* BEGIN and the write lock, then `then` (a first SAVEPOINT), in one round trip. */
+static int open_write(pg_db_t *db, const char *then)
 {
-    pg_db_t *db = (pg_db_t *)h;
     if (db->tx == TX_LOST)
         return -EIO;
-    char sql[96];
-    snprintf(sql, sizeof sql, "BEGIN; SELECT pg_advisory_xact_lock(%" PRId64 ")", db->lock_key);
+    char sql[128];
+    snprintf(sql, sizeof sql, "BEGIN; SELECT pg_advisory_xact_lock(%" PRId64 ")%s", db->lock_key,
+             then);
     int rc = begin_tx(db, sql);
     if (rc == 0) {
         db->tx = TX_WRITE;
@@ -758,6 +768,11 @@ static int pg_begin(cm_db_t *h)
     return rc;
 }
 
+static int pg_begin(cm_db_t *h)
+{
+    return open_write((pg_db_t *)h, "");
+}
+
 static int pg_commit(cm_db_t *h)
 {
     pg_db_t *db = (pg_db_t *)h;
@@ -765,6 +780,8 @@ static int pg_commit(cm_db_t *h)
     db->in_unit = 0;
     if (tx == TX_NONE)
         return 0;
+    if (tx != TX_WRITE)
+        db->release_pending = 0;
     if (tx == TX_LOST || !db->conn) {
         db->tx = TX_NONE;
         return -EIO;
@@ -774,7 +791,9 @@ static int pg_commit(cm_db_t *h)
         db->tx = TX_NONE;
         return -EIO;
     }
-    PGresult *res = PQexec(db->conn, "COMMIT");
+    /* a failed RELEASE stops the string there: no COMMIT runs, and the error says so */
+    PGresult *res = PQexec(db->conn, db->release_pending ? "RELEASE unit; COMMIT" : "COMMIT");
+    db->release_pending = 0;
     int rc = 0;
     if (PQresultStatus(res) != PGRES_COMMAND_OK)
         rc = map_result(db, res, "COMMIT");
@@ -794,6 +813,7 @@ static void pg_rollback(cm_db_t *h)
         PQclear(PQexec(db->conn, "ROLLBACK"));
     db->tx = TX_NONE;
     db->in_unit = 0;
+    db->release_pending = 0;
 }
 
 static int pg_in_group(cm_db_t *h)
@@ -829,13 +849,15 @@ static int pg_unit_begin(cm_db_t *h)
             return rc;
     }
     if (db->tx == TX_NONE) {
-        int rc = pg_begin(h);
-        if (rc < 0)
-            return rc;
+        int rc = open_write(db, "; SAVEPOINT unit");
+        if (rc == 0)
+            db->in_unit = 1;
+        return rc;
     }
     if (db->tx != TX_WRITE)
         return -EIO; /* lost: stays lost until the batch hears it */
-    int rc = exec_cmd(db, "SAVEPOINT unit");
+    int rc = exec_cmd(db, db->release_pending ? "RELEASE unit; SAVEPOINT unit" : "SAVEPOINT unit");
+    db->release_pending = 0;
     if (rc == 0)
         db->in_unit = 1;
     else if (db->tx == TX_WRITE)
@@ -866,15 +888,16 @@ static int pg_unit_end(cm_db_t *h)
     pg_db_t *db = (pg_db_t *)h;
     if (db->tx != TX_WRITE)
         return -EIO;
-    int rc = db->conn && PQtransactionStatus(db->conn) == PQTRANS_INERROR
-                 ? -EIO /* a statement of the unit failed: keep nothing of it */
-                 : exec_cmd(db, "RELEASE unit");
-    if (rc == 0) {
-        db->in_unit = 0;
-        return 0;
+    if (!db->conn || PQtransactionStatus(db->conn) == PQTRANS_INERROR) {
+        pg_unit_undo(h); /* a statement of the unit failed: keep nothing of it */
+        return -EIO;
     }
-    pg_unit_undo(h);
-    return rc;
+    /* RELEASE cannot fail in a transaction that is not in error, but on a lost
+     * connection, which loses the whole group: so it waits for the next command
+     * (SAVEPOINT, COMMIT) and shares its round trip */
+    db->in_unit = 0;
+    db->release_pending = 1;
+    return 0;
 }
 
 static int pg_group_commit(cm_db_t *h)
