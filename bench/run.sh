@@ -17,6 +17,8 @@
 #  burst    (bench/burst.sh) burst-{cmesh,nginx,haproxy}: BURST_REQUESTS (8000) simultaneous
 #           GETs through each proxy (1 worker/thread) to one `cmesh users`; ok, 503, other,
 #           seconds to the last answer, ok/requests.
+#  pg       (bench/pg.sh) pg-get, pg-create: cmesh users on a throw-away PostgreSQL (fsync
+#           on) beside pgbench -S and -N on the same server, same connection count; ratios.
 #  control  (bench/control.sh) control-restart, control-fanout, control-idle, control-load:
 #           `cmesh up` of a small system: kill -9 of an instance to its replacement ready
 #           and serving (median, max of CONTROL_RESTARTS); CONTROL_WATCHERS (1000) blocking
@@ -30,7 +32,7 @@
 #           ended, ms until orders caught up.
 # Usage: bench/run.sh [path/to/cmesh]   env: BENCH_DURATION (10s) BENCH_WARMUP (2s)
 #        BENCH_CONNECTIONS (50) BENCH_THREADS (1) BENCH_KEEP=1 (keep the temp dir)
-#        BENCH_ROWS ("users proxy failover idle burst control coldstart feed": the groups)
+#        BENCH_ROWS ("users proxy failover idle burst control coldstart feed pg": the groups)
 #        FAILOVER_DURATION (8s) FAILOVER_KILL_AT (2, seconds) IDLE_CONNECTIONS (8000)
 #        BURST_REQUESTS (8000) CONTROL_RESTARTS (5) CONTROL_WATCHERS (1000)
 #        CONTROL_WINDOW (10, seconds) COLDSTART_ROUNDS (5) NGINX HAPROXY H2O (peer binaries)
@@ -46,7 +48,7 @@ WARMUP=${BENCH_WARMUP:-2s}
 CONNS=${BENCH_CONNECTIONS:-50}
 THREADS=${BENCH_THREADS:-1}
 NGINX=${NGINX:-/usr/sbin/nginx}
-BENCH_ROWS=${BENCH_ROWS:-users proxy failover idle burst control coldstart feed}
+BENCH_ROWS=${BENCH_ROWS:-users proxy failover idle burst control coldstart feed pg}
 
 # The targets (see the summary at the end).
 TARGET_RPS_RATIO=0.8
@@ -355,6 +357,10 @@ if want burst; then
     : >"$TMP/burst-rows"
     BURST_ROWS_OUT="$TMP/burst-rows" bash "$ROOT/bench/burst.sh" "$BIN" || true
 fi
+if want pg; then
+    bash "$ROOT/bench/pg.sh" "$BIN" || echo "bench: the pg group failed" >&2
+fi
+
 if want control; then
     echo
     : >"$TMP/control-rows"

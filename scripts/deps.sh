@@ -10,12 +10,14 @@ debs=(
     build-essential cmake ninja-build pkg-config clang-format cppcheck
     # libraries (see DESIGN.md: Dependencies)
     # node-llhttp: llhttp's C sources, compiled into the binary (CMakeLists.txt)
-    libuv1-dev node-llhttp libjansson-dev libsqlite3-dev libssl-dev
+    libuv1-dev node-llhttp libjansson-dev libsqlite3-dev libpq-dev libssl-dev
     libfyaml-dev libjwt-dev
     # tests: Criterion, libcurl as the independent client, promtool, node for contract tools
     libcriterion-dev libcurl4-openssl-dev prometheus nodejs npm curl sqlite3
     # the dashboard's browser test: Debian's Chromium, driven by npm playwright-core
     chromium
+    # tests and bench on PostgreSQL: initdb/pg_ctl (tests start their own server), pgbench
+    postgresql postgresql-contrib
     # bench peers and load
     wrk nginx-light haproxy h2o
 )

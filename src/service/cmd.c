@@ -21,9 +21,10 @@ static const cm_flag_choice_t syncs[] = {
     {"normal", CM_DB_SYNC_NORMAL}, {"full", CM_DB_SYNC_FULL}, {0}};
 
 const cm_flag_t cm_svc_flags[] = {
-    CM_FLAG_STR("db", "PATH", cm_svc_opts_t, db, CM_FLAG_REQUIRED,
+    CM_FLAG_STR("db", "PATH|URL", cm_svc_opts_t, db, CM_FLAG_REQUIRED,
                 "SQLite database file, created if missing; instances of one service may share "
-                "it (WAL)"),
+                "it (WAL); or a PostgreSQL database: postgres://..., postgresql://... or "
+                "\"host=... dbname=...\""),
     CM_FLAG_CHOICE("sync", "normal|full", cm_svc_opts_t, sync, syncs,
                    "normal: a 201 survives kill -9 of the process; full: it also survives power "
                    "loss"),
@@ -39,7 +40,9 @@ const cm_flag_t cm_svc_flags[] = {
 int cm_svc_open_db(const cm_svc_opts_t *o, cm_db_t **out)
 {
     int rc = cm_db_open(o->db, o->sync, o->migrations, o->nmigrations, out);
+    /* a PostgreSQL target may carry a password: name the backend, not the value */
     if (rc < 0)
-        cm_log_msg(CM_LOG_ERROR, "--db %s: cannot open: %s", o->db, strerror(-rc));
+        cm_log_msg(CM_LOG_ERROR, "--db %s: cannot open: %s",
+                   cm_db_is_postgres(o->db) ? "(postgres)" : o->db, strerror(-rc));
     return rc;
 }

@@ -22,6 +22,10 @@
 #define CM_OUTBOX_MIGRATION                                                                        \
     "CREATE TABLE events(id INTEGER PRIMARY KEY, type TEXT NOT NULL, time TEXT NOT NULL, "         \
     "data TEXT NOT NULL);"
+/* PostgreSQL: the same with 64-bit ids (SQLite's INTEGER is 64-bit already) */
+#define CM_OUTBOX_MIGRATION_PG                                                                     \
+    "CREATE TABLE events(id BIGINT PRIMARY KEY, type TEXT NOT NULL, time TEXT NOT NULL, "          \
+    "data TEXT NOT NULL);"
 
 /* Inside a unit of work on the write connection: appends event type with data (JSON
  * text, len bytes) stamped now. *id (may be NULL) gets its id. Returns 0 or the store's

@@ -24,6 +24,8 @@
 /* A step for the consuming service's migration list: one row per followed feed. */
 #define CM_SUB_MIGRATION                                                                           \
     "CREATE TABLE feed_cursors(name TEXT PRIMARY KEY, last_id INTEGER NOT NULL);"
+#define CM_SUB_MIGRATION_PG                                                                        \
+    "CREATE TABLE feed_cursors(name TEXT PRIMARY KEY, last_id BIGINT NOT NULL);"
 
 /* Inside the page's unit on db: applies event id of type with its data. Returns 0, or a
  * negative errno that takes the whole page back (asked again later). */

@@ -1,7 +1,9 @@
-/* store/db.h: the storage interface every service uses; SQLite is the embedded backend.
+/* store/db.h: the storage interface every service uses, on two backends: SQLite (a
+ * file path) and PostgreSQL (libpq: a postgres:// or postgresql:// URI, or libpq's
+ * keyword form "host=... dbname=..."), chosen by cm_db_open() from the target's form.
  * One cm_db_t is one connection, owned by one worker thread (never shared).
- * SQL is written portably: `?` placeholders, INSERT ... RETURNING, so that a libpq
- * backend can implement the same calls without touching the services. */
+ * SQL is written portably: `?` placeholders, INSERT ... RETURNING; on PostgreSQL `?`
+ * becomes `$n` once, when the statement is prepared. */
 #ifndef CMESH_STORE_DB_H
 #define CMESH_STORE_DB_H
 
@@ -12,11 +14,17 @@ typedef struct cm_db cm_db_t;     /* opaque: one connection + its statement cach
 typedef struct cm_stmt cm_stmt_t; /* opaque: a prepared statement, owned by its cm_db_t */
 
 /* One schema step. Migrations are numbered from 1 in array order; the applied
- * version is kept in the database (PRAGMA user_version on SQLite), and every
- * pending step runs in one transaction at open. */
+ * version is kept in the database (PRAGMA user_version on SQLite, the table
+ * cmesh_schema on PostgreSQL, under a transaction-scoped advisory lock so that
+ * instances starting together apply it once), and every pending step runs in one
+ * transaction at open. */
 typedef struct cm_migration {
     const char *sql; /* may hold several statements */
+    const char *pg;  /* PostgreSQL's text where sql cannot be portable, else NULL */
 } cm_migration_t;
+
+/* True when target names a PostgreSQL database (URI or keyword form), not a file. */
+int cm_db_is_postgres(const char *target);
 
 typedef enum {
     CM_DB_SYNC_NORMAL, /* WAL + synchronous=NORMAL: a commit survives kill -9 of the process */

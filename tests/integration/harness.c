@@ -2,6 +2,8 @@
  * (see harness.h). */
 #include "harness.h"
 
+#include "h_pg.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -111,14 +113,21 @@ static void spawn(h_proc_t *p, const char *sub, va_list ap)
     const char *a;
     static char expanded[32][512];
     int ne = 0;
+    int pg = h_pg_on();
     while ((a = va_arg(ap, const char *)) && n < 62) {
         const char *d = strstr(a, "{dir}");
         if (d && ne < 32) {
             snprintf(expanded[ne], sizeof expanded[0], "%.*s%s%s", (int)(d - a), a, p->dir, d + 5);
-            argv[n++] = expanded[ne++];
-        } else {
-            argv[n++] = (char *)a;
+            a = expanded[ne++];
         }
+        /* the same suites on PostgreSQL: the file names a database of its own */
+        if (pg && n > 0 && strcmp(argv[n - 1], "--db") == 0 && ne < 32) {
+            char path[512];
+            snprintf(path, sizeof path, "%s", a);
+            h_pg_url_for(path, expanded[ne], sizeof expanded[0]);
+            a = expanded[ne++];
+        }
+        argv[n++] = (char *)a;
     }
     argv[n] = NULL;
     snprintf(p->url, sizeof p->url, "http://127.0.0.1:%d", p->port);

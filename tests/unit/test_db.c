@@ -49,9 +49,10 @@ TestSuite(db, .init = setup, .fini = teardown, .timeout = 30);
 
 static const cm_migration_t M[] = {
     {"CREATE TABLE users(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,"
-     " email TEXT NOT NULL UNIQUE);"},
-    {"CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT, extra TEXT);"},
-    {"CREATE INDEX notes_body ON notes(body);"},
+     " email TEXT NOT NULL UNIQUE);",
+     NULL},
+    {"CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT, extra TEXT);", NULL},
+    {"CREATE INDEX notes_body ON notes(body);", NULL},
 };
 
 static cm_db_t *open_ok(int n)
@@ -144,8 +145,8 @@ Test(db, failing_migration_returns_einval_and_leaves_version_unchanged)
 
     const cm_migration_t bad[] = {
         M[0],
-        {"CREATE TABLE tags(id INTEGER PRIMARY KEY);"},
-        {"CREATE TABLE broken(;"},
+        {"CREATE TABLE tags(id INTEGER PRIMARY KEY);", NULL},
+        {"CREATE TABLE broken(;", NULL},
     };
     db = (cm_db_t *)1;
     cr_assert_eq(cm_db_open(path, CM_DB_SYNC_NORMAL, bad, 3, &db), -EINVAL);
@@ -432,7 +433,8 @@ Test(db, foreign_keys_are_enforced)
     const cm_migration_t fk[] = {
         M[0],
         {"CREATE TABLE orders(id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL"
-         " REFERENCES users(id));"},
+         " REFERENCES users(id));",
+         NULL},
     };
     cm_db_t *db = NULL;
     cr_assert_eq(cm_db_open(path, CM_DB_SYNC_NORMAL, fk, 2, &db), 0);

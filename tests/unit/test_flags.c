@@ -278,6 +278,6 @@ Test(flags, a_required_flag_missing_is_refused, .init = cr_redirect_stderr)
     fflush(stderr);
     char line[256] = "";
     cr_assert_not_null(fgets(line, sizeof line, cr_get_redirected_stderr()));
-    cr_assert_not_null(strstr(line, "--db PATH is required"), "%s", line);
+    cr_assert_not_null(strstr(line, "--db PATH|URL is required"), "%s", line);
     free(opts);
 }

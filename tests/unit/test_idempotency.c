@@ -17,7 +17,7 @@ static char dir[64];
 static char path[PATH_MAX];
 static cm_db_t *db;
 
-static const cm_migration_t M[] = {{CM_IDEM_MIGRATION}, {CM_IDEM_MIGRATION_SCOPE}};
+static const cm_migration_t M[] = {{CM_IDEM_MIGRATION, NULL}, {CM_IDEM_MIGRATION_SCOPE, NULL}};
 
 static void setup(void)
 {

@@ -15,7 +15,7 @@
 #include "store/db.h"
 
 static char dir[64], path[128];
-static const cm_migration_t migs[] = {{CM_OUTBOX_MIGRATION}};
+static const cm_migration_t migs[] = {{CM_OUTBOX_MIGRATION, NULL}};
 
 static void setup(void)
 {

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# bench/pg.sh: the `pg` group of `make bench`. On one throw-away PostgreSQL server
+# (scripts/pg.sh, fsync on, unix socket), with the same number of client connections:
+#   pg-get     cmesh users GET /users/{id} rps (wrk)   vs  pgbench -S tps (select only)
+#   pg-create  cmesh users POST /users creates/s (wrk) vs  pgbench -N tps (simple update)
+# and the ratios beside the issue's targets (GET >= 0.8x, creates >= 2x).
+# Usage: bench/pg.sh [path/to/cmesh]   env: PG_BENCH_DURATION (10, s) PG_BENCH_CONNECTIONS (8)
+#        PG_BENCH_WORKERS (1: cmesh workers; each holds 2 database connections)
+set -euo pipefail
+
+BIN=${1:-build/cmesh}
+[ -x "$BIN" ] && BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+DUR=${PG_BENCH_DURATION:-10}
+CONNS=${PG_BENCH_CONNECTIONS:-8}
+WORKERS=${PG_BENCH_WORKERS:-1}
+
+# shellcheck source=scripts/proc.sh
+. "$ROOT/scripts/proc.sh"
+# shellcheck source=scripts/pg.sh
+. "$ROOT/scripts/pg.sh"
+PGBIN=$(pg_bin)
+for tool in wrk curl "$PGBIN/pgbench"; do
+    command -v "$tool" >/dev/null || { echo "bench pg: $tool not found; run make deps" >&2; exit 2; }
+done
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/cmesh-pgbench.XXXXXX")
+chmod 0755 "$TMP" # the server runs as nobody, under it
+# shellcheck disable=SC2317 # called through the EXIT trap
+cleanup()
+{
+    proc_cleanup
+    pg_stop "$TMP/pg"
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# durable commits on both sides: the server's WAL is fsynced at every commit
+PG_EXTRA_OPTS="-c fsync=on -c synchronous_commit=on" pg_start "$TMP/pg"
+pg_createdb "$TMP/pg" users
+pg_createdb "$TMP/pg" pgbench
+"$PGBIN/pgbench" -h "$TMP/pg" -U cmesh -i -s 1 -q pgbench >/dev/null 2>&1
+
+PORT=$(free_port)
+"$BIN" users --listen "127.0.0.1:$PORT" --db "$(pg_url "$TMP/pg" users)" --workers "$WORKERS" \
+    --access-log off 2>>"$TMP/cmesh.stderr" &
+PID=$!
+proc_track "$PID"
+wait_http "http://127.0.0.1:$PORT/healthz" "$PID" "$TMP/cmesh.stderr"
+curl -fsS -o /dev/null -H 'Content-Type: application/json' \
+    -d '{"name":"Bench User","email":"bench.user@example.com"}' "http://127.0.0.1:$PORT/users"
+
+# wrk_rate FILE: the 2xx rate of a wrk run (non-2xx answers do not count)
+wrk_rate()
+{
+    awk '/ requests in / { r = $1; s = $4; sub(/s,?$/, "", s) }
+         /Non-2xx or 3xx responses:/ { n = $NF }
+         END { printf "%.0f\n", (s > 0 ? (r - n) / s : 0) }' "$1"
+}
+pgbench_tps()
+{
+    "$PGBIN/pgbench" -h "$TMP/pg" -U cmesh -n -c "$CONNS" -j 1 -T "$DUR" "$@" pgbench 2>/dev/null |
+        awk '/^tps = / { printf "%.0f\n", $3 }'
+}
+
+wrk -t1 -c"$CONNS" -d"${DUR}s" "http://127.0.0.1:$PORT/users/1" >"$TMP/get.txt" 2>&1
+GET=$(wrk_rate "$TMP/get.txt")
+SEL=$(pgbench_tps -S)
+wrk -t1 -c"$CONNS" -d"${DUR}s" -s "$ROOT/bench/post_users.lua" "http://127.0.0.1:$PORT/users" \
+    -- "pg$RANDOM" >"$TMP/post.txt" 2>&1
+CRE=$(wrk_rate "$TMP/post.txt")
+UPD=$(pgbench_tps -N)
+
+echo "bench pg: $CONNS connections, ${DUR}s each, cmesh users --workers $WORKERS, fsync on"
+printf '%-10s %12s %14s %8s %8s\n' row cmesh/s pgbench-tps ratio target
+awk -v g="$GET" -v s="$SEL" -v c="$CRE" -v u="$UPD" 'BEGIN {
+    printf "%-10s %12d %14d %8.2f %8s\n", "pg-get", g, s, (s > 0 ? g / s : 0), ">=0.8"
+    printf "%-10s %12d %14d %8.2f %8s\n", "pg-create", c, u, (u > 0 ? c / u : 0), ">=2"
+}'

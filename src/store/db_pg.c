@@ -1,0 +1,944 @@
+/* store/db_pg.c: the PostgreSQL backend of store/db.h (libpq), through db_int.h's table.
+ *
+ * One cm_db_t is one libpq connection. Statements are prepared once per connection
+ * (PQprepare, `?` rewritten to `$n`), cached by the address of their SQL literal, and
+ * prepared again after a reconnect. Parameters and results go as text.
+ *
+ * Transactions keep the store's contract (ARCHITECTURE.md):
+ * - the write group is one transaction, units are savepoints; BEGIN also takes a
+ *   transaction-scoped advisory lock on the service's schema key, so write groups of
+ *   every instance run one at a time as SQLite's BEGIN IMMEDIATE does, and the
+ *   handlers' read-check-write sequences (If-Match, Idempotency-Key, order status)
+ *   cannot race another instance;
+ * - a statement that fails outside a savepoint aborts PostgreSQL's transaction, and a
+ *   lost connection ends it: either makes the group lost (every held answer 503);
+ * - COMMIT is checked by its command tag (an aborted transaction "commits" as ROLLBACK);
+ * - a read group is BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY: one committed
+ *   snapshot for all reads of a loop iteration, as on SQLite.
+ * A lost connection is reopened on a later call, no sooner than a jittered, bounded
+ * backoff (50 ms doubling to 2 s); until then every call fails with -EIO (503).
+ *
+ * The calls are synchronous: a worker's loop waits for each statement's round trip (not
+ * yet issue 16's "the event loop never blocks"). Every wait is bounded: a reconnect runs
+ * without blocking (at most 50 ms of it per call, given up after 2 s), TCP keepalives and
+ * tcp_user_timeout for a dead network, lock_timeout 5 s, statement_timeout 10 s (503). */
+#include <errno.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "store/db.h"
+#include "store/db_int.h"
+
+#define PG_CONNECT_TIMEOUT_MS 2000 /* ms: a connect (the whole handshake) given up after */
+#define PG_CONNECT_WAIT_MS    50   /* ms: the most one call waits for a reconnect's handshake */
+#define PG_LOCK_TIMEOUT_MS    5000 /* ms: like SQLite's busy timeout, then -EBUSY */
+/* ms: the longest a worker's loop waits for one statement (then 503); with the TCP
+ * keepalives and user timeout below, also how long a dead network can hold it */
+#define PG_STATEMENT_TIMEOUT_MS 10000
+#define PG_BACKOFF_MIN_MS       50
+#define PG_BACKOFF_MAX_MS       2000
+#define PG_PROBE_MS             500 /* ms between /readyz round trips on an idle connection */
+
+typedef struct pg_db pg_db_t;
+
+typedef struct pg_param {
+    char *buf; /* NUL-terminated text, owned */
+    size_t cap;
+    int null;
+} pg_param_t;
+
+typedef struct pg_stmt {
+    cm_stmt_t base; /* first: the backend table */
+    pg_db_t *db;
+    const char *sql; /* the key: the caller's literal, compared by address */
+    char *text;      /* sql with `?` as `$n` */
+    char name[24];
+    unsigned gen; /* the connection generation it is prepared on; 0: none */
+    int nparams;
+    pg_param_t *params;
+    const char **values; /* handed to PQexecPrepared */
+    PGresult *res;
+    int row, nrows; /* the current row; nrows of res */
+} pg_stmt_t;
+
+typedef enum { TX_NONE, TX_READ, TX_WRITE, TX_LOST } tx_state_t;
+
+struct pg_db {
+    cm_db_t base;       /* first: the backend table */
+    PGconn *conn;       /* NULL while disconnected */
+    PGconn *connecting; /* a connect on its way (non-blocking), or NULL */
+    PostgresPollingStatusType polling;
+    uint64_t connect_by; /* ms, monotonic: the connect on its way is given up then */
+    char *target;
+    int reader;
+    cm_db_sync_t sync;
+    int64_t lock_key; /* the write groups' advisory lock: the service's schema */
+    unsigned gen;     /* bumped at every connect: prepared statements belong to one */
+    unsigned nextname;
+    pg_stmt_t **stmts;
+    size_t nstmts, cap;
+    tx_state_t tx;
+    int in_unit;
+    int release_pending; /* a unit ended: its RELEASE goes with the next command */
+    int changes;
+    int lock_timeout_ms;
+    uint64_t retry_at; /* ms, monotonic: no connect before */
+    unsigned backoff_ms;
+    uint64_t probed_at;
+    uint32_t rnd;
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Connection: connect, loss, backoff                                       */
+/* ------------------------------------------------------------------------ */
+
+/* libpq's messages span lines (and end with one): one log line each, tabs as spaces. */
+static const char *one_line(const char *msg, char *buf, size_t cap)
+{
+    size_t n = 0;
+    for (const char *p = msg ? msg : ""; *p && n + 1 < cap; p++) {
+        char c = *p == '\n' || *p == '\t' ? ' ' : *p;
+        if (c == ' ' && (n == 0 || buf[n - 1] == ' '))
+            continue;
+        buf[n++] = c;
+    }
+    while (n && buf[n - 1] == ' ')
+        n--;
+    buf[n] = '\0';
+    return buf;
+}
+
+static void note_loss(pg_db_t *db, const char *why)
+{
+    if (db->conn) {
+        char line[512];
+        cm_log_msg(CM_LOG_ERROR, "db: postgres connection lost: %s; reconnecting with backoff",
+                   one_line(why, line, sizeof line));
+        PQfinish(db->conn);
+        db->conn = NULL;
+    }
+    if (db->tx == TX_WRITE)
+        db->tx = TX_LOST;
+    else if (db->tx == TX_READ)
+        db->tx = TX_NONE;
+    db->in_unit = 0;
+    db->release_pending = 0;
+}
+
+static void schedule_retry(pg_db_t *db)
+{
+    unsigned b = db->backoff_ms ? db->backoff_ms * 2 : PG_BACKOFF_MIN_MS;
+    if (b > PG_BACKOFF_MAX_MS)
+        b = PG_BACKOFF_MAX_MS;
+    db->backoff_ms = b;
+    db->rnd = db->rnd * 1103515245u + 12345u;
+    /* half fixed, half jitter: instances that lost the server together spread out */
+    db->retry_at = now_ms() + b / 2 + (db->rnd >> 8) % (b / 2 + 1);
+}
+
+static int exec_cmd(pg_db_t *db, const char *sql);
+
+static int session_setup(pg_db_t *db)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql, "SET lock_timeout = %d; SET statement_timeout = %d%s",
+             db->lock_timeout_ms, PG_STATEMENT_TIMEOUT_MS,
+             db->reader ? "; SET default_transaction_read_only = on" : "");
+    int rc = exec_cmd(db, sql);
+    /* --sync full: a 2xx survives the server's power loss, whatever the server's default */
+    if (rc == 0 && !db->reader && db->sync == CM_DB_SYNC_FULL)
+        rc = exec_cmd(db, "SET synchronous_commit = on");
+    return rc;
+}
+
+/* The server's notices (a WARNING before an immediate shutdown): one log line each,
+ * not libpq's default stderr text. */
+static void on_notice(void *arg, const char *msg)
+{
+    (void)arg;
+    char line[512];
+    cm_log_msg(CM_LOG_WARN, "db: postgres says: %s", one_line(msg, line, sizeof line));
+}
+
+static void connect_failed(pg_db_t *db, int quiet, const char *why)
+{
+    char line[512];
+    if (!quiet)
+        cm_log_msg(CM_LOG_ERROR, "db: cannot connect to postgres: %s",
+                   one_line(why, line, sizeof line));
+    PQfinish(db->connecting);
+    db->connecting = NULL;
+    schedule_retry(db);
+}
+
+/* 0 with a connection, or -EIO while the server is away (logged unless quiet). A new
+ * connection is made without blocking (PQconnectStart/PQconnectPoll), waiting at most
+ * wait_ms in this call: a handshake that takes longer goes on at the next call, which
+ * answers -EIO (503) meanwhile, so a server that is slow to reach stalls the worker's loop
+ * for wait_ms at a time, not for a whole connect timeout. (Host names are resolved by
+ * libpq synchronously: give an address or a socket directory for a loop that never waits
+ * on DNS.) */
+static int ensure_conn(pg_db_t *db, int quiet, int wait_ms)
+{
+    if (db->conn)
+        return 0;
+    uint64_t now = now_ms();
+    if (!db->connecting) {
+        if (now < db->retry_at)
+            return -EIO;
+        const char *keys[] = {"application_name",
+                              "keepalives_idle",
+                              "keepalives_interval",
+                              "keepalives_count",
+                              "tcp_user_timeout",
+                              "dbname",
+                              NULL};
+        const char *vals[] = {"cmesh", "5", "2", "3", "10000", db->target, NULL};
+        db->connecting = PQconnectStartParams(keys, vals, 1);
+        if (!db->connecting || PQstatus(db->connecting) == CONNECTION_BAD) {
+            connect_failed(db, quiet,
+                           db->connecting ? PQerrorMessage(db->connecting) : "out of memory");
+            return -EIO;
+        }
+        db->polling = PGRES_POLLING_WRITING; /* as if PQconnectPoll had said so */
+        db->connect_by = now + PG_CONNECT_TIMEOUT_MS;
+    }
+    uint64_t until = now + (uint64_t)wait_ms;
+    while (db->polling != PGRES_POLLING_OK) {
+        if (db->polling == PGRES_POLLING_FAILED) {
+            connect_failed(db, quiet, PQerrorMessage(db->connecting));
+            return -EIO;
+        }
+        now = now_ms();
+        if (now >= db->connect_by) {
+            connect_failed(db, quiet, "timed out");
+            return -EIO;
+        }
+        struct pollfd p = {PQsocket(db->connecting),
+                           db->polling == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0};
+        int left = now < until ? (int)(until - now) : 0;
+        int r = poll(&p, 1, left);
+        if (r < 0 && errno != EINTR) {
+            connect_failed(db, quiet, strerror(errno));
+            return -EIO;
+        }
+        if (r == 0)
+            return -EIO; /* still on its way: the next call goes on with it */
+        if (r > 0)
+            db->polling = PQconnectPoll(db->connecting);
+    }
+    PGconn *c = db->connecting;
+    db->connecting = NULL;
+    PQsetNoticeProcessor(c, on_notice, NULL);
+    db->conn = c; /* tx stays as it is: a lost group is lost until group_commit says so */
+    db->gen++;
+    if (session_setup(db) < 0) {
+        note_loss(db, "session setup failed");
+        schedule_retry(db);
+        return -EIO;
+    }
+    if (db->backoff_ms)
+        cm_log_msg(CM_LOG_INFO, "db: postgres connection open again");
+    db->backoff_ms = 0;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Results: errors to -errno                                                */
+/* ------------------------------------------------------------------------ */
+
+/* Maps a result that is not OK. Constraint failures and lock timeouts are outcomes the
+ * caller handles (409, 503), so only the rest is logged. A dead connection, or a server
+ * going down (class 08, 57P0x), drops the connection: the group it held is lost. */
+static int map_result(pg_db_t *db, PGresult *res, const char *what)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (!state)
+        state = "";
+    /* no SQLSTATE: libpq's own error (the server closed the socket before libpq marked the
+     * connection bad): the connection cannot be trusted either */
+    if (!db->conn || PQstatus(db->conn) == CONNECTION_BAD || !*state ||
+        strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0) {
+        note_loss(db, db->conn ? PQerrorMessage(db->conn) : "no connection");
+        return -EIO;
+    }
+    if (strncmp(state, "23", 2) == 0)
+        return -EEXIST;
+    /* lock or statement timeout, serialization failure, deadlock: busy, retry */
+    if (strcmp(state, "55P03") == 0 || strcmp(state, "57014") == 0 || strcmp(state, "40001") == 0 ||
+        strcmp(state, "40P01") == 0)
+        return -EBUSY;
+    char line[512];
+    const char *msg = one_line(PQresultErrorMessage(res), line, sizeof line);
+    if (strcmp(state, "53100") == 0) {
+        cm_log_msg(CM_LOG_ERROR, "db: %s failed: %s; free disk space", what, msg);
+        return -ENOSPC;
+    }
+    if (strcmp(state, "25006") == 0) {
+        cm_log_msg(CM_LOG_ERROR, "db: %s failed: %s", what, msg);
+        return -EROFS;
+    }
+    cm_log_msg(CM_LOG_ERROR, "db: %s failed: [%s] %s", what, state, msg);
+    return -EIO;
+}
+
+/* After a failed statement: outside a savepoint PostgreSQL aborted the write group (it
+ * can only roll back now), a read group is ended so the next read opens a new one. */
+static void after_error(pg_db_t *db)
+{
+    if (!db->conn)
+        return;
+    if (db->tx == TX_WRITE && !db->in_unit) {
+        cm_log_msg(CM_LOG_ERROR, "db: a statement failed outside a unit: the write group is lost");
+        PQclear(PQexec(db->conn, "ROLLBACK"));
+        db->tx = TX_LOST;
+    } else if (db->tx == TX_READ) {
+        PQclear(PQexec(db->conn, "ROLLBACK"));
+        db->tx = TX_NONE;
+    }
+}
+
+/* Runs SQL without parameters or rows (transaction control, session settings). */
+static int exec_cmd(pg_db_t *db, const char *sql)
+{
+    if (!db->conn)
+        return -EIO;
+    PGresult *res = PQexec(db->conn, sql);
+    ExecStatusType s = PQresultStatus(res);
+    int rc = s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK || s == PGRES_EMPTY_QUERY
+                 ? 0
+                 : map_result(db, res, sql);
+    PQclear(res);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Open: migrations under the advisory lock                                 */
+/* ------------------------------------------------------------------------ */
+
+/* FNV-1a of the first migration: the same schema (one service) gets the same lock in
+ * every instance, another service's database on the same server another one. */
+static int64_t schema_key(const cm_migration_t *m, int n)
+{
+    uint64_t h = UINT64_C(14695981039346656037);
+    const char *s = n > 0 ? m[0].sql : "cmesh";
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * UINT64_C(1099511628211);
+    return (int64_t)(h >> 1);
+}
+
+static int migrate(pg_db_t *db, const cm_migration_t *m, int n)
+{
+    char lock[192];
+    /* a long migration (an index on a big table) may take its time, and an instance
+     * starting beside the one that runs it waits for it: no timeouts here */
+    snprintf(lock, sizeof lock,
+             "BEGIN; SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0;"
+             " SELECT pg_advisory_xact_lock(%" PRId64 ")",
+             db->lock_key);
+    int rc = exec_cmd(db, lock);
+    if (rc < 0)
+        return rc;
+    /* under the lock: the instance that waited sees the version the first one wrote */
+    rc = exec_cmd(db, "CREATE TABLE IF NOT EXISTS cmesh_schema(version INTEGER NOT NULL);"
+                      " INSERT INTO cmesh_schema SELECT 0 WHERE NOT EXISTS"
+                      " (SELECT 1 FROM cmesh_schema)");
+    int version = 0;
+    if (rc == 0) {
+        PGresult *res = PQexec(db->conn, "SELECT version FROM cmesh_schema");
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+            version = atoi(PQgetvalue(res, 0, 0));
+        else
+            rc = map_result(db, res, "reading the schema version");
+        PQclear(res);
+    }
+    if (rc == 0 && version > n) {
+        cm_log_msg(CM_LOG_ERROR,
+                   "db: postgres schema version %d is newer than this binary's %d; upgrade cmesh",
+                   version, n);
+        rc = -EINVAL;
+    }
+    for (int i = version; rc == 0 && i < n; i++) {
+        PGresult *res = PQexec(db->conn, m[i].pg ? m[i].pg : m[i].sql);
+        char line[512];
+        if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
+            cm_log_msg(CM_LOG_ERROR,
+                       "db: postgres migration %d failed: %s; nothing of versions %d-%d applied",
+                       i + 1, one_line(PQresultErrorMessage(res), line, sizeof line), version + 1,
+                       n);
+            rc = -EINVAL;
+        }
+        PQclear(res);
+    }
+    if (rc == 0 && version < n) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "UPDATE cmesh_schema SET version = %d", n);
+        rc = exec_cmd(db, sql);
+    }
+    if (rc == 0)
+        return exec_cmd(db, "COMMIT");
+    if (db->conn)
+        PQclear(PQexec(db->conn, "ROLLBACK"));
+    return rc;
+}
+
+static pg_db_t *db_new(const char *target, int reader)
+{
+    pg_db_t *db = calloc(1, sizeof *db);
+    if (!db)
+        return NULL;
+    db->base.ops = &cm_db_pg_ops;
+    db->reader = reader;
+    db->lock_timeout_ms = PG_LOCK_TIMEOUT_MS;
+    db->rnd = (uint32_t)now_ms() ^ (uint32_t)(uintptr_t)db;
+    if (!(db->target = strdup(target))) {
+        free(db);
+        return NULL;
+    }
+    return db;
+}
+
+static void pg_close(cm_db_t *h);
+
+static int pg_open(const char *target, cm_db_sync_t sync, const cm_migration_t *m, int n,
+                   cm_db_t **out)
+{
+    *out = NULL;
+    if (n < 0 || (n > 0 && !m))
+        return -EINVAL;
+    pg_db_t *db = db_new(target, 0);
+    if (!db)
+        return -ENOMEM;
+    db->sync = sync;
+    db->lock_key = schema_key(m, n);
+    int rc = ensure_conn(db, 0, PG_CONNECT_TIMEOUT_MS); /* at start: wait for it */
+    if (rc == 0)
+        rc = migrate(db, m, n);
+    if (rc < 0) {
+        pg_close(&db->base);
+        return rc;
+    }
+    *out = &db->base;
+    return 0;
+}
+
+static int pg_open_reader(const char *target, cm_db_t **out)
+{
+    *out = NULL;
+    pg_db_t *db = db_new(target, 1);
+    if (!db)
+        return -ENOMEM;
+    int rc = ensure_conn(db, 0, PG_CONNECT_TIMEOUT_MS);
+    if (rc < 0) {
+        pg_close(&db->base);
+        return rc;
+    }
+    *out = &db->base;
+    return 0;
+}
+
+static void stmt_free(pg_stmt_t *st)
+{
+    PQclear(st->res);
+    for (int i = 0; i < st->nparams; i++)
+        free(st->params[i].buf);
+    free(st->params);
+    free(st->values);
+    free(st->text);
+    free(st);
+}
+
+static void pg_close(cm_db_t *h)
+{
+    pg_db_t *db = (pg_db_t *)h;
+    for (size_t i = 0; i < db->nstmts; i++)
+        stmt_free(db->stmts[i]);
+    free(db->stmts);
+    if (db->conn)
+        PQfinish(db->conn);
+    PQfinish(db->connecting);
+    free(db->target);
+    free(db);
+}
+
+/* Not ready while the server cannot be reached: a round trip on an idle connection
+ * (at most every PG_PROBE_MS), a connect try (within the backoff) without one. */
+static const char *pg_write_problem(cm_db_t *h)
+{
+    pg_db_t *db = (pg_db_t *)h;
+    if (db->conn && db->tx == TX_NONE && now_ms() - db->probed_at >= PG_PROBE_MS) {
+        db->probed_at = now_ms();
+        exec_cmd(db, "");
+    }
+    if (ensure_conn(db, 1, PG_CONNECT_WAIT_MS) < 0)
+        return "the database server is unreachable";
+    return NULL;
+}
+
+static void pg_set_busy_timeout(cm_db_t *h, int ms)
+{
+    pg_db_t *db = (pg_db_t *)h;
+    db->lock_timeout_ms = ms < 0 ? 0 : ms;
+    char sql[64];
+    /* lock_timeout 0 waits for ever; the nearest "fail at once" is 1 ms */
+    snprintf(sql, sizeof sql, "SET lock_timeout = %d", ms <= 0 ? 1 : ms);
+    if (db->conn)
+        exec_cmd(db, sql);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Statements                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* `?` → `$n`, outside quoted strings and identifiers; returns the count in *n. */
+static char *rewrite(const char *sql, int *n)
+{
+    size_t len = strlen(sql);
+    char *out = malloc(len * 4 + 1); /* "?" → "$999" at most */
+    if (!out)
+        return NULL;
+    char *o = out;
+    char quote = 0;
+    *n = 0;
+    for (const char *p = sql; *p; p++) {
+        if (quote) {
+            if (*p == quote)
+                quote = 0;
+        } else if (*p == '\'' || *p == '"') {
+            quote = *p;
+        } else if (*p == '?') {
+            o += sprintf(o, "$%d", ++*n);
+            continue;
+        }
+        *o++ = *p;
+    }
+    *o = '\0';
+    return out;
+}
+
+static pg_stmt_t *stmt_new(pg_db_t *db, const char *sql)
+{
+    pg_stmt_t *st = calloc(1, sizeof *st);
+    if (!st)
+        return NULL;
+    st->base.ops = &cm_db_pg_ops;
+    st->db = db;
+    st->sql = sql;
+    st->row = -1;
+    snprintf(st->name, sizeof st->name, "cm%u", ++db->nextname);
+    if (!(st->text = rewrite(sql, &st->nparams)))
+        goto fail;
+    if (st->nparams) {
+        st->params = calloc((size_t)st->nparams, sizeof *st->params);
+        st->values = calloc((size_t)st->nparams, sizeof *st->values);
+        if (!st->params || !st->values)
+            goto fail;
+    }
+    return st;
+fail:
+    stmt_free(st);
+    return NULL;
+}
+
+static void stmt_reset(pg_stmt_t *st)
+{
+    PQclear(st->res);
+    st->res = NULL;
+    st->row = -1;
+    st->nrows = 0;
+}
+
+static cm_stmt_t *pg_stmt(cm_db_t *h, const char *sql)
+{
+    pg_db_t *db = (pg_db_t *)h;
+    pg_stmt_t *st = NULL;
+    /* services use fewer than 32 statements: a scan of pointers beats hashing here */
+    for (size_t i = 0; i < db->nstmts; i++)
+        if (db->stmts[i]->sql == sql) {
+            st = db->stmts[i];
+            break;
+        }
+    if (!st) {
+        if (db->nstmts == db->cap) {
+            size_t cap = db->cap ? db->cap * 2 : 32;
+            pg_stmt_t **s = realloc(db->stmts, cap * sizeof *s);
+            if (!s)
+                return NULL;
+            db->stmts = s;
+            db->cap = cap;
+        }
+        if (!(st = stmt_new(db, sql))) {
+            cm_log_msg(CM_LOG_ERROR, "db: out of memory caching a statement");
+            return NULL;
+        }
+        db->stmts[db->nstmts++] = st;
+    }
+    stmt_reset(st);
+    for (int i = 0; i < st->nparams; i++)
+        st->params[i].null = 1;
+    return &st->base;
+}
+
+static int set_param(pg_stmt_t *st, int idx, const char *s, size_t len)
+{
+    if (idx < 1 || idx > st->nparams)
+        return -EINVAL;
+    pg_param_t *p = &st->params[idx - 1];
+    if (len + 1 > p->cap) {
+        size_t cap = len + 1 < 32 ? 32 : len + 1;
+        char *b = realloc(p->buf, cap);
+        if (!b)
+            return -ENOMEM;
+        p->buf = b;
+        p->cap = cap;
+    }
+    if (len)
+        memcpy(p->buf, s, len);
+    p->buf[len] = '\0';
+    p->null = 0;
+    return 0;
+}
+
+static int pg_bind_int(cm_stmt_t *h, int idx, int64_t v)
+{
+    char num[24];
+    int n = snprintf(num, sizeof num, "%" PRId64, v);
+    return set_param((pg_stmt_t *)h, idx, num, (size_t)n);
+}
+
+static int pg_bind_text(cm_stmt_t *h, int idx, const char *s, size_t len)
+{
+    pg_stmt_t *st = (pg_stmt_t *)h;
+    if (!s) {
+        if (idx < 1 || idx > st->nparams)
+            return -EINVAL;
+        st->params[idx - 1].null = 1;
+        return 0;
+    }
+    /* text parameters end at their NUL, and PostgreSQL's text holds none */
+    if (memchr(s, '\0', len))
+        return -EINVAL;
+    return set_param(st, idx, s, len);
+}
+
+static int pg_bind_null(cm_stmt_t *h, int idx)
+{
+    return pg_bind_text(h, idx, NULL, 0);
+}
+
+static int prepare(pg_stmt_t *st)
+{
+    pg_db_t *db = st->db;
+    if (st->gen == db->gen)
+        return 0;
+    PGresult *res = PQprepare(db->conn, st->name, st->text, st->nparams, NULL);
+    int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : map_result(db, res, st->text);
+    PQclear(res);
+    if (rc == 0)
+        st->gen = db->gen;
+    return rc;
+}
+
+static int pg_step(cm_stmt_t *h)
+{
+    pg_stmt_t *st = (pg_stmt_t *)h;
+    pg_db_t *db = st->db;
+    if (st->res) {
+        if (++st->row < st->nrows)
+            return CM_DB_ROW;
+        return CM_DB_DONE;
+    }
+    /* a lost group's statements would run in autocommit, each its own transaction */
+    if (db->tx == TX_LOST)
+        return -EIO;
+    if (ensure_conn(db, 0, PG_CONNECT_WAIT_MS) < 0)
+        return -EIO;
+    if (db->release_pending) { /* a statement between units: the unit ends first */
+        db->release_pending = 0;
+        if (exec_cmd(db, "RELEASE unit") < 0) {
+            after_error(db);
+            return -EIO;
+        }
+    }
+    int rc = prepare(st);
+    if (rc < 0) {
+        after_error(db);
+        return rc;
+    }
+    for (int i = 0; i < st->nparams; i++)
+        st->values[i] = st->params[i].null ? NULL : st->params[i].buf;
+    PGresult *res = PQexecPrepared(db->conn, st->name, st->nparams, st->values, NULL, NULL, 0);
+    ExecStatusType s = PQresultStatus(res);
+    if (s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK) {
+        char what[160];
+        snprintf(what, sizeof what, "postgres: \"%.100s\"", st->sql);
+        rc = map_result(db, res, what);
+        PQclear(res);
+        after_error(db);
+        return rc;
+    }
+    const char *n = PQcmdTuples(res);
+    db->changes = n && *n ? atoi(n) : 0;
+    st->res = res;
+    st->nrows = s == PGRES_TUPLES_OK ? PQntuples(res) : 0;
+    st->row = 0;
+    return st->nrows > 0 ? CM_DB_ROW : CM_DB_DONE;
+}
+
+static int has_row(const pg_stmt_t *st, int col)
+{
+    return st->res && st->row >= 0 && st->row < st->nrows && col >= 0 && col < PQnfields(st->res);
+}
+
+static int pg_col_is_null(cm_stmt_t *h, int col)
+{
+    pg_stmt_t *st = (pg_stmt_t *)h;
+    return !has_row(st, col) || PQgetisnull(st->res, st->row, col);
+}
+
+static int64_t pg_col_int(cm_stmt_t *h, int col)
+{
+    pg_stmt_t *st = (pg_stmt_t *)h;
+    if (pg_col_is_null(h, col))
+        return 0;
+    return strtoll(PQgetvalue(st->res, st->row, col), NULL, 10);
+}
+
+static const char *pg_col_text(cm_stmt_t *h, int col, size_t *len)
+{
+    pg_stmt_t *st = (pg_stmt_t *)h;
+    if (pg_col_is_null(h, col)) {
+        if (len)
+            *len = 0;
+        return NULL;
+    }
+    if (len)
+        *len = (size_t)PQgetlength(st->res, st->row, col);
+    return PQgetvalue(st->res, st->row, col);
+}
+
+static void pg_reset(cm_stmt_t *h)
+{
+    stmt_reset((pg_stmt_t *)h);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Transactions and groups                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Opens a transaction. A connection found dead at BEGIN (the server restarted while it
+ * sat idle) had nothing of ours in flight: one new connection is tried at once. */
+static int begin_tx(pg_db_t *db, const char *sql)
+{
+    if (ensure_conn(db, 0, PG_CONNECT_WAIT_MS) < 0)
+        return -EIO;
+    int rc = exec_cmd(db, sql);
+    if (rc < 0 && !db->conn && ensure_conn(db, 0, PG_CONNECT_WAIT_MS) == 0)
+        rc = exec_cmd(db, sql);
+    return rc;
+}
+
+/* BEGIN and the write lock, then `then` (a first SAVEPOINT), in one round trip. */
+static int open_write(pg_db_t *db, const char *then)
+{
+    if (db->tx == TX_LOST)
+        return -EIO;
+    char sql[128];
+    snprintf(sql, sizeof sql, "BEGIN; SELECT pg_advisory_xact_lock(%" PRId64 ")%s", db->lock_key,
+             then);
+    int rc = begin_tx(db, sql);
+    if (rc == 0) {
+        db->tx = TX_WRITE;
+    } else if (db->conn) {
+        PQclear(PQexec(db->conn, "ROLLBACK")); /* the lock timed out: BEGIN is open */
+    }
+    return rc;
+}
+
+static int pg_begin(cm_db_t *h)
+{
+    return open_write((pg_db_t *)h, "");
+}
+
+static int pg_commit(cm_db_t *h)
+{
+    pg_db_t *db = (pg_db_t *)h;
+    tx_state_t tx = db->tx;
+    db->in_unit = 0;
+    if (tx == TX_NONE)
+        return 0;
+    if (tx != TX_WRITE)
+        db->release_pending = 0;
+    if (tx == TX_LOST || !db->conn) {
+        db->tx = TX_NONE;
+        return -EIO;
+    }
+    if (PQtransactionStatus(db->conn) == PQTRANS_INERROR) {
+        PQclear(PQexec(db->conn, "ROLLBACK"));
+        db->tx = TX_NONE;
+        return -EIO;
+    }
+    /* a failed RELEASE stops the string there: no COMMIT runs, and the error says so */
+    PGresult *res = PQexec(db->conn, db->release_pending ? "RELEASE unit; COMMIT" : "COMMIT");
+    db->release_pending = 0;
+    int rc = 0;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        rc = map_result(db, res, "COMMIT");
+    else if (strcmp(PQcmdStatus(res), "COMMIT") != 0)
+        rc = -EIO; /* PostgreSQL answers ROLLBACK for a transaction it had aborted */
+    PQclear(res);
+    if (rc < 0 && tx == TX_WRITE)
+        cm_log_msg(CM_LOG_ERROR, "db: postgres did not commit the write group");
+    db->tx = TX_NONE;
+    return rc;
+}
+
+static void pg_rollback(cm_db_t *h)
+{
+    pg_db_t *db = (pg_db_t *)h;
+    if (db->conn && PQtransactionStatus(db->conn) != PQTRANS_IDLE)
+        PQclear(PQexec(db->conn, "ROLLBACK"));
+    db->tx = TX_NONE;
+    db->in_unit = 0;
+    db->release_pending = 0;
+}
+
+static int pg_in_group(cm_db_t *h)
+{
+    pg_db_t *db = (pg_db_t *)h;
+    return db->tx == TX_READ || db->tx == TX_WRITE;
+}
+
+static int pg_read_begin(cm_db_t *h)
+{
+    pg_db_t *db = (pg_db_t *)h;
+    if (db->tx != TX_NONE)
+        return db->tx == TX_LOST ? -EIO : 0;
+    int rc = begin_tx(db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    if (rc == 0)
+        db->tx = TX_READ;
+    return rc;
+}
+
+/* The group cannot be trusted any more: end it here, and fail it at the commit. */
+static void lose_group(pg_db_t *db)
+{
+    pg_rollback(&db->base);
+    db->tx = TX_LOST;
+}
+
+static int pg_unit_begin(cm_db_t *h)
+{
+    pg_db_t *db = (pg_db_t *)h;
+    if (db->tx == TX_READ) {
+        int rc = pg_commit(h);
+        if (rc < 0)
+            return rc;
+    }
+    if (db->tx == TX_NONE) {
+        int rc = open_write(db, "; SAVEPOINT unit");
+        if (rc == 0)
+            db->in_unit = 1;
+        return rc;
+    }
+    if (db->tx != TX_WRITE)
+        return -EIO; /* lost: stays lost until the batch hears it */
+    int rc = exec_cmd(db, db->release_pending ? "RELEASE unit; SAVEPOINT unit" : "SAVEPOINT unit");
+    db->release_pending = 0;
+    if (rc == 0)
+        db->in_unit = 1;
+    else if (db->tx == TX_WRITE)
+        lose_group(db);
+    return rc;
+}
+
+static int pg_unit_undo(cm_db_t *h)
+{
+    pg_db_t *db = (pg_db_t *)h;
+    if (db->tx != TX_WRITE)
+        return -EIO;
+    if (!db->in_unit)
+        return 0;
+    /* ROLLBACK TO also clears an error the unit's statement left (the transaction
+     * goes on); RELEASE then drops the savepoint */
+    if (exec_cmd(db, "ROLLBACK TO unit; RELEASE unit") == 0) {
+        db->in_unit = 0;
+        return 0;
+    }
+    if (db->tx == TX_WRITE)
+        lose_group(db); /* the unit's writes might stay in the group: none of it may commit */
+    return -EIO;
+}
+
+static int pg_unit_end(cm_db_t *h)
+{
+    pg_db_t *db = (pg_db_t *)h;
+    if (db->tx != TX_WRITE)
+        return -EIO;
+    if (!db->conn || PQtransactionStatus(db->conn) == PQTRANS_INERROR) {
+        pg_unit_undo(h); /* a statement of the unit failed: keep nothing of it */
+        return -EIO;
+    }
+    /* RELEASE cannot fail in a transaction that is not in error, but on a lost
+     * connection, which loses the whole group: so it waits for the next command
+     * (SAVEPOINT, COMMIT) and shares its round trip */
+    db->in_unit = 0;
+    db->release_pending = 1;
+    return 0;
+}
+
+static int pg_group_commit(cm_db_t *h)
+{
+    pg_db_t *db = (pg_db_t *)h;
+    if (db->tx == TX_NONE)
+        return 0;
+    int rc = pg_commit(h);
+    if (rc < 0)
+        pg_rollback(h);
+    return rc;
+}
+
+static int pg_changes(cm_db_t *h)
+{
+    return ((pg_db_t *)h)->changes;
+}
+
+const cm_db_ops_t cm_db_pg_ops = {
+    .open = pg_open,
+    .open_reader = pg_open_reader,
+    .close = pg_close,
+    .write_problem = pg_write_problem,
+    .set_busy_timeout = pg_set_busy_timeout,
+    .stmt = pg_stmt,
+    .bind_int = pg_bind_int,
+    .bind_text = pg_bind_text,
+    .bind_null = pg_bind_null,
+    .step = pg_step,
+    .col_int = pg_col_int,
+    .col_text = pg_col_text,
+    .col_is_null = pg_col_is_null,
+    .reset = pg_reset,
+    .begin = pg_begin,
+    .commit = pg_commit,
+    .rollback = pg_rollback,
+    .unit_begin = pg_unit_begin,
+    .read_begin = pg_read_begin,
+    .unit_end = pg_unit_end,
+    .unit_undo = pg_unit_undo,
+    .group_commit = pg_group_commit,
+    .in_group = pg_in_group,
+    .changes = pg_changes,
+};
