@@ -12,10 +12,15 @@
  *   GET /v1/status                everything `cmesh status` shows, with cpu, rss, log tails
  *   GET /v1/ready                 200 when every instance is ready, else 503 naming them
  *   GET /v1/events?after=N        recent events (restarts, scale decisions, rollouts)
+ *   PUT /v1/gateways/{id}/ack {"pid","services":{NAME:INDEX},"inflight":{"H:P":N}}: a
+ *       gateway (id: its instance id, "gateway%2F0") reports what it applied and what it
+ *       still has in flight to instances it removed; leaving instances are checked again
+ *   GET /v1/gateways              every gateway's last acknowledgement
  * The handlers find their context in req->state: a cm_api_ctx_t. */
 #ifndef CMESH_CONTROL_API_H
 #define CMESH_CONTROL_API_H
 
+#include "control/acks.h"
 #include "control/events.h"
 #include "control/external.h"
 #include "control/registry.h"
@@ -33,6 +38,7 @@ typedef struct cm_api_ctx {
     cm_sup_t *sup;
     cm_ext_t *ext; /* instances registered by hand */
     cm_events_t *events; /* recent events, for /v1/events */
+    cm_acks_t *acks;     /* gateways' acknowledgements, for /v1/gateways (drain) */
     int stopping;  /* down in progress: scale is refused (409) */
 } cm_api_ctx_t;
 

@@ -397,8 +397,9 @@ static req_t *req_take(cm_client_t *c)
     return r;
 }
 
-int cm_client_get(cm_client_t *c, const char *url, unsigned timeout_ms, const char *request_id,
-                  cm_client_cb cb, void *data)
+/* GET (body NULL) or PUT of a JSON body (copied by curl). */
+static int start(cm_client_t *c, const char *url, unsigned timeout_ms, const char *request_id,
+                 const char *body, size_t len, cm_client_cb cb, void *data)
 {
     if (!c || !url || !cb || timeout_ms == 0)
         return -EINVAL;
@@ -414,6 +415,11 @@ int cm_client_get(cm_client_t *c, const char *url, unsigned timeout_ms, const ch
     if (!r)
         return -ENOMEM;
     rc = build_headers(r, request_id);
+    if (rc == 0 && body) {
+        struct curl_slist *h = curl_slist_append(r->headers, "Content-Type: application/json");
+        rc = h ? 0 : -ENOMEM;
+        r->headers = h ? h : r->headers;
+    }
     if (rc < 0)
         goto fail;
     r->cb = cb;
@@ -424,7 +430,12 @@ int cm_client_get(cm_client_t *c, const char *url, unsigned timeout_ms, const ch
     CURLcode set = CURLE_OK;
     /* OR-ing the codes is enough: each is 0 on success and we only ask "all fine?". */
     set |= curl_easy_setopt(e, CURLOPT_URL, url);
-    set |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    if (body) {
+        set |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+        set |= curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body);
+        set |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "PUT");
+    } else
+        set |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     set |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     set |= curl_easy_setopt(e, CURLOPT_PROXY, ""); /* ignore http_proxy & co. */
     set |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -456,6 +467,20 @@ fail:
     r->cb = NULL;
     req_recycle(r);
     return rc;
+}
+
+int cm_client_get(cm_client_t *c, const char *url, unsigned timeout_ms, const char *request_id,
+                  cm_client_cb cb, void *data)
+{
+    return start(c, url, timeout_ms, request_id, NULL, 0, cb, data);
+}
+
+int cm_client_put_json(cm_client_t *c, const char *url, const char *body, size_t len,
+                       unsigned timeout_ms, cm_client_cb cb, void *data)
+{
+    if (!body)
+        return -EINVAL;
+    return start(c, url, timeout_ms, NULL, body, len, cb, data);
 }
 
 int cm_client_header(cm_client_t *c, const char *name, char *out, size_t cap)
