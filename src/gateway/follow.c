@@ -15,6 +15,7 @@
 
 #include "core/log.h"
 #include "core/watch.h"
+#include "gateway/drain.h"
 #include "gateway/snapshot.h"
 
 typedef struct last {
@@ -30,6 +31,7 @@ struct gw_follow {
     uv_async_t stop;
     pthread_t thread;
     cm_watch_t *watch;
+    gw_drain_t *drain; /* acknowledgements of what was applied (drain.h) */
     pthread_mutex_t mu; /* guards last[]; held while a set or a reload is applied */
     int n;              /* services watched (each once, however many routes follow it) */
     char **names;       /* [n] the services */
@@ -86,12 +88,15 @@ static void on_set(int i, const char *service, char **urls, int n, void *data)
     }
     apply(f, i, urls, n);
     pthread_mutex_unlock(&f->mu);
+    /* acknowledged to the control plane once every worker routes on it (drain.h) */
+    gw_drain_applied(f->drain, i, cm_watch_index(f->watch, i));
 }
 
 static void on_stop(uv_async_t *a)
 {
     gw_follow_t *f = a->data;
     cm_watch_free(f->watch); /* the pointer stays: the age is read until f is freed */
+    gw_drain_close(f->drain);
     uv_close((uv_handle_t *)&f->stop, NULL);
 }
 
@@ -104,6 +109,9 @@ static void *run(void *arg)
 
 static void follow_free(gw_follow_t *f)
 {
+    if (f->g->drain == f->drain)
+        f->g->drain = NULL;
+    gw_drain_free(f->drain);
     for (int i = 0; i < f->n; i++) {
         free(f->names[i]);
         free_set(f->last[i].urls, f->last[i].n);
@@ -152,8 +160,15 @@ int gw_follow_start(gw_shared_t *g, const char *base, gw_follow_t **out)
     }
     gw_snap_release(s);
     if (rc == 0 && (rc = uv_loop_init(&f->loop)) == 0) {
-        rc = cm_watch_new(&f->loop, base, (const char *const *)f->names, f->n, 0, on_set, f,
-                          &f->watch);
+        rc = gw_drain_new(&f->loop, g, base, getenv("CMESH_INSTANCE"), f->names, f->n,
+                          &f->drain);
+        if (rc == 0 && (rc = cm_watch_new(&f->loop, base, (const char *const *)f->names, f->n,
+                                          0, on_set, f, &f->watch)) < 0) {
+            gw_drain_close(f->drain); /* its handles close on the loop */
+            uv_run(&f->loop, UV_RUN_DEFAULT);
+        }
+        if (rc == 0)
+            g->drain = f->drain; /* before the workers start: they only read it */
         if (rc == 0) {
             uv_async_init(&f->loop, &f->stop, on_stop);
             f->stop.data = f;
