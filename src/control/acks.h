@@ -12,15 +12,15 @@
 
 #include "core/buf.h"
 
-#define CM_ACKS_ID_MAX   96 /* "gateway/0" (a service name, /, an index) */
-#define CM_ACKS_SVCS     32 /* services one gateway follows (its routes' services) */
-#define CM_ACKS_ADDRS    32 /* removed instances a gateway still reports at once */
+#define CM_ACKS_ID_MAX   96  /* "gateway/0" (a service name, /, an index) */
+#define CM_ACKS_SVCS     32  /* services one gateway follows (its routes' services) */
+#define CM_ACKS_ADDRS    32  /* removed instances a gateway still reports at once */
 #define CM_ACKS_ADDR_MAX 272 /* "[" host (255) "]:" port */
-#define CM_ACKS_MAX      16 /* gateways remembered */
+#define CM_ACKS_MAX      16  /* gateways remembered */
 
 typedef struct cm_ack {
     char id[CM_ACKS_ID_MAX];
-    int pid;      /* the reporting process, 0 when not given */
+    int pid;       /* the reporting process, 0 when not given */
     int64_t at_ms; /* wall clock when it arrived (set by cm_acks_put) */
     int nsvcs;
     struct {

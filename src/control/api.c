@@ -114,8 +114,8 @@ static void render_instance(cm_buf_t *b, const char *name, const cm_reg_inst_t *
         char waiting[256];
         if (in->state == CM_INST_LEAVING && !in->ext_id[0] &&
             cm_sup_leaving(c->sup, name, in->index, &left, waiting, sizeof waiting)) {
-            cm_buf_appendf(b, ",\"leaving\":{\"left_index\":%llu,\"waiting_for\":",
-                           (unsigned long long)left);
+            cm_buf_appendf(
+                b, ",\"leaving\":{\"left_index\":%llu,\"waiting_for\":", (unsigned long long)left);
             cm_json_str(b, waiting, strlen(waiting));
             cm_buf_append_str(b, "}");
         }

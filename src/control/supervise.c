@@ -62,11 +62,11 @@ typedef struct inst {
     uv_process_t *proc;  /* our child; freed in its close callback */
     uv_poll_t *poll;     /* adopted: readable pidfd when it exits */
     int pidfd;
-    uv_timer_t timer; /* BACKOFF: restart; LEAVING: drain timeout; DRAINING: SIGKILL */
-    uint64_t left_index;  /* LEAVING: the service's registry index when it left routing */
-    uint64_t left_at;     /* LEAVING: loop time (ms) it left */
-    uint32_t acked;       /* LEAVING: gateways (bit = index) whose acknowledgement is logged */
-    uint32_t busy;        /* LEAVING: of those, the ones that had requests in flight to it */
+    uv_timer_t timer;    /* BACKOFF: restart; LEAVING: drain timeout; DRAINING: SIGKILL */
+    uint64_t left_index; /* LEAVING: the service's registry index when it left routing */
+    uint64_t left_at;    /* LEAVING: loop time (ms) it left */
+    uint32_t acked;      /* LEAVING: gateways (bit = index) whose acknowledgement is logged */
+    uint32_t busy;       /* LEAVING: of those, the ones that had requests in flight to it */
     cm_probe_t *ready, *live;
     int restarts, streak, last_exit, adopted;
     int logfd;
@@ -871,11 +871,12 @@ static void stop(inst_t *in, after_t after)
     char detail[128];
     snprintf(detail, sizeof detail, "{\"left_index\":%llu,\"gateways\":%d,\"timeout_ms\":%llu}",
              (unsigned long long)in->left_index, n, (unsigned long long)in->svc->spec->drain_ms);
-    log_note(in, "left routing at index %llu: waiting for %d gateway(s) to acknowledge (at most "
-                 "%llu ms)",
+    log_note(in,
+             "left routing at index %llu: waiting for %d gateway(s) to acknowledge (at most "
+             "%llu ms)",
              (unsigned long long)in->left_index, n, (unsigned long long)in->svc->spec->drain_ms);
     cm_events_add(s->hooks.events, "drain", in->svc->spec->name, in->index, detail,
-                  "left routing at index %llu: waiting for %d gateway(s) to acknowledge", 
+                  "left routing at index %llu: waiting for %d gateway(s) to acknowledge",
                   (unsigned long long)in->left_index, n);
     uv_timer_start(&in->timer, on_leave_timeout, in->svc->spec->drain_ms, 0);
     leave_check(in); /* a gateway may have acknowledged a later index already */

@@ -41,8 +41,8 @@ struct gw_drain {
     uv_async_t wake;
     uv_timer_t retry;
     cm_client_t *hc;
-    int sending; /* a PUT is out */
-    int dirty;   /* something changed since it went */
+    int sending;   /* a PUT is out */
+    int dirty;     /* something changed since it went */
     cm_buf_t sent; /* the last body the control plane took */
     cm_buf_t out;  /* the body in flight */
     int closed, open;
@@ -104,7 +104,8 @@ void gw_drain_count(gw_drain_t *d, const char *url, int delta)
     const char *a = authority(url, &len);
     pthread_mutex_lock(&d->mu);
     int i = 0;
-    while (i < d->ncounts && !(strlen(d->counts[i].addr) == len && !memcmp(d->counts[i].addr, a, len)))
+    while (i < d->ncounts &&
+           !(strlen(d->counts[i].addr) == len && !memcmp(d->counts[i].addr, a, len)))
         i++;
     if (i == d->ncounts && d->ncounts < DRAIN_MAX_ADDRS && delta > 0 &&
         (d->counts[i].addr = strndup(a, len)))
@@ -239,10 +240,10 @@ int gw_drain_new(uv_loop_t *loop, gw_shared_t *g, const char *base, const char *
             d->url[--len] = '\0';
         len += (size_t)snprintf(d->url + len, sizeof d->url - len, "/v1/gateways/");
         for (const char *p = id; *p && len + 8 < sizeof d->url; p++)
-            len += (size_t)snprintf(d->url + len, sizeof d->url - len,
-                                    strchr("abcdefghijklmnopqrstuvwxyz0123456789-_.", *p) ? "%c"
-                                                                                         : "%%%02X",
-                                    (unsigned char)*p);
+            len += (size_t)snprintf(
+                d->url + len, sizeof d->url - len,
+                strchr("abcdefghijklmnopqrstuvwxyz0123456789-_.", *p) ? "%c" : "%%%02X",
+                (unsigned char)*p);
         snprintf(d->url + len, sizeof d->url - len, "/ack");
     }
     if (rc == 0)

@@ -31,7 +31,7 @@ struct gw_follow {
     uv_async_t stop;
     pthread_t thread;
     cm_watch_t *watch;
-    gw_drain_t *drain; /* acknowledgements of what was applied (drain.h) */
+    gw_drain_t *drain;  /* acknowledgements of what was applied (drain.h) */
     pthread_mutex_t mu; /* guards last[]; held while a set or a reload is applied */
     int n;              /* services watched (each once, however many routes follow it) */
     char **names;       /* [n] the services */
@@ -160,10 +160,9 @@ int gw_follow_start(gw_shared_t *g, const char *base, gw_follow_t **out)
     }
     gw_snap_release(s);
     if (rc == 0 && (rc = uv_loop_init(&f->loop)) == 0) {
-        rc = gw_drain_new(&f->loop, g, base, getenv("CMESH_INSTANCE"), f->names, f->n,
-                          &f->drain);
-        if (rc == 0 && (rc = cm_watch_new(&f->loop, base, (const char *const *)f->names, f->n,
-                                          0, on_set, f, &f->watch)) < 0) {
+        rc = gw_drain_new(&f->loop, g, base, getenv("CMESH_INSTANCE"), f->names, f->n, &f->drain);
+        if (rc == 0 && (rc = cm_watch_new(&f->loop, base, (const char *const *)f->names, f->n, 0,
+                                          on_set, f, &f->watch)) < 0) {
             gw_drain_close(f->drain); /* its handles close on the loop */
             uv_run(&f->loop, UV_RUN_DEFAULT);
         }

@@ -77,7 +77,7 @@ struct gw_worker {
     int defer_on;
     uint64_t rng;
     int stopping;
-    int closing; /* handle close callbacks still to come before it is freed */
+    int closing;                  /* handle close callbacks still to come before it is freed */
     _Atomic uint64_t applied_gen; /* the snapshot its table is built from (drain.h) */
 };
 
