@@ -771,11 +771,12 @@ static void leave_check(inst_t *in)
     }
     if (!all)
         return;
-    snprintf(detail, sizeof detail,
-             "{\"after\":\"acknowledgements\",\"left_index\":%llu,\"waited_ms\":%llu}",
-             (unsigned long long)in->left_index,
+    int n = gateways_waited(s, in);
+    snprintf(detail, sizeof detail, "{\"after\":\"%s\",\"left_index\":%llu,\"waited_ms\":%llu}",
+             n ? "acknowledgements" : "no_gateway", (unsigned long long)in->left_index,
              (unsigned long long)(uv_now(s->loop) - in->left_at));
-    terminate(in, detail, "after every gateway's acknowledgement");
+    terminate(in, detail,
+              n ? "after every gateway's acknowledgement" : "now that no gateway is running");
 }
 
 static void recheck_leaving(cm_sup_t *s)
