@@ -19,18 +19,18 @@ struct cm_acks {
 /* Pure parts                                                                         */
 /* ---------------------------------------------------------------------------------- */
 
-static int bad(const char **field, const char *name, char *err, size_t cap, const char *why)
+static int bad(char *field, const char *name, char *err, size_t cap, const char *why)
 {
-    *field = name;
+    snprintf(field, CM_ACKS_FIELD_MAX, "%s", name); /* a copy: name may be the body's key */
     snprintf(err, cap, "%s", why);
     return -EINVAL;
 }
 
-int cm_ack_parse(const char *body, size_t len, cm_ack_t *out, const char **field, char *err,
-                 size_t cap)
+int cm_ack_parse(const char *body, size_t len, cm_ack_t *out, char field[CM_ACKS_FIELD_MAX],
+                 char *err, size_t cap)
 {
     memset(out, 0, sizeof *out);
-    *field = NULL;
+    field[0] = '\0';
     json_t *o = cm_json_parse_object(body, len, err, cap);
     if (!o)
         return -EINVAL;

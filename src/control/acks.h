@@ -34,11 +34,13 @@ typedef struct cm_ack {
     } addrs[CM_ACKS_ADDRS];
 } cm_ack_t;
 
+#define CM_ACKS_FIELD_MAX 64
+
 /* Parses {"pid":P,"services":{"NAME":INDEX,...},"inflight":{"HOST:PORT":N,...}} (pid and
- * inflight optional) into *out (id left empty). On -EINVAL *field names the bad member
- * and err says what is wrong. Pure. */
-int cm_ack_parse(const char *body, size_t len, cm_ack_t *out, const char **field, char *err,
-                 size_t cap);
+ * inflight optional) into *out (id left empty). On -EINVAL field gets the bad member's
+ * name ("" when the body is no JSON object) and err says what is wrong. Pure. */
+int cm_ack_parse(const char *body, size_t len, cm_ack_t *out, char field[CM_ACKS_FIELD_MAX],
+                 char *err, size_t cap);
 
 typedef enum {
     CM_ACK_BEHIND,  /* no acknowledgement, or of an index below the one it left at */

@@ -512,9 +512,9 @@ static void h_ack(cm_req_t *req)
     memcpy(id, s.p, s.len);
     id[s.len] = '\0';
     cm_ack_t a;
-    const char *field;
-    if (cm_ack_parse(req->body.p, req->body.len, &a, &field, err, sizeof err) < 0) {
-        if (field)
+    char field[CM_ACKS_FIELD_MAX];
+    if (cm_ack_parse(req->body.p, req->body.len, &a, field, err, sizeof err) < 0) {
+        if (field[0])
             cm_res_error_field(req, 422, field, "%s", err);
         else
             cm_res_error(req, 400, "%s", err);

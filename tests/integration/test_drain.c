@@ -298,6 +298,26 @@ Test(drain, a_request_in_flight_to_the_leaving_instance_holds_its_sigterm)
         cr_assert_eq(r.status, 200);
         h_resp_free(&r);
     }
+    /* the gateway has reported; a bad report is refused naming its field, changing nothing */
+    json_t *gws = sys_json(&sys, "/v1/gateways");
+    json_t *g0 = json_array_get(gws, 0);
+    cr_assert_str_eq(json_string_value(json_object_get(g0, "id")), "gateway/0");
+    json_int_t applied =
+        json_integer_value(json_object_get(json_object_get(g0, "services"), "users"));
+    cr_assert_gt(applied, 0);
+    json_decref(gws);
+    char url[256];
+    snprintf(url, sizeof url, "%s/v1/gateways/gateway%%2F0/ack", sys.ctl);
+    const char *hdrs[] = {"Content-Type: application/json", NULL};
+    h_resp_t r = h_http("PUT", url, "{\"services\":{\"users\":-3}}", hdrs);
+    cr_assert_eq(r.status, 422, "%ld %s", r.status, r.body);
+    cr_assert(strstr(r.body, "services"), "%s", r.body);
+    h_resp_free(&r);
+    gws = sys_json(&sys, "/v1/gateways");
+    cr_assert_eq(json_integer_value(
+                     json_object_get(json_object_get(json_array_get(gws, 0), "services"), "users")),
+                 applied);
+    json_decref(gws);
     enum { NSLOW = 4 };
     int fds[NSLOW];
     char *bodies[NSLOW];
