@@ -28,7 +28,7 @@ TestSuite(drain, .fini = sys_fini, .timeout = 180);
     "    readiness: { path: /readyz, interval: 500ms, timeout: 500ms, fall: 3 }\n"                 \
     "    drain_timeout: " DRAIN "\n"                                                               \
     "gateway:\n  listen: 127.0.0.1:%1$d\n  routes:\n"                                              \
-    "    - { prefix: /users, service: users }\n"
+    "    - { prefix: /users, service: users, balancer: round_robin }\n"
 
 /* ---------------------------------------------------------------------------------- */
 /* Helpers                                                                            */
@@ -323,7 +323,18 @@ Test(drain, a_request_in_flight_to_the_leaving_instance_holds_its_sigterm)
     char *bodies[NSLOW];
     for (int i = 0; i < NSLOW; i++)
         fds[i] = slow_post(i, &bodies[i]);
-    ms_sleep(500); /* the gateway has them streaming upstream (least request spreads them) */
+    /* round robin: two of them stream to users/1; wait until the gateway has them there */
+    char want[128];
+    snprintf(want, sizeof want, "upstream=\"http://127.0.0.1:%d\",state=\"active\"} 2",
+             sys.port[0] + 1);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", sys.gw_port);
+    int streaming = 0;
+    for (double until = now_s() + 15; !streaming && now_s() < until; ms_sleep(50)) {
+        r = h_http("GET", url, NULL, NULL);
+        streaming = r.body && strstr(r.body, want);
+        h_resp_free(&r);
+    }
+    cr_assert(streaming, "two slow POSTs stream to users/1 (%s)", want);
     int pid1 = sys_pid(&sys, "users", 1);
     cr_assert_gt(pid1, 0);
     scale(1);
@@ -333,7 +344,7 @@ Test(drain, a_request_in_flight_to_the_leaving_instance_holds_its_sigterm)
     int inflight =
         (int)json_integer_value(json_object_get(json_object_get(ev, "detail"), "inflight"));
     char *s = json_dumps(evs, JSON_INDENT(1));
-    cr_assert_geq(inflight, 1, "a slow POST is at users/1: %s", s);
+    cr_assert_eq(inflight, 2, "the slow POSTs at users/1: %s", s);
     cr_assert_eq(find_event(evs, "SIGTERM", NULL), 0, "no SIGTERM while in flight: %s", s);
     free(s);
     json_decref(evs);
