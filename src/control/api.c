@@ -116,6 +116,15 @@ static void render_instance(cm_buf_t *b, const char *name, const cm_reg_inst_t *
         if (in->pid > 0 && cm_proc_usage(in->pid, &cpu, &rss) == 0)
             cm_buf_appendf(b, ",\"cpu_seconds\":%.2f,\"rss_bytes\":%llu",
                            (double)cpu / (double)sysconf(_SC_CLK_TCK), (unsigned long long)rss);
+        uint64_t left;
+        char waiting[256];
+        if (in->state == CM_INST_LEAVING && !in->ext_id[0] &&
+            cm_sup_leaving(c->sup, name, in->index, &left, waiting, sizeof waiting)) {
+            cm_buf_appendf(
+                b, ",\"leaving\":{\"left_index\":%llu,\"waiting_for\":", (unsigned long long)left);
+            cm_json_str(b, waiting, strlen(waiting));
+            cm_buf_append_str(b, "}");
+        }
         if (in->state == CM_INST_BACKOFF || in->state == CM_INST_CRASHLOOP ||
             in->state == CM_INST_CRITICAL || in->state == CM_INST_STARTING) {
             char *tail = cm_sup_log_tail(c->sup, name, in->index, 5);
@@ -550,6 +559,53 @@ static void h_history(cm_req_t *req)
     cm_res_send(req, 200);
 }
 
+/* PUT /v1/gateways/{id}/ack: a gateway's report (acks.h). The id is an instance id, its
+ * '/' escaped in the path ("gateway%2F0"); the router hands it down decoded. */
+static void h_ack(cm_req_t *req)
+{
+    cm_api_ctx_t *c = ctx_of(req);
+    cm_str_t s = req->params[0];
+    char id[CM_ACKS_ID_MAX], err[256];
+    size_t ok = 0;
+    while (ok < s.len && s.p[ok] && strchr("abcdefghijklmnopqrstuvwxyz0123456789-_./", s.p[ok]))
+        ok++;
+    if (s.len == 0 || s.len >= sizeof id || ok != s.len) {
+        cm_res_error_field(req, 400, "id",
+                           "a gateway id is 1..%zu of a-z, 0-9, '-', '_', '.', '/' (its instance "
+                           "id, as gateway%%2F0)",
+                           sizeof id - 1);
+        return;
+    }
+    memcpy(id, s.p, s.len);
+    id[s.len] = '\0';
+    cm_ack_t a;
+    char field[CM_ACKS_FIELD_MAX];
+    if (cm_ack_parse(req->body.p, req->body.len, &a, field, err, sizeof err) < 0) {
+        if (field[0])
+            cm_res_error_field(req, 422, field, "%s", err);
+        else
+            cm_res_error(req, 400, "%s", err);
+        return;
+    }
+    if (cm_acks_put(c->acks, id, &a) < 0) {
+        cm_res_error(req, 507, "too many gateways acknowledging (at most %d)", CM_ACKS_MAX);
+        return;
+    }
+    cm_sup_acked(c->sup);
+    set_index(req, cm_registry_index(c->reg));
+    cm_res_send(req, 204);
+}
+
+static void h_gateways(cm_req_t *req)
+{
+    cm_api_ctx_t *c = ctx_of(req);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    cm_acks_render(c->acks, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, &req->res_body);
+    set_index(req, cm_registry_index(c->reg));
+    cm_res_send(req, 200);
+}
+
 const cm_route_t cm_api_routes[] = {
     {CM_GET, "/v1/services", h_services},
     {CM_GET, "/v1/services/{name}", h_service},
@@ -566,5 +622,7 @@ const cm_route_t cm_api_routes[] = {
     {CM_GET, "/dashboard.css", cm_dash_css},
     {CM_GET, "/dashboard.js", cm_dash_js},
     {CM_GET, "/favicon.svg", cm_dash_icon},
+    {CM_PUT, "/v1/gateways/{id}/ack", h_ack},
+    {CM_GET, "/v1/gateways", h_gateways},
 };
 const int cm_api_nroutes = (int)(sizeof cm_api_routes / sizeof cm_api_routes[0]);

@@ -18,10 +18,15 @@
  *   GET /v1/history?after=N       per service, a point per 2 s round (rps, p99, error
  *                                 rate, instance counts): the dashboard's charts
  *   GET /  (and /dashboard.js, /dashboard.css, /favicon.svg): the dashboard
+ *   PUT /v1/gateways/{id}/ack {"pid","services":{NAME:INDEX},"inflight":{"H:P":N}}: a
+ *       gateway (id: its instance id, "gateway%2F0") reports what it applied and what it
+ *       still has in flight to instances it removed; leaving instances are checked again
+ *   GET /v1/gateways              every gateway's last acknowledgement
  * The handlers find their context in req->state: a cm_api_ctx_t. */
 #ifndef CMESH_CONTROL_API_H
 #define CMESH_CONTROL_API_H
 
+#include "control/acks.h"
 #include "control/events.h"
 #include "control/external.h"
 #include "control/history.h"
@@ -41,6 +46,7 @@ typedef struct cm_api_ctx {
     cm_ext_t *ext;         /* instances registered by hand */
     cm_events_t *events;   /* recent events, for /v1/events */
     cm_history_t *history; /* the charts' points, for /v1/history */
+    cm_acks_t *acks;       /* gateways' acknowledgements, for /v1/gateways (drain) */
     int stopping;          /* down in progress: scale is refused (409) */
 } cm_api_ctx_t;
 

@@ -33,8 +33,8 @@ struct cm_registry {
     int nwatchers;
 };
 
-static const char *const state_names[] = {"starting", "ready",     "critical", "draining",
-                                          "backoff",  "crashloop", "stopped"};
+static const char *const state_names[] = {"starting", "ready",   "critical",  "leaving",
+                                          "draining", "backoff", "crashloop", "stopped"};
 
 const char *cm_inst_state_name(cm_inst_state_t s)
 {

@@ -16,6 +16,8 @@ typedef enum {
     CM_INST_STARTING,  /* spawned (or adopted), readiness not passed yet; not routed */
     CM_INST_READY,     /* readiness passes: in the routing set */
     CM_INST_CRITICAL,  /* was ready, readiness now fails: out of routing, still running */
+    CM_INST_LEAVING,   /* stop asked: out of routing, still running, not signalled; waits
+                          for every gateway to acknowledge and drain it (acks.h) */
     CM_INST_DRAINING,  /* leaving: out of routing, SIGTERM sent, waiting for its exit */
     CM_INST_BACKOFF,   /* exited; restarts after its backoff delay */
     CM_INST_CRASHLOOP, /* exited again soon after restarts: backoff at its cap (still retried) */

@@ -3,7 +3,12 @@
  *   STARTING  → READY      readiness passed (then liveness starts: a slow start is not
  *                          a dead process, as Kubernetes' startupProbe)
  *   READY    ⇄ CRITICAL    readiness failed / passed again
- *   any running → DRAINING stop asked (scale, down, liveness): routing first, SIGTERM
+ *   any running → LEAVING  stop asked (scale, down, rollout, liveness): out of routing,
+ *                          not signalled, until every running gateway acknowledged the
+ *                          registry index it left at with nothing in flight to it, or
+ *                          its drain timeout passed (never a sleep: acks.h)
+ *   LEAVING  → DRAINING    SIGTERM (at once when no gateway runs), SIGKILL after the
+ *                          drain timeout
  *   DRAINING → STOPPED     exited (or → STARTING again when it was a restart)
  *   running  → BACKOFF     exited unexpectedly; → CRASHLOOP when it keeps doing so
  *   BACKOFF/CRASHLOOP → STARTING when its timer fires
@@ -31,6 +36,7 @@
 #include "control/probe.h"
 #include "control/reap.h"
 #include "control/state.h"
+#include "core/json.h"
 #include "core/log.h"
 
 extern char **environ;
@@ -56,7 +62,11 @@ typedef struct inst {
     uv_process_t *proc;  /* our child; freed in its close callback */
     uv_poll_t *poll;     /* adopted: readable pidfd when it exits */
     int pidfd;
-    uv_timer_t timer; /* BACKOFF: restart; DRAINING: SIGKILL */
+    uv_timer_t timer;    /* BACKOFF: restart; LEAVING: drain timeout; DRAINING: SIGKILL */
+    uint64_t left_index; /* LEAVING: the service's registry index when it left routing */
+    uint64_t left_at;    /* LEAVING: loop time (ms) it left */
+    uint32_t acked;      /* LEAVING: gateways (bit = index) whose acknowledgement is logged */
+    uint32_t busy;       /* LEAVING: of those, the ones that had requests in flight to it */
     cm_probe_t *ready, *live;
     int restarts, streak, last_exit, adopted;
     int logfd;
@@ -98,6 +108,9 @@ struct cm_sup {
 
 static void spawn(inst_t *in);
 static void stop(inst_t *in, after_t after);
+static void recheck_leaving(cm_sup_t *s);
+static int is_gateway(const inst_t *in);
+static void forget_ack(inst_t *in);
 static void stage_check(cm_sup_t *s);
 
 /* ---------------------------------------------------------------------------------- */
@@ -232,10 +245,13 @@ static void routing_changed(inst_t *in)
 static void set_state(inst_t *in, cm_inst_state_t st)
 {
     int was_routed = in->state == CM_INST_READY;
+    int changed = in->state != st;
     in->state = st;
     publish(in);
     if (was_routed != (st == CM_INST_READY))
         routing_changed(in);
+    if (changed && is_gateway(in))
+        recheck_leaving(in->sup); /* a gateway that stops running is not waited for */
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -325,7 +341,9 @@ static void inst_exited(inst_t *in, int code)
     probes_stop(in);
     uv_timer_stop(&in->timer);
     cm_state_del(s->spec->state_dir, in->svc->spec->name, in->index);
-    int was_draining = in->state == CM_INST_DRAINING;
+    int was_draining = in->state == CM_INST_DRAINING || in->state == CM_INST_LEAVING;
+    if (is_gateway(in))
+        forget_ack(in); /* its acknowledgements die with it */
     uint64_t ran = uv_now(s->loop) - in->started_at;
     in->pid = 0;
     in->last_exit = code;
@@ -609,6 +627,8 @@ static void spawn(inst_t *in)
         return;
     }
     log_note(in, "started pid %d: %s", in->pid, argv[0]);
+    if (is_gateway(in))
+        forget_ack(in); /* a new process acknowledges afresh */
     free_vec(argv);
     free_vec(env);
     record(in);
@@ -643,28 +663,258 @@ static void on_kill_timer(uv_timer_t *t)
     signal_group(in, SIGKILL);
 }
 
+/* LEAVING (or straight from running) → DRAINING: SIGTERM now, SIGKILL after the drain
+ * timeout. why says what the SIGTERM waited for; detail is the event's JSON. */
+static void terminate(inst_t *in, const char *detail, const char *why)
+{
+    cm_sup_t *s = in->sup;
+    uv_timer_stop(&in->timer);
+    /* out of routing first (when it was not already): set_state tells the gateway */
+    set_state(in, CM_INST_DRAINING);
+    log_note(in, "stopping: SIGTERM %s (SIGKILL in %llu ms)", why,
+             (unsigned long long)in->svc->spec->drain_ms);
+    cm_events_add(s->hooks.events, "drain", in->svc->spec->name, in->index, detail, "SIGTERM %s",
+                  why);
+    signal_group(in, SIGTERM);
+    signal_group(in, SIGCONT); /* a stopped (SIGSTOP) process acts on the TERM only then */
+    uv_timer_start(&in->timer, on_kill_timer, in->svc->spec->drain_ms, 0);
+}
+
+/* ---- drain by acknowledgement ----------------------------------------------------- */
+
+static svc_t *gateway_svc(cm_sup_t *s)
+{
+    return s->spec->has_gateway && s->nsvcs > 0 ? &s->svcs[s->nsvcs - 1] : NULL;
+}
+
+static int is_gateway(const inst_t *in)
+{
+    return in->sup->spec->has_gateway && in->svc == &in->sup->svcs[in->sup->nsvcs - 1];
+}
+
+/* A gateway instance whose acknowledgement a leaving instance waits for: its process
+ * runs and it is not being stopped itself (a draining gateway takes no new request). */
+static int must_ack(const inst_t *g)
+{
+    return g && running(g) && g->state != CM_INST_DRAINING && g->state != CM_INST_LEAVING;
+}
+
+static void gateway_id(const inst_t *g, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/%d", g->svc->spec->name, g->index);
+}
+
+static void forget_ack(inst_t *in)
+{
+    char id[CM_ACKS_ID_MAX];
+    gateway_id(in, id, sizeof id);
+    cm_acks_forget(in->sup->hooks.acks, id);
+}
+
+/* "HOST:PORT" as a gateway reports it (its upstream URL without the scheme). */
+static void inst_addr(const inst_t *in, char *out, size_t cap)
+{
+    const char *h = in->svc->spec->host;
+    int v6 = strchr(h, ':') != NULL;
+    snprintf(out, cap, "%s%s%s:%d", v6 ? "[" : "", h, v6 ? "]" : "",
+             in->svc->spec->port + in->index);
+}
+
+static int gateways_waited(cm_sup_t *s, const inst_t *in)
+{
+    svc_t *g = gateway_svc(s);
+    int n = 0;
+    if (!g || is_gateway(in) || !s->hooks.acks)
+        return 0;
+    for (int j = 0; j < CM_SPEC_MAX_INST && j < 32; j++)
+        n += must_ack(g->inst[j]);
+    return n;
+}
+
+/* Checks a leaving instance against every running gateway's last acknowledgement; logs
+ * each gateway's first one (and its drain, when it had requests in flight); SIGTERM
+ * once all have applied the index it left at and have nothing in flight to it. */
+static void leave_check(inst_t *in)
+{
+    cm_sup_t *s = in->sup;
+    svc_t *g = gateway_svc(s);
+    if (in->state != CM_INST_LEAVING)
+        return;
+    const char *name = in->svc->spec->name;
+    char addr[CM_ACKS_ADDR_MAX], id[CM_ACKS_ID_MAX], detail[256];
+    inst_addr(in, addr, sizeof addr);
+    int all = 1;
+    for (int j = 0; g && j < CM_SPEC_MAX_INST && j < 32; j++) {
+        if (!must_ack(g->inst[j]))
+            continue;
+        gateway_id(g->inst[j], id, sizeof id);
+        const cm_ack_t *a = cm_acks_get(s->hooks.acks, id);
+        int m;
+        cm_ack_verdict_t v = cm_ack_check(a, name, in->left_index, addr, &m);
+        uint32_t bit = 1u << j;
+        if (v != CM_ACK_BEHIND && !(in->acked & bit)) {
+            in->acked |= bit;
+            in->busy |= m > 0 ? bit : 0;
+            snprintf(detail, sizeof detail, "{\"gateway\":\"%s\",\"index\":%llu,\"inflight\":%d}",
+                     id, (unsigned long long)cm_ack_index(a, name), m);
+            log_note(in, "acknowledged by %s at index %llu with %d in flight", id,
+                     (unsigned long long)cm_ack_index(a, name), m);
+            cm_events_add(s->hooks.events, "drain", name, in->index, detail,
+                          "acknowledged by %s at index %llu with %d in flight", id,
+                          (unsigned long long)cm_ack_index(a, name), m);
+        } else if (v == CM_ACK_DRAINED && (in->busy & bit)) {
+            in->busy &= ~bit;
+            snprintf(detail, sizeof detail, "{\"gateway\":\"%s\",\"inflight\":0}", id);
+            log_note(in, "drained by %s: nothing in flight to it any more", id);
+            cm_events_add(s->hooks.events, "drain", name, in->index, detail,
+                          "drained by %s: nothing in flight to it any more", id);
+        }
+        all &= v == CM_ACK_DRAINED;
+    }
+    if (!all)
+        return;
+    int n = gateways_waited(s, in);
+    snprintf(detail, sizeof detail, "{\"after\":\"%s\",\"left_index\":%llu,\"waited_ms\":%llu}",
+             n ? "acknowledgements" : "no_gateway", (unsigned long long)in->left_index,
+             (unsigned long long)(uv_now(s->loop) - in->left_at));
+    terminate(in, detail,
+              n ? "after every gateway's acknowledgement" : "now that no gateway is running");
+}
+
+static void recheck_leaving(cm_sup_t *s)
+{
+    for (int i = 0; i < s->nsvcs; i++)
+        for (int j = 0; j < CM_SPEC_MAX_INST; j++)
+            if (s->svcs[i].inst[j] && s->svcs[i].inst[j]->state == CM_INST_LEAVING)
+                leave_check(s->svcs[i].inst[j]);
+}
+
+void cm_sup_acked(cm_sup_t *s)
+{
+    recheck_leaving(s);
+}
+
+/* The drain timeout passed while LEAVING: SIGTERM anyway, naming every gateway that had
+ * not acknowledged (dead, wedged, cut off) or still had requests in flight. */
+static void on_leave_timeout(uv_timer_t *t)
+{
+    inst_t *in = t->data;
+    cm_sup_t *s = in->sup;
+    svc_t *g = gateway_svc(s);
+    if (in->state != CM_INST_LEAVING)
+        return;
+    const char *name = in->svc->spec->name;
+    char why[1024], addr[CM_ACKS_ADDR_MAX], id[CM_ACKS_ID_MAX], detail[1400];
+    size_t len = 0;
+    inst_addr(in, addr, sizeof addr);
+    why[0] = '\0';
+    for (int j = 0; g && j < CM_SPEC_MAX_INST && j < 32 && len < sizeof why; j++) {
+        if (!must_ack(g->inst[j]))
+            continue;
+        gateway_id(g->inst[j], id, sizeof id);
+        const cm_ack_t *a = cm_acks_get(s->hooks.acks, id);
+        int m, k = 0;
+        cm_ack_verdict_t v = cm_ack_check(a, name, in->left_index, addr, &m);
+        if (v == CM_ACK_BEHIND && a)
+            k = snprintf(why + len, sizeof why - len,
+                         "%s%s did not acknowledge index %llu (its last: %llu)", len ? "; " : "",
+                         id, (unsigned long long)in->left_index,
+                         (unsigned long long)cm_ack_index(a, name));
+        else if (v == CM_ACK_BEHIND)
+            k = snprintf(why + len, sizeof why - len, "%s%s did not acknowledge index %llu",
+                         len ? "; " : "", id, (unsigned long long)in->left_index);
+        else if (v == CM_ACK_BUSY)
+            k = snprintf(why + len, sizeof why - len, "%s%s still had %d in flight to it",
+                         len ? "; " : "", id, m);
+        if (k > 0)
+            len += (size_t)k < sizeof why - len ? (size_t)k : sizeof why - len - 1;
+    }
+    char msg[1200];
+    snprintf(msg, sizeof msg, "after the drain timeout (%llu ms): %s",
+             (unsigned long long)in->svc->spec->drain_ms, why[0] ? why : "no acknowledgement");
+    cm_buf_t d = CM_BUF_INIT;
+    cm_buf_appendf(&d, "{\"after\":\"timeout\",\"left_index\":%llu,\"timeout_ms\":%llu,\"reason\":",
+                   (unsigned long long)in->left_index, (unsigned long long)in->svc->spec->drain_ms);
+    cm_json_str(&d, why, strlen(why));
+    cm_buf_append_str(&d, "}");
+    snprintf(detail, sizeof detail, "%s", d.data ? d.data : "{}");
+    cm_buf_free(&d);
+    terminate(in, detail, msg);
+}
+
 static void stop(inst_t *in, after_t after)
 {
+    cm_sup_t *s = in->sup;
     if (!running(in)) {
         uv_timer_stop(&in->timer);
         if (in->state != CM_INST_STOPPED)
             set_state(in, CM_INST_STOPPED);
         return;
     }
-    if (in->state == CM_INST_DRAINING) {
+    if (in->state == CM_INST_DRAINING || in->state == CM_INST_LEAVING) {
         if (after == AFTER_STOP)
             in->after = AFTER_STOP;
         return;
     }
     in->after = after;
-    /* out of routing first: set_state tells the gateway before the SIGTERM goes */
-    set_state(in, CM_INST_DRAINING);
     probes_stop(in);
-    log_note(in, "stopping: SIGTERM (SIGKILL in %llu ms)",
-             (unsigned long long)in->svc->spec->drain_ms);
-    signal_group(in, SIGTERM);
-    signal_group(in, SIGCONT); /* a stopped (SIGSTOP) process acts on the TERM only then */
-    uv_timer_start(&in->timer, on_kill_timer, in->svc->spec->drain_ms, 0);
+    int n = gateways_waited(s, in);
+    if (n == 0) {
+        terminate(in, "{\"after\":\"nothing\",\"gateways\":0}",
+                  is_gateway(in) ? "at once (a gateway waits for no gateway)"
+                                 : "at once (no gateway is running)");
+        return;
+    }
+    uv_timer_stop(&in->timer);
+    /* out of routing, still serving what it has: the gateways say when it is theirs no more */
+    set_state(in, CM_INST_LEAVING);
+    in->left_index = cm_registry_service_index(s->reg, in->svc->spec->name);
+    in->left_at = uv_now(s->loop);
+    in->acked = in->busy = 0;
+    char detail[128];
+    snprintf(detail, sizeof detail, "{\"left_index\":%llu,\"gateways\":%d,\"timeout_ms\":%llu}",
+             (unsigned long long)in->left_index, n, (unsigned long long)in->svc->spec->drain_ms);
+    log_note(in,
+             "left routing at index %llu: waiting for %d gateway(s) to acknowledge (at most "
+             "%llu ms)",
+             (unsigned long long)in->left_index, n, (unsigned long long)in->svc->spec->drain_ms);
+    cm_events_add(s->hooks.events, "drain", in->svc->spec->name, in->index, detail,
+                  "left routing at index %llu: waiting for %d gateway(s) to acknowledge",
+                  (unsigned long long)in->left_index, n);
+    uv_timer_start(&in->timer, on_leave_timeout, in->svc->spec->drain_ms, 0);
+    leave_check(in); /* a gateway may have acknowledged a later index already */
+}
+
+int cm_sup_leaving(const cm_sup_t *s, const char *service, int index, uint64_t *left_index,
+                   char *waiting, size_t cap)
+{
+    waiting[0] = '\0';
+    for (int i = 0; i < s->nsvcs; i++) {
+        const svc_t *v = &s->svcs[i];
+        if (strcmp(v->spec->name, service) != 0 || index < 0 || index >= CM_SPEC_MAX_INST ||
+            !v->inst[index] || v->inst[index]->state != CM_INST_LEAVING)
+            continue;
+        const inst_t *in = v->inst[index];
+        *left_index = in->left_index;
+        const svc_t *g = s->spec->has_gateway ? &s->svcs[s->nsvcs - 1] : NULL;
+        char addr[CM_ACKS_ADDR_MAX], id[CM_ACKS_ID_MAX];
+        inst_addr(in, addr, sizeof addr);
+        size_t len = 0;
+        for (int j = 0; g && j < CM_SPEC_MAX_INST && j < 32 && len < cap; j++) {
+            int m;
+            if (!must_ack(g->inst[j]))
+                continue;
+            gateway_id(g->inst[j], id, sizeof id);
+            if (cm_ack_check(cm_acks_get(s->hooks.acks, id), service, in->left_index, addr, &m) ==
+                CM_ACK_DRAINED)
+                continue;
+            int k = snprintf(waiting + len, cap - len, "%s%s", len ? " " : "", id);
+            if (k > 0)
+                len += (size_t)k < cap - len ? (size_t)k : cap - len - 1;
+        }
+        return 1;
+    }
+    return 0;
 }
 
 /* Stage k of stop_all: the gateway first (when there is one), then the other services
@@ -743,7 +993,8 @@ void cm_sup_stop_all(cm_sup_t *s, void (*done)(void *), void *arg)
     s->stage = 0;
     for (int i = 0; i < s->nsvcs; i++)
         for (int j = 0; j < CM_SPEC_MAX_INST; j++)
-            if (s->svcs[i].inst[j])
+            if (s->svcs[i].inst[j] && (s->svcs[i].inst[j]->state == CM_INST_BACKOFF ||
+                                       s->svcs[i].inst[j]->state == CM_INST_CRASHLOOP))
                 uv_timer_stop(&s->svcs[i].inst[j]->timer); /* no restarts from here */
     stage_begin(s);
 }

@@ -3,8 +3,10 @@
  * file per instance (rotated by size), restarts what exits with jittered exponential
  * backoff, adopts instances an earlier control plane left running (state.c records:
  * pid + /proc start time), probes them (probe.c) and publishes every instance's state
- * to the registry. Stop is graceful: out of routing first, then SIGTERM to the
- * instance's process group, SIGKILL after its drain timeout.
+ * to the registry. Stop is graceful: out of routing first (LEAVING), then, once every
+ * running gateway acknowledged the registry index at which it left and has no request
+ * in flight to it (or after its drain timeout), SIGTERM to the instance's process
+ * group, SIGKILL after its drain timeout.
  * Owned by up.c; one loop; knows nothing of HTTP beyond the probes. */
 #ifndef CMESH_CONTROL_SUPERVISE_H
 #define CMESH_CONTROL_SUPERVISE_H
@@ -13,6 +15,7 @@
 
 #include <uv.h>
 
+#include "control/acks.h"
 #include "control/events.h"
 #include "control/load.h"
 #include "control/registry.h"
@@ -43,6 +46,10 @@ typedef struct cm_sup_hooks {
     void (*on_tick)(void *arg);
     void *arg;
     cm_events_t *events; /* where restarts are recorded; may be NULL */
+    /* the gateways' acknowledgements (api.c writes them): a leaving instance gets its
+     * SIGTERM once every running gateway acknowledged and drained it. NULL: no gateway
+     * is waited for (the unit tests) */
+    cm_acks_t *acks;
 } cm_sup_hooks_t;
 
 /* spec, reg and client are borrowed and must outlive the supervisor. self is this
@@ -78,6 +85,14 @@ int cm_sup_window(const cm_sup_t *s, const char *service, int index, cm_load_sam
                   uint64_t *dt_ms);
 /* 1 when the instance is running and ready. */
 int cm_sup_ready(const cm_sup_t *s, const char *service, int index);
+/* A gateway acknowledged (api.c stored it in hooks.acks): leaving instances are checked
+ * again, and those every gateway has drained get their SIGTERM. */
+void cm_sup_acked(cm_sup_t *s);
+/* 1 when the instance is LEAVING, with the registry index at which it left and the
+ * gateways still waited for ("gateway/0 gateway/1", "" none) in waiting; else 0. */
+int cm_sup_leaving(const cm_sup_t *s, const char *service, int index, uint64_t *left_index,
+                   char *waiting, size_t cap);
+
 /* The last lines of an instance's log (for a crash loop's status). Caller frees. */
 char *cm_sup_log_tail(const cm_sup_t *s, const char *service, int index, int lines);
 

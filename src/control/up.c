@@ -213,9 +213,11 @@ static void maybe_finish(ctl_t *c)
     cm_registry_free(c->api.reg);
     cm_events_free(c->api.events);
     cm_history_free(c->api.history);
+    cm_acks_free(c->api.acks);
     cm_client_free(c->client);
     c->api.events = NULL;
     c->api.history = NULL;
+    c->api.acks = NULL;
     c->api.sup = NULL;
     c->api.reg = NULL;
 }
@@ -281,13 +283,15 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
         (rc = cm_client_new(loop, &c->client)) < 0)
         return rc;
     if ((rc = cm_ext_new(loop, c->api.reg, on_routing, c, &c->api.ext)) < 0 ||
-        (rc = cm_events_new(&c->api.events)) < 0 || (rc = cm_history_new(&c->api.history)) < 0)
+        (rc = cm_events_new(&c->api.events)) < 0 || (rc = cm_history_new(&c->api.history)) < 0 ||
+        (rc = cm_acks_new(&c->api.acks)) < 0)
         return rc;
     cm_sup_hooks_t hooks = {.on_routing = on_routing,
                             .on_all_ready = on_all_ready,
                             .on_tick = on_tick,
                             .arg = c,
-                            .events = c->api.events};
+                            .events = c->api.events,
+                            .acks = c->api.acks};
     if ((rc = cm_sup_new(loop, c->spec, c->api.reg, c->client, c->self, &hooks, &c->api.sup)) < 0)
         return rc;
     for (int i = 0; i < 3; i++) {

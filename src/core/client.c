@@ -397,23 +397,10 @@ static req_t *req_take(cm_client_t *c)
     return r;
 }
 
-static int start(cm_client_t *c, int post, const char *url, unsigned timeout_ms,
-                 const char *request_id, cm_client_cb cb, void *data);
-
-int cm_client_get(cm_client_t *c, const char *url, unsigned timeout_ms, const char *request_id,
-                  cm_client_cb cb, void *data)
-{
-    return start(c, 0, url, timeout_ms, request_id, cb, data);
-}
-
-int cm_client_post(cm_client_t *c, const char *url, unsigned timeout_ms, cm_client_cb cb,
-                   void *data)
-{
-    return start(c, 1, url, timeout_ms, NULL, cb, data);
-}
-
-static int start(cm_client_t *c, int post, const char *url, unsigned timeout_ms,
-                 const char *request_id, cm_client_cb cb, void *data)
+/* GET (method "GET", body NULL), POST with an empty body, or PUT of a JSON body
+ * (copied by curl). */
+static int start(cm_client_t *c, const char *method, const char *url, unsigned timeout_ms,
+                 const char *request_id, const char *body, size_t len, cm_client_cb cb, void *data)
 {
     if (!c || !url || !cb || timeout_ms == 0)
         return -EINVAL;
@@ -429,6 +416,11 @@ static int start(cm_client_t *c, int post, const char *url, unsigned timeout_ms,
     if (!r)
         return -ENOMEM;
     rc = build_headers(r, request_id);
+    if (rc == 0 && body) {
+        struct curl_slist *h = curl_slist_append(r->headers, "Content-Type: application/json");
+        rc = h ? 0 : -ENOMEM;
+        r->headers = h ? h : r->headers;
+    }
     if (rc < 0)
         goto fail;
     r->cb = cb;
@@ -439,12 +431,13 @@ static int start(cm_client_t *c, int post, const char *url, unsigned timeout_ms,
     CURLcode set = CURLE_OK;
     /* OR-ing the codes is enough: each is 0 on success and we only ask "all fine?". */
     set |= curl_easy_setopt(e, CURLOPT_URL, url);
-    if (post) { /* an empty body: the URL says it all */
-        set |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
-        set |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, 0L);
-    } else {
+    if (body) {
+        set |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+        set |= curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body);
+        if (strcmp(method, "POST") != 0)
+            set |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    } else
         set |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L); /* also undoes an earlier POST */
-    }
     set |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     set |= curl_easy_setopt(e, CURLOPT_PROXY, ""); /* ignore http_proxy & co. */
     set |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -476,6 +469,26 @@ fail:
     r->cb = NULL;
     req_recycle(r);
     return rc;
+}
+
+int cm_client_get(cm_client_t *c, const char *url, unsigned timeout_ms, const char *request_id,
+                  cm_client_cb cb, void *data)
+{
+    return start(c, "GET", url, timeout_ms, request_id, NULL, 0, cb, data);
+}
+
+int cm_client_post(cm_client_t *c, const char *url, unsigned timeout_ms, cm_client_cb cb,
+                   void *data)
+{
+    return start(c, "POST", url, timeout_ms, NULL, "", 0, cb, data);
+}
+
+int cm_client_put_json(cm_client_t *c, const char *url, const char *body, size_t len,
+                       unsigned timeout_ms, cm_client_cb cb, void *data)
+{
+    if (!body)
+        return -EINVAL;
+    return start(c, "PUT", url, timeout_ms, NULL, body, len, cb, data);
 }
 
 int cm_client_header(cm_client_t *c, const char *name, char *out, size_t cap)

@@ -43,6 +43,11 @@ int cm_client_get(cm_client_t *c, const char *url, unsigned timeout_ms, const ch
 int cm_client_post(cm_client_t *c, const char *url, unsigned timeout_ms, cm_client_cb cb,
                    void *data);
 
+/* PUT url with a JSON body (len bytes, copied; Content-Type: application/json); the
+ * rest as cm_client_get. Used by the gateway's drain reports to the control plane. */
+int cm_client_put_json(cm_client_t *c, const char *url, const char *body, size_t len,
+                       unsigned timeout_ms, cm_client_cb cb, void *data);
+
 /* Inside a callback (status >= 0) only: copies the last response's header name (any
  * case) into out. 0, -ENOENT (absent, or not inside a callback), -ENAMETOOLONG. */
 int cm_client_header(cm_client_t *c, const char *name, char *out, size_t cap);

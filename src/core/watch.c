@@ -27,6 +27,7 @@ typedef struct svc {
     int i;
     char name[128];
     uint64_t index;            /* what the next query sends; 0 = answer at once */
+    uint64_t handed;           /* the index of the last set handed to the callback */
     unsigned attempt;          /* failures in a row */
     int in_flight;             /* a GET is pending */
     uv_timer_t timer;          /* backoff before the next query */
@@ -189,8 +190,10 @@ static void on_answer(int status, const char *body, size_t len, void *data)
     /* a new desired count is news too (a scale to zero before the set changed) */
     int moved = atomic_exchange(&s->desired, desired) != desired;
     uint64_t next;
-    if (cm_watch_index_rule(s->index, got, &next) || moved)
+    if (cm_watch_index_rule(s->index, got, &next) || moved) {
+        s->handed = got;
         w->cb(s->i, s->name, urls, n, w->data);
+    }
     s->index = next;
     for (int k = 0; k < n; k++)
         free(urls[k]);
@@ -291,6 +294,11 @@ double cm_watch_age_s(const cm_watch_t *w, int i)
     uint64_t from = ok ? ok : atomic_load(&w->svcs[i].start_ms);
     uint64_t now = mono_ms();
     return now > from ? (double)(now - from) / 1000.0 : 0.0;
+}
+
+uint64_t cm_watch_index(const cm_watch_t *w, int i)
+{
+    return w && i >= 0 && i < w->n ? w->svcs[i].handed : 0;
 }
 
 int cm_watch_answered(const cm_watch_t *w, int i)

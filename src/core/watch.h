@@ -34,6 +34,9 @@ void cm_watch_free(cm_watch_t *w);
 /* Seconds since the last successful answer for service i (since the watch started
  * when none came yet). Safe from any thread. -1 for a bad i. */
 double cm_watch_age_s(const cm_watch_t *w, int i);
+/* The registry index of the set for service i being handed to the callback (inside it),
+ * else of the last one handed on; 0 before any. The watch's loop only. */
+uint64_t cm_watch_index(const cm_watch_t *w, int i);
 /* Whether service i had a successful answer yet. Safe from any thread. */
 int cm_watch_answered(const cm_watch_t *w, int i);
 

@@ -16,6 +16,7 @@
 #include "core/client.h"
 #include "core/log.h"
 #include "core/watch.h"
+#include "gateway/drain.h"
 #include "gateway/gwmetrics.h"
 #include "gateway/snapshot.h"
 
@@ -47,6 +48,7 @@ struct gw_follow {
     cm_client_t *hc;    /* the wakes */
     uv_async_t kick;    /* a worker held a request: see whether a wake is due */
     uv_timer_t retry;   /* a wake that failed is asked again */
+    gw_drain_t *drain;  /* acknowledgements of what was applied (drain.h) */
     pthread_mutex_t mu; /* guards last[]; held while a set or a reload is applied */
     int n;              /* services watched (each once, however many routes follow it) */
     char **names;       /* [n] the services */
@@ -204,6 +206,10 @@ static void on_set(int i, const char *service, char **urls, int n, void *data)
             set_zero(f, i, 1);
         }
         pthread_mutex_unlock(&f->mu);
+        /* at zero no new request reaches the last instances (they are held here), so the
+         * control plane may stop them once every worker holds: acknowledged as a set */
+        if (desired == 0)
+            gw_drain_applied(f->drain, i, cm_watch_index(f->watch, i));
         if (desired == 0 && !was)
             cm_log_msg(CM_LOG_INFO,
                        "gateway: registry: service %s is scaled to zero: its routes hold "
@@ -236,6 +242,8 @@ static void on_set(int i, const char *service, char **urls, int n, void *data)
     f->last[i].wake = WAKE_NONE;
     apply(f, i, urls, n);
     pthread_mutex_unlock(&f->mu);
+    /* acknowledged to the control plane once every worker routes on it (drain.h) */
+    gw_drain_applied(f->drain, i, cm_watch_index(f->watch, i));
     if (was_zero)
         cm_log_msg(CM_LOG_INFO,
                    "gateway: registry: service %s is back from zero with %d ready instance%s: "
@@ -247,7 +255,8 @@ static void on_stop(uv_async_t *a)
 {
     gw_follow_t *f = a->data;
     cm_watch_free(f->watch); /* the pointer stays: the age is read until f is freed */
-    cm_client_free(f->hc);   /* a wake in flight ends with -ECANCELED */
+    gw_drain_close(f->drain);
+    cm_client_free(f->hc); /* a wake in flight ends with -ECANCELED */
     f->hc = NULL;
     uv_close((uv_handle_t *)&f->stop, NULL);
     uv_close((uv_handle_t *)&f->kick, NULL);
@@ -263,6 +272,9 @@ static void *run(void *arg)
 
 static void follow_free(gw_follow_t *f)
 {
+    if (f->g->drain == f->drain)
+        f->g->drain = NULL;
+    gw_drain_free(f->drain);
     for (int i = 0; i < f->n; i++) {
         free(f->names[i]);
         free_set(f->last[i].urls, f->last[i].n);
@@ -315,11 +327,18 @@ int gw_follow_start(gw_shared_t *g, const char *base, gw_follow_t **out)
     gw_snap_release(s);
     if (rc == 0 && (rc = uv_loop_init(&f->loop)) == 0) {
         rc = cm_client_new(&f->loop, &f->hc);
+        if (rc == 0 && (rc = gw_drain_new(&f->loop, g, base, getenv("CMESH_INSTANCE"), f->names,
+                                          f->n, &f->drain)) < 0)
+            cm_client_free(f->hc);
         if (rc == 0 && (rc = cm_watch_new(&f->loop, base, (const char *const *)f->names, f->n, 0,
                                           on_set, f, &f->watch)) < 0) {
             cm_client_free(f->hc);
-            uv_run(&f->loop, UV_RUN_DEFAULT);
+            gw_drain_close(f->drain); /* its handles close on the loop */
         }
+        if (rc < 0)
+            uv_run(&f->loop, UV_RUN_DEFAULT);
+        if (rc == 0)
+            g->drain = f->drain; /* before the workers start: they only read it */
         if (rc == 0) {
             uv_async_init(&f->loop, &f->stop, on_stop);
             f->stop.data = f;

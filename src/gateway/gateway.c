@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/server.h"
 #include "gateway/admin.h"
+#include "gateway/drain.h"
 #include "gateway/follow.h"
 #include "gateway/gateway_types.h"
 #include "gateway/proxy.h"
@@ -62,8 +63,11 @@ static int build_config(gw_shared_t *g, gw_config_t **out, char *err, size_t cap
 static void worker_take_snapshot(gw_worker_t *w)
 {
     gw_snap_t *s = gw_snap_acquire(w->g);
+    uint64_t gen = s->gen;
     if (w->table && w->table->snap == s) {
         gw_snap_release(s);
+        atomic_store(&w->applied_gen, gen);
+        gw_drain_poke(w->g->drain);
         return;
     }
     gw_table_t *t;
@@ -73,8 +77,12 @@ static void worker_take_snapshot(gw_worker_t *w)
     }
     gw_table_t *old = w->table;
     w->table = t;
+    /* what the registry took out is counted before the worker says it applied this */
+    gw_table_mark_removed(old, t);
     gw_proxy_retable(w, old, t); /* held requests follow their route (and may go now) */
     gw_table_unref(old);         /* freed once the exchanges started on it are done */
+    atomic_store(&w->applied_gen, gen);
+    gw_drain_poke(w->g->drain);
 }
 
 static void on_wake(uv_async_t *a)

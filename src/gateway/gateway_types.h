@@ -10,6 +10,7 @@
 #define CMESH_GATEWAY_GATEWAY_TYPES_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include <uv.h>
@@ -30,6 +31,7 @@ struct gw_waiter;
 struct gw_shared {
     pthread_mutex_t mu;
     gw_snap_t *snap; /* current; under mu */
+    uint64_t gen;    /* the last snapshot's generation; under mu */
     gw_ratelimit_t *rl;
     gw_metrics_t *metrics;
     gw_worker_t *workers[GW_MAX_WORKERS]; /* under mu */
@@ -53,6 +55,8 @@ struct gw_shared {
     /* --registry: routes follow the control plane's registry (follow.c); NULL when off */
     char registry[512];
     struct gw_follow *follow;
+    /* drain reports (drain.h), made by follow.c before the workers start; NULL when off */
+    struct gw_drain *drain;
 };
 
 struct gw_worker {
@@ -73,7 +77,8 @@ struct gw_worker {
     int defer_on;
     uint64_t rng;
     int stopping;
-    int closing; /* handle close callbacks still to come before it is freed */
+    int closing;                  /* handle close callbacks still to come before it is freed */
+    _Atomic uint64_t applied_gen; /* the snapshot its table is built from (drain.h) */
 };
 
 #endif

@@ -233,6 +233,7 @@ static void attempt_end(gw_exch_t *ex)
         gw_uconn_cancel_wait(ex->inst, &ex->wait);
     if (ex->inst) {
         ex->inst->inflight--;
+        gw_inst_drain_note(ex->inst);
         ex->inst = NULL;
     }
 }
@@ -600,6 +601,7 @@ static void attempt_start(gw_exch_t *ex)
     }
     ex->inst = in;
     in->inflight++;
+    gw_inst_drain_note(in);
     ex->tried[ex->attempt++] = slot;
     ex->try_ns = now;
     ex->try_ms = uv_now(ex->w->loop);

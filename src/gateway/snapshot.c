@@ -44,6 +44,14 @@ gw_snap_t *gw_snap_acquire(gw_shared_t *g)
     return s;
 }
 
+uint64_t gw_snap_gen(gw_shared_t *g)
+{
+    pthread_mutex_lock(&g->mu);
+    uint64_t gen = g->snap ? g->snap->gen : 0;
+    pthread_mutex_unlock(&g->mu);
+    return gen;
+}
+
 static int snap_new(gw_shared_t *g, gw_config_t *cfg, gw_snap_t **out, char *err, size_t cap)
 {
     gw_snap_t *s = calloc(1, sizeof *s);
@@ -93,6 +101,7 @@ int gw_apply(gw_shared_t *g, gw_config_t *cfg, char *err, size_t cap)
         return rc;
     pthread_mutex_lock(&g->mu);
     gw_snap_t *old = g->snap;
+    s->gen = ++g->gen;
     g->snap = s;
     for (int i = 0; i < g->nworkers; i++)
         uv_async_send(&g->workers[i]->wake);

@@ -20,9 +20,11 @@ struct gw_snap {
     gw_auth_t *auth;           /* NULL when no key */
     gw_route_stats_t **rstats; /* [nroutes] */
     gw_up_stats_t ***ustats;   /* [nroutes][nupstreams] */
+    uint64_t gen;              /* 1, 2, ... in the order they were made current */
 };
 
 gw_snap_t *gw_snap_acquire(gw_shared_t *g); /* the current snapshot, ref taken */
+uint64_t gw_snap_gen(gw_shared_t *g);       /* the current snapshot's generation */
 void gw_snap_hold(gw_snap_t *s);            /* one more reference on a snapshot already held */
 void gw_snap_release(gw_snap_t *s);
 /* Builds a snapshot from cfg (takes ownership on success) and makes it current;

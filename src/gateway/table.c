@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "core/log.h"
+#include "gateway/drain.h"
 #include "gateway/health.h"
 #include "gateway/upstream.h"
 
@@ -22,11 +23,40 @@ static void inst_freed(uv_handle_t *h)
     free(in);
 }
 
+void gw_inst_drain_note(gw_inst_t *in)
+{
+    if (!in->removed)
+        return;
+    int v = in->refs <= 0 ? 0 : in->inflight > in->nconns ? in->inflight : in->nconns;
+    if (v == in->drain_n)
+        return;
+    gw_drain_count(in->w->g->drain, in->url, v - in->drain_n);
+    in->drain_n = v;
+}
+
+void gw_table_mark_removed(gw_table_t *old, gw_table_t *t)
+{
+    for (int i = 0; old && i < old->n; i++)
+        for (int j = 0; j < old->routes[i].n; j++) {
+            gw_inst_t *in = old->routes[i].insts[j];
+            int kept = 0;
+            for (int a = 0; a < t->n && !kept; a++)
+                for (int b = 0; b < t->routes[a].n && !kept; b++)
+                    kept = t->routes[a].insts[b] == in;
+            if (kept || in->removed)
+                continue;
+            in->removed = 1;
+            gw_inst_close_idle(in, 0); /* before the report: no idle socket meets the TERM */
+            gw_inst_drain_note(in);
+        }
+}
+
 void gw_inst_unref(gw_inst_t *in)
 {
     if (--in->refs > 0)
         return;
     gw_inst_close_idle(in, 0);
+    gw_inst_drain_note(in); /* refs 0: its share goes */
     if (in->stats && in->healthy)
         gw_up_healthy_add(in->stats, -1);
     gw_health_stop(in, inst_freed);
@@ -204,7 +234,7 @@ gw_inst_t *gw_rt_pick(gw_rt_t *rt, const int *avoid, int navoid, uint64_t key_ha
         gw_inst_t *in = rt->insts[i];
         gw_lb_host_t *h = &rt->hosts[i];
         int over = in->inflight >= rt->cfg->max_requests;
-        h->available = in->healthy && !ejected(in, now) && !over;
+        h->available = !in->removed && in->healthy && !ejected(in, now) && !over;
         h->inflight = in->inflight;
         h->weight = in->weight * gw_inst_slow_start(rt, in, now);
     }

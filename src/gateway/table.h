@@ -13,6 +13,12 @@ int gw_table_build(gw_worker_t *w, gw_snap_t *snap, gw_table_t *old, gw_table_t 
 void gw_table_unref(gw_table_t *t);
 /* Drops one reference; the last closes its idle connections and frees it. */
 void gw_inst_unref(gw_inst_t *in);
+/* A removed instance's requests or connections changed: its share of the drain count
+ * follows (max of in-flight requests and open connections). Not removed: nothing. */
+void gw_inst_drain_note(gw_inst_t *in);
+/* Marks every instance of old that table t no longer names as removed, closes its idle
+ * connections and counts what it still has open (drain.h). */
+void gw_table_mark_removed(gw_table_t *old, gw_table_t *t);
 /* Refreshes each host's availability and slow-start weight, then picks; its slot in rt
  * to *slot (when not NULL), for avoid lists and gw_inst_result. */
 gw_inst_t *gw_rt_pick(gw_rt_t *rt, const int *avoid, int navoid, uint64_t key_hash, uint64_t now_ns,

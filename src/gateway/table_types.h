@@ -89,6 +89,10 @@ struct gw_inst {
     int times_ejected;
     uint64_t ejected_until_ns;   /* 0 = not ejected */
     uint64_t available_since_ns; /* slow start counts from here */
+    /* drain: dropped from the worker's current table (the registry took it out); it lives
+     * on while old tables' exchanges use it, its connections are not pooled again */
+    int removed;
+    int drain_n; /* what it adds to the gateway's drain count (drain.h) */
 };
 
 #endif

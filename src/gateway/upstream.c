@@ -69,6 +69,7 @@ void gw_uconn_close(gw_uconn_t *uc)
     gw_inst_t *in = uc->inst;
     in->nconns--;
     gw_up_pool_add(in->stats, 0, -1);
+    gw_inst_drain_note(in);
     if (uc->wt && uc->wt->handed == uc) { /* handed over, not delivered: it is told so */
         uc->wt->handed = NULL;
         uc->wt->status = UV_ECONNRESET;
@@ -459,6 +460,7 @@ static int uconn_connect(gw_inst_t *in, gw_waiter_t *wt)
     uc->creq.data = uc;
     in->nconns++;
     gw_up_pool_add(in->stats, 0, 1);
+    gw_inst_drain_note(in);
     int rc = uv_tcp_connect(&uc->creq, &uc->tcp, (const struct sockaddr *)&in->addr, on_connect);
     if (rc < 0) {
         uc->wt = NULL;
@@ -567,7 +569,7 @@ void gw_uconn_release(gw_uconn_t *uc, int reusable)
     uc->arg = NULL;
     if (uc->closing)
         return;
-    if (!reusable || uc->wpending || in->w->stopping) {
+    if (!reusable || uc->wpending || in->w->stopping || in->removed) {
         gw_uconn_close(uc);
         serve_pending(in);
         return;
