@@ -51,9 +51,26 @@ static void add_bucket(cm_load_sample_t *s, double le, double v)
     s->nb++;
 }
 
-int cm_load_parse(const char *text, size_t len, cm_load_sample_t *out)
+/* The '}' that closes a label set: label values hold route patterns ("/users/{id}"). */
+static char *labels_end(char *p)
 {
-    memset(out, 0, sizeof *out);
+    int quoted = 0;
+    for (p++; *p; p++)
+        if (quoted && *p == '\\' && p[1])
+            p++;
+        else if (*p == '"')
+            quoted = !quoted;
+        else if (!quoted && *p == '}')
+            return p;
+    return NULL;
+}
+
+/* Calls fn for every sample line: its metric name, its labels ("{...}" or "") and value. */
+typedef void (*series_fn)(const char *name, size_t namelen, const char *labels, size_t llen,
+                          double v, void *arg);
+
+static void each_series(const char *text, size_t len, series_fn fn, void *arg)
+{
     const char *p = text, *end = text + len;
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -63,29 +80,82 @@ int cm_load_parse(const char *text, size_t len, cm_load_sample_t *out)
         if (n > 0 && n < sizeof line && p[0] != '#') {
             memcpy(line, p, n);
             line[n] = '\0';
-            char *brace = strchr(line, '{'), *close = brace ? strchr(brace, '}') : NULL;
+            char *brace = strchr(line, '{'), *close = brace ? labels_end(brace) : NULL;
             char *val = close ? close + 1 : strchr(line, ' ');
             double v = val ? strtod(val, NULL) : 0;
             size_t namelen = brace ? (size_t)(brace - line) : (val ? (size_t)(val - line) : n);
             const char *labels = brace ? brace : "";
             size_t llen = brace && close ? (size_t)(close - brace) : 0;
-#define IS(NAME) (namelen == sizeof(NAME) - 1 && strncmp(line, NAME, namelen) == 0)
-            if (IS("cmesh_http_requests_total") && !probe_route(labels, llen)) {
-                out->requests += v;
-                out->valid = 1;
-            } else if (IS("cmesh_http_request_duration_seconds_bucket") &&
-                       !probe_route(labels, llen)) {
-                double b;
-                if (le_of(labels, llen, &b) == 0)
-                    add_bucket(out, b, v);
-            } else if (IS("cmesh_http_requests_in_flight")) {
-                out->inflight += v;
-            }
-#undef IS
+            fn(line, namelen, labels, llen, v, arg);
         }
         p = nl ? nl + 1 : end;
     }
+}
+
+#define IS(NAME) (namelen == sizeof(NAME) - 1 && strncmp(name, NAME, namelen) == 0)
+
+static void instance_series(const char *name, size_t namelen, const char *labels, size_t llen,
+                            double v, void *arg)
+{
+    cm_load_sample_t *out = arg;
+    if (IS("cmesh_http_requests_total") && !probe_route(labels, llen)) {
+        out->requests += v;
+        out->valid = 1;
+    } else if (IS("cmesh_http_request_duration_seconds_bucket") && !probe_route(labels, llen)) {
+        double b;
+        if (le_of(labels, llen, &b) == 0)
+            add_bucket(out, b, v);
+    } else if (IS("cmesh_http_request_duration_seconds_sum") && !probe_route(labels, llen)) {
+        out->time_sum += v;
+    } else if (IS("cmesh_http_requests_in_flight")) {
+        out->inflight += v;
+    }
+}
+
+int cm_load_parse(const char *text, size_t len, cm_load_sample_t *out)
+{
+    memset(out, 0, sizeof *out);
+    each_series(text, len, instance_series, out);
     return out->valid ? 0 : -EINVAL;
+}
+
+typedef struct ups {
+    cm_load_up_t *up;
+    int cap, n;
+} ups_t;
+
+static void upstream_series(const char *name, size_t namelen, const char *labels, size_t llen,
+                            double v, void *arg)
+{
+    ups_t *u = arg;
+    if (!IS("cmesh_gateway_upstream_request_duration_seconds_sum"))
+        return;
+    const char *p = memmem(labels, llen, "upstream=\"", 10);
+    const char *q = p ? memchr(p + 10, '"', llen - (size_t)(p + 10 - labels)) : NULL;
+    if (!q || (size_t)(q - p - 10) >= sizeof u->up[0].url)
+        return;
+    size_t ulen = (size_t)(q - p - 10);
+    int i = 0;
+    while (i < u->n && !(strlen(u->up[i].url) == ulen && memcmp(u->up[i].url, p + 10, ulen) == 0))
+        i++;
+    if (i == u->n) { /* a new instance (the same one on two routes is summed) */
+        if (u->n == u->cap)
+            return;
+        memcpy(u->up[i].url, p + 10, ulen);
+        u->up[i].url[ulen] = '\0';
+        u->up[i].time_sum = 0;
+        u->n++;
+    }
+    u->up[i].time_sum += v;
+}
+
+#undef IS
+
+int cm_load_parse_upstreams(const char *text, size_t len, cm_load_up_t *up, int cap)
+{
+    ups_t u = {up, cap, 0};
+    each_series(text, len, upstream_series, &u);
+    return u.n;
 }
 
 int cm_load_rate(const cm_load_sample_t *prev, const cm_load_sample_t *cur, uint64_t dt_ms,
