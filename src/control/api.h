@@ -5,7 +5,9 @@
  *       both take ?index=N&wait=DUR: Consul's blocking query (answer as soon as the
  *       index passes N, or after wait: default 5m, at most 10m, plus up to wait/16 of
  *       jitter); the index is in the X-Cmesh-Index header of every answer
- *   PUT /v1/services/{name}/scale {"instances": N}
+ *   PUT /v1/services/{name}/scale {"instances": N} (pins an autoscaled service) or
+ *       {"auto": true} (hands it back to the autoscaler)
+ *   GET /v1/services/{name}/autoscale  the last decision with its inputs (--explain)
  *   PUT /v1/services/{name}/instances/{id} {"address","port","ttl"}: registers an
  *       instance started by hand (or, again, is its heartbeat); DELETE deregisters it
  *   GET /v1/targets               Prometheus HTTP service discovery
@@ -16,6 +18,7 @@
 #ifndef CMESH_CONTROL_API_H
 #define CMESH_CONTROL_API_H
 
+#include "control/autoscale.h"
 #include "control/events.h"
 #include "control/external.h"
 #include "control/registry.h"
@@ -33,6 +36,7 @@ typedef struct cm_api_ctx {
     cm_sup_t *sup;
     cm_ext_t *ext; /* instances registered by hand */
     cm_events_t *events; /* recent events, for /v1/events */
+    cm_autoscale_t *autoscale; /* pins, hand-backs and --explain */
     int stopping;  /* down in progress: scale is refused (409) */
 } cm_api_ctx_t;
 
