@@ -130,8 +130,8 @@ static void on_instance(int status, const char *body, size_t len, void *data)
         return;
     }
     cm_load_sample_t cur;
-    if (cm_load_parse(body, len, &cur) < 0)
-        return;
+    /* -EINVAL is an instance that served nothing but probes yet: no time, a valid 0 */
+    cm_load_parse(body, len, &cur);
     int pid = cm_sup_pid(d->sup, d->spec->svcs[s->svc].name, s->index);
     if (pid != s->own.pid)
         s->own.has = 0, s->own.pid = pid;
