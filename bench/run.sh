@@ -22,12 +22,17 @@
 #           and serving (median, max of CONTROL_RESTARTS); CONTROL_WATCHERS (1000) blocking
 #           queries answered after one scale; then the shipped system: cpu and RSS of the
 #           cmesh up process idle and under wrk through the gateway (CONTROL_WINDOW s).
+#  autoscale (bench/autoscale.sh) autoscale-step: wrk -c128 through the gateway to users
+#           autoscaled 2..8 (the shipped policy, auth off): from the load start to the
+#           decision, the new instance ready and serving; back to 2 after the load. Beside
+#           the HPA's 15 s sync period and Knative's 2 s ticks and 6 s panic window.
 # Usage: bench/run.sh [path/to/cmesh]   env: BENCH_DURATION (10s) BENCH_WARMUP (2s)
 #        BENCH_CONNECTIONS (50) BENCH_THREADS (1) BENCH_KEEP=1 (keep the temp dir)
-#        BENCH_ROWS ("users proxy failover idle burst control": the groups to run)
+#        BENCH_ROWS ("users proxy failover idle burst control autoscale": the groups)
 #        FAILOVER_DURATION (8s) FAILOVER_KILL_AT (2, seconds) IDLE_CONNECTIONS (8000)
 #        BURST_REQUESTS (8000) CONTROL_RESTARTS (5) CONTROL_WATCHERS (1000)
-#        CONTROL_WINDOW (10, seconds) NGINX HAPROXY H2O (peer binaries)
+#        CONTROL_WINDOW (10, seconds) AUTOSCALE_DURATION (10, seconds)
+#        NGINX HAPROXY H2O (peer binaries)
 set -euo pipefail
 
 BIN=${1:-build/cmesh}
@@ -40,7 +45,7 @@ WARMUP=${BENCH_WARMUP:-2s}
 CONNS=${BENCH_CONNECTIONS:-50}
 THREADS=${BENCH_THREADS:-1}
 NGINX=${NGINX:-/usr/sbin/nginx}
-BENCH_ROWS=${BENCH_ROWS:-users proxy failover idle burst control}
+BENCH_ROWS=${BENCH_ROWS:-users proxy failover idle burst control autoscale}
 
 # The issue's targets (see the summary at the end).
 TARGET_RPS_RATIO=0.8
@@ -354,6 +359,11 @@ if want control; then
     : >"$TMP/control-rows"
     CONTROL_ROWS_OUT="$TMP/control-rows" bash "$ROOT/bench/control.sh" "$BIN" || true
 fi
+if want autoscale; then
+    echo
+    : >"$TMP/autoscale-rows"
+    AUTOSCALE_ROWS_OUT="$TMP/autoscale-rows" bash "$ROOT/bench/autoscale.sh" "$BIN" || true
+fi
 
 # ---- report --------------------------------------------------------------------------
 
@@ -448,6 +458,11 @@ if want control; then # times and cpu in the note column; RSS (and the gateway's
          $1 == "control-idle" { printf "%s,,,,%s,,,,,,,,,cpu_pct=%s\n", $1, $3, $2 }
          $1 == "control-load" { printf "%s,%s,,,%s,,,,,,,,,cpu_pct=%s (rps: through the gateway)\n", $1, $4, $3, $2 }' \
         "$TMP/control-rows" >>"$CSV"
+fi
+if want autoscale; then # times in the note column
+    awk '$2 == "-" { printf "%s,,,,,,,,,,,,,not measured\n", $1; next }
+         { printf "%s,,,,,,,,,,,,,decide_ms=%s ready_ms=%s serve_ms=%s max_instances=%s down_ms=%s\n",
+                  $1, $2, $3, $4, $5, $6 }' "$TMP/autoscale-rows" >>"$CSV"
 fi
 cp "$CSV" "$ROOT/bench/results/latest.csv"
 echo

@@ -152,8 +152,8 @@ static void print_scaling(json_t *st)
         const char *mode = json_string_value(json_object_get(sv, "scaling"));
         if (!mode || strcmp(mode, "fixed") == 0)
             continue;
-        printf("%s%s %s", any ? ", " : "\nscaling: ", json_string_value(json_object_get(sv, "name")),
-               mode);
+        printf("%s%s %s",
+               any ? ", " : "\nscaling: ", json_string_value(json_object_get(sv, "name")), mode);
         if (strcmp(mode, "pinned") == 0)
             printf(" at %d", (int)json_integer_value(json_object_get(sv, "pinned")));
         printf(" (desired %d)", (int)json_integer_value(json_object_get(sv, "desired")));

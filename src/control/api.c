@@ -370,7 +370,8 @@ static void h_autoscale(cm_req_t *req)
         cm_as_render_json(d, &sp->autoscale, name, b);
         cm_as_render_text(d, &sp->autoscale, name, &text);
         if (cm_autoscale_pinned(c->autoscale, name) >= 0)
-            cm_buf_appendf(&text, "  pinned:  at %d by `cmesh scale %s N`; `cmesh scale %s auto` "
+            cm_buf_appendf(&text,
+                           "  pinned:  at %d by `cmesh scale %s N`; `cmesh scale %s auto` "
                            "hands it back\n",
                            cm_autoscale_pinned(c->autoscale, name), name, name);
     } else {

@@ -34,10 +34,10 @@ typedef struct cm_api_ctx {
     const cm_spec_t *spec;
     cm_registry_t *reg;
     cm_sup_t *sup;
-    cm_ext_t *ext; /* instances registered by hand */
-    cm_events_t *events; /* recent events, for /v1/events */
+    cm_ext_t *ext;             /* instances registered by hand */
+    cm_events_t *events;       /* recent events, for /v1/events */
     cm_autoscale_t *autoscale; /* pins, hand-backs and --explain */
-    int stopping;  /* down in progress: scale is refused (409) */
+    int stopping;              /* down in progress: scale is refused (409) */
 } cm_api_ctx_t;
 
 extern const cm_route_t cm_api_routes[];

@@ -13,8 +13,9 @@
 
 /* Slots per window: ticks come a little late on a busy loop, so a stable window may hold
  * more samples than stable_window / tick; twice the most the spec allows is plenty. */
-#define RING    (2 * CM_AUTOSCALE_HIST)
-#define FLAPS   64   /* direction changes remembered (the budget is at most 100 per window,
+#define RING (2 * CM_AUTOSCALE_HIST)
+#define FLAPS                                                                                      \
+    64               /* direction changes remembered (the budget is at most 100 per window,        \
                         but each needs a tick of its own and windows are short) */
 #define EPSILON 1e-9 /* 16.0000001 / 8 must not ceil to 3 */
 
@@ -72,16 +73,16 @@ static double ring_max(const ring_t *r)
 
 struct cm_as_svc {
     const cm_autoscale_spec_t *spec;
-    ring_t load;          /* L per tick, over the stable window */
-    ring_t recs;          /* recommendations, over the stable window */
-    uint64_t since_ms;    /* the first tick: a window is whole only after this + window */
-    int started;          /* since_ms is set */
-    uint64_t demand_ms;   /* the last tick (or wake) with demand */
-    int has_demand;       /* demand_ms is set */
-    int panicking;        /* Knative's panic mode */
-    uint64_t over_ms;     /* the last tick over the panic threshold */
-    int panic_max;        /* the highest count of this panic: never less while it lasts */
-    int last_dir;         /* direction of the last change: +1 up, -1 down, 0 none yet */
+    ring_t load;           /* L per tick, over the stable window */
+    ring_t recs;           /* recommendations, over the stable window */
+    uint64_t since_ms;     /* the first tick: a window is whole only after this + window */
+    int started;           /* since_ms is set */
+    uint64_t demand_ms;    /* the last tick (or wake) with demand */
+    int has_demand;        /* demand_ms is set */
+    int panicking;         /* Knative's panic mode */
+    uint64_t over_ms;      /* the last tick over the panic threshold */
+    int panic_max;         /* the highest count of this panic: never less while it lasts */
+    int last_dir;          /* direction of the last change: +1 up, -1 down, 0 none yet */
     uint64_t flips[FLAPS]; /* times of direction changes, oldest first */
     int nflips;
     int pinned; /* -1 automatic */
@@ -172,8 +173,8 @@ void cm_as_decide(cm_as_svc_t *st, const cm_as_input_t *in, uint64_t now, cm_as_
      * least one instance's worth, as Knative: no ready instance at all is not infinite
      * demand); it lasts until a whole stable window passed without it */
     int ready = in->ready > 0 ? in->ready : 1;
-    d->over_panic = in->valid && d->panic_load > 0 &&
-                    d->panic_load >= sp->panic_threshold * ready * sp->target;
+    d->over_panic =
+        in->valid && d->panic_load > 0 && d->panic_load >= sp->panic_threshold * ready * sp->target;
     if (d->over_panic) {
         if (!st->panicking)
             st->panicking = 1, st->panic_max = 0;
@@ -247,8 +248,7 @@ void cm_as_decide(cm_as_svc_t *st, const cm_as_input_t *in, uint64_t now, cm_as_
         int dir = want > cur ? 1 : -1;
         int flip = st->last_dir != 0 && dir != st->last_dir;
         /* a real panic may always go up; everything else spends the budget */
-        if (flip && !(st->panicking && dir > 0) &&
-            flips_in_window(st, now) >= sp->flap_budget) {
+        if (flip && !(st->panicking && dir > 0) && flips_in_window(st, now) >= sp->flap_budget) {
             d->reason = CM_AS_FLAP_BUDGET;
             return;
         }
@@ -321,10 +321,9 @@ void cm_as_render_json(const cm_as_decision_t *d, const cm_autoscale_spec_t *sp,
                    d->in.desired, d->in.valid ? "true" : "false", sp->min, sp->max, sp->target,
                    sp->tolerance, (unsigned long long)sp->stable_ms,
                    (unsigned long long)sp->panic_ms, (unsigned long long)sp->tick_ms,
-                   sp->panic_threshold, sp->flap_budget, d->stable_load, d->panic_load,
-                   d->stable_n, d->panic_n, d->over_panic ? "true" : "false",
-                   d->panicking ? "true" : "false", d->recommended, d->window_max, d->desired,
-                   cm_as_reason_name(d->reason));
+                   sp->panic_threshold, sp->flap_budget, d->stable_load, d->panic_load, d->stable_n,
+                   d->panic_n, d->over_panic ? "true" : "false", d->panicking ? "true" : "false",
+                   d->recommended, d->window_max, d->desired, cm_as_reason_name(d->reason));
     if (d->pinned >= 0)
         cm_buf_appendf(out, "%d}", d->pinned);
     else
@@ -364,30 +363,28 @@ void cm_as_render_text(const cm_as_decision_t *d, const cm_autoscale_spec_t *sp,
                        const char *service, cm_buf_t *out)
 {
     double cap = (d->in.ready > 0 ? d->in.ready : 1) * sp->target * sp->panic_threshold;
-    cm_buf_appendf(out,
-                   "%s: %d -> %d instances (%s: %s)\n"
-                   "  inputs:  in-flight L = %.2f this tick; %.2f over the stable window (%llu "
-                   "ms), %.2f over the panic window (%llu ms); %d ready, %d surge (not "
-                   "capacity), desired %d\n"
-                   "  formula: ceil(L / target) = ceil(%.2f / %g) = %d (stable), ceil(%.2f / "
-                   "%g) = %d (panic)\n"
-                   "  panic:   %.2f >= %g x %d ready x %g = %.2f? %s%s\n"
-                   "  limits:  min %d, max %d, tolerance %g%% (%.2f / (%d x %g) = %.2f), flap "
-                   "budget %d per window\n"
-                   "  window:  recommended %d now, highest over the stable window %d\n"
-                   "  result:  %d (%s)\n",
-                   service, d->in.desired, d->desired, cm_as_reason_name(d->reason),
-                   reason_text(d->reason), d->in.load, d->stable_load,
-                   (unsigned long long)sp->stable_ms, d->panic_load,
-                   (unsigned long long)sp->panic_ms, d->in.ready, d->in.surge, d->in.desired,
-                   d->stable_load, sp->target, d->stable_n, d->panic_load, sp->target,
-                   d->panic_n, d->panic_load, sp->panic_threshold,
-                   d->in.ready > 0 ? d->in.ready : 1, sp->target, cap,
-                   d->over_panic ? "yes" : "no", d->panicking ? " (panicking)" : "", sp->min,
-                   sp->max, sp->tolerance * 100, d->stable_load, d->in.desired, sp->target,
-                   d->in.desired > 0 ? d->stable_load / (d->in.desired * sp->target) : 0.0,
-                   sp->flap_budget, d->recommended, d->window_max, d->desired,
-                   cm_as_reason_name(d->reason));
+    cm_buf_appendf(
+        out,
+        "%s: %d -> %d instances (%s: %s)\n"
+        "  inputs:  in-flight L = %.2f this tick; %.2f over the stable window (%llu "
+        "ms), %.2f over the panic window (%llu ms); %d ready, %d surge (not "
+        "capacity), desired %d\n"
+        "  formula: ceil(L / target) = ceil(%.2f / %g) = %d (stable), ceil(%.2f / "
+        "%g) = %d (panic)\n"
+        "  panic:   %.2f >= %g x %d ready x %g = %.2f? %s%s\n"
+        "  limits:  min %d, max %d, tolerance %g%% (%.2f / (%d x %g) = %.2f), flap "
+        "budget %d per window\n"
+        "  window:  recommended %d now, highest over the stable window %d\n"
+        "  result:  %d (%s)\n",
+        service, d->in.desired, d->desired, cm_as_reason_name(d->reason), reason_text(d->reason),
+        d->in.load, d->stable_load, (unsigned long long)sp->stable_ms, d->panic_load,
+        (unsigned long long)sp->panic_ms, d->in.ready, d->in.surge, d->in.desired, d->stable_load,
+        sp->target, d->stable_n, d->panic_load, sp->target, d->panic_n, d->panic_load,
+        sp->panic_threshold, d->in.ready > 0 ? d->in.ready : 1, sp->target, cap,
+        d->over_panic ? "yes" : "no", d->panicking ? " (panicking)" : "", sp->min, sp->max,
+        sp->tolerance * 100, d->stable_load, d->in.desired, sp->target,
+        d->in.desired > 0 ? d->stable_load / (d->in.desired * sp->target) : 0.0, sp->flap_budget,
+        d->recommended, d->window_max, d->desired, cm_as_reason_name(d->reason));
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -408,8 +405,7 @@ struct cm_autoscale {
     int n;
 };
 
-int cm_autoscale_new(const cm_spec_t *spec, const cm_autoscale_hooks_t *hooks,
-                     cm_autoscale_t **out)
+int cm_autoscale_new(const cm_spec_t *spec, const cm_autoscale_hooks_t *hooks, cm_autoscale_t **out)
 {
     cm_autoscale_t *as = calloc(1, sizeof *as);
     if (!as)

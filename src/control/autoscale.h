@@ -69,8 +69,7 @@ void cm_as_svc_free(cm_as_svc_t *st); /* NULL is a no-op */
 
 /* The decision for one tick at now_ms (never earlier than the last one). Pure but for
  * the history in st, which it updates (it assumes the result is applied). */
-void cm_as_decide(cm_as_svc_t *st, const cm_as_input_t *in, uint64_t now_ms,
-                  cm_as_decision_t *out);
+void cm_as_decide(cm_as_svc_t *st, const cm_as_input_t *in, uint64_t now_ms, cm_as_decision_t *out);
 /* Demand noticed outside the metrics (a request held for a service at 0): counts as
  * demand at now_ms and as a recommendation of at least 1, so scale-down waits a window. */
 void cm_as_note_demand(cm_as_svc_t *st, uint64_t now_ms);
@@ -94,9 +93,9 @@ void cm_as_render_text(const cm_as_decision_t *d, const cm_autoscale_spec_t *spe
 /* ---------------------------------------------------------------------------------- */
 
 typedef struct cm_autoscale_hooks {
-    uint64_t (*now_ms)(void *arg);                          /* a monotonic clock */
+    uint64_t (*now_ms)(void *arg);                           /* a monotonic clock */
     int (*scale)(void *arg, const char *service, int count); /* 0 or -errno */
-    int (*count)(void *arg, const char *service);           /* desired now, -1 unknown */
+    int (*count)(void *arg, const char *service);            /* desired now, -1 unknown */
     void *arg;
     cm_events_t *events; /* where changes are recorded; may be NULL */
 } cm_autoscale_hooks_t;

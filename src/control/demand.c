@@ -19,12 +19,12 @@ typedef struct cm_demand cm_demand_t;
 
 /* The time sum of one instance as one source saw it. */
 typedef struct view {
-    double sum;      /* seconds, at `at` */
-    uint64_t at;     /* loop time (ms) of that scrape */
-    int has;         /* sum/at set */
-    double rate;     /* in flight: d(sum)/dt between the last two scrapes */
-    uint64_t round;  /* the tick whose scrape gave rate */
-    int pid;         /* instance view: whose sum it was (a restart starts over) */
+    double sum;     /* seconds, at `at` */
+    uint64_t at;    /* loop time (ms) of that scrape */
+    int has;        /* sum/at set */
+    double rate;    /* in flight: d(sum)/dt between the last two scrapes */
+    uint64_t round; /* the tick whose scrape gave rate */
+    int pid;        /* instance view: whose sum it was (a restart starts over) */
 } view_t;
 
 typedef struct slot {
@@ -42,13 +42,13 @@ struct cm_demand {
     cm_client_t *client;
     cm_autoscale_t *as;
     uv_timer_t timer;
-    uint64_t tick_ms;  /* the shortest tick of the autoscaled services */
-    uint64_t round;    /* ticks so far */
+    uint64_t tick_ms;               /* the shortest tick of the autoscaled services */
+    uint64_t round;                 /* ticks so far */
     uint64_t due[CM_SPEC_MAX_SVCS]; /* loop time of each service's next decision */
     slot_t (*slots)[CM_SPEC_MAX_INST];
-    int gw_pid;        /* the gateway whose sums gw views hold */
+    int gw_pid; /* the gateway whose sums gw views hold */
     int gw_scraping;
-    int outstanding;   /* scrapes in flight */
+    int outstanding; /* scrapes in flight */
     int closing, closed;
 };
 

@@ -54,8 +54,9 @@ typedef struct cm_svc_spec {
     cm_probe_spec_t ready; /* readiness: failing removes the instance from routing */
     cm_probe_spec_t live;  /* liveness: failing restarts the instance */
     uint64_t drain_ms;     /* SIGTERM to SIGKILL; default 10s */
-    cm_autoscale_spec_t autoscale; /* .on 0: fixed instances */
     int line;              /* where it is defined, for messages */
+
+    cm_autoscale_spec_t autoscale; /* `autoscale:`; .on 0: the fixed instances count */
 } cm_svc_spec_t;
 
 typedef struct cm_spec {

@@ -49,7 +49,7 @@ typedef struct ctl {
     uint64_t wait_ms;
     int foreground;
     int down_started, down_done, server_gone, finished;
-    char *gw_last; /* the gateway file as last written */
+    char *gw_last;       /* the gateway file as last written */
     cm_demand_t *demand; /* the autoscaler's tick (api.autoscale decides) */
 } ctl_t;
 
@@ -223,7 +223,7 @@ static void start_down(ctl_t *c)
     c->down_started = 1;
     c->api.stopping = 1;
     uv_timer_stop(&c->wait_timer);
-    cm_demand_stop(c->demand); /* no scale decisions while everything stops */
+    cm_demand_stop(c->demand);                /* no scale decisions while everything stops */
     cm_registry_release_watchers(c->api.reg); /* parked watches answer now */
     cm_sup_stop_all(c->api.sup, on_down_done, c);
 }
@@ -281,11 +281,8 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
         .on_routing = on_routing, .on_all_ready = on_all_ready, .arg = c, .events = c->api.events};
     if ((rc = cm_sup_new(loop, c->spec, c->api.reg, c->client, c->self, &hooks, &c->api.sup)) < 0)
         return rc;
-    cm_autoscale_hooks_t ah = {.now_ms = as_now,
-                               .scale = as_scale,
-                               .count = as_count,
-                               .arg = c,
-                               .events = c->api.events};
+    cm_autoscale_hooks_t ah = {
+        .now_ms = as_now, .scale = as_scale, .count = as_count, .arg = c, .events = c->api.events};
     if ((rc = cm_autoscale_new(c->spec, &ah, &c->api.autoscale)) < 0 ||
         (rc = cm_demand_new(loop, c->spec, c->api.reg, c->api.sup, c->client, c->api.autoscale,
                             &c->demand)) < 0)

@@ -39,9 +39,9 @@ static size_t sink(char *p, size_t sz, size_t n, void *arg)
 
 typedef struct load {
     char url[128];
-    int conc;            /* requests in flight */
-    int pause_ms;        /* between requests of one slot (light load) */
-    double until;        /* now_s() bound */
+    int conc;     /* requests in flight */
+    int pause_ms; /* between requests of one slot (light load) */
+    double until; /* now_s() bound */
     atomic_int stop;
     atomic_long ok, bad; /* 2xx / anything else, transport errors included */
     char last_bad[256];
@@ -209,8 +209,8 @@ Test(autoscale, load_step_adds_instances_and_the_window_takes_them_away_without_
     cr_assert_gt(atomic_load(&heavy.ok), 0);
 
     char *out = NULL;
-    cr_assert_eq(sys_cmd(&sys, &out, (const char *const[]){"scale", "users", "--explain", NULL}),
-                 0, "%s", out);
+    cr_assert_eq(sys_cmd(&sys, &out, (const char *const[]){"scale", "users", "--explain", NULL}), 0,
+                 "%s", out);
     cr_assert(strstr(out, "users: ") && strstr(out, "ceil(L / target) = ceil(") &&
                   strstr(out, "result:") && strstr(out, "limits:  min 1, max 3"),
               "%s", out);
@@ -229,8 +229,7 @@ Test(autoscale, load_step_adds_instances_and_the_window_takes_them_away_without_
                  atomic_load(&light.bad), light.last_bad);
 
     /* graceful: users/1 exited on its own after the SIGTERM, no SIGKILL */
-    cr_assert_eq(sys_cmd(&sys, &out, (const char *const[]){"logs", "users/1", NULL}), 0, "%s",
-                 out);
+    cr_assert_eq(sys_cmd(&sys, &out, (const char *const[]){"logs", "users/1", NULL}), 0, "%s", out);
     cr_assert(strstr(out, "stopping: SIGTERM"), "%s", out);
     cr_assert(strstr(out, "exited with status 0"), "%s", out);
     cr_assert_null(strstr(out, "SIGKILL\n"), "%s", out);
@@ -281,8 +280,8 @@ Test(autoscale, pin_and_auto_and_bad_requests)
     /* no load and a 4 s window: pinned, it stays */
     ms_sleep(6000);
     cr_assert_eq(users_count(NULL, NULL, 0), 2, "a pinned count moved");
-    cr_assert_eq(sys_cmd(&sys, &out, (const char *const[]){"scale", "users", "--explain", NULL}),
-                 0, "%s", out);
+    cr_assert_eq(sys_cmd(&sys, &out, (const char *const[]){"scale", "users", "--explain", NULL}), 0,
+                 "%s", out);
     cr_assert(strstr(out, "(pinned:"), "%s", out);
     free(out);
 
@@ -303,8 +302,8 @@ Test(autoscale, pin_and_auto_and_bad_requests)
     r = sys_get(&sys, "/v1/services/nope/autoscale");
     cr_assert_eq(r.status, 404, "%s", r.body);
     h_resp_free(&r);
-    cr_assert_eq(sys_cmd(&sys, &out, (const char *const[]){"scale", "idle", "auto", NULL}), 1,
-                 "%s", out);
+    cr_assert_eq(sys_cmd(&sys, &out, (const char *const[]){"scale", "idle", "auto", NULL}), 1, "%s",
+                 out);
     cr_assert(strstr(out, "no autoscale: section"), "%s", out);
     free(out);
 

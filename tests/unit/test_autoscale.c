@@ -96,8 +96,8 @@ Test(autoscale, steady_load_keeps_the_count)
     sim_t s;
     sim_init(&s, &sp, 4);
     const phase_t ph[] = {
-        {60, 40, 0, 4, 4, "target", 4, 4},   /* exactly 4 x target */
-        {60, 42.5, 0, 4, 4, NULL, 4, 4},     /* 6 % over: within the tolerance */
+        {60, 40, 0, 4, 4, "target", 4, 4}, /* exactly 4 x target */
+        {60, 42.5, 0, 4, 4, NULL, 4, 4},   /* 6 % over: within the tolerance */
         {1, 42.5, 0, 4, 4, "tolerance", 0, 0},
     };
     run(&s, ph, 3);
@@ -331,8 +331,8 @@ Test(autoscale, min_zero_idles_to_zero_after_a_window_and_wake_brings_one)
     world_t w = {.now = 5000, .count = {1, 0}};
     cm_events_t *ev;
     cr_assert_eq(cm_events_new(&ev), 0);
-    cm_autoscale_hooks_t h = {.now_ms = w_now, .scale = w_scale, .count = w_count, .arg = &w,
-                              .events = ev};
+    cm_autoscale_hooks_t h = {
+        .now_ms = w_now, .scale = w_scale, .count = w_count, .arg = &w, .events = ev};
     cm_autoscale_t *as;
     cr_assert_eq(cm_autoscale_new(&spec, &h, &as), 0);
     cr_assert(cm_autoscale_on(as, "users"));

@@ -85,17 +85,16 @@ Test(load, time_sums_of_requests_leave_probes_out)
 
 Test(load, gateway_time_per_upstream_summed_over_routes)
 {
-    const char text[] =
-        "# TYPE cmesh_gateway_upstream_request_duration_seconds histogram\n"
-        "cmesh_gateway_upstream_request_duration_seconds_bucket{route=\"users\","
-        "upstream=\"http://127.0.0.1:7001\",le=\"+Inf\"} 4\n"
-        "cmesh_gateway_upstream_request_duration_seconds_sum{route=\"users\","
-        "upstream=\"http://127.0.0.1:7001\"} 3.5\n"
-        "cmesh_gateway_upstream_request_duration_seconds_sum{route=\"api\","
-        "upstream=\"http://127.0.0.1:7001\"} 0.5\n"
-        "cmesh_gateway_upstream_request_duration_seconds_sum{route=\"users\","
-        "upstream=\"http://127.0.0.1:7002\"} 1\n"
-        "cmesh_gateway_request_duration_seconds_sum{route=\"users\"} 99\n";
+    const char text[] = "# TYPE cmesh_gateway_upstream_request_duration_seconds histogram\n"
+                        "cmesh_gateway_upstream_request_duration_seconds_bucket{route=\"users\","
+                        "upstream=\"http://127.0.0.1:7001\",le=\"+Inf\"} 4\n"
+                        "cmesh_gateway_upstream_request_duration_seconds_sum{route=\"users\","
+                        "upstream=\"http://127.0.0.1:7001\"} 3.5\n"
+                        "cmesh_gateway_upstream_request_duration_seconds_sum{route=\"api\","
+                        "upstream=\"http://127.0.0.1:7001\"} 0.5\n"
+                        "cmesh_gateway_upstream_request_duration_seconds_sum{route=\"users\","
+                        "upstream=\"http://127.0.0.1:7002\"} 1\n"
+                        "cmesh_gateway_request_duration_seconds_sum{route=\"users\"} 99\n";
     cm_load_up_t up[4];
     cr_assert_eq(cm_load_parse_upstreams(text, strlen(text), up, 4), 2);
     cr_assert_str_eq(up[0].url, "http://127.0.0.1:7001");

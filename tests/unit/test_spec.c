@@ -302,8 +302,7 @@ Test(spec, autoscale_errors_name_file_and_line)
     expect_error(AS_HEAD "    autoscale: { max: 2 }\n", 5, "needs target");
     expect_error(AS_HEAD "    autoscale: { target: 2 }\n", 5, "needs max");
     expect_error(AS_HEAD "    autoscale: { max: 65, target: 2 }\n", 5, "1..64");
-    expect_error(AS_HEAD "    autoscale: { max: 2, target: 2, tolerance: 150% }\n", 5,
-                 "tolerance");
+    expect_error(AS_HEAD "    autoscale: { max: 2, target: 2, tolerance: 150% }\n", 5, "tolerance");
     expect_error(AS_HEAD "    autoscale: { max: 2, target: 2, stable_window: 1s, "
                          "panic_window: 2s }\n",
                  5, "tick <= panic_window <= stable_window");
