@@ -62,6 +62,7 @@ static void *load_run(void *arg)
 {
     load_t *l = arg;
     CURLM *m = curl_multi_init();
+    curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, (long)l->conc * 2);
     for (int i = 0; i < l->conc; i++)
         curl_multi_add_handle(m, easy(l));
     int running = l->conc;
@@ -83,12 +84,12 @@ static void *load_run(void *arg)
                          curl_easy_strerror(msg->data.result));
             }
             curl_multi_remove_handle(m, c);
+            /* the same handle again: its keep-alive connection is reused (a new one per
+             * request leaves thousands in TIME_WAIT, eating the machine's ports) */
             if (!atomic_load(&l->stop) && now_s() < l->until) {
                 if (l->pause_ms)
                     ms_sleep(l->pause_ms);
-                curl_easy_reset(c);
-                curl_easy_cleanup(c);
-                curl_multi_add_handle(m, easy(l));
+                curl_multi_add_handle(m, c);
                 running++;
             } else
                 curl_easy_cleanup(c);
