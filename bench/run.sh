@@ -30,12 +30,17 @@
 #  feed     (bench/feed.sh) feed-follower, feed-orders: wrk POST /users while a client and
 #           a real orders follow users' GET /events: events/s, cursor lag when the load
 #           ended, ms until orders caught up.
+#  autoscale (bench/autoscale.sh) autoscale-step: wrk -c128 through the gateway to users
+#           autoscaled 2..8 (the shipped policy, auth off): from the load start to the
+#           decision, the new instance ready and serving; back to 2 after the load. Beside
+#           the HPA's 15 s sync period and Knative's 2 s ticks and 6 s panic window.
 # Usage: bench/run.sh [path/to/cmesh]   env: BENCH_DURATION (10s) BENCH_WARMUP (2s)
 #        BENCH_CONNECTIONS (50) BENCH_THREADS (1) BENCH_KEEP=1 (keep the temp dir)
-#        BENCH_ROWS ("users proxy failover idle burst control coldstart feed pg": the groups)
+#        BENCH_ROWS ("users proxy failover idle burst control coldstart feed pg autoscale": the groups)
 #        FAILOVER_DURATION (8s) FAILOVER_KILL_AT (2, seconds) IDLE_CONNECTIONS (8000)
 #        BURST_REQUESTS (8000) CONTROL_RESTARTS (5) CONTROL_WATCHERS (1000)
-#        CONTROL_WINDOW (10, seconds) COLDSTART_ROUNDS (5) NGINX HAPROXY H2O (peer binaries)
+#        CONTROL_WINDOW (10, seconds) COLDSTART_ROUNDS (5) AUTOSCALE_DURATION (10, seconds)
+#        NGINX HAPROXY H2O (peer binaries)
 set -euo pipefail
 
 BIN=${1:-build/cmesh}
@@ -48,7 +53,7 @@ WARMUP=${BENCH_WARMUP:-2s}
 CONNS=${BENCH_CONNECTIONS:-50}
 THREADS=${BENCH_THREADS:-1}
 NGINX=${NGINX:-/usr/sbin/nginx}
-BENCH_ROWS=${BENCH_ROWS:-users proxy failover idle burst control coldstart feed pg}
+BENCH_ROWS=${BENCH_ROWS:-users proxy failover idle burst control coldstart feed pg autoscale}
 
 # The issue's targets (see the summary at the end).
 TARGET_RPS_RATIO=0.8
@@ -376,6 +381,11 @@ if want feed; then
     : >"$TMP/feed-rows"
     FEED_ROWS_OUT="$TMP/feed-rows" bash "$ROOT/bench/feed.sh" "$BIN" || true
 fi
+if want autoscale; then
+    echo
+    : >"$TMP/autoscale-rows"
+    AUTOSCALE_ROWS_OUT="$TMP/autoscale-rows" bash "$ROOT/bench/autoscale.sh" "$BIN" || true
+fi
 
 # ---- report --------------------------------------------------------------------------
 
@@ -479,6 +489,11 @@ fi
 if want feed; then # events/s in rps; lag, catch-up and the write load in the note column
     awk '{ printf "%s,%s,,,,,,,,,,,,lag_at_end=%s catchup_ms=%s creates_per_s=%s\n", $1, $2, $3, $4, $5 }' \
         "$TMP/feed-rows" >>"$CSV"
+fi
+if want autoscale; then # times in the note column
+    awk '$2 == "-" { printf "%s,,,,,,,,,,,,,not measured\n", $1; next }
+         { printf "%s,,,,,,,,,,,,,decide_ms=%s ready_ms=%s serve_ms=%s max_instances=%s down_ms=%s\n",
+                  $1, $2, $3, $4, $5, $6 }' "$TMP/autoscale-rows" >>"$CSV"
 fi
 cp "$CSV" "$ROOT/bench/results/latest.csv"
 echo

@@ -141,6 +141,28 @@ static void last_line(const char *tail, char *out, size_t cap)
     snprintf(out, cap, "%.*s", (int)(n - start > 120 ? 120 : n - start), tail + start);
 }
 
+/* One line under the table when a service autoscales: which are auto, which pinned. */
+static void print_scaling(json_t *st)
+{
+    json_t *svcs = json_object_get(st, "services"), *sv;
+    size_t i;
+    int any = 0;
+    json_array_foreach(svcs, i, sv)
+    {
+        const char *mode = json_string_value(json_object_get(sv, "scaling"));
+        if (!mode || strcmp(mode, "fixed") == 0)
+            continue;
+        printf("%s%s %s",
+               any ? ", " : "\nscaling: ", json_string_value(json_object_get(sv, "name")), mode);
+        if (strcmp(mode, "pinned") == 0)
+            printf(" at %d", (int)json_integer_value(json_object_get(sv, "pinned")));
+        printf(" (desired %d)", (int)json_integer_value(json_object_get(sv, "desired")));
+        any = 1;
+    }
+    if (any)
+        printf("\n");
+}
+
 /* kubectl get's look: a header, one row per instance, columns padded to their width. */
 static void print_table(json_t *st, int wide)
 {
@@ -211,6 +233,7 @@ static void print_table(json_t *st, int wide)
             printf(c + 1 < ncols ? "%-*s   " : "%-*s", c + 1 < ncols ? width[c] : 0, cell[r][c]);
         printf("\n");
     }
+    print_scaling(st);
     fflush(stdout);
 }
 
@@ -304,15 +327,41 @@ int cm_ctl_status_main(int argc, char **argv)
 /* cmesh scale                                                                        */
 /* ---------------------------------------------------------------------------------- */
 
-static const char scale_help[] = "usage: cmesh scale [--config FILE] SERVICE N\n"
-                                 "\n"
-                                 "Sets SERVICE's instance count to N (0..64): new instances "
-                                 "start, extra ones\n"
-                                 "leave routing and stop gracefully, highest number first. The "
-                                 "count survives a\n"
-                                 "restart of the control plane (not a down).\n"
-                                 "Exit status: 0 done, 1 refused or no control plane, 2 bad "
-                                 "arguments.\n";
+static const char scale_help[] =
+    "usage: cmesh scale [--config FILE] SERVICE N\n"
+    "       cmesh scale [--config FILE] SERVICE auto\n"
+    "       cmesh scale [--config FILE] SERVICE --explain [-o json]\n"
+    "\n"
+    "N (0..64) sets SERVICE's instance count: new instances start, extra ones leave\n"
+    "routing and stop gracefully, highest number first. The count survives a restart of\n"
+    "the control plane (not a down). A service with autoscale: in cmesh.yaml is pinned\n"
+    "at N (the autoscaler only watches) until `auto` hands it back.\n"
+    "--explain prints the autoscaler's last decision: its inputs (in-flight work L, ready\n"
+    "and surge instances), the formula with its numbers, the result and the limit that\n"
+    "applied; -o json prints the control API's answer as it is.\n"
+    "Exit status: 0 done, 1 refused or no control plane, 2 bad arguments.\n";
+
+static int scale_explain(const cm_spec_t *s, const char *svc, int js)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/v1/services/%s/autoscale", svc);
+    cm_buf_t b = {0};
+    int st = api(s, "scale", "GET", path, NULL, 10, &b), rc = 0;
+    if (st == 200 && js)
+        printf("%s\n", (const char *)b.data);
+    else if (st == 200) {
+        json_t *o = json_loadb((const char *)b.data, b.len, 0, NULL);
+        const char *t = json_string_value(json_object_get(o, "explain"));
+        fputs(t ? t : (const char *)b.data, stdout);
+        json_decref(o);
+    } else {
+        if (st > 0)
+            fprintf(stderr, "cmesh scale: %s\n", api_error(&b));
+        rc = 1;
+    }
+    cm_buf_free(&b);
+    return rc;
+}
 
 int cm_ctl_scale_main(int argc, char **argv)
 {
@@ -324,9 +373,15 @@ int cm_ctl_scale_main(int argc, char **argv)
     cm_spec_t *s;
     if (load_spec("scale", &argc, argv, &s) < 0)
         return 2;
-    long n;
-    if (argc != 3 || cm_parse_int(argv[2], 0, CM_SPEC_MAX_INST, &n) < 0) {
-        fprintf(stderr, "cmesh scale: give SERVICE N with N in 0..%d; see cmesh scale --help\n",
+    long n = -1;
+    int explain = argc >= 3 && strcmp(argv[2], "--explain") == 0;
+    int js = explain && argc == 5 && strcmp(argv[3], "-o") == 0 && strcmp(argv[4], "json") == 0;
+    int is_auto = argc == 3 && strcmp(argv[2], "auto") == 0;
+    if (!(explain && (argc == 3 || js)) && !is_auto &&
+        (argc != 3 || cm_parse_int(argv[2], 0, CM_SPEC_MAX_INST, &n) < 0)) {
+        fprintf(stderr,
+                "cmesh scale: give SERVICE N with N in 0..%d, SERVICE auto or SERVICE "
+                "--explain; see cmesh scale --help\n",
                 CM_SPEC_MAX_INST);
         cm_spec_free(s);
         return 2;
@@ -336,15 +391,33 @@ int cm_ctl_scale_main(int argc, char **argv)
         cm_spec_free(s);
         return 2;
     }
+    if (explain) {
+        int rc = scale_explain(s, argv[1], js);
+        cm_spec_free(s);
+        return rc;
+    }
     char path[256], body[64];
     snprintf(path, sizeof path, "/v1/services/%s/scale", argv[1]);
-    snprintf(body, sizeof body, "{\"instances\":%ld}", n);
+    if (is_auto)
+        snprintf(body, sizeof body, "{\"auto\":true}");
+    else
+        snprintf(body, sizeof body, "{\"instances\":%ld}", n);
     cm_buf_t b = {0};
     int st = api(s, "scale", "PUT", path, body, 10, &b);
     int rc = 0;
-    if (st == 200)
-        printf("%s scaled to %ld\n", argv[1], n);
-    else {
+    if (st == 200) {
+        json_t *o = json_loadb((const char *)b.data, b.len, 0, NULL);
+        const char *mode = json_string_value(json_object_get(o, "scaling"));
+        if (is_auto)
+            printf("%s handed back to the autoscaler (now %d instances)\n", argv[1],
+                   (int)json_integer_value(json_object_get(o, "desired")));
+        else if (mode && strcmp(mode, "pinned") == 0)
+            printf("%s pinned at %ld (autoscaling off until `cmesh scale %s auto`)\n", argv[1], n,
+                   argv[1]);
+        else
+            printf("%s scaled to %ld\n", argv[1], n);
+        json_decref(o);
+    } else {
         if (st > 0)
             fprintf(stderr, "cmesh scale: %s\n", api_error(&b));
         rc = 1;

@@ -52,6 +52,20 @@ static int count_running(const cm_registry_t *reg, const char *name)
     return r;
 }
 
+/* ,"scaling":"fixed"|"auto"|"pinned" (and "pinned":N): how the count is decided. */
+static void render_mode(cm_api_ctx_t *c, const char *name, cm_buf_t *b)
+{
+    if (!c->autoscale || !cm_autoscale_on(c->autoscale, name)) {
+        cm_buf_append_str(b, ",\"scaling\":\"fixed\"");
+        return;
+    }
+    int pin = cm_autoscale_pinned(c->autoscale, name);
+    if (pin >= 0)
+        cm_buf_appendf(b, ",\"scaling\":\"pinned\",\"pinned\":%d", pin);
+    else
+        cm_buf_append_str(b, ",\"scaling\":\"auto\"");
+}
+
 static void render_services(cm_api_ctx_t *c, cm_buf_t *b)
 {
     cm_buf_append_str(b, "[");
@@ -59,9 +73,10 @@ static void render_services(cm_api_ctx_t *c, cm_buf_t *b)
         const char *name = c->spec->svcs[i].name;
         cm_buf_appendf(b, "%s{\"name\":", i ? "," : "");
         cm_json_str(b, name, strlen(name));
-        cm_buf_appendf(b, ",\"desired\":%d,\"running\":%d,\"ready\":%d}",
-                       cm_sup_count(c->sup, name), count_running(c->reg, name),
-                       count_ready(c->reg, name));
+        cm_buf_appendf(b, ",\"desired\":%d,\"running\":%d,\"ready\":%d", cm_sup_count(c->sup, name),
+                       count_running(c->reg, name), count_ready(c->reg, name));
+        render_mode(c, name, b);
+        cm_buf_append_str(b, "}");
     }
     cm_buf_append_str(b, "]");
 }
@@ -274,6 +289,8 @@ static void h_service(cm_req_t *req)
     answer(c, req, name);
 }
 
+/* {"instances": N} sets the count (and pins an autoscaled service there); {"auto": true}
+ * hands an autoscaled service back to the autoscaler. */
 static void h_scale(cm_req_t *req)
 {
     cm_api_ctx_t *c = ctx_of(req);
@@ -285,25 +302,58 @@ static void h_scale(cm_req_t *req)
         cm_res_error(req, 400, "%s", err);
         return;
     }
-    json_t *n = json_object_get(o, "instances");
+    json_t *n = json_object_get(o, "instances"), *a = json_object_get(o, "auto");
     json_int_t v = json_is_integer(n) ? json_integer_value(n) : -1;
+    int is_auto = json_is_true(a), has_auto = a != NULL, has_n = n != NULL;
+    const char *unknown = NULL;
+    const char *k;
+    json_t *val;
+    json_object_foreach(o, k, val) if (strcmp(k, "instances") != 0 && strcmp(k, "auto") != 0)
+        unknown = k;
+    char unk[64];
+    snprintf(unk, sizeof unk, "%s", unknown ? unknown : "");
     json_decref(o);
-    if (v < 0 || v > CM_SPEC_MAX_INST) {
+    if (unknown) {
+        cm_res_error_field(req, 422, unk, "unknown field '%s'; give instances: N or auto: true",
+                           unk);
+        return;
+    }
+    if (has_n == has_auto) {
+        cm_res_error_field(req, 422, "instances",
+                           "give either instances: N (pins the count) or auto: true (hands it "
+                           "back to the autoscaler)");
+        return;
+    }
+    if (has_auto && !is_auto) {
+        cm_res_error_field(req, 422, "auto",
+                           "auto must be true; to pin the count give instances: N instead");
+        return;
+    }
+    if (has_n && (v < 0 || v > CM_SPEC_MAX_INST)) {
         cm_res_error_field(req, 422, "instances", "instances must be a whole number in 0..%d",
                            CM_SPEC_MAX_INST);
         return;
     }
-    if (strcmp(name, CM_SPEC_GATEWAY) == 0 && v != 1) {
-        cm_res_error_field(req, 422, "instances",
+    if (strcmp(name, CM_SPEC_GATEWAY) == 0 && (has_auto || v != 1)) {
+        cm_res_error_field(req, 422, has_auto ? "auto" : "instances",
                            "the gateway runs as exactly 1 instance (it "
                            "owns its port)");
+        return;
+    }
+    int autoscaled = c->autoscale && cm_autoscale_on(c->autoscale, name);
+    if (has_auto && !autoscaled) {
+        cm_res_error_field(req, 409, "auto",
+                           "%s has no autoscale: section in %s; its count is fixed (give "
+                           "instances: N)",
+                           name, c->spec->path);
         return;
     }
     if (c->stopping) {
         cm_res_error(req, 409, "the system is going down");
         return;
     }
-    int rc = cm_sup_scale(c->sup, name, (int)v);
+    int rc = autoscaled ? cm_autoscale_pin(c->autoscale, name, has_auto ? -1 : (int)v)
+                        : cm_sup_scale(c->sup, name, (int)v);
     if (rc < 0) {
         cm_res_error(req, 500, "scale failed: %s", strerror(-rc));
         return;
@@ -311,7 +361,51 @@ static void h_scale(cm_req_t *req)
     set_index(req, cm_registry_index(c->reg));
     cm_buf_append_str(&req->res_body, "{\"name\":");
     cm_json_str(&req->res_body, name, strlen(name));
-    cm_buf_appendf(&req->res_body, ",\"desired\":%d}", (int)v);
+    cm_buf_appendf(&req->res_body, ",\"desired\":%d", cm_sup_count(c->sup, name));
+    render_mode(c, name, &req->res_body);
+    cm_buf_append_str(&req->res_body, "}");
+    cm_res_send(req, 200);
+}
+
+/* The last decision with its inputs and the explanation `cmesh scale --explain` prints. */
+static void h_autoscale(cm_req_t *req)
+{
+    cm_api_ctx_t *c = ctx_of(req);
+    char name[CM_SPEC_NAME_MAX];
+    const cm_svc_spec_t *sp = service_param(req, c, name, sizeof name);
+    if (!sp)
+        return;
+    if (!c->autoscale || !cm_autoscale_on(c->autoscale, name)) {
+        cm_res_error(req, 409, "%s has no autoscale: section in %s; it keeps instances: %d", name,
+                     c->spec->path, cm_sup_count(c->sup, name));
+        return;
+    }
+    cm_buf_t *b = &req->res_body;
+    cm_buf_append_str(b, "{\"name\":");
+    cm_json_str(b, name, strlen(name));
+    cm_buf_appendf(b, ",\"desired\":%d", cm_sup_count(c->sup, name));
+    render_mode(c, name, b);
+    const cm_as_decision_t *d;
+    cm_buf_t text = {0};
+    if (cm_autoscale_last(c->autoscale, name, &d) == 0) {
+        cm_buf_append_str(b, ",\"decision\":");
+        cm_as_render_json(d, &sp->autoscale, name, b);
+        cm_as_render_text(d, &sp->autoscale, name, &text);
+        if (cm_autoscale_pinned(c->autoscale, name) >= 0)
+            cm_buf_appendf(&text,
+                           "  pinned:  at %d by `cmesh scale %s N`; `cmesh scale %s auto` "
+                           "hands it back\n",
+                           cm_autoscale_pinned(c->autoscale, name), name, name);
+    } else {
+        cm_buf_append_str(b, ",\"decision\":null");
+        cm_buf_appendf(&text, "%s: no decision yet (the first comes two ticks after start)\n",
+                       name);
+    }
+    cm_buf_append_str(b, ",\"explain\":");
+    cm_json_str(b, text.data ? text.data : "", text.len);
+    cm_buf_append_str(b, "}");
+    cm_buf_free(&text);
+    set_index(req, cm_registry_index(c->reg));
     cm_res_send(req, 200);
 }
 
@@ -332,19 +426,16 @@ static void h_wake(cm_req_t *req)
         cm_res_error(req, 409, "the system is going down");
         return;
     }
-    int want = cm_sup_count(c->sup, name), woke = 0;
-    if (want == 0) {
-        /* the autoscaler's wake (cm_autoscale_wake) replaces this at the merge */
-        int rc = cm_sup_scale(c->sup, name, 1);
-        if (rc < 0) {
-            cm_res_error(req, 500, "wake failed: %s", strerror(-rc));
-            return;
-        }
-        want = 1;
-        woke = 1;
-        cm_events_add(c->events, "wake", name, -1, NULL,
-                      "control: %s: woken from zero to 1 instance (asked by %s)", name, req->peer);
+    /* through the autoscaler: the demand is noted, so scale-down waits a whole window */
+    int woke = cm_autoscale_wake(c->autoscale, name);
+    if (woke < 0) {
+        cm_res_error(req, 500, "wake failed: %s", strerror(-woke));
+        return;
     }
+    int want = cm_sup_count(c->sup, name);
+    if (woke)
+        cm_events_add(c->events, "wake", name, -1, NULL,
+                      "woken from zero to 1 instance (asked by %s)", req->peer);
     set_index(req, cm_registry_index(c->reg));
     cm_buf_append_str(&req->res_body, "{\"name\":");
     cm_json_str(&req->res_body, name, strlen(name));
@@ -485,7 +576,9 @@ static void h_status(cm_req_t *req)
         const char *name = c->spec->svcs[i].name;
         cm_buf_appendf(b, "%s{\"name\":", i ? "," : "");
         cm_json_str(b, name, strlen(name));
-        cm_buf_appendf(b, ",\"desired\":%d,\"instances\":", cm_sup_count(c->sup, name));
+        cm_buf_appendf(b, ",\"desired\":%d", cm_sup_count(c->sup, name));
+        render_mode(c, name, b);
+        cm_buf_append_str(b, ",\"instances\":");
         render_service(c, name, b, 1);
         cm_buf_append_str(b, "}");
     }
@@ -611,6 +704,7 @@ const cm_route_t cm_api_routes[] = {
     {CM_GET, "/v1/services/{name}", h_service},
     {CM_PUT, "/v1/services/{name}/scale", h_scale},
     {CM_POST, "/v1/services/{name}/wake", h_wake},
+    {CM_GET, "/v1/services/{name}/autoscale", h_autoscale},
     {CM_PUT, "/v1/services/{name}/instances/{id}", h_register},
     {CM_DELETE, "/v1/services/{name}/instances/{id}", h_deregister},
     {CM_GET, "/v1/targets", h_targets},

@@ -6,7 +6,9 @@
  *       index passes N, or after wait: default 5m, at most 10m, plus up to wait/16 of
  *       jitter); the index is in the X-Cmesh-Index header of every answer, and a
  *       service's desired instance count in X-Cmesh-Desired (0: scaled to zero)
- *   PUT /v1/services/{name}/scale {"instances": N}
+ *   PUT /v1/services/{name}/scale {"instances": N} (pins an autoscaled service) or
+ *       {"auto": true} (hands it back to the autoscaler)
+ *   GET /v1/services/{name}/autoscale  the last decision with its inputs (--explain)
  *   POST /v1/services/{name}/wake  one instance for a service at zero (202), or nothing
  *       to do (200: it already wants instances)
  *   PUT /v1/services/{name}/instances/{id} {"address","port","ttl"}: registers an
@@ -27,6 +29,7 @@
 #define CMESH_CONTROL_API_H
 
 #include "control/acks.h"
+#include "control/autoscale.h"
 #include "control/events.h"
 #include "control/external.h"
 #include "control/history.h"
@@ -43,11 +46,12 @@ typedef struct cm_api_ctx {
     const cm_spec_t *spec;
     cm_registry_t *reg;
     cm_sup_t *sup;
-    cm_ext_t *ext;         /* instances registered by hand */
-    cm_events_t *events;   /* recent events, for /v1/events */
-    cm_history_t *history; /* the charts' points, for /v1/history */
-    cm_acks_t *acks;       /* gateways' acknowledgements, for /v1/gateways (drain) */
-    int stopping;          /* down in progress: scale is refused (409) */
+    cm_ext_t *ext;             /* instances registered by hand */
+    cm_events_t *events;       /* recent events, for /v1/events */
+    cm_history_t *history;     /* the charts' points, for /v1/history */
+    cm_acks_t *acks;           /* gateways' acknowledgements, for /v1/gateways (drain) */
+    cm_autoscale_t *autoscale; /* pins, hand-backs, wakes and --explain */
+    int stopping;              /* down in progress: scale is refused (409) */
 } cm_api_ctx_t;
 
 extern const cm_route_t cm_api_routes[];

@@ -18,22 +18,6 @@ static int probe_route(const char *labels, size_t len)
     return 0;
 }
 
-/* The '}' closing the label set at brace: the first one outside a quoted value (route
- * patterns have braces of their own: route="/users/{id}"); NULL when there is none. */
-static char *labels_end(char *brace)
-{
-    int quoted = 0;
-    for (char *p = brace + 1; *p; p++) {
-        if (quoted && *p == '\\' && p[1])
-            p++; /* \" \\ \n: escaped, never the end of the value */
-        else if (*p == '"')
-            quoted = !quoted;
-        else if (*p == '}' && !quoted)
-            return p;
-    }
-    return NULL;
-}
-
 static int le_of(const char *labels, size_t len, double *le)
 {
     const char *p = memmem(labels, len, "le=\"", 4);
@@ -67,9 +51,26 @@ static void add_bucket(cm_load_sample_t *s, double le, double v)
     s->nb++;
 }
 
-int cm_load_parse(const char *text, size_t len, cm_load_sample_t *out)
+/* The '}' that closes a label set: label values hold route patterns ("/users/{id}"). */
+static char *labels_end(char *p)
 {
-    memset(out, 0, sizeof *out);
+    int quoted = 0;
+    for (p++; *p; p++)
+        if (quoted && *p == '\\' && p[1])
+            p++;
+        else if (*p == '"')
+            quoted = !quoted;
+        else if (!quoted && *p == '}')
+            return p;
+    return NULL;
+}
+
+/* Calls fn for every sample line: its metric name, its labels ("{...}" or "") and value. */
+typedef void (*series_fn)(const char *name, size_t namelen, const char *labels, size_t llen,
+                          double v, void *arg);
+
+static void each_series(const char *text, size_t len, series_fn fn, void *arg)
+{
     const char *p = text, *end = text + len;
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -85,25 +86,78 @@ int cm_load_parse(const char *text, size_t len, cm_load_sample_t *out)
             size_t namelen = brace ? (size_t)(brace - line) : (val ? (size_t)(val - line) : n);
             const char *labels = brace ? brace : "";
             size_t llen = brace && close ? (size_t)(close - brace) : 0;
-#define IS(NAME) (namelen == sizeof(NAME) - 1 && strncmp(line, NAME, namelen) == 0)
-            if (IS("cmesh_http_requests_total") && !probe_route(labels, llen)) {
-                out->requests += v;
-                if (memmem(labels, llen, "code=\"5", 7))
-                    out->errors += v;
-                out->valid = 1;
-            } else if (IS("cmesh_http_request_duration_seconds_bucket") &&
-                       !probe_route(labels, llen)) {
-                double b;
-                if (le_of(labels, llen, &b) == 0)
-                    add_bucket(out, b, v);
-            } else if (IS("cmesh_http_requests_in_flight")) {
-                out->inflight += v;
-            }
-#undef IS
+            fn(line, namelen, labels, llen, v, arg);
         }
         p = nl ? nl + 1 : end;
     }
+}
+
+#define IS(NAME) (namelen == sizeof(NAME) - 1 && strncmp(name, NAME, namelen) == 0)
+
+static void instance_series(const char *name, size_t namelen, const char *labels, size_t llen,
+                            double v, void *arg)
+{
+    cm_load_sample_t *out = arg;
+    if (IS("cmesh_http_requests_total") && !probe_route(labels, llen)) {
+        out->requests += v;
+        if (memmem(labels, llen, "code=\"5", 7))
+            out->errors += v;
+        out->valid = 1;
+    } else if (IS("cmesh_http_request_duration_seconds_bucket") && !probe_route(labels, llen)) {
+        double b;
+        if (le_of(labels, llen, &b) == 0)
+            add_bucket(out, b, v);
+    } else if (IS("cmesh_http_request_duration_seconds_sum") && !probe_route(labels, llen)) {
+        out->time_sum += v;
+    } else if (IS("cmesh_http_requests_in_flight")) {
+        out->inflight += v;
+    }
+}
+
+int cm_load_parse(const char *text, size_t len, cm_load_sample_t *out)
+{
+    memset(out, 0, sizeof *out);
+    each_series(text, len, instance_series, out);
     return out->valid ? 0 : -EINVAL;
+}
+
+typedef struct ups {
+    cm_load_up_t *up;
+    int cap, n;
+} ups_t;
+
+static void upstream_series(const char *name, size_t namelen, const char *labels, size_t llen,
+                            double v, void *arg)
+{
+    ups_t *u = arg;
+    if (!IS("cmesh_gateway_upstream_request_duration_seconds_sum"))
+        return;
+    const char *p = memmem(labels, llen, "upstream=\"", 10);
+    const char *q = p ? memchr(p + 10, '"', llen - (size_t)(p + 10 - labels)) : NULL;
+    if (!q || (size_t)(q - p - 10) >= sizeof u->up[0].url)
+        return;
+    size_t ulen = (size_t)(q - p - 10);
+    int i = 0;
+    while (i < u->n && !(strlen(u->up[i].url) == ulen && memcmp(u->up[i].url, p + 10, ulen) == 0))
+        i++;
+    if (i == u->n) { /* a new instance (the same one on two routes is summed) */
+        if (u->n == u->cap)
+            return;
+        memcpy(u->up[i].url, p + 10, ulen);
+        u->up[i].url[ulen] = '\0';
+        u->up[i].time_sum = 0;
+        u->n++;
+    }
+    u->up[i].time_sum += v;
+}
+
+#undef IS
+
+int cm_load_parse_upstreams(const char *text, size_t len, cm_load_up_t *up, int cap)
+{
+    ups_t u = {up, cap, 0};
+    each_series(text, len, upstream_series, &u);
+    return u.n;
 }
 
 int cm_load_window(const cm_load_sample_t *prev, const cm_load_sample_t *cur, cm_load_sample_t *out)
@@ -119,6 +173,7 @@ int cm_load_window(const cm_load_sample_t *prev, const cm_load_sample_t *cur, cm
     out->requests = cur->requests - prev->requests;
     out->errors = cur->errors - prev->errors;
     out->inflight = cur->inflight;
+    out->time_sum = cur->time_sum - prev->time_sum;
     out->nb = cur->nb;
     for (int i = 0; i < cur->nb; i++) {
         out->le[i] = cur->le[i];
@@ -135,6 +190,7 @@ void cm_load_window_add(cm_load_sample_t *acc, const cm_load_sample_t *w)
     acc->requests += w->requests;
     acc->errors += w->errors;
     acc->inflight += w->inflight;
+    acc->time_sum += w->time_sum;
     for (int i = 0; i < w->nb; i++)
         add_bucket(acc, w->le[i], w->bucket[i]);
 }

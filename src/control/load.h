@@ -1,11 +1,13 @@
 /* control/load.h: an instance's load from its own /metrics (Prometheus text, as every
  * cmesh process serves it): requests per second, the p99 latency and the error rate (5xx
- * share) between two scrapes, computed from the counters and the latency histogram as
- * Prometheus' rate() and histogram_quantile() would; windows of several instances add up
- * to a service's (histogram_quantile over sum by (le)). Probe and scrape routes (/healthz, /readyz,
- * /metrics) are left out: they are the control plane's own traffic. Pure functions, no I/O; the
- * supervisor scrapes, `cmesh status` shows RPS and P99 (and the autoscaler will read
- * them). */
+ * share) between two scrapes, computed from the counters and the latency histogram as Prometheus'
+ * rate() and histogram_quantile() would. Probe and scrape routes (/healthz, /readyz, /metrics) are
+ * left out: they are the control plane's own traffic. Pure functions, no I/O; the supervisor
+ * scrapes, `cmesh status` shows RPS and P99; windows of several instances add up to a service's
+ * (histogram_quantile over sum by (le)). The autoscaler (demand.c) reads the time sums: by Little's
+ * law the mean number of requests in the system over an interval is exactly the time they spent in
+ * it divided by the interval, i.e. the rate of a duration histogram's _sum; the gateway's
+ * per-instance series include the time a request waited at the gateway. */
 #ifndef CMESH_CONTROL_LOAD_H
 #define CMESH_CONTROL_LOAD_H
 
@@ -21,11 +23,22 @@ typedef struct cm_load_sample {
     double le[CM_LOAD_BUCKETS];     /* upper bounds in seconds (+Inf last) */
     double bucket[CM_LOAD_BUCKETS]; /* cumulative counts, summed over routes */
     double inflight;                /* cmesh_http_requests_in_flight */
+    double time_sum;                /* cmesh_http_request_duration_seconds_sum: seconds */
     int valid;                      /* the text had the request counter */
 } cm_load_sample_t;
 
 /* Parses a /metrics answer. Returns 0, or -EINVAL when it holds no cmesh request series. */
 int cm_load_parse(const char *text, size_t len, cm_load_sample_t *out);
+
+/* The gateway's time spent per upstream instance: one row per `upstream` label of
+ * cmesh_gateway_upstream_request_duration_seconds_sum, summed over routes. */
+typedef struct cm_load_up {
+    char url[128];   /* "http://127.0.0.1:7001" */
+    double time_sum; /* seconds of attempts on it since the gateway started */
+} cm_load_up_t;
+
+/* Fills up to cap rows from a gateway's /metrics; returns how many. */
+int cm_load_parse_upstreams(const char *text, size_t len, cm_load_up_t *up, int cap);
 
 /* From two samples dt_ms apart: *rps, and *p99_ms (-1 when no request came). Returns 0, or
  * -EINVAL when the samples do not fit (a restart reset the counters, dt 0). */

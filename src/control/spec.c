@@ -219,6 +219,98 @@ static int parse_probe(yctx_t *y, struct fy_node *n, int line, const char *what,
     return 0;
 }
 
+/* A decimal number in [min, max] ("0.5", "16"); with pct, "10%" is 0.10 too. */
+static int get_number(yctx_t *y, struct fy_node *n, int line, const char *what, double min,
+                      double max, int pct, double *out)
+{
+    const char *s = NULL; /* set by scalar() when it returns 0 (-O3 cannot see it) */
+    int rc = scalar(y, n, line, what, &s);
+    if (rc < 0)
+        return rc;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (pct && end != s && strcmp(end, "%") == 0)
+        v /= 100, end++;
+    /* digits only: strtod also takes "inf", "nan", hex and leading blanks */
+    int plain = (s[0] >= '0' && s[0] <= '9') || s[0] == '.';
+    if (!plain || end == s || *end || errno || !(v >= min && v <= max))
+        return fail(y, cm_yaml_line(n, line), "%s '%s' must be a number in %g..%g%s", what, s, min,
+                    max, pct ? " (or a percentage: 10%)" : "");
+    *out = v;
+    return 0;
+}
+
+/* `autoscale:` {min, max, target, stable_window, panic_window, tick, tolerance,
+ * panic_threshold, flap_budget}; Knative's windows, shortened (30 s / 3 s, 1 s ticks). */
+static int parse_autoscale(yctx_t *y, struct fy_node *n, int line, const char *what,
+                           cm_autoscale_spec_t *a)
+{
+    int rc = want_mapping(y, n, line, what);
+    if (rc < 0)
+        return rc;
+    *a = (cm_autoscale_spec_t){.on = 1,
+                               .min = 1,
+                               .max = 0,
+                               .target = 0,
+                               .tolerance = 0.10,
+                               .stable_ms = 30000,
+                               .panic_ms = 3000,
+                               .tick_ms = 1000,
+                               .panic_threshold = 2.0,
+                               .flap_budget = 2,
+                               .line = line};
+    int has_max = 0;
+    void *it = NULL;
+    struct fy_node_pair *kv;
+    char w[CM_SPEC_NAME_MAX + 128];
+    while ((kv = fy_node_mapping_iterate(n, &it))) {
+        const char *k = key_of(kv);
+        struct fy_node *v = fy_node_pair_value(kv);
+        int kl = cm_yaml_line(fy_node_pair_key(kv), line);
+        snprintf(w, sizeof w, "%s.%s", what, k);
+        if (strcmp(k, "min") == 0)
+            rc = get_int(y, v, kl, w, 0, CM_SPEC_MAX_INST, &a->min);
+        else if (strcmp(k, "max") == 0)
+            rc = get_int(y, v, kl, w, 1, CM_SPEC_MAX_INST, &a->max), has_max = 1;
+        else if (strcmp(k, "target") == 0) {
+            if ((rc = get_number(y, v, kl, w, 0, 1e6, 0, &a->target)) == 0 && a->target <= 0)
+                rc = fail(y, cm_yaml_line(v, kl),
+                          "%s must be more than 0 (in-flight requests per instance)", w);
+        } else if (strcmp(k, "tolerance") == 0)
+            rc = get_number(y, v, kl, w, 0, 0.99, 1, &a->tolerance);
+        else if (strcmp(k, "panic_threshold") == 0)
+            rc = get_number(y, v, kl, w, 1, 100, 0, &a->panic_threshold);
+        else if (strcmp(k, "flap_budget") == 0)
+            rc = get_int(y, v, kl, w, 1, 100, &a->flap_budget);
+        else if (strcmp(k, "stable_window") == 0)
+            rc = get_duration(y, v, kl, w, 1, &a->stable_ms);
+        else if (strcmp(k, "panic_window") == 0)
+            rc = get_duration(y, v, kl, w, 1, &a->panic_ms);
+        else if (strcmp(k, "tick") == 0)
+            rc = get_duration(y, v, kl, w, 100, &a->tick_ms);
+        else
+            rc = fail(y, kl,
+                      "unknown key '%s' in %s; expected min, max, target, stable_window, "
+                      "panic_window, tick, tolerance, panic_threshold, flap_budget",
+                      k, what);
+        if (rc < 0)
+            return rc;
+    }
+    if (!has_max)
+        return fail(y, line, "%s needs max: the most instances it may scale to", what);
+    if (a->target <= 0)
+        return fail(y, line, "%s needs target: in-flight requests per instance (e.g. 8)", what);
+    if (a->min > a->max)
+        return fail(y, line, "%s.min (%d) must not be more than max (%d)", what, a->min, a->max);
+    if (a->panic_ms < a->tick_ms || a->stable_ms < a->panic_ms)
+        return fail(y, line, "%s: the windows must be tick <= panic_window <= stable_window", what);
+    if (a->stable_ms / a->tick_ms > CM_AUTOSCALE_HIST)
+        return fail(y, line, "%s.stable_window holds more than %d ticks; use a longer tick", what,
+                    CM_AUTOSCALE_HIST);
+    return 0;
+}
+
 static const char *const self_commands[] = {"users", "orders", "gateway", NULL};
 
 static int parse_env(yctx_t *y, struct fy_node *n, int line, const char *what, cm_svc_spec_t *s)
@@ -278,7 +370,7 @@ static int parse_service(yctx_t *y, cm_svc_spec_t *s, const char *name, struct f
         snprintf(s->ready.path, sizeof s->ready.path, "/readyz");
         snprintf(s->live.path, sizeof s->live.path, "/healthz");
     }
-    int has_listen = 0;
+    int has_listen = 0, has_instances = 0;
     void *it = NULL;
     struct fy_node_pair *kv;
     while ((kv = fy_node_mapping_iterate(n, &it))) {
@@ -294,7 +386,9 @@ static int parse_service(yctx_t *y, cm_svc_spec_t *s, const char *name, struct f
         else if (strcmp(k, "env") == 0)
             rc = parse_env(y, v, kl, w, s);
         else if (strcmp(k, "instances") == 0)
-            rc = get_int(y, v, kl, w, 0, CM_SPEC_MAX_INST, &s->instances);
+            rc = get_int(y, v, kl, w, 0, CM_SPEC_MAX_INST, &s->instances), has_instances = 1;
+        else if (strcmp(k, "autoscale") == 0)
+            rc = parse_autoscale(y, v, kl, w, &s->autoscale);
         else if (strcmp(k, "listen") == 0)
             rc = get_hostport(y, v, kl, w, s->host, sizeof s->host, &s->port), has_listen = 1;
         else if (strcmp(k, "readiness") == 0)
@@ -305,14 +399,20 @@ static int parse_service(yctx_t *y, cm_svc_spec_t *s, const char *name, struct f
             rc = get_duration(y, v, kl, w, 0, &s->drain_ms);
         else
             rc = fail(y, kl,
-                      "unknown key '%s' in %s; expected command, args, env, instances, listen, "
-                      "readiness, liveness, drain_timeout",
+                      "unknown key '%s' in %s; expected command, args, env, instances, "
+                      "autoscale, listen, readiness, liveness, drain_timeout",
                       k, what);
         if (rc < 0)
             return rc;
     }
     if (!has_listen)
         return fail(y, line, "%s needs listen: HOST:PORT (instance i listens on PORT + i)", what);
+    const cm_autoscale_spec_t *a = &s->autoscale;
+    if (a->on && has_instances && (s->instances < a->min || s->instances > a->max))
+        return fail(y, line, "%s.instances (%d) must be within autoscale min..max (%d..%d)", what,
+                    s->instances, a->min, a->max);
+    if (a->on && !has_instances) /* start at min; a min of 0 starts one, idle takes it away */
+        s->instances = a->min > 0 ? a->min : 1;
     if (s->port + CM_SPEC_MAX_INST - 1 > 65535)
         return fail(y, line, "%s.listen: the port must leave room for %d instances (<= %d)", what,
                     CM_SPEC_MAX_INST, 65535 - CM_SPEC_MAX_INST + 1);

@@ -23,6 +23,22 @@ typedef struct cm_probe_spec {
     int fall;             /* failures in a row to fail; default 3, as Kubernetes */
 } cm_probe_spec_t;
 
+/* `autoscale:` of a service (control/autoscale.c reads it). Durations in ms. */
+typedef struct cm_autoscale_spec {
+    int on;                 /* 0: no autoscale: key, the fixed `instances:` count */
+    int min, max;           /* instances, 0 <= min <= max <= CM_SPEC_MAX_INST */
+    double target;          /* in-flight requests per instance (L = rate x time), > 0 */
+    double tolerance;       /* keep the count while L/(count x target) is within 1 +- this */
+    uint64_t stable_ms;     /* averaging and scale-down window; default 30s */
+    uint64_t panic_ms;      /* the short window that triggers panic; default 3s */
+    uint64_t tick_ms;       /* between decisions; default 1s */
+    double panic_threshold; /* panic when panic demand >= this x ready capacity; 2.0 */
+    int flap_budget;        /* direction changes allowed per stable window; default 2 */
+    int line;               /* where it is defined, for messages */
+} cm_autoscale_spec_t;
+
+#define CM_AUTOSCALE_HIST 1024 /* samples kept per window: stable_window / tick at most */
+
 typedef struct cm_svc_spec {
     char name[CM_SPEC_NAME_MAX];
     char command[CM_SPEC_PATH_MAX]; /* a cmesh subcommand (self = 1) or an executable */
@@ -39,6 +55,8 @@ typedef struct cm_svc_spec {
     cm_probe_spec_t live;  /* liveness: failing restarts the instance */
     uint64_t drain_ms;     /* SIGTERM to SIGKILL; default 10s */
     int line;              /* where it is defined, for messages */
+
+    cm_autoscale_spec_t autoscale; /* `autoscale:`; .on 0: the fixed instances count */
 } cm_svc_spec_t;
 
 typedef struct cm_spec {

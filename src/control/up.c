@@ -22,6 +22,8 @@
 #include <uv.h>
 
 #include "control/api.h"
+#include "control/autoscale.h"
+#include "control/demand.h"
 #include "control/external.h"
 #include "control/registry.h"
 #include "control/sample.h"
@@ -48,7 +50,8 @@ typedef struct ctl {
     uint64_t wait_ms;
     int foreground;
     int down_started, down_done, server_gone, finished;
-    char *gw_last; /* the gateway file as last written */
+    char *gw_last;       /* the gateway file as last written */
+    cm_demand_t *demand; /* the autoscaler's tick (api.autoscale decides) */
 } ctl_t;
 
 static const char *const sig_names[3] = {"SIGTERM", "SIGINT", "SIGHUP"};
@@ -208,13 +211,17 @@ static void maybe_finish(ctl_t *c)
     for (int i = 0; i < 3; i++)
         uv_close((uv_handle_t *)&c->sig[i], NULL);
     uv_close((uv_handle_t *)&c->wait_timer, NULL);
+    cm_demand_free(c->demand); /* before the client: its cancelled scrapes find it */
     cm_sup_free(c->api.sup);
     cm_ext_free(c->api.ext);
     cm_registry_free(c->api.reg);
-    cm_events_free(c->api.events);
     cm_history_free(c->api.history);
     cm_acks_free(c->api.acks);
     cm_client_free(c->client);
+    cm_autoscale_free(c->api.autoscale);
+    cm_events_free(c->api.events);
+    c->demand = NULL;
+    c->api.autoscale = NULL;
     c->api.events = NULL;
     c->api.history = NULL;
     c->api.acks = NULL;
@@ -238,6 +245,7 @@ static void start_down(ctl_t *c)
     c->down_started = 1;
     c->api.stopping = 1;
     uv_timer_stop(&c->wait_timer);
+    cm_demand_stop(c->demand);                /* no scale decisions while everything stops */
     cm_registry_release_watchers(c->api.reg); /* parked watches answer now */
     cm_sup_stop_all(c->api.sup, on_down_done, c);
 }
@@ -269,6 +277,22 @@ static void on_tick(void *arg)
                     (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
 }
 
+/* The autoscaler's hooks: the loop's clock and the supervisor's count. */
+static uint64_t as_now(void *arg)
+{
+    return uv_now(((ctl_t *)arg)->loop);
+}
+
+static int as_scale(void *arg, const char *service, int count)
+{
+    return cm_sup_scale(((ctl_t *)arg)->api.sup, service, count);
+}
+
+static int as_count(void *arg, const char *service)
+{
+    return cm_sup_count(((ctl_t *)arg)->api.sup, service);
+}
+
 static int worker_init(uv_loop_t *loop, void *config, void **state)
 {
     ctl_t *c = config;
@@ -294,6 +318,12 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
                             .acks = c->api.acks};
     if ((rc = cm_sup_new(loop, c->spec, c->api.reg, c->client, c->self, &hooks, &c->api.sup)) < 0)
         return rc;
+    cm_autoscale_hooks_t ah = {
+        .now_ms = as_now, .scale = as_scale, .count = as_count, .arg = c, .events = c->api.events};
+    if ((rc = cm_autoscale_new(c->spec, &ah, &c->api.autoscale)) < 0 ||
+        (rc = cm_demand_new(loop, c->spec, c->api.reg, c->api.sup, c->client, c->api.autoscale,
+                            &c->demand)) < 0)
+        return rc;
     for (int i = 0; i < 3; i++) {
         uv_signal_init(loop, &c->sig[i]);
         c->sig[i].data = c;
@@ -306,6 +336,7 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
         cm_log_msg(CM_LOG_ERROR, "control: cannot start: %s", strerror(-rc));
         return rc;
     }
+    cm_demand_start(c->demand);
     if (c->wait_ready && c->notify_fd >= 0)
         uv_timer_start(&c->wait_timer, on_wait_timeout, c->wait_ms, 0);
     else if (c->notify_fd >= 0)

@@ -150,3 +150,38 @@ Test(load, windows_of_instances_merge_into_the_service_p99)
     memset(&empty, 0, sizeof empty);
     cr_assert_eq(cm_load_window_p99(&empty), -1, "no request: no p99");
 }
+
+Test(load, time_sums_of_requests_leave_probes_out)
+{
+    const char text[] =
+        "cmesh_http_requests_total{service=\"users\",route=\"/users\",method=\"GET\","
+        "code=\"200\"} 10\n"
+        "cmesh_http_request_duration_seconds_sum{service=\"users\",route=\"/users\"} 1.250000\n"
+        "cmesh_http_request_duration_seconds_sum{service=\"users\",route=\"/users/{id}\"} "
+        "0.75\n"
+        "cmesh_http_request_duration_seconds_sum{service=\"users\",route=\"/readyz\"} 9\n";
+    cm_load_sample_t s;
+    cr_assert_eq(cm_load_parse(text, strlen(text), &s), 0);
+    cr_assert_float_eq(s.time_sum, 2.0, 1e-9);
+}
+
+Test(load, gateway_time_per_upstream_summed_over_routes)
+{
+    const char text[] = "# TYPE cmesh_gateway_upstream_request_duration_seconds histogram\n"
+                        "cmesh_gateway_upstream_request_duration_seconds_bucket{route=\"users\","
+                        "upstream=\"http://127.0.0.1:7001\",le=\"+Inf\"} 4\n"
+                        "cmesh_gateway_upstream_request_duration_seconds_sum{route=\"users\","
+                        "upstream=\"http://127.0.0.1:7001\"} 3.5\n"
+                        "cmesh_gateway_upstream_request_duration_seconds_sum{route=\"api\","
+                        "upstream=\"http://127.0.0.1:7001\"} 0.5\n"
+                        "cmesh_gateway_upstream_request_duration_seconds_sum{route=\"users\","
+                        "upstream=\"http://127.0.0.1:7002\"} 1\n"
+                        "cmesh_gateway_request_duration_seconds_sum{route=\"users\"} 99\n";
+    cm_load_up_t up[4];
+    cr_assert_eq(cm_load_parse_upstreams(text, strlen(text), up, 4), 2);
+    cr_assert_str_eq(up[0].url, "http://127.0.0.1:7001");
+    cr_assert_float_eq(up[0].time_sum, 4.0, 1e-9);
+    cr_assert_str_eq(up[1].url, "http://127.0.0.1:7002");
+    cr_assert_float_eq(up[1].time_sum, 1.0, 1e-9);
+    cr_assert_eq(cm_load_parse_upstreams(text, strlen(text), up, 1), 1);
+}

@@ -241,8 +241,76 @@ Test(spec, the_shipped_file_loads)
     cr_assert_eq(cm_spec_load(p, &s, err, sizeof err), 0, "%s", err);
     cr_assert_eq(cm_spec_service(s, "users")->instances, 2);
     cr_assert_eq(cm_spec_service(s, "orders")->instances, 2);
+    for (int i = 0; i < 2; i++) { /* both autoscale 2..8 */
+        const cm_autoscale_spec_t *a = &cm_spec_service(s, i ? "orders" : "users")->autoscale;
+        cr_assert(a->on && a->min == 2 && a->max == 8);
+    }
     cr_assert_eq(cm_spec_service(s, "gateway")->port, 8080);
     cr_assert_eq(s->control_port, 9000);
     cr_assert(strstr(s->state_dir, "/data/state"));
     cm_spec_free(s);
+}
+
+#define AS_HEAD "services:\n  users:\n    command: users\n    listen: 127.0.0.1:7001\n"
+
+Test(spec, autoscale_keys_and_their_defaults)
+{
+    cm_spec_t *s = NULL;
+    cr_assert_eq(parse(AS_HEAD "    autoscale: { min: 2, max: 8, target: 4.5 }\n", &s), 0, "%s",
+                 err);
+    const cm_autoscale_spec_t *a = &cm_spec_service(s, "users")->autoscale;
+    cr_assert_eq(a->on, 1);
+    cr_assert_eq(a->min, 2);
+    cr_assert_eq(a->max, 8);
+    cr_assert_float_eq(a->target, 4.5, 1e-9);
+    cr_assert_float_eq(a->tolerance, 0.10, 1e-9);
+    cr_assert_eq(a->stable_ms, 30000);
+    cr_assert_eq(a->panic_ms, 3000);
+    cr_assert_eq(a->tick_ms, 1000);
+    cr_assert_float_eq(a->panic_threshold, 2.0, 1e-9);
+    cr_assert_eq(a->flap_budget, 2);
+    cr_assert_eq(cm_spec_service(s, "users")->instances, 2); /* starts at min */
+    cm_spec_free(s);
+    cr_assert_eq(parse(AS_HEAD "    instances: 3\n"
+                               "    autoscale:\n      min: 0\n      max: 4\n      target: 1\n"
+                               "      tolerance: 5%\n      stable_window: 4s\n"
+                               "      panic_window: 1s\n      tick: 500ms\n"
+                               "      panic_threshold: 3\n      flap_budget: 1\n",
+                       &s),
+                 0, "%s", err);
+    a = &cm_spec_service(s, "users")->autoscale;
+    cr_assert_eq(a->min, 0);
+    cr_assert_float_eq(a->tolerance, 0.05, 1e-9);
+    cr_assert_eq(a->stable_ms, 4000);
+    cr_assert_eq(a->tick_ms, 500);
+    cr_assert_eq(a->flap_budget, 1);
+    cr_assert_eq(cm_spec_service(s, "users")->instances, 3);
+    cm_spec_free(s);
+    /* no autoscale: the fixed count */
+    cr_assert_eq(parse(minimal, &s), 0);
+    cr_assert_eq(cm_spec_service(s, "users")->autoscale.on, 0);
+    cm_spec_free(s);
+}
+
+Test(spec, autoscale_errors_name_file_and_line)
+{
+    expect_error(AS_HEAD "    autoscale: { min: 4, max: 2, target: 1 }\n", 5,
+                 "min (4) must not be more than max (2)");
+    expect_error(AS_HEAD "    autoscale: { max: 2, target: 0 }\n", 5, "must be more than 0");
+    expect_error(AS_HEAD "    autoscale: { max: 2, target: -1 }\n", 5, "must be a number");
+    expect_error(AS_HEAD "    autoscale: { max: 2, target: nan }\n", 5, "must be a number");
+    expect_error(AS_HEAD "    autoscale: { max: 2 }\n", 5, "needs target");
+    expect_error(AS_HEAD "    autoscale: { target: 2 }\n", 5, "needs max");
+    expect_error(AS_HEAD "    autoscale: { max: 65, target: 2 }\n", 5, "1..64");
+    expect_error(AS_HEAD "    autoscale: { max: 2, target: 2, tolerance: 150% }\n", 5, "tolerance");
+    expect_error(AS_HEAD "    autoscale: { max: 2, target: 2, stable_window: 1s, "
+                         "panic_window: 2s }\n",
+                 5, "tick <= panic_window <= stable_window");
+    expect_error(AS_HEAD "    autoscale: { max: 2, target: 2, stable_window: 20m, tick: 1s }\n", 5,
+                 "more than 1024 ticks");
+    expect_error(AS_HEAD "    autoscale: { max: 2, target: 2, tagret: 3 }\n", 5,
+                 "unknown key 'tagret'");
+    expect_error(AS_HEAD "    autoscale: 3\n", 5, "must be a mapping");
+    expect_error(AS_HEAD "    instances: 9\n    autoscale:\n      max: 4\n      target: 1\n", 2,
+                 "instances (9) must be within autoscale min..max (1..4)");
 }
