@@ -252,6 +252,7 @@ static void svc_defaults(cm_svc_spec_t *s)
     s->instances = 1;
     snprintf(s->host, sizeof s->host, "127.0.0.1");
     s->drain_ms = 10000;
+    s->rollout_ms = 60000;
     s->ready = (cm_probe_spec_t){"", 1000, 1000, 1, 3};
     s->live = (cm_probe_spec_t){"", 10000, 1000, 1, 3};
 }
@@ -303,10 +304,12 @@ static int parse_service(yctx_t *y, cm_svc_spec_t *s, const char *name, struct f
             rc = parse_probe(y, v, kl, w, &s->live);
         else if (strcmp(k, "drain_timeout") == 0)
             rc = get_duration(y, v, kl, w, 0, &s->drain_ms);
+        else if (strcmp(k, "rollout_timeout") == 0)
+            rc = get_duration(y, v, kl, w, 1, &s->rollout_ms);
         else
             rc = fail(y, kl,
                       "unknown key '%s' in %s; expected command, args, env, instances, listen, "
-                      "readiness, liveness, drain_timeout",
+                      "readiness, liveness, drain_timeout, rollout_timeout",
                       k, what);
         if (rc < 0)
             return rc;
