@@ -12,6 +12,8 @@
  *   GET /v1/status                everything `cmesh status` shows, with cpu, rss, log tails
  *   GET /v1/ready                 200 when every instance is ready, else 503 naming them
  *   GET /v1/events?after=N        recent events (restarts, scale decisions, rollouts)
+ *   POST /v1/services/{name}/rollout  replaces its instances (rollout.h); 202
+ *   POST /v1/reload               re-reads cmesh.yaml and applies the difference
  * The handlers find their context in req->state: a cm_api_ctx_t. */
 #ifndef CMESH_CONTROL_API_H
 #define CMESH_CONTROL_API_H
@@ -19,6 +21,7 @@
 #include "control/events.h"
 #include "control/external.h"
 #include "control/registry.h"
+#include "control/rollout.h"
 #include "control/spec.h"
 #include "control/supervise.h"
 #include "core/router.h"
@@ -33,6 +36,11 @@ typedef struct cm_api_ctx {
     cm_sup_t *sup;
     cm_ext_t *ext; /* instances registered by hand */
     cm_events_t *events; /* recent events, for /v1/events */
+    cm_rollouts_t *ro;   /* rollouts: POST /v1/services/{name}/rollout */
+    /* POST /v1/reload: re-reads cmesh.yaml and applies it (up.c); appends the answer's
+     * JSON to out and returns its HTTP status. */
+    int (*reload)(void *arg, cm_buf_t *out);
+    void *reload_arg;
     int stopping;  /* down in progress: scale is refused (409) */
 } cm_api_ctx_t;
 
