@@ -26,9 +26,13 @@ const char *cm_ro_state_name(cm_ro_state_t s)
 static void note(cm_ro_t *ro, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void note(cm_ro_t *ro, const char *fmt, ...)
 {
+    /* a step that moves twice (published, then the next replacement) says both */
+    size_t len = strlen(ro->note);
+    if (len && len + 3 < sizeof ro->note)
+        memcpy(ro->note + len, "; ", 3), len += 2;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(ro->note, sizeof ro->note, fmt, ap);
+    vsnprintf(ro->note + len, sizeof ro->note - len, fmt, ap);
     va_end(ap);
 }
 

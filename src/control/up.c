@@ -250,8 +250,8 @@ static void json_list_add(cm_buf_t *b, int *first, const char *text)
 static int reload_refuse(ctl_t *c, cm_buf_t *out, int status, const char *err)
 {
     cm_log_msg(CM_LOG_ERROR, "control: reload refused, the running spec stays: %s", err);
-    cm_events_add(c->api.events, "reload", "", -1, NULL,
-                  "reload refused, the running spec stays: %s", err);
+    cm_events_add(c->api.events, "reload", "", -1, NULL, "refused, the running spec stays: %s",
+                  err);
     cm_buf_append_str(out, "{\"error\":");
     cm_json_str(out, err, strlen(err));
     cm_buf_append_str(out, ",\"errors\":[");
