@@ -22,12 +22,15 @@
 #           and serving (median, max of CONTROL_RESTARTS); CONTROL_WATCHERS (1000) blocking
 #           queries answered after one scale; then the shipped system: cpu and RSS of the
 #           cmesh up process idle and under wrk through the gateway (CONTROL_WINDOW s).
+#  rollout  (bench/rollout.sh) rollout-4: `cmesh rollout` of 4 users instances under wrk
+#           through the gateway: its duration, requests, non-2xx and socket errors (target 0).
 # Usage: bench/run.sh [path/to/cmesh]   env: BENCH_DURATION (10s) BENCH_WARMUP (2s)
 #        BENCH_CONNECTIONS (50) BENCH_THREADS (1) BENCH_KEEP=1 (keep the temp dir)
-#        BENCH_ROWS ("users proxy failover idle burst control": the groups to run)
+#        BENCH_ROWS ("users proxy failover idle burst control rollout": the groups to run)
 #        FAILOVER_DURATION (8s) FAILOVER_KILL_AT (2, seconds) IDLE_CONNECTIONS (8000)
 #        BURST_REQUESTS (8000) CONTROL_RESTARTS (5) CONTROL_WATCHERS (1000)
-#        CONTROL_WINDOW (10, seconds) NGINX HAPROXY H2O (peer binaries)
+#        CONTROL_WINDOW (10, seconds) ROLLOUT_WINDOW (20, seconds)
+#        NGINX HAPROXY H2O (peer binaries)
 set -euo pipefail
 
 BIN=${1:-build/cmesh}
@@ -40,7 +43,7 @@ WARMUP=${BENCH_WARMUP:-2s}
 CONNS=${BENCH_CONNECTIONS:-50}
 THREADS=${BENCH_THREADS:-1}
 NGINX=${NGINX:-/usr/sbin/nginx}
-BENCH_ROWS=${BENCH_ROWS:-users proxy failover idle burst control}
+BENCH_ROWS=${BENCH_ROWS:-users proxy failover idle burst control rollout}
 
 # The issue's targets (see the summary at the end).
 TARGET_RPS_RATIO=0.8
@@ -354,6 +357,11 @@ if want control; then
     : >"$TMP/control-rows"
     CONTROL_ROWS_OUT="$TMP/control-rows" bash "$ROOT/bench/control.sh" "$BIN" || true
 fi
+if want rollout; then
+    echo
+    : >"$TMP/rollout-rows"
+    ROLLOUT_ROWS_OUT="$TMP/rollout-rows" bash "$ROOT/bench/rollout.sh" "$BIN" || true
+fi
 
 # ---- report --------------------------------------------------------------------------
 
@@ -448,6 +456,11 @@ if want control; then # times and cpu in the note column; RSS (and the gateway's
          $1 == "control-idle" { printf "%s,,,,%s,,,,,,,,,cpu_pct=%s\n", $1, $3, $2 }
          $1 == "control-load" { printf "%s,%s,,,%s,,,,,,,,,cpu_pct=%s (rps: through the gateway)\n", $1, $4, $3, $2 }' \
         "$TMP/control-rows" >>"$CSV"
+fi
+if want rollout; then # requests and lost (non-2xx + socket errors); the duration in the note
+    awk '$2 == "-" { printf "%s,,,,,,,,,,,,,not measured\n", $1; next }
+         { printf "%s,,,,,,,,,,%s,%d,,duration_ms=%s non2xx=%s socket_errors=%s state=%s\n",
+           $1, $3, $4 + $5, $2, $4, $5, $6 }' "$TMP/rollout-rows" >>"$CSV"
 fi
 cp "$CSV" "$ROOT/bench/results/latest.csv"
 echo
