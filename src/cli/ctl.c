@@ -144,10 +144,9 @@ static void last_line(const char *tail, char *out, size_t cap)
 /* kubectl get's look: a header, one row per instance, columns padded to their width. */
 static void print_table(json_t *st, int wide)
 {
-    static const char *const cols[] = {"SERVICE", "INSTANCE", "PID",       "ADDRESS", "STATE",
-                                       "READY",   "RESTARTS", "AGE",       "RPS",     "P99",
-                                       "CPU",     "RSS",      "DEF",       "LAST-EXIT",
-                                       "LAST-LOG"};
+    static const char *const cols[] = {"SERVICE", "INSTANCE", "PID", "ADDRESS",   "STATE",
+                                       "READY",   "RESTARTS", "AGE", "RPS",       "P99",
+                                       "CPU",     "RSS",      "DEF", "LAST-EXIT", "LAST-LOG"};
     int ncols = wide ? 15 : 13;
     enum { MAXROWS = 512 };
     static char cell[MAXROWS][15][128];
@@ -397,9 +396,9 @@ static json_t *rollout_of(json_t *st, const char *name)
 {
     json_t *sv;
     size_t i;
-    json_array_foreach(json_object_get(st, "services"), i, sv) if (
-        strcmp(json_string_value(json_object_get(sv, "name")), name) == 0) return json_incref(
-        json_object_get(sv, "rollout"));
+    json_array_foreach(json_object_get(st, "services"), i,
+                       sv) if (strcmp(json_string_value(json_object_get(sv, "name")), name) ==
+                               0) return json_incref(json_object_get(sv, "rollout"));
     return NULL;
 }
 
@@ -498,8 +497,7 @@ int cm_ctl_reload_main(int argc, char **argv)
     cm_spec_t *s;
     const char *config = cm_up_config_arg(&argc, argv);
     if (argc > 1) {
-        fprintf(stderr, "cmesh reload: unknown argument '%s'; see cmesh reload --help\n",
-                argv[1]);
+        fprintf(stderr, "cmesh reload: unknown argument '%s'; see cmesh reload --help\n", argv[1]);
         return 2;
     }
     char err[2048];

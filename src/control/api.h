@@ -34,14 +34,14 @@ typedef struct cm_api_ctx {
     const cm_spec_t *spec;
     cm_registry_t *reg;
     cm_sup_t *sup;
-    cm_ext_t *ext; /* instances registered by hand */
+    cm_ext_t *ext;       /* instances registered by hand */
     cm_events_t *events; /* recent events, for /v1/events */
     cm_rollouts_t *ro;   /* rollouts: POST /v1/services/{name}/rollout */
     /* POST /v1/reload: re-reads cmesh.yaml and applies it (up.c); appends the answer's
      * JSON to out and returns its HTTP status. */
     int (*reload)(void *arg, cm_buf_t *out);
     void *reload_arg;
-    int stopping;  /* down in progress: scale is refused (409) */
+    int stopping; /* down in progress: scale is refused (409) */
 } cm_api_ctx_t;
 
 extern const cm_route_t cm_api_routes[];

@@ -74,8 +74,7 @@ static int exe_path(const cm_svc_spec_t *sp, const char *self, const char *dir, 
     return -ENOENT;
 }
 
-void cm_defn_hash(const cm_svc_spec_t *sp, const char *self, const char *dir,
-                  char out[CM_DEFN_LEN])
+void cm_defn_hash(const cm_svc_spec_t *sp, const char *self, const char *dir, char out[CM_DEFN_LEN])
 {
     uint64_t h = spec_hash(sp);
     char exe[4096];
@@ -99,8 +98,7 @@ int cm_defn_same(const cm_svc_spec_t *a, const cm_svc_spec_t *b)
 
 const char *cm_defn_change_name(cm_defn_change_t c)
 {
-    static const char *const names[] = {"unchanged", "scaled", "rolled out", "started",
-                                        "stopped"};
+    static const char *const names[] = {"unchanged", "scaled", "rolled out", "started", "stopped"};
     return c <= CM_DEFN_REMOVED ? names[c] : "?";
 }
 

@@ -169,8 +169,7 @@ cm_ro_action_t cm_ro_step(cm_ro_t *ro, const cm_ro_view_t *v)
         return none;
     case CM_RO_PUBLISH:
         if (v->watchers_past >= ro->pub_want) {
-            note(ro, "instance %d is in every follower's set (%d came back past index %" PRIu64
-                     ")",
+            note(ro, "instance %d is in every follower's set (%d came back past index %" PRIu64 ")",
                  ro->cur, v->watchers_past, ro->pub_index);
             return next(ro, v);
         }
@@ -268,8 +267,7 @@ static void add_last_log(cm_rollouts_t *r, entry_t *e)
             why = l;
     size_t len = strlen(e->ro.reason);
     if (why && len + 20 < sizeof e->ro.reason)
-        snprintf(e->ro.reason + len, sizeof e->ro.reason - len, "; its last log line: %.300s",
-                 why);
+        snprintf(e->ro.reason + len, sizeof e->ro.reason - len, "; its last log line: %.300s", why);
     free(tail);
 }
 
@@ -296,8 +294,8 @@ static void emit(cm_rollouts_t *r, entry_t *e)
     if (!e->ro.note[0])
         return;
     if (e->ro.state == CM_RO_FAILED)
-        add_last_log(r, e), snprintf(e->ro.note, sizeof e->ro.note, "rollout failed: %.480s",
-                                     e->ro.reason);
+        add_last_log(r, e),
+            snprintf(e->ro.note, sizeof e->ro.note, "rollout failed: %.480s", e->ro.reason);
     char detail[256];
     snprintf(detail, sizeof detail,
              "{\"state\":\"%s\",\"instance\":%d,\"replaced\":%d,\"total\":%d}",
@@ -397,8 +395,7 @@ void cm_rollouts_shutdown(cm_rollouts_t *r)
     for (int i = 0; i < r->n; i++)
         if (active(&r->e[i].ro)) {
             r->e[i].ro.state = CM_RO_FAILED;
-            snprintf(r->e[i].ro.reason, sizeof r->e[i].ro.reason,
-                     "the control plane is stopping");
+            snprintf(r->e[i].ro.reason, sizeof r->e[i].ro.reason, "the control plane is stopping");
             r->e[i].finished_ms = wall_ms();
             cm_events_add(r->events, "rollout", r->e[i].service, -1, NULL,
                           "rollout stopped: the control plane is stopping");

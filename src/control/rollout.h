@@ -65,13 +65,13 @@ typedef struct cm_ro {
 
 /* What a step sees: the service now. inst[i] for i in 0..n (n = the surge). */
 typedef struct cm_ro_view {
-    uint64_t now;         /* ms, loop time */
-    int count;            /* the desired count now */
+    uint64_t now;          /* ms, loop time */
+    int count;             /* the desired count now */
     char def[CM_DEFN_LEN]; /* the current definition */
     cm_sup_inst_t inst[CM_SPEC_MAX_INST];
-    uint64_t reg_index;   /* the service's registry index */
-    int watchers;         /* followers parked on the service */
-    int watchers_past;    /* of them, parked at >= ro->pub_index */
+    uint64_t reg_index; /* the service's registry index */
+    int watchers;       /* followers parked on the service */
+    int watchers_past;  /* of them, parked at >= ro->pub_index */
 } cm_ro_view_t;
 
 typedef enum { CM_RO_ACT_NONE, CM_RO_ACT_SURGE, CM_RO_ACT_RESTART, CM_RO_ACT_STOP } cm_ro_act_t;

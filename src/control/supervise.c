@@ -670,8 +670,7 @@ static void stop(inst_t *in, after_t after)
     /* out of routing first: set_state tells the gateway before the SIGTERM goes */
     set_state(in, CM_INST_DRAINING);
     probes_stop(in);
-    log_note(in, "stopping: SIGTERM (SIGKILL in %llu ms)",
-             (unsigned long long)in->spec->drain_ms);
+    log_note(in, "stopping: SIGTERM (SIGKILL in %llu ms)", (unsigned long long)in->spec->drain_ms);
     signal_group(in, SIGTERM);
     signal_group(in, SIGCONT); /* a stopped (SIGSTOP) process acts on the TERM only then */
     uv_timer_start(&in->timer, on_kill_timer, in->spec->drain_ms, 0);

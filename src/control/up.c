@@ -289,10 +289,10 @@ static int do_reload(void *arg, cm_buf_t *out)
     int nwarn = 0;
     if (strcmp(ns->control_host, c->spec->control_host) != 0 ||
         ns->control_port != c->spec->control_port) {
-        snprintf(warn[nwarn++], sizeof warn[0],
-                 "control.listen changed to %.200s:%d: kept %.200s:%d (cmesh down and up to move it)",
-                 ns->control_host, ns->control_port, c->spec->control_host,
-                 c->spec->control_port);
+        snprintf(
+            warn[nwarn++], sizeof warn[0],
+            "control.listen changed to %.200s:%d: kept %.200s:%d (cmesh down and up to move it)",
+            ns->control_host, ns->control_port, c->spec->control_host, c->spec->control_port);
         snprintf(ns->control_host, sizeof ns->control_host, "%s", c->spec->control_host);
         ns->control_port = c->spec->control_port;
     }
@@ -305,8 +305,11 @@ static int do_reload(void *arg, cm_buf_t *out)
     int rc = 0;
     char *yaml = NULL;
     if (ns->has_gateway != c->spec->has_gateway)
-        snprintf(err, sizeof err, "%s: adding or removing the gateway: section needs cmesh down "
-                                  "and cmesh up", ns->path), rc = -EINVAL;
+        snprintf(err, sizeof err,
+                 "%s: adding or removing the gateway: section needs cmesh down "
+                 "and cmesh up",
+                 ns->path),
+            rc = -EINVAL;
     else if (ns->has_gateway &&
              (rc = cm_spec_gateway_yaml(ns, placeholder_urls, ns, &yaml, err, sizeof err)) == 0 &&
              ns->key_file[0] && (rc = ensure_key(ns->key_file)) < 0)
@@ -352,8 +355,9 @@ static int do_reload(void *arg, cm_buf_t *out)
         } else if (d->change == CM_DEFN_DEFINITION) {
             int r2 = cm_rollouts_start(c->api.ro, d->service);
             if (r2 == -EBUSY)
-                snprintf(what, sizeof what, "rolled out (the rollout in progress goes on to the "
-                                            "new definition)");
+                snprintf(what, sizeof what,
+                         "rolled out (the rollout in progress goes on to the "
+                         "new definition)");
         }
         nchanged++;
         cm_events_add(c->api.events, "reload", d->service, -1, NULL, "reload: %s %s", d->service,

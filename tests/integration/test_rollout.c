@@ -49,7 +49,8 @@ static void write_spec(const ver_t *v)
     FILE *f = fopen(tmp, "w");
     cr_assert_not_null(f);
     fprintf(f, "control:\n  listen: 127.0.0.1:%d\n  state_dir: state\n", sys.ctl_port);
-    fprintf(f, spec, sys.gw_port, sys.port[0], sys.port[1], v->users_env, v->users_args, v->orders_env, v->ready, v->users);
+    fprintf(f, spec, sys.gw_port, sys.port[0], sys.port[1], v->users_env, v->users_args,
+            v->orders_env, v->ready, v->users);
     fclose(f);
     cr_assert_eq(rename(tmp, sys.yaml), 0);
 }
@@ -68,8 +69,9 @@ static json_t *svc_status(const char *name)
 {
     json_t *st = sys_json(&sys, "/v1/status"), *sv, *found = NULL;
     size_t i;
-    json_array_foreach(json_object_get(st, "services"), i, sv) if (
-        strcmp(json_string_value(json_object_get(sv, "name")), name) == 0) found = json_incref(sv);
+    json_array_foreach(json_object_get(st, "services"), i,
+                       sv) if (strcmp(json_string_value(json_object_get(sv, "name")), name) == 0)
+        found = json_incref(sv);
     json_decref(st);
     return found;
 }
@@ -357,8 +359,8 @@ Test(rollout, reload_replaces_only_what_changed_and_a_broken_file_changes_nothin
     fclose(f);
     char url[128];
     snprintf(url, sizeof url, "%s/v1/reload", sys.ctl);
-    h_resp_t r = h_http("POST", url, "{}", (const char *[]){"Content-Type: application/json",
-                                                            NULL});
+    h_resp_t r =
+        h_http("POST", url, "{}", (const char *[]){"Content-Type: application/json", NULL});
     cr_assert_eq(r.status, 422, "%ld %s", r.status, r.body);
     cr_assert(strstr(r.body, "cmesh.yaml:") && strstr(r.body, "\"errors\""), "%s", r.body);
     h_resp_free(&r);

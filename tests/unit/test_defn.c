@@ -98,9 +98,8 @@ Test(defn, hash_changes_with_a_new_binary)
 Test(defn, diff_names_each_kind_of_change)
 {
     cm_spec_t *a = parse(2, "1", "5s", "", "/users");
-    cm_spec_t *b = parse(3, "2", "5s",
-                         "  billing:\n    command: /bin/true\n    listen: 127.0.0.1:7200\n",
-                         "/users");
+    cm_spec_t *b = parse(
+        3, "2", "5s", "  billing:\n    command: /bin/true\n    listen: 127.0.0.1:7200\n", "/users");
     cm_defn_diff_t rows[CM_SPEC_MAX_SVCS * 2];
     int gw;
     int n = cm_defn_diff(a, b, rows, &gw);
