@@ -377,3 +377,74 @@ Test(rollout, reload_replaces_only_what_changed_and_a_broken_file_changes_nothin
     cr_assert_eq(sys_pid(&sys, "users", 0), users[0]);
     still_serves();
 }
+
+/* The same system without orders (its service and its route). */
+static void write_users_only(void)
+{
+    char tmp[400];
+    snprintf(tmp, sizeof tmp, "%s.tmp", sys.yaml);
+    FILE *f = fopen(tmp, "w");
+    cr_assert_not_null(f);
+    fprintf(f,
+            "control:\n  listen: 127.0.0.1:%d\n  state_dir: state\n"
+            "services:\n"
+            "  users:\n    command: users\n    instances: 2\n    listen: 127.0.0.1:%d\n"
+            "    args: [--db, users.db, --access-log, 'off']\n"
+            "    env: { VERSION: '1' }\n"
+            "    readiness: { path: /readyz, interval: 200ms, timeout: 200ms, fall: 2 }\n"
+            "    drain_timeout: 3s\n    rollout_timeout: 4s\n"
+            "gateway:\n  listen: 127.0.0.1:%d\n  routes:\n"
+            "    - { prefix: /users, service: users }\n",
+            sys.ctl_port, sys.port[0], sys.gw_port);
+    fclose(f);
+    cr_assert_eq(rename(tmp, sys.yaml), 0);
+}
+
+static long gw_status(const char *path)
+{
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", sys.gw_port, path);
+    h_resp_t r = h_http("GET", url, NULL, NULL);
+    long st = r.status;
+    h_resp_free(&r);
+    return st;
+}
+
+Test(rollout, reload_stops_removed_services_starts_new_ones_and_reloads_the_gateway_in_place)
+{
+    ver_t v = {"1", "", "1", "/readyz", 2};
+    start(&v);
+    int gw = sys_pid(&sys, "gateway", 0), users[2], u2[2];
+    pids_of("users", 2, users);
+    cr_assert_eq(gw_status("/orders"), 200);
+    write_users_only();
+    char *out = NULL;
+    cr_assert_eq(sys_cmd(&sys, &out, (const char *[]){"reload", NULL}), 0, "%s", out);
+    cr_assert(strstr(out, "orders: stopped") && strstr(out, "gateway: configuration reloaded"),
+              "%s", out);
+    cr_assert_null(strstr(out, "users:"), "%s", out);
+    free(out);
+    /* orders leaves gracefully; the gateway reloads its routes without a restart */
+    for (int i = 0; i < 200 && (sys_procs(sys.state, "orders/0", 0) ||
+                                sys_procs(sys.state, "orders/1", 0) || gw_status("/orders") != 404);
+         i++)
+        ms_sleep(50);
+    cr_assert_eq(sys_procs(sys.state, "orders/0", 0) + sys_procs(sys.state, "orders/1", 0), 0,
+                 "orders stopped");
+    cr_assert_eq(gw_status("/orders"), 404, "the route is gone from the gateway");
+    cr_assert_eq(gw_status("/users"), 200);
+    cr_assert_eq(sys_pid(&sys, "gateway", 0), gw, "the gateway reloaded in place");
+    /* and back: orders started, routed again */
+    write_spec(&v);
+    out = NULL;
+    cr_assert_eq(sys_cmd(&sys, &out, (const char *[]){"reload", NULL}), 0, "%s", out);
+    cr_assert(strstr(out, "orders: started"), "%s", out);
+    free(out);
+    json_decref(sys_wait_state(&sys, "orders", 1, "ready", 0, 20000));
+    for (int i = 0; i < 200 && gw_status("/orders") != 200; i++)
+        ms_sleep(50);
+    cr_assert_eq(gw_status("/orders"), 200, "the route is back");
+    cr_assert_eq(sys_pid(&sys, "gateway", 0), gw, "the gateway reloaded in place");
+    pids_of("users", 2, u2);
+    cr_assert(u2[0] == users[0] && u2[1] == users[1], "users untouched");
+}
