@@ -394,11 +394,14 @@ static const char rollout_help[] =
 /* The service's rollout in /v1/status (a new reference), or NULL. */
 static json_t *rollout_of(json_t *st, const char *name)
 {
-    json_t *sv;
+    json_t *svcs = json_object_get(st, "services"), *sv;
     size_t i;
-    json_array_foreach(json_object_get(st, "services"), i,
-                       sv) if (strcmp(json_string_value(json_object_get(sv, "name")), name) ==
-                               0) return json_incref(json_object_get(sv, "rollout"));
+    json_array_foreach(svcs, i, sv)
+    {
+        const char *n = json_string_value(json_object_get(sv, "name"));
+        if (n && strcmp(n, name) == 0)
+            return json_incref(json_object_get(sv, "rollout"));
+    }
     return NULL;
 }
 
@@ -511,10 +514,11 @@ int cm_ctl_reload_main(int argc, char **argv)
     int rc = st == 200 ? 0 : 1;
     json_t *o = json_loadb((const char *)b.data, b.len, 0, NULL);
     if (st == 200) {
-        json_t *ch, *w;
+        json_t *ch, *w, *changes = json_object_get(o, "changes");
+        json_t *warnings = json_object_get(o, "warnings");
         size_t i;
         int n = 0;
-        json_array_foreach(json_object_get(o, "changes"), i, ch)
+        json_array_foreach(changes, i, ch)
         {
             printf("%s: %s\n", json_string_value(json_object_get(ch, "service")),
                    json_string_value(json_object_get(ch, "change")));
@@ -522,8 +526,10 @@ int cm_ctl_reload_main(int argc, char **argv)
         }
         if (strcmp(json_string_value(json_object_get(o, "gateway")) ?: "", "reloaded") == 0)
             printf("gateway: configuration reloaded in place\n"), n++;
-        json_array_foreach(json_object_get(o, "warnings"), i, w)
+        json_array_foreach(warnings, i, w)
+        {
             fprintf(stderr, "cmesh reload: warning: %s\n", json_string_value(w));
+        }
         if (!n)
             printf("nothing changed\n");
     } else if (st > 0)

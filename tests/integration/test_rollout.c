@@ -68,10 +68,13 @@ static void start(const ver_t *v)
 static json_t *svc_status(const char *name)
 {
     json_t *st = sys_json(&sys, "/v1/status"), *sv, *found = NULL;
+    json_t *svcs = json_object_get(st, "services");
     size_t i;
-    json_array_foreach(json_object_get(st, "services"), i,
-                       sv) if (strcmp(json_string_value(json_object_get(sv, "name")), name) == 0)
-        found = json_incref(sv);
+    json_array_foreach(svcs, i, sv)
+    {
+        if (strcmp(json_string_value(json_object_get(sv, "name")), name) == 0)
+            found = json_incref(sv);
+    }
     json_decref(st);
     return found;
 }
