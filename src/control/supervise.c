@@ -65,6 +65,7 @@ typedef struct inst {
     uv_timer_t timer; /* BACKOFF: restart; DRAINING: SIGKILL */
     cm_probe_t *ready, *live;
     int restarts, streak, last_exit, adopted;
+    int surge; /* started by a rollout past the count: the rollout stops it, not a scale */
     int logfd;
     int scraping;          /* a GET /metrics is outstanding */
     cm_load_sample_t load; /* the last scrape (of this pid) */
@@ -939,12 +940,16 @@ int cm_sup_scale(cm_sup_t *s, const char *service, int count)
     v->count = count;
     cm_state_put_scale(s->spec->state_dir, service, count);
     for (int j = CM_SPEC_MAX_INST - 1; j >= count; j--)
-        if (v->inst[j] && v->inst[j]->state != CM_INST_STOPPED)
+        if (v->inst[j] && v->inst[j]->surge && running(v->inst[j]))
+            continue; /* its rollout fails on the changed count and stops it */
+        else if (v->inst[j] && v->inst[j]->state != CM_INST_STOPPED)
             stop(v->inst[j], AFTER_STOP);
         else if (v->inst[j] && j >= old)
             cm_registry_remove(s->reg, service, j);
     for (int j = 0; j < count; j++) {
         inst_t *in = slot(s, v, j);
+        if (in)
+            in->surge = 0; /* within the count: one of them now */
         if (in && !running(in) && in->state == CM_INST_STOPPED)
             spawn(in);
     }
@@ -1123,6 +1128,7 @@ int cm_sup_surge(cm_sup_t *s, const char *service, int index)
         return -EBUSY;
     uv_timer_stop(&in->timer);
     in->restarts = in->streak = 0;
+    in->surge = 1;
     spawn(in);
     return 0;
 }
