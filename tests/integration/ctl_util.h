@@ -56,9 +56,13 @@ static inline double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Free as the servers bind (SO_REUSEADDR, core/server.c): a port whose only sockets are
+ * in TIME_WAIT is free for them, and every test system leaves a few of those on its
+ * block for a minute, which on a busy machine used every block ("no free port block"). */
 static inline int port_free(int port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
