@@ -232,7 +232,9 @@ Test(control, a_port_already_taken_is_a_crash_loop_never_a_second_bind)
                    "    args: [--db, users.db]\n"
                    "    readiness: { path: /readyz, interval: 200ms, timeout: 200ms }\n");
     /* CLOEXEC: cmesh up (forked from this process) must not hold the port too */
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    /* as port_free checks: a TIME_WAIT left on the port by an earlier system is no obstacle */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)(sys.port[0] + 1))};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
