@@ -211,6 +211,8 @@ typedef struct entry {
     char service[CM_SPEC_NAME_MAX];
     cm_ro_t ro;
     int64_t started_ms, finished_ms; /* wall clock */
+    int surge_pending; /* the surge's slot still held an instance leaving (a reload that
+                          scaled down too): its spawn is retried every tick until it left */
 } entry_t;
 
 struct cm_rollouts {
@@ -280,6 +282,9 @@ static void run_action(cm_rollouts_t *r, entry_t *e, cm_ro_action_t a)
         rc = cm_sup_restart(r->sup, e->service, a.index);
     else if (a.act == CM_RO_ACT_STOP)
         rc = cm_sup_stop_one(r->sup, e->service, a.index);
+    e->surge_pending = a.act == CM_RO_ACT_SURGE && rc == -EBUSY;
+    if (e->surge_pending)
+        return;
     if (rc < 0 && a.act != CM_RO_ACT_STOP && active(&e->ro)) {
         e->ro.state = CM_RO_FAILED;
         snprintf(e->ro.reason, sizeof e->ro.reason, "the supervisor refused instance %d: %s",
@@ -314,6 +319,11 @@ static void on_tick(uv_timer_t *t)
         entry_t *e = &r->e[i];
         if (!active(&e->ro))
             continue;
+        if (e->surge_pending) { /* not stepped until the surge runs: its slot is busy */
+            run_action(r, e, (cm_ro_action_t){CM_RO_ACT_SURGE, e->ro.n});
+            any = 1;
+            continue;
+        }
         cm_ro_view_t v;
         view_of(r, e->service, &e->ro, &v);
         cm_ro_action_t a = cm_ro_step(&e->ro, &v);
@@ -375,6 +385,7 @@ int cm_rollouts_start(cm_rollouts_t *r, const char *service)
     e->started_ms = wall_ms();
     e->finished_ms = 0;
     cm_ro_action_t a = cm_ro_begin(&e->ro, &v, cm_sup_rollout_ms(r->sup, service));
+    e->surge_pending = 0;
     emit(r, e);
     run_action(r, e, a);
     if (active(&e->ro) && !uv_is_active((uv_handle_t *)&r->tick))

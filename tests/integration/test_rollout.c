@@ -356,6 +356,24 @@ Test(rollout, reload_replaces_only_what_changed_and_a_broken_file_changes_nothin
     free(out);
     json_decref(sys_wait_state(&sys, "users", 2, "ready", 0, 20000));
     cr_assert(sys_pid(&sys, "users", 0) == users[0] && sys_pid(&sys, "users", 1) == users[1]);
+    /* a new definition and one instance fewer at once: users/2 leaves, and the surge takes
+     * its index once it left; the two that stay are replaced */
+    v.users = 2;
+    v.users_env = "3";
+    write_spec(&v);
+    out = NULL;
+    cr_assert_eq(sys_cmd(&sys, &out, (const char *[]){"reload", NULL}), 0, "%s", out);
+    cr_assert(strstr(out, "users: rolled out"), "%s", out);
+    free(out);
+    cr_assert_str_eq(wait_rollout("users", why, sizeof why), "done", "%s", why);
+    pids_of("users", 2, u2);
+    for (int k = 0; k < 2; k++)
+        cr_assert(env_has(u2[k], "VERSION=3"), "users/%d runs the new env", k);
+    for (int i = 0; i < 100 && sys_inst(&sys, "users", 2); i++)
+        ms_sleep(50);
+    json_t *gone = sys_inst(&sys, "users", 2);
+    cr_assert_null(gone, "users/2 left: %s", gone ? json_dumps(gone, 0) : "");
+    pids_of("users", 2, users);
     /* a broken file: the API names FILE:LINE, nothing changes */
     FILE *f = fopen(sys.yaml, "a");
     fprintf(f, "    bogus_key: 1\n");
