@@ -34,11 +34,18 @@ typedef struct yctx {
 /* ---------------------------------------------------------------------------------- */
 
 static int fail(yctx_t *y, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Appends one "FILE:LINE: ..." line to the errors (a file can have several: every bad key
+ * of every service is reported, so a reload names them all at once). */
 static int fail(yctx_t *y, int line, const char *fmt, ...)
 {
+    size_t len = strnlen(y->err, y->cap);
+    if (len && len + 2 < y->cap)
+        y->err[len++] = '\n';
+    else if (len)
+        return -EINVAL; /* full: the first errors are the ones to fix first */
     va_list ap;
     va_start(ap, fmt);
-    cm_yaml_vmsg(y->err, y->cap, y->file, line, fmt, ap);
+    cm_yaml_vmsg(y->err + len, y->cap - len, y->file, line, fmt, ap);
     va_end(ap);
     return -EINVAL;
 }
@@ -279,7 +286,7 @@ static int parse_service(yctx_t *y, cm_svc_spec_t *s, const char *name, struct f
         snprintf(s->ready.path, sizeof s->ready.path, "/readyz");
         snprintf(s->live.path, sizeof s->live.path, "/healthz");
     }
-    int has_listen = 0;
+    int has_listen = 0, bad = 0;
     void *it = NULL;
     struct fy_node_pair *kv;
     while ((kv = fy_node_mapping_iterate(n, &it))) {
@@ -311,9 +318,13 @@ static int parse_service(yctx_t *y, cm_svc_spec_t *s, const char *name, struct f
                       "unknown key '%s' in %s; expected command, args, env, instances, listen, "
                       "readiness, liveness, drain_timeout, rollout_timeout",
                       k, what);
-        if (rc < 0)
+        if (rc == -EINVAL)
+            bad = rc; /* reported; the other keys are checked too */
+        else if (rc < 0)
             return rc;
     }
+    if (bad < 0)
+        return bad;
     if (!has_listen)
         return fail(y, line, "%s needs listen: HOST:PORT (instance i listens on PORT + i)", what);
     if (s->port + CM_SPEC_MAX_INST - 1 > 65535)
@@ -445,6 +456,7 @@ static int parse_root(yctx_t *y, cm_spec_t *sp, struct fy_node *root)
     if (!sp->svcs)
         return -ENOMEM;
     it = NULL;
+    int bad = 0;
     while ((kv = fy_node_mapping_iterate(svcs, &it))) {
         const char *name = key_of(kv);
         int kl = cm_yaml_line(fy_node_pair_key(kv), sline);
@@ -457,9 +469,13 @@ static int parse_root(yctx_t *y, cm_spec_t *sp, struct fy_node *root)
             return fail(y, kl, "'gateway' is the gateway's name; configure it under gateway:");
         rc = parse_service(y, &sp->svcs[sp->nsvcs], name, fy_node_pair_value(kv), kl);
         sp->nsvcs++; /* counted now so that free sees its lists */
-        if (rc < 0)
+        if (rc == -EINVAL)
+            bad = rc; /* reported; the other services are checked too */
+        else if (rc < 0)
             return rc;
     }
+    if (bad < 0)
+        return bad;
     /* two services must not share a port range */
     for (int i = 0; i < sp->nsvcs; i++)
         for (int j = 0; j < i; j++) {
@@ -533,6 +549,8 @@ int cm_spec_parse(const char *path, const char *text, size_t len, cm_spec_t **ou
                   size_t cap)
 {
     yctx_t y = {.file = path, .err = err, .cap = cap};
+    if (cap)
+        err[0] = '\0';
     cm_spec_t *sp = calloc(1, sizeof *sp);
     if (!sp || !(sp->text = malloc(len + 1))) {
         free(sp);
@@ -743,6 +761,8 @@ int cm_spec_gateway_yaml(const cm_spec_t *sp, cm_spec_urls_fn urls_of, void *arg
                          char *err, size_t cap)
 {
     yctx_t y = {.file = sp->path, .err = err, .cap = cap};
+    if (cap)
+        err[0] = '\0';
     int rc;
     struct fy_document *doc = parse_doc(&y, sp->text, sp->len, &rc);
     if (rc < 0)

@@ -374,16 +374,25 @@ Test(rollout, reload_replaces_only_what_changed_and_a_broken_file_changes_nothin
     json_t *gone = sys_inst(&sys, "users", 2);
     cr_assert_null(gone, "users/2 left: %s", gone ? json_dumps(gone, 0) : "");
     pids_of("users", 2, users);
-    /* a broken file: the API names FILE:LINE, nothing changes */
-    FILE *f = fopen(sys.yaml, "a");
-    fprintf(f, "    bogus_key: 1\n");
-    fclose(f);
+    /* a file with two errors: the API names both as FILE:LINE, nothing changes */
+    v.users_env = "3' }\n    colour: blue #"; /* the rest of the line commented out */
+    v.orders_env = "1' }\n    shade: dark #";
+    write_spec(&v);
     char url[128];
     snprintf(url, sizeof url, "%s/v1/reload", sys.ctl);
     h_resp_t r =
         h_http("POST", url, "{}", (const char *[]){"Content-Type: application/json", NULL});
     cr_assert_eq(r.status, 422, "%ld %s", r.status, r.body);
-    cr_assert(strstr(r.body, "cmesh.yaml:") && strstr(r.body, "\"errors\""), "%s", r.body);
+    json_t *o = json_loadb(r.body, r.body_len, 0, NULL), *e;
+    size_t i;
+    cr_assert_eq(json_array_size(json_object_get(o, "errors")), 2, "%s", r.body);
+    json_t *errs = json_object_get(o, "errors");
+    json_array_foreach(errs, i, e)
+    {
+        cr_assert(strstr(json_string_value(e), "cmesh.yaml:"), "FILE:LINE: %s", r.body);
+    }
+    cr_assert(strstr(r.body, "shade") && strstr(r.body, "colour"), "%s", r.body);
+    json_decref(o);
     h_resp_free(&r);
     out = NULL;
     cr_assert_eq(sys_cmd(&sys, &out, (const char *[]){"reload", NULL}), 1, "%s", out);
