@@ -34,12 +34,15 @@
 #           autoscaled 2..8 (the shipped policy, auth off): from the load start to the
 #           decision, the new instance ready and serving; back to 2 after the load. Beside
 #           the HPA's 15 s sync period and Knative's 2 s ticks and 6 s panic window.
+#  rollout  (bench/rollout.sh) rollout-4: `cmesh rollout` of 4 users instances under wrk
+#           through the gateway: its duration, requests, non-2xx and socket errors (target 0).
 # Usage: bench/run.sh [path/to/cmesh]   env: BENCH_DURATION (10s) BENCH_WARMUP (2s)
 #        BENCH_CONNECTIONS (50) BENCH_THREADS (1) BENCH_KEEP=1 (keep the temp dir)
-#        BENCH_ROWS ("users proxy failover idle burst control coldstart feed pg autoscale": the groups)
+#        BENCH_ROWS ("users proxy failover idle burst control coldstart feed pg autoscale rollout": the groups)
 #        FAILOVER_DURATION (8s) FAILOVER_KILL_AT (2, seconds) IDLE_CONNECTIONS (8000)
 #        BURST_REQUESTS (8000) CONTROL_RESTARTS (5) CONTROL_WATCHERS (1000)
 #        CONTROL_WINDOW (10, seconds) COLDSTART_ROUNDS (5) AUTOSCALE_DURATION (10, seconds)
+#        ROLLOUT_WINDOW (20, seconds)
 #        NGINX HAPROXY H2O (peer binaries)
 set -euo pipefail
 
@@ -53,7 +56,7 @@ WARMUP=${BENCH_WARMUP:-2s}
 CONNS=${BENCH_CONNECTIONS:-50}
 THREADS=${BENCH_THREADS:-1}
 NGINX=${NGINX:-/usr/sbin/nginx}
-BENCH_ROWS=${BENCH_ROWS:-users proxy failover idle burst control coldstart feed pg autoscale}
+BENCH_ROWS=${BENCH_ROWS:-users proxy failover idle burst control coldstart feed pg autoscale rollout}
 
 # The issue's targets (see the summary at the end).
 TARGET_RPS_RATIO=0.8
@@ -386,6 +389,11 @@ if want autoscale; then
     : >"$TMP/autoscale-rows"
     AUTOSCALE_ROWS_OUT="$TMP/autoscale-rows" bash "$ROOT/bench/autoscale.sh" "$BIN" || true
 fi
+if want rollout; then
+    echo
+    : >"$TMP/rollout-rows"
+    ROLLOUT_ROWS_OUT="$TMP/rollout-rows" bash "$ROOT/bench/rollout.sh" "$BIN" || true
+fi
 
 # ---- report --------------------------------------------------------------------------
 
@@ -494,6 +502,11 @@ if want autoscale; then # times in the note column
     awk '$2 == "-" { printf "%s,,,,,,,,,,,,,not measured\n", $1; next }
          { printf "%s,,,,,,,,,,,,,decide_ms=%s ready_ms=%s serve_ms=%s max_instances=%s down_ms=%s\n",
                   $1, $2, $3, $4, $5, $6 }' "$TMP/autoscale-rows" >>"$CSV"
+fi
+if want rollout; then # requests and lost (non-2xx + socket errors); the duration in the note
+    awk '$2 == "-" { printf "%s,,,,,,,,,,,,,not measured\n", $1; next }
+         { printf "%s,,,,,,,,,,%s,%d,,duration_ms=%s non2xx=%s socket_errors=%s state=%s\n",
+           $1, $3, $4 + $5, $2, $4, $5, $6 }' "$TMP/rollout-rows" >>"$CSV"
 fi
 cp "$CSV" "$ROOT/bench/results/latest.csv"
 echo

@@ -2,8 +2,8 @@
 # make run: `cmesh up` with the shipped cmesh.yaml in the foreground (gateway :8080,
 # 2 users, 2 orders, control API :9000, data and state under data/). Waits until every
 # instance is ready, prints the URLs and a ready-to-paste curl with a token, and stops
-# everything gracefully on Ctrl-C, SIGTERM and a terminal hangup (SIGHUP): cmesh up
-# itself treats all three as `cmesh down`. Exits non-zero when the system cannot start
+# everything gracefully on Ctrl-C, SIGTERM and a terminal hangup (SIGHUP) of this script
+# (cmesh up itself stops on Ctrl-C and SIGTERM, and reloads cmesh.yaml on SIGHUP). Exits non-zero when the system cannot start
 # (a port already in use, a bad cmesh.yaml) or the control plane dies.
 set -euo pipefail
 bin=${1:-build/cmesh}

@@ -166,14 +166,14 @@ static void print_scaling(json_t *st)
 /* kubectl get's look: a header, one row per instance, columns padded to their width. */
 static void print_table(json_t *st, int wide)
 {
-    static const char *const cols[] = {"SERVICE", "INSTANCE", "PID",       "ADDRESS", "STATE",
-                                       "READY",   "RESTARTS", "AGE",       "RPS",     "P99",
-                                       "CPU",     "RSS",      "LAST-EXIT", "LAST-LOG"};
-    int ncols = wide ? 14 : 12;
+    static const char *const cols[] = {"SERVICE", "INSTANCE", "PID", "ADDRESS",   "STATE",
+                                       "READY",   "RESTARTS", "AGE", "RPS",       "P99",
+                                       "CPU",     "RSS",      "DEF", "LAST-EXIT", "LAST-LOG"};
+    int ncols = wide ? 15 : 13;
     enum { MAXROWS = 512 };
-    static char cell[MAXROWS][14][128];
+    static char cell[MAXROWS][15][128];
     int rows = 0;
-    for (int c = 0; c < 14; c++)
+    for (int c = 0; c < 15; c++)
         snprintf(cell[0][c], sizeof cell[0][c], "%s", cols[c]);
     rows = 1;
     json_t *svcs = json_object_get(st, "services"), *sv;
@@ -216,14 +216,19 @@ static void print_table(json_t *st, int wide)
             else
                 snprintf(r[10], 128, "-");
             human_bytes(json_number_value(json_object_get(in, "rss_bytes")), r[11], 128);
+            /* the definition it runs (defn.h), marked when it is not the service's now */
+            const char *def = json_string_value(json_object_get(in, "definition"));
+            const char *want = json_string_value(json_object_get(sv, "definition"));
+            snprintf(r[12], 128, "%.8s%s", def ? def : "-",
+                     def && want && strcmp(def, want) != 0 ? "*" : "");
             if (json_is_integer(le))
-                snprintf(r[12], 128, "%d", (int)json_integer_value(le));
+                snprintf(r[13], 128, "%d", (int)json_integer_value(le));
             else
-                snprintf(r[12], 128, "-");
-            last_line(json_string_value(json_object_get(in, "log_tail")), r[13], 128);
+                snprintf(r[13], 128, "-");
+            last_line(json_string_value(json_object_get(in, "log_tail")), r[14], 128);
         }
     }
-    int width[14] = {0};
+    int width[15] = {0};
     for (int r = 0; r < rows; r++)
         for (int c = 0; c < ncols; c++)
             if ((int)strlen(cell[r][c]) > width[c])
@@ -234,6 +239,18 @@ static void print_table(json_t *st, int wide)
         printf("\n");
     }
     print_scaling(st);
+    /* the last rollout of each service, when one ran */
+    json_array_foreach(svcs, i, sv)
+    {
+        json_t *ro = json_object_get(sv, "rollout");
+        const char *st = json_string_value(json_object_get(ro, "state"));
+        const char *why = json_string_value(json_object_get(ro, "reason"));
+        if (st)
+            printf("rollout %s: %s%s%s (%d of %d replaced)\n",
+                   json_string_value(json_object_get(sv, "name")), st, why ? ": " : "",
+                   why ? why : "", (int)json_integer_value(json_object_get(ro, "replaced")),
+                   (int)json_integer_value(json_object_get(ro, "total")));
+    }
     fflush(stdout);
 }
 
@@ -241,7 +258,9 @@ static const char status_help[] =
     "usage: cmesh status [--config FILE] [-o wide|json] [--watch]\n"
     "\n"
     "Shows every instance of the running system: a table like kubectl get (SERVICE,\n"
-    "INSTANCE, PID, ADDRESS, STATE, READY, RESTARTS, AGE, RPS, P99, CPU, RSS).\n"
+    "INSTANCE, PID, ADDRESS, STATE, READY, RESTARTS, AGE, RPS, P99, CPU, RSS, DEF: the\n"
+    "definition it runs, * when it is not the service's current one), then the last\n"
+    "rollout of each service (running, done, or failed and why).\n"
     "\n"
     "  --config FILE   the system's spec (default cmesh.yaml): where the control API is\n"
     "  -o wide         adds LAST-EXIT and the last log line of an instance not ready\n"
@@ -422,6 +441,173 @@ int cm_ctl_scale_main(int argc, char **argv)
             fprintf(stderr, "cmesh scale: %s\n", api_error(&b));
         rc = 1;
     }
+    cm_buf_free(&b);
+    cm_spec_free(s);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* cmesh rollout, cmesh reload                                                        */
+/* ---------------------------------------------------------------------------------- */
+
+static const char rollout_help[] =
+    "usage: cmesh rollout [--config FILE] SERVICE [--no-wait]\n"
+    "\n"
+    "Replaces SERVICE's instances that do not run its current definition (its command,\n"
+    "args, env, listen, probes, drain timeout and the binary on disk), or every one when\n"
+    "none is stale: one extra instance first, then one old instance at a time, each\n"
+    "leaving only once its replacement is ready and routed (max surge 1, max\n"
+    "unavailable 0). A new version not ready within rollout_timeout stops the rollout;\n"
+    "the old instances keep serving and cmesh status says why.\n"
+    "\n"
+    "  --no-wait   return once it started (default: wait for it, printing its steps)\n"
+    "\n"
+    "Exit status: 0 done, 1 failed, refused or no control plane, 2 bad arguments.\n";
+
+/* The service's rollout in /v1/status (a new reference), or NULL. */
+static json_t *rollout_of(json_t *st, const char *name)
+{
+    json_t *svcs = json_object_get(st, "services"), *sv;
+    size_t i;
+    json_array_foreach(svcs, i, sv)
+    {
+        const char *n = json_string_value(json_object_get(sv, "name"));
+        if (n && strcmp(n, name) == 0)
+            return json_incref(json_object_get(sv, "rollout"));
+    }
+    return NULL;
+}
+
+int cm_ctl_rollout_main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            fputs(rollout_help, stdout);
+            return 0;
+        }
+    cm_spec_t *s;
+    if (load_spec("rollout", &argc, argv, &s) < 0)
+        return 2;
+    const char *name = NULL;
+    int wait = 1;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--no-wait") == 0)
+            wait = 0;
+        else if (!name && argv[i][0] != '-')
+            name = argv[i];
+        else {
+            fprintf(stderr, "cmesh rollout: unknown argument '%s'; see cmesh rollout --help\n",
+                    argv[i]);
+            cm_spec_free(s);
+            return 2;
+        }
+    if (!name) {
+        fprintf(stderr, "cmesh rollout: name a SERVICE; see cmesh rollout --help\n");
+        cm_spec_free(s);
+        return 2;
+    }
+    char path[256];
+    snprintf(path, sizeof path, "/v1/services/%s/rollout", name);
+    cm_buf_t b = {0};
+    int st = api(s, "rollout", "POST", path, "{}", 10, &b);
+    if (st != 202) {
+        if (st > 0)
+            fprintf(stderr, "cmesh rollout: %s\n", api_error(&b));
+        cm_buf_free(&b);
+        cm_spec_free(s);
+        return 1;
+    }
+    cm_buf_free(&b);
+    printf("rollout of %s started\n", name);
+    int rc = 0;
+    /* the rollout's own bound (rollout_timeout per instance) ends it; the CLI follows */
+    while (wait) {
+        struct timespec ts = {0, 250 * 1000000L};
+        nanosleep(&ts, NULL);
+        cm_buf_t w = {0};
+        if (api(s, "rollout", "GET", "/v1/status", NULL, 10, &w) != 200) {
+            cm_buf_free(&w);
+            rc = 1;
+            break;
+        }
+        json_t *o = json_loadb((const char *)w.data, w.len, 0, NULL);
+        json_t *ro = rollout_of(o, name);
+        const char *state = json_string_value(json_object_get(ro, "state"));
+        const char *why = json_string_value(json_object_get(ro, "reason"));
+        int done = state && (strcmp(state, "done") == 0 || strcmp(state, "failed") == 0);
+        if (done) {
+            printf("rollout of %s %s: %s\n", name, state, why ? why : "");
+            rc = strcmp(state, "failed") == 0;
+        }
+        json_decref(ro);
+        json_decref(o);
+        cm_buf_free(&w);
+        if (done || !state)
+            break;
+    }
+    fflush(stdout);
+    cm_spec_free(s);
+    return rc;
+}
+
+static const char reload_help[] =
+    "usage: cmesh reload [--config FILE]\n"
+    "\n"
+    "Tells the running control plane to re-read its cmesh.yaml (as SIGHUP to cmesh up)\n"
+    "and apply the difference: services whose definition changed are rolled out, a\n"
+    "changed instance count is scaled, new services start, removed ones stop, a changed\n"
+    "gateway: section is reloaded by the gateway in place. A file with errors changes\n"
+    "nothing: every error is printed as FILE:LINE. A changed control listen address or\n"
+    "state dir is warned about and kept.\n"
+    "Exit status: 0 applied, 1 refused or no control plane, 2 bad arguments.\n";
+
+int cm_ctl_reload_main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            fputs(reload_help, stdout);
+            return 0;
+        }
+    /* where the control plane is: the file it runs may be the one just broken, so only
+     * its control: section has to read (the control plane reports the file's errors) */
+    cm_spec_t *s;
+    const char *config = cm_up_config_arg(&argc, argv);
+    if (argc > 1) {
+        fprintf(stderr, "cmesh reload: unknown argument '%s'; see cmesh reload --help\n", argv[1]);
+        return 2;
+    }
+    char err[2048];
+    if (cm_spec_load(config, &s, err, sizeof err) < 0) {
+        /* a broken file: tell the user here, the running spec stays */
+        fprintf(stderr, "cmesh reload: %s\ncmesh reload: nothing changed\n", err);
+        return 1;
+    }
+    cm_buf_t b = {0};
+    int st = api(s, "reload", "POST", "/v1/reload", "{}", 30, &b);
+    int rc = st == 200 ? 0 : 1;
+    json_t *o = json_loadb((const char *)b.data, b.len, 0, NULL);
+    if (st == 200) {
+        json_t *ch, *w, *changes = json_object_get(o, "changes");
+        json_t *warnings = json_object_get(o, "warnings");
+        size_t i;
+        int n = 0;
+        json_array_foreach(changes, i, ch)
+        {
+            printf("%s: %s\n", json_string_value(json_object_get(ch, "service")),
+                   json_string_value(json_object_get(ch, "change")));
+            n++;
+        }
+        if (strcmp(json_string_value(json_object_get(o, "gateway")) ?: "", "reloaded") == 0)
+            printf("gateway: configuration reloaded in place\n"), n++;
+        json_array_foreach(warnings, i, w)
+        {
+            fprintf(stderr, "cmesh reload: warning: %s\n", json_string_value(w));
+        }
+        if (!n)
+            printf("nothing changed\n");
+    } else if (st > 0)
+        fprintf(stderr, "cmesh reload: %s\n", api_error(&b));
+    json_decref(o);
     cm_buf_free(&b);
     cm_spec_free(s);
     return rc;

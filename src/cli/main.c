@@ -35,6 +35,8 @@ static const char usage[] = "usage: cmesh COMMAND [flags]\n"
                             "  status    its instances, like kubectl get (cmesh status --help)\n"
                             "  scale     set a service's instance count  (cmesh scale --help)\n"
                             "  logs      an instance's output            (cmesh logs --help)\n"
+                            "  rollout   replace a service's instances   (cmesh rollout --help)\n"
+                            "  reload    apply a changed cmesh.yaml      (cmesh reload --help)\n"
                             "  version   print the versions of cmesh and its libraries\n"
                             "            (also cmesh --version)\n"
                             "\n"
@@ -94,6 +96,10 @@ int main(int argc, char **argv)
         return cm_ctl_status_main(argc - 1, argv + 1);
     if (strcmp(cmd, "scale") == 0)
         return cm_ctl_scale_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "rollout") == 0)
+        return cm_ctl_rollout_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "reload") == 0)
+        return cm_ctl_reload_main(argc - 1, argv + 1);
     if (strcmp(cmd, "logs") == 0)
         return cm_ctl_logs_main(argc - 1, argv + 1);
     if (strcmp(cmd, "token") == 0) {

@@ -106,6 +106,10 @@ static void render_instance(cm_buf_t *b, const char *name, const cm_reg_inst_t *
                    in->port, v6 ? "[" : "", in->host, v6 ? "]" : "", in->port,
                    cm_inst_state_name(in->state), in->state == CM_INST_READY ? "true" : "false",
                    in->pid, in->restarts, in->adopted ? "true" : "false");
+    if (in->def[0])
+        cm_buf_appendf(b, ",\"definition\":\"%s\"", in->def);
+    else if (!in->ext_id[0])
+        cm_buf_append_str(b, ",\"definition\":null");
     if (in->ext_id[0])
         cm_buf_appendf(b, ",\"registered\":true,\"ttl_ms\":%lld", (long long)in->ttl_ms);
     if (in->last_exit >= 0)
@@ -578,6 +582,17 @@ static void h_status(cm_req_t *req)
         cm_json_str(b, name, strlen(name));
         cm_buf_appendf(b, ",\"desired\":%d", cm_sup_count(c->sup, name));
         render_mode(c, name, b);
+        cm_buf_append_str(b, ",\"definition\":");
+        char def[CM_DEFN_LEN];
+        if (cm_sup_def(c->sup, name, def) == 0)
+            cm_buf_appendf(b, "\"%s\"", def);
+        else
+            cm_buf_append_str(b, "null");
+        cm_buf_append_str(b, ",\"rollout\":");
+        if (c->ro)
+            cm_rollouts_render(c->ro, name, b);
+        else
+            cm_buf_append_str(b, "null");
         cm_buf_append_str(b, ",\"instances\":");
         render_service(c, name, b, 1);
         cm_buf_append_str(b, "}");
@@ -699,6 +714,54 @@ static void h_gateways(cm_req_t *req)
     cm_res_send(req, 200);
 }
 
+/* POST /v1/services/{name}/rollout: 202 with the rollout as it starts; its progress is
+ * in /v1/status (and the events). */
+static void h_rollout(cm_req_t *req)
+{
+    cm_api_ctx_t *c = ctx_of(req);
+    char name[CM_SPEC_NAME_MAX];
+    if (!service_param(req, c, name, sizeof name))
+        return;
+    int rc = c->stopping || !c->ro ? -ESHUTDOWN : cm_rollouts_start(c->ro, name);
+    if (rc == -ESHUTDOWN) {
+        cm_res_error(req, 409, "the system is going down");
+        return;
+    }
+    if (rc == -EBUSY) {
+        cm_res_error(req, 409, "a rollout of %s is already running (see cmesh status)", name);
+        return;
+    }
+    if (rc == -EINVAL) {
+        cm_res_error(req, 422,
+                     "the gateway owns its port and cannot run twice: cmesh reload applies "
+                     "its gateway: section in place");
+        return;
+    }
+    if (rc < 0) {
+        cm_res_error(req, 500, "rollout failed to start: %s", strerror(-rc));
+        return;
+    }
+    cm_buf_append_str(&req->res_body, "{\"name\":");
+    cm_json_str(&req->res_body, name, strlen(name));
+    cm_buf_append_str(&req->res_body, ",\"rollout\":");
+    cm_rollouts_render(c->ro, name, &req->res_body);
+    cm_buf_append_str(&req->res_body, "}");
+    set_index(req, cm_registry_index(c->reg));
+    cm_res_send(req, 202);
+}
+
+static void h_reload(cm_req_t *req)
+{
+    cm_api_ctx_t *c = ctx_of(req);
+    if (c->stopping || !c->reload) {
+        cm_res_error(req, 409, "the system is going down");
+        return;
+    }
+    int st = c->reload(c->reload_arg, &req->res_body);
+    set_index(req, cm_registry_index(c->reg));
+    cm_res_send(req, st);
+}
+
 const cm_route_t cm_api_routes[] = {
     {CM_GET, "/v1/services", h_services},
     {CM_GET, "/v1/services/{name}", h_service},
@@ -718,5 +781,7 @@ const cm_route_t cm_api_routes[] = {
     {CM_GET, "/favicon.svg", cm_dash_icon},
     {CM_PUT, "/v1/gateways/{id}/ack", h_ack},
     {CM_GET, "/v1/gateways", h_gateways},
+    {CM_POST, "/v1/services/{name}/rollout", h_rollout},
+    {CM_POST, "/v1/reload", h_reload},
 };
 const int cm_api_nroutes = (int)(sizeof cm_api_routes / sizeof cm_api_routes[0]);

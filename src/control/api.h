@@ -24,6 +24,8 @@
  *       gateway (id: its instance id, "gateway%2F0") reports what it applied and what it
  *       still has in flight to instances it removed; leaving instances are checked again
  *   GET /v1/gateways              every gateway's last acknowledgement
+ *   POST /v1/services/{name}/rollout  replaces its instances (rollout.h); 202
+ *   POST /v1/reload               re-reads cmesh.yaml and applies the difference
  * The handlers find their context in req->state: a cm_api_ctx_t. */
 #ifndef CMESH_CONTROL_API_H
 #define CMESH_CONTROL_API_H
@@ -34,6 +36,7 @@
 #include "control/external.h"
 #include "control/history.h"
 #include "control/registry.h"
+#include "control/rollout.h"
 #include "control/spec.h"
 #include "control/supervise.h"
 #include "core/router.h"
@@ -51,7 +54,12 @@ typedef struct cm_api_ctx {
     cm_history_t *history;     /* the charts' points, for /v1/history */
     cm_acks_t *acks;           /* gateways' acknowledgements, for /v1/gateways (drain) */
     cm_autoscale_t *autoscale; /* pins, hand-backs, wakes and --explain */
-    int stopping;              /* down in progress: scale is refused (409) */
+    cm_rollouts_t *ro;         /* rollouts: POST /v1/services/{name}/rollout */
+    /* POST /v1/reload: re-reads cmesh.yaml and applies it (up.c); appends the answer's
+     * JSON to out and returns its HTTP status. */
+    int (*reload)(void *arg, cm_buf_t *out);
+    void *reload_arg;
+    int stopping; /* down in progress: scale is refused (409) */
 } cm_api_ctx_t;
 
 extern const cm_route_t cm_api_routes[];

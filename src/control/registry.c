@@ -250,3 +250,17 @@ int cm_registry_nwatchers(const cm_registry_t *r)
 {
     return r->nwatchers;
 }
+
+int cm_registry_nwatchers_past(const cm_registry_t *r, const char *service, uint64_t index,
+                               int *total)
+{
+    int past = 0, all = 0;
+    for (const watcher_t *w = r->watchers; w; w = w->next)
+        if (strcmp(w->service, service) == 0) {
+            all++;
+            past += w->index >= index;
+        }
+    if (total)
+        *total = all;
+    return past;
+}

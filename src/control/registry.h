@@ -38,6 +38,7 @@ typedef struct cm_reg_inst {
     int adopted;        /* 1: running since an earlier control plane */
     char ext_id[48];    /* registered by hand (external.c): its id; "" = supervised */
     int64_t ttl_ms;     /* registered by hand: a heartbeat within this or it is removed */
+    char def[17];       /* the definition it runs (control/defn.h); "" unknown */
 } cm_reg_inst_t;
 
 #define CM_REG_EXT_BASE 1000 /* indexes of hand-registered instances start here */
@@ -80,5 +81,11 @@ int cm_registry_watch(cm_registry_t *r, const char *service, uint64_t index, uin
 /* Calls every watcher now (changed 0): the control plane is stopping. */
 void cm_registry_release_watchers(cm_registry_t *r);
 int cm_registry_nwatchers(const cm_registry_t *r);
+/* Watchers of service itself (not of everything) and how many of them are parked at an
+ * index >= index: a follower parks again only after it applied the answer it got, so
+ * "as many parked past the index as there were watching" means every follower came back
+ * having seen it (what a rollout waits for until the gateways acknowledge). */
+int cm_registry_nwatchers_past(const cm_registry_t *r, const char *service, uint64_t index,
+                               int *total);
 
 #endif

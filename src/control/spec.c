@@ -34,11 +34,18 @@ typedef struct yctx {
 /* ---------------------------------------------------------------------------------- */
 
 static int fail(yctx_t *y, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Appends one "FILE:LINE: ..." line to the errors (a file can have several: every bad key
+ * of every service is reported, so a reload names them all at once). */
 static int fail(yctx_t *y, int line, const char *fmt, ...)
 {
+    size_t len = strnlen(y->err, y->cap);
+    if (len && len + 2 < y->cap)
+        y->err[len++] = '\n';
+    else if (len)
+        return -EINVAL; /* full: the first errors are the ones to fix first */
     va_list ap;
     va_start(ap, fmt);
-    cm_yaml_vmsg(y->err, y->cap, y->file, line, fmt, ap);
+    cm_yaml_vmsg(y->err + len, y->cap - len, y->file, line, fmt, ap);
     va_end(ap);
     return -EINVAL;
 }
@@ -344,6 +351,7 @@ static void svc_defaults(cm_svc_spec_t *s)
     s->instances = 1;
     snprintf(s->host, sizeof s->host, "127.0.0.1");
     s->drain_ms = 10000;
+    s->rollout_ms = 60000;
     s->ready = (cm_probe_spec_t){"", 1000, 1000, 1, 3};
     s->live = (cm_probe_spec_t){"", 10000, 1000, 1, 3};
 }
@@ -370,7 +378,7 @@ static int parse_service(yctx_t *y, cm_svc_spec_t *s, const char *name, struct f
         snprintf(s->ready.path, sizeof s->ready.path, "/readyz");
         snprintf(s->live.path, sizeof s->live.path, "/healthz");
     }
-    int has_listen = 0, has_instances = 0;
+    int has_listen = 0, has_instances = 0, bad = 0;
     void *it = NULL;
     struct fy_node_pair *kv;
     while ((kv = fy_node_mapping_iterate(n, &it))) {
@@ -397,14 +405,20 @@ static int parse_service(yctx_t *y, cm_svc_spec_t *s, const char *name, struct f
             rc = parse_probe(y, v, kl, w, &s->live);
         else if (strcmp(k, "drain_timeout") == 0)
             rc = get_duration(y, v, kl, w, 0, &s->drain_ms);
+        else if (strcmp(k, "rollout_timeout") == 0)
+            rc = get_duration(y, v, kl, w, 1, &s->rollout_ms);
         else
             rc = fail(y, kl,
                       "unknown key '%s' in %s; expected command, args, env, instances, "
-                      "autoscale, listen, readiness, liveness, drain_timeout",
+                      "autoscale, listen, readiness, liveness, drain_timeout, rollout_timeout",
                       k, what);
-        if (rc < 0)
+        if (rc == -EINVAL)
+            bad = rc; /* reported; the other keys are checked too */
+        else if (rc < 0)
             return rc;
     }
+    if (bad < 0)
+        return bad;
     if (!has_listen)
         return fail(y, line, "%s needs listen: HOST:PORT (instance i listens on PORT + i)", what);
     const cm_autoscale_spec_t *a = &s->autoscale;
@@ -542,6 +556,7 @@ static int parse_root(yctx_t *y, cm_spec_t *sp, struct fy_node *root)
     if (!sp->svcs)
         return -ENOMEM;
     it = NULL;
+    int bad = 0;
     while ((kv = fy_node_mapping_iterate(svcs, &it))) {
         const char *name = key_of(kv);
         int kl = cm_yaml_line(fy_node_pair_key(kv), sline);
@@ -554,9 +569,13 @@ static int parse_root(yctx_t *y, cm_spec_t *sp, struct fy_node *root)
             return fail(y, kl, "'gateway' is the gateway's name; configure it under gateway:");
         rc = parse_service(y, &sp->svcs[sp->nsvcs], name, fy_node_pair_value(kv), kl);
         sp->nsvcs++; /* counted now so that free sees its lists */
-        if (rc < 0)
+        if (rc == -EINVAL)
+            bad = rc; /* reported; the other services are checked too */
+        else if (rc < 0)
             return rc;
     }
+    if (bad < 0)
+        return bad;
     /* two services must not share a port range */
     for (int i = 0; i < sp->nsvcs; i++)
         for (int j = 0; j < i; j++) {
@@ -630,6 +649,8 @@ int cm_spec_parse(const char *path, const char *text, size_t len, cm_spec_t **ou
                   size_t cap)
 {
     yctx_t y = {.file = path, .err = err, .cap = cap};
+    if (cap)
+        err[0] = '\0';
     cm_spec_t *sp = calloc(1, sizeof *sp);
     if (!sp || !(sp->text = malloc(len + 1))) {
         free(sp);
@@ -840,6 +861,8 @@ int cm_spec_gateway_yaml(const cm_spec_t *sp, cm_spec_urls_fn urls_of, void *arg
                          char *err, size_t cap)
 {
     yctx_t y = {.file = sp->path, .err = err, .cap = cap};
+    if (cap)
+        err[0] = '\0';
     int rc;
     struct fy_document *doc = parse_doc(&y, sp->text, sp->len, &rc);
     if (rc < 0)

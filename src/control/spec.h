@@ -54,6 +54,8 @@ typedef struct cm_svc_spec {
     cm_probe_spec_t ready; /* readiness: failing removes the instance from routing */
     cm_probe_spec_t live;  /* liveness: failing restarts the instance */
     uint64_t drain_ms;     /* SIGTERM to SIGKILL; default 10s */
+    uint64_t rollout_ms;   /* rollout_timeout: a new instance ready within this, or the
+                              rollout stops; default 60s (not part of the definition) */
     int line;              /* where it is defined, for messages */
 
     cm_autoscale_spec_t autoscale; /* `autoscale:`; .on 0: the fixed instances count */

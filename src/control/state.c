@@ -166,9 +166,10 @@ int cm_state_put(const char *dir, const cm_inst_rec_t *r)
 {
     char p[4096];
     rec_path(dir, r->service, r->index, p, sizeof p);
-    return put_json(p, json_pack("{s:s,s:i,s:i,s:I,s:i,s:I}", "service", r->service, "index",
+    return put_json(p, json_pack("{s:s,s:i,s:i,s:I,s:i,s:I,s:s}", "service", r->service, "index",
                                  r->index, "pid", r->pid, "start_ticks", (json_int_t)r->start_ticks,
-                                 "port", r->port, "started_ms", (json_int_t)r->started_ms));
+                                 "port", r->port, "started_ms", (json_int_t)r->started_ms, "def",
+                                 r->def));
 }
 
 static int rec_from_json(json_t *o, cm_inst_rec_t *r)
@@ -183,6 +184,9 @@ static int rec_from_json(json_t *o, cm_inst_rec_t *r)
     snprintf(r->service, sizeof r->service, "%s", svc);
     r->start_ticks = (uint64_t)st;
     r->started_ms = (int64_t)sm;
+    /* records written before definitions existed have none: unknown, replaced first */
+    const char *def = json_string_value(json_object_get(o, "def"));
+    snprintf(r->def, sizeof r->def, "%s", def && strlen(def) < sizeof r->def ? def : "");
     return 0;
 }
 

@@ -18,6 +18,7 @@ typedef struct cm_inst_rec {
     uint64_t start_ticks; /* /proc/PID/stat starttime: a reused pid has another */
     int port;
     int64_t started_ms; /* wall clock (ms since the epoch) when it was spawned */
+    char def[17];       /* the definition it runs (control/defn.h); "" unknown */
 } cm_inst_rec_t;
 
 /* Creates dir, dir/instances and dir/logs (mode 0700/0755). Returns 0 or -errno. */

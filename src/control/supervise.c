@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "control/defn.h"
 #include "control/load.h"
 #include "control/logfile.h"
 #include "control/probe.h"
@@ -52,6 +53,11 @@ typedef struct svc svc_t;
 typedef struct inst {
     cm_sup_t *sup;
     svc_t *svc;
+    /* what this instance was spawned from: a reload may give svc a new spec while the
+     * instance still runs the old one (its port, probes, drain timeout); the old spec
+     * outlives it (up.c keeps every spec until the end) */
+    const cm_svc_spec_t *spec;
+    char def[CM_DEFN_LEN]; /* its definition hash (defn.h); "" unknown (adopted, unrecorded) */
     int index;
     cm_inst_state_t state;
     after_t after; /* DRAINING: what its exit leads to */
@@ -69,6 +75,7 @@ typedef struct inst {
     uint32_t busy;       /* LEAVING: of those, the ones that had requests in flight to it */
     cm_probe_t *ready, *live;
     int restarts, streak, last_exit, adopted;
+    int surge; /* started by a rollout past the count: the rollout stops it, not a scale */
     int logfd;
     int scraping;          /* a GET /metrics is outstanding */
     cm_load_sample_t load; /* the last scrape (of this pid) */
@@ -81,8 +88,9 @@ typedef struct inst {
 } inst_t;
 
 struct svc {
-    const cm_svc_spec_t *spec;
-    int count; /* desired */
+    const cm_svc_spec_t *spec; /* the current definition: what new spawns run */
+    int count;                 /* desired */
+    int removed;               /* gone from the spec at a reload: stopping, never restarted */
     inst_t *inst[CM_SPEC_MAX_INST];
 };
 
@@ -157,7 +165,7 @@ static void log_note(inst_t *in, const char *fmt, ...)
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    int n = snprintf(buf, sizeof buf, "%s cmesh: %s/%d: ", ts, in->svc->spec->name, in->index);
+    int n = snprintf(buf, sizeof buf, "%s cmesh: %s/%d: ", ts, in->spec->name, in->index);
     va_list ap;
     va_start(ap, fmt);
     n += vsnprintf(buf + n, sizeof buf - (size_t)n - 1, fmt, ap);
@@ -172,7 +180,7 @@ static void log_note(inst_t *in, const char *fmt, ...)
 
 static void log_path(const inst_t *in, char *out, size_t cap)
 {
-    cm_state_log_path(in->sup->spec->state_dir, in->svc->spec->name, in->index, out, cap);
+    cm_state_log_path(in->sup->spec->state_dir, in->spec->name, in->index, out, cap);
 }
 
 static void rotate(inst_t *in)
@@ -214,15 +222,16 @@ static void publish(inst_t *in)
     cm_reg_inst_t r;
     memset(&r, 0, sizeof r); /* the registry compares whole entries */
     r.index = in->index;
-    snprintf(r.host, sizeof r.host, "%s", in->svc->spec->host);
-    r.port = in->svc->spec->port + in->index;
+    snprintf(r.host, sizeof r.host, "%s", in->spec->host);
+    r.port = in->spec->port + in->index;
     r.pid = in->pid;
     r.state = in->state;
     r.restarts = in->restarts;
     r.last_exit = in->last_exit;
     r.started_ms = in->started_ms;
     r.adopted = in->adopted;
-    cm_registry_put(in->sup->reg, in->svc->spec->name, &r);
+    snprintf(r.def, sizeof r.def, "%s", in->def);
+    cm_registry_put(in->sup->reg, in->spec->name, &r);
     cm_sup_t *s = in->sup;
     int all = !s->stopping;
     for (int i = 0; all && i < s->nsvcs; i++)
@@ -239,7 +248,7 @@ static void publish(inst_t *in)
 static void routing_changed(inst_t *in)
 {
     if (in->sup->hooks.on_routing)
-        in->sup->hooks.on_routing(in->sup->hooks.arg, in->svc->spec->name);
+        in->sup->hooks.on_routing(in->sup->hooks.arg, in->spec->name);
 }
 
 static void set_state(inst_t *in, cm_inst_state_t st)
@@ -264,11 +273,11 @@ static void on_live(cm_probe_t *p, int passing, void *data)
     inst_t *in = data;
     if (passing || !running(in) || in->state == CM_INST_DRAINING)
         return;
-    log_note(in, "liveness %s failed %d times: restarting", in->svc->spec->live.path,
-             in->svc->spec->live.fall);
-    cm_events_add(in->sup->hooks.events, "restart", in->svc->spec->name, in->index, NULL,
-                  "liveness %s failed %d times: restarting", in->svc->spec->live.path,
-                  in->svc->spec->live.fall);
+    log_note(in, "liveness %s failed %d times: restarting", in->spec->live.path,
+             in->spec->live.fall);
+    cm_events_add(in->sup->hooks.events, "restart", in->spec->name, in->index, NULL,
+                  "liveness %s failed %d times: restarting", in->spec->live.path,
+                  in->spec->live.fall);
     in->restarts++;
     stop(in, AFTER_RESTART);
 }
@@ -283,12 +292,12 @@ static void on_ready(cm_probe_t *p, int passing, void *data)
         if (in->streak > 0 && uv_now(in->sup->loop) - in->started_at >= CM_SUP_STABLE_MS)
             in->streak = 0;
         set_state(in, CM_INST_READY);
-        const cm_svc_spec_t *sp = in->svc->spec;
+        const cm_svc_spec_t *sp = in->spec;
         if (!in->live && sp->live.path[0])
             cm_probe_new(in->sup->loop, in->sup->client, &sp->live, sp->host, sp->port + in->index,
                          1, on_live, in, &in->live);
     } else if (in->state == CM_INST_READY) {
-        log_note(in, "readiness %s failed: out of routing", in->svc->spec->ready.path);
+        log_note(in, "readiness %s failed: out of routing", in->spec->ready.path);
         set_state(in, CM_INST_CRITICAL);
     }
 }
@@ -298,7 +307,7 @@ static void on_min_up(uv_timer_t *t)
     inst_t *in = t->data;
     if (!running(in) || in->state != CM_INST_STARTING)
         return;
-    const cm_svc_spec_t *sp = in->svc->spec;
+    const cm_svc_spec_t *sp = in->spec;
     set_state(in, CM_INST_READY);
     if (sp->live.path[0])
         cm_probe_new(in->sup->loop, in->sup->client, &sp->live, sp->host, sp->port + in->index, 1,
@@ -307,7 +316,7 @@ static void on_min_up(uv_timer_t *t)
 
 static void probes_start(inst_t *in)
 {
-    const cm_svc_spec_t *sp = in->svc->spec;
+    const cm_svc_spec_t *sp = in->spec;
     if (sp->ready.path[0])
         cm_probe_new(in->sup->loop, in->sup->client, &sp->ready, sp->host, sp->port + in->index, 0,
                      on_ready, in, &in->ready);
@@ -340,7 +349,7 @@ static void inst_exited(inst_t *in, int code)
     signal_group(in, SIGKILL);
     probes_stop(in);
     uv_timer_stop(&in->timer);
-    cm_state_del(s->spec->state_dir, in->svc->spec->name, in->index);
+    cm_state_del(s->spec->state_dir, in->spec->name, in->index);
     int was_draining = in->state == CM_INST_DRAINING || in->state == CM_INST_LEAVING;
     if (is_gateway(in))
         forget_ack(in); /* its acknowledgements die with it */
@@ -361,7 +370,7 @@ static void inst_exited(inst_t *in, int code)
     if (was_draining || s->stopping || in->index >= in->svc->count) {
         set_state(in, CM_INST_STOPPED);
         if (in->index >= in->svc->count)
-            cm_registry_remove(s->reg, in->svc->spec->name, in->index);
+            cm_registry_remove(s->reg, in->spec->name, in->index);
         if (s->stopping)
             stage_check(s);
         return;
@@ -373,7 +382,7 @@ static void inst_exited(inst_t *in, int code)
     in->streak++;
     in->restarts++;
     log_note(in, "restarting in %llu ms (restart %d)", (unsigned long long)delay, in->restarts);
-    cm_events_add(s->hooks.events, "restart", in->svc->spec->name, in->index, NULL,
+    cm_events_add(s->hooks.events, "restart", in->spec->name, in->index, NULL,
                   "exited (status %d): restarting in %llu ms (restart %d)", in->last_exit,
                   (unsigned long long)delay, in->restarts);
     set_state(in, in->streak >= 3 ? CM_INST_CRASHLOOP : CM_INST_BACKOFF);
@@ -482,7 +491,7 @@ static int has_listen_placeholder(const cm_svc_spec_t *sp)
 static int build_argv(inst_t *in, char ***argv_out, char ***env_out)
 {
     cm_sup_t *s = in->sup;
-    const cm_svc_spec_t *sp = in->svc->spec;
+    const cm_svc_spec_t *sp = in->spec;
     int n = 0, cap = sp->nargs + 8;
     char **argv = calloc((size_t)cap, sizeof *argv);
     int nenv = 0;
@@ -566,12 +575,13 @@ static void record(inst_t *in)
 {
     cm_inst_rec_t r;
     memset(&r, 0, sizeof r);
-    snprintf(r.service, sizeof r.service, "%s", in->svc->spec->name);
+    snprintf(r.service, sizeof r.service, "%s", in->spec->name);
     r.index = in->index;
     r.pid = in->pid;
     r.start_ticks = in->start_ticks;
-    r.port = in->svc->spec->port + in->index;
+    r.port = in->spec->port + in->index;
     r.started_ms = in->started_ms;
+    snprintf(r.def, sizeof r.def, "%s", in->def);
     int rc = cm_state_put(in->sup->spec->state_dir, &r);
     if (rc < 0)
         cm_log_msg(CM_LOG_ERROR, "control: cannot record %s/%d: %s", r.service, r.index,
@@ -581,6 +591,8 @@ static void record(inst_t *in)
 static void spawn(inst_t *in)
 {
     cm_sup_t *s = in->sup;
+    in->spec = in->svc->spec; /* a (re)start runs the current definition */
+    cm_defn_hash(in->spec, s->self, s->spec->dir, in->def);
     open_log(in);
     char **argv = NULL, **env = NULL;
     int rc = build_argv(in, &argv, &env);
@@ -644,6 +656,7 @@ static void adopt(inst_t *in, const cm_inst_rec_t *r)
     in->started_ms = r->started_ms;
     in->started_at = uv_now(in->sup->loop);
     in->adopted = 1;
+    snprintf(in->def, sizeof in->def, "%s", r->def);
     watch_pid(in);
     log_note(in, "adopted pid %d", in->pid);
     set_state(in, CM_INST_STARTING);
@@ -672,12 +685,11 @@ static void terminate(inst_t *in, const char *detail, const char *why)
     /* out of routing first (when it was not already): set_state tells the gateway */
     set_state(in, CM_INST_DRAINING);
     log_note(in, "stopping: SIGTERM %s (SIGKILL in %llu ms)", why,
-             (unsigned long long)in->svc->spec->drain_ms);
-    cm_events_add(s->hooks.events, "drain", in->svc->spec->name, in->index, detail, "SIGTERM %s",
-                  why);
+             (unsigned long long)in->spec->drain_ms);
+    cm_events_add(s->hooks.events, "drain", in->spec->name, in->index, detail, "SIGTERM %s", why);
     signal_group(in, SIGTERM);
     signal_group(in, SIGCONT); /* a stopped (SIGSTOP) process acts on the TERM only then */
-    uv_timer_start(&in->timer, on_kill_timer, in->svc->spec->drain_ms, 0);
+    uv_timer_start(&in->timer, on_kill_timer, in->spec->drain_ms, 0);
 }
 
 /* ---- drain by acknowledgement ----------------------------------------------------- */
@@ -701,7 +713,7 @@ static int must_ack(const inst_t *g)
 
 static void gateway_id(const inst_t *g, char *out, size_t cap)
 {
-    snprintf(out, cap, "%s/%d", g->svc->spec->name, g->index);
+    snprintf(out, cap, "%s/%d", g->spec->name, g->index);
 }
 
 static void forget_ack(inst_t *in)
@@ -714,10 +726,9 @@ static void forget_ack(inst_t *in)
 /* "HOST:PORT" as a gateway reports it (its upstream URL without the scheme). */
 static void inst_addr(const inst_t *in, char *out, size_t cap)
 {
-    const char *h = in->svc->spec->host;
+    const char *h = in->spec->host;
     int v6 = strchr(h, ':') != NULL;
-    snprintf(out, cap, "%s%s%s:%d", v6 ? "[" : "", h, v6 ? "]" : "",
-             in->svc->spec->port + in->index);
+    snprintf(out, cap, "%s%s%s:%d", v6 ? "[" : "", h, v6 ? "]" : "", in->spec->port + in->index);
 }
 
 static int gateways_waited(cm_sup_t *s, const inst_t *in)
@@ -740,7 +751,7 @@ static void leave_check(inst_t *in)
     svc_t *g = gateway_svc(s);
     if (in->state != CM_INST_LEAVING)
         return;
-    const char *name = in->svc->spec->name;
+    const char *name = in->spec->name;
     char addr[CM_ACKS_ADDR_MAX], id[CM_ACKS_ID_MAX], detail[256];
     inst_addr(in, addr, sizeof addr);
     int all = 1;
@@ -803,7 +814,7 @@ static void on_leave_timeout(uv_timer_t *t)
     svc_t *g = gateway_svc(s);
     if (in->state != CM_INST_LEAVING)
         return;
-    const char *name = in->svc->spec->name;
+    const char *name = in->spec->name;
     char why[1024], addr[CM_ACKS_ADDR_MAX], id[CM_ACKS_ID_MAX], detail[1400];
     size_t len = 0;
     inst_addr(in, addr, sizeof addr);
@@ -831,10 +842,10 @@ static void on_leave_timeout(uv_timer_t *t)
     }
     char msg[1200];
     snprintf(msg, sizeof msg, "after the drain timeout (%llu ms): %s",
-             (unsigned long long)in->svc->spec->drain_ms, why[0] ? why : "no acknowledgement");
+             (unsigned long long)in->spec->drain_ms, why[0] ? why : "no acknowledgement");
     cm_buf_t d = CM_BUF_INIT;
     cm_buf_appendf(&d, "{\"after\":\"timeout\",\"left_index\":%llu,\"timeout_ms\":%llu,\"reason\":",
-                   (unsigned long long)in->left_index, (unsigned long long)in->svc->spec->drain_ms);
+                   (unsigned long long)in->left_index, (unsigned long long)in->spec->drain_ms);
     cm_json_str(&d, why, strlen(why));
     cm_buf_append_str(&d, "}");
     snprintf(detail, sizeof detail, "%s", d.data ? d.data : "{}");
@@ -868,20 +879,20 @@ static void stop(inst_t *in, after_t after)
     uv_timer_stop(&in->timer);
     /* out of routing, still serving what it has: the gateways say when it is theirs no more */
     set_state(in, CM_INST_LEAVING);
-    in->left_index = cm_registry_service_index(s->reg, in->svc->spec->name);
+    in->left_index = cm_registry_service_index(s->reg, in->spec->name);
     in->left_at = uv_now(s->loop);
     in->acked = in->busy = 0;
     char detail[128];
     snprintf(detail, sizeof detail, "{\"left_index\":%llu,\"gateways\":%d,\"timeout_ms\":%llu}",
-             (unsigned long long)in->left_index, n, (unsigned long long)in->svc->spec->drain_ms);
+             (unsigned long long)in->left_index, n, (unsigned long long)in->spec->drain_ms);
     log_note(in,
              "left routing at index %llu: waiting for %d gateway(s) to acknowledge (at most "
              "%llu ms)",
-             (unsigned long long)in->left_index, n, (unsigned long long)in->svc->spec->drain_ms);
-    cm_events_add(s->hooks.events, "drain", in->svc->spec->name, in->index, detail,
+             (unsigned long long)in->left_index, n, (unsigned long long)in->spec->drain_ms);
+    cm_events_add(s->hooks.events, "drain", in->spec->name, in->index, detail,
                   "left routing at index %llu: waiting for %d gateway(s) to acknowledge",
                   (unsigned long long)in->left_index, n);
-    uv_timer_start(&in->timer, on_leave_timeout, in->svc->spec->drain_ms, 0);
+    uv_timer_start(&in->timer, on_leave_timeout, in->spec->drain_ms, 0);
     leave_check(in); /* a gateway may have acknowledged a later index already */
 }
 
@@ -1028,7 +1039,7 @@ static void on_metrics(int status, const char *body, size_t len, void *data)
 /* Every cmesh process serves /metrics: its counters give RPS and P99 for status. */
 static void scrape(inst_t *in)
 {
-    const cm_svc_spec_t *sp = in->svc->spec;
+    const cm_svc_spec_t *sp = in->spec;
     if (!sp->self || !running(in) || in->scraping)
         return;
     if (in->load_pid != in->pid)
@@ -1070,6 +1081,7 @@ static inst_t *slot(cm_sup_t *s, svc_t *v, int index)
         return NULL;
     in->sup = s;
     in->svc = v;
+    in->spec = v->spec;
     in->index = index;
     in->state = CM_INST_STOPPED;
     in->last_exit = -1;
@@ -1186,12 +1198,16 @@ int cm_sup_scale(cm_sup_t *s, const char *service, int count)
     v->count = count;
     cm_state_put_scale(s->spec->state_dir, service, count);
     for (int j = CM_SPEC_MAX_INST - 1; j >= count; j--)
-        if (v->inst[j] && v->inst[j]->state != CM_INST_STOPPED)
+        if (v->inst[j] && v->inst[j]->surge && running(v->inst[j]))
+            continue; /* its rollout fails on the changed count and stops it */
+        else if (v->inst[j] && v->inst[j]->state != CM_INST_STOPPED)
             stop(v->inst[j], AFTER_STOP);
         else if (v->inst[j] && j >= old)
             cm_registry_remove(s->reg, service, j);
     for (int j = 0; j < count; j++) {
         inst_t *in = slot(s, v, j);
+        if (in)
+            in->surge = 0; /* within the count: one of them now */
         if (in && !running(in) && in->state == CM_INST_STOPPED)
             spawn(in);
     }
@@ -1232,7 +1248,7 @@ int cm_sup_urls(const cm_sup_t *s, const char *service, char ***urls, int *n)
             if (pass == 0 && in->state != CM_INST_READY)
                 continue;
             char buf[300];
-            snprintf(buf, sizeof buf, "http://%s:%d", v->spec->host, v->spec->port + j);
+            snprintf(buf, sizeof buf, "http://%s:%d", in->spec->host, in->spec->port + j);
             l[(*n)++] = strdup(buf);
         }
     if (*n == 0 && v->count > 0) { /* not spawned yet: the addresses they will have */
@@ -1330,4 +1346,160 @@ char *cm_sup_log_tail(const cm_sup_t *s, const char *service, int index, int lin
     char p[4096];
     cm_state_log_path(s->spec->state_dir, service, index, p, sizeof p);
     return cm_logfile_tail(p, lines);
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* One instance at a time (rollouts) and a new spec (reload)                          */
+/* ---------------------------------------------------------------------------------- */
+
+static inst_t *find_inst(cm_sup_t *s, const char *service, int index)
+{
+    svc_t *v = find_svc(s, service);
+    return v && index >= 0 && index < CM_SPEC_MAX_INST ? v->inst[index] : NULL;
+}
+
+int cm_sup_inst(const cm_sup_t *s, const char *service, int index, cm_sup_inst_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->last_exit = -1;
+    const inst_t *in = find_inst((cm_sup_t *)s, service, index);
+    if (!in)
+        return -ENOENT;
+    out->exists = 1;
+    out->pid = in->pid;
+    out->state = in->state;
+    out->last_exit = in->last_exit;
+    snprintf(out->def, sizeof out->def, "%s", in->def);
+    return 0;
+}
+
+int cm_sup_def(const cm_sup_t *s, const char *service, char out[CM_DEFN_LEN])
+{
+    svc_t *v = find_svc((cm_sup_t *)s, service);
+    if (!v)
+        return -ENOENT;
+    cm_defn_hash(v->spec, s->self, s->spec->dir, out);
+    return 0;
+}
+
+uint64_t cm_sup_rollout_ms(const cm_sup_t *s, const char *service)
+{
+    svc_t *v = find_svc((cm_sup_t *)s, service);
+    return v ? v->spec->rollout_ms : 60000;
+}
+
+int cm_sup_surge(cm_sup_t *s, const char *service, int index)
+{
+    svc_t *v = find_svc(s, service);
+    if (!v || v->removed || index < v->count || index >= CM_SPEC_MAX_INST)
+        return -EINVAL;
+    if (s->stopping)
+        return -ESHUTDOWN;
+    inst_t *in = slot(s, v, index);
+    if (!in)
+        return -ENOMEM;
+    if (running(in))
+        return -EBUSY;
+    uv_timer_stop(&in->timer);
+    in->restarts = in->streak = 0;
+    in->surge = 1;
+    spawn(in);
+    return 0;
+}
+
+int cm_sup_restart(cm_sup_t *s, const char *service, int index)
+{
+    inst_t *in = find_inst(s, service, index);
+    if (!in || in->index >= in->svc->count)
+        return -EINVAL;
+    if (s->stopping)
+        return -ESHUTDOWN;
+    if (!running(in)) {
+        uv_timer_stop(&in->timer);
+        spawn(in);
+        return 0;
+    }
+    stop(in, AFTER_RESTART); /* the graceful stop; its exit spawns the current spec */
+    return 0;
+}
+
+int cm_sup_stop_one(cm_sup_t *s, const char *service, int index)
+{
+    inst_t *in = find_inst(s, service, index);
+    if (!in || in->index < in->svc->count)
+        return -EINVAL; /* one within the count is restarted, not stopped */
+    stop(in, AFTER_STOP);
+    if (!running(in))
+        cm_registry_remove(s->reg, service, index);
+    return 0;
+}
+
+/* A service gone from the spec: every instance leaves gracefully (and the registry
+ * once it exited: its index is past the count of 0). */
+static void retire(cm_sup_t *s, svc_t *v)
+{
+    v->count = 0;
+    for (int j = 0; j < CM_SPEC_MAX_INST; j++)
+        if (v->inst[j] && v->inst[j]->state != CM_INST_STOPPED)
+            stop(v->inst[j], AFTER_STOP);
+        else if (v->inst[j])
+            cm_registry_remove(s->reg, v->spec->name, j);
+}
+
+/* The gateway stays the last service (stop_all stops it first); returns its slot. */
+static svc_t *add_svc(cm_sup_t *s, const cm_svc_spec_t *sp)
+{
+    if (s->nsvcs >= CM_SPEC_MAX_SVCS)
+        return NULL;
+    int at = s->nsvcs;
+    if (s->spec->has_gateway && s->nsvcs > 0 &&
+        strcmp(s->svcs[s->nsvcs - 1].spec->name, CM_SPEC_GATEWAY) == 0) {
+        at = s->nsvcs - 1;
+        s->svcs[s->nsvcs] = s->svcs[at]; /* moved: its instances point at their svc */
+        for (int j = 0; j < CM_SPEC_MAX_INST; j++)
+            if (s->svcs[s->nsvcs].inst[j])
+                s->svcs[s->nsvcs].inst[j]->svc = &s->svcs[s->nsvcs];
+    }
+    s->nsvcs++;
+    svc_t *v = &s->svcs[at];
+    memset(v, 0, sizeof *v);
+    v->spec = sp;
+    return v;
+}
+
+int cm_sup_respec(cm_sup_t *s, const cm_spec_t *spec)
+{
+    if (s->stopping)
+        return -ESHUTDOWN;
+    if (spec->has_gateway != s->spec->has_gateway)
+        return -EINVAL;
+    const cm_spec_t *old = s->spec;
+    s->spec = spec;
+    for (int i = 0; i < s->nsvcs; i++) {
+        svc_t *v = &s->svcs[i];
+        const cm_svc_spec_t *sp = cm_spec_service(spec, v->spec->name);
+        if (!sp) { /* removed: its instances stop; their spec (old's) outlives them */
+            if (!v->removed) {
+                v->removed = 1;
+                retire(s, v);
+            }
+            continue;
+        }
+        v->removed = 0;
+        v->spec = sp;
+        /* the file's count changed: it wins over a count set at run time */
+        const cm_svc_spec_t *was = cm_spec_service(old, sp->name);
+        if (!was || was->instances != sp->instances)
+            cm_sup_scale(s, sp->name, sp->instances);
+    }
+    for (int i = 0; i < spec->nsvcs; i++) {
+        const cm_svc_spec_t *sp = &spec->svcs[i];
+        if (find_svc(s, sp->name))
+            continue;
+        svc_t *v = add_svc(s, sp);
+        if (!v)
+            return -ENOSPC;
+        cm_sup_scale(s, sp->name, sp->instances);
+    }
+    return 0;
 }

@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "control/acks.h"
+#include "control/defn.h"
 #include "control/events.h"
 #include "control/load.h"
 #include "control/registry.h"
@@ -95,5 +96,35 @@ int cm_sup_leaving(const cm_sup_t *s, const char *service, int index, uint64_t *
 
 /* The last lines of an instance's log (for a crash loop's status). Caller frees. */
 char *cm_sup_log_tail(const cm_sup_t *s, const char *service, int index, int lines);
+
+/* One instance as the rollout sees it. */
+typedef struct cm_sup_inst {
+    int exists;            /* the slot was ever used */
+    int pid;               /* 0: no process */
+    cm_inst_state_t state; /* READY = routed */
+    int last_exit;         /* of its last run, -1 none */
+    char def[CM_DEFN_LEN]; /* the definition it runs ("" unknown) */
+} cm_sup_inst_t;
+
+/* Returns 0, or -ENOENT (no such service or slot: *out says exists 0). */
+int cm_sup_inst(const cm_sup_t *s, const char *service, int index, cm_sup_inst_t *out);
+/* The definition a spawn of service would run now (its spec and the binary on disk). */
+int cm_sup_def(const cm_sup_t *s, const char *service, char out[CM_DEFN_LEN]);
+uint64_t cm_sup_rollout_ms(const cm_sup_t *s, const char *service); /* rollout_timeout */
+/* Starts a surge instance at index >= the count (a rollout's extra one: the autoscaler
+ * counts it as surge, not capacity); it is never restarted and leaves the registry
+ * when it exits. Returns 0, -EINVAL, -EBUSY (it runs), -ESHUTDOWN. */
+int cm_sup_surge(cm_sup_t *s, const char *service, int index);
+/* Replaces instance index < count: the normal graceful stop, then a spawn of the current
+ * definition when it exited (at once when nothing runs). Returns 0, -EINVAL, -ESHUTDOWN. */
+int cm_sup_restart(cm_sup_t *s, const char *service, int index);
+/* Stops an instance at index >= the count (a surge) gracefully. Returns 0 or -EINVAL. */
+int cm_sup_stop_one(cm_sup_t *s, const char *service, int index);
+/* Reload: spec replaces the one the supervisor borrows (which must stay alive as long as
+ * the supervisor: instances still running it point into it). Services are matched by
+ * name: one gone is stopped, a new one started, a changed instances: scaled to the file's
+ * count; a changed definition is only noted (new spawns run it: the rollout replaces the
+ * running ones). Adding or removing the gateway is refused (-EINVAL). Returns 0 or -errno. */
+int cm_sup_respec(cm_sup_t *s, const cm_spec_t *spec);
 
 #endif

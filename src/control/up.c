@@ -1,9 +1,10 @@
 /* control/up.c: `cmesh up` and `cmesh down`. up loads the spec, takes the state
  * directory's lock, optionally detaches, becomes a child subreaper and runs the control
  * API with core/server (one worker: its loop is the control plane's only loop); the
- * worker's init wires registry, probes' client and supervisor on that loop. Ctrl-C,
- * SIGTERM and SIGHUP all mean a graceful down. down signals the control plane, or,
- * when it is gone, stops the recorded instances itself. */
+ * worker's init wires registry, probes' client, supervisor and rollouts on that loop.
+ * Ctrl-C and SIGTERM mean a graceful down; SIGHUP (or POST /v1/reload) re-reads the file
+ * and applies the difference, as nginx and HAProxy do. down signals the control plane,
+ * or, when it is gone, stops the recorded instances itself. */
 #include "control/up.h"
 
 #include <errno.h>
@@ -23,15 +24,18 @@
 
 #include "control/api.h"
 #include "control/autoscale.h"
+#include "control/defn.h"
 #include "control/demand.h"
 #include "control/external.h"
 #include "control/registry.h"
+#include "control/rollout.h"
 #include "control/sample.h"
 #include "control/spec.h"
 #include "control/state.h"
 #include "control/supervise.h"
 #include "core/client.h"
 #include "core/flags.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/server.h"
 
@@ -52,6 +56,10 @@ typedef struct ctl {
     int down_started, down_done, server_gone, finished;
     char *gw_last;       /* the gateway file as last written */
     cm_demand_t *demand; /* the autoscaler's tick (api.autoscale decides) */
+    /* specs replaced by a reload: instances still running them point into them, so they
+     * live until the end (a reload is rare; each costs one spec) */
+    cm_spec_t **retired;
+    int nretired;
 } ctl_t;
 
 static const char *const sig_names[3] = {"SIGTERM", "SIGINT", "SIGHUP"};
@@ -212,6 +220,8 @@ static void maybe_finish(ctl_t *c)
         uv_close((uv_handle_t *)&c->sig[i], NULL);
     uv_close((uv_handle_t *)&c->wait_timer, NULL);
     cm_demand_free(c->demand); /* before the client: its cancelled scrapes find it */
+    cm_rollouts_free(c->api.ro);
+    c->api.ro = NULL;
     cm_sup_free(c->api.sup);
     cm_ext_free(c->api.ext);
     cm_registry_free(c->api.reg);
@@ -245,22 +255,188 @@ static void start_down(ctl_t *c)
     c->down_started = 1;
     c->api.stopping = 1;
     uv_timer_stop(&c->wait_timer);
-    cm_demand_stop(c->demand);                /* no scale decisions while everything stops */
+    cm_demand_stop(c->demand); /* no scale decisions while everything stops */
+    if (c->api.ro)
+        cm_rollouts_shutdown(c->api.ro);
     cm_registry_release_watchers(c->api.reg); /* parked watches answer now */
     cm_sup_stop_all(c->api.sup, on_down_done, c);
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Reload                                                                             */
+/* ---------------------------------------------------------------------------------- */
+
+static int ensure_key(const char *path);
+static int placeholder_urls(const char *service, char ***urls, int *n, void *arg);
+
+static void json_list_add(cm_buf_t *b, int *first, const char *text)
+{
+    cm_buf_append_str(b, *first ? "" : ",");
+    cm_json_str(b, text, strlen(text));
+    *first = 0;
+}
+
+/* The whole file is checked before anything changes: a bad one keeps the running spec. */
+static int reload_refuse(ctl_t *c, cm_buf_t *out, int status, const char *err)
+{
+    cm_log_msg(CM_LOG_ERROR, "control: reload refused, the running spec stays: %s", err);
+    cm_events_add(c->api.events, "reload", "", -1, NULL, "refused, the running spec stays: %s",
+                  err);
+    cm_buf_append_str(out, "{\"error\":");
+    cm_json_str(out, err, strlen(err));
+    cm_buf_append_str(out, ",\"errors\":[");
+    /* one FILE:LINE message per line of err */
+    int first = 1;
+    for (const char *p = err; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        if (len) {
+            cm_buf_append_str(out, first ? "" : ",");
+            cm_json_str(out, p, len);
+            first = 0;
+        }
+        p += len + (nl ? 1 : 0);
+    }
+    cm_buf_append_str(out, "]}");
+    return status;
+}
+
+/* Re-reads the file and applies the difference (see cm_defn_diff): a changed definition
+ * is rolled out, a changed count scaled, new services started, removed ones stopped, a
+ * changed gateway: section rewritten and the gateway sent SIGHUP (it reloads in place,
+ * keeping its connections). The control address and state dir cannot move under a
+ * running system: a change of them is warned about and the running ones kept. */
+static int do_reload(void *arg, cm_buf_t *out)
+{
+    ctl_t *c = arg;
+    char err[4096];
+    cm_spec_t *ns;
+    if (c->down_started)
+        return reload_refuse(c, out, 409, "the system is going down");
+    if (cm_spec_load(c->spec->path, &ns, err, sizeof err) < 0)
+        return reload_refuse(c, out, 422, err);
+    char warn[4][512];
+    int nwarn = 0;
+    if (strcmp(ns->control_host, c->spec->control_host) != 0 ||
+        ns->control_port != c->spec->control_port) {
+        snprintf(
+            warn[nwarn++], sizeof warn[0],
+            "control.listen changed to %.200s:%d: kept %.200s:%d (cmesh down and up to move it)",
+            ns->control_host, ns->control_port, c->spec->control_host, c->spec->control_port);
+        snprintf(ns->control_host, sizeof ns->control_host, "%s", c->spec->control_host);
+        ns->control_port = c->spec->control_port;
+    }
+    if (strcmp(ns->state_dir, c->spec->state_dir) != 0) {
+        snprintf(warn[nwarn++], sizeof warn[0],
+                 "control.state_dir changed to %.200s: kept %.200s (cmesh down and up to move it)",
+                 ns->state_dir, c->spec->state_dir);
+        snprintf(ns->state_dir, sizeof ns->state_dir, "%s", c->spec->state_dir);
+    }
+    int rc = 0;
+    char *yaml = NULL;
+    if (ns->has_gateway != c->spec->has_gateway)
+        snprintf(err, sizeof err,
+                 "%s: adding or removing the gateway: section needs cmesh down "
+                 "and cmesh up",
+                 ns->path),
+            rc = -EINVAL;
+    else if (ns->has_gateway &&
+             (rc = cm_spec_gateway_yaml(ns, placeholder_urls, ns, &yaml, err, sizeof err)) == 0 &&
+             ns->key_file[0] && (rc = ensure_key(ns->key_file)) < 0)
+        snprintf(err, sizeof err, "cannot create the gateway key %s: %s", ns->key_file,
+                 strerror(-rc));
+    free(yaml);
+    cm_spec_t **r = rc == 0 ? realloc(c->retired, sizeof *r * (size_t)(c->nretired + 1)) : NULL;
+    if (rc == 0 && !r)
+        snprintf(err, sizeof err, "out of memory"), rc = -ENOMEM;
+    if (rc < 0) {
+        cm_spec_free(ns);
+        return reload_refuse(c, out, rc == -ENOMEM ? 503 : 422, err);
+    }
+    c->retired = r;
+    cm_defn_diff_t rows[CM_SPEC_MAX_SVCS * 2];
+    int gw_changed;
+    int nrows = cm_defn_diff(c->spec, ns, rows, &gw_changed);
+    if ((rc = cm_sup_respec(c->api.sup, ns)) < 0) {
+        /* only -ENOSPC can come this far: more services than the supervisor holds */
+        snprintf(err, sizeof err, "cannot apply: %s", strerror(-rc));
+        c->retired[c->nretired++] = ns; /* respec may have pointed at it */
+        return reload_refuse(c, out, 500, err);
+    }
+    c->retired[c->nretired++] = c->spec;
+    c->spec = ns;
+    c->api.spec = ns;
+    for (int i = 0; i < nwarn; i++) {
+        cm_log_msg(CM_LOG_WARN, "control: reload: %s", warn[i]);
+        cm_events_add(c->api.events, "reload", "", -1, NULL, "%s", warn[i]);
+    }
+    cm_buf_append_str(out, "{\"changes\":[");
+    int first = 1, nchanged = 0;
+    for (int i = 0; i < nrows; i++) {
+        cm_defn_diff_t *d = &rows[i];
+        char what[256];
+        snprintf(what, sizeof what, "%s", cm_defn_change_name(d->change));
+        if (d->change == CM_DEFN_SAME)
+            continue;
+        if (d->change == CM_DEFN_DEFINITION && strcmp(d->service, CM_SPEC_GATEWAY) == 0) {
+            /* one instance owning its port cannot surge: restarted in place */
+            cm_sup_restart(c->api.sup, d->service, 0);
+            snprintf(what, sizeof what, "restarted (its listen address or command changed)");
+        } else if (d->change == CM_DEFN_DEFINITION) {
+            int r2 = cm_rollouts_start(c->api.ro, d->service);
+            if (r2 == -EBUSY)
+                snprintf(what, sizeof what,
+                         "rolled out (the rollout in progress goes on to the "
+                         "new definition)");
+        }
+        nchanged++;
+        cm_events_add(c->api.events, "reload", d->service, -1, NULL, "reload: %s %s", d->service,
+                      what);
+        cm_buf_append_str(&*out, first ? "{\"service\":" : ",{\"service\":");
+        first = 0;
+        cm_json_str(out, d->service, strlen(d->service));
+        cm_buf_append_str(out, ",\"change\":");
+        cm_json_str(out, what, strlen(what));
+        cm_buf_append_str(out, "}");
+    }
+    cm_buf_appendf(out, "],\"gateway\":\"%s\",\"warnings\":[",
+                   gw_changed ? "reloaded" : "unchanged");
+    if (gw_changed) {
+        write_gateway(c); /* the file it reads on SIGHUP */
+        int pid = cm_sup_pid(c->api.sup, CM_SPEC_GATEWAY, 0);
+        if (pid > 0)
+            kill(pid, SIGHUP);
+        cm_events_add(c->api.events, "reload", CM_SPEC_GATEWAY, -1, NULL,
+                      "reload: the gateway: section changed: file rewritten, SIGHUP to pid %d",
+                      pid);
+    }
+    first = 1;
+    for (int i = 0; i < nwarn; i++)
+        json_list_add(out, &first, warn[i]);
+    cm_buf_append_str(out, "]}");
+    cm_log_msg(CM_LOG_INFO, "control: reloaded %s: %d service%s changed, gateway %s", ns->path,
+               nchanged, nchanged == 1 ? "" : "s", gw_changed ? "reloaded" : "unchanged");
+    cm_events_add(c->api.events, "reload", "", -1, NULL, "reloaded %s: %d service%s changed%s",
+                  ns->path, nchanged, nchanged == 1 ? "" : "s",
+                  gw_changed ? ", gateway reloaded" : "");
+    return 200;
 }
 
 static void on_signal(uv_signal_t *h, int signum)
 {
     ctl_t *c = h->data;
+    if (signum == SIGHUP) { /* reload, as nginx, HAProxy and Consul do */
+        cm_log_msg(CM_LOG_INFO, "control: SIGHUP received: reloading %s", c->spec->path);
+        cm_buf_t b = {0};
+        do_reload(c, &b); /* its result is logged and in the events */
+        cm_buf_free(&b);
+        return;
+    }
     for (int i = 0; i < 3; i++)
         if (sig_nums[i] == signum)
             cm_log_msg(CM_LOG_INFO, "control: %s received: stopping everything gracefully",
                        sig_names[i]);
     start_down(c);
-    /* the API server drains on SIGTERM/SIGINT itself; a hangup is told to it as one */
-    if (signum == SIGHUP)
-        kill(getpid(), SIGTERM);
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -316,8 +492,11 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
                             .arg = c,
                             .events = c->api.events,
                             .acks = c->api.acks};
-    if ((rc = cm_sup_new(loop, c->spec, c->api.reg, c->client, c->self, &hooks, &c->api.sup)) < 0)
+    if ((rc = cm_sup_new(loop, c->spec, c->api.reg, c->client, c->self, &hooks, &c->api.sup)) < 0 ||
+        (rc = cm_rollouts_new(loop, c->api.sup, c->api.reg, c->api.events, &c->api.ro)) < 0)
         return rc;
+    c->api.reload = do_reload;
+    c->api.reload_arg = c;
     cm_autoscale_hooks_t ah = {
         .now_ms = as_now, .scale = as_scale, .count = as_count, .arg = c, .events = c->api.events};
     if ((rc = cm_autoscale_new(c->spec, &ah, &c->api.autoscale)) < 0 ||
@@ -430,7 +609,8 @@ static const char up_help[] =
     "Runs the whole system of FILE (default ./cmesh.yaml, or $CMESH_CONFIG): every\n"
     "service's instances and the gateway, supervised (restarted with backoff, probed,\n"
     "replaced when hung), registered and served on the control API. Runs in the\n"
-    "foreground: Ctrl-C, SIGTERM or a hangup stops everything gracefully.\n"
+    "foreground: Ctrl-C or SIGTERM stops everything gracefully; SIGHUP re-reads FILE\n"
+    "and applies the difference (as cmesh reload).\n"
     "\n"
     "  --config FILE       the system's spec (default cmesh.yaml)\n"
     "  -d, --detach        run in the background; return once everything was started\n"
@@ -618,7 +798,10 @@ int cm_up_main(int argc, char **argv)
         printf("cmesh: down\n");
     }
     free(c.gw_last);
-    cm_spec_free(spec);
+    cm_spec_free(c.spec); /* the newest (a reload replaced spec) */
+    for (int i = 0; i < c.nretired; i++)
+        cm_spec_free(c.retired[i]);
+    free(c.retired);
     close(lockfd);
     return rc < 0 ? 1 : 0;
 }

@@ -2,8 +2,10 @@
 # tests/scripts/make_run.sh: `make run` (scripts/run.sh → cmesh up) for real, on the
 # shipped cmesh.yaml with its ports moved to free ones: it waits until every instance is
 # ready and prints a curl line whose token the gateway accepts; a second copy fails at
-# once with "address already in use" and leaves the first serving; a terminal hangup
-# (SIGHUP) stops everything gracefully and the script exits 0 with no process left.
+# once with "address already in use" and leaves the first serving; SIGHUP to cmesh up
+# reloads cmesh.yaml (the same file: nothing is replaced, the system keeps serving); a
+# terminal hangup of run.sh stops everything gracefully and the script exits 0 with no
+# process left.
 # Env: CMESH_BIN, CMESH_SRC. Needs curl.
 set -euo pipefail
 
@@ -102,7 +104,25 @@ grep -qi 'address .*already in use' "$dir/second.out" || fail "the second make r
     fail "the first system stopped serving"
 [[ $(left) -eq 5 ]] || fail "the second make run started or stopped instances"
 
-# a terminal hangup: everything drains and exits, the script exits 0
+# SIGHUP to cmesh up itself: a reload (nginx's meaning), not a stop; the same file
+# changes nothing
+up_pid=$(pgrep -P "$first" | head -n 1)
+[ -n "$up_pid" ] || fail "no cmesh up under run.sh"
+users0=$(curl -sS --max-time 5 "http://127.0.0.1:$block/v1/services/users" | grep -o '"pid":[0-9]*' | head -n 1)
+kill -HUP "$up_pid"
+for _ in $(seq 100); do
+    grep -q 'control: reloaded' "$dir/first.out" && break
+    sleep 0.1
+done
+grep -q 'control: reloaded' "$dir/first.out" || fail "SIGHUP to cmesh up did not reload"
+kill -0 "$up_pid" 2>/dev/null || fail "cmesh up stopped on SIGHUP"
+[[ $(c -H "Authorization: Bearer $token" "http://$gw/users/1") == 200 ]] ||
+    fail "the system stopped serving after the reload"
+[[ $(curl -sS --max-time 5 "http://127.0.0.1:$block/v1/services/users" | grep -o '"pid":[0-9]*' | head -n 1) == "$users0" ]] ||
+    fail "a reload of the same file replaced an instance"
+[[ $(left) -eq 5 ]] || fail "the reload started or stopped instances"
+
+# a terminal hangup of run.sh: everything drains and exits, the script exits 0
 kill -HUP "$first"
 wait_exit "$first" 30 || fail "run.sh still running 30 s after SIGHUP"
 [[ $rc -eq 0 ]] || fail "run.sh exited $rc after SIGHUP"

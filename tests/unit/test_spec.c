@@ -314,3 +314,31 @@ Test(spec, autoscale_errors_name_file_and_line)
     expect_error(AS_HEAD "    instances: 9\n    autoscale:\n      max: 4\n      target: 1\n", 2,
                  "instances (9) must be within autoscale min..max (1..4)");
 }
+
+Test(spec, every_bad_key_of_every_service_is_reported)
+{
+    cm_spec_t *s = NULL;
+    cr_assert_lt(parse("services:\n"
+                       "  users:\n"
+                       "    command: users\n"
+                       "    listen: 127.0.0.1:7001\n"
+                       "    instances: many\n"
+                       "    colour: blue\n"
+                       "  orders:\n"
+                       "    command: orders\n"
+                       "    listen: 127.0.0.1:7101\n"
+                       "    drain_timeout: soon\n",
+                       &s),
+                 0);
+    cr_assert_null(s);
+    char want[3][600];
+    for (int i = 0; i < 3; i++)
+        snprintf(want[i], sizeof want[i], "%s:%d: ", path, (int[]){5, 6, 10}[i]);
+    cr_assert(strncmp(err, want[0], strlen(want[0])) == 0, "%s", err);
+    cr_assert(strstr(err, want[1]) && strstr(err, "colour"), "%s", err);
+    cr_assert(strstr(err, want[2]) && strstr(err, "soon"), "%s", err);
+    int lines = 1;
+    for (const char *p = err; *p; p++)
+        lines += *p == '\n';
+    cr_assert_eq(lines, 3, "one line per error: %s", err);
+}

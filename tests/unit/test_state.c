@@ -32,7 +32,8 @@ TestSuite(state, .init = setup, .fini = teardown);
 
 Test(state, records_round_trip_and_list)
 {
-    cm_inst_rec_t a = {"users", 1, 4242, 99999, 7002, 1700000000123}, b = a, got;
+    cm_inst_rec_t a = {"users", 1, 4242, 99999, 7002, 1700000000123, "0123456789abcdef"}, b = a,
+                  got;
     b.index = 0;
     cr_assert_eq(cm_state_put(dir, &a), 0);
     cr_assert_eq(cm_state_put(dir, &b), 0);
