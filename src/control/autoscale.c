@@ -510,8 +510,8 @@ int cm_autoscale_respec(cm_autoscale_t *as, const cm_spec_t *spec)
     as->spec = spec;
     for (int i = 0; i < n; i++)
         if (what[i])
-            cm_events_add(as->hooks.events, "scale", spec->svcs[i].name, -1, NULL,
-                          "%s (reload)", what[i]);
+            cm_events_add(as->hooks.events, "scale", spec->svcs[i].name, -1, NULL, "%s (reload)",
+                          what[i]);
     return 0;
 }
 
@@ -562,8 +562,7 @@ int cm_autoscale_tick(cm_autoscale_t *as, const char *service, const cm_as_input
     if (d->reason == CM_AS_ROLLOUT && d->wanted != d->desired && d->wanted != held_before) {
         cm_buf_t detail = {0};
         cm_as_render_json(d, &e->svc->autoscale, e->svc->name, &detail);
-        cm_events_add(as->hooks.events, "scale", e->svc->name, -1,
-                      detail.data ? detail.data : "{}",
+        cm_events_add(as->hooks.events, "scale", e->svc->name, -1, detail.data ? detail.data : "{}",
                       "held at %d instances (rollout): would be %d (L %.2f stable, %.2f panic, "
                       "target %g, %d ready); acts when the rollout ends",
                       d->desired, d->wanted, d->stable_load, d->panic_load,

@@ -508,13 +508,12 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
         return rc;
     c->api.reload = do_reload;
     c->api.reload_arg = c;
-    cm_autoscale_hooks_t ah = {
-        .now_ms = as_now,
-        .scale = as_scale,
-        .count = as_count,
-        .rolling = as_rolling,
-        .arg = c,
-        .events = c->api.events};
+    cm_autoscale_hooks_t ah = {.now_ms = as_now,
+                               .scale = as_scale,
+                               .count = as_count,
+                               .rolling = as_rolling,
+                               .arg = c,
+                               .events = c->api.events};
     if ((rc = cm_autoscale_new(c->spec, &ah, &c->api.autoscale)) < 0 ||
         (rc = cm_demand_new(loop, c->spec, c->api.reg, c->api.sup, c->client, c->api.autoscale,
                             &c->demand)) < 0)

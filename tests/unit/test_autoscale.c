@@ -60,12 +60,11 @@ static void sim_init(sim_t *s, const cm_autoscale_spec_t *sp, int desired)
 static void sim_tick(sim_t *s, double load, int unready)
 {
     int ready = s->desired - unready;
-    cm_as_input_t in = {
-        .load = load,
-        .ready = ready > 0 ? ready : 0,
-        .desired = s->desired,
-        .valid = 1,
-        .rollout = s->rollout};
+    cm_as_input_t in = {.load = load,
+                        .ready = ready > 0 ? ready : 0,
+                        .desired = s->desired,
+                        .valid = 1,
+                        .rollout = s->rollout};
     s->now += TICK;
     cm_as_decide(s->st, &in, s->now, &s->d);
     if (s->d.desired != s->desired) {
