@@ -237,6 +237,11 @@ void cm_as_decide(cm_as_svc_t *st, const cm_as_input_t *in, uint64_t now, cm_as_
         d->reason = CM_AS_NO_DATA;
         return;
     }
+    if (in->rollout) { /* before tolerance and flaps: a held count spends no budget */
+        d->wanted = want;
+        d->reason = CM_AS_ROLLOUT;
+        return;
+    }
     if (want != cur && cur > 0 && !st->panicking && !idle) {
         double ratio = d->stable_load / (cur * sp->target);
         if (fabs(ratio - 1) <= sp->tolerance && cur >= sp->min && cur <= sp->max) {
@@ -296,6 +301,7 @@ static const char *const reason_names[] = {
     [CM_AS_PINNED] = "pinned",
     [CM_AS_NO_DATA] = "no_data",
     [CM_AS_WAKE] = "wake",
+    [CM_AS_ROLLOUT] = "rollout",
 };
 
 const char *cm_as_reason_name(cm_as_reason_t r)
@@ -316,14 +322,15 @@ void cm_as_render_json(const cm_as_decision_t *d, const cm_autoscale_spec_t *sp,
                    "\"panic_threshold\":%g,\"flap_budget\":%d},"
                    "\"stable_load\":%.3f,\"panic_load\":%.3f,\"stable_n\":%d,\"panic_n\":%d,"
                    "\"over_panic\":%s,\"panicking\":%s,\"recommended\":%d,\"window_max\":%d,"
-                   "\"desired\":%d,\"reason\":\"%s\",\"pinned\":",
+                   "\"desired\":%d,\"reason\":\"%s\",\"wanted\":%d,\"pinned\":",
                    (unsigned long long)d->now_ms, d->in.load, d->in.ready, d->in.surge,
                    d->in.desired, d->in.valid ? "true" : "false", sp->min, sp->max, sp->target,
                    sp->tolerance, (unsigned long long)sp->stable_ms,
                    (unsigned long long)sp->panic_ms, (unsigned long long)sp->tick_ms,
                    sp->panic_threshold, sp->flap_budget, d->stable_load, d->panic_load, d->stable_n,
                    d->panic_n, d->over_panic ? "true" : "false", d->panicking ? "true" : "false",
-                   d->recommended, d->window_max, d->desired, cm_as_reason_name(d->reason));
+                   d->recommended, d->window_max, d->desired, cm_as_reason_name(d->reason),
+                   d->reason == CM_AS_ROLLOUT ? d->wanted : d->desired);
     if (d->pinned >= 0)
         cm_buf_appendf(out, "%d}", d->pinned);
     else
@@ -355,6 +362,8 @@ static const char *reason_text(cm_as_reason_t r)
         return "no load measured: count kept";
     case CM_AS_WAKE:
         return "woken by a request";
+    case CM_AS_ROLLOUT:
+        return "a rollout of the service runs: count held until it ends";
     }
     return "?";
 }
@@ -385,6 +394,9 @@ void cm_as_render_text(const cm_as_decision_t *d, const cm_autoscale_spec_t *sp,
         sp->tolerance * 100, d->stable_load, d->in.desired, sp->target,
         d->in.desired > 0 ? d->stable_load / (d->in.desired * sp->target) : 0.0, sp->flap_budget,
         d->recommended, d->window_max, d->desired, cm_as_reason_name(d->reason));
+    if (d->reason == CM_AS_ROLLOUT)
+        cm_buf_appendf(out, "  rollout: in progress: held at %d (without it: %d)\n", d->desired,
+                       d->wanted);
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -435,6 +447,74 @@ void cm_autoscale_free(cm_autoscale_t *as)
     free(as);
 }
 
+/* Everything that makes a decision but the line it was written on. */
+static int policy_same(const cm_autoscale_spec_t *a, const cm_autoscale_spec_t *b)
+{
+    return a->min == b->min && a->max == b->max && a->target == b->target &&
+           a->tolerance == b->tolerance && a->stable_ms == b->stable_ms &&
+           a->panic_ms == b->panic_ms && a->tick_ms == b->tick_ms &&
+           a->panic_threshold == b->panic_threshold && a->flap_budget == b->flap_budget;
+}
+
+static as_entry_t *entry(const cm_autoscale_t *as, const char *service);
+
+int cm_autoscale_respec(cm_autoscale_t *as, const cm_spec_t *spec)
+{
+    as_entry_t ne[CM_SPEC_MAX_SVCS];
+    const char *what[CM_SPEC_MAX_SVCS];
+    int n = spec->nsvcs < CM_SPEC_MAX_SVCS ? spec->nsvcs : CM_SPEC_MAX_SVCS;
+    memset(ne, 0, sizeof ne);
+    /* every allocation first, so that a failure changes nothing */
+    for (int i = 0; i < n; i++) {
+        const cm_svc_spec_t *sp = &spec->svcs[i];
+        const as_entry_t *old = entry(as, sp->name);
+        ne[i].svc = sp;
+        what[i] = NULL;
+        if (!sp->autoscale.on)
+            continue;
+        if (old && old->st && policy_same(old->st->spec, &sp->autoscale))
+            continue; /* moved over below */
+        if (cm_as_svc_new(&sp->autoscale, &ne[i].st) < 0) {
+            for (int k = 0; k < i; k++)
+                cm_as_svc_free(ne[k].st);
+            return -ENOMEM;
+        }
+        if (old && old->st)
+            ne[i].st->pinned = old->st->pinned,
+            what[i] = "autoscale: policy changed: its windows start over";
+        else
+            what[i] = "autoscale: on: the autoscaler decides its count from now";
+    }
+    for (int i = 0; i < n; i++) {
+        as_entry_t *old = entry(as, spec->svcs[i].name);
+        if (!old || !old->st)
+            continue;
+        if (!ne[i].st) { /* kept as it was, or autoscale: removed */
+            if (spec->svcs[i].autoscale.on) {
+                ne[i].st = old->st;
+                ne[i].st->spec = &spec->svcs[i].autoscale;
+                ne[i].last = old->last;
+                ne[i].has_last = old->has_last;
+            } else {
+                cm_as_svc_free(old->st);
+                what[i] = "autoscale: off: the autoscaler no longer changes its count";
+            }
+        } else
+            cm_as_svc_free(old->st);
+        old->st = NULL;
+    }
+    for (int i = 0; i < as->n; i++)
+        cm_as_svc_free(as->e[i].st); /* services that went away */
+    memcpy(as->e, ne, sizeof ne);
+    as->n = n;
+    as->spec = spec;
+    for (int i = 0; i < n; i++)
+        if (what[i])
+            cm_events_add(as->hooks.events, "scale", spec->svcs[i].name, -1, NULL, "%s (reload)",
+                          what[i]);
+    return 0;
+}
+
 static as_entry_t *entry(const cm_autoscale_t *as, const char *service)
 {
     for (int i = 0; i < as->n; i++)
@@ -470,11 +550,26 @@ int cm_autoscale_tick(cm_autoscale_t *as, const char *service, const cm_as_input
     as_entry_t *e = entry(as, service);
     if (!e || !e->st)
         return -ENOENT;
-    cm_as_decide(e->st, in, as->hooks.now_ms(as->hooks.arg), &e->last);
+    cm_as_input_t with = *in;
+    with.rollout = as->hooks.rolling && as->hooks.rolling(as->hooks.arg, service) == 1;
+    /* a hold is recorded when it starts to matter, not every tick it lasts */
+    int held_before = e->has_last && e->last.reason == CM_AS_ROLLOUT ? e->last.wanted : -1;
+    cm_as_decide(e->st, &with, as->hooks.now_ms(as->hooks.arg), &e->last);
     e->has_last = 1;
     if (out)
         *out = e->last;
-    if (e->last.desired == in->desired || e->last.reason == CM_AS_PINNED)
+    const cm_as_decision_t *d = &e->last;
+    if (d->reason == CM_AS_ROLLOUT && d->wanted != d->desired && d->wanted != held_before) {
+        cm_buf_t detail = {0};
+        cm_as_render_json(d, &e->svc->autoscale, e->svc->name, &detail);
+        cm_events_add(as->hooks.events, "scale", e->svc->name, -1, detail.data ? detail.data : "{}",
+                      "held at %d instances (rollout): would be %d (L %.2f stable, %.2f panic, "
+                      "target %g, %d ready); acts when the rollout ends",
+                      d->desired, d->wanted, d->stable_load, d->panic_load,
+                      e->svc->autoscale.target, d->in.ready);
+        cm_buf_free(&detail);
+    }
+    if (d->desired == in->desired || d->reason == CM_AS_PINNED)
         return 0;
     return apply(as, e, &e->last);
 }

@@ -30,6 +30,7 @@ typedef enum {
     CM_AS_PINNED,        /* `cmesh scale SERVICE N`: the autoscaler only watches */
     CM_AS_NO_DATA,       /* no load measured this tick: count kept */
     CM_AS_WAKE,          /* a request for a service at 0 (cm_autoscale_wake) */
+    CM_AS_ROLLOUT,       /* a rollout of the service runs: the count is held until it ends */
 } cm_as_reason_t;
 
 const char *cm_as_reason_name(cm_as_reason_t r); /* "stable_window" */
@@ -41,6 +42,8 @@ typedef struct cm_as_input {
     int surge;   /* running, non-leaving instances at an index >= desired (shown only) */
     int desired; /* the current desired count */
     int valid;   /* 0: nothing measured this tick (no scrape answered) */
+    int rollout; /* 1: a rollout of the service runs (it fails on a changed count, and its
+                    surge is no reason to scale): the count is held */
 } cm_as_input_t;
 
 /* One decision with everything that went into it (printed by --explain, put in events). */
@@ -58,6 +61,7 @@ typedef struct cm_as_decision {
     int desired;     /* the result */
     cm_as_reason_t reason;
     int pinned; /* -1: automatic, else the pinned count */
+    int wanted; /* reason rollout: the count it would have set without the rollout */
 } cm_as_decision_t;
 
 /* The history of one service: samples, recommendations, panic, direction changes. */
@@ -96,6 +100,8 @@ typedef struct cm_autoscale_hooks {
     uint64_t (*now_ms)(void *arg);                           /* a monotonic clock */
     int (*scale)(void *arg, const char *service, int count); /* 0 or -errno */
     int (*count)(void *arg, const char *service);            /* desired now, -1 unknown */
+    /* 1 while a rollout of service runs (up.c hands cm_rollouts_running); may be NULL */
+    int (*rolling)(void *arg, const char *service);
     void *arg;
     cm_events_t *events; /* where changes are recorded; may be NULL */
 } cm_autoscale_hooks_t;
@@ -106,11 +112,19 @@ typedef struct cm_autoscale cm_autoscale_t; /* opaque */
 int cm_autoscale_new(const cm_spec_t *spec, const cm_autoscale_hooks_t *hooks,
                      cm_autoscale_t **out);
 void cm_autoscale_free(cm_autoscale_t *as); /* NULL is a no-op */
+/* A reloaded spec (borrowed, outlives it; the old one must live until this returns):
+ * a service whose autoscale: policy is unchanged keeps its history, panic and pin; a
+ * changed policy starts its windows over (the pin is kept: only `cmesh scale SERVICE
+ * auto` hands it back); a service that gained autoscale: starts fresh, one that lost it
+ * or went away is dropped. Each of these is an event. Returns 0 or -ENOMEM (nothing
+ * changed). */
+int cm_autoscale_respec(cm_autoscale_t *as, const cm_spec_t *spec);
 
 /* 1 when service has an autoscale: section. */
 int cm_autoscale_on(const cm_autoscale_t *as, const char *service);
-/* One tick for service: decides, applies a changed count through hooks.scale and
- * records it (event kind "scale", the decision as detail). out may be NULL. Returns 0,
+/* One tick for service: decides (in->rollout from hooks.rolling), applies a changed count
+ * through hooks.scale and records it (event kind "scale", the decision as detail); a
+ * count held by a rollout is recorded once when it would have changed. out may be NULL. Returns 0,
  * -ENOENT (not autoscaled) or scale's error. */
 int cm_autoscale_tick(cm_autoscale_t *as, const char *service, const cm_as_input_t *in,
                       cm_as_decision_t *out);

@@ -32,6 +32,7 @@ typedef struct slot {
     int svc, index;
     view_t gw, own;
     int scraping;
+    int stale; /* a reload put another service here while its scrape ran: drop the answer */
 } slot_t;
 
 struct cm_demand {
@@ -49,6 +50,7 @@ struct cm_demand {
     int gw_pid; /* the gateway whose sums gw views hold */
     int gw_scraping;
     int outstanding; /* scrapes in flight */
+    int running;     /* the timer runs */
     int closing, closed;
 };
 
@@ -125,7 +127,9 @@ static void on_instance(int status, const char *body, size_t len, void *data)
     cm_demand_t *d = s->d;
     d->outstanding--;
     s->scraping = 0;
-    if (d->closing || status != 200) {
+    int stale = s->stale;
+    s->stale = 0;
+    if (d->closing || status != 200 || stale) {
         maybe_free(d);
         return;
     }
@@ -220,6 +224,18 @@ static void on_tick(uv_timer_t *t)
     scrape(d);
 }
 
+/* The shortest tick of spec's autoscaled services, 0 when none is. */
+static uint64_t shortest_tick(const cm_spec_t *spec)
+{
+    uint64_t tick = 0;
+    for (int i = 0; i < spec->nsvcs; i++) {
+        uint64_t t = spec->svcs[i].autoscale.tick_ms;
+        if (spec->svcs[i].autoscale.on && (tick == 0 || t < tick))
+            tick = t;
+    }
+    return tick;
+}
+
 int cm_demand_new(uv_loop_t *loop, const cm_spec_t *spec, cm_registry_t *reg, cm_sup_t *sup,
                   cm_client_t *client, cm_autoscale_t *as, cm_demand_t **out)
 {
@@ -234,13 +250,10 @@ int cm_demand_new(uv_loop_t *loop, const cm_spec_t *spec, cm_registry_t *reg, cm
     d->sup = sup;
     d->client = client;
     d->as = as;
-    for (int i = 0; i < spec->nsvcs; i++) {
+    for (int i = 0; i < CM_SPEC_MAX_SVCS; i++)
         for (int j = 0; j < CM_SPEC_MAX_INST; j++)
             d->slots[i][j] = (slot_t){.d = d, .svc = i, .index = j};
-        uint64_t t = spec->svcs[i].autoscale.tick_ms;
-        if (spec->svcs[i].autoscale.on && (d->tick_ms == 0 || t < d->tick_ms))
-            d->tick_ms = t;
-    }
+    d->tick_ms = shortest_tick(spec);
     uv_timer_init(loop, &d->timer);
     d->timer.data = d;
     *out = d;
@@ -249,6 +262,7 @@ int cm_demand_new(uv_loop_t *loop, const cm_spec_t *spec, cm_registry_t *reg, cm
 
 void cm_demand_start(cm_demand_t *d)
 {
+    d->running = 1;
     if (d->tick_ms > 0)
         uv_timer_start(&d->timer, on_tick, d->tick_ms, d->tick_ms);
 }
@@ -256,7 +270,46 @@ void cm_demand_start(cm_demand_t *d)
 void cm_demand_stop(cm_demand_t *d)
 {
     if (d)
+        d->running = 0, uv_timer_stop(&d->timer);
+}
+
+int cm_demand_respec(cm_demand_t *d, const cm_spec_t *spec)
+{
+    slot_t(*was)[CM_SPEC_MAX_INST] = malloc(sizeof *was * CM_SPEC_MAX_SVCS);
+    if (!was)
+        return -ENOMEM;
+    memcpy(was, d->slots, sizeof *was * CM_SPEC_MAX_SVCS);
+    uint64_t due[CM_SPEC_MAX_SVCS] = {0};
+    /* a slot's place is where its scrape's answer lands (the callback holds it), so the
+     * scraping flag stays in place; the measurements move with their service */
+    for (int i = 0; i < CM_SPEC_MAX_SVCS; i++) {
+        const char *now = i < spec->nsvcs ? spec->svcs[i].name : NULL;
+        const char *then = i < d->spec->nsvcs ? d->spec->svcs[i].name : NULL;
+        int same = now && then && strcmp(now, then) == 0;
+        int from = -1;
+        for (int k = 0; now && k < d->spec->nsvcs && k < CM_SPEC_MAX_SVCS; k++)
+            if (strcmp(d->spec->svcs[k].name, now) == 0)
+                from = k;
+        if (from >= 0)
+            due[i] = d->due[from];
+        for (int j = 0; j < CM_SPEC_MAX_INST; j++) {
+            slot_t *s = &d->slots[i][j];
+            s->stale = s->stale || (s->scraping && !same);
+            s->gw = from >= 0 ? was[from][j].gw : (view_t){0};
+            s->own = from >= 0 ? was[from][j].own : (view_t){0};
+        }
+    }
+    free(was);
+    memcpy(d->due, due, sizeof due);
+    d->spec = spec;
+    uint64_t tick = shortest_tick(spec);
+    if (tick != d->tick_ms && d->running) {
         uv_timer_stop(&d->timer);
+        if (tick > 0)
+            uv_timer_start(&d->timer, on_tick, tick, tick);
+    }
+    d->tick_ms = tick;
+    return 0;
 }
 
 static void on_closed(uv_handle_t *h)

@@ -23,6 +23,10 @@ typedef struct cm_demand cm_demand_t; /* opaque */
 int cm_demand_new(uv_loop_t *loop, const cm_spec_t *spec, cm_registry_t *reg, cm_sup_t *sup,
                   cm_client_t *client, cm_autoscale_t *as, cm_demand_t **out);
 void cm_demand_start(cm_demand_t *d);
+/* A reloaded spec (borrowed, outlives it): each service kept keeps its measurements,
+ * wherever it moved in the file; new autoscaled services are scraped from the next tick.
+ * Returns 0 or -ENOMEM (the old spec kept). */
+int cm_demand_respec(cm_demand_t *d, const cm_spec_t *spec);
 void cm_demand_stop(cm_demand_t *d); /* no more ticks (the system goes down) */
 /* Closes its timer; freed once the loop ran again and no scrape is outstanding. NULL is
  * a no-op. */

@@ -366,6 +366,11 @@ static int do_reload(void *arg, cm_buf_t *out)
     c->retired[c->nretired++] = c->spec;
     c->spec = ns;
     c->api.spec = ns;
+    /* the autoscaler and its tick follow (the old spec stays alive in c->retired) */
+    if ((rc = cm_autoscale_respec(c->api.autoscale, ns)) < 0 ||
+        (rc = cm_demand_respec(c->demand, ns)) < 0)
+        snprintf(warn[nwarn++], sizeof warn[0],
+                 "autoscale: sections not applied (%s): the old ones are kept", strerror(-rc));
     for (int i = 0; i < nwarn; i++) {
         cm_log_msg(CM_LOG_WARN, "control: reload: %s", warn[i]);
         cm_events_add(c->api.events, "reload", "", -1, NULL, "%s", warn[i]);
@@ -469,6 +474,12 @@ static int as_count(void *arg, const char *service)
     return cm_sup_count(((ctl_t *)arg)->api.sup, service);
 }
 
+/* A running rollout holds the count (it fails on a changed one). */
+static int as_rolling(void *arg, const char *service)
+{
+    return cm_rollouts_running(((ctl_t *)arg)->api.ro, service);
+}
+
 static int worker_init(uv_loop_t *loop, void *config, void **state)
 {
     ctl_t *c = config;
@@ -497,8 +508,12 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
         return rc;
     c->api.reload = do_reload;
     c->api.reload_arg = c;
-    cm_autoscale_hooks_t ah = {
-        .now_ms = as_now, .scale = as_scale, .count = as_count, .arg = c, .events = c->api.events};
+    cm_autoscale_hooks_t ah = {.now_ms = as_now,
+                               .scale = as_scale,
+                               .count = as_count,
+                               .rolling = as_rolling,
+                               .arg = c,
+                               .events = c->api.events};
     if ((rc = cm_autoscale_new(c->spec, &ah, &c->api.autoscale)) < 0 ||
         (rc = cm_demand_new(loop, c->spec, c->api.reg, c->api.sup, c->client, c->api.autoscale,
                             &c->demand)) < 0)

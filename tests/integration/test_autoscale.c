@@ -3,7 +3,9 @@
  * requests in flight, bounded in time) makes it add instances that then serve; after the
  * step the extra ones are removed after the window, gracefully (exit 0 after SIGTERM),
  * while a light load keeps running with no error; the events hold the decisions with
- * their inputs; `cmesh scale --explain`, pin and auto, and the API's refusals. */
+ * their inputs; `cmesh scale --explain`, pin and auto, and the API's refusals; a reload
+ * that raises users' max (it grows under load) and gives another service autoscale:
+ * (it idles down); a rollout after a load step holds the count until it is done. */
 #include "ctl_util.h"
 
 #include <pthread.h>
@@ -330,5 +332,180 @@ Test(autoscale, pin_and_auto_and_bad_requests)
     cr_assert(json_is_string(json_object_get(o, "explain")), "%s", r.body);
     json_decref(o);
     h_resp_free(&r);
+    cr_assert_eq(sys_stop(&sys, 30000), 0);
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Reloads and rollouts                                                               */
+/* ---------------------------------------------------------------------------------- */
+
+/* users autoscaled up to %4$d; more: three users processes off the gateway, with the
+ * autoscale: section %5$s (empty: a fixed count) */
+static const char respec_spec[] =
+    "services:\n"
+    "  users:\n    command: users\n    listen: 127.0.0.1:%2$d\n"
+    "    args: [--db, users.db, --access-log, 'off']\n"
+    "    autoscale: { min: 1, max: %4$d, target: 2, stable_window: 4s, panic_window: 1s, "
+    "tick: 500ms }\n"
+    "    readiness: { path: /readyz, interval: 200ms, timeout: 200ms, fall: 1 }\n"
+    "  more:\n    command: users\n    listen: 127.0.0.1:%3$d\n"
+    "    args: [--db, more.db, --access-log, 'off']\n    instances: 3\n%5$s"
+    "gateway:\n  listen: 127.0.0.1:%1$d\n  routes:\n"
+    "    - { prefix: /users, service: users }\n";
+
+static void write_respec(int users_max, const char *more_autoscale)
+{
+    char tmp[400];
+    snprintf(tmp, sizeof tmp, "%s.tmp", sys.yaml);
+    FILE *f = fopen(tmp, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "control:\n  listen: 127.0.0.1:%d\n  state_dir: state\n", sys.ctl_port);
+    fprintf(f, respec_spec, sys.gw_port, sys.port[0], sys.port[1], users_max, more_autoscale);
+    fclose(f);
+    cr_assert_eq(rename(tmp, sys.yaml), 0);
+}
+
+/* service's desired count from /v1/services */
+static int count_of(const char *service)
+{
+    json_t *svcs = sys_json(&sys, "/v1/services");
+    int desired = -1;
+    size_t i;
+    json_t *sv;
+    json_array_foreach(svcs, i, sv)
+    {
+        if (strcmp(json_string_value(json_object_get(sv, "name")), service) == 0)
+            desired = (int)json_integer_value(json_object_get(sv, "desired"));
+    }
+    json_decref(svcs);
+    return desired;
+}
+
+static int wait_count(const char *service, int want, double max_s)
+{
+    double until = now_s() + max_s;
+    int n;
+    while ((n = count_of(service)) != want && now_s() < until)
+        ms_sleep(200);
+    return n;
+}
+
+/* How many events' messages contain text. */
+static int events_with(const char *text)
+{
+    json_t *ev = sys_json(&sys, "/v1/events");
+    int n = 0;
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(ev, "events"), i, e)
+    {
+        const char *m = json_string_value(json_object_get(e, "message"));
+        n += m && strstr(m, text) != NULL;
+    }
+    json_decref(ev);
+    return n;
+}
+
+Test(autoscale, reload_applies_a_changed_max_and_a_new_autoscale_section)
+{
+    memset(&sys, 0, sizeof sys);
+    sys_init(&sys, "");
+    write_respec(2, "");
+    sys_start(&sys);
+    sys_wait_ready(&sys, 30000);
+    load_t heavy;
+    load_start(&heavy, 32, 0, 60);
+    cr_assert_eq(wait_count("users", 2, 30), 2, "the load never scaled users to its max 2");
+    ms_sleep(1500);
+    cr_assert_eq(count_of("users"), 2, "over its max");
+    cr_assert_eq(count_of("more"), 3);
+
+    /* max 3 for users; more gains autoscale: (min 1, idle): both apply without a restart */
+    write_respec(3, "    autoscale: { min: 1, max: 3, target: 2, stable_window: 4s, "
+                    "panic_window: 1s, tick: 500ms }\n");
+    char *out = NULL;
+    cr_assert_eq(sys_cmd(&sys, &out, (const char *const[]){"reload", NULL}), 0, "%s", out);
+    free(out);
+    int n = wait_count("users", 3, 30);
+    load_stop(&heavy);
+    if (n != 3) {
+        sys_cmd(&sys, &out, (const char *const[]){"scale", "users", "--explain", NULL});
+        cr_assert_fail("users never grew to the reloaded max 3: %s", out);
+    }
+    cr_assert_eq(wait_count("more", 1, 30), 1, "more's new autoscale: section never applied");
+    cr_assert_eq(sys_cmd(&sys, &out, (const char *const[]){"scale", "more", "--explain", NULL}), 0,
+                 "%s", out);
+    cr_assert(strstr(out, "limits:  min 1, max 3"), "%s", out);
+    free(out);
+    cr_assert_eq(events_with("autoscale: policy changed"), 1);
+    cr_assert_eq(events_with("autoscale: on"), 1);
+    cr_assert_gt(atomic_load(&heavy.ok), 0);
+    cr_assert_eq(sys_stop(&sys, 30000), 0);
+}
+
+/* users' last rollout's state into state (empty: none) */
+static void rollout_state(char *state, size_t cap)
+{
+    json_t *st = sys_json(&sys, "/v1/status"), *sv;
+    size_t i;
+    state[0] = 0;
+    json_array_foreach(json_object_get(st, "services"), i, sv)
+    {
+        if (strcmp(json_string_value(json_object_get(sv, "name")), "users") != 0)
+            continue;
+        const char *s = json_string_value(json_object_get(json_object_get(sv, "rollout"), "state"));
+        snprintf(state, cap, "%s", s ? s : "");
+    }
+    json_decref(st);
+}
+
+/* users' new instances take >= 2 s to be ready (rise 40, probed every 50 ms until the
+ * first pass), so a rollout of two or three (three or four new instances) lasts longer
+ * than the 4 s window that would scale them down */
+static const char slow_ready[] =
+    "services:\n"
+    "  users:\n    command: users\n    listen: 127.0.0.1:%2$d\n"
+    "    args: [--db, users.db, --access-log, 'off']\n"
+    "    autoscale: { min: 1, max: 3, target: 2, stable_window: 4s, panic_window: 1s, tick: "
+    "500ms }\n"
+    "    readiness: { path: /readyz, interval: 500ms, timeout: 400ms, rise: 40, fall: 1 }\n"
+    "gateway:\n  listen: 127.0.0.1:%1$d\n  routes:\n"
+    "    - { prefix: /users, service: users }\n";
+
+Test(autoscale, a_rollout_under_light_load_holds_the_count_until_done)
+{
+    sys_init(&sys, slow_ready);
+    sys_start(&sys);
+    sys_wait_ready(&sys, 30000);
+    load_t light, heavy;
+    load_start(&light, 1, 20, 120);
+    load_start(&heavy, 32, 0, 40);
+    double until = now_s() + 30;
+    while (now_s() < until && !(count_of("users") >= 2 && served(1) > 0))
+        ms_sleep(200);
+    load_stop(&heavy);
+    int at = count_of("users");
+    cr_assert_geq(at, 2, "the load never scaled users up");
+    /* the load is gone: the window would take the extra ones away during the rollout */
+    char *out = NULL;
+    cr_assert_eq(sys_cmd(&sys, &out, (const char *const[]){"rollout", "users", NULL}), 0, "%s",
+                 out);
+    free(out);
+    char state[32] = "";
+    until = now_s() + 90;
+    while (now_s() < until) {
+        rollout_state(state, sizeof state);
+        if (strcmp(state, "done") == 0 || strcmp(state, "failed") == 0)
+            break;
+        cr_assert_geq(count_of("users"), at, "scaled down during the rollout");
+        ms_sleep(200);
+    }
+    cr_assert_str_eq(state, "done", "the rollout of users did not finish");
+    cr_assert_geq(events_with("(rollout): would be"), 1, "no hold recorded");
+    /* after it the autoscaler acts again: back to min */
+    cr_assert_eq(wait_count("users", 1, 30), 1, "never scaled down after the rollout");
+    load_stop(&light);
+    cr_assert_eq(atomic_load(&light.bad), 0, "%ld failed requests of the light load (last: %s)",
+                 atomic_load(&light.bad), light.last_bad);
     cr_assert_eq(sys_stop(&sys, 30000), 0);
 }

@@ -1,7 +1,8 @@
 /* Unit tests for control/autoscale: the decision on a virtual clock (1 s ticks), as
  * tables of load phases: steady load, step up, step down (waits the window, takes the
  * highest), spike (panic), oscillation (flap budget), rollout in progress (surge not
- * capacity), an instance that never becomes ready, min 0 idle -> 0 and wake -> 1, pin. */
+ * capacity; a running rollout holds the count), an instance that never becomes ready,
+ * min 0 idle -> 0 and wake -> 1, pin, respec on a reload. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -44,6 +45,7 @@ typedef struct sim {
     uint64_t now;
     int desired;
     int changes, flips, last_dir;
+    int rollout; /* a rollout of the service runs (the inputs say so) */
     cm_as_decision_t d;
 } sim_t;
 
@@ -58,8 +60,11 @@ static void sim_init(sim_t *s, const cm_autoscale_spec_t *sp, int desired)
 static void sim_tick(sim_t *s, double load, int unready)
 {
     int ready = s->desired - unready;
-    cm_as_input_t in = {
-        .load = load, .ready = ready > 0 ? ready : 0, .desired = s->desired, .valid = 1};
+    cm_as_input_t in = {.load = load,
+                        .ready = ready > 0 ? ready : 0,
+                        .desired = s->desired,
+                        .valid = 1,
+                        .rollout = s->rollout};
     s->now += TICK;
     cm_as_decide(s->st, &in, s->now, &s->d);
     if (s->d.desired != s->desired) {
@@ -241,6 +246,41 @@ Test(autoscale, rollout_surge_is_not_capacity_and_no_load_means_no_scale_up)
     cm_as_svc_free(s.st);
 }
 
+Test(autoscale, a_running_rollout_holds_the_count_and_it_acts_after)
+{
+    cm_autoscale_spec_t sp = policy();
+    sim_t s;
+    sim_init(&s, &sp, 2);
+    /* a rollout runs during the first two phases */
+    const phase_t during[] = {
+        {10, 5, 0, 2, 2, NULL, 2, 2},
+        /* load rising to 4 x target (and to panic) while the rollout runs: held */
+        {20, 40, 0, 2, 2, "rollout", 2, 2},
+    };
+    /* the rollout ended: it acts at once (panic: up to what the load asks) */
+    const phase_t after[] = {{3, 40, 0, 4, 4, NULL, 2, 4}};
+    s.rollout = 1;
+    run(&s, during, 2);
+    cr_assert_eq(s.changes, 0);
+    s.rollout = 0;
+    run(&s, after, 1);
+    cr_assert_eq(s.changes, 1);
+    cm_as_svc_free(s.st);
+    /* a held decision says what it would have done */
+    sim_init(&s, &sp, 2);
+    s.rollout = 1;
+    for (int i = 0; i < 5; i++)
+        sim_tick(&s, 60, 0);
+    cr_assert_eq(s.d.reason, CM_AS_ROLLOUT);
+    cr_assert_eq(s.d.desired, 2);
+    cr_assert_eq(s.d.wanted, 6);
+    cm_buf_t t = {0};
+    cm_as_render_text(&s.d, &sp, "users", &t);
+    cr_assert(strstr(t.data, "held at 2 (without it: 6)"), "%s", t.data);
+    cm_buf_free(&t);
+    cm_as_svc_free(s.st);
+}
+
 Test(autoscale, an_instance_that_never_becomes_ready_is_not_scaled_around_forever)
 {
     cm_autoscale_spec_t sp = policy();
@@ -282,6 +322,7 @@ typedef struct world {
     uint64_t now;
     int count[2];
     int calls;
+    int rolling; /* a rollout of users runs */
 } world_t;
 
 static uint64_t w_now(void *arg)
@@ -301,6 +342,11 @@ static int w_count(void *arg, const char *service)
 {
     world_t *w = arg;
     return w->count[strcmp(service, "users") == 0 ? 0 : 1];
+}
+
+static int w_rolling(void *arg, const char *service)
+{
+    return ((world_t *)arg)->rolling && strcmp(service, "users") == 0;
 }
 
 static void two_services(cm_spec_t *spec, cm_svc_spec_t svcs[2])
@@ -420,4 +466,134 @@ Test(autoscale, decision_renders_as_json_and_text)
     cr_assert(strstr(t.data, "result:"), "%s", t.data);
     cm_buf_free(&t);
     cm_as_svc_free(s.st);
+}
+
+/* How many times text occurs in the recorded events. */
+static int events_with(cm_events_t *ev, const char *text)
+{
+    cm_buf_t b = {0};
+    cm_events_render(ev, 0, 1000, &b);
+    int n = 0;
+    for (const char *p = b.data; p && (p = strstr(p, text)); p += strlen(text))
+        n++;
+    cm_buf_free(&b);
+    return n;
+}
+
+Test(autoscale, the_rollout_hook_holds_and_is_recorded_once)
+{
+    cm_spec_t spec;
+    cm_svc_spec_t svcs[2];
+    two_services(&spec, svcs);
+    svcs[0].autoscale.min = 2;
+    world_t w = {.now = 5000, .count = {2, 2}, .rolling = 1};
+    cm_events_t *ev;
+    cr_assert_eq(cm_events_new(&ev), 0);
+    cm_autoscale_hooks_t h = {.now_ms = w_now,
+                              .scale = w_scale,
+                              .count = w_count,
+                              .rolling = w_rolling,
+                              .arg = &w,
+                              .events = ev};
+    cm_autoscale_t *as;
+    cr_assert_eq(cm_autoscale_new(&spec, &h, &as), 0);
+    for (int i = 0; i < 10; i++) /* no load: nothing would change, nothing recorded */
+        tick(as, &w, 0);
+    cr_assert_eq(events_with(ev, "(rollout)"), 0);
+    for (int i = 0; i < 10; i++)
+        tick(as, &w, 50);
+    cr_assert_eq(w.count[0], 2);
+    cr_assert_eq(w.calls, 0);
+    cr_assert_eq(events_with(ev, "held at 2 instances (rollout)"), 1);
+    const cm_as_decision_t *d;
+    cr_assert_eq(cm_autoscale_last(as, "users", &d), 0);
+    cr_assert_eq(d->reason, CM_AS_ROLLOUT);
+    w.rolling = 0;
+    tick(as, &w, 50);
+    cr_assert_eq(w.count[0], 5);
+    cm_autoscale_free(as);
+    cm_events_free(ev);
+}
+
+Test(autoscale, respec_keeps_an_unchanged_policy_resets_a_changed_one)
+{
+    cm_spec_t spec;
+    cm_svc_spec_t svcs[2];
+    two_services(&spec, svcs);
+    svcs[0].autoscale.min = 2;
+    svcs[0].autoscale.max = 4;
+    world_t w = {.now = 5000, .count = {2, 2}};
+    cm_events_t *ev;
+    cr_assert_eq(cm_events_new(&ev), 0);
+    cm_autoscale_hooks_t h = {
+        .now_ms = w_now, .scale = w_scale, .count = w_count, .arg = &w, .events = ev};
+    cm_autoscale_t *as;
+    cr_assert_eq(cm_autoscale_new(&spec, &h, &as), 0);
+    for (int i = 0; i < 20; i++)
+        tick(as, &w, 60);
+    cr_assert_eq(w.count[0], 4); /* held at max */
+
+    /* the same policy in a new spec (another line, orders now first): history kept, so
+     * the load's drop still sees the stable window's mean and stays at 4 */
+    cm_spec_t same;
+    cm_svc_spec_t s2[2];
+    two_services(&same, s2);
+    s2[0] = svcs[1], s2[1] = svcs[0];
+    s2[1].autoscale.line = 99;
+    cr_assert_eq(cm_autoscale_respec(as, &same), 0);
+    cr_assert(cm_autoscale_on(as, "users"));
+    const cm_as_decision_t *d;
+    cr_assert_eq(cm_autoscale_last(as, "users", &d), 0); /* its last decision kept */
+    tick(as, &w, 0);
+    cr_assert_eq(w.count[0], 4);
+    cr_assert_eq(cm_autoscale_last(as, "users", &d), 0);
+    cr_assert_gt(d->stable_load, 40); /* a fresh history would say 0 and go to 2 */
+    cr_assert_eq(events_with(ev, "(reload)"), 0);
+
+    /* max 8 and pinned at 3: the windows start over, the pin stays */
+    cr_assert_eq(cm_autoscale_pin(as, "users", 3), 0);
+    cm_spec_t wider;
+    cm_svc_spec_t s3[2];
+    two_services(&wider, s3);
+    s3[0].autoscale.min = 2;
+    s3[0].autoscale.max = 8;
+    cr_assert_eq(cm_autoscale_respec(as, &wider), 0);
+    cr_assert_eq(cm_autoscale_pinned(as, "users"), 3);
+    cr_assert_eq(cm_autoscale_last(as, "users", &d), -ENOENT); /* no decision yet */
+    cr_assert_eq(events_with(ev, "policy changed"), 1);
+    cr_assert_eq(cm_autoscale_pin(as, "users", -1), 0);
+    for (int i = 0; i < 10; i++)
+        tick(as, &w, 60);
+    cr_assert_eq(w.count[0], 6); /* ceil(60 / 10): the new max lets it */
+
+    /* orders gains autoscale:, users loses it */
+    cm_spec_t swap;
+    cm_svc_spec_t s4[2];
+    two_services(&swap, s4);
+    s4[1].autoscale = policy();
+    s4[0].autoscale.on = 0;
+    cr_assert_eq(cm_autoscale_respec(as, &swap), 0);
+    cr_assert(!cm_autoscale_on(as, "users"));
+    cr_assert(cm_autoscale_on(as, "orders"));
+    cr_assert_eq(cm_autoscale_tick(as, "users", &(cm_as_input_t){.valid = 1}, NULL), -ENOENT);
+    cr_assert_eq(events_with(ev, "autoscale: on"), 1);
+    cr_assert_eq(events_with(ev, "autoscale: off"), 1);
+    cm_as_input_t in = {.load = 45, .ready = 2, .desired = 2, .valid = 1};
+    for (int i = 0; i < 10; i++) {
+        w.now += TICK;
+        in.desired = in.ready = w.count[1];
+        cr_assert_eq(cm_autoscale_tick(as, "orders", &in, NULL), 0);
+    }
+    cr_assert_eq(w.count[1], 5);
+
+    /* a service that went away is dropped */
+    cm_spec_t one;
+    cm_svc_spec_t s5[2];
+    two_services(&one, s5);
+    one.nsvcs = 1;
+    cr_assert_eq(cm_autoscale_respec(as, &one), 0);
+    cr_assert(!cm_autoscale_on(as, "orders"));
+    cr_assert_eq(cm_autoscale_wake(as, "orders"), -ENOENT);
+    cm_autoscale_free(as);
+    cm_events_free(ev);
 }
