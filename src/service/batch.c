@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/server.h"
 
 typedef struct held {
     cm_req_t *req; /* NULL for a unit of the service's own (cm_batch_keep) */
@@ -21,9 +22,11 @@ typedef struct deferred {
 
 struct cm_batch {
     uv_check_t check;
-    cm_db_t *db;  /* writes: the group */
-    cm_db_t *rdb; /* reads: one snapshot per iteration */
-    held_t *held; /* answers waiting for the commit */
+    cm_db_t *db;         /* writes: the group */
+    cm_db_t *rdb;        /* reads: a snapshot shared by the requests read before it was taken */
+    uint64_t snap_reads; /* cm_server_reads when the open snapshot was taken; 0: none,
+                          * or taken for no request (a timer's) */
+    held_t *held;        /* answers waiting for the commit */
     int nheld, cap;
     deferred_t *reads; /* reads waiting for a held write of their connection */
     int nreads, reads_cap;
@@ -53,10 +56,17 @@ static void answer_all(cm_batch_t *b, int ok)
     b->nheld = 0;
 }
 
+/* Ends the read snapshot (committed data only: nothing to lose). */
+static void snap_end(cm_batch_t *b)
+{
+    cm_db_group_commit(b->rdb);
+    b->snap_reads = 0;
+}
+
 static void commit_now(cm_batch_t *b)
 {
     /* the snapshot first, so the commit's checkpoint is not held back by it */
-    cm_db_group_commit(b->rdb);
+    snap_end(b);
     int rc = cm_db_group_commit(b->db); /* always ends the transaction */
     if (rc < 0 && b->nheld)
         cm_log_msg(CM_LOG_ERROR, "batch: %d answers of a group that did not commit are 503: %s",
@@ -72,7 +82,7 @@ static void commit_now(cm_batch_t *b)
     for (int i = 0; i < n; i++)
         b->reads[i].again(b->reads[i].req);
     if (n)
-        cm_db_group_commit(b->rdb); /* their snapshot must not wait for the next iteration */
+        snap_end(b); /* their snapshot must not wait for the next iteration */
     uv_check_stop(&b->check);
 }
 
@@ -188,7 +198,7 @@ void cm_batch_refuse(cm_batch_t *b, cm_req_t *req, int status)
 static int holds_write_of(const cm_batch_t *b, const cm_conn_t *conn)
 {
     for (int i = b->nheld - 1; i >= 0; i--)
-        if (b->held[i].req->conn == conn)
+        if (b->held[i].req && b->held[i].req->conn == conn) /* NULL: cm_batch_keep's */
             return 1;
     return 0;
 }
@@ -208,8 +218,17 @@ int cm_batch_read(cm_batch_t *b, cm_req_t *req, cm_handler_fn again, cm_db_t **r
         b->reads[b->nreads++] = (deferred_t){req, again};
         return 1;
     }
+    /* Read-your-writes across instances: a client may send this request after another
+     * process answered its write, so a snapshot taken before these bytes were read
+     * (by a timer before the poll, or for an earlier read of this iteration) may miss
+     * that write. Requests read before the snapshot share it. */
+    uint64_t reads = cm_server_reads(req);
+    if (b->snap_reads != reads || reads == 0)
+        snap_end(b);
     int rc = cm_db_read_begin(b->rdb);
-    if (rc == 0)
+    if (rc == 0) {
+        b->snap_reads = reads;
         uv_check_start(&b->check, on_check);
+    }
     return rc;
 }
