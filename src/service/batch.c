@@ -22,17 +22,17 @@ typedef struct deferred {
 
 struct cm_batch {
     uv_check_t check;
-    cm_db_t *db;         /* writes: the group */
-    cm_db_t *rdb;        /* reads: a snapshot shared by the requests read before it was taken */
-    uint64_t snap_reads; /* cm_server_reads when the open snapshot was taken; 0: none,
-                          * or taken for no request (a timer's) */
-    held_t *held;        /* answers waiting for the commit */
+    cm_db_t *db;  /* writes: the group */
+    cm_db_t *rdb; /* reads: a snapshot for the requests read before it was taken */
+    held_t *held; /* answers waiting for the commit */
     int nheld, cap;
     deferred_t *reads; /* reads waiting for a held write of their connection */
     int nreads, reads_cap;
     cm_batch_done_fn committed; /* after every commit that kept units (the event feed) */
     void *committed_data;
     int kept; /* units kept in the open group */
+    /* cm_server_reads when the open snapshot was taken; 0: none, or taken for no request */
+    uint64_t snap_reads;
 };
 
 static void answer_503(cm_req_t *req)

@@ -55,8 +55,12 @@ void cm_batch_undo(cm_batch_t *b);
  * the event feed wakes its long-polls there. */
 void cm_batch_on_commit(cm_batch_t *b, cm_batch_done_fn fn, void *data);
 
-/* Before a read: joins or opens this iteration's read snapshot on the reader
- * connection, which is written to *rdb. Committed data only. Returns 0 to read now, or
+/* Before a read: joins or opens a read snapshot on the reader connection, which is
+ * written to *rdb. Committed data only, and never older than req's bytes: the snapshot
+ * is shared only by requests read from the client sockets before it was taken (one read
+ * batch), so a write another instance answered before req was sent is seen (read your
+ * writes across instances); a snapshot taken for no request (NULL, a timer's) serves
+ * nothing else. Returns 0 to read now, or
  * a store error. When again is not NULL and req's connection has a write still held
  * (a pipelined GET after a POST), returns 1 instead: again(req) is called after the
  * commit, so a client reads its own writes in the order it sent them. */
