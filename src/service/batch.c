@@ -18,6 +18,7 @@ typedef struct held {
 typedef struct deferred {
     cm_req_t *req;
     cm_handler_fn again;
+    int after_write; /* its connection has a held write before it: reads after the commit */
 } deferred_t;
 
 struct cm_batch {
@@ -33,6 +34,7 @@ struct cm_batch {
     int kept; /* units kept in the open group */
     /* cm_server_reads when the open snapshot was taken; 0: none, or taken for no request */
     uint64_t snap_reads;
+    int answering; /* in commit_now's run of the deferred reads: they read at once */
 };
 
 static void answer_503(cm_req_t *req)
@@ -76,11 +78,14 @@ static void commit_now(cm_batch_t *b)
     b->kept = 0;
     if (rc == 0 && kept && b->committed)
         b->committed(b->committed_data, 1);
-    /* reads that came after a write on their connection: from committed data now */
+    /* this iteration's reads: one snapshot, taken after all their bytes were read and
+     * after this commit (a write pipelined before one of them is seen) */
     int n = b->nreads;
     b->nreads = 0;
+    b->answering = 1;
     for (int i = 0; i < n; i++)
         b->reads[i].again(b->reads[i].req);
+    b->answering = 0;
     if (n)
         snap_end(b); /* their snapshot must not wait for the next iteration */
     uv_check_stop(&b->check);
@@ -120,8 +125,27 @@ void cm_batch_free(cm_batch_t *b)
     uv_close((uv_handle_t *)&b->check, on_closed);
 }
 
+/* The reads deferred so far that follow no held write of their connection, answered
+ * now: a write of this iteration, pipelined after one of them, must not be seen by it.
+ * A snapshot taken now is still after their bytes arrived. */
+static void read_before_write(cm_batch_t *b)
+{
+    int n = 0;
+    b->answering = 1;
+    for (int i = 0; i < b->nreads; i++) {
+        if (b->reads[i].after_write)
+            b->reads[n++] = b->reads[i];
+        else
+            b->reads[i].again(b->reads[i].req);
+    }
+    b->answering = 0;
+    b->nreads = n;
+}
+
 int cm_batch_begin(cm_batch_t *b)
 {
+    if (b->nreads && !b->answering)
+        read_before_write(b);
     /* before the begin: whatever it leaves open is ended in this iteration */
     uv_check_start(&b->check, on_check);
     return cm_db_unit_begin(b->db);
@@ -206,7 +230,10 @@ static int holds_write_of(const cm_batch_t *b, const cm_conn_t *conn)
 int cm_batch_read(cm_batch_t *b, cm_req_t *req, cm_handler_fn again, cm_db_t **rdb)
 {
     *rdb = b->rdb;
-    if (again && req->conn && b->nheld && holds_write_of(b, req->conn)) {
+    /* A request's read waits for the check phase, after every read of this iteration:
+     * one snapshot then serves them all, taken after their bytes arrived (and after the
+     * commit of a write pipelined before one of them). */
+    if (again && req->conn && !b->answering) {
         if (b->nreads == b->reads_cap) {
             int cap = b->reads_cap ? b->reads_cap * 2 : 16;
             deferred_t *d = realloc(b->reads, sizeof *d * (size_t)cap);
@@ -215,7 +242,9 @@ int cm_batch_read(cm_batch_t *b, cm_req_t *req, cm_handler_fn again, cm_db_t **r
             b->reads = d;
             b->reads_cap = cap;
         }
-        b->reads[b->nreads++] = (deferred_t){req, again};
+        int after_write = b->nheld && holds_write_of(b, req->conn);
+        b->reads[b->nreads++] = (deferred_t){req, again, after_write};
+        uv_check_start(&b->check, on_check);
         return 1;
     }
     /* Read-your-writes across instances: a client may send this request after another
