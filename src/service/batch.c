@@ -34,7 +34,7 @@ struct cm_batch {
     int kept; /* units kept in the open group */
     /* cm_server_reads when the open snapshot was taken; 0: none, or taken for no request */
     uint64_t snap_reads;
-    int answering; /* in commit_now's run of the deferred reads: they read at once */
+    int answering; /* running the deferred reads: they read at once */
 };
 
 static void answer_503(cm_req_t *req)
