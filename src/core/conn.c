@@ -693,6 +693,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0 || c->lingering || c->close_pending)
         return; /* after a final answer, input is drained and dropped */
+    /* before any handler of these bytes runs: see cm_server_reads */
+    c->w->reads++;
     if (c->stream) {
         cm__stream_on_read(c, buf->base, (size_t)nread);
         return;

@@ -115,6 +115,11 @@ int cm_server_draining(const cm_req_t *req)
     return !req->conn || atomic_load(&req->conn->w->srv->draining);
 }
 
+uint64_t cm_server_reads(const cm_req_t *req)
+{
+    return req && req->conn ? req->conn->w->reads : 0;
+}
+
 static void handle_healthz(cm_req_t *r)
 {
     cm_buf_append_str(&r->res_body, "{\"status\":\"ok\"}");

@@ -81,4 +81,11 @@ int cm_server_run(const cm_server_opts_t *o, const cm_service_t *svc);
  * request (a long-poll) answers it now. */
 int cm_server_draining(const cm_req_t *req);
 
+/* How many times req's worker has read bytes from a client socket so far, counted
+ * before the handlers of those bytes run; 0 for a request whose client left. Whatever
+ * was taken while it said N (a read snapshot) is older than no request read while it
+ * still says N: a request read later may have been sent after a write another process
+ * committed since. */
+uint64_t cm_server_reads(const cm_req_t *req);
+
 #endif

@@ -125,6 +125,7 @@ struct worker {
     time_t date_sec;
     uint64_t rid_seed[2];
     uint64_t rid_count;
+    uint64_t reads; /* reads from client sockets so far (cm_server_reads) */
 };
 
 struct server {

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/server.h"
 
 typedef struct held {
     cm_req_t *req; /* NULL for a unit of the service's own (cm_batch_keep) */
@@ -17,12 +18,13 @@ typedef struct held {
 typedef struct deferred {
     cm_req_t *req;
     cm_handler_fn again;
+    int after_write; /* its connection has a held write before it: reads after the commit */
 } deferred_t;
 
 struct cm_batch {
     uv_check_t check;
     cm_db_t *db;  /* writes: the group */
-    cm_db_t *rdb; /* reads: one snapshot per iteration */
+    cm_db_t *rdb; /* reads: a snapshot for the requests read before it was taken */
     held_t *held; /* answers waiting for the commit */
     int nheld, cap;
     deferred_t *reads; /* reads waiting for a held write of their connection */
@@ -30,6 +32,9 @@ struct cm_batch {
     cm_batch_done_fn committed; /* after every commit that kept units (the event feed) */
     void *committed_data;
     int kept; /* units kept in the open group */
+    /* cm_server_reads when the open snapshot was taken; 0: none, or taken for no request */
+    uint64_t snap_reads;
+    int answering; /* running the deferred reads: they read at once */
 };
 
 static void answer_503(cm_req_t *req)
@@ -53,10 +58,17 @@ static void answer_all(cm_batch_t *b, int ok)
     b->nheld = 0;
 }
 
+/* Ends the read snapshot (committed data only: nothing to lose). */
+static void snap_end(cm_batch_t *b)
+{
+    cm_db_group_commit(b->rdb);
+    b->snap_reads = 0;
+}
+
 static void commit_now(cm_batch_t *b)
 {
     /* the snapshot first, so the commit's checkpoint is not held back by it */
-    cm_db_group_commit(b->rdb);
+    snap_end(b);
     int rc = cm_db_group_commit(b->db); /* always ends the transaction */
     if (rc < 0 && b->nheld)
         cm_log_msg(CM_LOG_ERROR, "batch: %d answers of a group that did not commit are 503: %s",
@@ -66,13 +78,16 @@ static void commit_now(cm_batch_t *b)
     b->kept = 0;
     if (rc == 0 && kept && b->committed)
         b->committed(b->committed_data, 1);
-    /* reads that came after a write on their connection: from committed data now */
+    /* this iteration's reads: one snapshot, taken after all their bytes were read and
+     * after this commit (a write pipelined before one of them is seen) */
     int n = b->nreads;
     b->nreads = 0;
+    b->answering = 1;
     for (int i = 0; i < n; i++)
         b->reads[i].again(b->reads[i].req);
+    b->answering = 0;
     if (n)
-        cm_db_group_commit(b->rdb); /* their snapshot must not wait for the next iteration */
+        snap_end(b); /* their snapshot must not wait for the next iteration */
     uv_check_stop(&b->check);
 }
 
@@ -110,8 +125,27 @@ void cm_batch_free(cm_batch_t *b)
     uv_close((uv_handle_t *)&b->check, on_closed);
 }
 
+/* The reads deferred so far that follow no held write of their connection, answered
+ * now: a write of this iteration, pipelined after one of them, must not be seen by it.
+ * A snapshot taken now is still after their bytes arrived. */
+static void read_before_write(cm_batch_t *b)
+{
+    int n = 0;
+    b->answering = 1;
+    for (int i = 0; i < b->nreads; i++) {
+        if (b->reads[i].after_write)
+            b->reads[n++] = b->reads[i];
+        else
+            b->reads[i].again(b->reads[i].req);
+    }
+    b->answering = 0;
+    b->nreads = n;
+}
+
 int cm_batch_begin(cm_batch_t *b)
 {
+    if (b->nreads && !b->answering)
+        read_before_write(b);
     /* before the begin: whatever it leaves open is ended in this iteration */
     uv_check_start(&b->check, on_check);
     return cm_db_unit_begin(b->db);
@@ -188,7 +222,7 @@ void cm_batch_refuse(cm_batch_t *b, cm_req_t *req, int status)
 static int holds_write_of(const cm_batch_t *b, const cm_conn_t *conn)
 {
     for (int i = b->nheld - 1; i >= 0; i--)
-        if (b->held[i].req->conn == conn)
+        if (b->held[i].req && b->held[i].req->conn == conn) /* NULL: cm_batch_keep's */
             return 1;
     return 0;
 }
@@ -196,7 +230,10 @@ static int holds_write_of(const cm_batch_t *b, const cm_conn_t *conn)
 int cm_batch_read(cm_batch_t *b, cm_req_t *req, cm_handler_fn again, cm_db_t **rdb)
 {
     *rdb = b->rdb;
-    if (again && req->conn && b->nheld && holds_write_of(b, req->conn)) {
+    /* A request's read waits for the check phase, after every read of this iteration:
+     * one snapshot then serves them all, taken after their bytes arrived (and after the
+     * commit of a write pipelined before one of them). */
+    if (again && req->conn && !b->answering) {
         if (b->nreads == b->reads_cap) {
             int cap = b->reads_cap ? b->reads_cap * 2 : 16;
             deferred_t *d = realloc(b->reads, sizeof *d * (size_t)cap);
@@ -205,11 +242,22 @@ int cm_batch_read(cm_batch_t *b, cm_req_t *req, cm_handler_fn again, cm_db_t **r
             b->reads = d;
             b->reads_cap = cap;
         }
-        b->reads[b->nreads++] = (deferred_t){req, again};
+        int after_write = b->nheld && holds_write_of(b, req->conn);
+        b->reads[b->nreads++] = (deferred_t){req, again, after_write};
+        uv_check_start(&b->check, on_check);
         return 1;
     }
+    /* Read-your-writes across instances: a client may send this request after another
+     * process answered its write, so a snapshot taken before these bytes were read
+     * (by a timer before the poll, or for an earlier read of this iteration) may miss
+     * that write. Requests read before the snapshot share it. */
+    uint64_t reads = cm_server_reads(req);
+    if (b->snap_reads != reads || reads == 0)
+        snap_end(b);
     int rc = cm_db_read_begin(b->rdb);
-    if (rc == 0)
+    if (rc == 0) {
+        b->snap_reads = reads;
         uv_check_start(&b->check, on_check);
+    }
     return rc;
 }

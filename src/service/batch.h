@@ -10,7 +10,8 @@
  *   rolled back (disk full, I/O error, a moved file) every such answer is 503 with
  *   Retry-After, and nothing of it is stored, then or later;
  * - no transaction outlives the loop iteration that opened it;
- * - reads (cm_batch_read) use the second connection and see committed data only.
+ * - reads (cm_batch_read) use the second connection and see committed data only, never
+ *   older than the request's bytes.
  * Units begin from I/O or timer callbacks, so the check phase of the same iteration
  * ends them. */
 #ifndef CMESH_SERVICE_BATCH_H
@@ -55,11 +56,16 @@ void cm_batch_undo(cm_batch_t *b);
  * the event feed wakes its long-polls there. */
 void cm_batch_on_commit(cm_batch_t *b, cm_batch_done_fn fn, void *data);
 
-/* Before a read: joins or opens this iteration's read snapshot on the reader
- * connection, which is written to *rdb. Committed data only. Returns 0 to read now, or
- * a store error. When again is not NULL and req's connection has a write still held
- * (a pipelined GET after a POST), returns 1 instead: again(req) is called after the
- * commit, so a client reads its own writes in the order it sent them. */
+/* Before a read: a read snapshot on the reader connection, written to *rdb. Committed
+ * data only, and never older than req's bytes (read your writes across instances: a
+ * write another instance answered before req was sent is seen). When again is not NULL
+ * and req has a client, returns 1: again(req) is called, reading at once, when a write
+ * unit of this iteration begins (so a GET pipelined before a POST does not see it) or
+ * after the iteration's commit (so one snapshot, taken after every read of the
+ * iteration, serves them all, and a read pipelined after a write of its connection
+ * sees that write). Without again (or a client), reads now on a snapshot taken after
+ * req's bytes were read, or a new one for no request (NULL). Returns 0 to read now, or
+ * a store error. */
 int cm_batch_read(cm_batch_t *b, cm_req_t *req, cm_handler_fn again, cm_db_t **rdb);
 
 #endif

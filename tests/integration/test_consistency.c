@@ -563,3 +563,62 @@ Test(consistency, users_killed_mid_stream_loses_repeats_and_reorders_no_event, .
     json_decref(r.seen);
     api_stop_clean(&u);
 }
+
+typedef struct hammer {
+    int port;
+    atomic_int *stop;
+    int answers, bad; /* bad: an answer that was not 404, or none */
+} hammer_t;
+
+/* GETs of an order that does not exist on one kept-alive connection until *stop. */
+static void *hammer_main(void *arg)
+{
+    hammer_t *h = arg;
+    int fd = h_connect(h->port);
+    static const char get[] = "GET /orders/999999 HTTP/1.1\r\nHost: o\r\n\r\n";
+    while (!atomic_load(h->stop)) {
+        h_send(fd, get, sizeof get - 1);
+        size_t len;
+        char *resp = h_recv_responses(fd, 1, 5000, &len);
+        if (h_raw_status(resp) == 404)
+            h->answers++;
+        else
+            h->bad++;
+        free(resp);
+        if (h->bad)
+            break;
+    }
+    close(fd);
+    return NULL;
+}
+
+/* orders applies each users feed page as a unit of its own (held until the commit, with
+ * no request); a GET read later in the same loop iteration looked for its connection's
+ * held write among them and crashed on the request-less one. */
+Test(consistency, reads_while_the_feed_is_applied_are_answered)
+{
+    h_proc_t u, o;
+    start_users(&u);
+    start_orders(&o, u.url);
+    atomic_int stop = 0;
+    hammer_t h[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        h[i] = (hammer_t){.port = o.port, .stop = &stop};
+        cr_assert_eq(pthread_create(&th[i], NULL, hammer_main, &h[i]), 0);
+    }
+    for (int i = 0; i < 150; i++) {
+        char email[64];
+        snprintf(email, sizeof email, "feed%d@x.org", i);
+        api_create_user(&u, "Feed", email);
+    }
+    json_decref(caught_up(&o, &u));
+    atomic_store(&stop, 1);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(h[i].bad, 0, "reader %d: an answer was not 404 (after %d that were)", i,
+                     h[i].answers);
+    }
+    api_stop_clean(&o);
+    api_stop_clean(&u);
+}

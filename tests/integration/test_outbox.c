@@ -1,7 +1,8 @@
 /* tests/integration/test_outbox.c: the transactional outbox and GET /events against real
  * `cmesh users` processes: one event per committed change (none for a refused write or a
  * no-op), gap-free ids, bad parameters, a long-poll woken by a write (of this instance and
- * of another one on the same database file), a cursor past the end, and the background
+ * of another one on the same database file), a write of another instance read while a
+ * long-poll is parked, a cursor past the end, and the background
  * retention of events and Idempotency-Keys. */
 #include "api_util.h"
 #include "harness.h"
@@ -188,6 +189,50 @@ Test(events, long_poll_wakes_on_another_instances_write)
     cr_assert(json_equal(pa, pb), "the instances disagree on the feed");
     json_decref(pa);
     json_decref(pb);
+    api_stop_clean(&a);
+    api_stop_clean(&b);
+}
+
+/* Read-your-writes across instances while a long-poll is parked: the feed's tick reads
+ * on a timer, before the loop's poll. The snapshot it took must not answer a GET that
+ * arrives later, after another instance answered 201 (it did: 404 "User not found"). */
+Test(events, a_parked_long_poll_does_not_hide_another_instances_write_from_a_read)
+{
+    char dir[256], db[300];
+    h_tempdir(dir, sizeof dir);
+    snprintf(db, sizeof db, "%s/users.db", dir);
+    h_proc_t a, b;
+    h_start(&a, "users", "--db", db, "--access-log", "off", NULL);
+    h_start(&b, "users", "--db", db, "--access-log", "off", NULL);
+    /* a kept-alive connection, as the gateway's pool holds: the GET's bytes are the first
+     * I/O b sees after its tick (a new connection's accept would end that snapshot) */
+    int fd = h_connect(b.port);
+    for (int i = 0; i < 10; i++) {
+        json_t *page = events_page(&b, "/events");
+        poll_arg_t pa = {.p = &b};
+        snprintf(pa.path, sizeof pa.path, "/events?after=%lld&wait=8s",
+                 (long long)api_int(page, "head"));
+        json_decref(page);
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, poll_main, &pa), 0);
+        usleep(300 * 1000); /* parked, and b ticked since its last request */
+        char email[64], path[64];
+        snprintf(email, sizeof email, "ryw%d@x.org", i);
+        json_int_t id = api_create_user(&a, "Ryw", email);
+        snprintf(path, sizeof path, "/users/%lld", (long long)id);
+        char get[128];
+        int n = snprintf(get, sizeof get, "GET %s HTTP/1.1\r\nHost: b\r\n\r\n", path);
+        h_send(fd, get, (size_t)n);
+        size_t len;
+        char *resp = h_recv_responses(fd, 1, 5000, &len);
+        cr_assert_eq(h_raw_status(resp), 200,
+                     "round %d: GET %s on the other instance after its 201: %s", i, path, resp);
+        free(resp);
+        pthread_join(th, NULL);
+        cr_assert_eq(pa.r.status, 200, "%ld %s", pa.r.status, pa.r.body);
+        h_resp_free(&pa.r);
+    }
+    close(fd);
     api_stop_clean(&a);
     api_stop_clean(&b);
 }
