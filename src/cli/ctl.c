@@ -73,6 +73,17 @@ static int api(const cm_spec_t *s, const char *cmd, const char *method, const ch
     return (int)status;
 }
 
+/* -h or --help anywhere among the arguments: prints help and says so. */
+static int asks_help(int argc, char **argv, const char *help)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            fputs(help, stdout);
+            return 1;
+        }
+    return 0;
+}
+
 static int load_spec(const char *cmd, int *argc, char **argv, cm_spec_t **s)
 {
     const char *config = cm_up_config_arg(argc, argv);
@@ -273,11 +284,8 @@ int cm_ctl_status_main(int argc, char **argv)
 {
     int wide = 0, js = 0, watch = 0;
     cm_spec_t *s;
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            fputs(status_help, stdout);
-            return 0;
-        }
+    if (asks_help(argc, argv, status_help))
+        return 0;
     if (load_spec("status", &argc, argv, &s) < 0)
         return 2;
     for (int i = 1; i < argc; i++) {
@@ -384,11 +392,8 @@ static int scale_explain(const cm_spec_t *s, const char *svc, int js)
 
 int cm_ctl_scale_main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            fputs(scale_help, stdout);
-            return 0;
-        }
+    if (asks_help(argc, argv, scale_help))
+        return 0;
     cm_spec_t *s;
     if (load_spec("scale", &argc, argv, &s) < 0)
         return 2;
@@ -480,11 +485,8 @@ static json_t *rollout_of(json_t *st, const char *name)
 
 int cm_ctl_rollout_main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            fputs(rollout_help, stdout);
-            return 0;
-        }
+    if (asks_help(argc, argv, rollout_help))
+        return 0;
     cm_spec_t *s;
     if (load_spec("rollout", &argc, argv, &s) < 0)
         return 2;
@@ -563,11 +565,8 @@ static const char reload_help[] =
 
 int cm_ctl_reload_main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            fputs(reload_help, stdout);
-            return 0;
-        }
+    if (asks_help(argc, argv, reload_help))
+        return 0;
     /* where the control plane is: the file it runs may be the one just broken, so only
      * its control: section has to read (the control plane reports the file's errors) */
     cm_spec_t *s;
@@ -671,11 +670,8 @@ static const char logs_help[] =
 
 int cm_ctl_logs_main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            fputs(logs_help, stdout);
-            return 0;
-        }
+    if (asks_help(argc, argv, logs_help))
+        return 0;
     cm_spec_t *s;
     if (load_spec("logs", &argc, argv, &s) < 0)
         return 2;
