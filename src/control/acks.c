@@ -99,6 +99,14 @@ uint64_t cm_ack_index(const cm_ack_t *a, const char *service)
     return 0;
 }
 
+int cm_ack_applied(const cm_ack_t *a, const char *service, uint64_t index)
+{
+    for (int i = 0; a && i < a->nsvcs; i++)
+        if (strcmp(a->svcs[i].name, service) == 0)
+            return a->svcs[i].index >= index;
+    return a != NULL;
+}
+
 cm_ack_verdict_t cm_ack_check(const cm_ack_t *a, const char *service, uint64_t left_index,
                               const char *addr, int *inflight)
 {

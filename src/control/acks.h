@@ -55,6 +55,10 @@ cm_ack_verdict_t cm_ack_check(const cm_ack_t *a, const char *service, uint64_t l
                               const char *addr, int *inflight);
 /* The index a acknowledged for service, 0 when none. */
 uint64_t cm_ack_index(const cm_ack_t *a, const char *service);
+/* 1 when a gateway's last acknowledgement a says it routes on service's set at index or
+ * later, or that it follows no such service (so it is in no set of its); 0 when a is NULL
+ * or behind. Pure. */
+int cm_ack_applied(const cm_ack_t *a, const char *service, uint64_t index);
 
 typedef struct cm_acks cm_acks_t; /* opaque */
 

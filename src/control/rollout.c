@@ -168,16 +168,19 @@ cm_ro_action_t cm_ro_step(cm_ro_t *ro, const cm_ro_view_t *v)
                         ro->cur, (unsigned long long)ro->timeout_ms);
         return none;
     case CM_RO_PUBLISH:
-        if (v->watchers_past >= ro->pub_want) {
-            note(ro, "instance %d is in every follower's set (%d came back past index %" PRIu64 ")",
-                 ro->cur, v->watchers_past, ro->pub_index);
+        if (v->watchers_past >= ro->pub_want && v->gateways_past >= v->gateways) {
+            note(ro,
+                 "instance %d is in every follower's set (%d came back past index %" PRIu64
+                 ", %d gateway(s) acknowledged it)",
+                 ro->cur, v->watchers_past, ro->pub_index, v->gateways_past);
             return next(ro, v);
         }
         if (v->now >= ro->pub_until) {
             note(ro,
                  "instance %d: only %d of %d followers came back past index %" PRIu64
-                 " within %d ms; going on",
-                 ro->cur, v->watchers_past, ro->pub_want, ro->pub_index, CM_RO_PUBLISH_MS);
+                 " and %d of %d gateways acknowledged it within %d ms; going on",
+                 ro->cur, v->watchers_past, ro->pub_want, ro->pub_index, v->gateways_past,
+                 v->gateways, CM_RO_PUBLISH_MS);
             return next(ro, v);
         }
         return none;
@@ -257,6 +260,7 @@ static void view_of(cm_rollouts_t *r, const char *service, const cm_ro_t *ro, cm
         cm_sup_inst(r->sup, service, i, &v->inst[i]);
     v->reg_index = cm_registry_service_index(r->reg, service);
     v->watchers_past = cm_registry_nwatchers_past(r->reg, service, ro->pub_index, &v->watchers);
+    v->gateways_past = cm_sup_gateways_applied(r->sup, service, ro->pub_index, &v->gateways);
 }
 
 /* The instance's own last words (not the supervisor's notes) for a failure's reason. */

@@ -72,6 +72,8 @@ typedef struct cm_ro_view {
     uint64_t reg_index; /* the service's registry index */
     int watchers;       /* followers parked on the service */
     int watchers_past;  /* of them, parked at >= ro->pub_index */
+    int gateways;       /* running gateways */
+    int gateways_past;  /* of them, acknowledged >= ro->pub_index: it is in their tables */
 } cm_ro_view_t;
 
 typedef enum { CM_RO_ACT_NONE, CM_RO_ACT_SURGE, CM_RO_ACT_RESTART, CM_RO_ACT_STOP } cm_ro_act_t;

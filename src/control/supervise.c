@@ -723,6 +723,22 @@ static void forget_ack(inst_t *in)
     cm_acks_forget(in->sup->hooks.acks, id);
 }
 
+int cm_sup_gateways_applied(const cm_sup_t *s, const char *service, uint64_t index, int *total)
+{
+    const svc_t *g = gateway_svc((cm_sup_t *)s);
+    int applied = 0;
+    *total = 0;
+    for (int j = 0; g && s->hooks.acks && j < CM_SPEC_MAX_INST && j < 32; j++) {
+        if (!must_ack(g->inst[j]))
+            continue;
+        char id[CM_ACKS_ID_MAX];
+        gateway_id(g->inst[j], id, sizeof id);
+        (*total)++;
+        applied += cm_ack_applied(cm_acks_get(s->hooks.acks, id), service, index);
+    }
+    return applied;
+}
+
 /* "HOST:PORT" as a gateway reports it (its upstream URL without the scheme). */
 static void inst_addr(const inst_t *in, char *out, size_t cap)
 {

@@ -91,6 +91,10 @@ int cm_sup_ready(const cm_sup_t *s, const char *service, int index);
 void cm_sup_acked(cm_sup_t *s);
 /* 1 when the instance is LEAVING, with the registry index at which it left and the
  * gateways still waited for ("gateway/0 gateway/1", "" none) in waiting; else 0. */
+/* How many running gateways have acknowledged an index >= index for service (every worker
+ * of theirs routes on that set or a later one; one that follows no such service counts);
+ * *total gets how many are running. For the rollout: "in every gateway's set". */
+int cm_sup_gateways_applied(const cm_sup_t *s, const char *service, uint64_t index, int *total);
 int cm_sup_leaving(const cm_sup_t *s, const char *service, int index, uint64_t *left_index,
                    char *waiting, size_t cap);
 

@@ -259,6 +259,9 @@ Test(rollout, rollouts_in_a_row_under_load_answer_every_request_and_replace_ever
     h_resp_t r = sys_get(&sys, "/v1/events");
     cr_assert(strstr(r.body, "\"kind\":\"rollout\"") && strstr(r.body, "rollout done"), "%s",
               r.body);
+    /* each new instance went on only once the gateway's workers all routed on it */
+    cr_assert(strstr(r.body, "1 gateway(s) acknowledged it"), "%s", r.body);
+    cr_assert_null(strstr(r.body, "going on"), "no step waited out its bound: %s", r.body);
     h_resp_free(&r);
 }
 

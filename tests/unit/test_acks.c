@@ -110,3 +110,14 @@ Test(acks, the_gateway_body_parses_and_leaves_drained_instances_out)
     cr_assert_eq(cm_ack_check(&a, "users", 7, "127.0.0.1:7001", &m), CM_ACK_BUSY);
     cr_assert_eq(cm_ack_check(&a, "users", 7, "127.0.0.1:7002", &m), CM_ACK_DRAINED);
 }
+
+Test(acks, applied_means_routed_on_that_set_or_not_following_the_service)
+{
+    cm_ack_t a = parse_ok("{\"services\":{\"users\":7,\"orders\":0}}");
+    cr_assert(cm_ack_applied(&a, "users", 7), "routes on the set of index 7");
+    cr_assert(cm_ack_applied(&a, "users", 5), "or a later one");
+    cr_assert_not(cm_ack_applied(&a, "users", 8), "behind");
+    cr_assert_not(cm_ack_applied(&a, "orders", 1), "followed, no answer yet");
+    cr_assert(cm_ack_applied(&a, "billing", 3), "follows no such service: in no set of its");
+    cr_assert_not(cm_ack_applied(NULL, "users", 1), "no acknowledgement yet");
+}
