@@ -45,7 +45,7 @@ static cm_ro_action_t act(cm_ro_act_t a, int index)
 
 static int stale(const cm_ro_t *ro, const cm_ro_view_t *v, int i)
 {
-    return (ro->todo >> i & 1) || strcmp(v->inst[i].def, v->def) != 0;
+    return (ro->restart_set >> i & 1) || strcmp(v->inst[i].def, v->def) != 0;
 }
 
 /* Every path to FAILED: the surge goes (when it is still past the count), the rest stays. */
@@ -80,7 +80,7 @@ static cm_ro_action_t next(cm_ro_t *ro, const cm_ro_view_t *v)
 {
     for (int i = 0; i < ro->n; i++)
         if (stale(ro, v, i)) {
-            ro->todo &= ~(1ull << i);
+            ro->restart_set &= ~(1ull << i);
             start_wait(ro, v, CM_RO_REPLACE, i);
             note(ro, "replacing instance %d (pid %d) with the new definition %s (%d of %d)", i,
                  v->inst[i].pid, v->def, ro->replaced + 1, ro->total);
@@ -109,7 +109,7 @@ cm_ro_action_t cm_ro_begin(cm_ro_t *ro, const cm_ro_view_t *v, uint64_t timeout_
     for (int i = 0; i < ro->n; i++)
         ro->total += strcmp(v->inst[i].def, v->def) != 0;
     if (ro->total == 0) { /* nothing stale: the user asked for a restart of every one */
-        ro->todo = ro->n == 64 ? ~0ull : (1ull << ro->n) - 1;
+        ro->restart_set = ro->n == 64 ? ~0ull : (1ull << ro->n) - 1;
         ro->total = ro->n;
     }
     start_wait(ro, v, CM_RO_SURGE, ro->n);

@@ -48,19 +48,19 @@ const char *cm_ro_state_name(cm_ro_state_t s); /* "surge" */
 
 typedef struct cm_ro {
     cm_ro_state_t state;
-    int n;               /* instances at the start: the surge is at index n */
-    uint64_t todo;       /* indexes still to replace although not stale (a restart) */
-    int cur;             /* the instance waited for (n = the surge) */
-    int old_pid;         /* REPLACE: the pid it had */
-    int seen_running;    /* SURGE: the surge had a process */
-    uint64_t deadline;   /* ms (loop time): SURGE/REPLACE fail after it */
-    uint64_t timeout_ms; /* rollout_timeout */
-    uint64_t pub_index;  /* PUBLISH: the service's registry index when cur was ready */
-    uint64_t pub_until;  /* PUBLISH: proceed anyway after this */
-    int pub_want;        /* followers of the service before the step */
-    int replaced, total; /* progress */
-    char reason[768];    /* FAILED: why; DONE: a summary */
-    char note[512];      /* the step just taken (an event), cleared by the caller */
+    int n;                /* instances at the start: the surge is at index n */
+    uint64_t restart_set; /* bit i: instance i is replaced though not stale (a restart) */
+    int cur;              /* the instance waited for (n = the surge) */
+    int old_pid;          /* REPLACE: the pid it had */
+    int seen_running;     /* SURGE: the surge had a process */
+    uint64_t deadline;    /* ms (loop time): SURGE/REPLACE fail after it */
+    uint64_t timeout_ms;  /* rollout_timeout */
+    uint64_t pub_index;   /* PUBLISH: the service's registry index when cur was ready */
+    uint64_t pub_until;   /* PUBLISH: proceed anyway after this */
+    int pub_want;         /* followers of the service before the step */
+    int replaced, total;  /* progress */
+    char reason[768];     /* FAILED: why; DONE: a summary */
+    char note[512];       /* the step just taken (an event), cleared by the caller */
 } cm_ro_t;
 
 /* What a step sees: the service now. inst[i] for i in 0..n (n = the surge). */
