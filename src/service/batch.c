@@ -94,6 +94,8 @@ struct cm_batch {
     int probing;
 };
 
+#define GROUP_MAX 128 /* units a writer's group takes in before it commits */
+
 /* The store thread running on this thread, NULL on the worker's loop. */
 static _Thread_local store_thread_t *here;
 
@@ -271,16 +273,36 @@ static void run_batch(store_thread_t *t, job_t *jobs)
 {
     cm_batch_t *b = t->b;
     outcome_t *outs = NULL, **tail = &outs;
-    for (job_t *j = jobs; j; j = j->next)
+    job_t **end = &jobs;
+    int n = 0;
+    for (job_t *j = jobs; j; j = j->next, n++) {
         run_job(j);
+        end = &j->next;
+    }
+    /* The writer's group takes in what queued while it ran and commits once its queue is
+     * empty: the requests a commit answered come back together, and would otherwise trickle
+     * into the next group one by one (a group per fsync). Bounded, for the first ones'
+     * latency. A reader does not: its snapshot must not predate a request. */
+    while (t->kind == CM_BATCH_WRITE && n < GROUP_MAX) {
+        pthread_mutex_lock(&b->mu);
+        job_t *more = b->wq.head;
+        queue_init(&b->wq);
+        pthread_mutex_unlock(&b->mu);
+        if (!more)
+            break;
+        *end = more;
+        for (job_t *j = more; j; j = j->next, n++) {
+            run_job(j);
+            end = &j->next;
+        }
+    }
     int committed = 0;
     if (t->kind == CM_BATCH_WRITE) {
         committed = commit_group(b, &tail);
         /* for /readyz: a lost server is seen by the group that lost it (no round trip
          * here unless the backend's own probe is due) */
         atomic_store(&b->problem, cm_db_write_problem(b->db));
-    } else
-        cm_db_group_commit(t->db); /* ends the snapshot */
+    }
     if (committed) {
         outcome_t *o = outcome_new();
         o->committed = 1;
@@ -313,8 +335,15 @@ static void *store_main(void *arg)
         pthread_mutex_lock(&b->mu);
         while (!q->head && !b->stop)
             pthread_cond_wait(cv, &b->mu);
-        job_t *jobs = q->head; /* all of them: the next group is what queued meanwhile */
-        queue_init(q);
+        /* the writer takes them all (the next group is what queued meanwhile); a reader
+         * one, so that the readers' round trips overlap */
+        job_t *jobs = q->head;
+        if (!jobs || t->kind == CM_BATCH_WRITE || !jobs->next) {
+            queue_init(q);
+        } else {
+            q->head = jobs->next;
+            jobs->next = NULL;
+        }
         pthread_mutex_unlock(&b->mu);
         if (!jobs)
             break; /* stopping, and nothing left */
@@ -666,13 +695,16 @@ void cm_batch_refuse(cm_batch_t *b, cm_req_t *req, int status)
 
 int cm_batch_read(cm_batch_t *b, cm_req_t *req, cm_handler_fn again, cm_db_t **rdb)
 {
-    if (here) { /* a reader's batch of jobs: one snapshot, taken after they all queued */
+    if (here) { /* a reader thread */
         if (here->kind != CM_BATCH_READ) {
             cm_log_msg(CM_LOG_ERROR, "batch: a read on the writer (a bug)");
             return -EINVAL;
         }
+        /* No snapshot transaction: each statement sees what was committed when it began
+         * (after the request arrived), in one round trip, where BEGIN ... COMMIT would
+         * take three; no read of ours needs its statements to agree more than that. */
         *rdb = here->db;
-        return cm_db_read_begin(here->db);
+        return 0;
     }
     *rdb = b->rdb;
     if (b->threaded) {
