@@ -3,7 +3,9 @@
 # (scripts/pg.sh, fsync on, unix socket), with the same number of client connections:
 #   pg-get     cmesh users GET /users/{id} rps (wrk)   vs  pgbench -S tps (select only)
 #   pg-create  cmesh users POST /users creates/s (wrk) vs  pgbench -N tps (simple update)
-# and the ratios beside the issue's targets (GET >= 0.8x, creates >= 2x).
+# and the ratios beside the issue's targets (GET >= 0.8x, creates >= 2x), and the whole
+# machine's CPU time per operation during each run (every process: the client, cmesh or
+# pgbench, the server's backends; from /proc/stat, so run it on a quiet machine).
 # Usage: bench/pg.sh [path/to/cmesh]   env: PG_BENCH_DURATION (10, s) PG_BENCH_CONNECTIONS (8)
 #        PG_BENCH_WORKERS (1: cmesh workers; each holds 2 database connections)
 set -euo pipefail
@@ -66,17 +68,39 @@ pgbench_tps()
         awk '/^tps = / { printf "%.0f\n", $3 }'
 }
 
+# busy: the machine's busy CPU time so far, in microseconds (/proc/stat, all CPUs)
+busy()
+{
+    awk -v hz="$(getconf CLK_TCK)" '/^cpu / { printf "%.0f\n", ($2 + $3 + $4 + $7 + $8) * 1e6 / hz }' \
+        /proc/stat
+}
+# per_op BEFORE AFTER RATE: CPU microseconds per operation of a DUR-second run
+per_op()
+{
+    awk -v a="$1" -v b="$2" -v r="$3" -v d="$DUR" 'BEGIN { printf "%.0f\n", (r > 0 ? (b - a) / (r * d) : 0) }'
+}
+
+B0=$(busy)
 wrk -t1 -c"$CONNS" -d"${DUR}s" "http://127.0.0.1:$PORT/users/1" >"$TMP/get.txt" 2>&1
+B1=$(busy)
 GET=$(wrk_rate "$TMP/get.txt")
 SEL=$(pgbench_tps -S)
+B2=$(busy)
 wrk -t1 -c"$CONNS" -d"${DUR}s" -s "$ROOT/bench/post_users.lua" "http://127.0.0.1:$PORT/users" \
     -- "pg$RANDOM" >"$TMP/post.txt" 2>&1
+B3=$(busy)
 CRE=$(wrk_rate "$TMP/post.txt")
 UPD=$(pgbench_tps -N)
+B4=$(busy)
+GET_CPU=$(per_op "$B0" "$B1" "$GET")
+SEL_CPU=$(per_op "$B1" "$B2" "$SEL")
+CRE_CPU=$(per_op "$B2" "$B3" "$CRE")
+UPD_CPU=$(per_op "$B3" "$B4" "$UPD")
 
 echo "bench pg: $CONNS connections, ${DUR}s each, cmesh users --workers $WORKERS, fsync on"
-printf '%-10s %12s %14s %8s %8s\n' row cmesh/s pgbench-tps ratio target
-awk -v g="$GET" -v s="$SEL" -v c="$CRE" -v u="$UPD" 'BEGIN {
-    printf "%-10s %12d %14d %8.2f %8s\n", "pg-get", g, s, (s > 0 ? g / s : 0), ">=0.8"
-    printf "%-10s %12d %14d %8.2f %8s\n", "pg-create", c, u, (u > 0 ? c / u : 0), ">=2"
+printf '%-10s %12s %14s %8s %8s %14s\n' row cmesh/s pgbench-tps ratio target cpu_us/op
+awk -v g="$GET" -v s="$SEL" -v c="$CRE" -v u="$UPD" -v gc="$GET_CPU" -v sc="$SEL_CPU" \
+    -v cc="$CRE_CPU" -v uc="$UPD_CPU" 'BEGIN {
+    printf "%-10s %12d %14d %8.2f %8s %6d vs %5d\n", "pg-get", g, s, (s > 0 ? g / s : 0), ">=0.8", gc, sc
+    printf "%-10s %12d %14d %8.2f %8s %6d vs %5d\n", "pg-create", c, u, (u > 0 ? c / u : 0), ">=2", cc, uc
 }'

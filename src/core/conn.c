@@ -50,6 +50,8 @@ cm_req_t *cm__req_get(cm_conn_t *c)
     r->drain_cb = NULL;
     r->gone_cb = NULL;
     r->res_bytes = 0;
+    r->away = 0;
+    r->away_status = 0;
     cm_buf_reset(&r->log_extra);
     cm_buf_reset(&r->res_headers);
     cm_buf_reset(&r->res_body);
@@ -316,8 +318,27 @@ void cm__cur_finished(cm_conn_t *c, cm_req_t *r)
         cm__conn_kick(c);
 }
 
+void cm_req_away(cm_req_t *r)
+{
+    r->away = 1;
+    r->away_status = 0;
+}
+
+int cm_req_back(cm_req_t *r)
+{
+    r->away = 0;
+    if (!r->away_status)
+        return 0;
+    cm_res_send(r, r->away_status);
+    return 1;
+}
+
 void cm_res_send(cm_req_t *r, int status)
 {
+    if (r->away) { /* on a store thread: the worker's loop sends it (cm_req_back) */
+        r->away_status = status;
+        return;
+    }
     cm_conn_t *c = r->conn;
     if (!c) { /* the client left while we worked: nothing is sent; counted and logged as
                * 499 (nginx's "client closed request"), whatever the answer would have been */

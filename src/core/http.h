@@ -114,6 +114,8 @@ struct cm_req {
     cm_gone_cb gone_cb; /* cm_req_on_gone */
     void *gone_arg;
     uint64_t res_bytes; /* written to the client so far, head and framing included */
+    int away;           /* cm_req_away: an answer is recorded, not sent */
+    int away_status;    /* the answer recorded while away, 0 for none */
 };
 
 /* Returns the first header called name (case-insensitive) or NULL; *len gets its length. */
@@ -137,6 +139,13 @@ int cm_res_header_str(cm_req_t *req, const char *name, const char *value);
  * Sends (or queues behind earlier pipelined answers) and frees nothing the handler
  * owns. After this call req must not be touched. */
 void cm_res_send(cm_req_t *req, int status);
+/* Hands req to another thread (a store thread, service/batch.h): until cm_req_back(),
+ * cm_res_send() (and all that calls it) only records the status, and the worker's loop
+ * does not read or write req but to detach it when its client leaves (req->conn). */
+void cm_req_away(cm_req_t *req);
+/* Back on the worker's loop: sends the answer recorded while away and returns 1 (req
+ * must not be touched then), or returns 0 when none was (req is the caller's again). */
+int cm_req_back(cm_req_t *req);
 /* Builds {"error": msg} (plus "field" when field is not NULL) in res_body without
  * sending it, for answers that must wait (group commit). */
 void cm_res_error_body(cm_req_t *req, const char *field, const char *fmt, ...)

@@ -48,9 +48,8 @@ typedef struct orders_opts {
 } orders_opts_t;
 
 typedef struct orders_worker {
-    cm_db_t *db;       /* writes, in the batch's group */
-    cm_db_t *rdb;      /* reads: committed data only */
-    cm_batch_t *batch; /* every write goes through it: group commit */
+    cm_db_t *db;       /* writes, in the batch's group (used only inside units) */
+    cm_batch_t *batch; /* every store call goes through it: group commit */
     cm_client_t *users;
     cm_feed_t *feed;           /* GET /events */
     cm_retention_t *retention; /* NULL but on the worker that prunes */
@@ -69,6 +68,8 @@ typedef struct order_op {
     int has_status;
     unsigned ticket; /* round robin over the watched users set */
     int tries;       /* instances that refused the connection so far */
+    int ask;         /* its unit found the user unseen: the loop asks the users service */
+    int asked;       /* the users service said the user exists */
 } order_op_t;
 
 /* ------------------------------------------------------------------------- */
@@ -215,24 +216,32 @@ static void answer_user_gone(cm_req_t *req, int64_t user_id)
     cm_res_error_body(req, "userId", "user %lld does not exist (deleted)", (long long)user_id);
 }
 
-/* Inside the unit: refuses (422, held) an order for a user the users feed said is gone.
- * The delete may have been applied while this request's user check was in flight: this
- * check and the delete's unit both hold the write lock, so one sees the other (the
- * delete applied after an order cancels it). Returns 1 when refused. */
-static int refuse_if_gone(cm_req_t *req, orders_worker_t *w, int64_t user_id)
+/* Inside the unit: the user check. An order for a user the users feed said is gone is
+ * refused (422, held), also when the delete was applied while the users service was being
+ * asked: this check and the delete's unit both hold the write lock, so one sees the other
+ * (a delete applied after an order cancels it). A user the feed told of is accepted (also
+ * while users is down); an unseen one not yet asked about ends the unit untouched with
+ * op->ask set, for the loop to ask. Returns 0 to go on, 1 when the unit ended. */
+static int check_user(cm_req_t *req, orders_worker_t *w, order_op_t *op)
 {
-    if (!user_id)
+    if (!op->user_id)
         return 0;
-    int st = cm_orders_user_state(w->db, user_id);
+    int st = cm_orders_user_state(w->db, op->user_id);
     if (st < 0) {
         refuse(req, w->batch, st);
         return 1;
     }
-    if (st != CM_USER_GONE)
+    if (st == CM_USER_GONE) {
+        cm_buf_reset(&req->res_body);
+        answer_user_gone(req, op->user_id);
+        cm_batch_refuse(w->batch, req, 422);
+        return 1;
+    }
+    if (st == CM_USER_KNOWN || op->asked)
         return 0;
+    cm_batch_undo(w->batch);
     cm_buf_reset(&req->res_body);
-    answer_user_gone(req, user_id);
-    cm_batch_refuse(w->batch, req, 422);
+    op->ask = 1;
     return 1;
 }
 
@@ -242,8 +251,7 @@ static void finish_create(order_op_t *op)
     orders_worker_t *w = worker_of(req);
     cm_rest_idem_t idem;
     int64_t id = 0;
-    if (cm_rest_write_begin(req, w->batch, w->db, &idem, refuse) ||
-        refuse_if_gone(req, w, op->user_id))
+    if (cm_rest_write_begin(req, w->batch, w->db, &idem, refuse) || check_user(req, w, op))
         return;
     int rc = cm_orders_insert(w->db, op->user_id, op->status, &id, &req->res_body);
     if (rc == 0)
@@ -277,7 +285,7 @@ static void finish_update(order_op_t *op)
     char current[CM_ORDER_STATUS_MAX];
     cm_rest_idem_t idem;
     if (cm_rest_write_begin(req, w->batch, w->db, &idem, refuse) ||
-        check_for_write(req, w, op->id, current) || refuse_if_gone(req, w, op->user_id))
+        check_for_write(req, w, op->id, current) || check_user(req, w, op))
         return;
     if (op->has_status && !transition_ok(current, op->status)) {
         cm_buf_appendf(&req->res_body,
@@ -302,13 +310,37 @@ static void finish_update(order_op_t *op)
     cm_rest_write_end(req, w->batch, w->db, &idem, refuse, 200, NULL);
 }
 
-static void finish(order_op_t *op)
+static void ask_users(order_op_t *op);
+
+/* The write's unit (service/batch.h: on PostgreSQL on the worker's store writer). */
+static void op_unit(void *data)
 {
+    order_op_t *op = data;
     if (op->id)
         finish_update(op);
     else
         finish_create(op);
-    free(op);
+}
+
+/* After the unit, on the loop: the users service is asked about an unseen user, or op
+ * is done. */
+static void op_after(void *data)
+{
+    order_op_t *op = data;
+    if (!op->ask) {
+        free(op);
+        return;
+    }
+    op->ask = 0;
+    orders_worker_t *w = worker_of(op->req);
+    if (w->opts->regset)
+        op->ticket = cm_regset_ticket(w->opts->regset);
+    ask_users(op);
+}
+
+static void run_op(order_op_t *op)
+{
+    cm_batch_run(worker_of(op->req)->batch, CM_BATCH_WRITE, op->req, op_unit, op_after, op);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -388,7 +420,7 @@ static int orders_ready(void *config, void *state, char *why, size_t cap)
 {
     const orders_opts_t *o = config;
     orders_worker_t *w = state;
-    const char *db_problem = w ? cm_db_write_problem(w->db) : NULL;
+    const char *db_problem = w ? cm_batch_write_problem(w->batch) : NULL;
     if (db_problem) {
         snprintf(why, cap, "%s", db_problem);
         return -EIO;
@@ -411,8 +443,6 @@ static int orders_ready(void *config, void *state, char *why, size_t cap)
     return -EPROTO;
 }
 
-static void ask_users(order_op_t *op);
-
 /* The users service answered (or did not) whether op->user_id exists. */
 static void on_user_checked(int status, const char *body, size_t len, void *data)
 {
@@ -430,7 +460,8 @@ static void on_user_checked(int status, const char *body, size_t len, void *data
     user_answer_t a = classify(status, body, len, op->user_id);
     note_answer(o, a, status, body, op->user_id);
     if (a == USER_FOUND) {
-        finish(op);
+        op->asked = 1;
+        run_op(op);
         return;
     }
     if (a == USER_NOT_FOUND) {
@@ -447,36 +478,6 @@ static void on_user_checked(int status, const char *body, size_t len, void *data
             cm_res_error(req, 503, "users service unavailable: it answered %d", status);
     }
     free(op);
-}
-
-/* Runs op now, or after asking the users service when it names a user. */
-static void check_user_then_finish(order_op_t *op)
-{
-    cm_req_t *req = op->req;
-    orders_worker_t *w = worker_of(req);
-    if (!op->user_id) {
-        finish(op);
-        return;
-    }
-    /* the local set first: a user the users feed told of needs no question (and is
-     * accepted while users is down); only an unseen one is asked about */
-    cm_db_t *rdb;
-    int st = cm_batch_read(w->batch, req, NULL, &rdb);
-    if (st == 0)
-        st = cm_orders_user_state(rdb, op->user_id);
-    if (st == CM_USER_KNOWN) {
-        finish(op);
-        return;
-    }
-    if (st == CM_USER_GONE) {
-        answer_user_gone(req, op->user_id);
-        cm_res_send(req, 422);
-        free(op);
-        return;
-    }
-    if (w->opts->regset)
-        op->ticket = cm_regset_ticket(w->opts->regset);
-    ask_users(op);
 }
 
 /* One try of op's user check, at the instance its ticket and tries name. */
@@ -524,37 +525,12 @@ static order_op_t *op_from_body(cm_req_t *req, int create)
     return op;
 }
 
-/* A replayed key is answered before bothering the users service. It is read from
- * committed data, so the answer goes out at once; a key stored by a group still open
- * is found again inside the write's own unit. Returns 1 when req was answered. */
-static int replayed(cm_req_t *req, orders_worker_t *w)
-{
-    if (!cm_req_header(req, "Idempotency-Key", NULL))
-        return 0;
-    cm_rest_idem_t idem;
-    cm_db_t *rdb;
-    int status, rc = cm_batch_read(w->batch, req, NULL, &rdb);
-    if (rc == 0)
-        rc = cm_rest_idem_check(req, rdb, &idem, &status);
-    if (rc == 0)
-        return 0;
-    if (rc < 0)
-        cm_rest_db_error(req, rc);
-    else
-        cm_res_send(req, status);
-    return 1;
-}
-
 static void orders_create(cm_req_t *req)
 {
     order_op_t *op = op_from_body(req, 1);
     if (!op)
         return;
-    if (replayed(req, worker_of(req))) {
-        free(op);
-        return;
-    }
-    check_user_then_finish(op);
+    run_op(op); /* a replayed key is answered in the unit, before asking users */
 }
 
 static void orders_update(cm_req_t *req)
@@ -568,31 +544,24 @@ static void orders_update(cm_req_t *req)
     if (!op)
         return;
     op->id = id;
-    if (replayed(req, worker_of(req))) {
-        free(op);
-        return;
-    }
-    check_user_then_finish(op);
+    run_op(op);
 }
 
-static void orders_delete(cm_req_t *req)
+static void delete_unit(void *data)
 {
-    int64_t id;
+    order_op_t *op = data;
+    cm_req_t *req = op->req;
     orders_worker_t *w = worker_of(req);
     char current[CM_ORDER_STATUS_MAX];
     cm_rest_idem_t idem;
-    if (cm_req_param_id(req, 0, &id) < 0) {
-        not_found(req);
-        return;
-    }
     if (cm_rest_write_begin(req, w->batch, w->db, &idem, refuse) ||
-        check_for_write(req, w, id, current))
+        check_for_write(req, w, op->id, current))
         return;
-    int rc = cm_orders_delete(w->db, id);
+    int rc = cm_orders_delete(w->db, op->id);
     if (rc == 0) {
-        char data[48];
-        int n = snprintf(data, sizeof data, "{\"id\":%lld}", (long long)id);
-        rc = cm_outbox_add(w->db, "order.deleted", data, (size_t)n, NULL);
+        char event[48];
+        int n = snprintf(event, sizeof event, "{\"id\":%lld}", (long long)op->id);
+        rc = cm_outbox_add(w->db, "order.deleted", event, (size_t)n, NULL);
     }
     if (rc < 0) {
         refuse(req, w->batch, rc);
@@ -602,9 +571,26 @@ static void orders_delete(cm_req_t *req)
     cm_rest_write_end(req, w->batch, w->db, &idem, refuse, 200, NULL);
 }
 
+static void orders_delete(cm_req_t *req)
+{
+    int64_t id;
+    if (cm_req_param_id(req, 0, &id) < 0) {
+        not_found(req);
+        return;
+    }
+    order_op_t *op = calloc(1, sizeof *op);
+    if (!op) {
+        cm_res_error(req, 500, "out of memory");
+        return;
+    }
+    op->req = req;
+    op->id = id;
+    cm_batch_run(worker_of(req)->batch, CM_BATCH_WRITE, req, delete_unit, free, op);
+}
+
 static void orders_events(cm_req_t *req)
 {
-    cm_feed_get(worker_of(req)->feed, req, orders_events);
+    cm_feed_get(worker_of(req)->feed, req);
 }
 
 /* GET /orders/consistency: how far the users feed is applied and what is still to mend:
@@ -691,9 +677,7 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
     w->opts = o;
     int rc = cm_svc_open_db(&o->svc, &w->db);
     if (rc == 0)
-        rc = cm_db_open_reader(o->svc.db, &w->rdb);
-    if (rc == 0)
-        rc = cm_batch_new(loop, w->db, w->rdb, &w->batch);
+        rc = cm_batch_new(loop, w->db, o->svc.db, &w->batch);
     if (rc == 0)
         rc = cm_client_new(loop, &w->users);
     if (rc == 0)
@@ -715,7 +699,6 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
         cm_feed_free(w->feed);
         cm_client_free(w->users);
         cm_batch_free(w->batch);
-        cm_db_close(w->rdb);
         cm_db_close(w->db);
         free(w);
         return rc;
@@ -731,12 +714,12 @@ static void worker_free(void *state)
     if (!w)
         return;
     cm_sub_free(w->sub);      /* its poll in flight is cancelled */
-    cm_client_free(w->users); /* pending checks answer 503 first; they still use db */
     cm_feed_free(w->feed);    /* answers the parked long-polls */
-    cm_batch_free(w->batch);  /* commits and answers what it holds */
+    cm_batch_free(w->batch);  /* finishes, commits and answers what it holds; a unit that
+                               * found an unseen user may start one more check */
+    cm_client_free(w->users); /* pending checks answer 503 */
     cm_retention_free(w->retention);
     cm_buf_free(&w->scratch);
-    cm_db_close(w->rdb);
     cm_db_close(w->db);
     free(w);
 }

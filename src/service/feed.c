@@ -18,10 +18,13 @@
 #define POLL_MS 100
 
 typedef struct parked {
+    cm_feed_t *feed;
     cm_req_t *req;
     int64_t after;
     int limit;
     uint64_t deadline; /* uv_now() ms */
+    int force;         /* answer what is there, even nothing: the wait is over */
+    int answered;
     struct parked *next;
 } parked_t;
 
@@ -31,6 +34,9 @@ struct cm_feed {
     cm_batch_t *batch;
     parked_t *parked;
     int closing;
+    int polling; /* a head query is out (cm_batch_run) */
+    int poll_rc; /* its result, for poll_done */
+    int64_t poll_head;
     int open_handles; /* the memory goes when both timers are closed */
 };
 
@@ -53,35 +59,85 @@ static void answer(cm_req_t *req, int64_t after, int limit, cm_db_t *rdb)
     cm_res_send(req, 200);
 }
 
-/* Answers the parked requests that have events past their cursor, whose wait ended, or
- * whose server drains; keeps the rest. */
-static void recheck(cm_feed_t *f)
+static void park(cm_feed_t *f, parked_t *p);
+
+/* A read (cm_batch_run): the page when there is one past the cursor or the wait is over;
+ * else nothing, and the loop parks the request. */
+static void get_work(void *data)
 {
-    if (!f->parked)
-        return;
+    parked_t *p = data;
     cm_db_t *rdb;
     int64_t head = 0;
-    int rc = cm_batch_read(f->batch, f->parked->req, NULL, &rdb);
+    int rc = cm_batch_read(p->feed->batch, p->req, NULL, &rdb);
     if (rc == 0)
         rc = cm_outbox_head(rdb, &head);
+    if (rc < 0) {
+        cm_rest_db_error(p->req, rc);
+        p->answered = 1;
+    } else if (head != p->after || p->force) {
+        answer(p->req, p->after, p->limit, rdb);
+        p->answered = 1;
+    }
+}
+
+static void get_done(void *data)
+{
+    parked_t *p = data;
+    cm_feed_t *f = p->feed;
+    if (p->answered) {
+        free(p);
+    } else if (f->closing || cm_server_draining(p->req)) {
+        p->force = 1;
+        cm_batch_run(f->batch, CM_BATCH_READ, p->req, get_work, get_done, p);
+    } else {
+        park(f, p);
+    }
+}
+
+/* The parked request's page now, whatever it holds. */
+static void unpark(cm_feed_t *f, parked_t *p)
+{
+    p->force = 1;
+    cm_batch_run(f->batch, CM_BATCH_READ, p->req, get_work, get_done, p);
+}
+
+static void poll_work(void *data)
+{
+    cm_feed_t *f = data;
+    cm_db_t *rdb;
+    f->poll_rc = cm_batch_read(f->batch, NULL, NULL, &rdb);
+    if (f->poll_rc == 0)
+        f->poll_rc = cm_outbox_head(rdb, &f->poll_head);
+}
+
+/* Answers the parked requests that have events past their cursor, whose wait ended, or
+ * whose server drains; keeps the rest. */
+static void poll_done(void *data)
+{
+    cm_feed_t *f = data;
+    f->polling = 0;
     uint64_t now = uv_now(f->tick.loop);
     parked_t **pp = &f->parked;
     while (*pp) {
         parked_t *p = *pp;
-        if (rc == 0 && head <= p->after && now < p->deadline && !f->closing &&
+        if (f->poll_rc == 0 && f->poll_head <= p->after && now < p->deadline && !f->closing &&
             !cm_server_draining(p->req)) {
             pp = &p->next;
             continue;
         }
         *pp = p->next;
-        if (rc < 0)
-            cm_rest_db_error(p->req, rc);
-        else
-            answer(p->req, p->after, p->limit, rdb);
-        free(p);
+        unpark(f, p);
     }
     if (!f->parked)
         uv_timer_stop(&f->tick);
+}
+
+static void recheck(cm_feed_t *f)
+{
+    if (!f->parked || f->polling)
+        return;
+    f->polling = 1;
+    cm_batch_run(f->batch, CM_BATCH_READ, NULL, poll_work, poll_done, f);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -123,7 +179,11 @@ void cm_feed_free(cm_feed_t *f)
     if (!f)
         return;
     f->closing = 1;
-    recheck(f);
+    while (f->parked) {
+        parked_t *p = f->parked;
+        f->parked = p->next;
+        unpark(f, p);
+    }
     cm_batch_on_commit(f->batch, NULL, NULL);
     uv_close((uv_handle_t *)&f->tick, on_closed);
     uv_close((uv_handle_t *)&f->kick, on_closed);
@@ -147,34 +207,31 @@ static int wait_param(cm_req_t *req, uint64_t *ms)
     return 0;
 }
 
-void cm_feed_get(cm_feed_t *f, cm_req_t *req, cm_handler_fn again)
+static void park(cm_feed_t *f, parked_t *p)
+{
+    p->next = f->parked;
+    f->parked = p;
+    if (!uv_is_active((uv_handle_t *)&f->tick))
+        uv_timer_start(&f->tick, on_tick, POLL_MS, POLL_MS);
+}
+
+void cm_feed_get(cm_feed_t *f, cm_req_t *req)
 {
     int limit;
-    int64_t after, head;
+    int64_t after;
     uint64_t wait;
     if (cm_rest_page(req, &limit, &after) < 0 || wait_param(req, &wait) < 0)
         return;
-    cm_db_t *rdb;
-    int rc = cm_batch_read(f->batch, req, again, &rdb);
-    if (rc == 1)
-        return; /* called again after the commit of this connection's write */
-    if (rc == 0)
-        rc = cm_outbox_head(rdb, &head);
-    if (rc < 0) {
-        cm_rest_db_error(req, rc);
-        return;
-    }
-    if (head != after || wait == 0 || f->closing || cm_server_draining(req)) {
-        answer(req, after, limit, rdb);
-        return;
-    }
     parked_t *p = malloc(sizeof *p);
     if (!p) {
         cm_res_error(req, 500, "out of memory");
         return;
     }
-    *p = (parked_t){req, after, limit, uv_now(f->tick.loop) + wait, f->parked};
-    f->parked = p;
-    if (!uv_is_active((uv_handle_t *)&f->tick))
-        uv_timer_start(&f->tick, on_tick, POLL_MS, POLL_MS);
+    *p = (parked_t){.feed = f,
+                    .req = req,
+                    .after = after,
+                    .limit = limit,
+                    .deadline = uv_now(f->tick.loop) + wait,
+                    .force = wait == 0 || f->closing || cm_server_draining(req)};
+    cm_batch_run(f->batch, CM_BATCH_READ, req, get_work, get_done, p);
 }

@@ -30,9 +30,9 @@ int cm_feed_new(uv_loop_t *loop, cm_batch_t *b, cm_feed_t **out);
 /* Answers every parked request (what is there, else empty), closes the timers; the
  * memory goes in their close callbacks (run the loop once more). NULL is a no-op. */
 void cm_feed_free(cm_feed_t *f);
-/* The handler of GET /events: the service's route calls it with its worker's feed and
- * itself as again (a read after a held write of the same connection runs after that
- * commit, service/batch.h). */
-void cm_feed_get(cm_feed_t *f, cm_req_t *req, cm_handler_fn again);
+/* The handler of GET /events: the service's route calls it with its worker's feed (a
+ * read after a held write of the same connection runs after that commit, see
+ * service/batch.h). */
+void cm_feed_get(cm_feed_t *f, cm_req_t *req);
 
 #endif

@@ -19,6 +19,7 @@ struct cm_retention {
     cm_db_t *db;
     uint64_t key_ms, event_ms;
     int full; /* the last tick deleted a whole batch of some kind */
+    int kept; /* the tick's unit was kept: on_kept schedules the next */
 };
 
 static atomic_int running; /* one pruner per process */
@@ -51,12 +52,14 @@ static void on_kept(void *data, int ok)
         schedule(r);
 }
 
-static void on_tick(uv_timer_t *t)
+/* A tick's unit (cm_batch_run: on the store's writer). */
+static void prune_work(void *data)
 {
-    cm_retention_t *r = t->data;
+    cm_retention_t *r = data;
     char keys[32], events[32];
     cm_retention_cutoff(r->key_ms, keys);
     cm_retention_cutoff(r->event_ms, events);
+    r->kept = 0;
     int rc = cm_batch_begin(r->batch);
     int began = rc == 0, nk = 0, ne = 0;
     if (rc == 0 && (nk = cm_idem_prune(r->db, keys, CM_RETENTION_BATCH)) < 0)
@@ -68,16 +71,28 @@ static void on_tick(uv_timer_t *t)
         if (began)
             cm_batch_undo(r->batch);
         r->full = 0;
-        schedule(r);
         return;
     }
     r->full = nk == CM_RETENTION_BATCH || ne == CM_RETENTION_BATCH;
     if (nk + ne == 0) { /* nothing to keep: the unit is empty */
         cm_batch_undo(r->batch);
-        schedule(r);
         return;
     }
+    r->kept = 1;
     cm_batch_keep(r->batch, on_kept, r);
+}
+
+static void prune_done(void *data)
+{
+    cm_retention_t *r = data;
+    if (!r->kept && !uv_is_closing((uv_handle_t *)&r->timer))
+        schedule(r);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    cm_retention_t *r = t->data;
+    cm_batch_run(r->batch, CM_BATCH_WRITE, NULL, prune_work, prune_done, r);
 }
 
 int cm_retention_start(uv_loop_t *loop, cm_batch_t *b, cm_db_t *db, uint64_t key_ms,

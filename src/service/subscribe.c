@@ -23,6 +23,10 @@ struct cm_sub {
     unsigned backoff_ms;
     int tries;
     int polling, closing, warned;
+    /* a store job's (cm_batch_run): its input and result, for its done on the loop */
+    json_t *page;
+    int rc;
+    int applied; /* the page's unit was kept: on_kept goes on */
 };
 
 static atomic_int running; /* one subscriber per process */
@@ -131,12 +135,38 @@ static int apply_page(cm_sub_t *s, json_t *events)
     if (last == cursor) { /* nothing new for this database */
         cm_batch_undo(s->batch);
         s->cursor = cursor;
-        later(s, 0);
         return 0;
     }
     s->pending = last;
+    s->applied = 1;
     cm_batch_keep(s->batch, on_kept, s);
     return 0;
+}
+
+/* The page's unit (cm_batch_run: on the store's writer), then its outcome on the loop. */
+static void apply_work(void *data)
+{
+    cm_sub_t *s = data;
+    s->applied = 0;
+    s->rc = apply_page(s, json_object_get(s->page, "events"));
+}
+
+static void apply_done(void *data)
+{
+    cm_sub_t *s = data;
+    json_decref(s->page);
+    s->page = NULL;
+    if (s->closing)
+        return;
+    if (s->rc < 0) {
+        cm_log_msg(CM_LOG_WARN, "subscribe %s: a page could not be applied: %s", s->cfg.name,
+                   strerror(-s->rc));
+        failed(s);
+        return;
+    }
+    s->tries = 0;
+    if (!s->applied)
+        later(s, 0); /* nothing new: the next page now; else on_kept goes on */
 }
 
 static void on_page(int status, const char *body, size_t len, void *data)
@@ -166,33 +196,13 @@ static void on_page(int status, const char *body, size_t len, void *data)
         failed(s);
         return;
     }
-    int rc = apply_page(s, events);
-    json_decref(o);
-    if (rc < 0) {
-        cm_log_msg(CM_LOG_WARN, "subscribe %s: a page could not be applied: %s", s->cfg.name,
-                   strerror(-rc));
-        failed(s);
-        return;
-    }
-    s->tries = 0;
+    s->page = o;
+    cm_batch_run(s->batch, CM_BATCH_WRITE, NULL, apply_work, apply_done, s);
 }
 
-static void poll_now(uv_timer_t *t)
+/* The long poll for the page past the cursor. */
+static void ask(cm_sub_t *s)
 {
-    cm_sub_t *s = t->data;
-    if (s->closing || s->polling)
-        return;
-    if (s->cursor < 0) {
-        cm_db_t *rdb;
-        int rc = cm_batch_read(s->batch, NULL, NULL, &rdb);
-        if (rc == 0)
-            rc = cm_sub_cursor(rdb, s->cfg.name, &s->cursor);
-        if (rc < 0) {
-            s->cursor = -1;
-            failed(s);
-            return;
-        }
-    }
     char base[512], url[700];
     if (s->cfg.base(s->cfg.data, s->tries, base, sizeof base) < 0) {
         failed(s);
@@ -206,6 +216,42 @@ static void poll_now(uv_timer_t *t)
         return;
     }
     s->polling = 1;
+}
+
+static void cursor_work(void *data)
+{
+    cm_sub_t *s = data;
+    cm_db_t *rdb;
+    s->rc = cm_batch_read(s->batch, NULL, NULL, &rdb);
+    if (s->rc == 0)
+        s->rc = cm_sub_cursor(rdb, s->cfg.name, &s->cursor);
+}
+
+static void cursor_done(void *data)
+{
+    cm_sub_t *s = data;
+    s->polling = 0;
+    if (s->closing)
+        return;
+    if (s->rc < 0) {
+        s->cursor = -1;
+        failed(s);
+        return;
+    }
+    ask(s);
+}
+
+static void poll_now(uv_timer_t *t)
+{
+    cm_sub_t *s = t->data;
+    if (s->closing || s->polling)
+        return;
+    if (s->cursor >= 0) {
+        ask(s);
+        return;
+    }
+    s->polling = 1; /* the stored cursor first */
+    cm_batch_run(s->batch, CM_BATCH_READ, NULL, cursor_work, cursor_done, s);
 }
 
 int cm_sub_start(uv_loop_t *loop, cm_batch_t *b, cm_db_t *db, const cm_sub_cfg_t *cfg,

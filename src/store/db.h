@@ -1,7 +1,8 @@
 /* store/db.h: the storage interface every service uses, on two backends: SQLite (a
  * file path) and PostgreSQL (libpq: a postgres:// or postgresql:// URI, or libpq's
  * keyword form "host=... dbname=..."), chosen by cm_db_open() from the target's form.
- * One cm_db_t is one connection, owned by one worker thread (never shared).
+ * One cm_db_t is one connection, used by one thread at a time (a worker's loop, or one of
+ * its store threads on PostgreSQL: service/batch.h).
  * SQL is written portably: `?` placeholders, INSERT ... RETURNING; on PostgreSQL `?`
  * becomes `$n` once, when the statement is prepared. */
 #ifndef CMESH_STORE_DB_H

@@ -23,9 +23,8 @@
 #define EMAIL_MAX      254 /* RFC 5321 4.5.3.1.3, less the angle brackets */
 
 typedef struct users_worker {
-    cm_db_t *db;               /* writes, in the batch's group */
-    cm_db_t *rdb;              /* reads: committed data only */
-    cm_batch_t *batch;         /* every write goes through it: group commit */
+    cm_db_t *db;               /* writes, in the batch's group (used only inside units) */
+    cm_batch_t *batch;         /* every store call goes through it: group commit */
     cm_feed_t *feed;           /* GET /events */
     cm_retention_t *retention; /* NULL but on the worker that prunes */
 } users_worker_t;
@@ -189,32 +188,78 @@ static void refuse(cm_req_t *req, cm_batch_t *b, int rc)
     cm_rest_refuse(req, b, rc, "User not found");
 }
 
-static void users_create(cm_req_t *req)
+/* A write as the loop parsed it, for its unit (service/batch.h: on PostgreSQL the unit
+ * runs on the worker's store writer). */
+typedef struct user_op {
+    cm_req_t *req;
+    json_t *body; /* NULL for a delete; in points into it */
+    user_input_t in;
+    int64_t id; /* 0 for a create */
+} user_op_t;
+
+static void op_free(void *data)
+{
+    user_op_t *op = data;
+    json_decref(op->body);
+    free(op);
+}
+
+/* Hands op's unit to the batch; op is freed after it. */
+static void run_unit(cm_req_t *req, user_op_t *op, cm_batch_fn unit)
+{
+    users_worker_t *w = req->state;
+    cm_batch_run(w->batch, CM_BATCH_WRITE, req, unit, op_free, op);
+}
+
+/* Parses a write's body into a new op; NULL when an answer was sent. */
+static user_op_t *op_from_body(cm_req_t *req, int64_t id)
 {
     if (cm_rest_require_json(req) < 0)
-        return;
+        return NULL;
     json_t *o = cm_rest_body_object(req);
     if (!o)
-        return;
+        return NULL;
+    user_op_t *op = calloc(1, sizeof *op);
+    if (!op) {
+        json_decref(o);
+        cm_res_error(req, 500, "out of memory");
+        return NULL;
+    }
+    *op = (user_op_t){.req = req, .body = o, .id = id};
+    if (validate(req, o, !id, &op->in) < 0) {
+        op_free(op);
+        return NULL;
+    }
+    return op;
+}
+
+static void create_unit(void *data)
+{
+    user_op_t *op = data;
+    cm_req_t *req = op->req;
     users_worker_t *w = req->state;
-    user_input_t in;
     cm_rest_idem_t idem;
     int64_t id = 0;
-    if (validate(req, o, 1, &in) < 0 || cm_rest_write_begin(req, w->batch, w->db, &idem, refuse))
-        goto done;
-    int rc =
-        cm_users_insert(w->db, in.name, in.name_len, in.email, in.email_len, &id, &req->res_body);
+    if (cm_rest_write_begin(req, w->batch, w->db, &idem, refuse))
+        return;
+    int rc = cm_users_insert(w->db, op->in.name, op->in.name_len, op->in.email, op->in.email_len,
+                             &id, &req->res_body);
     if (rc == 0) /* the event in the same unit: it exists iff the user does */
         rc = cm_outbox_add(w->db, "user.created", req->res_body.data, req->res_body.len, NULL);
     if (rc < 0) {
         refuse(req, w->batch, rc);
-        goto done;
+        return;
     }
     char location[48];
     snprintf(location, sizeof location, "/users/%lld", (long long)id);
     cm_rest_write_end(req, w->batch, w->db, &idem, refuse, 201, location);
-done:
-    json_decref(o);
+}
+
+static void users_create(cm_req_t *req)
+{
+    user_op_t *op = op_from_body(req, 0);
+    if (op)
+        run_unit(req, op, create_unit);
 }
 
 /* Inside a unit: checks that the user exists and that its preconditions hold. Returns 0
@@ -229,6 +274,25 @@ static int check_for_write(cm_req_t *req, users_worker_t *w, int64_t id)
     return cm_rest_write_check_etag(req, w->batch, "user");
 }
 
+static void update_unit(void *data)
+{
+    user_op_t *op = data;
+    cm_req_t *req = op->req;
+    users_worker_t *w = req->state;
+    cm_rest_idem_t idem;
+    if (cm_rest_write_begin(req, w->batch, w->db, &idem, refuse) || check_for_write(req, w, op->id))
+        return;
+    int rc = cm_users_update(w->db, op->id, op->in.name, op->in.name_len, op->in.email,
+                             op->in.email_len, &req->res_body);
+    if (rc == 0) /* 1: a no-op, which changes nothing and so tells nobody */
+        rc = cm_outbox_add(w->db, "user.updated", req->res_body.data, req->res_body.len, NULL);
+    if (rc < 0) {
+        refuse(req, w->batch, rc);
+        return;
+    }
+    cm_rest_write_end(req, w->batch, w->db, &idem, refuse, 200, NULL);
+}
+
 static void users_update(cm_req_t *req)
 {
     int64_t id;
@@ -236,46 +300,24 @@ static void users_update(cm_req_t *req)
         not_found(req);
         return;
     }
-    if (cm_rest_require_json(req) < 0)
-        return;
-    json_t *o = cm_rest_body_object(req);
-    if (!o)
-        return;
-    users_worker_t *w = req->state;
-    user_input_t in;
-    cm_rest_idem_t idem;
-    if (validate(req, o, 0, &in) < 0 || cm_rest_write_begin(req, w->batch, w->db, &idem, refuse) ||
-        check_for_write(req, w, id))
-        goto done;
-    int rc =
-        cm_users_update(w->db, id, in.name, in.name_len, in.email, in.email_len, &req->res_body);
-    if (rc == 0) /* 1: a no-op, which changes nothing and so tells nobody */
-        rc = cm_outbox_add(w->db, "user.updated", req->res_body.data, req->res_body.len, NULL);
-    if (rc < 0) {
-        refuse(req, w->batch, rc);
-        goto done;
-    }
-    cm_rest_write_end(req, w->batch, w->db, &idem, refuse, 200, NULL);
-done:
-    json_decref(o);
+    user_op_t *op = op_from_body(req, id);
+    if (op)
+        run_unit(req, op, update_unit);
 }
 
-static void users_delete(cm_req_t *req)
+static void delete_unit(void *data)
 {
-    int64_t id;
+    user_op_t *op = data;
+    cm_req_t *req = op->req;
     users_worker_t *w = req->state;
     cm_rest_idem_t idem;
-    if (cm_req_param_id(req, 0, &id) < 0) {
-        not_found(req);
+    if (cm_rest_write_begin(req, w->batch, w->db, &idem, refuse) || check_for_write(req, w, op->id))
         return;
-    }
-    if (cm_rest_write_begin(req, w->batch, w->db, &idem, refuse) || check_for_write(req, w, id))
-        return;
-    int rc = cm_users_delete(w->db, id);
+    int rc = cm_users_delete(w->db, op->id);
     if (rc == 0) {
-        char data[48];
-        int n = snprintf(data, sizeof data, "{\"id\":%lld}", (long long)id);
-        rc = cm_outbox_add(w->db, "user.deleted", data, (size_t)n, NULL);
+        char data_[48];
+        int n = snprintf(data_, sizeof data_, "{\"id\":%lld}", (long long)op->id);
+        rc = cm_outbox_add(w->db, "user.deleted", data_, (size_t)n, NULL);
     }
     if (rc < 0) {
         refuse(req, w->batch, rc);
@@ -285,10 +327,26 @@ static void users_delete(cm_req_t *req)
     cm_rest_write_end(req, w->batch, w->db, &idem, refuse, 200, NULL);
 }
 
+static void users_delete(cm_req_t *req)
+{
+    int64_t id;
+    if (cm_req_param_id(req, 0, &id) < 0) {
+        not_found(req);
+        return;
+    }
+    user_op_t *op = calloc(1, sizeof *op);
+    if (!op) {
+        cm_res_error(req, 500, "out of memory");
+        return;
+    }
+    *op = (user_op_t){.req = req, .id = id};
+    run_unit(req, op, delete_unit);
+}
+
 static void users_events(cm_req_t *req)
 {
     users_worker_t *w = req->state;
-    cm_feed_get(w->feed, req, users_events);
+    cm_feed_get(w->feed, req);
 }
 
 static const cm_route_t routes[] = {
@@ -307,9 +365,7 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
         return -ENOMEM;
     int rc = cm_svc_open_db(config, &w->db);
     if (rc == 0)
-        rc = cm_db_open_reader(((const cm_svc_opts_t *)config)->db, &w->rdb);
-    if (rc == 0)
-        rc = cm_batch_new(loop, w->db, w->rdb, &w->batch);
+        rc = cm_batch_new(loop, w->db, ((const cm_svc_opts_t *)config)->db, &w->batch);
     if (rc == 0)
         rc = cm_feed_new(loop, w->batch, &w->feed);
     const cm_svc_opts_t *o = config;
@@ -319,7 +375,6 @@ static int worker_init(uv_loop_t *loop, void *config, void **state)
     if (rc < 0) {
         cm_feed_free(w->feed);
         cm_batch_free(w->batch);
-        cm_db_close(w->rdb);
         cm_db_close(w->db);
         free(w);
         return rc;
@@ -334,7 +389,7 @@ static int worker_ready(void *config, void *state, char *why, size_t cap)
 {
     (void)config;
     const users_worker_t *w = state;
-    const char *problem = w ? cm_db_write_problem(w->db) : NULL;
+    const char *problem = w ? cm_batch_write_problem(w->batch) : NULL;
     if (!problem)
         return 0;
     snprintf(why, cap, "%s", problem);
@@ -349,7 +404,6 @@ static void worker_free(void *state)
     cm_feed_free(w->feed);   /* answers the parked long-polls */
     cm_batch_free(w->batch); /* commits and answers what it holds */
     cm_retention_free(w->retention);
-    cm_db_close(w->rdb);
     cm_db_close(w->db);
     free(w);
 }
