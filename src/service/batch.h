@@ -35,7 +35,8 @@ typedef struct cm_batch cm_batch_t; /* opaque */
  * A request handed over is "away" (core/http.h): its answer is recorded and sent by the
  * worker's loop when it comes back; a connection's reads and writes stay in its order
  * (a read pipelined after a write sees it, one before it does not). */
-#define CM_BATCH_PG_READERS 4
+#define CM_BATCH_PG_READERS 2
+#define CM_BATCH_PG_ASYNC   4 /* asynchronous read connections on the loop */
 
 typedef enum { CM_BATCH_READ, CM_BATCH_WRITE } cm_batch_kind_t;
 typedef void (*cm_batch_fn)(void *data);
