@@ -333,6 +333,14 @@ int cm_req_back(cm_req_t *r)
     return 1;
 }
 
+void cm_req_unanswer(cm_req_t *r)
+{
+    r->away_status = 0;
+    r->content_type_set = 0;
+    cm_buf_reset(&r->res_body);
+    cm_buf_reset(&r->res_headers);
+}
+
 void cm_res_send(cm_req_t *r, int status)
 {
     if (r->away) { /* on a store thread: the worker's loop sends it (cm_req_back) */

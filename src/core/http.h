@@ -146,6 +146,9 @@ void cm_req_away(cm_req_t *req);
 /* Back on the worker's loop: sends the answer recorded while away and returns 1 (req
  * must not be touched then), or returns 0 when none was (req is the caller's again). */
 int cm_req_back(cm_req_t *req);
+/* While away: forgets the answer recorded so far (status, body, extra headers), as if
+ * none had been built (a read run again from the top: service/batch.c). */
+void cm_req_unanswer(cm_req_t *req);
 /* Builds {"error": msg} (plus "field" when field is not NULL) in res_body without
  * sending it, for answers that must wait (group commit). */
 void cm_res_error_body(cm_req_t *req, const char *field, const char *fmt, ...)

@@ -27,15 +27,18 @@ typedef struct cm_batch cm_batch_t; /* opaque */
 
 /* Where the store is used. On SQLite (a local file, microseconds a statement) in the
  * worker's own loop, as above. On PostgreSQL every statement is a round trip to a server
- * that may be slow, far or gone, so the worker's loop never runs one: a store thread does,
- * a writer (the write connection: group commit over whatever queued while it committed
- * the last group) and CM_BATCH_PG_READERS readers (each its own connection; a batch of
- * reads shares one snapshot). Store code is handed to them with cm_batch_run (or, for a
- * read handler, cm_batch_read with again) and every store call below is then made there.
+ * that may be slow, far or gone, so the worker's loop never waits for one:
+ * - a read handler (cm_batch_read with again) runs on the loop by replay
+ *   (store/pgasync.h): each run stops at the first statement without a result, which
+ *   one of CM_BATCH_PG_ASYNC non-blocking connections runs, and runs again when it is in;
+ * - everything else handed over with cm_batch_run runs on a store thread: a writer (the
+ *   write connection: group commit over whatever queued while it committed the last
+ *   group) or one of CM_BATCH_PG_READERS readers (a connection each, autocommit).
  * A request handed over is "away" (core/http.h): its answer is recorded and sent by the
  * worker's loop when it comes back; a connection's reads and writes stay in its order
  * (a read pipelined after a write sees it, one before it does not). */
-#define CM_BATCH_PG_READERS 4
+#define CM_BATCH_PG_READERS 2
+#define CM_BATCH_PG_ASYNC   4 /* asynchronous read connections on the loop */
 
 typedef enum { CM_BATCH_READ, CM_BATCH_WRITE } cm_batch_kind_t;
 typedef void (*cm_batch_fn)(void *data);

@@ -34,6 +34,7 @@
 #include "core/log.h"
 #include "store/db.h"
 #include "store/db_int.h"
+#include "store/pgasync.h"
 
 #define PG_CONNECT_TIMEOUT_MS 2000 /* ms: a connect (the whole handshake) given up after */
 #define PG_CONNECT_WAIT_MS    50   /* ms: the most one call waits for a reconnect's handshake */
@@ -64,6 +65,7 @@ typedef struct pg_stmt {
     pg_param_t *params;
     const char **values; /* handed to PQexecPrepared */
     PGresult *res;
+    int borrowed;   /* res is a replay's (store/pgasync.h), not this statement's to clear */
     int row, nrows; /* the current row; nrows of res */
 } pg_stmt_t;
 
@@ -92,6 +94,8 @@ struct pg_db {
     unsigned backoff_ms;
     uint64_t probed_at;
     uint32_t rnd;
+    int replay_db;       /* a replay database (store/pgasync.h): no connection of its own */
+    cm_replay_t *replay; /* the replay its statements read, during a run */
 };
 
 static uint64_t now_ms(void)
@@ -184,6 +188,29 @@ static void connect_failed(pg_db_t *db, int quiet, const char *why)
     schedule_retry(db);
 }
 
+/* Starts a non-blocking connect (PQconnectStartParams): 0, or -EIO (logged unless quiet,
+ * the backoff scheduled). */
+static int connect_start(pg_db_t *db, int quiet, uint64_t now)
+{
+    const char *keys[] = {"application_name",
+                          "keepalives_idle",
+                          "keepalives_interval",
+                          "keepalives_count",
+                          "tcp_user_timeout",
+                          "dbname",
+                          NULL};
+    const char *vals[] = {"cmesh", "5", "2", "3", "10000", db->target, NULL};
+    db->connecting = PQconnectStartParams(keys, vals, 1);
+    if (!db->connecting || PQstatus(db->connecting) == CONNECTION_BAD) {
+        connect_failed(db, quiet,
+                       db->connecting ? PQerrorMessage(db->connecting) : "out of memory");
+        return -EIO;
+    }
+    db->polling = PGRES_POLLING_WRITING; /* as if PQconnectPoll had said so */
+    db->connect_by = now + PG_CONNECT_TIMEOUT_MS;
+    return 0;
+}
+
 /* 0 with a connection, or -EIO while the server is away (logged unless quiet). A new
  * connection is made without blocking (PQconnectStart/PQconnectPoll), waiting at most
  * wait_ms in this call: a handshake that takes longer goes on at the next call, which
@@ -199,22 +226,8 @@ static int ensure_conn(pg_db_t *db, int quiet, int wait_ms)
     if (!db->connecting) {
         if (now < db->retry_at)
             return -EIO;
-        const char *keys[] = {"application_name",
-                              "keepalives_idle",
-                              "keepalives_interval",
-                              "keepalives_count",
-                              "tcp_user_timeout",
-                              "dbname",
-                              NULL};
-        const char *vals[] = {"cmesh", "5", "2", "3", "10000", db->target, NULL};
-        db->connecting = PQconnectStartParams(keys, vals, 1);
-        if (!db->connecting || PQstatus(db->connecting) == CONNECTION_BAD) {
-            connect_failed(db, quiet,
-                           db->connecting ? PQerrorMessage(db->connecting) : "out of memory");
+        if (connect_start(db, quiet, now) < 0)
             return -EIO;
-        }
-        db->polling = PGRES_POLLING_WRITING; /* as if PQconnectPoll had said so */
-        db->connect_by = now + PG_CONNECT_TIMEOUT_MS;
     }
     uint64_t until = now + (uint64_t)wait_ms;
     while (db->polling != PGRES_POLLING_OK) {
@@ -452,7 +465,8 @@ static int pg_open_reader(const char *target, cm_db_t **out)
 
 static void stmt_free(pg_stmt_t *st)
 {
-    PQclear(st->res);
+    if (!st->borrowed)
+        PQclear(st->res);
     for (int i = 0; i < st->nparams; i++)
         free(st->params[i].buf);
     free(st->params);
@@ -555,7 +569,9 @@ fail:
 
 static void stmt_reset(pg_stmt_t *st)
 {
-    PQclear(st->res);
+    if (!st->borrowed)
+        PQclear(st->res);
+    st->borrowed = 0;
     st->res = NULL;
     st->row = -1;
     st->nrows = 0;
@@ -652,6 +668,8 @@ static int prepare(pg_stmt_t *st)
     return rc;
 }
 
+static int replay_step(pg_db_t *db, pg_stmt_t *st);
+
 static int pg_step(cm_stmt_t *h)
 {
     pg_stmt_t *st = (pg_stmt_t *)h;
@@ -661,6 +679,8 @@ static int pg_step(cm_stmt_t *h)
             return CM_DB_ROW;
         return CM_DB_DONE;
     }
+    if (db->replay_db)
+        return replay_step(db, st);
     /* a lost group's statements would run in autocommit, each its own transaction */
     if (db->tx == TX_LOST)
         return -EIO;
@@ -942,3 +962,392 @@ const cm_db_ops_t cm_db_pg_ops = {
     .in_group = pg_in_group,
     .changes = pg_changes,
 };
+
+/* ------------------------------------------------------------------------ */
+/* Reads by replay, on asynchronous connections (store/pgasync.h)           */
+/* ------------------------------------------------------------------------ */
+
+typedef struct replay_item {
+    const char *sql; /* the statement's literal: a run must ask for the same */
+    PGresult *res;   /* its result, or NULL with err */
+    int err;
+} replay_item_t;
+
+struct cm_replay {
+    replay_item_t *items;
+    int n, cap;
+    int next;   /* the run's next statement */
+    int wanted; /* the run stopped at a statement without a result */
+    int failed; /* a result could not be kept (out of memory): every run fails with it */
+    const char *want_sql;
+    int nparams;
+    char **vals; /* the wanted statement's parameters as text (NULL: SQL NULL) */
+};
+
+static void want_clear(cm_replay_t *rp)
+{
+    for (int i = 0; i < rp->nparams; i++)
+        free(rp->vals[i]);
+    free(rp->vals);
+    rp->vals = NULL;
+    rp->nparams = 0;
+    rp->want_sql = NULL;
+}
+
+static void replay_add(cm_replay_t *rp, PGresult *res, int err)
+{
+    if (rp->n == rp->cap) {
+        int cap = rp->cap ? rp->cap * 2 : 4;
+        replay_item_t *it = realloc(rp->items, sizeof *it * (size_t)cap);
+        if (!it) {
+            PQclear(res);
+            rp->failed = -ENOMEM;
+            return;
+        }
+        rp->items = it;
+        rp->cap = cap;
+    }
+    rp->items[rp->n++] = (replay_item_t){rp->want_sql, res, err};
+    want_clear(rp);
+}
+
+int cm_replay_db_open(cm_db_t **out)
+{
+    pg_db_t *db = db_new("", 1);
+    if (!db)
+        return -ENOMEM;
+    db->replay_db = 1;
+    db->retry_at = UINT64_MAX; /* it never connects */
+    *out = &db->base;
+    return 0;
+}
+
+cm_replay_t *cm_replay_new(void)
+{
+    return calloc(1, sizeof(cm_replay_t));
+}
+
+void cm_replay_free(cm_replay_t *rp)
+{
+    if (!rp)
+        return;
+    for (int i = 0; i < rp->n; i++)
+        PQclear(rp->items[i].res);
+    free(rp->items);
+    want_clear(rp);
+    free(rp);
+}
+
+void cm_replay_begin(cm_db_t *h, cm_replay_t *rp)
+{
+    pg_db_t *db = (pg_db_t *)h;
+    db->replay = rp;
+    rp->next = 0;
+    rp->wanted = 0;
+}
+
+int cm_replay_end(cm_db_t *h)
+{
+    pg_db_t *db = (pg_db_t *)h;
+    cm_replay_t *rp = db->replay;
+    db->replay = NULL;
+    /* its statements let go of the results they borrowed */
+    for (size_t i = 0; i < db->nstmts; i++)
+        if (db->stmts[i]->borrowed)
+            stmt_reset(db->stmts[i]);
+    return rp && rp->wanted;
+}
+
+void cm_replay_fail(cm_replay_t *rp, int err)
+{
+    replay_add(rp, NULL, err);
+}
+
+/* A statement of a run: the next result, or the run stops here (the wanted statement). */
+static int replay_step(pg_db_t *db, pg_stmt_t *st)
+{
+    cm_replay_t *rp = db->replay;
+    if (!rp)
+        return -EIO; /* outside a run: a bug */
+    if (rp->failed)
+        return rp->failed;
+    if (rp->wanted)
+        return -EAGAIN; /* past the statement the run stopped at */
+    int i = rp->next++;
+    if (i < rp->n) {
+        replay_item_t *it = &rp->items[i];
+        if (it->sql != st->sql) {
+            cm_log_msg(CM_LOG_ERROR, "db: a replayed read asked for another statement (a bug)");
+            return -EIO;
+        }
+        if (!it->res)
+            return it->err;
+        st->res = it->res;
+        st->borrowed = 1;
+        st->nrows = PQresultStatus(it->res) == PGRES_TUPLES_OK ? PQntuples(it->res) : 0;
+        st->row = 0;
+        return st->nrows > 0 ? CM_DB_ROW : CM_DB_DONE;
+    }
+    rp->want_sql = st->sql;
+    if (st->nparams && !(rp->vals = calloc((size_t)st->nparams, sizeof *rp->vals)))
+        return -ENOMEM;
+    rp->nparams = st->nparams;
+    for (int p = 0; p < st->nparams; p++)
+        if (!st->params[p].null && !(rp->vals[p] = strdup(st->params[p].buf))) {
+            want_clear(rp);
+            return -ENOMEM;
+        }
+    rp->wanted = 1;
+    return -EAGAIN;
+}
+
+typedef enum { PH_SETUP, PH_PREPARE, PH_EXEC } phase_t;
+
+struct cm_pgasync {
+    pg_db_t *db; /* its connection, its prepared statements, its backoff */
+    cm_pgasync_state_t state;
+    phase_t phase;
+    cm_replay_t *rp; /* the replay whose statement is in flight */
+    pg_stmt_t *st;   /* that statement, in db's cache */
+    PGresult *res;   /* its result so far */
+    int err;
+    int flushing; /* output libpq could not write yet */
+};
+
+int cm_pgasync_open(const char *target, cm_pgasync_t **out)
+{
+    cm_pgasync_t *c = calloc(1, sizeof *c);
+    if (!c || !(c->db = db_new(target, 1))) {
+        free(c);
+        return -ENOMEM;
+    }
+    *out = c;
+    return 0;
+}
+
+void cm_pgasync_close(cm_pgasync_t *c)
+{
+    if (!c)
+        return;
+    PQclear(c->res);
+    pg_close(&c->db->base);
+    free(c);
+}
+
+cm_pgasync_state_t cm_pgasync_state(const cm_pgasync_t *c)
+{
+    return c->state;
+}
+
+int cm_pgasync_fd(const cm_pgasync_t *c)
+{
+    if (c->db->conn)
+        return PQsocket(c->db->conn);
+    if (c->db->connecting)
+        return PQsocket(c->db->connecting);
+    return -1;
+}
+
+int cm_pgasync_events(const cm_pgasync_t *c)
+{
+    if (c->db->conn)
+        return CM_PGASYNC_IN | (c->flushing ? CM_PGASYNC_OUT : 0);
+    if (c->db->connecting)
+        return c->db->polling == PGRES_POLLING_READING ? CM_PGASYNC_IN : CM_PGASYNC_OUT;
+    return 0;
+}
+
+int cm_pgasync_start(cm_pgasync_t *c, uint64_t now, uint64_t *retry_in_ms)
+{
+    if (c->state != CM_PGASYNC_DOWN)
+        return 0;
+    if (now < c->db->retry_at) {
+        *retry_in_ms = c->db->retry_at - now;
+        return -EAGAIN;
+    }
+    if (connect_start(c->db, 0, now) < 0)
+        return -EIO;
+    c->state = CM_PGASYNC_CONNECTING;
+    return 0;
+}
+
+/* The connection broke (or is given up): down, with the backoff; the statement in flight
+ * finishes with err. Returns its replay. */
+static cm_replay_t *async_lost(cm_pgasync_t *c, const char *why, int err)
+{
+    pg_db_t *db = c->db;
+    note_loss(db, why);
+    if (db->connecting) {
+        PQfinish(db->connecting);
+        db->connecting = NULL;
+    }
+    schedule_retry(db);
+    c->state = CM_PGASYNC_DOWN;
+    c->flushing = 0;
+    PQclear(c->res);
+    c->res = NULL;
+    cm_replay_t *rp = c->rp;
+    c->rp = NULL;
+    if (rp)
+        replay_add(rp, NULL, err);
+    return rp;
+}
+
+static int async_flush(cm_pgasync_t *c)
+{
+    int r = PQflush(c->db->conn);
+    c->flushing = r == 1;
+    return r < 0 ? -EIO : 0;
+}
+
+static int send_exec(cm_pgasync_t *c)
+{
+    pg_stmt_t *st = c->st;
+    for (int i = 0; i < st->nparams; i++)
+        st->values[i] = st->params[i].null ? NULL : st->params[i].buf;
+    c->phase = PH_EXEC;
+    if (!PQsendQueryPrepared(c->db->conn, st->name, st->nparams, st->values, NULL, NULL, 0))
+        return -EIO;
+    return async_flush(c);
+}
+
+int cm_pgasync_send(cm_pgasync_t *c, cm_replay_t *rp)
+{
+    pg_db_t *db = c->db;
+    if (c->state != CM_PGASYNC_IDLE || !rp->want_sql)
+        return -EINVAL;
+    pg_stmt_t *st = (pg_stmt_t *)pg_stmt(&db->base, rp->want_sql);
+    if (!st)
+        return -ENOMEM;
+    for (int i = 0; i < st->nparams && i < rp->nparams; i++) {
+        int rc = rp->vals[i] ? set_param(st, i + 1, rp->vals[i], strlen(rp->vals[i])) : 0;
+        if (rc < 0)
+            return rc;
+    }
+    c->st = st;
+    c->err = 0;
+    int rc;
+    if (st->gen != db->gen) { /* prepared once per connection, then executed */
+        c->phase = PH_PREPARE;
+        rc = PQsendPrepare(db->conn, st->name, st->text, st->nparams, NULL) ? async_flush(c) : -EIO;
+    } else {
+        rc = send_exec(c);
+    }
+    if (rc < 0) {
+        async_lost(c, PQerrorMessage(db->conn), -EIO);
+        return -EIO;
+    }
+    c->rp = rp;
+    c->state = CM_PGASYNC_BUSY;
+    return 0;
+}
+
+/* The command in flight is done (PQgetResult said NULL): the next phase, or the replay
+ * finished. */
+static cm_replay_t *async_done(cm_pgasync_t *c)
+{
+    pg_db_t *db = c->db;
+    if (c->phase == PH_SETUP) {
+        if (c->err)
+            return async_lost(c, "session setup failed", -EIO);
+        if (db->backoff_ms)
+            cm_log_msg(CM_LOG_INFO, "db: postgres connection open again");
+        db->backoff_ms = 0;
+        c->state = CM_PGASYNC_IDLE;
+        return NULL;
+    }
+    if (c->phase == PH_PREPARE && !c->err) {
+        c->st->gen = db->gen;
+        if (send_exec(c) < 0)
+            return async_lost(c, PQerrorMessage(db->conn), -EIO);
+        return NULL;
+    }
+    cm_replay_t *rp = c->rp;
+    c->rp = NULL;
+    c->state = CM_PGASYNC_IDLE;
+    replay_add(rp, c->err ? NULL : c->res, c->err);
+    if (c->err)
+        PQclear(c->res);
+    c->res = NULL;
+    return rp;
+}
+
+cm_replay_t *cm_pgasync_advance(cm_pgasync_t *c, uint64_t now)
+{
+    pg_db_t *db = c->db;
+    if (c->state == CM_PGASYNC_DOWN)
+        return NULL;
+    if (db->connecting) {
+        if (now >= db->connect_by) {
+            connect_failed(db, 0, "timed out");
+            c->state = CM_PGASYNC_DOWN;
+            return NULL;
+        }
+        db->polling = PQconnectPoll(db->connecting);
+        if (db->polling == PGRES_POLLING_FAILED) {
+            connect_failed(db, 0, PQerrorMessage(db->connecting));
+            c->state = CM_PGASYNC_DOWN;
+            return NULL;
+        }
+        if (db->polling != PGRES_POLLING_OK)
+            return NULL;
+        db->conn = db->connecting;
+        db->connecting = NULL;
+        db->gen++;
+        PQsetNoticeProcessor(db->conn, on_notice, NULL);
+        char sql[128];
+        snprintf(sql, sizeof sql,
+                 "SET statement_timeout = %d; SET default_transaction_read_only = on",
+                 PG_STATEMENT_TIMEOUT_MS);
+        c->phase = PH_SETUP;
+        c->err = 0;
+        if (PQsetnonblocking(db->conn, 1) != 0 || !PQsendQuery(db->conn, sql) || async_flush(c) < 0)
+            return async_lost(c, PQerrorMessage(db->conn), -EIO);
+        return NULL;
+    }
+    if (c->flushing && async_flush(c) < 0)
+        return async_lost(c, PQerrorMessage(db->conn), -EIO);
+    if (!PQconsumeInput(db->conn))
+        return async_lost(c, PQerrorMessage(db->conn), -EIO);
+    while (!PQisBusy(db->conn)) {
+        PGresult *r = PQgetResult(db->conn);
+        if (!r) {
+            if (c->state == CM_PGASYNC_IDLE)
+                return NULL; /* nothing was in flight */
+            cm_replay_t *rp = async_done(c);
+            if (rp || c->state != CM_PGASYNC_BUSY || c->phase != PH_EXEC)
+                return rp;
+            continue; /* prepared: its execution is on its way */
+        }
+        ExecStatusType s = PQresultStatus(r);
+        if (s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK) {
+            PQclear(c->res);
+            c->res = r;
+            continue;
+        }
+        char what[160];
+        snprintf(what, sizeof what, "postgres: \"%.100s\"", c->st ? c->st->sql : "session setup");
+        int err = map_result(db, r, what);
+        PQclear(r);
+        if (!db->conn) /* the connection went with it */
+            return async_lost(c, "the server closed the connection", -EIO);
+        if (!c->err)
+            c->err = err;
+    }
+    if (PQstatus(db->conn) == CONNECTION_BAD)
+        return async_lost(c, PQerrorMessage(db->conn), -EIO);
+    return NULL;
+}
+
+cm_replay_t *cm_pgasync_abort(cm_pgasync_t *c, int err, uint64_t now)
+{
+    (void)now;
+    if (c->state == CM_PGASYNC_DOWN)
+        return NULL;
+    if (c->db->connecting && c->state == CM_PGASYNC_CONNECTING) {
+        connect_failed(c->db, 0, "timed out");
+        c->state = CM_PGASYNC_DOWN;
+        return NULL;
+    }
+    return async_lost(c, "a statement took too long; reconnecting", err);
+}
