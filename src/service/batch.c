@@ -87,7 +87,7 @@ struct cm_batch {
     cm_db_t *rdb; /* inline reads: a snapshot for the requests read before it was taken */
     held_t *held; /* answers waiting for the commit (used by the loop or by the writer) */
     int nheld, cap;
-    job_t **reads; /* inline: reads waiting for the check phase */
+    job_t *reads; /* inline: reads waiting for the check phase (by value: no malloc a GET) */
     int nreads, reads_cap;
     cm_batch_done_fn committed; /* after every commit that kept units (the event feed) */
     void *committed_data;
@@ -218,13 +218,12 @@ static void snap_end(cm_batch_t *b)
     b->snap_reads = 0;
 }
 
-/* A deferred read, now: its work, then its done. */
-static void run_deferred(job_t *j)
+/* A deferred read, now (a copy: running it may defer more): its work, then its done. */
+static void run_deferred(job_t j)
 {
-    run_job(j);
-    if (j->done)
-        j->done(j->data);
-    free(j);
+    run_job(&j);
+    if (j.done)
+        j.done(j.data);
 }
 
 static void commit_now(cm_batch_t *b)
@@ -265,7 +264,7 @@ static void read_before_write(cm_batch_t *b)
     int n = 0;
     b->answering = 1;
     for (int i = 0; i < b->nreads; i++) {
-        if (b->reads[i]->after_write)
+        if (b->reads[i].after_write)
             b->reads[n++] = b->reads[i];
         else
             run_deferred(b->reads[i]);
@@ -283,18 +282,18 @@ static int holds_write_of(const cm_batch_t *b, const cm_conn_t *conn)
     return 0;
 }
 
-/* Keeps j for the check phase. Returns 0 or -ENOMEM (j is then not taken). */
-static int defer_read(cm_batch_t *b, job_t *j)
+/* Keeps a copy of j for the check phase. Returns 0 or -ENOMEM. */
+static int defer_read(cm_batch_t *b, job_t j)
 {
     if (b->nreads == b->reads_cap) {
         int cap = b->reads_cap ? b->reads_cap * 2 : 16;
-        job_t **d = realloc(b->reads, sizeof *d * (size_t)cap);
+        job_t *d = realloc(b->reads, sizeof *d * (size_t)cap);
         if (!d)
             return -ENOMEM;
         b->reads = d;
         b->reads_cap = cap;
     }
-    j->after_write = b->nheld && holds_write_of(b, j->req->conn);
+    j.after_write = b->nheld && holds_write_of(b, j.req->conn);
     b->reads[b->nreads++] = j;
     uv_check_start(&b->check, on_check);
     return 0;
@@ -893,28 +892,26 @@ void cm_batch_free(cm_batch_t *b)
 void cm_batch_run(cm_batch_t *b, cm_batch_kind_t kind, cm_req_t *req, cm_batch_fn work,
                   cm_batch_fn done, void *data)
 {
-    job_t *j = NULL;
-    int defer = kind == CM_BATCH_READ && req && req->conn && !b->answering;
-    if (b->threaded || defer) {
-        j = malloc(sizeof *j);
-        if (j)
-            *j = (job_t){.kind = kind,
-                         .req = req,
-                         .work = work,
-                         .done = done,
-                         .data = data,
-                         .conn = req ? req->conn : NULL};
-    }
-    if (j && b->threaded) {
-        submit(b, j);
-        return;
-    }
-    if (j && defer_read(b, j) == 0)
-        return;
-    free(j);
-    /* inline now; threaded, out of memory for a job: its store calls fail (logged) */
-    if (b->threaded)
+    job_t j = {.kind = kind,
+               .req = req,
+               .work = work,
+               .done = done,
+               .data = data,
+               .conn = req ? req->conn : NULL};
+    if (b->threaded) {
+        job_t *out = malloc(sizeof *out);
+        if (out) {
+            *out = j;
+            submit(b, out);
+            return;
+        }
+        /* out of memory for a job: its store calls fail (logged) */
         cm_log_msg(CM_LOG_ERROR, "batch: out of memory for a store job");
+    } else if (kind == CM_BATCH_READ && req && req->conn && !b->answering &&
+               defer_read(b, j) == 0) {
+        return;
+    }
+    /* inline now */
     work(data);
     if (done)
         done(data);
@@ -1027,14 +1024,8 @@ int cm_batch_read(cm_batch_t *b, cm_req_t *req, cm_handler_fn again, cm_db_t **r
      * one snapshot then serves them all, taken after their bytes arrived (and after the
      * commit of a write pipelined before one of them). */
     if (again && req->conn && !b->answering) {
-        job_t *j = malloc(sizeof *j);
-        if (!j)
+        if (defer_read(b, (job_t){.kind = CM_BATCH_READ, .req = req, .again = again}) < 0)
             return -ENOMEM;
-        *j = (job_t){.kind = CM_BATCH_READ, .req = req, .again = again};
-        if (defer_read(b, j) < 0) {
-            free(j);
-            return -ENOMEM;
-        }
         return 1;
     }
     /* Read-your-writes across instances: a client may send this request after another
