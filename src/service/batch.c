@@ -765,10 +765,9 @@ const char *cm_batch_write_problem(cm_batch_t *b)
 /* ------------------------------------------------------------------------- */
 /* the calls                                                                   */
 
-static void handle_gone(cm_batch_t *b)
+/* Frees what the batch holds but its handles: connections, locks, lists. */
+static void batch_release(cm_batch_t *b)
 {
-    if (--b->handles > 0)
-        return;
     for (int i = 0; i < b->naconns; i++)
         cm_pgasync_close(b->aconns[i].c);
     cm_db_close(b->replay_db);
@@ -783,6 +782,12 @@ static void handle_gone(cm_batch_t *b)
     free(b->held);
     free(b->reads);
     free(b);
+}
+
+static void handle_gone(cm_batch_t *b)
+{
+    if (--b->handles == 0)
+        batch_release(b);
 }
 
 static void on_closed(uv_handle_t *h)
@@ -817,36 +822,17 @@ int cm_batch_new(uv_loop_t *loop, cm_db_t *db, const char *target, cm_batch_t **
     } else {
         rc = cm_db_open_reader(target, &b->rdb);
     }
-    if (rc < 0) {
-        for (int i = 0; i < b->nreaders; i++)
-            cm_db_close(b->readers[i].db);
-        pthread_mutex_destroy(&b->mu);
-        pthread_cond_destroy(&b->wcv);
-        pthread_cond_destroy(&b->rcv);
-        pthread_cond_destroy(&b->outcv);
-        free(b);
-        return rc;
-    }
-    if (b->nreaders)
-        b->rdb = b->readers[0].db; /* the inline reader once the threads are stopped */
     if (rc == 0 && b->nreaders)
         rc = cm_replay_db_open(&b->replay_db);
     for (; rc == 0 && b->nreaders && b->naconns < CM_BATCH_PG_ASYNC; b->naconns++)
         if ((rc = cm_pgasync_open(target, &b->aconns[b->naconns].c)) < 0)
             break;
     if (rc < 0) {
-        for (int i = 0; i < b->naconns; i++)
-            cm_pgasync_close(b->aconns[i].c);
-        cm_db_close(b->replay_db);
-        for (int i = 0; i < b->nreaders; i++)
-            cm_db_close(b->readers[i].db);
-        pthread_mutex_destroy(&b->mu);
-        pthread_cond_destroy(&b->wcv);
-        pthread_cond_destroy(&b->rcv);
-        pthread_cond_destroy(&b->outcv);
-        free(b);
+        batch_release(b);
         return rc;
     }
+    if (b->nreaders)
+        b->rdb = b->readers[0].db; /* the inline reader once the threads are stopped */
     queue_init(&b->rp_todo);
     queue_init(&b->rp_wait);
     uv_check_init(loop, &b->check);
