@@ -17,6 +17,7 @@
 #include "api_util.h"
 #include "ctl_util.h"
 #include "h_pg.h"
+#include "h_util.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -81,11 +82,49 @@ static void start_system(void)
     sys_wait_ready(&sys, READY_S * 1000);
 }
 
-/* SIGTERM to cmesh up: it stops every instance and exits 0, and nothing is left. */
-static void stop_system(void)
+/* Scans the instance logs (STATE/logs, the supervisor's notes among them) for how every
+ * instance ended: each exit status 0, no signal but the `kills` SIGKILLs the test sent
+ * (a SIGKILL after the drain timeout, a crash, or a sanitizer's report in the ASan build
+ * fail here). */
+static void assert_clean_exits(int kills)
+{
+    char dir[400];
+    snprintf(dir, sizeof dir, "%s/logs", sys.state);
+    DIR *d = opendir(dir);
+    cr_assert_not_null(d, "no %s", dir);
+    struct dirent *e;
+    int sigkills = 0;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[700];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        char *log = h_read_file(path, NULL);
+        cr_assert_not_null(log, "%s", path);
+        for (const char *p = log; (p = strstr(p, "exited ")); p++) {
+            int n;
+            if (sscanf(p, "exited with status %d", &n) == 1)
+                cr_assert_eq(n, 0, "%s: an instance exited with status %d", e->d_name, n);
+            else if (sscanf(p, "exited on signal %d", &n) == 1) {
+                cr_assert_eq(n, SIGKILL, "%s: an instance exited on signal %d", e->d_name, n);
+                sigkills++;
+            }
+        }
+        cr_assert_null(strstr(log, "Sanitizer"), "%s: a sanitizer report:\n%s", e->d_name, log);
+        cr_assert_null(strstr(log, "runtime error:"), "%s: UBSan:\n%s", e->d_name, log);
+        free(log);
+    }
+    closedir(d);
+    cr_assert_eq(sigkills, kills, "%d instances SIGKILLed, %d by the test", sigkills, kills);
+}
+
+/* SIGTERM to cmesh up: it stops every instance and exits 0, nothing is left, and every
+ * instance ended as it should (assert_clean_exits). */
+static void stop_system(int kills)
 {
     cr_assert_eq(sys_stop(&sys, 30000), 0, "cmesh up did not stop cleanly");
     cr_assert_eq(sys_procs(sys.state, NULL, 0), 0, "a process of the system outlived it");
+    assert_clean_exits(kills);
 }
 
 static h_proc_t at_port(int port)
@@ -165,54 +204,15 @@ static json_int_t id_of(const h_resp_t *r)
     return id;
 }
 
-/* Every item of collection path (no query), page by page (new reference, an array). */
-static json_t *all_items(const h_proc_t *p, const char *path)
-{
-    json_t *all = json_array();
-    for (json_int_t after = 0;;) {
-        char full[128];
-        snprintf(full, sizeof full, "%s?limit=1000&after=%lld", path, (long long)after);
-        json_t *page = api_get(p, full, 200);
-        size_t n = json_array_size(page);
-        if (n)
-            after = api_int(json_array_get(page, n - 1), "id");
-        json_array_extend(all, page);
-        json_decref(page);
-        if (n == 0)
-            return all;
-    }
-}
-
-/* Every event of p's feed, page by page (new reference, an array). */
-static json_t *all_events(const h_proc_t *p)
-{
-    json_t *all = json_array();
-    json_int_t after = 0;
-    for (int i = 0; i < 1000; i++) {
-        char path[96];
-        snprintf(path, sizeof path, "/events?after=%lld&limit=1000", (long long)after);
-        json_t *j = api_get(p, path, 200);
-        json_t *ev = json_object_get(j, "events");
-        size_t n = json_array_size(ev);
-        json_array_extend(all, ev);
-        after = api_int(j, "last");
-        json_decref(j);
-        if (n == 0)
-            return all;
-    }
-    cr_assert_fail("the feed did not end");
-    return all;
-}
-
 /* Asserts evs are ids 1..n, in order: a lost event is a gap, a repeated or reordered one a
  * step that is not +1. */
 static void assert_contiguous(json_t *evs, const char *feed)
 {
     size_t i;
     json_t *e;
-    json_array_foreach(evs, i, e) cr_assert_eq(api_int(e, "id"), (json_int_t)i + 1,
-                                               "%s feed: event %zu has id %lld", feed, i,
-                                               (long long)api_int(e, "id"));
+    json_array_foreach(evs, i, e)
+        cr_assert_eq(api_int(e, "id"), (json_int_t)i + 1, "%s feed: event %zu has id %lld", feed, i,
+                     (long long)api_int(e, "id"));
 }
 
 static json_int_t users_head(void)
@@ -239,8 +239,9 @@ static void orders_caught_up(void)
             if (api_int(c, "cursor") >= head && api_int(c, "lag") == 0 &&
                 api_int(c, "openOrdersOfGoneUsers") == 0)
                 break;
-            cr_assert(now_s() < until, "orders/%d not caught up with the users feed (head %lld) "
-                                       "within %d s: %s",
+            cr_assert(now_s() < until,
+                      "orders/%d not caught up with the users feed (head %lld) "
+                      "within %d s: %s",
                       index, (long long)head, CATCH_UP_S, json_dumps(c, 0));
             ms_sleep(100);
         }
@@ -251,8 +252,8 @@ static void orders_caught_up(void)
 static json_int_t create_user(const h_proc_t *p, const char *tag, int i)
 {
     char body[160], key[64];
-    snprintf(body, sizeof body, "{\"name\":\"%s %d\",\"email\":\"%s%d@syscons.test\"}", tag, i,
-             tag, i);
+    snprintf(body, sizeof body, "{\"name\":\"%s %d\",\"email\":\"%s%d@syscons.test\"}", tag, i, tag,
+             i);
     snprintf(key, sizeof key, "user-%s-%d", tag, i);
     h_resp_t r = keyed(p, "POST", "/users", body, key);
     cr_assert_eq(r.status, 201, "POST /users %s: %ld %s", body, r.status, r.body);
@@ -266,8 +267,7 @@ static h_resp_t post_order(const h_proc_t *p, json_int_t uid, const char *status
 {
     char body[96];
     if (status)
-        snprintf(body, sizeof body, "{\"userId\":%lld,\"status\":\"%s\"}", (long long)uid,
-                 status);
+        snprintf(body, sizeof body, "{\"userId\":%lld,\"status\":\"%s\"}", (long long)uid, status);
     else
         snprintf(body, sizeof body, "{\"userId\":%lld}", (long long)uid);
     if (key)
@@ -347,6 +347,12 @@ static int is_deleted(const json_int_t *uids, json_int_t uid)
     return 0;
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+    json_int_t x = *(const json_int_t *)a, y = *(const json_int_t *)b;
+    return (x > y) - (x < y);
+}
+
 static void wait_deleted(deleter_t *d, int n)
 {
     for (int i = 0; i < 3000 && atomic_load(&d->deleted) < n; i++)
@@ -398,21 +404,28 @@ Test(syscons, orders_killed_while_users_are_deleted_cancels_every_open_order_onc
     cr_assert_gt(w.created, 0, "the load ran");
 
     orders_caught_up();
-    json_t *orders = all_items(&gw, "/orders");
+    json_t *orders = api_all_items(&gw, "/orders");
     h_proc_t o0 = instance("orders", 0, NULL);
-    json_t *ev = all_events(&o0);
+    json_t *ev = api_all_events(&o0);
     assert_contiguous(ev, "orders");
+    /* per order (the listing is in id order): its order.created, status changes, cancels */
     size_t nord = json_array_size(orders);
-    int *cancels = calloc(nord, sizeof *cancels), *changes = calloc(nord, sizeof *changes);
-    size_t i, k;
+    json_int_t *ids = calloc(nord + 1, sizeof *ids);
+    int *created = calloc(nord + 1, sizeof *created), *changes = calloc(nord + 1, sizeof *changes),
+        *cancels = calloc(nord + 1, sizeof *cancels);
+    size_t i;
     json_t *e, *o;
+    json_array_foreach(orders, i, o) ids[i] = api_int(o, "id");
     json_array_foreach(ev, i, e)
     {
-        if (strcmp(api_str(e, "type"), "order.status_changed") != 0)
-            continue;
+        const char *type = api_str(e, "type");
         json_t *data = json_object_get(e, "data");
-        json_array_foreach(orders, k, o) if (api_int(o, "id") == api_int(data, "id"))
-        {
+        json_int_t id = api_int(data, "id");
+        json_int_t *at = bsearch(&id, ids, nord, sizeof *ids, cmp_id);
+        cr_assert_not_null(at, "event %zu names order %lld, which is not stored", i, (long long)id);
+        size_t k = (size_t)(at - ids);
+        created[k] += strcmp(type, "order.created") == 0;
+        if (strcmp(type, "order.status_changed") == 0) {
             changes[k]++;
             cancels[k] += strcmp(api_str(data, "status"), "cancelled") == 0;
         }
@@ -424,6 +437,7 @@ Test(syscons, orders_killed_while_users_are_deleted_cancels_every_open_order_onc
         int gone = is_deleted(uids, api_int(o, "userId"));
         const char *status = api_str(o, "status");
         cr_assert_eq(json_is_true(json_object_get(o, "userGone")), gone, "order %lld", id);
+        cr_assert_eq(created[i], 1, "order %lld has %d order.created events", id, created[i]);
         if (!gone || strcmp(status, "shipped") == 0) {
             cr_assert(strcmp(status, "cancelled") != 0, "order %lld cancelled", id);
             cr_assert_eq(changes[i], 0, "order %lld changed status %d times", id, changes[i]);
@@ -438,11 +452,13 @@ Test(syscons, orders_killed_while_users_are_deleted_cancels_every_open_order_onc
     cr_log_info("%zu orders, %zu order events, %d cancelled for %d deleted users", nord,
                 json_array_size(ev), cancelled, A_DELETED);
     cr_assert_geq(cancelled, 2 * A_DELETED, "the setup's pending and paid orders");
-    free(cancels);
+    free(ids);
+    free(created);
     free(changes);
+    free(cancels);
     json_decref(ev);
     json_decref(orders);
-    stop_system();
+    stop_system(2);
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -466,8 +482,8 @@ static void *write_main(void *arg)
     h_proc_t gw = gateway();
     for (int i = 0; i < B_PER && !atomic_load(&w->stop); i++) {
         char body[128], key[64];
-        snprintf(body, sizeof body, "{\"name\":\"W%d.%d\",\"email\":\"w%d.%d@syscons.test\"}",
-                 w->n, i, w->n, i);
+        snprintf(body, sizeof body, "{\"name\":\"W%d.%d\",\"email\":\"w%d.%d@syscons.test\"}", w->n,
+                 i, w->n, i);
         snprintf(key, sizeof key, "b-%d-%d", w->n, i);
         h_resp_t r = keyed(&gw, "POST", "/users", body, key);
         if (r.status == 201) {
@@ -484,7 +500,7 @@ static void *write_main(void *arg)
 typedef struct reader {
     h_proc_t users; /* the instance that is not killed */
     atomic_int stop;
-    int failed; /* answers that were not 200 */
+    int failed;   /* answers that were not 200 */
     json_t *seen; /* every event read, in order */
 } reader_t;
 
@@ -578,35 +594,50 @@ Test(syscons, users_killed_mid_stream_loses_repeats_and_reorders_no_event)
     assert_contiguous(r.seen, "users");
     /* each one the user.created of a stored user, each user once */
     h_proc_t gw = gateway();
-    json_t *users = all_items(&gw, "/users");
-    cr_assert_eq(json_array_size(users), n, "%zu users stored, %zu events",
-                 json_array_size(users), n);
-    size_t i, k;
+    json_t *users = api_all_items(&gw, "/users");
+    cr_assert_eq(json_array_size(users), n, "%zu users stored, %zu events", json_array_size(users),
+                 n);
+    size_t i;
     json_t *e, *u;
+    json_int_t *ids = calloc(n + 1, sizeof *ids); /* the listing is in id order */
+    int *events = calloc(n + 1, sizeof *events);
+    json_array_foreach(users, i, u) ids[i] = api_int(u, "id");
     json_array_foreach(r.seen, i, e)
     {
         cr_assert_str_eq(api_str(e, "type"), "user.created");
         json_t *data = json_object_get(e, "data");
-        int found = 0;
-        json_array_foreach(users, k, u) if (json_equal(u, data)) found++;
-        cr_assert_eq(found, 1, "event %zu is not exactly one stored user: %s", i,
-                     json_dumps(data, 0));
+        json_int_t id = api_int(data, "id");
+        json_int_t *at = bsearch(&id, ids, n, sizeof *ids, cmp_id);
+        cr_assert_not_null(at, "event %zu is of user %lld, who is not stored", i, (long long)id);
+        cr_assert(json_equal(json_array_get(users, (size_t)(at - ids)), data),
+                  "event %zu is not the stored user: %s", i, json_dumps(data, 0));
+        events[at - ids]++;
     }
-    /* every acknowledged create has its one event; no key made a second user */
-    cr_assert_geq(nacked, (int)n - unresolved, "%zu users for %d acknowledged writes (%d "
-                                              "unresolved): a write was applied twice",
-                  n, nacked, unresolved);
+    for (i = 0; i < n; i++)
+        cr_assert_eq(events[i], 1, "user %lld has %d events", (long long)ids[i], events[i]);
+    /* each acknowledged write is a stored user of its own, and no write made two */
+    json_int_t *acks = calloc((size_t)nacked + 1, sizeof *acks);
+    int na = 0;
     for (int t = 0; t < B_WRITERS; t++)
-        for (int a = 0; a < atomic_load(&w[t].acked); a++) {
-            int found = 0;
-            json_array_foreach(r.seen, i, e) found +=
-                api_int(json_object_get(e, "data"), "id") == w[t].ids[a];
-            cr_assert_eq(found, 1, "acknowledged user %lld has %d events", (long long)w[t].ids[a],
-                         found);
-        }
+        for (int a = 0; a < atomic_load(&w[t].acked) && na < nacked; a++)
+            acks[na++] = w[t].ids[a];
+    qsort(acks, (size_t)na, sizeof *acks, cmp_id);
+    for (int a = 0; a < na; a++) {
+        cr_assert(a == 0 || acks[a] != acks[a - 1], "two writes acknowledged as user %lld",
+                  (long long)acks[a]);
+        cr_assert_not_null(bsearch(&acks[a], ids, n, sizeof *ids, cmp_id),
+                           "acknowledged user %lld is not stored", (long long)acks[a]);
+    }
+    cr_assert_leq((int)n, nacked + unresolved,
+                  "%zu users for %d acknowledged writes (%d "
+                  "unresolved): a write was applied twice",
+                  n, nacked, unresolved);
+    free(acks);
+    free(ids);
+    free(events);
     json_decref(users);
     json_decref(r.seen);
-    stop_system();
+    stop_system(1);
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -617,8 +648,8 @@ static void assert_503_retry_after(h_resp_t *r, const char *what)
 {
     api_assert_error(r, 503, NULL);
     char ra[16];
-    cr_assert_eq(h_header(r, "Retry-After", ra, sizeof ra), 0, "%s: 503 without Retry-After",
-                 what);
+    cr_assert_eq(h_header(r, "Retry-After", ra, sizeof ra), 0, "%s: 503 without Retry-After", what);
+    cr_log_info("%s: 503, Retry-After %s: %s", what, ra, r->body);
     h_resp_free(r);
 }
 
@@ -699,7 +730,7 @@ Test(syscons, users_at_zero_known_users_are_accepted_unseen_ones_503_until_users
                      r.status, r.body);
         h_resp_free(&r);
     }
-    stop_system();
+    stop_system(0);
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -756,8 +787,8 @@ Test(syscons, one_idempotency_key_at_two_users_instances_at_once_makes_one_user)
         pthread_barrier_destroy(&go);
         char loc[2][128], etag[2][64], rep[2][16];
         for (int i = 0; i < 2; i++) {
-            cr_assert_eq(t[i].r.status, 201, "round %d, users/%d: %ld %s", round, i,
-                         t[i].r.status, t[i].r.body);
+            cr_assert_eq(t[i].r.status, 201, "round %d, users/%d: %ld %s", round, i, t[i].r.status,
+                         t[i].r.body);
             header_or_empty(&t[i].r, "Location", loc[i], sizeof loc[i]);
             header_or_empty(&t[i].r, "ETag", etag[i], sizeof etag[i]);
             header_or_empty(&t[i].r, "Idempotent-Replayed", rep[i], sizeof rep[i]);
@@ -767,8 +798,7 @@ Test(syscons, one_idempotency_key_at_two_users_instances_at_once_makes_one_user)
         cr_assert_str_eq(etag[0], etag[1], "round %d: ETag", round);
         cr_assert(loc[0][0] && etag[0][0], "round %d: an answer without Location or ETag", round);
         int which = strcmp(rep[0], "true") == 0 ? 0 : 1;
-        cr_assert_str_eq(rep[which], "true", "round %d: neither answer is marked a replay",
-                         round);
+        cr_assert_str_eq(rep[which], "true", "round %d: neither answer is marked a replay", round);
         cr_assert_str_eq(rep[1 - which], "", "round %d: both answers are marked replays", round);
         replays[which]++;
         for (int i = 0; i < 2; i++)
@@ -776,9 +806,9 @@ Test(syscons, one_idempotency_key_at_two_users_instances_at_once_makes_one_user)
     }
     cr_log_info("replays answered by users/0: %d, by users/1: %d", replays[0], replays[1]);
     h_proc_t gw = gateway();
-    json_t *users = all_items(&gw, "/users");
-    cr_assert_eq(json_array_size(users), D_ROUNDS, "%zu users for %d keys",
-                 json_array_size(users), D_ROUNDS);
+    json_t *users = api_all_items(&gw, "/users");
+    cr_assert_eq(json_array_size(users), D_ROUNDS, "%zu users for %d keys", json_array_size(users),
+                 D_ROUNDS);
     json_decref(users);
-    stop_system();
+    stop_system(0);
 }
