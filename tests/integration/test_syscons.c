@@ -314,6 +314,7 @@ typedef struct orderer {
     const json_int_t *uids;
     atomic_int stop;
     int created, gone, other; /* 201, 422 (user deleted), anything else */
+    int kept_refused;         /* 422 for a user that is not deleted */
     long other_status;
 } orderer_t;
 
@@ -330,6 +331,7 @@ static void *order_main(void *arg)
             w->created++;
         } else if (r.status == 422) {
             w->gone++;
+            w->kept_refused += i % A_USERS >= A_DELETED;
         } else {
             w->other++;
             w->other_status = r.status;
@@ -339,12 +341,13 @@ static void *order_main(void *arg)
     return NULL;
 }
 
-static int is_deleted(const json_int_t *uids, json_int_t uid)
+/* The index of uid among the deleted users, or -1. */
+static int deleted_index(const json_int_t *uids, json_int_t uid)
 {
     for (int k = 0; k < A_DELETED; k++)
         if (uids[k] == uid)
-            return 1;
-    return 0;
+            return k;
+    return -1;
 }
 
 static int cmp_id(const void *a, const void *b)
@@ -402,13 +405,20 @@ Test(syscons, orders_killed_while_users_are_deleted_cancels_every_open_order_onc
                 w.created, w.gone, w.other, w.other_status);
     cr_assert_eq(d.failed, 0, "%d deletes failed (last %ld)", d.failed, d.failed_status);
     cr_assert_gt(w.created, 0, "the load ran");
+    cr_assert_eq(w.other, 0, "%d order creates failed (last %ld)", w.other, w.other_status);
+    cr_assert_eq(w.kept_refused, 0, "%d orders for users not deleted refused", w.kept_refused);
 
     orders_caught_up();
     json_t *orders = api_all_items(&gw, "/orders");
     h_proc_t o0 = instance("orders", 0, NULL);
     json_t *ev = api_all_events(&o0);
     assert_contiguous(ev, "orders");
-    /* per order (the listing is in id order): its order.created, status changes, cancels */
+    /* per order (the listing is in id order): its order.created, status changes, cancels;
+     * per deleted user: the event that shows its delete applied (the first cancel of one
+     * of its orders: the setup gave each open ones), after which, in commit order, no
+     * order of that user may be created */
+    static json_int_t applied_at[A_DELETED];
+    memset(applied_at, 0, sizeof applied_at);
     size_t nord = json_array_size(orders);
     json_int_t *ids = calloc(nord + 1, sizeof *ids);
     int *created = calloc(nord + 1, sizeof *created), *changes = calloc(nord + 1, sizeof *changes),
@@ -424,17 +434,27 @@ Test(syscons, orders_killed_while_users_are_deleted_cancels_every_open_order_onc
         json_int_t *at = bsearch(&id, ids, nord, sizeof *ids, cmp_id);
         cr_assert_not_null(at, "event %zu names order %lld, which is not stored", i, (long long)id);
         size_t k = (size_t)(at - ids);
-        created[k] += strcmp(type, "order.created") == 0;
-        if (strcmp(type, "order.status_changed") == 0) {
+        int del = deleted_index(uids, api_int(data, "userId"));
+        if (strcmp(type, "order.created") == 0) {
+            created[k]++;
+            cr_assert(del < 0 || !applied_at[del],
+                      "order %lld of user %lld created (event %lld) after the user's delete "
+                      "was applied (event %lld)",
+                      (long long)id, (long long)uids[del], (long long)api_int(e, "id"),
+                      (long long)applied_at[del]);
+        } else if (strcmp(type, "order.status_changed") == 0) {
             changes[k]++;
-            cancels[k] += strcmp(api_str(data, "status"), "cancelled") == 0;
+            int cancel = strcmp(api_str(data, "status"), "cancelled") == 0;
+            cancels[k] += cancel;
+            if (cancel && del >= 0 && !applied_at[del])
+                applied_at[del] = api_int(e, "id");
         }
     }
     int cancelled = 0;
     json_array_foreach(orders, i, o)
     {
         long long id = (long long)api_int(o, "id");
-        int gone = is_deleted(uids, api_int(o, "userId"));
+        int gone = deleted_index(uids, api_int(o, "userId")) >= 0;
         const char *status = api_str(o, "status");
         cr_assert_eq(json_is_true(json_object_get(o, "userGone")), gone, "order %lld", id);
         cr_assert_eq(created[i], 1, "order %lld has %d order.created events", id, created[i]);
