@@ -222,4 +222,22 @@ static inline json_t *api_all_events(const h_proc_t *p)
     return all;
 }
 
+/* One long poll of p's feed (GET /events?after=*after&limit=50&wait=1s): the page's
+ * events appended to seen, *after moved to its last. 0, or -1 when the answer was not 200
+ * (no asserts: reader threads call it). */
+static inline int api_feed_poll(const h_proc_t *p, json_int_t *after, json_t *seen)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/events?after=%lld&limit=50&wait=1s", (long long)*after);
+    h_resp_t x = h_req(p, "GET", path, NULL, NULL);
+    json_t *j = x.status == 200 ? json_loadb(x.body, x.body_len, 0, NULL) : NULL;
+    h_resp_free(&x);
+    if (!j)
+        return -1;
+    json_array_extend(seen, json_object_get(j, "events"));
+    *after = json_integer_value(json_object_get(j, "last"));
+    json_decref(j);
+    return 0;
+}
+
 #endif

@@ -528,21 +528,11 @@ static void *read_main(void *arg)
 {
     reader_t *r = arg;
     json_int_t after = 0;
-    while (!atomic_load(&r->stop)) {
-        char path[96];
-        snprintf(path, sizeof path, "/events?after=%lld&limit=50&wait=1s", (long long)after);
-        h_resp_t x = h_req(&r->users, "GET", path, NULL, NULL);
-        json_t *j = x.status == 200 ? json_loadb(x.body, x.body_len, 0, NULL) : NULL;
-        h_resp_free(&x);
-        if (!j) {
+    while (!atomic_load(&r->stop))
+        if (api_feed_poll(&r->users, &after, r->seen) < 0) {
             r->failed++;
             ms_sleep(50);
-            continue;
         }
-        json_array_extend(r->seen, json_object_get(j, "events"));
-        after = json_integer_value(json_object_get(j, "last"));
-        json_decref(j);
-    }
     return NULL;
 }
 
