@@ -536,6 +536,27 @@ static void *read_main(void *arg)
     return NULL;
 }
 
+/* The creates (POST answered 201) instance p answered, from its /metrics. */
+static long long creates_served(const h_proc_t *p)
+{
+    h_resp_t r = h_req(p, "GET", "/metrics", NULL, NULL);
+    cr_assert_eq(r.status, 200, "GET /metrics: %ld", r.status);
+    long long n = 0;
+    for (const char *l = r.body; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
+        const char *end = strchr(l, '\n');
+        size_t len = end ? (size_t)(end - l) : strlen(l);
+        char line[512];
+        snprintf(line, sizeof line, "%.*s", (int)(len < sizeof line ? len : sizeof line - 1), l);
+        if (strncmp(line, "cmesh_http_requests_total{", 26) == 0 &&
+            strstr(line, "method=\"POST\"") && strstr(line, "code=\"201\"")) {
+            const char *v = strrchr(line, ' ');
+            n += v ? atoll(v + 1) : 0;
+        }
+    }
+    h_resp_free(&r);
+    return n;
+}
+
 static int acked(writer_t *w)
 {
     int n = 0;
@@ -568,6 +589,11 @@ Test(syscons, users_killed_mid_stream_loses_repeats_and_reorders_no_event)
     }
     wait_acked(w, B_THRESHOLD);
     int before = acked(w);
+    /* the writes land on both: the reader's feed carries the other instance's commits */
+    for (int i = 0; i < 2; i++) {
+        h_proc_t u = instance("users", i, NULL);
+        cr_assert_gt(creates_served(&u), 0, "the gateway sent users/%d no create", i);
+    }
     kill9_and_wait_replaced("users", 0);
     int during = acked(w) - before;
     wait_acked(w, acked(w) + B_THRESHOLD);
