@@ -182,4 +182,62 @@ static inline int api_is_etag(const char *s)
     return 1;
 }
 
+/* Every item of collection path (no query), page by page (?limit=1000&after=ID): a new
+ * reference, an array. Asserts every page is 200. */
+static inline json_t *api_all_items(const h_proc_t *p, const char *path)
+{
+    json_t *all = json_array();
+    for (json_int_t after = 0;;) {
+        char full[128];
+        snprintf(full, sizeof full, "%s?limit=1000&after=%lld", path, (long long)after);
+        json_t *page = api_get(p, full, 200);
+        size_t n = json_array_size(page);
+        if (n)
+            after = api_int(json_array_get(page, n - 1), "id");
+        json_array_extend(all, page);
+        json_decref(page);
+        if (n == 0)
+            return all;
+    }
+}
+
+/* Every event of p's feed (GET /events), page by page: a new reference, an array. */
+static inline json_t *api_all_events(const h_proc_t *p)
+{
+    json_t *all = json_array();
+    json_int_t after = 0;
+    for (int i = 0; i < 1000; i++) {
+        char path[96];
+        snprintf(path, sizeof path, "/events?after=%lld&limit=1000", (long long)after);
+        json_t *j = api_get(p, path, 200);
+        json_t *ev = json_object_get(j, "events");
+        size_t n = json_array_size(ev);
+        json_array_extend(all, ev);
+        after = api_int(j, "last");
+        json_decref(j);
+        if (n == 0)
+            return all;
+    }
+    cr_assert_fail("the feed did not end");
+    return all;
+}
+
+/* One long poll of p's feed (GET /events?after=*after&limit=50&wait=1s): the page's
+ * events appended to seen, *after moved to its last. 0, or -1 when the answer was not 200
+ * (no asserts: reader threads call it). */
+static inline int api_feed_poll(const h_proc_t *p, json_int_t *after, json_t *seen)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/events?after=%lld&limit=50&wait=1s", (long long)*after);
+    h_resp_t x = h_req(p, "GET", path, NULL, NULL);
+    json_t *j = x.status == 200 ? json_loadb(x.body, x.body_len, 0, NULL) : NULL;
+    h_resp_free(&x);
+    if (!j)
+        return -1;
+    json_array_extend(seen, json_object_get(j, "events"));
+    *after = json_integer_value(json_object_get(j, "last"));
+    json_decref(j);
+    return 0;
+}
+
 #endif

@@ -86,27 +86,6 @@ static void delete_user(const h_proc_t *u, json_int_t uid)
     h_resp_free(&r);
 }
 
-/* Every event of a feed, followed page by page (new reference, an array). */
-static json_t *all_events(const h_proc_t *p)
-{
-    json_t *all = json_array();
-    json_int_t after = 0;
-    for (int i = 0; i < 1000; i++) {
-        char path[96];
-        snprintf(path, sizeof path, "/events?after=%lld&limit=1000", (long long)after);
-        json_t *j = api_get(p, path, 200);
-        json_t *ev = json_object_get(j, "events");
-        size_t n = json_array_size(ev);
-        json_array_extend(all, ev);
-        after = api_int(j, "last");
-        json_decref(j);
-        if (n == 0)
-            return all;
-    }
-    cr_assert_fail("the feed did not end");
-    return all;
-}
-
 /* ------------------------------------------------------------------------- */
 
 Test(consistency, deleting_a_user_cancels_open_orders_and_refuses_new_ones)
@@ -138,7 +117,7 @@ Test(consistency, deleting_a_user_cancels_open_orders_and_refuses_new_ones)
     cr_assert(json_is_false(json_object_get(j, "userGone")));
     json_decref(j);
     /* one order.status_changed per cancelled order, none for the others */
-    json_t *ev = all_events(&o);
+    json_t *ev = api_all_events(&o);
     int changed[5] = {0};
     size_t i;
     json_t *e;
@@ -368,21 +347,8 @@ Test(consistency, orders_killed_while_users_are_deleted_cancels_every_open_order
     cr_assert_eq(api_int(c, "openOrdersOfGoneUsers"), 0, "%s", json_dumps(c, 0));
     json_decref(c);
     /* every order: open only if its user stays; each cancellation exactly once */
-    json_t *orders = json_array();
-    json_int_t after = 0;
-    for (;;) {
-        char path[64];
-        snprintf(path, sizeof path, "/orders?limit=1000&after=%lld", (long long)after);
-        json_t *page = api_get(&o, path, 200);
-        if (json_array_size(page) == 0) {
-            json_decref(page);
-            break;
-        }
-        after = api_int(json_array_get(page, json_array_size(page) - 1), "id");
-        json_array_extend(orders, page);
-        json_decref(page);
-    }
-    json_t *ev = all_events(&o);
+    json_t *orders = api_all_items(&o, "/orders");
+    json_t *ev = api_all_events(&o);
     size_t nord = json_array_size(orders);
     int *changes = calloc(nord + 1, sizeof *changes);
     json_int_t *id_at = calloc(nord + 1, sizeof *id_at);
@@ -472,20 +438,9 @@ static void *read_main(void *arg)
 {
     reader_t *r = arg;
     json_int_t after = 0;
-    while (!atomic_load(&r->stop)) {
-        char path[96];
-        snprintf(path, sizeof path, "/events?after=%lld&limit=50&wait=1s", (long long)after);
-        h_resp_t x = h_req(r->users, "GET", path, NULL, NULL);
-        json_t *j = x.status == 200 ? json_loadb(x.body, x.body_len, 0, NULL) : NULL;
-        h_resp_free(&x);
-        if (!j) {
+    while (!atomic_load(&r->stop))
+        if (api_feed_poll(r->users, &after, r->seen) < 0)
             usleep(50 * 1000); /* down */
-            continue;
-        }
-        json_array_extend(r->seen, json_object_get(j, "events"));
-        after = json_integer_value(json_object_get(j, "last"));
-        json_decref(j);
-    }
     return NULL;
 }
 
@@ -527,19 +482,7 @@ Test(consistency, users_killed_mid_stream_loses_repeats_and_reorders_no_event, .
     /* the events: 1..head, each once, in order; each a user.created of the next user */
     size_t n = json_array_size(r.seen);
     cr_assert_eq((json_int_t)n, head, "read %zu events, the feed has %lld", n, (long long)head);
-    json_t *users = json_array(); /* every committed user, page by page */
-    for (json_int_t after = 0;;) {
-        char path[64];
-        snprintf(path, sizeof path, "/users?limit=1000&after=%lld", (long long)after);
-        json_t *page = api_get(&u, path, 200);
-        size_t np = json_array_size(page);
-        if (np)
-            after = api_int(json_array_get(page, np - 1), "id");
-        json_array_extend(users, page);
-        json_decref(page);
-        if (np == 0)
-            break;
-    }
+    json_t *users = api_all_items(&u, "/users"); /* every committed user */
     cr_assert_eq(json_array_size(users), n, "%zu users but %zu events", json_array_size(users), n);
     size_t i;
     json_t *e;
