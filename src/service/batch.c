@@ -45,13 +45,26 @@ static void answer_503(cm_req_t *req)
     cm_res_error(req, 503, "the write could not be committed; nothing was stored; retry");
 }
 
-static void answer_all(cm_batch_t *b, int ok)
+/* The COMMIT was sent and its answer lost (db.h's -ETIMEDOUT): stored or not, nobody
+ * knows. Not 503, which promises nothing was stored: 500, as Idempotency-Key APIs answer
+ * an indeterminate result, and the way to find out. */
+static void answer_unknown(cm_req_t *req)
 {
+    cm_buf_reset(&req->res_headers);
+    req->content_type_set = 0;
+    cm_res_error(req, 500, "%s", CM_BATCH_UNKNOWN_OUTCOME);
+}
+
+static void answer_all(cm_batch_t *b, int rc)
+{
+    int ok = rc == 0;
     for (int i = 0; i < b->nheld; i++) {
         if (!b->held[i].req)
             b->held[i].done(b->held[i].data, ok);
         else if (ok)
             cm_res_send(b->held[i].req, b->held[i].status);
+        else if (rc == -ETIMEDOUT)
+            answer_unknown(b->held[i].req);
         else
             answer_503(b->held[i].req);
     }
@@ -71,9 +84,9 @@ static void commit_now(cm_batch_t *b)
     snap_end(b);
     int rc = cm_db_group_commit(b->db); /* always ends the transaction */
     if (rc < 0 && b->nheld)
-        cm_log_msg(CM_LOG_ERROR, "batch: %d answers of a group that did not commit are 503: %s",
-                   b->nheld, strerror(-rc));
-    answer_all(b, rc == 0);
+        cm_log_msg(CM_LOG_ERROR, "batch: %d answers of a group that did not commit are %s: %s",
+                   b->nheld, rc == -ETIMEDOUT ? "500 (outcome unknown)" : "503", strerror(-rc));
+    answer_all(b, rc);
     int kept = b->kept;
     b->kept = 0;
     if (rc == 0 && kept && b->committed)

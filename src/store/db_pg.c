@@ -44,6 +44,10 @@
 #define PG_BACKOFF_MIN_MS       50
 #define PG_BACKOFF_MAX_MS       2000
 #define PG_PROBE_MS             500 /* ms between /readyz round trips on an idle connection */
+/* ms: how long a COMMIT whose answer was lost is asked after (pg_xact_status) before
+ * its outcome is reported unknown */
+#define PG_DOUBT_MS      10000
+#define PG_DOUBT_POLL_MS 50 /* ms between asks while the old backend still runs it */
 
 typedef struct pg_db pg_db_t;
 
@@ -86,6 +90,7 @@ struct pg_db {
     tx_state_t tx;
     int in_unit;
     int release_pending; /* a unit ended: its RELEASE goes with the next command */
+    char xid[32];        /* the write group's transaction id, learnt at BEGIN; "" unknown */
     int changes;
     int lock_timeout_ms;
     uint64_t retry_at; /* ms, monotonic: no connect before */
@@ -150,6 +155,7 @@ static void schedule_retry(pg_db_t *db)
 }
 
 static int exec_cmd(pg_db_t *db, const char *sql);
+static int resolve_in_doubt(pg_db_t *db);
 
 static int session_setup(pg_db_t *db)
 {
@@ -311,18 +317,35 @@ static void after_error(pg_db_t *db)
     }
 }
 
-/* Runs SQL without parameters or rows (transaction control, session settings). */
-static int exec_cmd(pg_db_t *db, const char *sql)
+/* Runs SQL without parameters (transaction control, session settings; several
+ * statements in one round trip). When val is not NULL, the last column of the first
+ * row any statement returned is copied there ("" if none). The first error counts:
+ * PostgreSQL skips the statements after it. */
+static int exec_multi(pg_db_t *db, const char *sql, char *val, size_t cap)
 {
+    if (val)
+        *val = '\0';
     if (!db->conn)
         return -EIO;
-    PGresult *res = PQexec(db->conn, sql);
-    ExecStatusType s = PQresultStatus(res);
-    int rc = s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK || s == PGRES_EMPTY_QUERY
-                 ? 0
-                 : map_result(db, res, sql);
-    PQclear(res);
+    if (!PQsendQuery(db->conn, sql))
+        return map_result(db, NULL, sql);
+    int rc = 0;
+    PGresult *res;
+    while (db->conn && (res = PQgetResult(db->conn))) {
+        ExecStatusType s = PQresultStatus(res);
+        if (s == PGRES_TUPLES_OK && val && !*val && PQntuples(res) > 0 && PQnfields(res) > 0)
+            snprintf(val, cap, "%s", PQgetvalue(res, 0, PQnfields(res) - 1));
+        else if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && s != PGRES_EMPTY_QUERY &&
+                 rc == 0)
+            rc = map_result(db, res, sql); /* may drop the connection: the loop ends */
+        PQclear(res);
+    }
     return rc;
+}
+
+static int exec_cmd(pg_db_t *db, const char *sql)
+{
+    return exec_multi(db, sql, NULL, 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -741,25 +764,27 @@ static void pg_reset(cm_stmt_t *h)
 
 /* Opens a transaction. A connection found dead at BEGIN (the server restarted while it
  * sat idle) had nothing of ours in flight: one new connection is tried at once. */
-static int begin_tx(pg_db_t *db, const char *sql)
+static int begin_tx(pg_db_t *db, const char *sql, char *val, size_t cap)
 {
     if (ensure_conn(db, 0, PG_CONNECT_WAIT_MS) < 0)
         return -EIO;
-    int rc = exec_cmd(db, sql);
+    int rc = exec_multi(db, sql, val, cap);
     if (rc < 0 && !db->conn && ensure_conn(db, 0, PG_CONNECT_WAIT_MS) == 0)
-        rc = exec_cmd(db, sql);
+        rc = exec_multi(db, sql, val, cap);
     return rc;
 }
 
-/* BEGIN and the write lock, then `then` (a first SAVEPOINT), in one round trip. */
+/* BEGIN and the write lock, then `then` (a first SAVEPOINT), in one round trip, which
+ * also learns the transaction's id: the question to ask if its COMMIT's answer is lost. */
 static int open_write(pg_db_t *db, const char *then)
 {
     if (db->tx == TX_LOST)
         return -EIO;
-    char sql[128];
-    snprintf(sql, sizeof sql, "BEGIN; SELECT pg_advisory_xact_lock(%" PRId64 ")%s", db->lock_key,
-             then);
-    int rc = begin_tx(db, sql);
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "BEGIN; SELECT pg_advisory_xact_lock(%" PRId64 "), pg_current_xact_id()::text%s",
+             db->lock_key, then);
+    int rc = begin_tx(db, sql, db->xid, sizeof db->xid);
     if (rc == 0) {
         db->tx = TX_WRITE;
     } else if (db->conn) {
@@ -771,6 +796,76 @@ static int open_write(pg_db_t *db, const char *then)
 static int pg_begin(cm_db_t *h)
 {
     return open_write((pg_db_t *)h, "");
+}
+
+int cm_db_pg_xact_outcome(const char *status)
+{
+    if (!status)
+        return -ETIMEDOUT; /* too old, or not yet assigned: nobody can tell */
+    if (strcmp(status, "committed") == 0)
+        return 0;
+    if (strcmp(status, "aborted") == 0)
+        return -EIO;
+    if (strcmp(status, "in progress") == 0)
+        return -EINPROGRESS;
+    return -ETIMEDOUT;
+}
+
+/* The COMMIT of the write group went out and the connection broke before its answer
+ * came back: PostgreSQL may have committed it, so "nothing was stored" could be a lie.
+ * Asks the server, on new connections, what became of the group's transaction, until
+ * it says or PG_DOUBT_MS passed (the worker waits: the answers it holds depend on it).
+ * Returns 0 (committed), -EIO (aborted: nothing stored) or -ETIMEDOUT (unknown). */
+static int resolve_in_doubt(pg_db_t *db)
+{
+    if (!db->xid[0]) {
+        cm_log_msg(CM_LOG_ERROR, "db: postgres connection lost during COMMIT of a write group "
+                                 "whose transaction id is unknown: its outcome is unknown");
+        return -ETIMEDOUT;
+    }
+    cm_log_msg(CM_LOG_WARN,
+               "db: postgres connection lost during COMMIT of transaction %s; asking whether "
+               "it committed",
+               db->xid);
+    uint64_t until = now_ms() + PG_DOUBT_MS;
+    int rc = -ETIMEDOUT;
+    for (;;) {
+        uint64_t now = now_ms();
+        if (now >= until)
+            break;
+        unsigned wait = PG_DOUBT_POLL_MS;
+        if (db->conn || now >= db->retry_at) {
+            int left = (int)(until - now);
+            if (ensure_conn(db, 1, left < PG_CONNECT_TIMEOUT_MS ? left : PG_CONNECT_TIMEOUT_MS) ==
+                0) {
+                const char *v[1] = {db->xid};
+                PGresult *res = PQexecParams(db->conn, "SELECT pg_xact_status($1::xid8)", 1, NULL,
+                                             v, NULL, NULL, 0);
+                if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+                    rc = cm_db_pg_xact_outcome(PQgetisnull(res, 0, 0) ? NULL
+                                                                      : PQgetvalue(res, 0, 0));
+                } else {
+                    map_result(db, res, "asking a transaction's outcome");
+                    rc = -EINPROGRESS; /* no answer: ask again */
+                }
+                PQclear(res);
+                if (rc != -EINPROGRESS)
+                    break;
+            }
+        } else if (db->retry_at - now > wait) {
+            wait = (unsigned)(db->retry_at - now);
+        }
+        now = now_ms();
+        if (now + wait > until)
+            wait = now < until ? (unsigned)(until - now) : 0;
+        poll(NULL, 0, (int)wait);
+        rc = -ETIMEDOUT;
+    }
+    cm_log_msg(rc == 0 ? CM_LOG_INFO : CM_LOG_ERROR, "db: transaction %s %s", db->xid,
+               rc == 0      ? "had committed: its answers stand"
+               : rc == -EIO ? "had been rolled back: nothing of it was stored"
+                            : "did not say whether it committed: its outcome is unknown");
+    return rc;
 }
 
 static int pg_commit(cm_db_t *h)
@@ -795,14 +890,19 @@ static int pg_commit(cm_db_t *h)
     PGresult *res = PQexec(db->conn, db->release_pending ? "RELEASE unit; COMMIT" : "COMMIT");
     db->release_pending = 0;
     int rc = 0;
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         rc = map_result(db, res, "COMMIT");
-    else if (strcmp(PQcmdStatus(res), "COMMIT") != 0)
+        /* the connection broke with the COMMIT sent: the server may have committed */
+        if (!db->conn && tx == TX_WRITE)
+            rc = resolve_in_doubt(db);
+    } else if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
         rc = -EIO; /* PostgreSQL answers ROLLBACK for a transaction it had aborted */
+    }
     PQclear(res);
-    if (rc < 0 && tx == TX_WRITE)
+    if (rc < 0 && rc != -ETIMEDOUT && tx == TX_WRITE)
         cm_log_msg(CM_LOG_ERROR, "db: postgres did not commit the write group");
     db->tx = TX_NONE;
+    db->xid[0] = '\0';
     return rc;
 }
 
@@ -827,7 +927,7 @@ static int pg_read_begin(cm_db_t *h)
     pg_db_t *db = (pg_db_t *)h;
     if (db->tx != TX_NONE)
         return db->tx == TX_LOST ? -EIO : 0;
-    int rc = begin_tx(db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    int rc = begin_tx(db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", NULL, 0);
     if (rc == 0)
         db->tx = TX_READ;
     return rc;

@@ -12,6 +12,7 @@
 #include <criterion/criterion.h>
 
 #include "store/db.h"
+#include "store/db_int.h"
 
 static char url[512];
 
@@ -233,4 +234,14 @@ Test(dbpg, a_connection_the_server_dropped_is_reopened_at_the_next_read_group)
     cr_assert_eq(cm_db_group_commit(rdb), 0);
     cm_db_close(rdb);
     cm_db_close(db);
+}
+
+/* The in-doubt COMMIT's answer from pg_xact_status(): pure, no server needed. */
+Test(dbpg, xact_status_maps_to_the_group_commit_result)
+{
+    cr_assert_eq(cm_db_pg_xact_outcome("committed"), 0);
+    cr_assert_eq(cm_db_pg_xact_outcome("aborted"), -EIO);
+    cr_assert_eq(cm_db_pg_xact_outcome("in progress"), -EINPROGRESS);
+    cr_assert_eq(cm_db_pg_xact_outcome(NULL), -ETIMEDOUT, "NULL: too old or never assigned");
+    cr_assert_eq(cm_db_pg_xact_outcome("something new"), -ETIMEDOUT);
 }
