@@ -46,7 +46,7 @@ void cm_batch_refuse(cm_batch_t *b, cm_req_t *req, int status);
 /* The error of every answer whose commit's outcome is unknown (db.h's -ETIMEDOUT),
  * answered 500: not 503, which says nothing was stored. */
 #define CM_BATCH_UNKNOWN_OUTCOME                                                                   \
-    "the database connection broke during the commit: whether the write was stored is "         \
+    "the database connection broke during the commit: whether the write was stored is "            \
     "unknown; retry with the same Idempotency-Key"
 /* Told after the commit whether a unit (or, for cm_batch_on_commit, the group) was
  * stored: ok 1, or 0 when nothing of it was. */

@@ -118,7 +118,7 @@ void cm_db_rollback(cm_db_t *db);
  *   failed; a COMMIT into a file that was moved or deleted is refused (-ESTALE).
  * - -ETIMEDOUT (PostgreSQL only, from cm_db_group_commit and cm_db_commit): the outcome
  *   is unknown. The COMMIT was sent, the connection broke before its answer came, and
- *   the server could not be asked within 10 s whether it committed (when it could, the
+ *   the server could not be asked within 5 s whether it committed (when it could, the
  *   result is 0 or -EIO as it said). The group may or may not be stored: its answers
  *   must say so (not 503 "nothing was stored"), so that the client retries with the
  *   same Idempotency-Key.

@@ -44,10 +44,10 @@ typedef struct proxy {
     int wake[2];
     char upstream[256];
     char needle[96];
-    atomic_int mode;    /* CUT_*: reset to CUT_NONE by the cut */
-    atomic_int refuse;  /* new connections are closed at once (after the cut too) */
-    atomic_int cuts;    /* COMMITs cut */
-    int refuse_at_cut;  /* the cut sets refuse */
+    atomic_int mode;   /* CUT_*: reset to CUT_NONE by the cut */
+    atomic_int refuse; /* new connections are closed at once (after the cut too) */
+    atomic_int cuts;   /* COMMITs cut */
+    int refuse_at_cut; /* the cut sets refuse */
     pair_t pairs[MAX_PAIRS];
     pthread_t th;
 } proxy_t;
@@ -285,8 +285,8 @@ static h_resp_t create(doubt_t *d, const char *email)
     return api_send(&d->users, "POST", "/users", body, key, NULL);
 }
 
-/* The same request on a raw socket: the answer may take the whole in-doubt bound (10 s),
- * longer than the harness's curl waits. Returns the status; the body in body. */
+/* The same request on a raw socket: the answer takes the whole in-doubt bound (5 s) and
+ * more, near the harness's curl timeout. Returns the status; the body in body. */
 static int create_raw(doubt_t *d, const char *email, char *out, size_t cap)
 {
     char body[192], key[160], req[512];
@@ -375,7 +375,7 @@ Test(pgdoubt, commit_answer_lost_and_server_unreachable_is_500_outcome_unknown)
     d.proxy.refuse_at_cut = 1; /* set before arming: the proxy thread reads it at the cut */
     atomic_store(&d.proxy.mode, CUT_AFTER);
     char body[1024];
-    int status = create_raw(&d, email, body, sizeof body); /* asked for 10 s, then given up */
+    int status = create_raw(&d, email, body, sizeof body); /* asked for 5 s, then given up */
     cr_assert_eq(atomic_load(&d.proxy.cuts), 1, "the proxy never saw the group's COMMIT");
     cr_assert_eq(status, 500, "an outcome nobody could learn: %d %s", status, body);
     json_t *j = json_loads(body, 0, NULL);

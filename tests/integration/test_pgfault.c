@@ -3,8 +3,9 @@
  * threads create users while the test server goes down and comes back: every 201 must be
  * there afterwards as sent, every other answer must be 503 with Retry-After, or 500
  * "unknown" for a COMMIT cut in flight whose outcome the server could not be asked about
- * within 10 s (store/db.h; never a wrong answer, never a dropped connection), and the
- * service must be ready again within a bound. Runs only on the PostgreSQL run (it_pg_test_pgfault); skipped on SQLite. */
+ * within 5 s (store/db.h; never a wrong answer, never a dropped connection), and the
+ * service must be ready again within a bound. Runs only on the PostgreSQL run (it_pg_test_pgfault);
+ * skipped on SQLite. */
 #include "api_util.h"
 #include "h_pg.h"
 #include "harness.h"
