@@ -30,7 +30,8 @@
  * backoff (50 ms doubling to 2 s); until then every call fails with -EIO (503).
  *
  * The calls are synchronous: a worker's loop waits for each statement's round trip (not
- * yet issue 16's "the event loop never blocks"). Every wait is bounded: a reconnect runs
+ * yet issue 16's "the event loop never blocks"). Every wait is bounded (an in-doubt
+ * COMMIT is asked about for PG_DOUBT_MS): a reconnect runs
  * without blocking (at most 50 ms of it per call, given up after 2 s), TCP keepalives and
  * tcp_user_timeout for a dead network, lock_timeout 5 s, statement_timeout 10 s (503). */
 #include <errno.h>
@@ -767,12 +768,14 @@ static int run_pipeline(pg_db_t *db, pg_stmt_t *st)
         sent = PQsendQueryPrepared(c, st->name, st->nparams, st->values, NULL, NULL, 0);
     if (sent)
         sent = PQpipelineSync(c);
+    PGresult *res[5] = {NULL}, *pres = NULL, *eres = NULL, *sync = NULL;
+    int rc = 0;
     if (!sent) {
         note_loss(db, PQerrorMessage(c));
-        return opens ? -EAGAIN : -EIO;
+        rc = -EIO;
+        goto out;
     }
     read_async(db); /* its answer comes first */
-    PGresult *res[5] = {NULL}, *pres = NULL, *eres = NULL, *sync = NULL;
     for (int i = 0; i < np; i++)
         res[i] = next_result(db, 0);
     if (prep)
@@ -780,13 +783,13 @@ static int run_pipeline(pg_db_t *db, pg_stmt_t *st)
     eres = next_result(db, 0);
     sync = next_result(db, 1);
     int lost = !sync || !db->conn || !PQexitPipelineMode(db->conn);
-    int rc = 0, failed = -1;
+    int failed = -1;
     for (int i = 0; i < np && failed < 0; i++)
         if (PQresultStatus(res[i]) != PGRES_COMMAND_OK && PQresultStatus(res[i]) != PGRES_TUPLES_OK)
             failed = i;
     if (lost) {
         note_loss(db, db->conn ? PQerrorMessage(db->conn) : "no connection");
-        rc = opens ? -EAGAIN : -EIO;
+        rc = -EIO;
     } else if (failed >= 0) {
         rc = map_result(db, res[failed], pre[failed]);
         if (db->tx == TX_READ) /* its BEGIN: the next read opens a new group */
@@ -819,12 +822,13 @@ static int run_pipeline(pg_db_t *db, pg_stmt_t *st)
             }
         }
     }
+out:
     for (int i = 0; i < np; i++)
         PQclear(res[i]);
     PQclear(pres);
     PQclear(eres);
     PQclear(sync);
-    if (rc < 0 && !db->conn && opens) /* the server dropped it (57P01, 08xxx): as lost */
+    if (rc < 0 && !db->conn && opens) /* dead, or dropped by the server (57P01, 08xxx) */
         rc = -EAGAIN;
     if (rc == -EAGAIN) { /* sent again on a new connection: the group as it was before */
         db->pend_open = was_open;
