@@ -163,15 +163,28 @@ static outcome_t *outcome_new(void)
     return o;
 }
 
-/* Hands the held answers their verdict. A kept unit is told now (inline) or through an
- * outcome the loop delivers (threaded; appended at *tail). */
-static void answer_all(cm_batch_t *b, int ok, outcome_t ***tail)
+/* The COMMIT was sent and its answer lost (db.h's -ETIMEDOUT): stored or not, nobody
+ * knows. Not 503, which promises nothing was stored: 500, as Idempotency-Key APIs answer
+ * an indeterminate result, and the way to find out. */
+static void answer_unknown(cm_req_t *req)
 {
+    cm_buf_reset(&req->res_headers);
+    req->content_type_set = 0;
+    cm_res_error(req, 500, "%s", CM_BATCH_UNKNOWN_OUTCOME);
+}
+
+/* Hands the held answers their verdict (rc: the group's commit). A kept unit is told now
+ * (inline) or through an outcome the loop delivers (threaded; appended at *tail). */
+static void answer_all(cm_batch_t *b, int rc, outcome_t ***tail)
+{
+    int ok = rc == 0;
     for (int i = 0; i < b->nheld; i++) {
         held_t *h = &b->held[i];
         if (h->req) {
             if (ok)
                 cm_res_send(h->req, h->status); /* recorded when away */
+            else if (rc == -ETIMEDOUT)
+                answer_unknown(h->req);
             else
                 answer_503(h->req);
         } else if (!tail) {
@@ -191,9 +204,9 @@ static int commit_group(cm_batch_t *b, outcome_t ***tail)
 {
     int rc = cm_db_group_commit(b->db); /* always ends the transaction */
     if (rc < 0 && b->nheld)
-        cm_log_msg(CM_LOG_ERROR, "batch: %d answers of a group that did not commit are 503: %s",
-                   b->nheld, strerror(-rc));
-    answer_all(b, rc == 0, tail);
+        cm_log_msg(CM_LOG_ERROR, "batch: %d answers of a group that did not commit are %s: %s",
+                   b->nheld, rc == -ETIMEDOUT ? "500 (outcome unknown)" : "503", strerror(-rc));
+    answer_all(b, rc, tail);
     int kept = b->kept;
     b->kept = 0;
     return rc == 0 && kept;
@@ -759,6 +772,18 @@ const char *cm_batch_write_problem(cm_batch_t *b)
         b->probing = 1;
         cm_batch_run(b, CM_BATCH_WRITE, NULL, probe, on_probed, b);
     }
+    /* The loop's own read connections see a server that went away at once (their
+     * sockets close), while the writer may be busy with a group that lost it: with none
+     * of them connected the server is unreachable. Asking also reconnects them (after
+     * their backoff), so readiness comes back with the server. */
+    int up = 0;
+    for (int i = 0; i < b->naconns; i++) {
+        connect_one(&b->aconns[i]);
+        cm_pgasync_state_t st = cm_pgasync_state(b->aconns[i].c);
+        up |= st == CM_PGASYNC_IDLE || st == CM_PGASYNC_BUSY;
+    }
+    if (!up)
+        return "the database server is unreachable";
     return atomic_load(&b->problem);
 }
 

@@ -79,6 +79,11 @@ void cm_batch_answer(cm_batch_t *b, cm_req_t *req, int status);
  * cm_res_error_body) is held like cm_batch_answer's, as it was decided on the group's
  * uncommitted state. req must not be touched afterwards. */
 void cm_batch_refuse(cm_batch_t *b, cm_req_t *req, int status);
+/* The error of every answer whose commit's outcome is unknown (db.h's -ETIMEDOUT),
+ * answered 500: not 503, which says nothing was stored. */
+#define CM_BATCH_UNKNOWN_OUTCOME                                                                   \
+    "the database connection broke during the commit: whether the write was stored is "            \
+    "unknown; retry with the same Idempotency-Key"
 /* Told after the commit whether a unit (or, for cm_batch_on_commit, the group) was
  * stored: ok 1, or 0 when nothing of it was. */
 typedef void (*cm_batch_done_fn)(void *data, int ok);

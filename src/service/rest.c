@@ -245,6 +245,9 @@ int cm_rest_db_error_body(cm_req_t *req, int rc)
     case -EIO:
         why = "database error";
         break;
+    case -ETIMEDOUT: /* db.h: the commit's outcome is unknown; not "nothing was stored" */
+        cm_res_error_body(req, NULL, "%s", CM_BATCH_UNKNOWN_OUTCOME);
+        return 500;
     default:
         cm_res_error_body(req, NULL, "database error");
         return 500;

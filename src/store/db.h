@@ -117,7 +117,13 @@ void cm_db_rollback(cm_db_t *db);
  *   answer it held must then say 503.
  * - cm_db_group_commit() always ends the transaction: COMMIT, or ROLLBACK when COMMIT
  *   failed; a COMMIT into a file that was moved or deleted is refused (-ESTALE).
- * Return 0, or -EBUSY / -ENOSPC / -EROFS / -ESTALE / -EIO. */
+ * - -ETIMEDOUT (PostgreSQL only, from cm_db_group_commit and cm_db_commit): the outcome
+ *   is unknown. The COMMIT was sent, the connection broke before its answer came, and
+ *   the server could not be asked within 5 s whether it committed (when it could, the
+ *   result is 0 or -EIO as it said). The group may or may not be stored: its answers
+ *   must say so (not 503 "nothing was stored"), so that the client retries with the
+ *   same Idempotency-Key.
+ * Return 0, or -EBUSY / -ENOSPC / -EROFS / -ESTALE / -EIO / -ETIMEDOUT. */
 int cm_db_unit_begin(cm_db_t *db);
 /* Opens a read group (BEGIN DEFERRED) unless a group is open: every read until
  * cm_db_group_commit() shares one snapshot and one set of file locks. Use it on a

@@ -44,5 +44,9 @@ struct cm_stmt {
 extern const cm_db_ops_t cm_db_sqlite_ops;
 extern const cm_db_ops_t cm_db_pg_ops;
 int cm_db_sqlite_global_init(void);
+/* PostgreSQL's pg_xact_status() answer (NULL for SQL NULL) as a group commit's result:
+ * "committed" 0, "aborted" -EIO, "in progress" -EINPROGRESS (ask again), else
+ * -ETIMEDOUT (nobody can tell). Pure; db_pg.c's in-doubt COMMIT uses it. */
+int cm_db_pg_xact_outcome(const char *status);
 
 #endif

@@ -1,8 +1,16 @@
 /* store/db_pg.c: the PostgreSQL backend of store/db.h (libpq), through db_int.h's table.
  *
  * One cm_db_t is one libpq connection. Statements are prepared once per connection
- * (PQprepare, `?` rewritten to `$n`), cached by the address of their SQL literal, and
- * prepared again after a reconnect. Parameters and results go as text.
+ * (`?` rewritten to `$n`), cached by the address of their SQL literal, and prepared
+ * again after a reconnect. Parameters and results go as text.
+ *
+ * Round trips: a statement is one pipeline (libpq pipeline mode, one write, one sync)
+ * that also carries what is due before it: the write group's BEGIN and advisory lock,
+ * the RELEASE of the unit before and the SAVEPOINT of this one, a read group's BEGIN,
+ * and the statement's prepare on first use. A read group's COMMIT is sent without
+ * waiting; whatever talks to the server next reads its answer first. An error of a
+ * command sent ahead is mapped as it would have been had it run alone (the pipeline
+ * stops at it). The write group's COMMIT (with the last RELEASE) is a simple query.
  *
  * Transactions keep the store's contract (ARCHITECTURE.md):
  * - the write group is one transaction, units are savepoints; BEGIN also takes a
@@ -13,13 +21,17 @@
  * - a statement that fails outside a savepoint aborts PostgreSQL's transaction, and a
  *   lost connection ends it: either makes the group lost (every held answer 503);
  * - COMMIT is checked by its command tag (an aborted transaction "commits" as ROLLBACK);
+ *   when the connection breaks with the COMMIT sent, the server is asked on a new
+ *   connection what became of the transaction (its id is learnt with the lock), for up
+ *   to PG_DOUBT_MS: committed, aborted, or the outcome is unknown (-ETIMEDOUT);
  * - a read group is BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY: one committed
  *   snapshot for all reads of a loop iteration, as on SQLite.
  * A lost connection is reopened on a later call, no sooner than a jittered, bounded
  * backoff (50 ms doubling to 2 s); until then every call fails with -EIO (503).
  *
  * The calls are synchronous: a worker's loop waits for each statement's round trip (not
- * yet issue 16's "the event loop never blocks"). Every wait is bounded: a reconnect runs
+ * yet issue 16's "the event loop never blocks"). Every wait is bounded (an in-doubt
+ * COMMIT is asked about for PG_DOUBT_MS): a reconnect runs
  * without blocking (at most 50 ms of it per call, given up after 2 s), TCP keepalives and
  * tcp_user_timeout for a dead network, lock_timeout 5 s, statement_timeout 10 s (503). */
 #include <errno.h>
@@ -45,6 +57,12 @@
 #define PG_BACKOFF_MIN_MS       50
 #define PG_BACKOFF_MAX_MS       2000
 #define PG_PROBE_MS             500 /* ms between /readyz round trips on an idle connection */
+/* ms: how long a COMMIT whose answer was lost is asked after (pg_xact_status) before
+ * its outcome is reported unknown. The worker waits meanwhile, so its held answers wait
+ * this long plus one statement: 5 s keeps them under the 10 s clients commonly give up
+ * after (the test harness's curl, and the statement timeout). */
+#define PG_DOUBT_MS      5000
+#define PG_DOUBT_POLL_MS 50 /* ms between asks while the old backend still runs it */
 
 typedef struct pg_db pg_db_t;
 
@@ -88,6 +106,13 @@ struct pg_db {
     tx_state_t tx;
     int in_unit;
     int release_pending; /* a unit ended: its RELEASE goes with the next command */
+    /* Commands sent ahead with the next statement (one round trip, pipeline mode): */
+    int pend_open;      /* the write group's BEGIN and lock */
+    int pend_savepoint; /* the unit's SAVEPOINT */
+    int pend_read;      /* the read group's BEGIN */
+    int async_commit;   /* a read group's COMMIT sent, its answer not read yet */
+    char lock_sql[96];  /* the write lock's SELECT, which also returns the xid */
+    char xid[32];       /* the write group's transaction id, learnt at BEGIN; "" unknown */
     int changes;
     int lock_timeout_ms;
     uint64_t retry_at; /* ms, monotonic: no connect before */
@@ -140,6 +165,8 @@ static void note_loss(pg_db_t *db, const char *why)
         db->tx = TX_NONE;
     db->in_unit = 0;
     db->release_pending = 0;
+    db->pend_open = db->pend_savepoint = db->pend_read = 0;
+    db->async_commit = 0; /* its answer went with the connection: a read has nothing to lose */
 }
 
 static void schedule_retry(pg_db_t *db)
@@ -154,6 +181,9 @@ static void schedule_retry(pg_db_t *db)
 }
 
 static int exec_cmd(pg_db_t *db, const char *sql);
+static int resolve_in_doubt(pg_db_t *db);
+static void settle(pg_db_t *db);
+static void lose_group(pg_db_t *db);
 
 static int session_setup(pg_db_t *db)
 {
@@ -324,18 +354,35 @@ static void after_error(pg_db_t *db)
     }
 }
 
-/* Runs SQL without parameters or rows (transaction control, session settings). */
-static int exec_cmd(pg_db_t *db, const char *sql)
+/* Runs SQL without parameters (transaction control, session settings; several
+ * statements in one round trip). When val is not NULL, the last column of the first
+ * row any statement returned is copied there ("" if none). The first error counts:
+ * PostgreSQL skips the statements after it. */
+static int exec_multi(pg_db_t *db, const char *sql, char *val, size_t cap)
 {
+    if (val)
+        *val = '\0';
+    settle(db);
     if (!db->conn)
         return -EIO;
-    PGresult *res = PQexec(db->conn, sql);
-    ExecStatusType s = PQresultStatus(res);
-    int rc = s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK || s == PGRES_EMPTY_QUERY
-                 ? 0
-                 : map_result(db, res, sql);
-    PQclear(res);
+    if (!PQsendQuery(db->conn, sql))
+        return map_result(db, NULL, sql);
+    int rc = 0;
+    PGresult *res;
+    while (db->conn && (res = PQgetResult(db->conn))) {
+        ExecStatusType s = PQresultStatus(res);
+        if (s == PGRES_TUPLES_OK && val && !*val && PQntuples(res) > 0 && PQnfields(res) > 0)
+            snprintf(val, cap, "%s", PQgetvalue(res, 0, PQnfields(res) - 1));
+        else if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && s != PGRES_EMPTY_QUERY && rc == 0)
+            rc = map_result(db, res, sql); /* may drop the connection: the loop ends */
+        PQclear(res);
+    }
     return rc;
+}
+
+static int exec_cmd(pg_db_t *db, const char *sql)
+{
+    return exec_multi(db, sql, NULL, 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -437,6 +484,8 @@ static int pg_open(const char *target, cm_db_sync_t sync, const cm_migration_t *
         return -ENOMEM;
     db->sync = sync;
     db->lock_key = schema_key(m, n);
+    snprintf(db->lock_sql, sizeof db->lock_sql,
+             "SELECT pg_advisory_xact_lock(%" PRId64 "), pg_current_xact_id()::text", db->lock_key);
     int rc = ensure_conn(db, 0, PG_CONNECT_TIMEOUT_MS); /* at start: wait for it */
     if (rc == 0)
         rc = migrate(db, m, n);
@@ -655,16 +704,155 @@ static int pg_bind_null(cm_stmt_t *h, int idx)
     return pg_bind_text(h, idx, NULL, 0);
 }
 
-static int prepare(pg_stmt_t *st)
+static const char READ_BEGIN[] = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+
+/* The next result of the pipeline, NULL when the connection broke (then, with no result
+ * left to come, reading on would wait for ever). Each command's results end with a NULL,
+ * read here too; a sync has none. */
+static PGresult *next_result(pg_db_t *db, int sync)
 {
-    pg_db_t *db = st->db;
-    if (st->gen == db->gen)
-        return 0;
-    PGresult *res = PQprepare(db->conn, st->name, st->text, st->nparams, NULL);
-    int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : map_result(db, res, st->text);
-    PQclear(res);
-    if (rc == 0)
-        st->gen = db->gen;
+    if (!db->conn || PQstatus(db->conn) == CONNECTION_BAD)
+        return NULL;
+    PGresult *r = PQgetResult(db->conn);
+    if (!r || sync)
+        return r;
+    PGresult *extra;
+    while ((extra = PQgetResult(db->conn))) /* none for our single statements */
+        PQclear(extra);
+    return r;
+}
+
+/* Reads the answer of a read group's COMMIT sent ahead (pg_commit), if one is due.
+ * A read-only transaction has nothing to lose: a failure is only logged (a lost
+ * connection is noticed here). */
+static void read_async(pg_db_t *db)
+{
+    if (!db->async_commit || !db->conn)
+        return;
+    db->async_commit = 0;
+    PGresult *r = next_result(db, 0);
+    PGresult *sync = r ? next_result(db, 1) : NULL;
+    if (!r || PQresultStatus(r) != PGRES_COMMAND_OK || !sync)
+        map_result(db, r, "COMMIT of a read group");
+    PQclear(r);
+    PQclear(sync);
+}
+
+/* Before any other command: the COMMIT sent ahead answered, out of pipeline mode. */
+static void settle(pg_db_t *db)
+{
+    if (!db->async_commit || !db->conn)
+        return;
+    read_async(db);
+    if (db->conn && !PQexitPipelineMode(db->conn))
+        note_loss(db, PQerrorMessage(db->conn));
+}
+
+/* One round trip: the commands due before the statement (a read group's COMMIT sent
+ * ahead is answered first; then BEGIN, the write lock, RELEASE, SAVEPOINT), its prepare
+ * on first use on this connection, the statement, a sync. Returns the step's result,
+ * or -EAGAIN when the connection was found dead and nothing of ours was in it but the group
+ * this pipeline opened: the caller may send it again on a new connection. */
+static int run_pipeline(pg_db_t *db, pg_stmt_t *st)
+{
+    PGconn *c = db->conn;
+    const char *pre[5];
+    int np = 0, opens = db->pend_open || db->pend_read;
+    if (db->pend_read)
+        pre[np++] = READ_BEGIN;
+    if (db->pend_open) {
+        pre[np++] = "BEGIN";
+        pre[np++] = db->lock_sql;
+    }
+    int lock_at = db->pend_open ? np - 1 : -1;
+    if (db->release_pending)
+        pre[np++] = "RELEASE unit";
+    if (db->pend_savepoint)
+        pre[np++] = "SAVEPOINT unit";
+    int prep = st->gen != db->gen;
+    int was_open = db->pend_open, was_read = db->pend_read;
+    db->pend_open = db->pend_read = db->release_pending = db->pend_savepoint = 0;
+    for (int i = 0; i < st->nparams; i++)
+        st->values[i] = st->params[i].null ? NULL : st->params[i].buf;
+
+    int sent = (db->async_commit || PQenterPipelineMode(c));
+    for (int i = 0; sent && i < np; i++)
+        sent = PQsendQueryParams(c, pre[i], 0, NULL, NULL, NULL, NULL, 0);
+    if (sent && prep)
+        sent = PQsendPrepare(c, st->name, st->text, st->nparams, NULL);
+    if (sent)
+        sent = PQsendQueryPrepared(c, st->name, st->nparams, st->values, NULL, NULL, 0);
+    if (sent)
+        sent = PQpipelineSync(c);
+    PGresult *res[5] = {NULL}, *pres = NULL, *eres = NULL, *sync = NULL;
+    int rc = 0;
+    if (!sent) {
+        note_loss(db, PQerrorMessage(c));
+        rc = -EIO;
+        goto out;
+    }
+    read_async(db); /* its answer comes first */
+    for (int i = 0; i < np; i++)
+        res[i] = next_result(db, 0);
+    if (prep)
+        pres = next_result(db, 0);
+    eres = next_result(db, 0);
+    sync = next_result(db, 1);
+    int lost = !sync || !db->conn || !PQexitPipelineMode(db->conn);
+    int failed = -1;
+    for (int i = 0; i < np && failed < 0; i++)
+        if (PQresultStatus(res[i]) != PGRES_COMMAND_OK && PQresultStatus(res[i]) != PGRES_TUPLES_OK)
+            failed = i;
+    if (lost) {
+        note_loss(db, db->conn ? PQerrorMessage(db->conn) : "no connection");
+        rc = -EIO;
+    } else if (failed >= 0) {
+        rc = map_result(db, res[failed], pre[failed]);
+        if (db->tx == TX_READ) /* its BEGIN: the next read opens a new group */
+            after_error(db);
+        else if (db->tx == TX_WRITE) /* BEGIN, the lock (timed out: -EBUSY), RELEASE, */
+            lose_group(db);          /* SAVEPOINT: the group cannot go on, none of it kept */
+    } else {
+        if (lock_at >= 0 && PQntuples(res[lock_at]) == 1)
+            snprintf(db->xid, sizeof db->xid, "%s", PQgetvalue(res[lock_at], 0, 1));
+        if (prep && PQresultStatus(pres) != PGRES_COMMAND_OK) {
+            rc = map_result(db, pres, st->text);
+            after_error(db);
+        } else {
+            if (prep)
+                st->gen = db->gen;
+            ExecStatusType s = PQresultStatus(eres);
+            if (s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK) {
+                char what[160];
+                snprintf(what, sizeof what, "postgres: \"%.100s\"", st->sql);
+                rc = map_result(db, eres, what);
+                after_error(db);
+            } else {
+                const char *n = PQcmdTuples(eres);
+                db->changes = n && *n ? atoi(n) : 0;
+                st->res = eres;
+                eres = NULL;
+                st->nrows = s == PGRES_TUPLES_OK ? PQntuples(st->res) : 0;
+                st->row = 0;
+                rc = st->nrows > 0 ? CM_DB_ROW : CM_DB_DONE;
+            }
+        }
+    }
+out:
+    for (int i = 0; i < np; i++)
+        PQclear(res[i]);
+    PQclear(pres);
+    PQclear(eres);
+    PQclear(sync);
+    if (rc < 0 && !db->conn && opens) /* dead, or dropped by the server (57P01, 08xxx) */
+        rc = -EAGAIN;
+    if (rc == -EAGAIN) { /* sent again on a new connection: the group as it was before */
+        db->pend_open = was_open;
+        db->pend_read = was_read;
+        db->pend_savepoint = was_open;
+        db->tx = was_open ? TX_WRITE : TX_READ;
+        db->in_unit = was_open;
+    }
     return rc;
 }
 
@@ -682,40 +870,24 @@ static int pg_step(cm_stmt_t *h)
     if (db->replay_db)
         return replay_step(db, st);
     /* a lost group's statements would run in autocommit, each its own transaction */
-    if (db->tx == TX_LOST)
-        return -EIO;
-    if (ensure_conn(db, 0, PG_CONNECT_WAIT_MS) < 0)
-        return -EIO;
-    if (db->release_pending) { /* a statement between units: the unit ends first */
-        db->release_pending = 0;
-        if (exec_cmd(db, "RELEASE unit") < 0) {
-            after_error(db);
-            return -EIO;
-        }
+    for (int attempt = 0; db->tx != TX_LOST; attempt++) {
+        /* the first statement of a group opened here found the connection dead (the
+         * server restarted while it sat idle): nothing of ours was in flight, so one new
+         * connection is tried at once */
+        if (ensure_conn(db, 0, PG_CONNECT_WAIT_MS) < 0 || attempt == 2)
+            break;
+        int rc = run_pipeline(db, st);
+        if (rc != -EAGAIN)
+            return rc;
     }
-    int rc = prepare(st);
-    if (rc < 0) {
-        after_error(db);
-        return rc;
-    }
-    for (int i = 0; i < st->nparams; i++)
-        st->values[i] = st->params[i].null ? NULL : st->params[i].buf;
-    PGresult *res = PQexecPrepared(db->conn, st->name, st->nparams, st->values, NULL, NULL, 0);
-    ExecStatusType s = PQresultStatus(res);
-    if (s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK) {
-        char what[160];
-        snprintf(what, sizeof what, "postgres: \"%.100s\"", st->sql);
-        rc = map_result(db, res, what);
-        PQclear(res);
-        after_error(db);
-        return rc;
-    }
-    const char *n = PQcmdTuples(res);
-    db->changes = n && *n ? atoi(n) : 0;
-    st->res = res;
-    st->nrows = s == PGRES_TUPLES_OK ? PQntuples(res) : 0;
-    st->row = 0;
-    return st->nrows > 0 ? CM_DB_ROW : CM_DB_DONE;
+    /* the group this statement was to open is not open: nothing of it may run later */
+    if (db->tx == TX_WRITE || db->pend_open)
+        db->tx = TX_LOST;
+    else if (db->tx == TX_READ)
+        db->tx = TX_NONE;
+    db->pend_open = db->pend_read = db->pend_savepoint = db->release_pending = 0;
+    db->in_unit = 0;
+    return -EIO;
 }
 
 static int has_row(const pg_stmt_t *st, int col)
@@ -759,27 +931,22 @@ static void pg_reset(cm_stmt_t *h)
 /* Transactions and groups                                                  */
 /* ------------------------------------------------------------------------ */
 
-/* Opens a transaction. A connection found dead at BEGIN (the server restarted while it
- * sat idle) had nothing of ours in flight: one new connection is tried at once. */
-static int begin_tx(pg_db_t *db, const char *sql)
-{
-    if (ensure_conn(db, 0, PG_CONNECT_WAIT_MS) < 0)
-        return -EIO;
-    int rc = exec_cmd(db, sql);
-    if (rc < 0 && !db->conn && ensure_conn(db, 0, PG_CONNECT_WAIT_MS) == 0)
-        rc = exec_cmd(db, sql);
-    return rc;
-}
-
-/* BEGIN and the write lock, then `then` (a first SAVEPOINT), in one round trip. */
-static int open_write(pg_db_t *db, const char *then)
+/* BEGIN and the write lock in one round trip, which also learns the transaction's id:
+ * the question to ask if its COMMIT's answer is lost. For cm_db_begin (a group's BEGIN
+ * goes with its first statement instead). A connection found dead at BEGIN (the server
+ * restarted while it sat idle) had nothing of ours in flight: one new connection is
+ * tried at once. */
+static int open_write(pg_db_t *db)
 {
     if (db->tx == TX_LOST)
         return -EIO;
-    char sql[128];
-    snprintf(sql, sizeof sql, "BEGIN; SELECT pg_advisory_xact_lock(%" PRId64 ")%s", db->lock_key,
-             then);
-    int rc = begin_tx(db, sql);
+    if (ensure_conn(db, 0, PG_CONNECT_WAIT_MS) < 0)
+        return -EIO;
+    char sql[160];
+    snprintf(sql, sizeof sql, "BEGIN; %s", db->lock_sql);
+    int rc = exec_multi(db, sql, db->xid, sizeof db->xid);
+    if (rc < 0 && !db->conn && ensure_conn(db, 0, PG_CONNECT_WAIT_MS) == 0)
+        rc = exec_multi(db, sql, db->xid, sizeof db->xid);
     if (rc == 0) {
         db->tx = TX_WRITE;
     } else if (db->conn) {
@@ -790,18 +957,106 @@ static int open_write(pg_db_t *db, const char *then)
 
 static int pg_begin(cm_db_t *h)
 {
-    return open_write((pg_db_t *)h, "");
+    return open_write((pg_db_t *)h);
+}
+
+int cm_db_pg_xact_outcome(const char *status)
+{
+    if (!status)
+        return -ETIMEDOUT; /* too old, or not yet assigned: nobody can tell */
+    if (strcmp(status, "committed") == 0)
+        return 0;
+    if (strcmp(status, "aborted") == 0)
+        return -EIO;
+    if (strcmp(status, "in progress") == 0)
+        return -EINPROGRESS;
+    return -ETIMEDOUT;
+}
+
+/* The COMMIT of the write group went out and the connection broke before its answer
+ * came back: PostgreSQL may have committed it, so "nothing was stored" could be a lie.
+ * Asks the server, on new connections, what became of the group's transaction, until
+ * it says or PG_DOUBT_MS passed (the worker waits: the answers it holds depend on it).
+ * Returns 0 (committed), -EIO (aborted: nothing stored) or -ETIMEDOUT (unknown). */
+static int resolve_in_doubt(pg_db_t *db)
+{
+    if (!db->xid[0]) {
+        cm_log_msg(CM_LOG_ERROR, "db: postgres connection lost during COMMIT of a write group "
+                                 "whose transaction id is unknown: its outcome is unknown");
+        return -ETIMEDOUT;
+    }
+    cm_log_msg(CM_LOG_WARN,
+               "db: postgres connection lost during COMMIT of transaction %s; asking whether "
+               "it committed",
+               db->xid);
+    uint64_t until = now_ms() + PG_DOUBT_MS;
+    int rc = -ETIMEDOUT;
+    for (;;) {
+        uint64_t now = now_ms();
+        if (now >= until)
+            break;
+        unsigned wait = PG_DOUBT_POLL_MS;
+        if (db->conn || now >= db->retry_at) {
+            int left = (int)(until - now);
+            if (ensure_conn(db, 1, left < PG_CONNECT_TIMEOUT_MS ? left : PG_CONNECT_TIMEOUT_MS) ==
+                0) {
+                const char *v[1] = {db->xid};
+                PGresult *res = PQexecParams(db->conn, "SELECT pg_xact_status($1::xid8)", 1, NULL,
+                                             v, NULL, NULL, 0);
+                if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+                    rc = cm_db_pg_xact_outcome(PQgetisnull(res, 0, 0) ? NULL
+                                                                      : PQgetvalue(res, 0, 0));
+                } else {
+                    map_result(db, res, "asking a transaction's outcome");
+                    rc = -EINPROGRESS; /* no answer: ask again */
+                }
+                PQclear(res);
+                if (rc != -EINPROGRESS)
+                    break;
+            }
+        } else if (db->retry_at - now > wait) {
+            wait = (unsigned)(db->retry_at - now);
+        }
+        now = now_ms();
+        if (now + wait > until)
+            wait = now < until ? (unsigned)(until - now) : 0;
+        poll(NULL, 0, (int)wait);
+        rc = -ETIMEDOUT;
+    }
+    cm_log_msg(rc == 0 ? CM_LOG_INFO : CM_LOG_ERROR, "db: transaction %s %s", db->xid,
+               rc == 0      ? "had committed: its answers stand"
+               : rc == -EIO ? "had been rolled back: nothing of it was stored"
+                            : "did not say whether it committed: its outcome is unknown");
+    return rc;
 }
 
 static int pg_commit(cm_db_t *h)
 {
     pg_db_t *db = (pg_db_t *)h;
     tx_state_t tx = db->tx;
+    settle(db);
     db->in_unit = 0;
+    db->pend_savepoint = 0;
     if (tx == TX_NONE)
         return 0;
     if (tx != TX_WRITE)
         db->release_pending = 0;
+    if ((tx == TX_WRITE && db->pend_open) || (tx == TX_READ && db->pend_read)) {
+        db->pend_open = db->pend_read = db->release_pending = 0; /* nothing was sent */
+        db->tx = TX_NONE;
+        return 0;
+    }
+    if (tx == TX_READ && db->conn) {
+        /* sent without waiting for its answer: the next command reads it first */
+        db->tx = TX_NONE;
+        if (PQenterPipelineMode(db->conn) &&
+            PQsendQueryParams(db->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) &&
+            PQpipelineSync(db->conn))
+            db->async_commit = 1;
+        else
+            note_loss(db, PQerrorMessage(db->conn));
+        return 0;
+    }
     if (tx == TX_LOST || !db->conn) {
         db->tx = TX_NONE;
         return -EIO;
@@ -815,25 +1070,32 @@ static int pg_commit(cm_db_t *h)
     PGresult *res = PQexec(db->conn, db->release_pending ? "RELEASE unit; COMMIT" : "COMMIT");
     db->release_pending = 0;
     int rc = 0;
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         rc = map_result(db, res, "COMMIT");
-    else if (strcmp(PQcmdStatus(res), "COMMIT") != 0)
+        /* the connection broke with the COMMIT sent: the server may have committed */
+        if (!db->conn && tx == TX_WRITE)
+            rc = resolve_in_doubt(db);
+    } else if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
         rc = -EIO; /* PostgreSQL answers ROLLBACK for a transaction it had aborted */
+    }
     PQclear(res);
-    if (rc < 0 && tx == TX_WRITE)
+    if (rc < 0 && rc != -ETIMEDOUT && tx == TX_WRITE)
         cm_log_msg(CM_LOG_ERROR, "db: postgres did not commit the write group");
     db->tx = TX_NONE;
+    db->xid[0] = '\0';
     return rc;
 }
 
 static void pg_rollback(cm_db_t *h)
 {
     pg_db_t *db = (pg_db_t *)h;
+    settle(db);
     if (db->conn && PQtransactionStatus(db->conn) != PQTRANS_IDLE)
         PQclear(PQexec(db->conn, "ROLLBACK"));
     db->tx = TX_NONE;
     db->in_unit = 0;
     db->release_pending = 0;
+    db->pend_open = db->pend_read = db->pend_savepoint = 0;
 }
 
 static int pg_in_group(cm_db_t *h)
@@ -847,10 +1109,12 @@ static int pg_read_begin(cm_db_t *h)
     pg_db_t *db = (pg_db_t *)h;
     if (db->tx != TX_NONE)
         return db->tx == TX_LOST ? -EIO : 0;
-    int rc = begin_tx(db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-    if (rc == 0)
-        db->tx = TX_READ;
-    return rc;
+    /* the server away: say so now (no round trip while connected) */
+    if (ensure_conn(db, 0, PG_CONNECT_WAIT_MS) < 0)
+        return -EIO;
+    db->tx = TX_READ;
+    db->pend_read = 1; /* BEGIN goes with the first read */
+    return 0;
 }
 
 /* The group cannot be trusted any more: end it here, and fail it at the commit. */
@@ -869,20 +1133,20 @@ static int pg_unit_begin(cm_db_t *h)
             return rc;
     }
     if (db->tx == TX_NONE) {
-        int rc = open_write(db, "; SAVEPOINT unit");
-        if (rc == 0)
-            db->in_unit = 1;
-        return rc;
-    }
-    if (db->tx != TX_WRITE)
+        if (ensure_conn(db, 0, PG_CONNECT_WAIT_MS) < 0)
+            return -EIO; /* the server away: say so now (no round trip while connected) */
+        /* BEGIN, the lock and the SAVEPOINT go with the unit's first statement */
+        db->tx = TX_WRITE;
+        db->pend_open = 1;
+        db->xid[0] = '\0';
+    } else if (db->tx != TX_WRITE) {
         return -EIO; /* lost: stays lost until the batch hears it */
-    int rc = exec_cmd(db, db->release_pending ? "RELEASE unit; SAVEPOINT unit" : "SAVEPOINT unit");
-    db->release_pending = 0;
-    if (rc == 0)
-        db->in_unit = 1;
-    else if (db->tx == TX_WRITE)
-        lose_group(db);
-    return rc;
+    }
+    /* with the unit's first statement, after the RELEASE of the unit before it, if due;
+     * a failure there loses the group as it would here */
+    db->pend_savepoint = 1;
+    db->in_unit = 1;
+    return 0;
 }
 
 static int pg_unit_undo(cm_db_t *h)
@@ -892,6 +1156,11 @@ static int pg_unit_undo(cm_db_t *h)
         return -EIO;
     if (!db->in_unit)
         return 0;
+    if (db->pend_savepoint) { /* no statement ran: nothing to take back */
+        db->pend_savepoint = 0;
+        db->in_unit = 0;
+        return 0;
+    }
     /* ROLLBACK TO also clears an error the unit's statement left (the transaction
      * goes on); RELEASE then drops the savepoint */
     if (exec_cmd(db, "ROLLBACK TO unit; RELEASE unit") == 0) {
@@ -908,6 +1177,11 @@ static int pg_unit_end(cm_db_t *h)
     pg_db_t *db = (pg_db_t *)h;
     if (db->tx != TX_WRITE)
         return -EIO;
+    if (db->pend_savepoint) { /* no statement ran: the unit has nothing to keep */
+        db->pend_savepoint = 0;
+        db->in_unit = 0;
+        return 0;
+    }
     if (!db->conn || PQtransactionStatus(db->conn) == PQTRANS_INERROR) {
         pg_unit_undo(h); /* a statement of the unit failed: keep nothing of it */
         return -EIO;

@@ -12,6 +12,7 @@
 #include <criterion/criterion.h>
 
 #include "store/db.h"
+#include "store/db_int.h"
 
 static char url[512];
 
@@ -232,5 +233,62 @@ Test(dbpg, a_connection_the_server_dropped_is_reopened_at_the_next_read_group)
     cr_assert_neq(count(rdb, "SELECT pg_backend_pid()"), pid);
     cr_assert_eq(cm_db_group_commit(rdb), 0);
     cm_db_close(rdb);
+    cm_db_close(db);
+}
+
+/* The in-doubt COMMIT's answer from pg_xact_status(): pure, no server needed. */
+Test(dbpg, xact_status_maps_to_the_group_commit_result)
+{
+    cr_assert_eq(cm_db_pg_xact_outcome("committed"), 0);
+    cr_assert_eq(cm_db_pg_xact_outcome("aborted"), -EIO);
+    cr_assert_eq(cm_db_pg_xact_outcome("in progress"), -EINPROGRESS);
+    cr_assert_eq(cm_db_pg_xact_outcome(NULL), -ETIMEDOUT, "NULL: too old or never assigned");
+    cr_assert_eq(cm_db_pg_xact_outcome("something new"), -ETIMEDOUT);
+}
+
+/* BEGIN and the write lock travel with the group's first statement: a lock that times
+ * out there is that statement's -EBUSY, and the group is lost as if BEGIN had failed. */
+Test(dbpg, a_write_lock_sent_ahead_that_times_out_is_ebusy_and_loses_the_group)
+{
+    need_server();
+    cm_db_t *a = open_ok(), *b = open_ok();
+    cm_db_set_busy_timeout(b, 100);
+    cr_assert_eq(cm_db_unit_begin(a), 0);
+    cr_assert_eq(insert(a, "a"), CM_DB_ROW, "a holds the write lock now");
+    cr_assert_eq(cm_db_unit_end(a), 0);
+    cr_assert_eq(cm_db_unit_begin(b), 0);
+    cr_assert_eq(insert(b, "b"), -EBUSY, "the lock timed out");
+    cr_assert_not(cm_db_in_group(b));
+    cr_assert_eq(insert(b, "c"), -EIO, "nothing runs in autocommit meanwhile");
+    cr_assert_eq(cm_db_group_commit(b), -EIO, "the group is reported lost");
+    cr_assert_eq(cm_db_group_commit(a), 0);
+    cr_assert_eq(count(b, sql_count_t), 1, "a's unit only");
+    cr_assert_eq(cm_db_unit_begin(b), 0);
+    cr_assert_eq(insert(b, "b"), CM_DB_ROW, "the next group takes the lock");
+    cr_assert_eq(cm_db_unit_end(b), 0);
+    cr_assert_eq(cm_db_group_commit(b), 0);
+    cr_assert_eq(count(b, sql_count_t), 2);
+    cm_db_close(b);
+    cm_db_close(a);
+}
+
+/* Units that ran no statement sent nothing: the group commits nothing, and is over. */
+Test(dbpg, units_without_statements_leave_nothing_open)
+{
+    need_server();
+    cm_db_t *db = open_ok();
+    cr_assert_eq(cm_db_unit_begin(db), 0);
+    cr_assert_eq(cm_db_unit_end(db), 0);
+    cr_assert_eq(cm_db_unit_begin(db), 0);
+    cr_assert_eq(cm_db_unit_undo(db), 0);
+    cr_assert_eq(cm_db_group_commit(db), 0);
+    cr_assert_not(cm_db_in_group(db));
+    cr_assert_eq(cm_db_unit_begin(db), 0);
+    cr_assert_eq(insert(db, "a"), CM_DB_ROW);
+    cr_assert_eq(cm_db_unit_end(db), 0);
+    cr_assert_eq(cm_db_unit_begin(db), 0); /* its SAVEPOINT never goes: RELEASE rides COMMIT */
+    cr_assert_eq(cm_db_unit_end(db), 0);
+    cr_assert_eq(cm_db_group_commit(db), 0);
+    cr_assert_eq(count(db, sql_count_t), 1);
     cm_db_close(db);
 }
