@@ -79,6 +79,7 @@ typedef struct aconn {
     int fd;           /* libpq's socket the poll was made for */
     uv_timer_t timer; /* the deadline of the connect or of the statement in flight */
     job_t *job;       /* the replay whose statement is in flight */
+    int failed;       /* it went down and has not been connected since (readiness) */
 } aconn_t;
 
 struct cm_batch {
@@ -551,6 +552,10 @@ static void stepped(aconn_t *a, cm_replay_t *rp)
     cm_pgasync_state_t st = cm_pgasync_state(a->c);
     if (st == CM_PGASYNC_IDLE || st == CM_PGASYNC_DOWN)
         uv_timer_stop(&a->timer);
+    if (st == CM_PGASYNC_DOWN)
+        a->failed = 1;
+    else if (st != CM_PGASYNC_CONNECTING)
+        a->failed = 0;
     if (rp) {
         job_t *j = a->job;
         a->job = NULL;
@@ -773,16 +778,16 @@ const char *cm_batch_write_problem(cm_batch_t *b)
         cm_batch_run(b, CM_BATCH_WRITE, NULL, probe, on_probed, b);
     }
     /* The loop's own read connections see a server that went away at once (their
-     * sockets close), while the writer may be busy with a group that lost it: with none
-     * of them connected the server is unreachable. Asking also reconnects them (after
-     * their backoff), so readiness comes back with the server. */
-    int up = 0;
+     * sockets close), while the writer may be busy with a group that lost it: when every
+     * one of them went down and none has connected since, the server is unreachable.
+     * Asking also reconnects them (after their backoff), so readiness comes back with the
+     * server. */
+    int down = b->naconns > 0;
     for (int i = 0; i < b->naconns; i++) {
         connect_one(&b->aconns[i]);
-        cm_pgasync_state_t st = cm_pgasync_state(b->aconns[i].c);
-        up |= st == CM_PGASYNC_IDLE || st == CM_PGASYNC_BUSY;
+        down &= b->aconns[i].failed;
     }
-    if (!up)
+    if (down)
         return "the database server is unreachable";
     return atomic_load(&b->problem);
 }
