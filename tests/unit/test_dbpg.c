@@ -1,6 +1,8 @@
 /* tests/unit/test_dbpg.c: store/db's PostgreSQL backend on a real server: the one that
  * `scripts/pg.sh run` starts (unit_pg_test_dbpg); a fresh database per test. Without
  * it (the plain unit run) only the target-form test runs, the rest is skipped. */
+#include "pg_util.h"
+
 #include <errno.h>
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -18,24 +20,7 @@ static char url[512];
 
 static void need_server(void)
 {
-    const char *dir = getenv("CMESH_TEST_PG");
-    if (!dir || !*dir)
-        cr_skip_test("needs the PostgreSQL test server (unit_pg_test_dbpg)");
-    char admin[300];
-    snprintf(admin, sizeof admin, "host=%s user=cmesh dbname=postgres", dir);
-    PGconn *c = PQconnectdb(admin);
-    cr_assert(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
-    char name[64], sql[128];
-    snprintf(name, sizeof name, "u_%d", (int)getpid());
-    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s", name);
-    PQclear(PQexec(c, sql));
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
-    PGresult *r = PQexec(c, sql);
-    cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQresultErrorMessage(r));
-    PQclear(r);
-    PQfinish(c);
-    /* the keyword form: the URI form is what the integration suites use */
-    snprintf(url, sizeof url, "host=%s user=cmesh dbname=%s", dir, name);
+    pg_fresh_db("unit_pg_test_dbpg", "u", url, sizeof url);
 }
 
 TestSuite(dbpg, .timeout = 60);
@@ -219,10 +204,8 @@ Test(dbpg, a_connection_the_server_dropped_is_reopened_at_the_next_read_group)
     cm_db_t *rdb = NULL;
     cr_assert_eq(cm_db_open_reader(url, &rdb), 0);
     int64_t pid = count(rdb, "SELECT pg_backend_pid()");
-    char admin[300], sql[128];
-    snprintf(admin, sizeof admin, "host=%s user=cmesh dbname=postgres", getenv("CMESH_TEST_PG"));
-    PGconn *c = PQconnectdb(admin);
-    cr_assert(PQstatus(c) == CONNECTION_OK);
+    char sql[128];
+    PGconn *c = pg_admin();
     snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%lld, 5000)", (long long)pid);
     PGresult *r = PQexec(c, sql);
     cr_assert_str_eq(PQgetvalue(r, 0, 0), "t", "the backend did not end");

@@ -2,6 +2,8 @@
  * connections. The replay itself needs no server; the connection is driven by poll(2)
  * against the server `scripts/pg.sh run` starts (unit_pg_test_pgasync), a fresh database
  * per test, and its backend is terminated for real. */
+#include "pg_util.h"
+
 #include <errno.h>
 #include <libpq-fe.h>
 #include <poll.h>
@@ -20,32 +22,9 @@ TestSuite(pgasync, .timeout = 60);
 
 static char url[512];
 
-static PGconn *admin(void)
-{
-    char conninfo[300];
-    snprintf(conninfo, sizeof conninfo, "host=%s user=cmesh dbname=postgres",
-             getenv("CMESH_TEST_PG"));
-    PGconn *c = PQconnectdb(conninfo);
-    cr_assert(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
-    return c;
-}
-
 static void need_server(void)
 {
-    const char *dir = getenv("CMESH_TEST_PG");
-    if (!dir || !*dir)
-        cr_skip_test("needs the PostgreSQL test server (unit_pg_test_pgasync)");
-    PGconn *c = admin();
-    char name[64], sql[128];
-    snprintf(name, sizeof name, "a_%d", (int)getpid());
-    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s", name);
-    PQclear(PQexec(c, sql));
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
-    PGresult *r = PQexec(c, sql);
-    cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQresultErrorMessage(r));
-    PQclear(r);
-    PQfinish(c);
-    snprintf(url, sizeof url, "host=%s user=cmesh dbname=%s", dir, name);
+    pg_fresh_db("unit_pg_test_pgasync", "a", url, sizeof url);
 }
 
 static uint64_t now_ms(void)
@@ -209,7 +188,7 @@ Test(pgasync, a_server_error_and_a_terminated_backend_end_the_statement_with_an_
     cr_assert_eq(cm_stmt_step(st), -EAGAIN);
     cr_assert_eq(cm_replay_end(db), 1);
     cr_assert_eq(cm_pgasync_send(c, rp), 0);
-    PGconn *a = admin();
+    PGconn *a = pg_admin();
     PGresult *r = PQexec(a, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
                             "query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()");
     cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQresultErrorMessage(r));
