@@ -4,17 +4,17 @@
  * loop handing them jobs and sending what they answered). */
 #include "service/batch.h"
 
+#include "service/replay.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "core/log.h"
 #include "core/server.h"
-#include "store/pgasync.h"
 
 typedef struct held {
     cm_req_t *req; /* NULL for a unit of the service's own (cm_batch_keep) */
@@ -34,7 +34,8 @@ typedef struct job {
     void *data;
     const void *conn;  /* req's connection when handed over (compared, never followed) */
     int after_write;   /* inline: its connection has a held write before it */
-    cm_replay_t *rp;   /* threaded: a read handler run by replay on the loop */
+    int replay;        /* threaded: a read handler run by replay on the loop */
+    cm_batch_t *batch; /* with replay: its batch */
     struct job *next;  /* a store queue, the pending list, or the finished list */
     struct job *inext; /* threaded: the jobs out on store threads (loop only) */
     struct job *iprev;
@@ -62,25 +63,6 @@ typedef struct store_thread {
 typedef struct queue {
     job_t *head, **tail;
 } queue_t;
-
-/* An asynchronous read connection on the loop (store/pgasync.h). Its poll watches a dup
- * of libpq's socket, so that libpq closing or replacing it never leaves the loop watching
- * a number that now names another file. */
-typedef struct apoll {
-    uv_poll_t poll;
-    int fd; /* the dup */
-    struct aconn *a;
-} apoll_t;
-
-typedef struct aconn {
-    cm_batch_t *b;
-    cm_pgasync_t *c;
-    apoll_t *poll;    /* NULL while there is no socket */
-    int fd;           /* libpq's socket the poll was made for */
-    uv_timer_t timer; /* the deadline of the connect or of the statement in flight */
-    job_t *job;       /* the replay whose statement is in flight */
-    int failed;       /* it went down and has not been connected since (readiness) */
-} aconn_t;
 
 struct cm_batch {
     uv_check_t check;
@@ -114,15 +96,7 @@ struct cm_batch {
     queue_t pending;               /* loop: jobs waiting for their connection's other kind */
     _Atomic(const char *) problem; /* the writer's last cm_db_write_problem */
     int probing;
-    /* threaded: read handlers by replay on the loop */
-    cm_db_t *replay_db;
-    aconn_t aconns[CM_BATCH_PG_ASYNC];
-    int naconns;
-    int pumping;
-    queue_t rp_todo;  /* replays to run in the check phase */
-    queue_t rp_wait;  /* replays waiting for an idle connection */
-    job_t *replaying; /* the replay whose handler runs now */
-    int stopping;     /* cm_batch_free: a replay gets no connection any more */
+    cm_replays_t *replays; /* threaded: read handlers by replay on the loop */
 };
 
 #define GROUP_MAX 128 /* units a writer's group takes in before it commits */
@@ -259,15 +233,9 @@ static void commit_now(cm_batch_t *b)
     uv_check_stop(&b->check);
 }
 
-static void run_replays(cm_batch_t *b);
-
 static void on_check(uv_check_t *c)
 {
-    cm_batch_t *b = c->data;
-    if (b->threaded)
-        run_replays(b);
-    else
-        commit_now(b);
+    commit_now(c->data);
 }
 
 /* The reads deferred so far that follow no held write of their connection, answered
@@ -418,7 +386,13 @@ static int must_wait(const cm_batch_t *b, const job_t *j, const job_t *upto)
     return 0;
 }
 
-static void run_replay(cm_batch_t *b, job_t *j);
+static void finish_job(cm_batch_t *b, job_t *j);
+
+static void replay_done(void *arg)
+{
+    job_t *j = arg;
+    finish_job(j->batch, j);
+}
 
 static void dispatch(cm_batch_t *b, job_t *j)
 {
@@ -427,13 +401,11 @@ static void dispatch(cm_batch_t *b, job_t *j)
     if (b->inflight)
         b->inflight->iprev = j;
     b->inflight = j;
-    if (j->rp) { /* its first run in the check phase: not inside the handler that asked */
-        if (b->stopping) {
-            run_replay(b, j);
-            return;
+    if (j->replay) {
+        if (cm_replays_add(b->replays, j->req, j->again, replay_done, j) < 0) {
+            cm_res_error(j->req, 500, "out of memory"); /* recorded: the request is away */
+            finish_job(b, j);
         }
-        queue_push(&b->rp_todo, j);
-        uv_check_start(&b->check, on_check);
         return;
     }
     pthread_mutex_lock(&b->mu);
@@ -481,218 +453,7 @@ static void finish_job(cm_batch_t *b, job_t *j)
         cm_req_back(j->req); /* sends what it answered */
     if (j->done)
         j->done(j->data);
-    cm_replay_free(j->rp);
     free(j);
-}
-
-/* ------------------------------------------------------------------------- */
-/* threaded: read handlers by replay on the loop                               */
-
-#define READ_DEADLINE_MS    15000 /* a statement in flight: the server's timeout + 5 s */
-#define CONNECT_DEADLINE_MS 2500
-
-static void pump(cm_batch_t *b);
-static void on_apoll(uv_poll_t *h, int status, int events);
-
-static void apoll_closed(uv_handle_t *h)
-{
-    apoll_t *p = (apoll_t *)h;
-    close(p->fd);
-    free(p);
-}
-
-/* Watches the connection's socket for what it waits for (made anew for a new socket, and
- * at every step of a connect, where libpq may switch sockets). */
-static void watch(aconn_t *a)
-{
-    int fd = cm_pgasync_fd(a->c);
-    int ev = cm_pgasync_events(a->c);
-    if (a->poll && (fd != a->fd || fd < 0 || cm_pgasync_state(a->c) == CM_PGASYNC_CONNECTING)) {
-        uv_close((uv_handle_t *)&a->poll->poll, apoll_closed);
-        a->poll = NULL;
-    }
-    if (fd < 0 || !ev) {
-        if (a->poll)
-            uv_poll_stop(&a->poll->poll);
-        return;
-    }
-    if (!a->poll) {
-        apoll_t *p = malloc(sizeof *p);
-        int dfd = p ? dup(fd) : -1;
-        if (dfd < 0 || uv_poll_init(a->timer.loop, &p->poll, dfd) < 0) {
-            cm_log_msg(CM_LOG_ERROR, "batch: cannot watch a database socket; reconnecting");
-            if (dfd >= 0)
-                close(dfd);
-            free(p);
-            cm_replay_t *rp = cm_pgasync_abort(a->c, -EIO, uv_now(a->timer.loop));
-            if (rp) { /* its replay is answered (503) from the next check phase */
-                job_t *j = a->job;
-                a->job = NULL;
-                queue_push(&a->b->rp_todo, j);
-                uv_check_start(&a->b->check, on_check);
-            }
-            return;
-        }
-        p->fd = dfd;
-        p->a = a;
-        p->poll.data = p;
-        a->poll = p;
-        a->fd = fd;
-    }
-    uv_poll_start(&a->poll->poll,
-                  ((ev & CM_PGASYNC_IN) ? UV_READABLE : 0) |
-                      ((ev & CM_PGASYNC_OUT) ? UV_WRITABLE : 0),
-                  on_apoll);
-}
-
-/* After the connection moved on: its watch and deadline, then the replay it finished. */
-static void stepped(aconn_t *a, cm_replay_t *rp)
-{
-    watch(a);
-    cm_pgasync_state_t st = cm_pgasync_state(a->c);
-    if (st == CM_PGASYNC_IDLE || st == CM_PGASYNC_DOWN)
-        uv_timer_stop(&a->timer);
-    if (st == CM_PGASYNC_DOWN)
-        a->failed = 1;
-    else if (st != CM_PGASYNC_CONNECTING)
-        a->failed = 0;
-    if (rp) {
-        job_t *j = a->job;
-        a->job = NULL;
-        run_replay(a->b, j);
-    }
-    pump(a->b);
-}
-
-static void on_apoll(uv_poll_t *h, int status, int events)
-{
-    (void)status;
-    (void)events; /* an error shows in what libpq reads */
-    aconn_t *a = ((apoll_t *)h->data)->a;
-    stepped(a, cm_pgasync_advance(a->c, uv_now(h->loop)));
-}
-
-static void on_deadline(uv_timer_t *t)
-{
-    aconn_t *a = t->data;
-    uint64_t now = uv_now(t->loop);
-    if (cm_pgasync_state(a->c) == CM_PGASYNC_CONNECTING)
-        stepped(a, cm_pgasync_advance(a->c, now)); /* past its connect deadline: down */
-    else
-        stepped(a, cm_pgasync_abort(a->c, -EBUSY, now)); /* answered 503 */
-}
-
-/* Starts the connection when it is down and its backoff is over. */
-static void connect_one(aconn_t *a)
-{
-    uint64_t later;
-    if (cm_pgasync_state(a->c) != CM_PGASYNC_DOWN ||
-        cm_pgasync_start(a->c, uv_now(a->timer.loop), &later) < 0)
-        return;
-    uv_timer_start(&a->timer, on_deadline, CONNECT_DEADLINE_MS, 0);
-    stepped(a, cm_pgasync_advance(a->c, uv_now(a->timer.loop)));
-}
-
-/* Hands the waiting replays to idle connections; while none is idle they wait for one
- * on its way (connecting or busy), and with every connection down (in its backoff) they
- * are answered 503 at once, as a read on an unreachable server is. */
-static void pump(cm_batch_t *b)
-{
-    if (b->pumping)
-        return; /* a replay finished inside: the outer pass goes on */
-    b->pumping = 1;
-    while (b->rp_wait.head) {
-        job_t *j = b->rp_wait.head;
-        aconn_t *idle = NULL;
-        int coming = 0;
-        for (int i = 0; i < b->naconns && !idle; i++) {
-            aconn_t *a = &b->aconns[i];
-            if (cm_pgasync_state(a->c) == CM_PGASYNC_DOWN && !b->stopping)
-                connect_one(a);
-            cm_pgasync_state_t st = cm_pgasync_state(a->c);
-            if (st == CM_PGASYNC_IDLE)
-                idle = a;
-            else if (st != CM_PGASYNC_DOWN)
-                coming = 1;
-        }
-        if (!idle && coming && !b->stopping)
-            break;
-        b->rp_wait.head = j->next;
-        if (!b->rp_wait.head)
-            b->rp_wait.tail = &b->rp_wait.head;
-        int rc = idle ? cm_pgasync_send(idle->c, j->rp) : -EIO;
-        if (rc == 0) {
-            idle->job = j;
-            uv_timer_start(&idle->timer, on_deadline, READ_DEADLINE_MS, 0);
-            watch(idle);
-            continue;
-        }
-        if (idle)
-            watch(idle); /* it went down */
-        cm_replay_fail(j->rp, rc);
-        run_replay(b, j);
-    }
-    b->pumping = 0;
-}
-
-/* Runs the handler of a replayed read from the top. A run that stopped at a statement
- * with no result waits for a connection; one that ran to its end is the answer. */
-static void run_replay(cm_batch_t *b, job_t *j)
-{
-    for (;;) {
-        cm_replay_begin(b->replay_db, j->rp);
-        b->replaying = j;
-        j->again(j->req);
-        b->replaying = NULL;
-        if (!cm_replay_end(b->replay_db)) {
-            finish_job(b, j);
-            return;
-        }
-        cm_req_unanswer(j->req);
-        if (!b->stopping)
-            break;
-        cm_replay_fail(j->rp, -EIO); /* stopping: nothing runs it any more */
-    }
-    queue_push(&b->rp_wait, j);
-}
-
-static void run_replays(cm_batch_t *b)
-{
-    uv_check_stop(&b->check);
-    while (b->rp_todo.head) {
-        job_t *j = b->rp_todo.head;
-        b->rp_todo.head = j->next;
-        if (!b->rp_todo.head)
-            b->rp_todo.tail = &b->rp_todo.head;
-        run_replay(b, j);
-    }
-    pump(b);
-}
-
-static void aconn_timer_closed(uv_handle_t *h);
-
-/* cm_batch_free: every replay is answered (503 for those with no result yet), the
- * connections closed. */
-static void stop_replays(cm_batch_t *b)
-{
-    b->stopping = 1;
-    for (int i = 0; i < b->naconns; i++) {
-        aconn_t *a = &b->aconns[i];
-        cm_replay_t *rp = cm_pgasync_abort(a->c, -EIO, uv_now(a->timer.loop));
-        if (rp) {
-            job_t *j = a->job;
-            a->job = NULL;
-            run_replay(b, j);
-        }
-    }
-    run_replays(b);
-    for (int i = 0; i < b->naconns; i++) {
-        aconn_t *a = &b->aconns[i];
-        if (a->poll)
-            uv_close((uv_handle_t *)&a->poll->poll, apoll_closed);
-        a->poll = NULL;
-        uv_close((uv_handle_t *)&a->timer, aconn_timer_closed);
-    }
 }
 
 /* On the loop: what the store threads finished, in the order they finished it. */
@@ -782,14 +543,8 @@ const char *cm_batch_write_problem(cm_batch_t *b)
      * one of them went down and none has connected since, the server is unreachable.
      * Asking also reconnects them (after their backoff), so readiness comes back with the
      * server. */
-    int down = b->naconns > 0;
-    for (int i = 0; i < b->naconns; i++) {
-        connect_one(&b->aconns[i]);
-        down &= b->aconns[i].failed;
-    }
-    if (down)
-        return "the database server is unreachable";
-    return atomic_load(&b->problem);
+    const char *gone = cm_replays_problem(b->replays);
+    return gone ? gone : atomic_load(&b->problem);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -798,9 +553,6 @@ const char *cm_batch_write_problem(cm_batch_t *b)
 /* Frees what the batch holds but its handles: connections, locks, lists. */
 static void batch_release(cm_batch_t *b)
 {
-    for (int i = 0; i < b->naconns; i++)
-        cm_pgasync_close(b->aconns[i].c);
-    cm_db_close(b->replay_db);
     for (int i = 0; i < b->nreaders; i++)
         cm_db_close(b->readers[i].db);
     if (!b->nreaders)
@@ -823,11 +575,6 @@ static void handle_gone(cm_batch_t *b)
 static void on_closed(uv_handle_t *h)
 {
     handle_gone(h->data);
-}
-
-static void aconn_timer_closed(uv_handle_t *h)
-{
-    handle_gone(((aconn_t *)h->data)->b);
 }
 
 int cm_batch_new(uv_loop_t *loop, cm_db_t *db, const char *target, cm_batch_t **out)
@@ -853,30 +600,17 @@ int cm_batch_new(uv_loop_t *loop, cm_db_t *db, const char *target, cm_batch_t **
         rc = cm_db_open_reader(target, &b->rdb);
     }
     if (rc == 0 && b->nreaders)
-        rc = cm_replay_db_open(&b->replay_db);
-    for (; rc == 0 && b->nreaders && b->naconns < CM_BATCH_PG_ASYNC; b->naconns++)
-        if ((rc = cm_pgasync_open(target, &b->aconns[b->naconns].c)) < 0)
-            break;
+        rc = cm_replays_new(loop, target, CM_BATCH_PG_ASYNC, &b->replays);
     if (rc < 0) {
         batch_release(b);
         return rc;
     }
     if (b->nreaders)
         b->rdb = b->readers[0].db; /* the inline reader once the threads are stopped */
-    queue_init(&b->rp_todo);
-    queue_init(&b->rp_wait);
     uv_check_init(loop, &b->check);
     uv_async_init(loop, &b->async, on_async);
     b->check.data = b->async.data = b;
-    b->handles = 2 + b->naconns;
-    for (int i = 0; i < b->naconns; i++) {
-        aconn_t *a = &b->aconns[i];
-        a->b = b;
-        a->fd = -1;
-        uv_timer_init(loop, &a->timer);
-        a->timer.data = a;
-        connect_one(a); /* ready before the first read */
-    }
+    b->handles = 2;
     if (b->nreaders) {
         b->threaded = 1;
         rc = start_thread(b, &b->writer, CM_BATCH_WRITE, db);
@@ -897,9 +631,10 @@ void cm_batch_free(cm_batch_t *b)
     if (!b)
         return;
     if (b->threaded) {
-        stop_replays(b);
+        cm_replays_stop(b->replays); /* every read answered: none waits on a write */
         stop_threads(b);
     }
+    cm_replays_free(b->replays);
     commit_now(b);
     uv_close((uv_handle_t *)&b->check, on_closed);
     uv_close((uv_handle_t *)&b->async, on_closed);
@@ -1017,22 +752,21 @@ int cm_batch_read(cm_batch_t *b, cm_req_t *req, cm_handler_fn again, cm_db_t **r
     }
     *rdb = b->rdb;
     if (b->threaded) {
-        if (b->replaying && b->replaying->req == req) { /* a run of its replay */
-            *rdb = b->replay_db;
-            return 0;
-        }
+        if (cm_replays_running(b->replays, req, rdb))
+            return 0; /* a run of its replay */
         if (!again || !req) {
             cm_log_msg(CM_LOG_ERROR, "batch: a read on the loop (a bug)");
             return -EINVAL;
         }
         job_t *j = malloc(sizeof *j);
-        cm_replay_t *rp = j ? cm_replay_new() : NULL;
-        if (!rp) {
-            free(j);
+        if (!j)
             return -ENOMEM;
-        }
-        *j =
-            (job_t){.kind = CM_BATCH_READ, .req = req, .again = again, .conn = req->conn, .rp = rp};
+        *j = (job_t){.kind = CM_BATCH_READ,
+                     .req = req,
+                     .again = again,
+                     .conn = req->conn,
+                     .replay = 1,
+                     .batch = b};
         submit(b, j);
         return 1;
     }
