@@ -29,8 +29,9 @@ typedef struct cm_batch cm_batch_t; /* opaque */
  * worker's own loop, as above. On PostgreSQL every statement is a round trip to a server
  * that may be slow, far or gone, so the worker's loop never waits for one:
  * - a read handler (cm_batch_read with again) runs on the loop by replay
- *   (store/pgasync.h): each run stops at the first statement without a result, which
- *   one of CM_BATCH_PG_ASYNC non-blocking connections runs, and runs again when it is in;
+ *   (service/replay.h, store/pgasync.h): each run stops at the first statement without
+ *   a result, which one of CM_BATCH_PG_ASYNC non-blocking connections runs, and runs
+ *   again when it is in;
  * - everything else handed over with cm_batch_run runs on a store thread: a writer (the
  *   write connection: group commit over whatever queued while it committed the last
  *   group) or one of CM_BATCH_PG_READERS readers (a connection each, autocommit).
