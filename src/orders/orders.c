@@ -488,9 +488,12 @@ static void ask_users(order_op_t *op)
     char base[512], url[640];
     if (users_base(w->opts, op->ticket, op->tries, base, sizeof base) < 0) {
         cm_res_header(req, "Retry-After", "1");
-        cm_res_error(req, 503,
-                     "users service unavailable: the registry lists no ready users instance "
-                     "(yet)");
+        if (w->opts->regset && cm_regset_desired(w->opts->regset) == 0)
+            cm_res_error(req, 503, "users service unavailable: it is scaled to 0 instances");
+        else
+            cm_res_error(req, 503,
+                         "users service unavailable: the registry lists no ready users "
+                         "instance yet");
         free(op);
         return;
     }

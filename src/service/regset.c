@@ -142,6 +142,11 @@ int cm_regset_pick(cm_regset_t *rs, unsigned ticket, int skip, char *out, size_t
     return rc;
 }
 
+int cm_regset_desired(cm_regset_t *rs)
+{
+    return cm_watch_desired(rs->watch, 0);
+}
+
 double cm_regset_age_s(cm_regset_t *rs)
 {
     return cm_watch_age_s(rs->watch, 0);

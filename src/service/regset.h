@@ -22,6 +22,9 @@ int cm_regset_count(cm_regset_t *rs);
 int cm_regset_pick(cm_regset_t *rs, unsigned ticket, int skip, char *out, size_t cap);
 /* A ticket for cm_regset_pick: one per request, so its retries walk on from it. */
 unsigned cm_regset_ticket(cm_regset_t *rs);
+/* The service's desired instance count from the registry's last answer (0: scaled to
+ * zero on purpose), or -1 when it did not say. */
+int cm_regset_desired(cm_regset_t *rs);
 /* Seconds since the registry last answered (since the start when it never did). */
 double cm_regset_age_s(cm_regset_t *rs);
 

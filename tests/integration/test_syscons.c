@@ -720,6 +720,8 @@ Test(syscons, users_at_zero_known_users_are_accepted_unseen_ones_503_until_users
                      r.body);
         h_resp_free(&r);
         r = post_order(&o[i], unseen, NULL, NULL);
+        cr_assert(r.body && strstr(r.body, "scaled to 0"),
+                  "orders/%d: the 503 does not say users is scaled to 0: %s", i, r.body);
         assert_503_retry_after(&r, "an unseen user while users is at 0");
     }
     h_resp_t r = post_order(&gw, known, NULL, "c-known-gw");
