@@ -49,10 +49,10 @@ struct cm_replays {
     cm_db_t *db;      /* the replay database the runs read */
     aconn_t conns[MAX_CONNS];
     int nconns;
-    list_t todo;     /* first runs for the check phase */
-    list_t wait;     /* reads waiting for an idle connection */
-    read_t *running; /* the read whose handler runs now */
-    int pumping;     /* pump() is on the stack */
+    list_t first_runs; /* first runs for the check phase */
+    list_t wait;       /* reads waiting for an idle connection */
+    read_t *running;   /* the read whose handler runs now */
+    int pumping;       /* pump() is on the stack */
     int stopping;
     int handles; /* open: the check and each connection's timer */
 };
@@ -108,7 +108,7 @@ static void on_check(uv_check_t *c)
     cm_replays_t *r = c->data;
     uv_check_stop(c);
     read_t *rd;
-    while ((rd = list_pop(&r->todo)))
+    while ((rd = list_pop(&r->first_runs)))
         run(r, rd);
     pump(r);
 }
@@ -147,7 +147,7 @@ static void watch(aconn_t *a)
             free(p);
             if (cm_pgasync_abort(a->c, -EIO, uv_now(a->timer.loop))) {
                 /* its read is answered (503) from the next check phase */
-                list_push(&a->r->todo, a->read);
+                list_push(&a->r->first_runs, a->read);
                 a->read = NULL;
                 uv_check_start(&a->r->check, on_check);
             }
@@ -271,7 +271,7 @@ int cm_replays_new(uv_loop_t *loop, const char *target, int nconns, cm_replays_t
         free(r);
         return rc;
     }
-    list_init(&r->todo);
+    list_init(&r->first_runs);
     list_init(&r->wait);
     uv_check_init(loop, &r->check);
     r->check.data = r;
@@ -302,7 +302,7 @@ int cm_replays_add(cm_replays_t *r, cm_req_t *req, cm_handler_fn again, void (*d
         run(r, rd);
         return 0;
     }
-    list_push(&r->todo, rd);
+    list_push(&r->first_runs, rd);
     uv_check_start(&r->check, on_check);
     return 0;
 }
@@ -337,7 +337,7 @@ void cm_replays_stop(cm_replays_t *r)
         }
     }
     read_t *rd;
-    while ((rd = list_pop(&r->todo)))
+    while ((rd = list_pop(&r->first_runs)))
         run(r, rd);
     pump(r);
 }

@@ -757,7 +757,7 @@ static int run_pipeline(pg_db_t *db, pg_stmt_t *st)
 {
     PGconn *c = db->conn;
     const char *pre[5];
-    int np = 0, opens = db->pend_open || db->pend_read;
+    int np = 0, opens_group = db->pend_open || db->pend_read;
     if (db->pend_read)
         pre[np++] = READ_BEGIN;
     if (db->pend_open) {
@@ -844,7 +844,9 @@ out:
     PQclear(pres);
     PQclear(eres);
     PQclear(sync);
-    if (rc < 0 && !db->conn && opens) /* dead, or dropped by the server (57P01, 08xxx) */
+    /* the connection was found closed, or the server dropped it (57P01, 08xxx), before
+     * the group this pipeline opens began: nothing of it ran, so it is sent again */
+    if (rc < 0 && !db->conn && opens_group)
         rc = -EAGAIN;
     if (rc == -EAGAIN) { /* sent again on a new connection: the group as it was before */
         db->pend_open = was_open;
