@@ -255,7 +255,7 @@ static void finish_create(order_op_t *op)
         return;
     int rc = cm_orders_insert(w->db, op->user_id, op->status, &id, &req->res_body);
     if (rc == 0)
-        rc = cm_outbox_add(w->db, "order.created", req->res_body.data, req->res_body.len, NULL);
+        rc = cm_outbox_add(w->db, "order.created", req->res_body.data, req->res_body.len);
     if (rc < 0) {
         refuse(req, w->batch, rc);
         return;
@@ -302,7 +302,7 @@ static void finish_update(order_op_t *op)
                            op->has_status && strcmp(current, op->status) != 0
                                ? "order.status_changed"
                                : "order.updated",
-                           req->res_body.data, req->res_body.len, NULL);
+                           req->res_body.data, req->res_body.len);
     if (rc < 0) {
         refuse(req, w->batch, rc);
         return;
@@ -564,7 +564,7 @@ static void delete_unit(void *data)
     if (rc == 0) {
         char event[48];
         int n = snprintf(event, sizeof event, "{\"id\":%lld}", (long long)op->id);
-        rc = cm_outbox_add(w->db, "order.deleted", event, (size_t)n, NULL);
+        rc = cm_outbox_add(w->db, "order.deleted", event, (size_t)n);
     }
     if (rc < 0) {
         refuse(req, w->batch, rc);

@@ -256,7 +256,7 @@ int cm_orders_user_gone(cm_db_t *db, int64_t user_id, cm_buf_t *scratch)
             cm_buf_reset(scratch);
             rc = cm_orders_update(db, ids[i], 0, "cancelled", scratch);
             if (rc == 0)
-                rc = cm_outbox_add(db, "order.status_changed", scratch->data, scratch->len, NULL);
+                rc = cm_outbox_add(db, "order.status_changed", scratch->data, scratch->len);
             cancelled += rc == 0;
         }
     }

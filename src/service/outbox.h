@@ -28,9 +28,10 @@
     "data TEXT NOT NULL);"
 
 /* Inside a unit of work on the write connection: appends event type with data (JSON
- * text, len bytes) stamped now. *id (may be NULL) gets its id. Returns 0 or the store's
- * error (then the caller refuses the unit, so the change is not stored either). */
-int cm_outbox_add(cm_db_t *db, const char *type, const char *data, size_t len, int64_t *id);
+ * text, len bytes) stamped now. Returns 0 or the store's error (then the caller refuses
+ * the unit, so the change is not stored either). Deferred (cm_stmt_defer): on PostgreSQL
+ * a failure shows later, as the loss of the whole group. */
+int cm_outbox_add(cm_db_t *db, const char *type, const char *data, size_t len);
 
 /* Appends to out the events with id > after, at most limit, as a JSON array of
  * {"id","type","time","data"}; *last gets the last id written (after when none), *n

@@ -88,6 +88,20 @@ int cm_stmt_step(cm_stmt_t *st)
     return st->ops->step(st);
 }
 
+int cm_stmt_run_now(cm_stmt_t *st)
+{
+    int rc;
+    while ((rc = st->ops->step(st)) == CM_DB_ROW)
+        ;
+    st->ops->reset(st);
+    return rc;
+}
+
+int cm_stmt_defer(cm_stmt_t *st)
+{
+    return st->ops->defer ? st->ops->defer(st) : cm_stmt_run_now(st);
+}
+
 int64_t cm_stmt_int(cm_stmt_t *st, int col)
 {
     return st->ops->col_int(st, col);

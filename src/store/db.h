@@ -81,6 +81,15 @@ int cm_stmt_bind_null(cm_stmt_t *st, int idx);
  * 503); the rest is, with SQLite's message. After an error the statement is already
  * reset. On a connection whose write group was lost (see below) nothing runs: -EIO. */
 int cm_stmt_step(cm_stmt_t *st);
+/* Runs st, whose rows nobody reads (an INSERT, UPDATE or DELETE), and resets it. Inside a
+ * write unit on PostgreSQL it is not waited for: it goes with the next round trip (the
+ * unit's next statement, the next unit's first one, or the COMMIT), in order, so the
+ * server still runs every statement in the order they were issued; only the client
+ * learns later how it went. A failure then loses the whole group (every answer it holds
+ * 503, nothing stored), so defer only what nothing but a failing store can make fail
+ * (no constraint a client can break: the outbox's event, an Idempotency-Key under the
+ * write lock). Elsewhere, and on SQLite, it runs now. Returns 0 or the step's error. */
+int cm_stmt_defer(cm_stmt_t *st);
 /* Column accessors for the current row (0-based). Text is borrowed until the next
  * step or reset; NULL columns give 0 / NULL with *len 0. */
 int64_t cm_stmt_int(cm_stmt_t *st, int col);

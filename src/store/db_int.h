@@ -18,6 +18,7 @@ typedef struct cm_db_ops {
     int (*bind_text)(cm_stmt_t *st, int idx, const char *s, size_t len);
     int (*bind_null)(cm_stmt_t *st, int idx);
     int (*step)(cm_stmt_t *st);
+    int (*defer)(cm_stmt_t *st); /* NULL: cm_stmt_run_now */
     int64_t (*col_int)(cm_stmt_t *st, int col);
     const char *(*col_text)(cm_stmt_t *st, int col, size_t *len);
     int (*col_is_null)(cm_stmt_t *st, int col);
@@ -44,6 +45,8 @@ struct cm_stmt {
 extern const cm_db_ops_t cm_db_sqlite_ops;
 extern const cm_db_ops_t cm_db_pg_ops;
 int cm_db_sqlite_global_init(void);
+/* Steps st to its end and resets it: 0 (CM_DB_DONE) or the step's error. */
+int cm_stmt_run_now(cm_stmt_t *st);
 /* PostgreSQL's pg_xact_status() answer (NULL for SQL NULL) as a group commit's result:
  * "committed" 0, "aborted" -EIO, "in progress" -EINPROGRESS (ask again), else
  * -ETIMEDOUT (nobody can tell). Pure; db_pg.c's in-doubt COMMIT uses it. */

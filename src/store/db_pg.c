@@ -89,6 +89,22 @@ typedef struct pg_stmt {
 
 typedef enum { TX_NONE, TX_READ, TX_WRITE, TX_LOST } tx_state_t;
 
+/* What a command queued in the pipeline is, for how its answer is read. */
+typedef enum {
+    AH_DUE,     /* transaction control due before a statement (BEGIN, RELEASE, SAVEPOINT) */
+    AH_LOCK,    /* the write lock, which also returns the transaction's id */
+    AH_PREPARE, /* a statement's prepare, on its first use on this connection */
+    AH_DEFER,   /* a deferred statement (cm_stmt_defer): nobody waits for it */
+    AH_STMT,    /* the statement whose rows the caller steps through */
+    AH_COMMIT,  /* the write group's COMMIT */
+} ahead_kind_t;
+
+typedef struct ahead {
+    ahead_kind_t kind;
+    const char *sql; /* without st: the command */
+    struct pg_stmt *st;
+} ahead_t;
+
 struct pg_db {
     cm_db_t base;       /* first: the backend table */
     PGconn *conn;       /* NULL while disconnected */
@@ -111,8 +127,10 @@ struct pg_db {
     int pend_savepoint; /* the unit's SAVEPOINT */
     int pend_read;      /* the read group's BEGIN */
     int async_commit;   /* a read group's COMMIT sent, its answer not read yet */
-    char lock_sql[96];  /* the write lock's SELECT, which also returns the xid */
-    char xid[32];       /* the write group's transaction id, learnt at BEGIN; "" unknown */
+    ahead_t *ahead;     /* commands queued in the pipeline, their answers not read yet */
+    int nahead, ahead_cap;
+    char lock_sql[96]; /* the write lock's SELECT, which also returns the xid */
+    char xid[32];      /* the write group's transaction id, learnt at BEGIN; "" unknown */
     int changes;
     int lock_timeout_ms;
     uint64_t retry_at; /* ms, monotonic: no connect before */
@@ -167,6 +185,7 @@ static void note_loss(pg_db_t *db, const char *why)
     db->release_pending = 0;
     db->pend_open = db->pend_savepoint = db->pend_read = 0;
     db->async_commit = 0; /* its answer went with the connection: a read has nothing to lose */
+    db->nahead = 0;       /* so did what was queued: the group it was in is lost */
 }
 
 static void schedule_retry(pg_db_t *db)
@@ -183,6 +202,7 @@ static void schedule_retry(pg_db_t *db)
 static int exec_cmd(pg_db_t *db, const char *sql);
 static int resolve_in_doubt(pg_db_t *db);
 static void settle(pg_db_t *db);
+static int flush_ahead(pg_db_t *db);
 static void lose_group(pg_db_t *db);
 
 static int session_setup(pg_db_t *db)
@@ -530,6 +550,7 @@ static void pg_close(cm_db_t *h)
     for (size_t i = 0; i < db->nstmts; i++)
         stmt_free(db->stmts[i]);
     free(db->stmts);
+    free(db->ahead);
     if (db->conn)
         PQfinish(db->conn);
     PQfinish(db->connecting);
@@ -738,9 +759,14 @@ static void read_async(pg_db_t *db)
     PQclear(sync);
 }
 
-/* Before any other command: the COMMIT sent ahead answered, out of pipeline mode. */
+/* Before any other command: what was queued or sent ahead answered, out of pipeline
+ * mode. */
 static void settle(pg_db_t *db)
 {
+    if (db->nahead) {
+        flush_ahead(db); /* a failure there is the group's */
+        return;
+    }
     if (!db->async_commit || !db->conn)
         return;
     read_async(db);
@@ -748,102 +774,181 @@ static void settle(pg_db_t *db)
         note_loss(db, PQerrorMessage(db->conn));
 }
 
-/* One round trip: the commands due before the statement (a read group's COMMIT sent
- * ahead is answered first; then BEGIN, the write lock, RELEASE, SAVEPOINT), its prepare
- * on first use on this connection, the statement, a sync. Returns the step's result,
- * or -EAGAIN when the connection was found dead and nothing of ours was in it but the group
- * this pipeline opened: the caller may send it again on a new connection. */
-static int run_pipeline(pg_db_t *db, pg_stmt_t *st)
-{
-    PGconn *c = db->conn;
-    const char *pre[5];
-    int np = 0, opens_group = db->pend_open || db->pend_read;
-    if (db->pend_read)
-        pre[np++] = READ_BEGIN;
-    if (db->pend_open) {
-        pre[np++] = "BEGIN";
-        pre[np++] = db->lock_sql;
-    }
-    int lock_at = db->pend_open ? np - 1 : -1;
-    if (db->release_pending)
-        pre[np++] = "RELEASE unit";
-    if (db->pend_savepoint)
-        pre[np++] = "SAVEPOINT unit";
-    int prep = st->gen != db->gen;
-    int was_open = db->pend_open, was_read = db->pend_read;
-    db->pend_open = db->pend_read = db->release_pending = db->pend_savepoint = 0;
-    for (int i = 0; i < st->nparams; i++)
-        st->values[i] = st->params[i].null ? NULL : st->params[i].buf;
+/* ------------------------------------------------------------------------ */
+/* The pipeline: commands sent ahead, answered in order                     */
+/* ------------------------------------------------------------------------ */
 
-    int sent = (db->async_commit || PQenterPipelineMode(c));
-    for (int i = 0; sent && i < np; i++)
-        sent = PQsendQueryParams(c, pre[i], 0, NULL, NULL, NULL, NULL, 0);
-    if (sent && prep)
-        sent = PQsendPrepare(c, st->name, st->text, st->nparams, NULL);
-    if (sent)
-        sent = PQsendQueryPrepared(c, st->name, st->nparams, st->values, NULL, NULL, 0);
-    if (sent)
-        sent = PQpipelineSync(c);
-    PGresult *res[5] = {NULL}, *pres = NULL, *eres = NULL, *sync = NULL;
-    int rc = 0;
-    if (!sent) {
-        note_loss(db, PQerrorMessage(c));
-        rc = -EIO;
-        goto out;
+/* Queues one command in the pipeline (pipeline mode; libpq writes it with the next sync,
+ * or sooner when its buffer fills), to be answered in order by answer_ahead. A command
+ * that cannot be queued costs the connection: what was queued before it is gone too. */
+static int send_ahead(pg_db_t *db, ahead_kind_t kind, const char *sql, pg_stmt_t *st)
+{
+    if (db->nahead == db->ahead_cap) {
+        int cap = db->ahead_cap ? db->ahead_cap * 2 : 16;
+        ahead_t *a = realloc(db->ahead, sizeof *a * (size_t)cap);
+        if (!a) {
+            note_loss(db, "out of memory queueing a command");
+            return -EIO;
+        }
+        db->ahead = a;
+        db->ahead_cap = cap;
     }
-    read_async(db); /* its answer comes first */
-    for (int i = 0; i < np; i++)
-        res[i] = next_result(db, 0);
-    if (prep)
-        pres = next_result(db, 0);
-    eres = next_result(db, 0);
-    sync = next_result(db, 1);
-    int lost = !sync || !db->conn || !PQexitPipelineMode(db->conn);
-    int failed = -1;
-    for (int i = 0; i < np && failed < 0; i++)
-        if (PQresultStatus(res[i]) != PGRES_COMMAND_OK && PQresultStatus(res[i]) != PGRES_TUPLES_OK)
-            failed = i;
-    if (lost) {
+    PGconn *c = db->conn;
+    int ok = PQenterPipelineMode(c); /* 1 when in it already */
+    if (ok && kind == AH_PREPARE) {
+        ok = PQsendPrepare(c, st->name, st->text, st->nparams, NULL);
+    } else if (ok && st) {
+        for (int i = 0; i < st->nparams; i++)
+            st->values[i] = st->params[i].null ? NULL : st->params[i].buf;
+        ok = PQsendQueryPrepared(c, st->name, st->nparams, st->values, NULL, NULL, 0);
+    } else if (ok) {
+        ok = PQsendQueryParams(c, sql, 0, NULL, NULL, NULL, NULL, 0);
+    }
+    if (!ok) {
+        note_loss(db, PQerrorMessage(c));
+        return -EIO;
+    }
+    if (kind == AH_PREPARE)
+        st->gen = db->gen; /* taken back if its answer is an error */
+    db->ahead[db->nahead++] = (ahead_t){.kind = kind, .sql = sql, .st = st};
+    return 0;
+}
+
+/* Queues st, prepared first on its first use on this connection. */
+static int send_stmt(pg_db_t *db, pg_stmt_t *st, ahead_kind_t kind)
+{
+    if (st->gen != db->gen && send_ahead(db, AH_PREPARE, NULL, st) < 0)
+        return -EIO;
+    return send_ahead(db, kind, NULL, st);
+}
+
+/* Queues what is due before the next command: a read group's BEGIN, the write group's
+ * BEGIN and lock, the RELEASE of the unit before, the SAVEPOINT of this one. */
+static int send_due(pg_db_t *db)
+{
+    int rc = 0;
+    if (db->pend_read)
+        rc = send_ahead(db, AH_DUE, READ_BEGIN, NULL);
+    if (rc == 0 && db->pend_open && (rc = send_ahead(db, AH_DUE, "BEGIN", NULL)) == 0)
+        rc = send_ahead(db, AH_LOCK, db->lock_sql, NULL);
+    if (rc == 0 && db->release_pending)
+        rc = send_ahead(db, AH_DUE, "RELEASE unit", NULL);
+    if (rc == 0 && db->pend_savepoint)
+        rc = send_ahead(db, AH_DUE, "SAVEPOINT unit", NULL);
+    db->pend_read = db->pend_open = db->release_pending = db->pend_savepoint = 0;
+    return rc;
+}
+
+/* Reads the answers of everything queued, in order, then the sync the caller sent after
+ * them, and leaves pipeline mode. The last command's result goes to *last when last is
+ * not NULL and nothing failed. Returns 0, -EIO when the connection broke (it is down), or
+ * the first failure's error, mapped (the server skipped what followed it). A failure is
+ * answered as the command would have been had it run alone: the caller's statement's
+ * error ends a read group (after_error); one of BEGIN, the lock, RELEASE or SAVEPOINT
+ * ends the group; a deferred statement's loses the write group (-EIO: every answer it
+ * held says 503); the COMMIT's is the caller's. */
+static int answer_ahead(pg_db_t *db, PGresult **last)
+{
+    int n = db->nahead, rc = 0, at = -1, lost = 0;
+    db->nahead = 0;
+    read_async(db); /* a read group's COMMIT, sent before these: its answer comes first */
+    for (int i = 0; i < n && !lost; i++) {
+        const ahead_t *a = &db->ahead[i];
+        PGresult *r = next_result(db, 0);
+        ExecStatusType s = PQresultStatus(r);
+        if (!r) {
+            lost = 1;
+        } else if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) {
+            if (a->kind == AH_LOCK && PQntuples(r) == 1)
+                snprintf(db->xid, sizeof db->xid, "%s", PQgetvalue(r, 0, 1));
+            if (i == n - 1 && last && at < 0) {
+                *last = r;
+                r = NULL;
+            }
+        } else {
+            if (a->kind == AH_PREPARE)
+                a->st->gen = 0; /* failed, or skipped after a failure: not prepared */
+            if (at < 0) {
+                at = i;
+                char what[160];
+                snprintf(what, sizeof what, a->st ? "postgres: \"%.100s\"" : "%s",
+                         a->st ? a->st->sql : a->sql);
+                rc = map_result(db, r, what); /* may drop the connection */
+                lost = !db->conn;
+            }
+        }
+        PQclear(r);
+    }
+    PGresult *sync = lost ? NULL : next_result(db, 1);
+    if (!sync || !db->conn || !PQexitPipelineMode(db->conn)) {
         note_loss(db, db->conn ? PQerrorMessage(db->conn) : "no connection");
         rc = -EIO;
-    } else if (failed >= 0) {
-        rc = map_result(db, res[failed], pre[failed]);
+    }
+    PQclear(sync);
+    if (rc < 0 && last) {
+        PQclear(*last);
+        *last = NULL;
+    }
+    if (at < 0 || !db->conn)
+        return rc;
+    ahead_kind_t k = db->ahead[at].kind;
+    if (k == AH_PREPARE && at + 1 < n)
+        k = db->ahead[at + 1].kind; /* a prepare's failure is its statement's */
+    if (k == AH_STMT) {
+        after_error(db);
+    } else if (k == AH_DEFER) {
+        cm_log_msg(CM_LOG_ERROR, "db: a deferred statement failed (%s): the write group is lost",
+                   strerror(-rc));
+        lose_group(db);
+        rc = -EIO;
+    } else if (k != AH_COMMIT) {
         if (db->tx == TX_READ) /* its BEGIN: the next read opens a new group */
             after_error(db);
         else if (db->tx == TX_WRITE) /* BEGIN, the lock (timed out: -EBUSY), RELEASE, */
             lose_group(db);          /* SAVEPOINT: the group cannot go on, none of it kept */
-    } else {
-        if (lock_at >= 0 && PQntuples(res[lock_at]) == 1)
-            snprintf(db->xid, sizeof db->xid, "%s", PQgetvalue(res[lock_at], 0, 1));
-        if (prep && PQresultStatus(pres) != PGRES_COMMAND_OK) {
-            rc = map_result(db, pres, st->text);
-            after_error(db);
-        } else {
-            if (prep)
-                st->gen = db->gen;
-            ExecStatusType s = PQresultStatus(eres);
-            if (s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK) {
-                char what[160];
-                snprintf(what, sizeof what, "postgres: \"%.100s\"", st->sql);
-                rc = map_result(db, eres, what);
-                after_error(db);
-            } else {
-                const char *n = PQcmdTuples(eres);
-                db->changes = n && *n ? atoi(n) : 0;
-                st->res = eres;
-                eres = NULL;
-                st->nrows = s == PGRES_TUPLES_OK ? PQntuples(st->res) : 0;
-                st->row = 0;
-                rc = st->nrows > 0 ? CM_DB_ROW : CM_DB_DONE;
-            }
-        }
     }
-out:
-    for (int i = 0; i < np; i++)
-        PQclear(res[i]);
-    PQclear(pres);
-    PQclear(eres);
-    PQclear(sync);
+    return rc;
+}
+
+/* Answers what was queued now: a sync and a round trip of their own. */
+static int flush_ahead(pg_db_t *db)
+{
+    if (!db->nahead)
+        return 0;
+    if (!PQpipelineSync(db->conn)) {
+        note_loss(db, PQerrorMessage(db->conn));
+        return -EIO;
+    }
+    return answer_ahead(db, NULL);
+}
+
+/* One round trip: what was queued (deferred statements, and what is due before the
+ * statement: BEGIN, the write lock, RELEASE, SAVEPOINT), the statement's prepare on
+ * first use on this connection, the statement, a sync. Returns the step's result, or
+ * -EAGAIN when the connection was found dead and nothing of ours was in it but the group
+ * this pipeline opened: the caller may send it again on a new connection. */
+static int run_pipeline(pg_db_t *db, pg_stmt_t *st)
+{
+    int opens_group = !db->nahead && (db->pend_open || db->pend_read);
+    int was_open = db->pend_open, was_read = db->pend_read;
+    int rc = send_due(db);
+    if (rc == 0)
+        rc = send_stmt(db, st, AH_STMT);
+    if (rc == 0 && !PQpipelineSync(db->conn)) {
+        note_loss(db, PQerrorMessage(db->conn));
+        rc = -EIO;
+    }
+    PGresult *res = NULL;
+    if (rc == 0)
+        rc = answer_ahead(db, &res);
+    if (rc == 0) {
+        const char *n = PQcmdTuples(res);
+        db->changes = n && *n ? atoi(n) : 0;
+        st->res = res;
+        st->nrows = PQresultStatus(res) == PGRES_TUPLES_OK ? PQntuples(res) : 0;
+        st->row = 0;
+        rc = st->nrows > 0 ? CM_DB_ROW : CM_DB_DONE;
+    }
     /* the connection was found closed, or the server dropped it (57P01, 08xxx), before
      * the group this pipeline opens began: nothing of it ran, so it is sent again */
     if (rc < 0 && !db->conn && opens_group)
@@ -890,6 +995,30 @@ static int pg_step(cm_stmt_t *h)
     db->pend_open = db->pend_read = db->pend_savepoint = db->release_pending = 0;
     db->in_unit = 0;
     return -EIO;
+}
+
+/* Bounds what a unit queues unanswered (a delete may cancel many orders, each with its
+ * event): their answers are small, but the server must not block writing them while we
+ * still write. */
+#define AHEAD_MAX 128
+
+/* store/db.h's cm_stmt_defer: inside a write unit, queued for the next round trip. */
+static int pg_defer(cm_stmt_t *h)
+{
+    pg_stmt_t *st = (pg_stmt_t *)h;
+    pg_db_t *db = st->db;
+    /* a group's first command runs now: the pipeline that opens a group may be sent again
+     * on a new connection (run_pipeline) only while nothing else of it is queued */
+    if (db->replay_db || db->tx != TX_WRITE || !db->in_unit || db->pend_open || !db->conn ||
+        db->async_commit)
+        return cm_stmt_run_now(h);
+    int rc = send_due(db);
+    if (rc == 0)
+        rc = send_stmt(db, st, AH_DEFER);
+    stmt_reset(st);
+    if (rc == 0 && db->nahead >= AHEAD_MAX)
+        rc = flush_ahead(db);
+    return rc < 0 ? -EIO : 0; /* the connection went: the group is lost */
 }
 
 static int has_row(const pg_stmt_t *st, int col)
@@ -1032,10 +1161,40 @@ static int resolve_in_doubt(pg_db_t *db)
     return rc;
 }
 
+/* The write group's COMMIT behind what was queued (deferred statements, the last
+ * RELEASE): one round trip for them all. A failure before it skips it (not committed);
+ * a connection lost once it was queued leaves the outcome to resolve_in_doubt. */
+static int commit_queued(pg_db_t *db)
+{
+    db->in_unit = 0;
+    db->pend_savepoint = 0;
+    /* tried: some of the COMMIT may have gone out even when queueing it failed */
+    int tried = send_due(db) == 0;
+    int queued = tried && send_ahead(db, AH_COMMIT, "COMMIT", NULL) == 0;
+    int rc = -EIO;
+    PGresult *res = NULL;
+    if (queued && PQpipelineSync(db->conn))
+        rc = answer_ahead(db, &res);
+    else if (db->conn)
+        note_loss(db, PQerrorMessage(db->conn));
+    if (rc == 0 && strcmp(PQcmdStatus(res), "COMMIT") != 0)
+        rc = -EIO; /* PostgreSQL answers ROLLBACK for a transaction it had aborted */
+    PQclear(res);
+    if (rc < 0 && !db->conn && tried) /* the server may have committed */
+        rc = resolve_in_doubt(db);
+    if (rc < 0 && rc != -ETIMEDOUT)
+        cm_log_msg(CM_LOG_ERROR, "db: postgres did not commit the write group");
+    db->tx = TX_NONE;
+    db->xid[0] = '\0';
+    return rc;
+}
+
 static int pg_commit(cm_db_t *h)
 {
     pg_db_t *db = (pg_db_t *)h;
     tx_state_t tx = db->tx;
+    if (tx == TX_WRITE && db->nahead && db->conn)
+        return commit_queued(db);
     settle(db);
     db->in_unit = 0;
     db->pend_savepoint = 0;
@@ -1163,6 +1322,9 @@ static int pg_unit_undo(cm_db_t *h)
         db->in_unit = 0;
         return 0;
     }
+    /* what the unit deferred must answer first: its failure loses the group */
+    if (flush_ahead(db) < 0)
+        return -EIO;
     /* ROLLBACK TO also clears an error the unit's statement left (the transaction
      * goes on); RELEASE then drops the savepoint */
     if (exec_cmd(db, "ROLLBACK TO unit; RELEASE unit") == 0) {
@@ -1223,6 +1385,7 @@ const cm_db_ops_t cm_db_pg_ops = {
     .bind_text = pg_bind_text,
     .bind_null = pg_bind_null,
     .step = pg_step,
+    .defer = pg_defer,
     .col_int = pg_col_int,
     .col_text = pg_col_text,
     .col_is_null = pg_col_is_null,

@@ -245,7 +245,7 @@ static void create_unit(void *data)
     int rc = cm_users_insert(w->db, op->in.name, op->in.name_len, op->in.email, op->in.email_len,
                              &id, &req->res_body);
     if (rc == 0) /* the event in the same unit: it exists iff the user does */
-        rc = cm_outbox_add(w->db, "user.created", req->res_body.data, req->res_body.len, NULL);
+        rc = cm_outbox_add(w->db, "user.created", req->res_body.data, req->res_body.len);
     if (rc < 0) {
         refuse(req, w->batch, rc);
         return;
@@ -285,7 +285,7 @@ static void update_unit(void *data)
     int rc = cm_users_update(w->db, op->id, op->in.name, op->in.name_len, op->in.email,
                              op->in.email_len, &req->res_body);
     if (rc == 0) /* 1: a no-op, which changes nothing and so tells nobody */
-        rc = cm_outbox_add(w->db, "user.updated", req->res_body.data, req->res_body.len, NULL);
+        rc = cm_outbox_add(w->db, "user.updated", req->res_body.data, req->res_body.len);
     if (rc < 0) {
         refuse(req, w->batch, rc);
         return;
@@ -317,7 +317,7 @@ static void delete_unit(void *data)
     if (rc == 0) {
         char data_[48];
         int n = snprintf(data_, sizeof data_, "{\"id\":%lld}", (long long)op->id);
-        rc = cm_outbox_add(w->db, "user.deleted", data_, (size_t)n, NULL);
+        rc = cm_outbox_add(w->db, "user.deleted", data_, (size_t)n);
     }
     if (rc < 0) {
         refuse(req, w->batch, rc);

@@ -2,8 +2,9 @@
  * in-doubt commit), injected for real. A proxy thread sits between the users service (TCP,
  * sslmode=disable) and the test's PostgreSQL server (its unix socket) and reads just enough
  * of the frontend protocol (a startup message without a type byte, then a type byte and an
- * int32 length) to see the Bind carrying the test's e-mail, then the COMMIT (a simple Query)
- * on that connection: it cuts both sockets after forwarding that COMMIT (the server commits,
+ * int32 length) to see the Bind carrying the test's e-mail, then the COMMIT (a simple Query,
+ * or a Parse in a pipeline) on that connection: it cuts both sockets after forwarding that
+ * COMMIT, with the rest of its pipeline up to the Sync (the server commits,
  * cmesh never hears it: 201, stored), or before (nothing stored: 503 + Retry-After), or
  * after and refuses every connection after it (nobody can tell: 500, "unknown").
  * Runs only on the PostgreSQL run (registered as it_pg_test_pgdoubt only). */
@@ -34,7 +35,8 @@ enum { CUT_NONE, CUT_AFTER, CUT_BEFORE };
 typedef struct pair {
     int c, s; /* cmesh's side, the server's side; -1 when closed */
     int startup;
-    int armed; /* the needle went by: the next COMMIT is the one to cut */
+    int armed;   /* the needle went by: the next COMMIT is the one to cut */
+    int at_sync; /* CUT_AFTER of a COMMIT in a pipeline: cut after its Sync */
     unsigned char *buf;
     size_t len, cap;
 } pair_t;
@@ -106,7 +108,13 @@ static int relay_client(proxy_t *x, pair_t *pr)
             if (mode != CUT_NONE && type == 'B' &&
                 memmem(pr->buf, total, x->needle, strlen(x->needle)))
                 pr->armed = 1;
-            if (pr->armed && mode != CUT_NONE && type == 'Q' && memmem(pr->buf, total, "COMMIT", 6))
+            /* a simple Query, or a Parse in a pipeline: then the COMMIT runs once its
+             * Execute arrives, so "after" means after the pipeline's Sync */
+            int commit = pr->armed && mode != CUT_NONE && (type == 'Q' || type == 'P') &&
+                         memmem(pr->buf, total, "COMMIT", 6);
+            if (commit && type == 'P' && mode == CUT_AFTER)
+                pr->at_sync = 1;
+            else if (commit || (pr->at_sync && type == 'S'))
                 cut = mode;
         }
         if (cut != CUT_BEFORE && send_all(pr->s, pr->buf, total) < 0)
