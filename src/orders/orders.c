@@ -316,6 +316,7 @@ static void ask_users(order_op_t *op);
 static void op_unit(void *data)
 {
     order_op_t *op = data;
+    op->ask = 0; /* this run's: a group run again (service/batch.c) may see the user now */
     if (op->id)
         finish_update(op);
     else

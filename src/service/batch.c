@@ -174,10 +174,29 @@ static void answer_all(cm_batch_t *b, int rc, outcome_t ***tail)
     b->nheld = 0;
 }
 
-/* Commits the write group; returns 1 when it committed and kept units. */
-static int commit_group(cm_batch_t *b, outcome_t ***tail)
+static void run_job(job_t *j);
+
+/* Commits the write group; returns 1 when it committed and kept units. jobs (threaded:
+ * the group's jobs; NULL inline) run again, their statements one at a time, when the
+ * commit says a deferred statement failed (-EAGAIN: nothing of the group was stored),
+ * and that run is what they answer. */
+static int commit_group(cm_batch_t *b, job_t *jobs, outcome_t ***tail)
 {
     int rc = cm_db_group_commit(b->db); /* always ends the transaction */
+    if (rc == -EAGAIN && jobs) {
+        b->nheld = 0; /* forgotten, as are the answers they recorded */
+        b->kept = 0;
+        cm_db_careful(b->db, 1);
+        for (job_t *j = jobs; j; j = j->next) {
+            if (j->req)
+                cm_req_unanswer(j->req);
+            run_job(j);
+        }
+        cm_db_careful(b->db, 0);
+        rc = cm_db_group_commit(b->db);
+    }
+    if (rc == -EAGAIN)
+        rc = -EIO; /* not again */
     if (rc < 0 && b->nheld)
         cm_log_msg(CM_LOG_ERROR, "batch: %d answers of a group that did not commit are %s: %s",
                    b->nheld, rc == -ETIMEDOUT ? "500 (outcome unknown)" : "503", strerror(-rc));
@@ -218,7 +237,7 @@ static void commit_now(cm_batch_t *b)
 {
     /* the snapshot first, so the commit's checkpoint is not held back by it */
     snap_end(b);
-    if (commit_group(b, NULL) && b->committed)
+    if (commit_group(b, NULL, NULL) && b->committed)
         b->committed(b->committed_data, 1);
     /* this iteration's reads: one snapshot, taken after all their bytes were read and
      * after this commit (a write pipelined before one of them is seen) */
@@ -315,7 +334,7 @@ static void run_batch(store_thread_t *t, job_t *jobs)
     }
     int committed = 0;
     if (t->kind == CM_BATCH_WRITE) {
-        committed = commit_group(b, &tail);
+        committed = commit_group(b, jobs, &tail);
         /* for /readyz: a lost server is seen by the group that lost it (no round trip
          * here unless the backend's own probe is due) */
         atomic_store(&b->problem, cm_db_write_problem(b->db));

@@ -27,6 +27,20 @@ static void write_row(cm_stmt_t *st, const cm_row_shape_t *shape, cm_buf_t *out)
     cm_buf_append(out, "}", 1);
 }
 
+void cm_rows_values(const cm_row_shape_t *shape, int64_t id, const char *const *text,
+                    const size_t *len, cm_buf_t *out)
+{
+    cm_buf_append(out, "{", 1);
+    cm_buf_append_str(out, shape->cols[0].key);
+    cm_buf_append_u64(out, (unsigned long long)id);
+    for (int i = 1; i < shape->ncols; i++) {
+        cm_buf_append(out, ",", 1);
+        cm_buf_append_str(out, shape->cols[i].key);
+        cm_json_str(out, text[i - 1], len[i - 1]);
+    }
+    cm_buf_append(out, "}", 1);
+}
+
 int cm_rows_one(cm_stmt_t *st, const cm_row_shape_t *shape, int64_t *id, cm_buf_t *out)
 {
     if (!st)

@@ -32,6 +32,11 @@ typedef struct cm_row_shape {
  * error. A NULL st (a failed prepare) gives -EIO. */
 int cm_rows_one(cm_stmt_t *st, const cm_row_shape_t *shape, int64_t *id, cm_buf_t *out);
 
+/* Writes a row the caller has by value as an object, exactly as cm_rows_one would write
+ * it from the store: id is column 0, text[i] (len[i] bytes) column i + 1, each a
+ * CM_COL_TEXT. For an INSERT that names every column and returns nothing. */
+void cm_rows_values(const cm_row_shape_t *shape, int64_t id, const char *const *text,
+                    const size_t *len, cm_buf_t *out);
 /* Writes a JSON array of at most limit rows; st must be bound to return limit + 1
  * rows, the extra one only telling that more exist (*more). *last gets the last id
  * written (unchanged when none). Resets st. Returns 0 or the store's error. */

@@ -167,6 +167,17 @@ int cm_db_in_group(cm_db_t *db)
     return db->ops->in_group(db);
 }
 
+void cm_db_careful(cm_db_t *db, int on)
+{
+    if (db->ops->careful)
+        db->ops->careful(db, on);
+}
+
+int cm_db_next_id(cm_db_t *db, const char *table, int64_t *id)
+{
+    return db->ops->next_id(db, table, id);
+}
+
 int cm_db_changes(cm_db_t *db)
 {
     return db->ops->changes(db);

@@ -85,10 +85,11 @@ int cm_stmt_step(cm_stmt_t *st);
  * write unit on PostgreSQL it is not waited for: it goes with the next round trip (the
  * unit's next statement, the next unit's first one, or the COMMIT), in order, so the
  * server still runs every statement in the order they were issued; only the client
- * learns later how it went. A failure then loses the whole group (every answer it holds
- * 503, nothing stored), so defer only what nothing but a failing store can make fail
- * (no constraint a client can break: the outbox's event, an Idempotency-Key under the
- * write lock). Elsewhere, and on SQLite, it runs now. Returns 0 or the step's error. */
+ * learns later how it went. A failure then fails the whole group, which nothing of is
+ * stored: cm_db_group_commit() says -EAGAIN, and the caller runs the group's units again
+ * with cm_db_careful() on, where deferred statements run at once, so each unit meets
+ * its own outcome (a duplicate e-mail its 409). So defer what rarely fails. Elsewhere,
+ * and on SQLite, it runs now. Returns 0 or the step's error. */
 int cm_stmt_defer(cm_stmt_t *st);
 /* Column accessors for the current row (0-based). Text is borrowed until the next
  * step or reset; NULL columns give 0 / NULL with *len 0. */
@@ -132,7 +133,10 @@ void cm_db_rollback(cm_db_t *db);
  *   result is 0 or -EIO as it said). The group may or may not be stored: its answers
  *   must say so (not 503 "nothing was stored"), so that the client retries with the
  *   same Idempotency-Key.
- * Return 0, or -EBUSY / -ENOSPC / -EROFS / -ESTALE / -EIO / -ETIMEDOUT. */
+ * - -EAGAIN (PostgreSQL only, from cm_db_group_commit): a deferred statement failed
+ *   (cm_stmt_defer), so nothing of the group was stored; run its units again in a new
+ *   group with cm_db_careful() on, and answer from that run.
+ * Return 0, or -EBUSY / -ENOSPC / -EROFS / -ESTALE / -EIO / -ETIMEDOUT / -EAGAIN. */
 int cm_db_unit_begin(cm_db_t *db);
 /* Opens a read group (BEGIN DEFERRED) unless a group is open: every read until
  * cm_db_group_commit() shares one snapshot and one set of file locks. Use it on a
@@ -146,6 +150,18 @@ int cm_db_unit_end(cm_db_t *db);
 int cm_db_unit_undo(cm_db_t *db);
 int cm_db_group_commit(cm_db_t *db);
 int cm_db_in_group(cm_db_t *db); /* a read or write group is open (not lost) */
+/* While on, cm_stmt_defer() runs statements at once: for running again, one statement at
+ * a time, the units of a group whose commit said -EAGAIN. */
+void cm_db_careful(cm_db_t *db, int on);
+
+/* The id for the next row of table (its integer key column `id`, AUTOINCREMENT on SQLite,
+ * an identity on PostgreSQL), for an INSERT that names it, inside a write unit: under the
+ * write lock, so ids go out in commit order and are never reused, and the caller knows
+ * the row's id without waiting for the INSERT. SQLite reads its AUTOINCREMENT counter;
+ * PostgreSQL takes the identity's next value once per group, counts on by itself, and
+ * sets the sequence with the COMMIT. An id a unit took back or a group lost may be left
+ * unused. table is a literal. Returns 0 or the store's error. */
+int cm_db_next_id(cm_db_t *db, const char *table, int64_t *id);
 
 /* Rows changed by the last INSERT/UPDATE/DELETE on this connection. */
 int cm_db_changes(cm_db_t *db);

@@ -99,6 +99,16 @@ typedef enum {
     AH_COMMIT,  /* the write group's COMMIT */
 } ahead_kind_t;
 
+/* A table's ids in the open write group (cm_db_next_id): the first is the identity's next
+ * value, the rest are counted here, and the sequence is set to the last with the COMMIT. */
+typedef struct pg_ids {
+    const char *table; /* the caller's literal, compared by address; NULL: a free entry */
+    int64_t first, last;
+    int taken; /* in this group */
+} pg_ids_t;
+
+#define PG_ID_TABLES 4
+
 typedef struct ahead {
     ahead_kind_t kind;
     const char *sql; /* without st: the command */
@@ -129,6 +139,9 @@ struct pg_db {
     int async_commit;   /* a read group's COMMIT sent, its answer not read yet */
     ahead_t *ahead;     /* commands queued in the pipeline, their answers not read yet */
     int nahead, ahead_cap;
+    int careful; /* cm_db_careful: deferred statements run at once */
+    int retry;   /* a deferred statement failed: the group's commit says -EAGAIN */
+    pg_ids_t ids[PG_ID_TABLES];
     char lock_sql[96]; /* the write lock's SELECT, which also returns the xid */
     char xid[32];      /* the write group's transaction id, learnt at BEGIN; "" unknown */
     int changes;
@@ -897,8 +910,13 @@ static int answer_ahead(pg_db_t *db, PGresult **last)
     if (k == AH_STMT) {
         after_error(db);
     } else if (k == AH_DEFER) {
-        cm_log_msg(CM_LOG_ERROR, "db: a deferred statement failed (%s): the write group is lost",
-                   strerror(-rc));
+        /* the group runs again, one statement at a time, so the unit meets its own error
+         * (a duplicate key is a client's 409): only logged when it cannot */
+        if (db->careful)
+            cm_log_msg(CM_LOG_ERROR,
+                       "db: a deferred statement failed (%s): the write group is lost",
+                       strerror(-rc));
+        db->retry = !db->careful;
         lose_group(db);
         rc = -EIO;
     } else if (k != AH_COMMIT) {
@@ -1009,8 +1027,8 @@ static int pg_defer(cm_stmt_t *h)
     pg_db_t *db = st->db;
     /* a group's first command runs now: the pipeline that opens a group may be sent again
      * on a new connection (run_pipeline) only while nothing else of it is queued */
-    if (db->replay_db || db->tx != TX_WRITE || !db->in_unit || db->pend_open || !db->conn ||
-        db->async_commit)
+    if (db->careful || db->replay_db || db->tx != TX_WRITE || !db->in_unit || db->pend_open ||
+        !db->conn || db->async_commit)
         return cm_stmt_run_now(h);
     int rc = send_due(db);
     if (rc == 0)
@@ -1161,6 +1179,65 @@ static int resolve_in_doubt(pg_db_t *db)
     return rc;
 }
 
+static const char sql_nextval[] = "SELECT nextval(pg_get_serial_sequence(?, 'id'))";
+static const char sql_setval[] = "SELECT setval(pg_get_serial_sequence(?, 'id'), ?)";
+
+static int pg_next_id(cm_db_t *h, const char *table, int64_t *id)
+{
+    pg_db_t *db = (pg_db_t *)h;
+    if (db->tx != TX_WRITE || !db->in_unit)
+        return -EIO; /* outside a unit, or the group is lost */
+    pg_ids_t *e = NULL;
+    for (int i = 0; i < PG_ID_TABLES && !e; i++)
+        if (db->ids[i].table == table || !db->ids[i].table)
+            e = &db->ids[i];
+    if (!e) {
+        cm_log_msg(CM_LOG_ERROR, "db: ids of more than %d tables (a bug)", PG_ID_TABLES);
+        return -EINVAL;
+    }
+    if (e->table == table && e->taken) {
+        *id = ++e->last; /* under the write lock: nobody else takes one meanwhile */
+        return 0;
+    }
+    cm_stmt_t *st = pg_stmt(h, sql_nextval);
+    if (!st)
+        return -EIO;
+    pg_bind_text(st, 1, table, strlen(table));
+    int rc = pg_step(st);
+    if (rc == CM_DB_ROW && !pg_col_is_null(st, 0)) {
+        *e = (pg_ids_t){.table = table, .first = pg_col_int(st, 0), .taken = 1};
+        e->last = e->first;
+        *id = e->first;
+        rc = 0;
+    } else if (rc >= 0) {
+        rc = -EIO;
+    }
+    pg_reset(st);
+    return rc;
+}
+
+/* With the COMMIT: each sequence set past the ids the group counted by itself. */
+static int queue_setvals(pg_db_t *db)
+{
+    int rc = 0;
+    for (int i = 0; i < PG_ID_TABLES; i++) {
+        pg_ids_t *e = &db->ids[i];
+        if (rc == 0 && e->taken && e->last > e->first) {
+            cm_stmt_t *st = pg_stmt(&db->base, sql_setval);
+            if (!st) {
+                rc = -EIO;
+            } else {
+                pg_bind_text(st, 1, e->table, strlen(e->table));
+                pg_bind_int(st, 2, e->last);
+                rc = send_stmt(db, (pg_stmt_t *)st, AH_DEFER);
+                pg_reset(st);
+            }
+        }
+        e->taken = 0;
+    }
+    return rc;
+}
+
 /* The write group's COMMIT behind what was queued (deferred statements, the last
  * RELEASE): one round trip for them all. A failure before it skips it (not committed);
  * a connection lost once it was queued leaves the outcome to resolve_in_doubt. */
@@ -1193,6 +1270,8 @@ static int pg_commit(cm_db_t *h)
 {
     pg_db_t *db = (pg_db_t *)h;
     tx_state_t tx = db->tx;
+    if (tx == TX_WRITE && db->conn && !db->pend_open && queue_setvals(db) < 0)
+        tx = db->tx; /* the connection went: the group is lost */
     if (tx == TX_WRITE && db->nahead && db->conn)
         return commit_queued(db);
     settle(db);
@@ -1300,6 +1379,9 @@ static int pg_unit_begin(cm_db_t *h)
         db->tx = TX_WRITE;
         db->pend_open = 1;
         db->xid[0] = '\0';
+        db->retry = 0;
+        for (int i = 0; i < PG_ID_TABLES; i++)
+            db->ids[i].taken = 0;
     } else if (db->tx != TX_WRITE) {
         return -EIO; /* lost: stays lost until the batch hears it */
     }
@@ -1366,7 +1448,15 @@ static int pg_group_commit(cm_db_t *h)
     int rc = pg_commit(h);
     if (rc < 0)
         pg_rollback(h);
+    if (db->retry && rc == -EIO) /* nothing of it stored: its units may run again */
+        rc = -EAGAIN;
+    db->retry = 0;
     return rc;
+}
+
+static void pg_careful(cm_db_t *h, int on)
+{
+    ((pg_db_t *)h)->careful = on;
 }
 
 static int pg_changes(cm_db_t *h)
@@ -1399,6 +1489,8 @@ const cm_db_ops_t cm_db_pg_ops = {
     .unit_undo = pg_unit_undo,
     .group_commit = pg_group_commit,
     .in_group = pg_in_group,
+    .careful = pg_careful,
+    .next_id = pg_next_id,
     .changes = pg_changes,
 };
 

@@ -781,6 +781,20 @@ static int op_changes(cm_db_t *h)
 {
     return sq_changes(DB(h));
 }
+/* AUTOINCREMENT's counter: at least every id the table ever held; an INSERT naming a
+ * larger id moves it there, inside the transaction (store/db.h's cm_db_next_id). */
+static const char sql_next_id[] = "SELECT seq FROM sqlite_sequence WHERE name = ?";
+static int op_next_id(cm_db_t *h, const char *table, int64_t *id)
+{
+    cm_stmt_t *st = op_stmt(h, sql_next_id);
+    if (!st)
+        return -EIO;
+    op_bind_text(st, 1, table, strlen(table));
+    int rc = op_step(st);
+    *id = rc == CM_DB_ROW ? op_col_int(st, 0) + 1 : 1; /* no row: nothing was ever stored */
+    op_reset(st);
+    return rc < 0 ? rc : 0;
+}
 
 const cm_db_ops_t cm_db_sqlite_ops = {
     .open = op_open,
@@ -807,4 +821,5 @@ const cm_db_ops_t cm_db_sqlite_ops = {
     .group_commit = op_group_commit,
     .in_group = op_in_group,
     .changes = op_changes,
+    .next_id = op_next_id,
 };

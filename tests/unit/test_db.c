@@ -640,3 +640,39 @@ Test(db, commit_into_a_deleted_file_is_refused_and_named_as_the_write_problem)
     cr_assert(why && strstr(why, "moved or deleted"), "write problem: %s", why ? why : "none");
     cm_db_close(db);
 }
+
+/* cm_db_next_id on SQLite: AUTOINCREMENT's counter, so an id once stored is never handed
+ * out again, even after its row is deleted; a deferred INSERT (cm_stmt_defer) runs at
+ * once here and reports its own error. */
+Test(db, next_id_never_hands_out_a_stored_id_again)
+{
+    static const char sql_named[] = "INSERT INTO users(id, name, email) VALUES (?, ?, ?)";
+    static const char sql_delete[] = "DELETE FROM users WHERE id = 2";
+    cm_db_t *db = open_ok(1);
+    int64_t id = 0;
+    cr_assert_eq(cm_db_unit_begin(db), 0);
+    for (int i = 1; i <= 2; i++) {
+        cr_assert_eq(cm_db_next_id(db, "users", &id), 0);
+        cr_assert_eq(id, i, "an empty table starts at 1, then counts on in the group");
+        cm_stmt_t *st = cm_db_stmt(db, sql_named);
+        cm_stmt_bind_int(st, 1, id);
+        cm_stmt_bind_text(st, 2, "N", 1);
+        cm_stmt_bind_text(st, 3, i == 1 ? "a@x" : "b@x", 3);
+        cr_assert_eq(cm_stmt_defer(st), 0);
+    }
+    cr_assert_eq(cm_db_unit_end(db), 0);
+    cr_assert_eq(cm_db_group_commit(db), 0);
+    cr_assert_eq(cm_db_unit_begin(db), 0);
+    cr_assert_eq(cm_stmt_defer(cm_db_stmt(db, sql_delete)), 0);
+    cr_assert_eq(cm_db_next_id(db, "users", &id), 0);
+    cr_assert_eq(id, 3, "the deleted row's id is not reused");
+    cm_stmt_t *st = cm_db_stmt(db, sql_named);
+    cm_stmt_bind_int(st, 1, id);
+    cm_stmt_bind_text(st, 2, "N", 1);
+    cm_stmt_bind_text(st, 3, "a@x", 3);
+    cr_assert_eq(cm_stmt_defer(st), -EEXIST, "run at once: its own error");
+    cr_assert_eq(cm_db_unit_undo(db), 0);
+    cr_assert_eq(cm_db_group_commit(db), 0);
+    cr_assert_eq(query_int(db, SQL_COUNT), 2);
+    cm_db_close(db);
+}

@@ -275,3 +275,100 @@ Test(dbpg, units_without_statements_leave_nothing_open)
     cr_assert_eq(count(db, sql_count_t), 1);
     cm_db_close(db);
 }
+
+/* A deferred INSERT (cm_stmt_defer) of row v with id (0: the identity picks). */
+static int defer_insert(cm_db_t *db, int64_t id, const char *v)
+{
+    static const char sql_id[] = "INSERT INTO t(id, v) VALUES(?, ?)";
+    static const char sql_v[] = "INSERT INTO t(v) VALUES(?)";
+    cm_stmt_t *st = cm_db_stmt(db, id ? sql_id : sql_v);
+    cr_assert_not_null(st);
+    int n = 1;
+    if (id)
+        cm_stmt_bind_int(st, n++, id);
+    cm_stmt_bind_text(st, n, v, strlen(v));
+    return cm_stmt_defer(st);
+}
+
+/* Deferred statements are not waited for; one that fails (a duplicate) fails the whole
+ * group, which stores nothing and says -EAGAIN; run again with cm_db_careful on, the
+ * duplicate meets its own -EEXIST at once and the rest commits. */
+Test(dbpg, a_deferred_statement_that_fails_makes_the_group_run_again_carefully)
+{
+    need_server();
+    cm_db_t *db = open_ok();
+    for (int run = 0; run < 2; run++) {
+        cm_db_careful(db, run == 1);
+        cr_assert_eq(cm_db_unit_begin(db), 0);
+        cr_assert_eq(defer_insert(db, 0, "a"), 0);
+        cr_assert_eq(cm_db_unit_end(db), 0);
+        cr_assert_eq(cm_db_unit_begin(db), 0);
+        int rc = defer_insert(db, 0, "a");
+        if (run == 0) {
+            cr_assert_eq(rc, 0, "not waited for: its failure comes later");
+            cr_assert_eq(cm_db_unit_end(db), 0);
+        } else {
+            cr_assert_eq(rc, -EEXIST, "careful: the duplicate's own error, at once");
+            cr_assert_eq(cm_db_unit_undo(db), 0);
+        }
+        cr_assert_eq(cm_db_unit_begin(db), 0);
+        cr_assert_eq(defer_insert(db, 0, "b"), 0);
+        cr_assert_eq(cm_db_unit_end(db), 0);
+        rc = cm_db_group_commit(db);
+        if (run == 0) {
+            cr_assert_eq(rc, -EAGAIN, "the group failed before it was stored: run it again");
+            cr_assert_eq(count(db, sql_count_t), 0, "nothing of it was stored");
+        } else {
+            cr_assert_eq(rc, 0);
+            cr_assert_eq(count(db, sql_count_t), 2, "a and b");
+        }
+    }
+    cm_db_careful(db, 0);
+    /* the failure is seen by the next statement too: the group is lost there (a group's
+     * first statement always runs at once) */
+    cr_assert_eq(cm_db_unit_begin(db), 0);
+    cr_assert_eq(insert(db, "d"), CM_DB_ROW);
+    cr_assert_eq(defer_insert(db, 0, "b"), 0);
+    cr_assert_eq(cm_db_unit_end(db), 0);
+    cr_assert_eq(cm_db_unit_begin(db), 0);
+    cr_assert_eq(insert(db, "c"), -EIO, "the group is lost at the next round trip");
+    cr_assert_eq(cm_db_group_commit(db), -EAGAIN);
+    cr_assert_eq(count(db, sql_count_t), 2, "neither d nor c is stored");
+    cm_db_close(db);
+}
+
+/* cm_db_next_id: one sequence value per group, the rest counted, the sequence set with
+ * the COMMIT: ids in commit order across connections, never reused, and the identity's
+ * own default goes on after them. */
+Test(dbpg, next_id_counts_within_a_group_and_moves_the_sequence_with_the_commit)
+{
+    need_server();
+    cm_db_t *a = open_ok(), *b = open_ok();
+    int64_t id;
+    cr_assert_eq(cm_db_unit_begin(a), 0);
+    for (int64_t want = 1; want <= 3; want++) {
+        cr_assert_eq(cm_db_next_id(a, "t", &id), 0);
+        cr_assert_eq(id, want);
+        char v[8];
+        snprintf(v, sizeof v, "a%d", (int)want);
+        cr_assert_eq(defer_insert(a, id, v), 0);
+    }
+    cr_assert_eq(cm_db_unit_end(a), 0);
+    cr_assert_eq(cm_db_group_commit(a), 0);
+    cr_assert_eq(cm_db_unit_begin(b), 0);
+    cr_assert_eq(cm_db_next_id(b, "t", &id), 0);
+    cr_assert_eq(id, 4, "the other connection's group goes on after the committed ones");
+    cr_assert_eq(cm_db_next_id(b, "t", &id), 0);
+    cr_assert_eq(id, 5);
+    cm_db_unit_undo(b);
+    cr_assert_eq(cm_db_group_commit(b), 0);
+    cr_assert_eq(cm_db_unit_begin(b), 0);
+    cr_assert_eq(insert(b, "default"), CM_DB_ROW, "the identity's own default");
+    cr_assert_eq(cm_db_unit_end(b), 0);
+    cr_assert_eq(cm_db_group_commit(b), 0);
+    cr_assert_geq(count(b, "SELECT MAX(id) FROM t"), 5, "after every id handed out");
+    cr_assert_eq(count(b, sql_count_t), 4);
+    cr_assert_eq(cm_db_next_id(b, "t", &id), -EIO, "outside a unit");
+    cm_db_close(b);
+    cm_db_close(a);
+}
