@@ -6,8 +6,10 @@
 # and the ratios beside the issue's targets (GET >= 0.8x, creates >= 2x), and the whole
 # machine's CPU time per operation during each run (every process: the client, cmesh or
 # pgbench, the server's backends; from /proc/stat, so run it on a quiet machine).
-# Usage: bench/pg.sh [path/to/cmesh]   env: PG_BENCH_DURATION (10, s) PG_BENCH_CONNECTIONS (8)
-#        PG_BENCH_WORKERS (1: cmesh workers; each holds 2 database connections)
+# Each pair runs at every client count in PG_BENCH_CONNECTIONS: 8 (few clients: a create's
+# latency, two round trips and an fsync per write group, bounds the rate) and 64 (many).
+# Usage: bench/pg.sh [path/to/cmesh]   env: PG_BENCH_DURATION (10, s)
+#        PG_BENCH_CONNECTIONS ("8 64") PG_BENCH_WORKERS (1: cmesh workers)
 set -euo pipefail
 
 BIN=${1:-build/cmesh}
@@ -15,7 +17,7 @@ BIN=${1:-build/cmesh}
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 DUR=${PG_BENCH_DURATION:-10}
-CONNS=${PG_BENCH_CONNECTIONS:-8}
+CONN_LIST=${PG_BENCH_CONNECTIONS:-8 64}
 WORKERS=${PG_BENCH_WORKERS:-1}
 
 # shellcheck source=scripts/proc.sh
@@ -80,27 +82,32 @@ per_op()
     awk -v a="$1" -v b="$2" -v r="$3" -v d="$DUR" 'BEGIN { printf "%.0f\n", (r > 0 ? (b - a) / (r * d) : 0) }'
 }
 
-B0=$(busy)
-wrk -t1 -c"$CONNS" -d"${DUR}s" "http://127.0.0.1:$PORT/users/1" >"$TMP/get.txt" 2>&1
-B1=$(busy)
-GET=$(wrk_rate "$TMP/get.txt")
-SEL=$(pgbench_tps -S)
-B2=$(busy)
-wrk -t1 -c"$CONNS" -d"${DUR}s" -s "$ROOT/bench/post_users.lua" "http://127.0.0.1:$PORT/users" \
-    -- "pg$RANDOM" >"$TMP/post.txt" 2>&1
-B3=$(busy)
-CRE=$(wrk_rate "$TMP/post.txt")
-UPD=$(pgbench_tps -N)
-B4=$(busy)
-GET_CPU=$(per_op "$B0" "$B1" "$GET")
-SEL_CPU=$(per_op "$B1" "$B2" "$SEL")
-CRE_CPU=$(per_op "$B2" "$B3" "$CRE")
-UPD_CPU=$(per_op "$B3" "$B4" "$UPD")
+# run_at CONNS: the four runs at CONNS client connections, one row each pair
+run_at()
+{
+    CONNS=$1
+    B0=$(busy)
+    wrk -t1 -c"$CONNS" -d"${DUR}s" "http://127.0.0.1:$PORT/users/1" >"$TMP/get.txt" 2>&1
+    B1=$(busy)
+    GET=$(wrk_rate "$TMP/get.txt")
+    SEL=$(pgbench_tps -S)
+    B2=$(busy)
+    wrk -t1 -c"$CONNS" -d"${DUR}s" -s "$ROOT/bench/post_users.lua" "http://127.0.0.1:$PORT/users" \
+        -- "pg$RANDOM" >"$TMP/post.txt" 2>&1
+    B3=$(busy)
+    CRE=$(wrk_rate "$TMP/post.txt")
+    UPD=$(pgbench_tps -N)
+    B4=$(busy)
+    awk -v g="$GET" -v s="$SEL" -v c="$CRE" -v u="$UPD" -v n="$CONNS" \
+        -v gc="$(per_op "$B0" "$B1" "$GET")" -v sc="$(per_op "$B1" "$B2" "$SEL")" \
+        -v cc="$(per_op "$B2" "$B3" "$CRE")" -v uc="$(per_op "$B3" "$B4" "$UPD")" 'BEGIN {
+        printf "%-10s %6d %12d %14d %8.2f %8s %6d vs %5d\n", "pg-get", n, g, s, (s > 0 ? g / s : 0), ">=0.8", gc, sc
+        printf "%-10s %6d %12d %14d %8.2f %8s %6d vs %5d\n", "pg-create", n, c, u, (u > 0 ? c / u : 0), ">=2", cc, uc
+    }'
+}
 
-echo "bench pg: $CONNS connections, ${DUR}s each, cmesh users --workers $WORKERS, fsync on"
-printf '%-10s %12s %14s %8s %8s %14s\n' row cmesh/s pgbench-tps ratio target cpu_us/op
-awk -v g="$GET" -v s="$SEL" -v c="$CRE" -v u="$UPD" -v gc="$GET_CPU" -v sc="$SEL_CPU" \
-    -v cc="$CRE_CPU" -v uc="$UPD_CPU" 'BEGIN {
-    printf "%-10s %12d %14d %8.2f %8s %6d vs %5d\n", "pg-get", g, s, (s > 0 ? g / s : 0), ">=0.8", gc, sc
-    printf "%-10s %12d %14d %8.2f %8s %6d vs %5d\n", "pg-create", c, u, (u > 0 ? c / u : 0), ">=2", cc, uc
-}'
+echo "bench pg: ${DUR}s each run, cmesh users --workers $WORKERS, fsync on"
+printf '%-10s %6s %12s %14s %8s %8s %14s\n' row conns cmesh/s pgbench-tps ratio target cpu_us/op
+for c in $CONN_LIST; do
+    run_at "$c"
+done
