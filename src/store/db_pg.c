@@ -4,13 +4,17 @@
  * (`?` rewritten to `$n`), cached by the address of their SQL literal, and prepared
  * again after a reconnect. Parameters and results go as text.
  *
- * Round trips: a statement is one pipeline (libpq pipeline mode, one write, one sync)
- * that also carries what is due before it: the write group's BEGIN and advisory lock,
- * the RELEASE of the unit before and the SAVEPOINT of this one, a read group's BEGIN,
- * and the statement's prepare on first use. A read group's COMMIT is sent without
- * waiting; whatever talks to the server next reads its answer first. An error of a
- * command sent ahead is mapped as it would have been had it run alone (the pipeline
- * stops at it). The write group's COMMIT (with the last RELEASE) is a simple query.
+ * Round trips: commands go out in libpq's pipeline mode. A statement whose rows the caller
+ * reads is one round trip (one write, one sync) that also carries what is due before it:
+ * the write group's BEGIN, advisory lock and xid, the RELEASE of the unit before and the
+ * SAVEPOINT of this one, a read group's BEGIN, its prepare on first use, and every
+ * statement deferred since (cm_stmt_defer: queued, not waited for). The write group's
+ * COMMIT goes the same way, behind what is still queued. So a group of users creates is
+ * two round trips: BEGIN, the lock and the first id (cm_db_next_id), then every unit's
+ * INSERTs with the COMMIT. An error of a command sent ahead is mapped as it would have
+ * been had it run alone (the server skips the rest of the pipeline). A read group's
+ * COMMIT is sent without waiting; whatever talks to the server next reads its answer
+ * first.
  *
  * Transactions keep the store's contract (ARCHITECTURE.md):
  * - the write group is one transaction, units are savepoints; BEGIN also takes a
@@ -19,7 +23,10 @@
  *   handlers' read-check-write sequences (If-Match, Idempotency-Key, order status)
  *   cannot race another instance;
  * - a statement that fails outside a savepoint aborts PostgreSQL's transaction, and a
- *   lost connection ends it: either makes the group lost (every held answer 503);
+ *   lost connection ends it: either makes the group lost (every held answer 503); a
+ *   deferred statement's failure does too, and the group's commit then says -EAGAIN
+ *   (nothing stored: service/batch.c runs its units again with cm_db_careful on, where
+ *   deferred statements run at once, each in its unit's savepoint);
  * - COMMIT is checked by its command tag (an aborted transaction "commits" as ROLLBACK);
  *   when the connection breaks with the COMMIT sent, the server is asked on a new
  *   connection what became of the transaction (its id is learnt with the lock), for up
@@ -29,11 +36,12 @@
  * A lost connection is reopened on a later call, no sooner than a jittered, bounded
  * backoff (50 ms doubling to 2 s); until then every call fails with -EIO (503).
  *
- * The calls are synchronous: a worker's loop waits for each statement's round trip (not
- * yet issue 16's "the event loop never blocks"). Every wait is bounded (an in-doubt
- * COMMIT is asked about for PG_DOUBT_MS): a reconnect runs
- * without blocking (at most 50 ms of it per call, given up after 2 s), TCP keepalives and
- * tcp_user_timeout for a dead network, lock_timeout 5 s, statement_timeout 10 s (503). */
+ * The calls block their thread: on a worker they run on its store threads (service/
+ * batch.c), never on its loop, whose reads go through the replay connections at the end
+ * of this file (store/pgasync.h). Every wait is bounded (an in-doubt COMMIT is asked
+ * about for PG_DOUBT_MS): a reconnect runs without blocking (at most 50 ms of it per call,
+ * given up after 2 s), TCP keepalives and tcp_user_timeout for a dead network,
+ * lock_timeout 5 s, statement_timeout 10 s (503). */
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
