@@ -176,23 +176,24 @@ static void answer_all(cm_batch_t *b, int rc, outcome_t ***tail)
 
 static void run_job(job_t *j);
 
-/* Commits the write group; returns 1 when it committed and kept units. jobs (threaded:
- * the group's jobs; NULL inline) run again, their statements one at a time, when the
- * commit says a deferred statement failed (-EAGAIN: nothing of the group was stored),
- * and that run is what they answer. */
+/* Commits the write group; returns 1 when it committed and kept units. Threaded, the
+ * writer's groups are optimistic (store/db.h: no savepoints, deferred statements not
+ * waited for): when something in one failed, its commit says -EAGAIN, nothing of it was
+ * stored, and its jobs run again the plain way, their recorded answers forgotten first;
+ * that run is what they answer. */
 static int commit_group(cm_batch_t *b, job_t *jobs, outcome_t ***tail)
 {
     int rc = cm_db_group_commit(b->db); /* always ends the transaction */
     if (rc == -EAGAIN && jobs) {
-        b->nheld = 0; /* forgotten, as are the answers they recorded */
+        b->nheld = 0;
         b->kept = 0;
-        cm_db_careful(b->db, 1);
+        cm_db_optimistic(b->db, 0);
         for (job_t *j = jobs; j; j = j->next) {
             if (j->req)
                 cm_req_unanswer(j->req);
             run_job(j);
         }
-        cm_db_careful(b->db, 0);
+        cm_db_optimistic(b->db, 1);
         rc = cm_db_group_commit(b->db);
     }
     if (rc == -EAGAIN)
@@ -536,6 +537,7 @@ static void stop_threads(cm_batch_t *b)
         if (b->readers[i].started)
             pthread_join(b->readers[i].tid, NULL);
     b->threaded = 0;
+    cm_db_optimistic(b->db, 0); /* inline from here: nothing would run a group again */
 }
 
 static void on_probed(void *data)
@@ -632,6 +634,7 @@ int cm_batch_new(uv_loop_t *loop, cm_db_t *db, const char *target, cm_batch_t **
     b->handles = 2;
     if (b->nreaders) {
         b->threaded = 1;
+        cm_db_optimistic(db, 1); /* the writer can run a group again (commit_group) */
         rc = start_thread(b, &b->writer, CM_BATCH_WRITE, db);
         for (int i = 0; rc == 0 && i < b->nreaders; i++)
             rc = start_thread(b, &b->readers[i], CM_BATCH_READ, b->readers[i].db);

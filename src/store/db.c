@@ -167,10 +167,10 @@ int cm_db_in_group(cm_db_t *db)
     return db->ops->in_group(db);
 }
 
-void cm_db_careful(cm_db_t *db, int on)
+void cm_db_optimistic(cm_db_t *db, int on)
 {
-    if (db->ops->careful)
-        db->ops->careful(db, on);
+    if (db->ops->optimistic)
+        db->ops->optimistic(db, on);
 }
 
 int cm_db_next_id(cm_db_t *db, const char *table, int64_t *id)

@@ -81,15 +81,12 @@ int cm_stmt_bind_null(cm_stmt_t *st, int idx);
  * 503); the rest is, with SQLite's message. After an error the statement is already
  * reset. On a connection whose write group was lost (see below) nothing runs: -EIO. */
 int cm_stmt_step(cm_stmt_t *st);
-/* Runs st, whose rows nobody reads (an INSERT, UPDATE or DELETE), and resets it. Inside a
- * write unit on PostgreSQL it is not waited for: it goes with the next round trip (the
- * unit's next statement, the next unit's first one, or the COMMIT), in order, so the
- * server still runs every statement in the order they were issued; only the client
- * learns later how it went. A failure then fails the whole group, which nothing of is
- * stored: cm_db_group_commit() says -EAGAIN, and the caller runs the group's units again
- * with cm_db_careful() on, where deferred statements run at once, so each unit meets
- * its own outcome (a duplicate e-mail its 409). So defer what rarely fails. Elsewhere,
- * and on SQLite, it runs now. Returns 0 or the step's error. */
+/* Runs st, whose rows nobody reads (an INSERT, UPDATE or DELETE), and resets it. In an
+ * optimistic write group (cm_db_optimistic) it is not waited for: it goes with the next
+ * round trip (the unit's next statement, the next unit's first one, or the COMMIT), in
+ * order, so the server still runs every statement in the order they were issued; only
+ * the client learns later how it went. Elsewhere, and on SQLite, it runs now. Returns 0
+ * or the step's error. */
 int cm_stmt_defer(cm_stmt_t *st);
 /* Column accessors for the current row (0-based). Text is borrowed until the next
  * step or reset; NULL columns give 0 / NULL with *len 0. */
@@ -133,9 +130,9 @@ void cm_db_rollback(cm_db_t *db);
  *   result is 0 or -EIO as it said). The group may or may not be stored: its answers
  *   must say so (not 503 "nothing was stored"), so that the client retries with the
  *   same Idempotency-Key.
- * - -EAGAIN (PostgreSQL only, from cm_db_group_commit): a deferred statement failed
- *   (cm_stmt_defer), so nothing of the group was stored; run its units again in a new
- *   group with cm_db_careful() on, and answer from that run.
+ * - -EAGAIN (an optimistic group only, from cm_db_group_commit): something in it failed,
+ *   so nothing of it was stored; run its units again in a new group with
+ *   cm_db_optimistic() off, and answer from that run.
  * Return 0, or -EBUSY / -ENOSPC / -EROFS / -ESTALE / -EIO / -ETIMEDOUT / -EAGAIN. */
 int cm_db_unit_begin(cm_db_t *db);
 /* Opens a read group (BEGIN DEFERRED) unless a group is open: every read until
@@ -150,9 +147,14 @@ int cm_db_unit_end(cm_db_t *db);
 int cm_db_unit_undo(cm_db_t *db);
 int cm_db_group_commit(cm_db_t *db);
 int cm_db_in_group(cm_db_t *db); /* a read or write group is open (not lost) */
-/* While on, cm_stmt_defer() runs statements at once: for running again, one statement at
- * a time, the units of a group whose commit said -EAGAIN. */
-void cm_db_careful(cm_db_t *db, int on);
+/* Optimistic write groups (PostgreSQL; off by default, a no-op on SQLite): while on, a
+ * unit has no savepoint and cm_stmt_defer() does not wait. Anything that fails inside the
+ * group (a statement, a deferred statement, a unit taken back after it wrote) fails the
+ * whole group, which stores nothing, and its commit says -EAGAIN: the caller then runs
+ * the group's units again with this off, where each unit meets its own outcome (a
+ * duplicate e-mail its -EEXIST) and the others commit. For a caller that can run its
+ * units again (service/batch.c's writer). */
+void cm_db_optimistic(cm_db_t *db, int on);
 
 /* The id for the next row of table (its integer key column `id`, AUTOINCREMENT on SQLite,
  * an identity on PostgreSQL), for an INSERT that names it, inside a write unit: under the

@@ -32,7 +32,7 @@ typedef struct cm_db_ops {
     int (*unit_undo)(cm_db_t *db);
     int (*group_commit)(cm_db_t *db);
     int (*in_group)(cm_db_t *db);
-    void (*careful)(cm_db_t *db, int on); /* NULL: nothing is deferred */
+    void (*optimistic)(cm_db_t *db, int on); /* NULL: never */
     int (*next_id)(cm_db_t *db, const char *table, int64_t *id);
     int (*changes)(cm_db_t *db);
 } cm_db_ops_t;

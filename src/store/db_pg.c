@@ -23,10 +23,11 @@
  *   handlers' read-check-write sequences (If-Match, Idempotency-Key, order status)
  *   cannot race another instance;
  * - a statement that fails outside a savepoint aborts PostgreSQL's transaction, and a
- *   lost connection ends it: either makes the group lost (every held answer 503); a
- *   deferred statement's failure does too, and the group's commit then says -EAGAIN
- *   (nothing stored: service/batch.c runs its units again with cm_db_careful on, where
- *   deferred statements run at once, each in its unit's savepoint);
+ *   lost connection ends it: either makes the group lost (every held answer 503);
+ * - an optimistic group (cm_db_optimistic) has no savepoints and does not wait for its
+ *   deferred statements: a failure in it (a statement's, a deferred one's, a unit taken
+ *   back after it wrote) loses it, and its commit says -EAGAIN (nothing stored), for
+ *   the caller to run its units again the plain way;
  * - COMMIT is checked by its command tag (an aborted transaction "commits" as ROLLBACK);
  *   when the connection breaks with the COMMIT sent, the server is asked on a new
  *   connection what became of the transaction (its id is learnt with the lock), for up
@@ -49,6 +50,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "core/log.h"
@@ -92,6 +94,7 @@ typedef struct pg_stmt {
     const char **values; /* handed to PQexecPrepared */
     PGresult *res;
     int borrowed;   /* res is a replay's (store/pgasync.h), not this statement's to clear */
+    int writes;     /* not a SELECT: taking its unit back needs a savepoint */
     int row, nrows; /* the current row; nrows of res */
 } pg_stmt_t;
 
@@ -147,8 +150,11 @@ struct pg_db {
     int async_commit;   /* a read group's COMMIT sent, its answer not read yet */
     ahead_t *ahead;     /* commands queued in the pipeline, their answers not read yet */
     int nahead, ahead_cap;
-    int careful; /* cm_db_careful: deferred statements run at once */
-    int retry;   /* a deferred statement failed: the group's commit says -EAGAIN */
+    int optimistic; /* cm_db_optimistic */
+    int retry;      /* an optimistic group failed: its commit says -EAGAIN */
+    int unit_sp;    /* the unit has a savepoint (or will, with its first statement) */
+    int unit_ran;   /* a statement of the unit was sent */
+    int unit_wrote; /* one that is not a SELECT */
     pg_ids_t ids[PG_ID_TABLES];
     char lock_sql[96]; /* the write lock's SELECT, which also returns the xid */
     char xid[32];      /* the write group's transaction id, learnt at BEGIN; "" unknown */
@@ -385,8 +391,12 @@ static void after_error(pg_db_t *db)
 {
     if (!db->conn)
         return;
-    if (db->tx == TX_WRITE && !db->in_unit) {
-        cm_log_msg(CM_LOG_ERROR, "db: a statement failed outside a unit: the write group is lost");
+    if (db->tx == TX_WRITE && (!db->in_unit || !db->unit_sp)) {
+        if (db->in_unit) /* optimistic: no savepoint to go back to; the group runs again */
+            db->retry = 1;
+        else
+            cm_log_msg(CM_LOG_ERROR,
+                       "db: a statement failed outside a unit: the write group is lost");
         PQclear(PQexec(db->conn, "ROLLBACK"));
         db->tx = TX_LOST;
     } else if (db->tx == TX_READ) {
@@ -643,6 +653,7 @@ static pg_stmt_t *stmt_new(pg_db_t *db, const char *sql)
     st->db = db;
     st->sql = sql;
     st->row = -1;
+    st->writes = strncasecmp(sql + strspn(sql, " \n"), "SELECT", 6) != 0;
     snprintf(st->name, sizeof st->name, "cm%u", ++db->nextname);
     if (!(st->text = rewrite(sql, &st->nparams)))
         goto fail;
@@ -838,6 +849,10 @@ static int send_ahead(pg_db_t *db, ahead_kind_t kind, const char *sql, pg_stmt_t
 /* Queues st, prepared first on its first use on this connection. */
 static int send_stmt(pg_db_t *db, pg_stmt_t *st, ahead_kind_t kind)
 {
+    if (db->in_unit) {
+        db->unit_ran = 1;
+        db->unit_wrote |= st->writes;
+    }
     if (st->gen != db->gen && send_ahead(db, AH_PREPARE, NULL, st) < 0)
         return -EIO;
     return send_ahead(db, kind, NULL, st);
@@ -918,13 +933,13 @@ static int answer_ahead(pg_db_t *db, PGresult **last)
     if (k == AH_STMT) {
         after_error(db);
     } else if (k == AH_DEFER) {
-        /* the group runs again, one statement at a time, so the unit meets its own error
-         * (a duplicate key is a client's 409): only logged when it cannot */
-        if (db->careful)
+        /* optimistic: the group runs again the plain way, so the unit meets its own error
+         * (a duplicate key is a client's 409); only logged when it cannot */
+        if (!db->optimistic)
             cm_log_msg(CM_LOG_ERROR,
                        "db: a deferred statement failed (%s): the write group is lost",
                        strerror(-rc));
-        db->retry = !db->careful;
+        db->retry = db->optimistic;
         lose_group(db);
         rc = -EIO;
     } else if (k != AH_COMMIT) {
@@ -956,7 +971,7 @@ static int flush_ahead(pg_db_t *db)
 static int run_pipeline(pg_db_t *db, pg_stmt_t *st)
 {
     int opens_group = !db->nahead && (db->pend_open || db->pend_read);
-    int was_open = db->pend_open, was_read = db->pend_read;
+    int was_open = db->pend_open, was_read = db->pend_read, was_sp = db->pend_savepoint;
     int rc = send_due(db);
     if (rc == 0)
         rc = send_stmt(db, st, AH_STMT);
@@ -982,7 +997,7 @@ static int run_pipeline(pg_db_t *db, pg_stmt_t *st)
     if (rc == -EAGAIN) { /* sent again on a new connection: the group as it was before */
         db->pend_open = was_open;
         db->pend_read = was_read;
-        db->pend_savepoint = was_open;
+        db->pend_savepoint = was_sp;
         db->tx = was_open ? TX_WRITE : TX_READ;
         db->in_unit = was_open;
     }
@@ -1035,7 +1050,7 @@ static int pg_defer(cm_stmt_t *h)
     pg_db_t *db = st->db;
     /* a group's first command runs now: the pipeline that opens a group may be sent again
      * on a new connection (run_pipeline) only while nothing else of it is queued */
-    if (db->careful || db->replay_db || db->tx != TX_WRITE || !db->in_unit || db->pend_open ||
+    if (!db->optimistic || db->replay_db || db->tx != TX_WRITE || !db->in_unit || db->pend_open ||
         !db->conn || db->async_commit)
         return cm_stmt_run_now(h);
     int rc = send_due(db);
@@ -1395,7 +1410,9 @@ static int pg_unit_begin(cm_db_t *h)
     }
     /* with the unit's first statement, after the RELEASE of the unit before it, if due;
      * a failure there loses the group as it would here */
-    db->pend_savepoint = 1;
+    db->unit_sp = !db->optimistic;
+    db->pend_savepoint = db->unit_sp;
+    db->unit_ran = db->unit_wrote = 0;
     db->in_unit = 1;
     return 0;
 }
@@ -1407,7 +1424,7 @@ static int pg_unit_undo(cm_db_t *h)
         return -EIO;
     if (!db->in_unit)
         return 0;
-    if (db->pend_savepoint) { /* no statement ran: nothing to take back */
+    if (!db->unit_ran) { /* no statement ran: nothing to take back */
         db->pend_savepoint = 0;
         db->in_unit = 0;
         return 0;
@@ -1415,6 +1432,15 @@ static int pg_unit_undo(cm_db_t *h)
     /* what the unit deferred must answer first: its failure loses the group */
     if (flush_ahead(db) < 0)
         return -EIO;
+    if (!db->unit_sp) {
+        if (!db->unit_wrote && db->conn && PQtransactionStatus(db->conn) == PQTRANS_INTRANS) {
+            db->in_unit = 0; /* it only read: nothing to take back */
+            return 0;
+        }
+        db->retry = 1; /* optimistic: no savepoint to go back to; the group runs again */
+        lose_group(db);
+        return -EIO;
+    }
     /* ROLLBACK TO also clears an error the unit's statement left (the transaction
      * goes on); RELEASE then drops the savepoint */
     if (exec_cmd(db, "ROLLBACK TO unit; RELEASE unit") == 0) {
@@ -1431,7 +1457,7 @@ static int pg_unit_end(cm_db_t *h)
     pg_db_t *db = (pg_db_t *)h;
     if (db->tx != TX_WRITE)
         return -EIO;
-    if (db->pend_savepoint) { /* no statement ran: the unit has nothing to keep */
+    if (!db->unit_ran) { /* no statement ran: the unit has nothing to keep */
         db->pend_savepoint = 0;
         db->in_unit = 0;
         return 0;
@@ -1444,7 +1470,7 @@ static int pg_unit_end(cm_db_t *h)
      * connection, which loses the whole group: so it waits for the next command
      * (SAVEPOINT, COMMIT) and shares its round trip */
     db->in_unit = 0;
-    db->release_pending = 1;
+    db->release_pending = db->unit_sp;
     return 0;
 }
 
@@ -1462,9 +1488,9 @@ static int pg_group_commit(cm_db_t *h)
     return rc;
 }
 
-static void pg_careful(cm_db_t *h, int on)
+static void pg_optimistic(cm_db_t *h, int on)
 {
-    ((pg_db_t *)h)->careful = on;
+    ((pg_db_t *)h)->optimistic = on;
 }
 
 static int pg_changes(cm_db_t *h)
@@ -1497,7 +1523,7 @@ const cm_db_ops_t cm_db_pg_ops = {
     .unit_undo = pg_unit_undo,
     .group_commit = pg_group_commit,
     .in_group = pg_in_group,
-    .careful = pg_careful,
+    .optimistic = pg_optimistic,
     .next_id = pg_next_id,
     .changes = pg_changes,
 };

@@ -290,15 +290,15 @@ static int defer_insert(cm_db_t *db, int64_t id, const char *v)
     return cm_stmt_defer(st);
 }
 
-/* Deferred statements are not waited for; one that fails (a duplicate) fails the whole
- * group, which stores nothing and says -EAGAIN; run again with cm_db_careful on, the
- * duplicate meets its own -EEXIST at once and the rest commits. */
-Test(dbpg, a_deferred_statement_that_fails_makes_the_group_run_again_carefully)
+/* In an optimistic group deferred statements are not waited for; one that fails (a
+ * duplicate) fails the whole group, which stores nothing and says -EAGAIN; run again the
+ * plain way, the duplicate meets its own -EEXIST at once and the rest commits. */
+Test(dbpg, a_deferred_statement_that_fails_makes_the_optimistic_group_run_again)
 {
     need_server();
     cm_db_t *db = open_ok();
     for (int run = 0; run < 2; run++) {
-        cm_db_careful(db, run == 1);
+        cm_db_optimistic(db, run == 0);
         cr_assert_eq(cm_db_unit_begin(db), 0);
         cr_assert_eq(defer_insert(db, 0, "a"), 0);
         cr_assert_eq(cm_db_unit_end(db), 0);
@@ -308,7 +308,7 @@ Test(dbpg, a_deferred_statement_that_fails_makes_the_group_run_again_carefully)
             cr_assert_eq(rc, 0, "not waited for: its failure comes later");
             cr_assert_eq(cm_db_unit_end(db), 0);
         } else {
-            cr_assert_eq(rc, -EEXIST, "careful: the duplicate's own error, at once");
+            cr_assert_eq(rc, -EEXIST, "the plain way: the duplicate's own error, at once");
             cr_assert_eq(cm_db_unit_undo(db), 0);
         }
         cr_assert_eq(cm_db_unit_begin(db), 0);
@@ -323,7 +323,7 @@ Test(dbpg, a_deferred_statement_that_fails_makes_the_group_run_again_carefully)
             cr_assert_eq(count(db, sql_count_t), 2, "a and b");
         }
     }
-    cm_db_careful(db, 0);
+    cm_db_optimistic(db, 1);
     /* the failure is seen by the next statement too: the group is lost there (a group's
      * first statement always runs at once) */
     cr_assert_eq(cm_db_unit_begin(db), 0);
@@ -371,4 +371,38 @@ Test(dbpg, next_id_counts_within_a_group_and_moves_the_sequence_with_the_commit)
     cr_assert_eq(cm_db_next_id(b, "t", &id), -EIO, "outside a unit");
     cm_db_close(b);
     cm_db_close(a);
+}
+
+/* An optimistic unit has no savepoint: taken back after it only read, the group goes on;
+ * taken back after it wrote, the group is lost and its commit says -EAGAIN, nothing
+ * stored (the caller runs it again the plain way). */
+Test(dbpg, an_optimistic_unit_taken_back_after_a_write_fails_the_group)
+{
+    need_server();
+    cm_db_t *db = open_ok();
+    cm_db_optimistic(db, 1);
+    cr_assert_eq(cm_db_unit_begin(db), 0);
+    cr_assert_eq(insert(db, "kept"), CM_DB_ROW);
+    cr_assert_eq(cm_db_unit_end(db), 0);
+    cr_assert_eq(cm_db_unit_begin(db), 0);
+    cr_assert_eq(count(db, sql_count_t), 1, "it sees the group's own row");
+    cr_assert_eq(cm_db_unit_undo(db), 0, "it only read: nothing to take back");
+    cr_assert_eq(cm_db_group_commit(db), 0);
+    cr_assert_eq(count(db, sql_count_t), 1);
+
+    cr_assert_eq(cm_db_unit_begin(db), 0);
+    cr_assert_eq(insert(db, "a"), CM_DB_ROW);
+    cr_assert_eq(cm_db_unit_end(db), 0);
+    cr_assert_eq(cm_db_unit_begin(db), 0);
+    cr_assert_eq(insert(db, "refused"), CM_DB_ROW);
+    cr_assert_eq(cm_db_unit_undo(db), -EIO, "no savepoint to go back to");
+    cr_assert_eq(cm_db_unit_begin(db), -EIO, "the group is lost");
+    cr_assert_eq(cm_db_group_commit(db), -EAGAIN);
+    cr_assert_eq(count(db, sql_count_t), 1, "nothing of it was stored");
+
+    cr_assert_eq(cm_db_unit_begin(db), 0);
+    cr_assert_eq(insert(db, "kept"), -EEXIST, "a statement's own error");
+    cr_assert_eq(cm_db_unit_undo(db), -EIO);
+    cr_assert_eq(cm_db_group_commit(db), -EAGAIN, "fails the optimistic group too");
+    cm_db_close(db);
 }
