@@ -880,9 +880,9 @@ static int send_due(pg_db_t *db)
  * not NULL and nothing failed. Returns 0, -EIO when the connection broke (it is down), or
  * the first failure's error, mapped (the server skipped what followed it). A failure is
  * answered as the command would have been had it run alone: the caller's statement's
- * error ends a read group (after_error); one of BEGIN, the lock, RELEASE or SAVEPOINT
- * ends the group; a deferred statement's loses the write group (-EIO: every answer it
- * held says 503); the COMMIT's is the caller's. */
+ * error ends a read group, or an optimistic write group (after_error); one of BEGIN, the
+ * lock, RELEASE or SAVEPOINT ends the group; a deferred statement's loses the write group
+ * (-EIO; optimistic, its commit then says -EAGAIN); the COMMIT's is the caller's. */
 static int answer_ahead(pg_db_t *db, PGresult **last)
 {
     int n = db->nahead, rc = 0, at = -1, lost = 0;
