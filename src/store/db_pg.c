@@ -154,7 +154,7 @@ struct pg_db {
     int retry;      /* an optimistic group failed: its commit says -EAGAIN */
     int unit_sp;    /* the unit has a savepoint (or will, with its first statement) */
     int unit_ran;   /* a statement of the unit was sent */
-    int unit_wrote; /* one that is not a SELECT */
+    int unit_wrote; /* one that is not a SELECT changed rows, or may have (deferred) */
     pg_ids_t ids[PG_ID_TABLES];
     char lock_sql[96]; /* the write lock's SELECT, which also returns the xid */
     char xid[32];      /* the write group's transaction id, learnt at BEGIN; "" unknown */
@@ -851,7 +851,8 @@ static int send_stmt(pg_db_t *db, pg_stmt_t *st, ahead_kind_t kind)
 {
     if (db->in_unit) {
         db->unit_ran = 1;
-        db->unit_wrote |= st->writes;
+        if (kind == AH_DEFER) /* how many rows it changed is not known: assume some */
+            db->unit_wrote |= st->writes;
     }
     if (st->gen != db->gen && send_ahead(db, AH_PREPARE, NULL, st) < 0)
         return -EIO;
@@ -985,6 +986,8 @@ static int run_pipeline(pg_db_t *db, pg_stmt_t *st)
     if (rc == 0) {
         const char *n = PQcmdTuples(res);
         db->changes = n && *n ? atoi(n) : 0;
+        if (db->in_unit && st->writes && db->changes > 0)
+            db->unit_wrote = 1; /* a DELETE that found nothing leaves nothing to take back */
         st->res = res;
         st->nrows = PQresultStatus(res) == PGRES_TUPLES_OK ? PQntuples(res) : 0;
         st->row = 0;

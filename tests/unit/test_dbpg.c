@@ -406,3 +406,25 @@ Test(dbpg, an_optimistic_unit_taken_back_after_a_write_fails_the_group)
     cr_assert_eq(cm_db_group_commit(db), -EAGAIN, "fails the optimistic group too");
     cm_db_close(db);
 }
+
+/* A write that changed no row leaves nothing to take back: an optimistic unit whose
+ * DELETE found nothing (the pruner's idle tick) is taken back and the group goes on. */
+Test(dbpg, an_optimistic_unit_whose_write_changed_nothing_is_taken_back_alone)
+{
+    need_server();
+    cm_db_t *db = open_ok();
+    cm_db_optimistic(db, 1);
+    cr_assert_eq(cm_db_unit_begin(db), 0);
+    cr_assert_eq(insert(db, "kept"), CM_DB_ROW);
+    cr_assert_eq(cm_db_unit_end(db), 0);
+    cr_assert_eq(cm_db_unit_begin(db), 0);
+    static const char sql_none[] = "DELETE FROM t WHERE v = 'none'";
+    cm_stmt_t *st = cm_db_stmt(db, sql_none);
+    cr_assert_eq(cm_stmt_step(st), CM_DB_DONE);
+    cm_stmt_reset(st);
+    cr_assert_eq(cm_db_changes(db), 0);
+    cr_assert_eq(cm_db_unit_undo(db), 0);
+    cr_assert_eq(cm_db_group_commit(db), 0);
+    cr_assert_eq(count(db, sql_count_t), 1);
+    cm_db_close(db);
+}
