@@ -156,7 +156,7 @@ static void watch(aconn_t *a)
                 close(dfd);
             free(p);
             /* its reads are answered (503) by the caller, which takes what finished */
-            cm_pgasync_abort(a->c, -EIO, uv_now(a->timer.loop));
+            cm_pgasync_abort(a->c, -EIO, "its socket cannot be watched");
             a->events = 0;
             return;
         }
@@ -224,7 +224,7 @@ static void on_deadline(uv_timer_t *t)
             uv_timer_start(&a->timer, on_deadline, due - now, 0);
             return;
         }
-        cm_pgasync_abort(a->c, -EBUSY, now); /* answered 503 */
+        cm_pgasync_abort(a->c, -EBUSY, "a statement took longer than 15 s"); /* 503 */
     }
     stepped(a);
 }
@@ -393,7 +393,9 @@ void cm_replays_stop(cm_replays_t *r)
     r->stopping = 1;
     for (int i = 0; i < r->nconns; i++) {
         aconn_t *a = &r->conns[i];
-        cm_pgasync_abort(a->c, -EIO, uv_now(a->timer.loop));
+        /* an idle one stays open until cm_replays_free: closing it is no loss to log */
+        if (cm_pgasync_inflight(a->c))
+            cm_pgasync_abort(a->c, -EIO, "the worker stops with reads in flight");
         settle(a);
     }
     read_t *rd;

@@ -1798,9 +1798,8 @@ void cm_pgasync_advance(cm_pgasync_t *c, uint64_t now)
         cm_pgasync_flush(c);
 }
 
-void cm_pgasync_abort(cm_pgasync_t *c, int err, uint64_t now)
+void cm_pgasync_abort(cm_pgasync_t *c, int err, const char *why)
 {
-    (void)now;
     if (c->state == CM_PGASYNC_DOWN)
         return;
     if (c->db->connecting && c->state == CM_PGASYNC_CONNECTING) {
@@ -1808,5 +1807,5 @@ void cm_pgasync_abort(cm_pgasync_t *c, int err, uint64_t now)
         c->state = CM_PGASYNC_DOWN;
         return;
     }
-    async_lost(c, "a statement took too long; reconnecting", err);
+    async_lost(c, why, err);
 }

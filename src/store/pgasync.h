@@ -89,8 +89,8 @@ void cm_pgasync_advance(cm_pgasync_t *c, uint64_t now_ms);
 /* The arg of a statement that finished (its replay has its result or error), oldest
  * first, or NULL when none is left to take. */
 void *cm_pgasync_done(cm_pgasync_t *c);
-/* Gives up the connection (a statement took too long): down, every statement in flight
- * finished with err. */
-void cm_pgasync_abort(cm_pgasync_t *c, int err, uint64_t now_ms);
+/* Gives up the connection (why is logged: "a statement took too long"): down, every
+ * statement in flight finished with err. */
+void cm_pgasync_abort(cm_pgasync_t *c, int err, const char *why);
 
 #endif

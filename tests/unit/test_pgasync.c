@@ -390,7 +390,7 @@ Test(pgasync, abort_fails_every_statement_in_flight)
     cr_assert_eq(cm_pgasync_send(c, a, a, now_ms()), 0);
     cr_assert_eq(cm_pgasync_send(c, b, b, now_ms()), 0);
     cr_assert_eq(cm_pgasync_flush(c), 0);
-    cm_pgasync_abort(c, -EBUSY, now_ms()); /* as the loop's statement deadline does */
+    cm_pgasync_abort(c, -EBUSY, "a test's deadline"); /* as the loop's statement deadline does */
     cr_assert_eq(cm_pgasync_state(c), CM_PGASYNC_DOWN);
     cr_assert_eq(cm_pgasync_done(c), a);
     cr_assert_eq(cm_pgasync_done(c), b);
