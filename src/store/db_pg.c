@@ -1449,7 +1449,7 @@ uint64_t cm_pgasync_oldest(const cm_pgasync_t *c)
     uint64_t t = 0; /* a statement sent again is behind younger ones: look at them all */
     for (int i = 0; i < c->qn; i++) {
         uint64_t s = c->q[(c->qhead + i) % c->qcap].sent_ms;
-        if (!t || s < t)
+        if (i == 0 || s < t)
             t = s;
     }
     return t;
