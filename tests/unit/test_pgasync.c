@@ -87,6 +87,15 @@ static cm_pgasync_t *ready_conn(void)
     return c;
 }
 
+/* A fresh database, a ready connection to it, and a replay database in *db. */
+static cm_pgasync_t *start(cm_db_t **db)
+{
+    need_server();
+    cm_pgasync_t *c = ready_conn();
+    cr_assert_eq(cm_replay_db_open(db), 0);
+    return c;
+}
+
 /* Sends rp's wanted statement alone: one batch. */
 static void send_one(cm_pgasync_t *c, cm_replay_t *rp)
 {
@@ -149,10 +158,8 @@ Test(pgasync, a_replay_stops_at_the_first_statement_without_a_result_and_answers
 
 Test(pgasync, a_read_runs_by_replay_on_an_asynchronous_connection)
 {
-    need_server();
-    cm_pgasync_t *c = ready_conn();
     cm_db_t *db;
-    cr_assert_eq(cm_replay_db_open(&db), 0);
+    cm_pgasync_t *c = start(&db);
     for (int round = 0; round < 2; round++) { /* the second on prepared statements */
         cm_replay_t *rp = cm_replay_new();
         answer_t ans;
@@ -210,10 +217,8 @@ static int rerun_int(cm_db_t *db, cm_replay_t *rp, const char *sql, int64_t v, i
 
 Test(pgasync, a_batch_answers_each_statement_and_a_server_error_fails_only_its_own)
 {
-    need_server();
-    cm_pgasync_t *c = ready_conn();
     cm_db_t *db;
-    cr_assert_eq(cm_replay_db_open(&db), 0);
+    cm_pgasync_t *c = start(&db);
     /* 100 / v for v = 5, 4, 0, 2, 1, 0, 10: the zeros fail, the server skips what follows
      * each in its batch, which goes again; the statement's first use is prepared on the
      * way (its own batch) */
@@ -296,10 +301,8 @@ static void wait_sleeping(void)
 
 Test(pgasync, a_server_error_and_a_terminated_backend_end_the_statement_with_an_error)
 {
-    need_server();
-    cm_pgasync_t *c = ready_conn();
     cm_db_t *db;
-    cr_assert_eq(cm_replay_db_open(&db), 0);
+    cm_pgasync_t *c = start(&db);
 
     /* a server error (a division by zero): the statement's error, the connection stays */
     cm_replay_t *rp = want_int(db, sql_div, 0);
@@ -329,10 +332,8 @@ Test(pgasync, a_server_error_and_a_terminated_backend_end_the_statement_with_an_
 
 Test(pgasync, a_terminated_backend_fails_every_statement_in_flight_and_the_connection_comes_back)
 {
-    need_server();
-    cm_pgasync_t *c = ready_conn();
     cm_db_t *db;
-    cr_assert_eq(cm_replay_db_open(&db), 0);
+    cm_pgasync_t *c = start(&db);
     /* a first batch sleeping, a second behind it, and a third sent after: all in flight */
     enum { N = 4 };
     cm_replay_t *rp[N];
@@ -382,10 +383,8 @@ Test(pgasync, a_terminated_backend_fails_every_statement_in_flight_and_the_conne
 
 Test(pgasync, abort_fails_every_statement_in_flight)
 {
-    need_server();
-    cm_pgasync_t *c = ready_conn();
     cm_db_t *db;
-    cr_assert_eq(cm_replay_db_open(&db), 0);
+    cm_pgasync_t *c = start(&db);
     cm_replay_t *a = want_int(db, sql_sleep, 5), *b = want_int(db, sql_div, 1);
     cr_assert_eq(cm_pgasync_send(c, a, a, now_ms()), 0);
     cr_assert_eq(cm_pgasync_send(c, b, b, now_ms()), 0);
