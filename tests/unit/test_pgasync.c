@@ -96,6 +96,15 @@ static cm_pgasync_t *start(cm_db_t **db)
     return c;
 }
 
+/* A connection that went down, started again after its backoff and ready. */
+static void back_up(cm_pgasync_t *c)
+{
+    uint64_t later, until = now_ms() + 5000;
+    while (cm_pgasync_start(c, now_ms(), &later) == -EAGAIN && now_ms() < until)
+        usleep((useconds_t)later * 1000);
+    drive(c, CM_PGASYNC_IDLE);
+}
+
 /* Sends rp's wanted statement alone: one batch. */
 static void send_one(cm_pgasync_t *c, cm_replay_t *rp)
 {
@@ -322,10 +331,7 @@ Test(pgasync, a_server_error_and_a_terminated_backend_end_the_statement_with_an_
     cr_assert_eq(rerun_int(db, rp, sql_sleep, 5, NULL), -EIO,
                  "a lost connection is the read's -EIO (503)");
     cm_replay_free(rp);
-    uint64_t later, until = now_ms() + 5000;
-    while (cm_pgasync_start(c, now_ms(), &later) == -EAGAIN && now_ms() < until)
-        usleep((useconds_t)later * 1000);
-    drive(c, CM_PGASYNC_IDLE);
+    back_up(c);
     cm_db_close(db);
     cm_pgasync_close(c);
 }
@@ -366,10 +372,7 @@ Test(pgasync, a_terminated_backend_fails_every_statement_in_flight_and_the_conne
         cm_replay_free(rp[i]);
     }
     /* back after the backoff, its statements prepared anew */
-    uint64_t later, until = now_ms() + 5000;
-    while (cm_pgasync_start(c, now_ms(), &later) == -EAGAIN && now_ms() < until)
-        usleep((useconds_t)later * 1000);
-    drive(c, CM_PGASYNC_IDLE);
+    back_up(c);
     cm_replay_t *again = want_int(db, sql_div, 20);
     send_one(c, again);
     cr_assert_eq(drive(c, -1), again);
