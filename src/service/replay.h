@@ -1,9 +1,12 @@
 /* service/replay.h: a worker's read handlers on PostgreSQL, run by replay on its loop
  * (store/pgasync.h): each run of the handler stops at the first statement without a
- * result, which one of the worker's non-blocking read connections runs when it is idle,
- * and the handler runs again when the result is in, until a run completes. The loop
- * polls the connections; nothing here waits. service/batch.c uses it for
- * cm_batch_read's again on PostgreSQL. */
+ * result, which goes to one of the worker's non-blocking read connections, and the
+ * handler runs again when the result is in, until a run completes. The statements that
+ * become due together (the first runs of one check phase, the reruns after one read of
+ * results) go out as one batch per connection, a few to a connection (one write, one
+ * wakeup of the server's backend, their results back in one read). The loop polls the
+ * connections; nothing here waits. service/batch.c uses it for cm_batch_read's again on
+ * PostgreSQL. */
 #ifndef CMESH_SERVICE_REPLAY_H
 #define CMESH_SERVICE_REPLAY_H
 
@@ -21,7 +24,8 @@ int cm_replays_new(uv_loop_t *loop, const char *target, int nconns, cm_replays_t
 /* Runs again(req) by replay, its first run in the next check phase (not inside the
  * handler asking); req must be away (cm_req_away). done(arg) once a run completed: req's
  * answer is recorded (a store error as the handler answers it: 503 while every connection
- * is down, or past a statement's 15 s deadline). Returns 0 or -ENOMEM. */
+ * is down, a statement's connection lost, or past its 15 s deadline). Returns 0 or
+ * -ENOMEM. */
 int cm_replays_add(cm_replays_t *r, cm_req_t *req, cm_handler_fn again, void (*done)(void *),
                    void *arg);
 /* Inside a run: 1 with *rdb the replay database when the run is req's, else 0. */

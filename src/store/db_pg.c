@@ -1669,16 +1669,37 @@ static int replay_step(pg_db_t *db, pg_stmt_t *st)
     return -EAGAIN;
 }
 
-typedef enum { PH_SETUP, PH_PREPARE, PH_EXEC } phase_t;
+/* Where a statement in flight is: what its next result is. */
+typedef enum {
+    AS_PREPARE,      /* its prepare's results (first use on the connection) */
+    AS_PREPARE_SYNC, /* the Sync of the prepare's own batch */
+    AS_EXEC,         /* its execution's results */
+} astage_t;
+
+/* A statement in flight on an asynchronous connection. */
+typedef struct aitem {
+    cm_replay_t *rp;  /* the replay whose wanted statement it is (its parameters) */
+    void *arg;        /* the caller's, handed back by cm_pgasync_done */
+    pg_stmt_t *st;    /* the statement, in the connection's cache */
+    uint64_t sent_ms; /* first sent: a statement sent again keeps it (its deadline) */
+    astage_t stage;
+    int synced;  /* the last of its batch: the batch's Sync result comes after its own */
+    int skipped; /* the server skipped it (an earlier statement of its batch failed) */
+    PGresult *res;
+    int err;
+} aitem_t;
 
 struct cm_pgasync {
-    pg_db_t *db; /* its connection, its prepared statements, its backoff */
-    cm_pgasync_state_t state;
-    phase_t phase;
-    cm_replay_t *rp; /* the replay whose statement is in flight */
-    pg_stmt_t *st;   /* that statement, in db's cache */
-    PGresult *res;   /* its result so far */
-    int err;
+    pg_db_t *db;              /* its connection, its prepared statements, its backoff */
+    cm_pgasync_state_t state; /* DOWN, CONNECTING or IDLE (BUSY: IDLE with items in flight) */
+    aitem_t *q;               /* in flight, a ring in the order their results come */
+    int qcap, qhead, qn;
+    void **done; /* finished, not taken: a ring of their args */
+    int dcap, dhead, dn;
+    int unsynced; /* statements sent since the last Sync (cm_pgasync_flush ends the batch) */
+    int syncs;    /* Syncs sent whose result has not come */
+    int at_sync;  /* the next result is a batch's Sync */
+    int setup_err;
     int flushing; /* output libpq could not write yet */
 };
 
@@ -1697,14 +1718,33 @@ void cm_pgasync_close(cm_pgasync_t *c)
 {
     if (!c)
         return;
-    PQclear(c->res);
+    for (int i = 0; i < c->qn; i++)
+        PQclear(c->q[(c->qhead + i) % c->qcap].res);
+    free(c->q);
+    free(c->done);
     pg_close(&c->db->base);
     free(c);
 }
 
 cm_pgasync_state_t cm_pgasync_state(const cm_pgasync_t *c)
 {
-    return c->state;
+    return c->state == CM_PGASYNC_IDLE && c->qn ? CM_PGASYNC_BUSY : c->state;
+}
+
+int cm_pgasync_inflight(const cm_pgasync_t *c)
+{
+    return c->qn;
+}
+
+uint64_t cm_pgasync_oldest(const cm_pgasync_t *c)
+{
+    uint64_t t = 0; /* a statement sent again is behind younger ones: look at them all */
+    for (int i = 0; i < c->qn; i++) {
+        uint64_t s = c->q[(c->qhead + i) % c->qcap].sent_ms;
+        if (i == 0 || s < t)
+            t = s;
+    }
+    return t;
 }
 
 int cm_pgasync_fd(const cm_pgasync_t *c)
@@ -1739,9 +1779,48 @@ int cm_pgasync_start(cm_pgasync_t *c, uint64_t now, uint64_t *retry_in_ms)
     return 0;
 }
 
-/* The connection broke (or is given up): down, with the backoff; the statement in flight
- * finishes with err. Returns its replay. */
-static cm_replay_t *async_lost(cm_pgasync_t *c, const char *why, int err)
+/* A ring of elements of size sz that holds more than need: ring itself, or a bigger copy
+ * of its used elements in order from 0 (ring freed, *cap and *head updated), or NULL
+ * when out of memory (ring kept). */
+static void *ring_room(void *ring, int *cap, int *head, int used, int need, size_t sz)
+{
+    if (need < *cap)
+        return ring;
+    int ncap = *cap ? *cap * 2 : 8;
+    char *r = malloc(sz * (size_t)ncap);
+    if (!r)
+        return NULL;
+    for (int i = 0; i < used; i++)
+        memcpy(r + sz * (size_t)i, (char *)ring + sz * (size_t)((*head + i) % *cap), sz);
+    free(ring);
+    *cap = ncap;
+    *head = 0;
+    return r;
+}
+
+/* The statement finished: its result (or error) goes to its replay, its arg to the done
+ * ring (which always has room: it holds at most what was in flight). */
+static void async_finish(cm_pgasync_t *c, aitem_t *it)
+{
+    replay_add(it->rp, it->err ? NULL : it->res, it->err);
+    if (it->err)
+        PQclear(it->res);
+    c->done[(c->dhead + c->dn++) % c->dcap] = it->arg;
+}
+
+void *cm_pgasync_done(cm_pgasync_t *c)
+{
+    if (!c->dn)
+        return NULL;
+    void *arg = c->done[c->dhead];
+    c->dhead = (c->dhead + 1) % c->dcap;
+    c->dn--;
+    return arg;
+}
+
+/* The connection broke (or is given up): down, with the backoff; every statement in
+ * flight finishes with err. */
+static void async_lost(cm_pgasync_t *c, const char *why, int err)
 {
     pg_db_t *db = c->db;
     note_loss(db, why);
@@ -1752,13 +1831,16 @@ static cm_replay_t *async_lost(cm_pgasync_t *c, const char *why, int err)
     schedule_retry(db);
     c->state = CM_PGASYNC_DOWN;
     c->flushing = 0;
-    PQclear(c->res);
-    c->res = NULL;
-    cm_replay_t *rp = c->rp;
-    c->rp = NULL;
-    if (rp)
-        replay_add(rp, NULL, err);
-    return rp;
+    c->unsynced = c->syncs = c->at_sync = 0;
+    while (c->qn) {
+        aitem_t *it = &c->q[c->qhead];
+        c->qhead = (c->qhead + 1) % c->qcap;
+        c->qn--;
+        PQclear(it->res);
+        it->res = NULL;
+        it->err = err;
+        async_finish(c, it);
+    }
 }
 
 static int async_flush(cm_pgasync_t *c)
@@ -1768,22 +1850,23 @@ static int async_flush(cm_pgasync_t *c)
     return r < 0 ? -EIO : 0;
 }
 
-static int send_exec(cm_pgasync_t *c)
+/* Ends the batch so far with a Sync (PQpipelineSync also writes what it can). */
+static int sync_batch(cm_pgasync_t *c)
 {
-    pg_stmt_t *st = c->st;
-    for (int i = 0; i < st->nparams; i++)
-        st->values[i] = st->params[i].null ? NULL : st->params[i].buf;
-    c->phase = PH_EXEC;
-    if (!PQsendQueryPrepared(c->db->conn, st->name, st->nparams, st->values, NULL, NULL, 0))
+    if (!PQpipelineSync(c->db->conn))
         return -EIO;
+    c->q[(c->qhead + c->qn - 1) % c->qcap].synced = 1;
+    c->syncs++;
+    c->unsynced = 0;
     return async_flush(c);
 }
 
-int cm_pgasync_send(cm_pgasync_t *c, cm_replay_t *rp)
+/* Puts a statement in flight at the end of the current batch; a first use of the
+ * statement on this connection is prepared in a batch of its own first. -ENOMEM (nothing
+ * sent), or -EIO (the connection must be given up). */
+static int async_queue(cm_pgasync_t *c, cm_replay_t *rp, void *arg, uint64_t sent_ms)
 {
     pg_db_t *db = c->db;
-    if (c->state != CM_PGASYNC_IDLE || !rp->want_sql)
-        return -EINVAL;
     pg_stmt_t *st = (pg_stmt_t *)pg_stmt(&db->base, rp->want_sql);
     if (!st)
         return -ENOMEM;
@@ -1792,73 +1875,166 @@ int cm_pgasync_send(cm_pgasync_t *c, cm_replay_t *rp)
         if (rc < 0)
             return rc;
     }
-    c->st = st;
-    c->err = 0;
-    int rc;
-    if (st->gen != db->gen) { /* prepared once per connection, then executed */
-        c->phase = PH_PREPARE;
-        rc = PQsendPrepare(db->conn, st->name, st->text, st->nparams, NULL) ? async_flush(c) : -EIO;
-    } else {
-        rc = send_exec(c);
+    /* room for it in flight, and for it among the finished (dn + qn never exceeds dcap) */
+    aitem_t *q = ring_room(c->q, &c->qcap, &c->qhead, c->qn, c->qn, sizeof *c->q);
+    if (q)
+        c->q = q;
+    void **done =
+        q ? ring_room(c->done, &c->dcap, &c->dhead, c->dn, c->dn + c->qn, sizeof *c->done) : NULL;
+    if (!done)
+        return -ENOMEM;
+    c->done = done;
+    astage_t stage = AS_EXEC;
+    if (st->gen != db->gen) {
+        if (c->unsynced && sync_batch(c) < 0)
+            return -EIO;
+        if (!PQsendPrepare(db->conn, st->name, st->text, st->nparams, NULL) ||
+            !PQpipelineSync(db->conn))
+            return -EIO;
+        c->syncs++;
+        st->gen = db->gen; /* the statements after it may use it; a failed one is undone */
+        stage = AS_PREPARE;
     }
-    if (rc < 0) {
-        async_lost(c, PQerrorMessage(db->conn), -EIO);
+    for (int i = 0; i < st->nparams; i++)
+        st->values[i] = st->params[i].null ? NULL : st->params[i].buf;
+    if (!PQsendQueryPrepared(db->conn, st->name, st->nparams, st->values, NULL, NULL, 0))
         return -EIO;
-    }
-    c->rp = rp;
-    c->state = CM_PGASYNC_BUSY;
+    c->q[(c->qhead + c->qn++) % c->qcap] = (aitem_t){rp, arg, st, sent_ms, stage, 0, 0, NULL, 0};
+    c->unsynced++;
     return 0;
 }
 
-/* The command in flight is done (PQgetResult said NULL): the next phase, or the replay
- * finished. */
-static cm_replay_t *async_done(cm_pgasync_t *c)
+int cm_pgasync_send(cm_pgasync_t *c, cm_replay_t *rp, void *arg, uint64_t now)
 {
-    pg_db_t *db = c->db;
-    if (c->phase == PH_SETUP) {
-        if (c->err)
-            return async_lost(c, "session setup failed", -EIO);
-        if (db->backoff_ms)
-            cm_log_msg(CM_LOG_INFO, "db: postgres connection open again");
-        db->backoff_ms = 0;
-        c->state = CM_PGASYNC_IDLE;
-        return NULL;
-    }
-    if (c->phase == PH_PREPARE && !c->err) {
-        c->st->gen = db->gen;
-        if (send_exec(c) < 0)
-            return async_lost(c, PQerrorMessage(db->conn), -EIO);
-        return NULL;
-    }
-    cm_replay_t *rp = c->rp;
-    c->rp = NULL;
-    c->state = CM_PGASYNC_IDLE;
-    replay_add(rp, c->err ? NULL : c->res, c->err);
-    if (c->err)
-        PQclear(c->res);
-    c->res = NULL;
-    return rp;
+    if (c->state != CM_PGASYNC_IDLE || !rp->want_sql)
+        return -EINVAL;
+    int rc = async_queue(c, rp, arg, now);
+    if (rc == -EIO)
+        async_lost(c, PQerrorMessage(c->db->conn), -EIO);
+    return rc;
 }
 
-cm_replay_t *cm_pgasync_advance(cm_pgasync_t *c, uint64_t now)
+int cm_pgasync_flush(cm_pgasync_t *c)
+{
+    if (c->state != CM_PGASYNC_IDLE || !c->unsynced)
+        return 0;
+    if (sync_batch(c) < 0) {
+        async_lost(c, PQerrorMessage(c->db->conn), -EIO);
+        return -EIO;
+    }
+    return 0;
+}
+
+/* The session setup's results (before pipeline mode): on its end, the connection is
+ * ready. 0, or -EIO (the connection must be given up). */
+static int setup_results(cm_pgasync_t *c)
+{
+    pg_db_t *db = c->db;
+    while (!PQisBusy(db->conn)) {
+        PGresult *r = PQgetResult(db->conn);
+        if (!r) {
+            if (c->setup_err || !PQenterPipelineMode(db->conn))
+                return -EIO;
+            if (db->backoff_ms)
+                cm_log_msg(CM_LOG_INFO, "db: postgres connection open again");
+            db->backoff_ms = 0;
+            c->state = CM_PGASYNC_IDLE;
+            return 0;
+        }
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            c->setup_err = map_result(db, r, "postgres: session setup");
+        PQclear(r);
+        if (!db->conn)
+            return -EIO;
+    }
+    return 0;
+}
+
+/* One result of the statement at the head of the flight (NULL: the end of one of its
+ * commands' results). 0, or -EIO (out of step with the server: give the connection up). */
+static int item_result(cm_pgasync_t *c, PGresult *r)
+{
+    pg_db_t *db = c->db;
+    aitem_t *it = &c->q[c->qhead];
+    ExecStatusType s = r ? PQresultStatus(r) : PGRES_EMPTY_QUERY;
+    if (it->stage == AS_PREPARE_SYNC) {
+        PQclear(r);
+        if (s != PGRES_PIPELINE_SYNC)
+            return -EIO;
+        c->syncs--;
+        it->stage = AS_EXEC;
+        return 0;
+    }
+    if (!r && it->stage == AS_PREPARE) {
+        it->stage = AS_PREPARE_SYNC;
+        return 0;
+    }
+    if (!r) { /* its execution is done */
+        c->qhead = (c->qhead + 1) % c->qcap;
+        c->qn--;
+        c->at_sync = it->synced;
+        if (!it->skipped) {
+            async_finish(c, it);
+            return 0;
+        }
+        /* skipped for an earlier statement's error: again, in the next batch */
+        aitem_t again = *it;
+        PQclear(again.res);
+        again.res = NULL;
+        int rc = async_queue(c, again.rp, again.arg, again.sent_ms);
+        if (rc < 0) { /* not in flight: it finishes here */
+            again.err = rc == -ENOMEM ? -ENOMEM : -EIO;
+            async_finish(c, &again);
+        }
+        return rc == -ENOMEM ? 0 : rc;
+    }
+    if (s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK) {
+        if (it->stage == AS_EXEC) {
+            PQclear(it->res);
+            it->res = r;
+        } else {
+            PQclear(r);
+        }
+        return 0;
+    }
+    if (s == PGRES_PIPELINE_ABORTED) {
+        PQclear(r); /* a prepare is alone in its batch: only an execution is skipped */
+        if (!it->err)
+            it->skipped = 1;
+        return 0;
+    }
+    if (it->err) { /* its prepare failed, so its execution did too: said once */
+        PQclear(r);
+        return 0;
+    }
+    char what[160];
+    snprintf(what, sizeof what, "postgres: \"%.100s\"", it->st->sql);
+    it->err = map_result(db, r, what);
+    PQclear(r);
+    if (it->stage == AS_PREPARE)
+        it->st->gen = 0; /* not prepared: the next use prepares it again */
+    return db->conn ? 0 : -EIO;
+}
+
+void cm_pgasync_advance(cm_pgasync_t *c, uint64_t now)
 {
     pg_db_t *db = c->db;
     if (c->state == CM_PGASYNC_DOWN)
-        return NULL;
+        return;
     if (db->connecting) {
         if (now >= db->connect_by) {
             connect_failed(db, 0, "timed out");
             c->state = CM_PGASYNC_DOWN;
-            return NULL;
+            return;
         }
         db->polling = PQconnectPoll(db->connecting);
         if (db->polling == PGRES_POLLING_FAILED) {
             connect_failed(db, 0, PQerrorMessage(db->connecting));
             c->state = CM_PGASYNC_DOWN;
-            return NULL;
+            return;
         }
         if (db->polling != PGRES_POLLING_OK)
-            return NULL;
+            return;
         db->conn = db->connecting;
         db->connecting = NULL;
         db->gen++;
@@ -1867,55 +2043,61 @@ cm_replay_t *cm_pgasync_advance(cm_pgasync_t *c, uint64_t now)
         snprintf(sql, sizeof sql,
                  "SET statement_timeout = %d; SET default_transaction_read_only = on",
                  PG_STATEMENT_TIMEOUT_MS);
-        c->phase = PH_SETUP;
-        c->err = 0;
+        c->setup_err = 0;
         if (PQsetnonblocking(db->conn, 1) != 0 || !PQsendQuery(db->conn, sql) || async_flush(c) < 0)
-            return async_lost(c, PQerrorMessage(db->conn), -EIO);
-        return NULL;
+            async_lost(c, PQerrorMessage(db->conn), -EIO);
+        return;
     }
-    if (c->flushing && async_flush(c) < 0)
-        return async_lost(c, PQerrorMessage(db->conn), -EIO);
-    if (!PQconsumeInput(db->conn))
-        return async_lost(c, PQerrorMessage(db->conn), -EIO);
-    while (!PQisBusy(db->conn)) {
+    if ((c->flushing && async_flush(c) < 0) || !PQconsumeInput(db->conn)) {
+        async_lost(c, PQerrorMessage(db->conn), -EIO);
+        return;
+    }
+    if (c->state == CM_PGASYNC_CONNECTING) {
+        if (setup_results(c) < 0)
+            async_lost(c, db->conn ? "session setup failed" : "the server closed the connection",
+                       -EIO);
+        return;
+    }
+    /* in pipeline mode PQgetResult answers NULL between commands and when nothing is
+     * due: what is due is counted, not asked */
+    while ((c->qn || c->syncs) && !PQisBusy(db->conn)) {
         PGresult *r = PQgetResult(db->conn);
-        if (!r) {
-            if (c->state == CM_PGASYNC_IDLE)
-                return NULL; /* nothing was in flight */
-            cm_replay_t *rp = async_done(c);
-            if (rp || c->state != CM_PGASYNC_BUSY || c->phase != PH_EXEC)
-                return rp;
-            continue; /* prepared: its execution is on its way */
-        }
-        ExecStatusType s = PQresultStatus(r);
-        if (s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK) {
-            PQclear(c->res);
-            c->res = r;
+        if (c->at_sync) {
+            int sync = r && PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+            PQclear(r);
+            if (!sync) {
+                async_lost(c, "out of step with the server", -EIO);
+                return;
+            }
+            c->at_sync = 0;
+            c->syncs--;
             continue;
         }
-        char what[160];
-        snprintf(what, sizeof what, "postgres: \"%.100s\"", c->st ? c->st->sql : "session setup");
-        int err = map_result(db, r, what);
-        PQclear(r);
-        if (!db->conn) /* the connection went with it */
-            return async_lost(c, "the server closed the connection", -EIO);
-        if (!c->err)
-            c->err = err;
+        if (!c->qn) {
+            PQclear(r);
+            async_lost(c, "out of step with the server", -EIO);
+            return;
+        }
+        if (item_result(c, r) < 0) {
+            const char *why = db->conn ? PQerrorMessage(db->conn) : "";
+            async_lost(c, *why ? why : "out of step with the server", -EIO);
+            return;
+        }
     }
     if (PQstatus(db->conn) == CONNECTION_BAD)
-        return async_lost(c, PQerrorMessage(db->conn), -EIO);
-    return NULL;
+        async_lost(c, PQerrorMessage(db->conn), -EIO);
+    else if (c->unsynced) /* statements sent again */
+        cm_pgasync_flush(c);
 }
 
-cm_replay_t *cm_pgasync_abort(cm_pgasync_t *c, int err, uint64_t now)
+void cm_pgasync_abort(cm_pgasync_t *c, int err, const char *why)
 {
-    (void)now;
     if (c->state == CM_PGASYNC_DOWN)
-        return NULL;
+        return;
     if (c->db->connecting && c->state == CM_PGASYNC_CONNECTING) {
         connect_failed(c->db, 0, "timed out");
         c->state = CM_PGASYNC_DOWN;
-        return NULL;
+        return;
     }
-    return async_lost(c, "a statement took too long; reconnecting", err);
+    async_lost(c, why, err);
 }

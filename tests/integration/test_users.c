@@ -185,6 +185,63 @@ Test(users, get_missing_returns_404_user_not_found)
     api_stop_clean(&p);
 }
 
+/* Many GETs due at once (pipelined on several connections, every connection's bytes sent
+ * before any answer is read): on PostgreSQL their statements share batches on the
+ * worker's read connections, and each answer must still be its own request's. */
+Test(users, gets_due_together_each_answer_their_own_user)
+{
+    h_proc_t p;
+    start_users(&p);
+    enum { USERS = 10, CONNS = 6, PER = 2 * USERS + 1 };
+    json_int_t ids[USERS];
+    for (int i = 0; i < USERS; i++) {
+        char name[16], email[32];
+        snprintf(name, sizeof name, "U%d", i);
+        snprintf(email, sizeof email, "u%d@x.org", i);
+        ids[i] = api_create_user(&p, name, email);
+    }
+    /* connection c asks for user (c + k) % USERS at step k, and once for a missing one */
+    int fds[CONNS];
+    for (int c = 0; c < CONNS; c++) {
+        char req[PER * 96];
+        size_t n = 0;
+        for (int k = 0; k < PER; k++) {
+            long long id = k == USERS ? 999999 : (long long)ids[(c + k) % USERS];
+            n += (size_t)snprintf(req + n, sizeof req - n,
+                                  "GET /users/%lld HTTP/1.1\r\nHost: x\r\n\r\n", id);
+        }
+        fds[c] = h_connect(p.port);
+        h_send(fds[c], req, n);
+    }
+    for (int c = 0; c < CONNS; c++) {
+        size_t len;
+        char *resp = h_recv_responses(fds[c], PER, 10000, &len);
+        const char *r = resp;
+        for (int k = 0; k < PER; k++, r = h_raw_next(r)) {
+            cr_assert_not_null(r, "connection %d: answer %d of %d missing", c, k + 1, PER);
+            if (k == USERS) {
+                cr_assert_eq(h_raw_status(r), 404, "connection %d: the missing user", c);
+                continue;
+            }
+            int i = (c + k) % USERS;
+            cr_assert_eq(h_raw_status(r), 200, "connection %d, answer %d", c, k);
+            char cl[16] = "";
+            h_raw_header(r, "Content-Length", cl, sizeof cl);
+            json_error_t err;
+            json_t *j = json_loadb(h_raw_body(r), (size_t)atoi(cl), 0, &err);
+            cr_assert_not_null(j, "connection %d, answer %d: %s", c, k, err.text);
+            char name[16];
+            snprintf(name, sizeof name, "U%d", i);
+            cr_assert_eq(api_int(j, "id"), ids[i], "connection %d, answer %d is its own", c, k);
+            cr_assert_str_eq(api_str(j, "name"), name);
+            json_decref(j);
+        }
+        free(resp);
+        close(fds[c]);
+    }
+    api_stop_clean(&p);
+}
+
 Test(users, non_numeric_id_returns_404)
 {
     h_proc_t p;
