@@ -29,8 +29,8 @@
 
 /* Inside a unit of work on the write connection: appends event type with data (JSON
  * text, len bytes) stamped now. Returns 0 or the store's error (then the caller refuses
- * the unit, so the change is not stored either). Deferred (cm_stmt_defer): on PostgreSQL
- * a failure shows later, as the loss of the whole group. */
+ * the unit, so the change is not stored either). Deferred (cm_stmt_defer): in an
+ * optimistic group a failure shows later, as the whole group's (which then runs again). */
 int cm_outbox_add(cm_db_t *db, const char *type, const char *data, size_t len);
 
 /* Appends to out the events with id > after, at most limit, as a JSON array of

@@ -60,8 +60,8 @@ int cm_idem_lookup(cm_db_t *db, const char *scope, size_t scope_len, const char 
 
 /* Records the response for key, stamped with the current time. Call in the same
  * transaction as the write, under its write lock, after cm_idem_lookup found no record.
- * location may be NULL. Strings are copied. Deferred (cm_stmt_defer): on PostgreSQL a
- * failure shows later, as the loss of the whole group.
+ * location may be NULL. Strings are copied. Deferred (cm_stmt_defer): in an optimistic
+ * group a failure shows later, as the whole group's (which then runs again).
  * Returns 0, -EEXIST (key already stored), -EINVAL, -EBUSY or -EIO. */
 int cm_idem_store(cm_db_t *db, const char *scope, size_t scope_len, const char *key, size_t key_len,
                   const char *fingerprint, int status, const char *location, const char *body,
