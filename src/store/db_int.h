@@ -49,9 +49,12 @@ extern const cm_db_ops_t cm_db_pg_ops;
 int cm_db_sqlite_global_init(void);
 /* Steps st to its end and resets it: 0 (CM_DB_DONE) or the step's error. */
 int cm_stmt_run_now(cm_stmt_t *st);
-/* PostgreSQL's pg_xact_status() answer (NULL for SQL NULL) as a group commit's result:
- * "committed" 0, "aborted" -EIO, "in progress" -EINPROGRESS (ask again), else
- * -ETIMEDOUT (nobody can tell). Pure; db_pg.c's in-doubt COMMIT uses it. */
-int cm_db_pg_xact_outcome(const char *status);
+/* PostgreSQL's pg_xact_status() answer (NULL for SQL NULL; "future" for an id the server
+ * has not handed out) as a group commit's result: "committed" 0, "aborted" -EIO, "in
+ * progress" or "future" -EINPROGRESS (ask again), else -ETIMEDOUT (nobody can tell).
+ * restarted: the server started again since the transaction began; its backend is gone
+ * then ("in progress" and "future" are -EIO), and after a crash the id may have been
+ * handed out again, so "committed" is -ETIMEDOUT. Pure; db_pg.c's in-doubt COMMIT. */
+int cm_db_pg_xact_outcome(const char *status, int restarted);
 
 #endif

@@ -156,8 +156,9 @@ struct pg_db {
     int unit_ran;   /* a statement of the unit was sent */
     int unit_wrote; /* one that is not a SELECT changed rows, or may have (deferred) */
     pg_ids_t ids[PG_ID_TABLES];
-    char lock_sql[96]; /* the write lock's SELECT, which also returns the xid */
-    char xid[32];      /* the write group's transaction id, learnt at BEGIN; "" unknown */
+    char lock_sql[160]; /* the write lock's SELECT, which also returns the two below */
+    char started[48];   /* the server's start, learnt at BEGIN; "" unknown */
+    char xid[32];       /* the write group's transaction id, learnt at BEGIN; "" unknown */
     int changes;
     int lock_timeout_ms;
     uint64_t retry_at; /* ms, monotonic: no connect before */
@@ -536,7 +537,9 @@ static int pg_open(const char *target, cm_db_sync_t sync, const cm_migration_t *
     db->sync = sync;
     db->lock_key = schema_key(m, n);
     snprintf(db->lock_sql, sizeof db->lock_sql,
-             "SELECT pg_advisory_xact_lock(%" PRId64 "), pg_current_xact_id()::text", db->lock_key);
+             "SELECT pg_advisory_xact_lock(%" PRId64 "), pg_postmaster_start_time()::text,"
+             " pg_current_xact_id()::text",
+             db->lock_key);
     int rc = ensure_conn(db, 0, PG_CONNECT_TIMEOUT_MS); /* at start: wait for it */
     if (rc == 0)
         rc = migrate(db, m, n);
@@ -896,8 +899,10 @@ static int answer_ahead(pg_db_t *db, PGresult **last)
         if (!r) {
             lost = 1;
         } else if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) {
-            if (a->kind == AH_LOCK && PQntuples(r) == 1)
-                snprintf(db->xid, sizeof db->xid, "%s", PQgetvalue(r, 0, 1));
+            if (a->kind == AH_LOCK && PQntuples(r) == 1) {
+                snprintf(db->started, sizeof db->started, "%s", PQgetvalue(r, 0, 1));
+                snprintf(db->xid, sizeof db->xid, "%s", PQgetvalue(r, 0, 2));
+            }
             if (i == n - 1 && last && at < 0) {
                 *last = r;
                 r = NULL;
@@ -1117,7 +1122,8 @@ static int open_write(pg_db_t *db)
         return -EIO;
     if (ensure_conn(db, 0, PG_CONNECT_WAIT_MS) < 0)
         return -EIO;
-    char sql[160];
+    char sql[192];
+    db->started[0] = '\0'; /* unknown here: a doubt after a restart is not resolved */
     snprintf(sql, sizeof sql, "BEGIN; %s", db->lock_sql);
     int rc = exec_multi(db, sql, db->xid, sizeof db->xid);
     if (rc < 0 && !db->conn && ensure_conn(db, 0, PG_CONNECT_WAIT_MS) == 0)
@@ -1135,16 +1141,20 @@ static int pg_begin(cm_db_t *h)
     return open_write((pg_db_t *)h);
 }
 
-int cm_db_pg_xact_outcome(const char *status)
+int cm_db_pg_xact_outcome(const char *status, int restarted)
 {
     if (!status)
         return -ETIMEDOUT; /* too old, or not yet assigned: nobody can tell */
+    /* After a crash the server may hand out again an id it had given a transaction that
+     * never reached its WAL (one that cannot have committed): a "committed" may then be
+     * another's. The rest is ours: the old server's backends are gone, so ours is not
+     * in progress, and an id in the future was never logged. */
     if (strcmp(status, "committed") == 0)
-        return 0;
+        return restarted ? -ETIMEDOUT : 0;
     if (strcmp(status, "aborted") == 0)
         return -EIO;
-    if (strcmp(status, "in progress") == 0)
-        return -EINPROGRESS;
+    if (strcmp(status, "in progress") == 0 || strcmp(status, "future") == 0)
+        return restarted ? -EIO : -EINPROGRESS;
     return -ETIMEDOUT;
 }
 
@@ -1175,12 +1185,21 @@ static int resolve_in_doubt(pg_db_t *db)
             int left = (int)(until - now);
             if (ensure_conn(db, 1, left < PG_CONNECT_TIMEOUT_MS ? left : PG_CONNECT_TIMEOUT_MS) ==
                 0) {
+                /* the start first: the status query fails for an id in the future */
+                char started[48];
+                int restarted = exec_multi(db, "SELECT pg_postmaster_start_time()::text", started,
+                                           sizeof started) < 0 ||
+                                !db->started[0] || strcmp(started, db->started) != 0;
                 const char *v[1] = {db->xid};
-                PGresult *res = PQexecParams(db->conn, "SELECT pg_xact_status($1::xid8)", 1, NULL,
-                                             v, NULL, NULL, 0);
+                PGresult *res = db->conn ? PQexecParams(db->conn, "SELECT pg_xact_status($1::xid8)",
+                                                        1, NULL, v, NULL, NULL, 0)
+                                         : NULL;
+                const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
                 if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-                    rc = cm_db_pg_xact_outcome(PQgetisnull(res, 0, 0) ? NULL
-                                                                      : PQgetvalue(res, 0, 0));
+                    rc = cm_db_pg_xact_outcome(
+                        PQgetisnull(res, 0, 0) ? NULL : PQgetvalue(res, 0, 0), restarted);
+                } else if (state && strcmp(state, "22023") == 0) {
+                    rc = cm_db_pg_xact_outcome("future", restarted); /* never logged */
                 } else {
                     map_result(db, res, "asking a transaction's outcome");
                     rc = -EINPROGRESS; /* no answer: ask again */
@@ -1404,7 +1423,7 @@ static int pg_unit_begin(cm_db_t *h)
         /* BEGIN, the lock and the SAVEPOINT go with the unit's first statement */
         db->tx = TX_WRITE;
         db->pend_open = 1;
-        db->xid[0] = '\0';
+        db->xid[0] = db->started[0] = '\0';
         db->retry = 0;
         for (int i = 0; i < PG_ID_TABLES; i++)
             db->ids[i].taken = 0;

@@ -222,11 +222,17 @@ Test(dbpg, a_connection_the_server_dropped_is_reopened_at_the_next_read_group)
 /* The in-doubt COMMIT's answer from pg_xact_status(): pure, no server needed. */
 Test(dbpg, xact_status_maps_to_the_group_commit_result)
 {
-    cr_assert_eq(cm_db_pg_xact_outcome("committed"), 0);
-    cr_assert_eq(cm_db_pg_xact_outcome("aborted"), -EIO);
-    cr_assert_eq(cm_db_pg_xact_outcome("in progress"), -EINPROGRESS);
-    cr_assert_eq(cm_db_pg_xact_outcome(NULL), -ETIMEDOUT, "NULL: too old or never assigned");
-    cr_assert_eq(cm_db_pg_xact_outcome("something new"), -ETIMEDOUT);
+    cr_assert_eq(cm_db_pg_xact_outcome("committed", 0), 0);
+    cr_assert_eq(cm_db_pg_xact_outcome("aborted", 0), -EIO);
+    cr_assert_eq(cm_db_pg_xact_outcome("in progress", 0), -EINPROGRESS);
+    cr_assert_eq(cm_db_pg_xact_outcome("future", 0), -EINPROGRESS);
+    cr_assert_eq(cm_db_pg_xact_outcome(NULL, 0), -ETIMEDOUT, "NULL: too old or never assigned");
+    cr_assert_eq(cm_db_pg_xact_outcome("something new", 0), -ETIMEDOUT);
+    /* the server started again since: a crash may have handed the id out again */
+    cr_assert_eq(cm_db_pg_xact_outcome("committed", 1), -ETIMEDOUT, "maybe another's");
+    cr_assert_eq(cm_db_pg_xact_outcome("aborted", 1), -EIO);
+    cr_assert_eq(cm_db_pg_xact_outcome("in progress", 1), -EIO, "another's: ours is gone");
+    cr_assert_eq(cm_db_pg_xact_outcome("future", 1), -EIO, "never logged: never committed");
 }
 
 /* BEGIN and the write lock travel with the group's first statement: a lock that times
