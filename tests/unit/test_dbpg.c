@@ -379,10 +379,8 @@ Test(dbpg, next_id_counts_within_a_group_and_moves_the_sequence_with_the_commit)
     cm_db_close(a);
 }
 
-/* An optimistic unit has no savepoint: taken back after it only read, the group goes on;
- * taken back after it wrote, the group is lost and its commit says -EAGAIN, nothing
- * stored (the caller runs it again the plain way). */
-Test(dbpg, an_optimistic_unit_taken_back_after_a_write_fails_the_group)
+/* An optimistic group holding one kept unit (row "kept"), and the next unit begun. */
+static cm_db_t *optimistic_after_a_kept_unit(void)
 {
     need_server();
     cm_db_t *db = open_ok();
@@ -391,6 +389,15 @@ Test(dbpg, an_optimistic_unit_taken_back_after_a_write_fails_the_group)
     cr_assert_eq(insert(db, "kept"), CM_DB_ROW);
     cr_assert_eq(cm_db_unit_end(db), 0);
     cr_assert_eq(cm_db_unit_begin(db), 0);
+    return db;
+}
+
+/* An optimistic unit has no savepoint: taken back after it only read, the group goes on;
+ * taken back after it wrote, the group is lost and its commit says -EAGAIN, nothing
+ * stored (the caller runs it again the plain way). */
+Test(dbpg, an_optimistic_unit_taken_back_after_a_write_fails_the_group)
+{
+    cm_db_t *db = optimistic_after_a_kept_unit();
     cr_assert_eq(count(db, sql_count_t), 1, "it sees the group's own row");
     cr_assert_eq(cm_db_unit_undo(db), 0, "it only read: nothing to take back");
     cr_assert_eq(cm_db_group_commit(db), 0);
@@ -417,13 +424,7 @@ Test(dbpg, an_optimistic_unit_taken_back_after_a_write_fails_the_group)
  * DELETE found nothing (the pruner's idle tick) is taken back and the group goes on. */
 Test(dbpg, an_optimistic_unit_whose_write_changed_nothing_is_taken_back_alone)
 {
-    need_server();
-    cm_db_t *db = open_ok();
-    cm_db_optimistic(db, 1);
-    cr_assert_eq(cm_db_unit_begin(db), 0);
-    cr_assert_eq(insert(db, "kept"), CM_DB_ROW);
-    cr_assert_eq(cm_db_unit_end(db), 0);
-    cr_assert_eq(cm_db_unit_begin(db), 0);
+    cm_db_t *db = optimistic_after_a_kept_unit();
     static const char sql_none[] = "DELETE FROM t WHERE v = 'none'";
     cm_stmt_t *st = cm_db_stmt(db, sql_none);
     cr_assert_eq(cm_stmt_step(st), CM_DB_DONE);
